@@ -50,19 +50,22 @@ def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     return y, yp
 
 # %% ../nbs/05_evaluate.ipynb #0edec8d5
+def _bin_stats(y: np.ndarray, p: np.ndarray, n_bins: int):
+    "Count, mean P(dog) and dog rate per equal-width bin of P(dog) (NaN for empty bins); P(dog) = 1 joins the top bin"
+    b = np.minimum((p*n_bins).astype(int), n_bins - 1)
+    n = np.bincount(b, minlength=n_bins)
+    with np.errstate(invalid='ignore'): return n, np.bincount(b, p, n_bins)/n, np.bincount(b, y, n_bins)/n
+
 def calibration_bins(y_true, p_dog, n_bins=10) -> pd.DataFrame:
     "Per equal-width bin of P(dog): edges, count `n`, mean predicted P(dog) and observed dog rate (NaN when empty)"
-    y, p = _check(y_true, p_dog)
-    b = np.minimum((p*n_bins).astype(int), n_bins - 1)
-    g = pd.DataFrame({'b': b, 'p': p, 'y': y}).groupby('b').agg(n=('y', 'size'), p_mean=('p', 'mean'), dog_rate=('y', 'mean'))
-    g = g.reindex(range(n_bins)).fillna({'n': 0}).astype({'n': int})
+    n, p_mean, dog_rate = _bin_stats(*_check(y_true, p_dog), n_bins)
     edges = np.linspace(0, 1, n_bins + 1)
-    return g.assign(lo=edges[:-1], hi=edges[1:]).rename_axis('bin')
+    return pd.DataFrame({'lo': edges[:-1], 'hi': edges[1:], 'n': n, 'p_mean': p_mean, 'dog_rate': dog_rate}).rename_axis('bin')
 
 def expected_calibration_error(y_true, p_dog, n_bins=10) -> float:
     "Share-weighted mean gap between predicted P(dog) and observed dog rate over equal-width bins"
-    t = calibration_bins(y_true, p_dog, n_bins).dropna()
-    return float((t.n*(t.p_mean - t.dog_rate).abs()).sum()/t.n.sum())
+    n, p_mean, dog_rate = _bin_stats(*_check(y_true, p_dog), n_bins)
+    return float(np.nansum(n*np.abs(p_mean - dog_rate))/n.sum())
 
 # %% ../nbs/05_evaluate.ipynb #35bb4d95
 METRIC_KEYS = ('accuracy', 'precision_cat', 'recall_cat', 'f1_cat', 'precision_dog', 'recall_dog', 'f1_dog',
@@ -289,6 +292,7 @@ def shap_explain(predict_fn, images, max_evals=200, batch_size=50, seed=0, maske
     explainer = shap.Explainer(f, shap.maskers.Image(masker, x.shape[1:]), algorithm='partition', seed=seed)
     out = np.empty(x.shape[:3], dtype=np.float32)
     for i in tqdm(range(len(x)), desc='SHAP', leave=False):
+        pass  # the blur masker caches by id(image), and ids are reused between calls
         out[i] = explainer(x[i:i + 1], max_evals=max_evals, batch_size=batch_size, silent=True).values[0].sum(-1)
     return out
 

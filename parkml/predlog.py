@@ -26,7 +26,7 @@ STATUSES = ('ok', 'rejected')
 PRED_COLS = ('id', 'ts', 'received', 'camera', 'model_name', 'model_version', 'run_id', 'alias', 'label',
              'p_dog', 'latency_ms', 'width', 'height', 'brightness', 'contrast', 'sharpness', 'status', 'error',
              'frame_sha', 'proj')
-_FLOAT_COLS = {'ts', 'received', 'p_dog', 'latency_ms', 'width', 'height', 'brightness', 'contrast', 'sharpness'}
+_FLOAT_COLS = {'p_dog', 'latency_ms', 'width', 'height', 'brightness', 'contrast', 'sharpness'}
 TELEMETRY_COLS = ('ts', 'host', 'cpu_pct', 'mem_pct', 'mem_used_mb', 'disk_pct', 'temp_c', 'rss_mb',
                   'latency_p50_ms', 'latency_p95_ms', 'requests', 'errors')
 
@@ -69,8 +69,8 @@ def prediction_row(rec: dict, now: float = None) -> tuple:
     if extra: raise ValueError(f"unknown prediction fields {sorted(extra)}; known: {', '.join(PRED_COLS)}")
     r = dict(rec)
     r['id'] = r.get('id') or new_prediction_id()
-    r['received'] = r.get('received') or (time.time() if now is None else now)
-    if r.get('ts') is None: r['ts'] = r['received']
+    r['received'] = (time.time() if now is None else now) if r.get('received') is None else to_epoch(r['received'])
+    r['ts'] = r['received'] if r.get('ts') is None else to_epoch(r['ts'])
     r['status'] = r.get('status') or 'ok'
     if r['status'] not in STATUSES: raise ValueError(f"prediction {r['id']}: status must be one of {STATUSES}, got {r['status']!r}")
     if r['status'] == 'ok' and r.get('label') not in LABELS:
@@ -117,7 +117,7 @@ class PredictionStore(abc.ABC):
 
     @abc.abstractmethod
     def log_predictions(self, records: list[dict]) -> list[str]:
-        "Insert `records` in ONE transaction; return their ids only after the commit"
+        "Insert `records` in ONE transaction; return their ids only after the commit. A record may carry its frame's bytes as `frame`"
     def log_prediction(self, rec: dict) -> str:
         "Insert one prediction; return its id after the commit"
         return self.log_predictions([rec])[0]
@@ -228,6 +228,7 @@ class SQLiteStore(PredictionStore):
     def _reader(self) -> sqlite3.Connection:
         con = getattr(self._local, 'con', None)
         if con is None:
+            if self._w is None: raise RuntimeError(f"store {self.path} is closed")
             con = self._local.con = self._connect(readonly=True)
             with self._lock: self._readers.append(con)
         return con
@@ -239,7 +240,9 @@ class SQLiteStore(PredictionStore):
             if self._w is None: raise RuntimeError(f"store {self.path} is closed")
             self._w.execute('BEGIN IMMEDIATE')
             try: yield self._w
-            except BaseException: self._w.execute('ROLLBACK'); raise
+            except BaseException:
+                if self._w.in_transaction: self._w.execute('ROLLBACK')
+                raise
             else: self._w.execute('COMMIT')
 
     def _read(self, sql: str, params=()) -> pd.DataFrame: return pd.read_sql_query(sql, self._reader(), params=params)
@@ -300,7 +303,8 @@ def log_telemetry(self: SQLiteStore, rec: dict) -> None:
     extra = set(rec) - set(TELEMETRY_COLS)
     if extra: raise ValueError(f"unknown telemetry fields {sorted(extra)}; known: {', '.join(TELEMETRY_COLS)}")
     rec = {**rec, 'ts': time.time() if rec.get('ts') is None else to_epoch(rec['ts'])}
-    with self._write() as con: con.execute(_INSERT_TEL, tuple(rec.get(c) for c in TELEMETRY_COLS))
+    row = tuple(v.item() if isinstance(v, np.generic) else v for v in map(rec.get, TELEMETRY_COLS))
+    with self._write() as con: con.execute(_INSERT_TEL, row)
 
 # %% ../nbs/10_predlog.ipynb #b20c0972
 @patch

@@ -1,0 +1,177 @@
+"Prediction log: real SQLite files and real petpark frames in tmp_path, real threads and a real kill -9."
+import hashlib, os, signal, sqlite3, subprocess, sys, textwrap, threading, time
+from pathlib import Path
+import numpy as np, pandas as pd, pytest
+from parkml.config import get_settings
+from parkml.predlog import (open_store, SQLiteStore, PredictionStore, proj_matrix, keep_sample, frame_sha,
+                            new_prediction_id, LABELS)
+
+@pytest.fixture(scope='module')
+def frames():
+    "Bytes of 120 real petpark JPEGs"
+    cfg = get_settings()
+    paths = pd.read_csv(cfg.data/'manifest.csv').path[:120]
+    return [(cfg.data/p).read_bytes() for p in paths]
+
+@pytest.fixture
+def store(tmp_path):
+    s = open_store(f"sqlite:///{tmp_path}/predlog.db", tmp_path/'frames')
+    yield s
+    s.close()
+
+def rec(i, frame=None, ts=None, camera='cam-01'):
+    "A prediction record like the service writes"
+    p = (i * 37 % 100) / 100
+    r = dict(id=new_prediction_id(), ts=1.75e9 + i if ts is None else ts, camera=camera, model_name='parkml-catdog',
+             model_version='2', run_id='f' * 32, alias='champion', label=LABELS[p > 0.5], p_dog=p, latency_ms=12.5,
+             width=160.0, height=120.0, brightness=0.4, contrast=0.2, sharpness=3.0,
+             proj=np.arange(16, dtype=np.float32) + i)
+    if frame is not None: r['frame'] = frame
+    return r
+
+def test_round_trip(store, frames):
+    assert isinstance(store, SQLiteStore) and isinstance(store, PredictionStore)
+    recs = [rec(i, frames[i]) for i in range(20)]
+    ids = store.log_predictions(recs)
+    rej = store.log_prediction(dict(ts=1.75e9 + 5.5, status='rejected', error='corrupt image', frame=b'\xff\xd8garbage'))
+    assert ids == [r['id'] for r in recs]
+    df = store.predictions(1.75e9 + 2, 1.75e9 + 10)
+    assert len(df) == 9 and list(df.ts) == sorted(df.ts) and 'rejected' in set(df.status)
+    ok = df[df.status == 'ok']
+    assert np.array_equal(proj_matrix(ok), np.stack([recs[i]['proj'] for i in range(2, 10)]))
+    assert ok.label.tolist() == [recs[i]['label'] for i in range(2, 10)]
+    got = store.get_prediction(ids[7])
+    assert got['p_dog'] == recs[7]['p_dog'] and got['run_id'] == 'f' * 32 and np.array_equal(got['proj'], recs[7]['proj'])
+    assert got['frame_sha'] == hashlib.sha256(frames[7]).hexdigest() and got['frame_retained']
+    assert Path(got['frame_path']).read_bytes() == frames[7] and got['true_label'] is None
+    r = store.get_prediction(rej)
+    assert r['status'] == 'rejected' and r['label'] is None and r['error'] == 'corrupt image' and r['proj'] is None
+    assert store.get_frame(r['frame_sha']) == b'\xff\xd8garbage' and store.get_prediction('p-missing') is None
+    c = store.counts()
+    assert (c['predictions'], c['rejected'], c['frames'], c['feedback']) == (21, 1, 21, 0) and c['db_bytes'] > 0
+
+def test_frames_are_content_addressed(store, frames, tmp_path):
+    sha = store.put_frame(frames[0])
+    assert sha == store.put_frame(frames[0]) == frame_sha(frames[0])
+    p = store.frame_path(sha)
+    assert p == tmp_path/'frames'/sha[:2]/f"{sha}.jpg" and p.read_bytes() == frames[0]
+    assert [f for f in (tmp_path/'frames').rglob('*') if f.is_file()] == [p]
+    assert store.frame_path('0' * 64) is None and store.get_frame('0' * 64) is None
+    with pytest.raises(ValueError): store.put_frame(b'')
+
+def test_bad_records_are_refused(store):
+    for bad in [dict(label='bird'), dict(label='cat', colour='red'), dict(status='rejected', label='dog'),
+                dict(status='maybe', label='cat')]:
+        with pytest.raises(ValueError): store.log_prediction(bad)
+    good = rec(1)
+    with pytest.raises(Exception): store.log_predictions([good, {**rec(2), 'id': good['id']}])  # duplicate id
+    assert store.counts()['predictions'] == 0  # the whole batch was rolled back
+
+def test_concurrent_writers_lose_nothing(store, frames):
+    ids, errors = [], []
+    def writer(w):
+        try:
+            for b in range(25):
+                batch = [rec(w * 1000 + b * 8 + k, frames[(w * 8 + k) % len(frames)] if k == 0 else None) for k in range(8)]
+                ids.extend(store.log_predictions(batch))
+                store.predictions(limit=5)  # readers interleave with writers
+        except Exception as e: errors.append(e)
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    assert not errors and len(ids) == len(set(ids)) == 8 * 25 * 8
+    assert set(store.predictions().id) == set(ids) and store.counts()['predictions'] == 1600
+
+CHILD = textwrap.dedent("""
+    import sys, pandas as pd
+    from parkml.predlog import open_store, new_prediction_id
+    db, frames_dir, data = sys.argv[1:]
+    store = open_store(f"sqlite:///{db}", frames_dir)
+    paths = pd.read_csv(f"{data}/manifest.csv").path
+    i = 0
+    while True:
+        batch = []
+        for _ in range(4):
+            frame = open(f"{data}/{paths[i % len(paths)]}", 'rb').read() + i.to_bytes(4, 'little')
+            batch.append(dict(id=new_prediction_id(), camera='cam-09', label='dog', p_dog=0.9, frame=frame))
+            i += 1
+        for pid in store.log_predictions(batch): print(pid, flush=True)
+""")
+
+def test_answered_predictions_survive_kill9(tmp_path):
+    db, frames_dir = tmp_path/'predlog.db', tmp_path/'frames'
+    proc = subprocess.Popen([sys.executable, '-c', CHILD, str(db), str(frames_dir), str(get_settings().data)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    printed, deadline = [], time.time() + 60
+    try:
+        while len(printed) < 400 and time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line: pytest.fail(f"writer died before the kill: {proc.stderr.read()}")
+            printed.append(line)
+        os.kill(proc.pid, signal.SIGKILL)  # while it is writing: no clean-up, no atexit, no close
+        proc.wait(10)
+    finally:
+        if proc.poll() is None: proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    printed += proc.stdout.read().splitlines(keepends=True)
+    ids = [l.strip() for l in printed if l.endswith('\n')]
+    assert len(ids) >= 400
+    with sqlite3.connect(db) as con: assert con.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
+    store = open_store(f"sqlite:///{db}", frames_dir)
+    try:
+        for pid in ids:
+            p = store.get_prediction(pid)
+            assert p is not None, f"answered prediction {pid} was lost"
+            assert p['frame_retained'] and hashlib.sha256(Path(p['frame_path']).read_bytes()).hexdigest() == p['frame_sha']
+        assert store.counts()['predictions'] >= len(ids)
+    finally: store.close()
+
+def test_feedback(store):
+    ids = store.log_predictions([rec(i) for i in range(5)])
+    store.add_feedback(ids[1], 'cat', source='keeper', ts=1.75e9 + 100)
+    store.add_feedback(ids[1], 'dog', source='vet', ts=1.75e9 + 200)  # latest wins
+    store.add_feedback(ids[3], 'cat', source='keeper', ts=1.75e9 + 150)
+    assert store.get_prediction(ids[1])['true_label'] == 'dog' and store.get_prediction(ids[1])['feedback_source'] == 'vet'
+    assert store.get_prediction(ids[0])['true_label'] is None
+    fb = store.feedback()
+    assert fb.id.tolist() == [ids[1], ids[3]] and fb.true_label.tolist() == ['dog', 'cat']
+    assert store.feedback(1.75e9 + 2, 1.75e9 + 5).id.tolist() == [ids[3]]
+    assert store.feedback(1.75e9 + 140, 1.75e9 + 160, by='feedback').id.tolist() == [ids[3]]
+    with pytest.raises(KeyError): store.add_feedback('p-unknown', 'cat')
+    with pytest.raises(ValueError): store.add_feedback(ids[0], 'bird')
+    with pytest.raises(ValueError): store.add_feedback(ids[0], 1)
+    assert store.counts()['feedback'] == 3 and store.counts()['labelled'] == 2
+
+def test_retention_keeps_sample_and_labelled(store, frames, tmp_path):
+    now = time.time()
+    old = [rec(i, frames[i], ts=now - 30 * 86400 + i) for i in range(100)]
+    new = [rec(i, frames[i], ts=now - 3600) for i in range(100, 120)]
+    ids = store.log_predictions(old + new)
+    labelled = {3, 40, 77}
+    for i in labelled: store.add_feedback(ids[i], 'dog', source='test')
+    shas = [frame_sha(frames[i]) for i in range(120)]
+    sampled = {i for i in range(100) if keep_sample(shas[i], 0.2)} - labelled
+    assert 5 <= len(sampled) <= 40  # the sample is a real share of 20%
+
+    res = store.apply_retention(retention_days=7, sample_rate=0.2)
+    assert res['kept_feedback'] == 3 and res['kept_sample'] == len(sampled) and res['removed'] == 100 - 3 - len(sampled)
+    for i in range(120):
+        p = store.get_prediction(ids[i])
+        assert p['frame_sha'] == shas[i]  # predictions are never deleted
+        assert p['frame_retained'] == (i in labelled or i in sampled or i >= 100), i
+        assert (tmp_path/'frames'/shas[i][:2]/f"{shas[i]}.jpg").exists() == p['frame_retained']
+    assert store.counts()['predictions'] == 120 and store.counts()['frames'] == 120 - res['removed']
+    assert store.apply_retention(retention_days=7, sample_rate=0.2)['removed'] == 0  # stable: decided once
+    with pytest.raises(ValueError): store.apply_retention(sample_rate=2)
+
+def test_open_store_schemes(tmp_path, monkeypatch):
+    for uri in ['postgresql://parkml@db/predlog', 'mysql://x/y', f'{tmp_path}/predlog.db']:
+        with pytest.raises(NotImplementedError, match='sqlite://'): open_store(uri, tmp_path)
+    with pytest.raises(ValueError): open_store('sqlite://', tmp_path)
+    monkeypatch.setenv('PARKML_PREDLOG_URI', f'sqlite:///{tmp_path}/from-settings.db')
+    monkeypatch.setenv('PARKML_FRAMES_DIR', str(tmp_path/'fr'))
+    with open_store() as s:
+        assert s.path == tmp_path/'from-settings.db' and s.frames_dir == tmp_path/'fr'
+        s.log_prediction(rec(0, b'frame bytes'))
+    assert (tmp_path/'from-settings.db').exists() and len(list((tmp_path/'fr').rglob('*.jpg'))) == 1
+    with pytest.raises(RuntimeError): s.log_prediction(rec(1))  # closed
