@@ -18,7 +18,8 @@ from .data import ImageSet, load_images, CLASSES
 # %% auto #0
 __all__ = ['WEIGHTS_SHA256', 'EMB_DIM', 'PROJ_DIM', 'BACKBONE_ID', 'ModelError', 'weights_path', 'load_backbone', 'ParkNet',
            'export_onnx', 'OnnxModel', 'backbone_onnx', 'embed_arrays', 'compute_embeddings', 'fit_head',
-           'fit_projection', 'predict_from_embeddings', 'build_parknet', 'check_agreement']
+           'fit_projection', 'predict_from_embeddings', 'build_parknet', 'torch_embeddings', 'check_agreement',
+           'cached_torch_embeddings']
 
 # %% ../nbs/03_model.ipynb #22c6098d
 WEIGHTS_SHA256 = '579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db'
@@ -189,11 +190,24 @@ def predict_from_embeddings(E, w, b) -> np.ndarray:
 def build_parknet(w, b, proj_mean, proj_basis) -> ParkNet:
     return ParkNet(load_backbone(), w, b, proj_mean, proj_basis).eval()
 
-def check_agreement(net: ParkNet, om: OnnxModel, X: np.ndarray, batch: int = 32) -> float:
-    "Largest |p_torch - p_onnx| over images `X`"
-    worst = 0.
+def torch_embeddings(net: ParkNet, X: np.ndarray, batch: int = 32) -> np.ndarray:
+    "Embeddings of uint8 images computed by the torch network itself"
     with torch.no_grad():
-        for i in range(0, len(X), batch):
-            pt = net(torch.from_numpy(X[i:i+batch]))[0].numpy()
-            worst = max(worst, float(np.abs(pt - om.predict(X[i:i+batch])).max()))
-    return worst
+        out = [net.embed(torch.from_numpy(np.ascontiguousarray(X[i:i+batch]))).numpy() for i in range(0, len(X), batch)]
+    return np.concatenate(out) if out else np.zeros((0, EMB_DIM), np.float32)
+
+def check_agreement(net: ParkNet, om: OnnxModel, X: np.ndarray, torch_emb: np.ndarray = None) -> float:
+    """Largest |p_torch - p_onnx| over images `X`. The frozen backbone's torch embeddings can be passed in
+    (`torch_emb`, e.g. cached from an earlier run); the head is then applied by the torch module as in `forward`."""
+    E = torch.from_numpy(torch_emb if torch_emb is not None else torch_embeddings(net, X))
+    with torch.no_grad(): pt = torch.sigmoid(E @ net.head_w + net.head_b).numpy()
+    return float(np.abs(pt - om.predict(X)).max()) if len(X) else 0.
+
+def cached_torch_embeddings(net: ParkNet, X: np.ndarray, key: str) -> np.ndarray:
+    "`torch_embeddings` of `X`, cached under `runs/cache` by `key` (e.g. the data version of the images)"
+    f = ensure_dir(get_settings().runs/'cache'/'embeddings')/f"torch-{key[:20]}-{BACKBONE_ID}-{X.shape[1]}.npy"
+    if f.is_file():
+        E = np.load(f)
+        if len(E) == len(X): return E
+    E = torch_embeddings(net, X); np.save(f, E)
+    return E

@@ -103,15 +103,16 @@ def local_onnx(mv, client=None, cfg=None) -> Path:
     import mlflow
     cfg = cfg or get_settings()
     dest = cfg.runs/'cache'/'models'/f"{mv.name}-v{mv.version}"
-    path = dest/'model.onnx'
-    if path.is_file(): return path
+    found = sorted(dest.rglob('*.onnx')) if dest.is_dir() else []
+    if found: return found[0]
     uri = mv.tags.get('parkml.onnx_uri')
     if not uri: raise RegistryError(f"version {mv.version} of {mv.name} has no ONNX graph (tag parkml.onnx_uri)")
     tmp = ensure_dir(dest.with_name(dest.name + f'.tmp{os.getpid()}'))
-    got = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp)))
-    onnx_file = next(got.rglob('*.onnx'))
-    ensure_dir(dest); os.replace(onnx_file, path)
-    import shutil; shutil.rmtree(tmp, ignore_errors=True)
+    mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp))
+    try: os.replace(tmp, dest)  # the whole folder, so external tensor files stay beside the graph
+    except OSError:
+        import shutil; shutil.rmtree(tmp, ignore_errors=True)  # another process got there first
+    path = sorted(dest.rglob('*.onnx'))[0]
     return path
 
 # %% ../nbs/04_tracking.ipynb #878e6913

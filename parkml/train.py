@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 from .config import get_settings, ensure_dir
-from .data import ImageSet, read_imageset, assign_splits, split_summary, load_images, CLASSES
+from .data import ImageSet, data_version, read_imageset, assign_splits, split_summary, load_images, CLASSES
 from .model import (compute_embeddings, fit_head, fit_projection, predict_from_embeddings, build_parknet,
-                          export_onnx, OnnxModel, check_agreement, BACKBONE_ID, WEIGHTS_SHA256, PROJ_DIM)
+                          export_onnx, OnnxModel, check_agreement, cached_torch_embeddings, BACKBONE_ID, WEIGHTS_SHA256, PROJ_DIM)
 from .tracking import mlflow_client, lineage_tags, package_versions
 from .evaluate import classification_metrics, confusion_figure, reliability_figure, bootstrap_ci
 
@@ -104,7 +104,7 @@ def train_and_register(limit: int = None, extra: ImageSet = None, run_name: str 
         om = OnnxModel(onnx_path)
         stage = ds.df[ds.df.subset == 'stage']
         Xs, _, _ = load_images(stage.path, progress=progress)
-        agree = check_agreement(net, om, Xs) if len(Xs) else 0.
+        agree = check_agreement(net, om, Xs, cached_torch_embeddings(net, Xs, data_version(stage))) if len(Xs) else 0.
         if agree >= 1e-4: raise RuntimeError(f"torch and ONNX disagree by {agree:.2e} on the staging images (limit 1e-4)")
         metrics['onnx_torch_max_abs_diff'] = agree
         onnx_p = om.predict(Xs) if len(Xs) else np.zeros(0)
@@ -131,9 +131,10 @@ def train_and_register(limit: int = None, extra: ImageSet = None, run_name: str 
         reqs = [f"torch=={torch.__version__.split('+')[0]}", 'efficientnet-lite-pytorch==0.1.0', 'parkml']
         sig = mlflow.models.infer_signature(example, om.predict(example))
         info = mlflow.pytorch.log_model(DogProbability(net).eval(), name='model', signature=sig, input_example=example,
-                                        pip_requirements=reqs)
+                                        pip_requirements=reqs, serialization_format='pickle')
         oinfo = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name='onnx', signature=mlflow.models.infer_signature(example, om.run(example)),
-                                      input_example=example, pip_requirements=['onnxruntime', 'onnx'])
+                                      input_example=example, pip_requirements=['onnxruntime', 'onnx'],
+                                      save_as_external_data=False)
         timings['total_s'] = time.time() - t0; timings['peak_rss_mb'] = peak_rss_mb()
         mlflow.log_metrics({f"time_{k}": v for k, v in timings.items()})
         vtags = {**lineage_tags(ds.version, parent_run), 'parkml.run_id': run.info.run_id, 'parkml.onnx_uri': oinfo.model_uri,

@@ -1,0 +1,63 @@
+"A real training run through the papermill notebook: registration, lineage tags, artifacts, and the CLI on top."
+import json, subprocess, shutil
+from pathlib import Path
+import pytest
+from conftest import run_cli, ROOT
+
+def git(*a): return subprocess.run(['git', *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+def test_training_registers_a_version_with_complete_lineage(trained):
+    from parkml.tracking import mlflow_client, resolve_version
+    from parkml.train import training_set
+    client = mlflow_client()
+    mv = resolve_version(trained['version'])
+    run = client.get_run(trained['run_id'])
+    assert mv.run_id == trained['run_id'] and mv.tags['validation_status'] == 'pending'
+    want_data = training_set(limit=120).version
+    head = git('rev-parse', 'HEAD')
+    for tags in (mv.tags, run.data.tags):
+        assert tags['parkml.data_version'] == want_data
+        assert tags['parkml.code_commit'] == head
+        assert tags['parkml.code_dirty'] in ('true', 'false')
+        assert tags['parkml.version']
+    assert mv.tags['parkml.onnx_uri'].startswith('models:/')
+    ds = run.inputs.dataset_inputs
+    assert len(ds) == 1 and ds[0].dataset.digest == want_data[:16] and ds[0].dataset.name == 'petpark'
+    m = run.data.metrics
+    for k in ('val_accuracy', 'test_accuracy', 'test_f1_macro', 'test_recall_cat', 'test_recall_dog', 'test_precision_dog'):
+        assert 0.8 < m[k] <= 1, k
+    assert m['onnx_torch_max_abs_diff'] < 1e-4
+    assert run.data.params['head_c'] and run.data.params['backbone'].startswith('efficientnet-lite0')
+    arts = {f.path for d in ('plots', 'notebook', 'reference', 'environment', 'data') for f in client.list_artifacts(run.info.run_id, d)}
+    assert {'plots/confusion_test.png', 'plots/reliability_test.png', 'reference/reference.parquet',
+            'environment/packages.json', 'data/data_version.json'} <= arts
+    assert any(a.endswith('.ipynb') for a in arts) and any(a.endswith('.html') for a in arts)
+
+def test_executed_notebook_shows_metrics_and_plots(trained):
+    nb = json.loads(Path(trained['notebook']).read_text())
+    outs = [o for c in nb['cells'] for o in c.get('outputs', [])]
+    assert sum('image/png' in o.get('data', {}) for o in outs) >= 2
+    text = ''.join(''.join(o.get('text', '')) for o in outs)
+    assert f"version {trained['version']}" in text and 'torch vs ONNX' in text
+    assert Path(trained['notebook']).parent.parent == trained['runs']  # executed copies live under runs/
+
+def test_lineage_command_prints_the_chain(trained):
+    r = run_cli('lineage', trained['version'], check=True)
+    assert trained['run_id'] in r.stdout and trained['data_version'] in r.stdout
+    assert git('rev-parse', 'HEAD') in r.stdout and 'test_accuracy' in r.stdout and 'head_c' in r.stdout
+    r = run_cli('lineage', '999')
+    assert r.returncode == 2 and 'no version or alias' in r.stderr
+
+def test_predict_command_classifies_files_and_reports_bad_ones(trained, tmp_path, manifest, data_root):
+    rows = manifest[manifest.split == 'test'].groupby('label').head(3)
+    (tmp_path/'deep'/'er').mkdir(parents=True)
+    for p in rows.path: shutil.copy(data_root/p, tmp_path/'deep'/'er'/Path(p).name)
+    (tmp_path/'broken.jpg').write_bytes(b'\xff\xd8\xff garbage')
+    r = run_cli('predict', tmp_path, '--model', trained['version'])
+    lines = [l.split('\t') for l in r.stdout.strip().splitlines()]
+    assert r.returncode == 1 and len(lines) == 6 and 'broken.jpg' in r.stderr and 'cannot classify' in r.stderr
+    truth = {Path(p).name: l for p, l in zip(rows.path, rows.label)}
+    assert sum(truth[Path(path).name] == lab for path, lab, _ in lines) >= 5
+    assert all(lab == ('dog' if float(p) >= .5 else 'cat') for _, lab, p in lines)
+    r = run_cli('predict', tmp_path/'deep', '--model', 'champion')
+    assert r.returncode == 2 and 'champion' in r.stderr
