@@ -6,7 +6,7 @@ Docs: https://parkml.github.io/parkml/evaluate.html.md"""
 
 # %% ../nbs/05_evaluate.ipynb #a311bf2f
 from __future__ import annotations
-import math
+import io, math
 from functools import partial
 import numpy as np, pandas as pd
 from matplotlib.cm import ScalarMappable
@@ -20,9 +20,10 @@ from .data import CLASSES
 
 # %% auto #0
 __all__ = ['METRIC_KEYS', 'CLASS_COLORS', 'FAIRNESS_METRICS', 'LIGHTING_BANDS', 'calibration_bins', 'expected_calibration_error',
-           'classification_metrics', 'bootstrap_ci', 'wilson_ci', 'confusion_figure', 'reliability_figure',
-           'robustness_table', 'robustness_figure', 'fairness_frame', 'fairness_table', 'lighting_band',
-           'recall_gap_sentence', 'fairness_figure', 'worst_errors', 'error_gallery', 'shap_explain', 'shap_figure']
+           'classification_metrics', 'bootstrap_ci', 'wilson_ci', 'ReportFigure', 'confusion_figure',
+           'reliability_figure', 'robustness_table', 'robustness_figure', 'fairness_frame', 'fairness_table',
+           'lighting_band', 'recall_gap_sentence', 'fairness_figure', 'worst_errors', 'error_gallery', 'shap_explain',
+           'shap_figure']
 
 # %% ../nbs/05_evaluate.ipynb #70623ce2
 def _labels(a, name='y_true') -> np.ndarray:
@@ -106,11 +107,16 @@ def wilson_ci(k: int, n: int, alpha=0.05) -> tuple[float, float]:
 # %% ../nbs/05_evaluate.ipynb #7900ae6d
 CLASS_COLORS = {'cat': 'tab:blue', 'dog': 'tab:red'}
 
+class ReportFigure(Figure):
+    "A matplotlib `Figure` kept out of pyplot's registry that shows itself as PNG in notebooks and papermill reports"
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO(); self.savefig(buf, format='png', dpi=100, bbox_inches='tight'); return buf.getvalue()
+
 def confusion_figure(y_true, p_dog, threshold=0.5, title=None) -> Figure:
     "Confusion matrix as counts and as shares of each true class"
     y, p = _check(y_true, p_dog)
     yp = (p >= threshold).astype(int)
-    fig = Figure(figsize=(8, 3.6), layout='constrained')
+    fig = ReportFigure(figsize=(8, 3.6), layout='constrained')
     for ax, norm, fmt, name in zip(fig.subplots(1, 2), (None, 'true'), ('d', '.2f'), ('counts', 'share of each true class')):
         cm = skm.confusion_matrix(y, yp, labels=[0, 1], normalize=norm)
         skm.ConfusionMatrixDisplay(cm, display_labels=CLASSES).plot(ax=ax, colorbar=False, values_format=fmt, cmap='Blues')
@@ -121,7 +127,7 @@ def confusion_figure(y_true, p_dog, threshold=0.5, title=None) -> Figure:
 def reliability_figure(y_true, p_dog, n_bins=10) -> Figure:
     "Reliability diagram (observed dog rate against mean P(dog) per bin) above a histogram of P(dog)"
     t = calibration_bins(y_true, p_dog, n_bins)
-    fig = Figure(figsize=(5, 5.5), layout='constrained')
+    fig = ReportFigure(figsize=(5, 5.5), layout='constrained')
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     top.plot([0, 1], [0, 1], ls='--', c='grey', label='perfect calibration')
     top.bar(t.lo, t.dog_rate, width=1/n_bins, align='edge', alpha=0.3, edgecolor='k', label='observed dog rate')
@@ -149,11 +155,12 @@ def robustness_table(results: dict, clean, threshold=0.5) -> pd.DataFrame:
 
 def robustness_figure(table: pd.DataFrame) -> Figure:
     "Accuracy against severity, one line per condition, with the clean accuracy as a reference line"
-    fig = Figure(figsize=(6, 4), layout='constrained')
+    fig = ReportFigure(figsize=(6, 4), layout='constrained')
     ax = fig.subplots()
     clean = (table.accuracy + table.accuracy_drop/100).iloc[0]
     ax.axhline(clean, ls='--', c='grey', label=f'clean ({clean:.3f})')
     for cond, t in table.groupby('condition', sort=True): ax.plot(t.severity, t.accuracy, 'o-', label=str(cond))
+    ax.set_xticks(sorted(table.severity.unique()))
     ax.set(xlabel='severity', ylabel='accuracy', title='Robustness under camera conditions')
     ax.legend(fontsize=8)
     return fig
@@ -220,7 +227,7 @@ def recall_gap_sentence(y_true, y_pred) -> str:
 def fairness_figure(table: pd.DataFrame) -> Figure:
     "Cat and dog recall per group, one panel per grouping, from `fairness_table`"
     names = list(dict.fromkeys(table.grouping))
-    fig = Figure(figsize=(max(5, 0.7*table.groupby('grouping').size().max() + 2), 2.6*len(names)), layout='constrained')
+    fig = ReportFigure(figsize=(max(5, 0.7*table.groupby('grouping').size().max() + 2), 2.6*len(names)), layout='constrained')
     for ax, name in zip(fig.subplots(len(names), 1, squeeze=False).ravel(), names):
         t = table[table.grouping == name].reset_index(drop=True)
         x = np.arange(len(t))
@@ -254,17 +261,19 @@ def _show(ax, image, attribution=None, vmax=1.0, title=''):
     ax.set_title(title, fontsize=8); ax.axis('off')
 
 def _grid(n_rows, n_cols, size=1.9):
-    fig = Figure(figsize=(size*n_cols, size*n_rows + 0.6), layout='constrained')
+    fig = ReportFigure(figsize=(size*n_cols, size*n_rows + 0.6), layout='constrained')
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for ax in axes.ravel(): ax.axis('off')
     return fig, axes
 
 def _colorbar(fig, axes, vmax):
-    fig.colorbar(ScalarMappable(Normalize(-vmax, vmax), 'bwr'), ax=axes, orientation='horizontal', shrink=0.5,
-                 label='SHAP value for P(dog): red pushes towards dog, blue towards cat')
+    "Shared red/blue scale; per-pixel values are tiny, so the ends are named rather than numbered"
+    cb = fig.colorbar(ScalarMappable(Normalize(-vmax, vmax), 'bwr'), ax=axes, orientation='horizontal', shrink=0.5,
+                      label='SHAP contribution to P(dog)')
+    cb.set_ticks([-vmax, 0, vmax], labels=[f'towards {CLASSES[0]}', '0', f'towards {CLASSES[1]}'])
 
 def error_gallery(images, y_true, p_dog, idx, attributions=None, ncols=4) -> Figure:
-    "Images `idx` (PIL or uint8 HxWx3) with true label and P(dog), under their SHAP map if `attributions` (one per index) is given"
+    "Images `idx` (PIL or uint8 HxWx3) with true label and P(dog), over their SHAP map if `attributions` (one per index)"
     y, p = _check(y_true, p_dog)
     idx = np.asarray(idx, dtype=int)
     if len(images) != len(y): raise ValueError(f"{len(images)} images for {len(y)} labels")
@@ -289,11 +298,14 @@ def shap_explain(predict_fn, images, max_evals=200, batch_size=50, seed=0, maske
         out = np.asarray(predict_fn(np.asarray(batch, dtype=np.uint8)), dtype=float)
         if out.size != len(batch): raise ValueError(f"predict_fn must return one P(dog) per image, got shape {out.shape}")
         return out.reshape(len(batch))
-    explainer = shap.Explainer(f, shap.maskers.Image(masker, x.shape[1:]), algorithm='partition', seed=seed)
-    out = np.empty(x.shape[:3], dtype=np.float32)
-    for i in tqdm(range(len(x)), desc='SHAP', leave=False):
-        pass  # the blur masker caches by id(image), and ids are reused between calls
-        out[i] = explainer(x[i:i + 1], max_evals=max_evals, batch_size=batch_size, silent=True).values[0].sum(-1)
+    explainer = shap.Explainer(f, shap.maskers.Image(masker, x.shape[1:]), algorithm='partition')
+    out, state = np.empty(x.shape[:3], dtype=np.float32), np.random.get_state()
+    try:
+        for i in tqdm(range(len(x)), desc='SHAP', leave=False):
+            np.random.seed(seed)  # the partition explainer breaks ties with numpy's global RNG
+            explainer.masker.last_xid = None  # the blur masker caches by id(image), and ids are reused between calls
+            out[i] = explainer(x[i:i + 1], max_evals=max_evals, batch_size=batch_size, silent=True).values[0].sum(-1)
+    finally: np.random.set_state(state)
     return out
 
 def shap_figure(images, attributions, titles=None, ncols=8) -> Figure:

@@ -101,9 +101,13 @@ class OnnxModel:
         self.outputs = [o.name for o in self.sess.get_outputs()]
         self.size = self.sess.get_inputs()[0].shape[1]
 
-    def run(self, images: np.ndarray, outputs=None) -> dict:
+    def run(self, images: np.ndarray, outputs=None, batch: int = 64) -> dict:
+        "Requested outputs for uint8 images (N, H, W, 3), computed `batch` images at a time to bound memory"
         names = list(outputs or self.outputs)
-        return dict(zip(names, self.sess.run(names, {'image': np.ascontiguousarray(images, dtype=np.uint8)})))
+        feed = lambda x: self.sess.run(names, {'image': np.ascontiguousarray(x, dtype=np.uint8)})
+        if len(images) <= batch: return dict(zip(names, feed(images)))
+        parts = [feed(images[i:i+batch]) for i in range(0, len(images), batch)]
+        return {n: np.concatenate([p[j] for p in parts]) for j, n in enumerate(names)}
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         "Probability of dog for uint8 images (N, H, W, 3)"
@@ -120,8 +124,7 @@ def backbone_onnx(size: int = None) -> Path:
 def embed_arrays(om: OnnxModel, X: np.ndarray, batch: int = None) -> np.ndarray:
     "Embeddings of uint8 images through an ONNX model, in batches"
     b = batch or get_settings().embed_batch
-    out = [om.run(X[i:i+b], ['emb'])['emb'] for i in range(0, len(X), b)]
-    return np.concatenate(out) if out else np.zeros((0, EMB_DIM), np.float32)
+    return om.run(X, ['emb'], batch=b)['emb'] if len(X) else np.zeros((0, EMB_DIM), np.float32)
 
 def _cache_files(cfg): return sorted((cfg.runs/'cache'/'embeddings').glob('*.npz'))
 

@@ -157,7 +157,11 @@ def test_shap_left_half_decides():
     assert (left > 0.95).all(), left
     blurred = np.stack([cv2.blur(i, (16, 16)) for i in x])  # each map sums to its own image's change in P(dog)
     assert np.allclose(a.sum((1, 2)), left_bright(x) - left_bright(blurred), atol=1e-5)
-    assert np.array_equal(a, shap_explain(left_bright, x, max_evals=120, seed=0))
+    assert np.array_equal(a, shap_explain(left_bright, x, max_evals=120, seed=0))  # seeded
+    assert np.array_equal(a[2], shap_explain(left_bright, x[2:], max_evals=120)[0])  # same map alone as in a batch
+    state = np.random.get_state()[1].copy()
+    shap_explain(left_bright, x[:1], max_evals=40, seed=5)
+    assert np.array_equal(np.random.get_state()[1], state)  # numpy's global generator is left as it was
     with pytest.raises(ValueError, match='uint8'): shap_explain(left_bright, x.astype(float))
     with pytest.raises(ValueError, match='one P\\(dog\\)'): shap_explain(lambda b: np.zeros((len(b), 2)), x[:1], max_evals=20)
 
