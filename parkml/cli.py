@@ -6,12 +6,12 @@ Docs: https://parkml.github.io/parkml/cli.html.md"""
 
 # %% ../nbs/30_cli.ipynb #f68d3571
 from __future__ import annotations
-import argparse, sys, json
+import argparse, importlib, sys, json
 from pathlib import Path
 from .config import get_settings, SettingsError
 
 # %% auto #0
-__all__ = ['EXTRA_COMMANDS', 'cmd_train', 'cmd_lineage', 'iter_image_files', 'cmd_predict', 'build_parser', 'main']
+__all__ = ['CLI_MODULES', 'cmd_train', 'cmd_lineage', 'iter_image_files', 'cmd_predict', 'build_parser', 'main']
 
 # %% ../nbs/30_cli.ipynb #e328c6d2
 def cmd_train(a):
@@ -77,10 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('version', help='version number or alias')
     p.add_argument('--json', action='store_true', help='print JSON')
     p.set_defaults(fn=cmd_lineage)
-    for extra in EXTRA_COMMANDS: extra(sub)
+    for m in CLI_MODULES: importlib.import_module(m).add_commands(sub)
     return ap
 
-EXTRA_COMMANDS = []  # functions adding sub-commands defined in later modules
+# Sub-commands of later areas live in their own small `parkml.cli_*` modules, each with `add_commands(subparsers)`.
+CLI_MODULES = ()
 
 def main(argv=None):
     from parkml.tracking import RegistryError

@@ -181,9 +181,12 @@ def fit_head(E: np.ndarray, y: np.ndarray, C: float = None, seed: int = 0):
 
 def fit_projection(E: np.ndarray, k: int = PROJ_DIM):
     "PCA basis (mean, (EMB_DIM, k) basis) of embeddings `E`"
-    mu = E.mean(0)
-    _, _, vt = np.linalg.svd(E - mu, full_matrices=False)
-    return mu.astype(np.float32), vt[:k].T.astype(np.float32)
+    mu = E.mean(0, dtype=np.float64)
+    Z = E - mu
+    vals, vecs = np.linalg.eigh(Z.T @ Z)  # covariance eigenvectors: much cheaper than an SVD of all rows
+    basis = vecs[:, np.argsort(vals)[::-1][:k]]
+    basis *= np.sign(basis[np.abs(basis).argmax(0), range(k)])  # fix each component's sign for reproducibility
+    return mu.astype(np.float32), basis.astype(np.float32)
 
 def predict_from_embeddings(E, w, b) -> np.ndarray:
     "p_dog from embeddings with a head (w, b), as the network computes it"
@@ -199,12 +202,14 @@ def torch_embeddings(net: ParkNet, X: np.ndarray, batch: int = 32) -> np.ndarray
         out = [net.embed(torch.from_numpy(np.ascontiguousarray(X[i:i+batch]))).numpy() for i in range(0, len(X), batch)]
     return np.concatenate(out) if out else np.zeros((0, EMB_DIM), np.float32)
 
-def check_agreement(net: ParkNet, om: OnnxModel, X: np.ndarray, torch_emb: np.ndarray = None) -> float:
+def check_agreement(net: ParkNet, om: OnnxModel, X: np.ndarray, torch_emb: np.ndarray = None, onnx_p: np.ndarray = None) -> float:
     """Largest |p_torch - p_onnx| over images `X`. The frozen backbone's torch embeddings can be passed in
-    (`torch_emb`, e.g. cached from an earlier run); the head is then applied by the torch module as in `forward`."""
+    (`torch_emb`, e.g. cached from an earlier run); the head is then applied by the torch module as in `forward`.
+    `onnx_p` passes ONNX probabilities already computed for `X`."""
+    if not len(X): return 0.
     E = torch.from_numpy(torch_emb if torch_emb is not None else torch_embeddings(net, X))
     with torch.no_grad(): pt = torch.sigmoid(E @ net.head_w + net.head_b).numpy()
-    return float(np.abs(pt - om.predict(X)).max()) if len(X) else 0.
+    return float(np.abs(pt - (om.predict(X) if onnx_p is None else onnx_p)).max())
 
 def cached_torch_embeddings(net: ParkNet, X: np.ndarray, key: str) -> np.ndarray:
     "`torch_embeddings` of `X`, cached under `runs/cache` by `key` (e.g. the data version of the images)"

@@ -89,7 +89,7 @@ def train_and_register(limit: int = None, extra: ImageSet = None, run_name: str 
         metrics.update({f"{name}_{k}": v for k, v in classification_metrics(s.y, s.p_dog).items()})
     t = scores[scores.split == 'test']
     if len(t):
-        lo, hi = bootstrap_ci(t.y.values, t.p_dog.values, 'accuracy', n_boot=300)
+        lo, hi = bootstrap_ci(t.y.values, t.p_dog.values, lambda y, p: ((p >= .5) == y).mean(), n_boot=1000)
         metrics.update(test_accuracy_ci_lo=lo, test_accuracy_ci_hi=hi)
         figures['confusion_test.png'] = confusion_figure(t.y, t.p_dog, title='petpark test split')
         figures['reliability_test.png'] = reliability_figure(t.y, t.p_dog)
@@ -104,10 +104,10 @@ def train_and_register(limit: int = None, extra: ImageSet = None, run_name: str 
         om = OnnxModel(onnx_path)
         stage = ds.df[ds.df.subset == 'stage']
         Xs, _, _ = load_images(stage.path, progress=progress)
-        agree = check_agreement(net, om, Xs, cached_torch_embeddings(net, Xs, data_version(stage))) if len(Xs) else 0.
+        onnx_p = om.predict(Xs) if len(Xs) else np.zeros(0)
+        agree = check_agreement(net, om, Xs, cached_torch_embeddings(net, Xs, data_version(stage)), onnx_p) if len(Xs) else 0.
         if agree >= 1e-4: raise RuntimeError(f"torch and ONNX disagree by {agree:.2e} on the staging images (limit 1e-4)")
         metrics['onnx_torch_max_abs_diff'] = agree
-        onnx_p = om.predict(Xs) if len(Xs) else np.zeros(0)
         emb_p = scores.set_index('sha').loc[stage.sha, 'p_dog'].values if len(Xs) else np.zeros(0)
         metrics['onnx_vs_embedding_max_abs_diff'] = float(np.abs(onnx_p - emb_p).max()) if len(Xs) else 0.
         mlflow.set_tags({**lineage_tags(ds.version, parent_run), 'parkml.kind': 'train', **(tags or {})})
