@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 # Sub-commands of later areas live in their own small `parkml.cli_*` modules, each with `add_commands(subparsers)`.
-CLI_MODULES = ()
+CLI_MODULES = ('parkml.cli_governance', 'parkml.cli_monitor')
 
 def main(argv=None):
     from parkml.tracking import RegistryError

@@ -11,7 +11,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['ENV_PREFIX', 'PATH_KEYS', 'SettingsError', 'find_settings', 'parse_value', 'Settings', 'get_settings', 'ensure_dir',
-           'data_dir']
+           'data_dir', 'store_opener', 'sqlite_file']
 
 # %% ../nbs/00_config.ipynb #8db96764
 class SettingsError(ValueError):
@@ -115,3 +115,19 @@ def data_dir(cfg: Settings = None) -> Path:
         raise SettingsError(f"image folder {cfg.data} (from {cfg.source('data')}) does not exist: "
                             "set PARKML_DATA to a folder with manifest.csv or cat/ and dog/ sub-folders")
     return cfg.data
+
+# %% ../nbs/00_config.ipynb #3b1b36ef
+def store_opener(uri: str, schemes: dict, what: str):
+    "The opener registered in `schemes` for the scheme of `uri`, or a clear error naming the `what` store"
+    scheme = uri.split('://', 1)[0] if '://' in uri else ''
+    if scheme not in schemes:
+        raise NotImplementedError(f"{what} {uri!r}: scheme {scheme or '(none)'!r} is not supported; "
+                                  f"supported: {', '.join(s + '://' for s in schemes)} (e.g. sqlite:///abs/path.db)")
+    return schemes[scheme]
+
+def sqlite_file(uri: str, what: str) -> Path:
+    "The file named by a `sqlite:///` URI; an empty or in-memory path is refused, since `what` must outlive the process"
+    path = uri[len('sqlite://'):]
+    if not path.strip('/') or ':memory:' in path:
+        raise ValueError(f"{uri!r}: the {what} needs a file, e.g. sqlite:///srv/parkml/{what.split()[-1]}.db")
+    return Path('/' + path.lstrip('/'))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .config import get_settings, ensure_dir
+from .config import get_settings, ensure_dir, store_opener, sqlite_file
 from .data import CLASSES
 
 # %% auto #0
@@ -422,11 +422,7 @@ _seal(SQLiteStore)
 assert not SQLiteStore.__abstractmethods__
 
 # %% ../nbs/10_predlog.ipynb #b48c192e
-def _open_sqlite(uri: str, frames_dir) -> SQLiteStore:
-    path = uri[len('sqlite://'):]
-    if not path.strip('/') or ':memory:' in path:
-        raise ValueError(f"{uri!r}: the prediction log needs a file, e.g. sqlite:///srv/parkml/predlog.db")
-    return SQLiteStore('/' + path.lstrip('/'), frames_dir)
+def _open_sqlite(uri: str, frames_dir) -> SQLiteStore: return SQLiteStore(sqlite_file(uri, 'prediction log'), frames_dir)
 
 STORE_SCHEMES = {'sqlite': _open_sqlite}
 
@@ -434,8 +430,4 @@ def open_store(uri: str = None, frames_dir=None) -> PredictionStore:
     "Open the prediction log at `uri` (default: settings `predlog_uri`) with frames under `frames_dir` (default: `frames_dir`)"
     cfg = get_settings()
     uri, frames_dir = uri or cfg.predlog_uri, frames_dir or cfg.frames_dir
-    scheme = uri.split('://', 1)[0] if '://' in uri else ''
-    if scheme not in STORE_SCHEMES:
-        raise NotImplementedError(f"prediction store {uri!r}: scheme {scheme or '(none)'!r} is not supported; "
-                                  f"supported: {', '.join(s + '://' for s in STORE_SCHEMES)} (e.g. sqlite:///abs/path.db)")
-    return STORE_SCHEMES[scheme](uri, frames_dir)
+    return store_opener(uri, STORE_SCHEMES, 'prediction store')(uri, frames_dir)

@@ -1,0 +1,287 @@
+"""Serving benchmark: the parkml edge service against MLflow's own `mlflow models serve`, on loopback, driven by real
+petpark photos from a separate client process, plus the in-process compute floor.
+
+    .venv/bin/python bench/serve_bench.py [--rounds 3] [--n16 2000] [--n1 400] [--limit 300]
+
+In its own runs folder (default: <runs>/bench_serve) it trains and registers a model once (later runs reuse it) and
+logs, also once, an MLflow pyfunc that takes base64 JPEGs and runs the same ONNX graph with ONNX Runtime (2 threads).
+It then starts three servers side by side: parkml with prediction log, frame store and telemetry on; parkml with
+them off (PARKML_PREDLOG_ENABLED=false); `mlflow models serve --env-manager local` (1 uvicorn worker). Each round
+drives each server at concurrency 1 and 16 from a client process (threads with keep-alive connections, one photo per
+request), rounds interleaved so that background load hits all servers alike. Reported: predictions/s, p50/p95/p99
+latency, errors, each server's peak memory (VmHWM, summed over its processes), the medians over rounds, and ratios.
+The floor is decode + preprocess + ONNX in batches of 32 in this process (one session, onnx_threads), and the same
+with parkml's layout (infer_workers single-threaded sessions side by side, batches of max_batch).
+"""
+import argparse, base64, http.client, json, os, shutil, socket, subprocess, sys, tempfile, threading, time
+from pathlib import Path
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ---------------------------------------------------------------- client (runs in its own process)
+
+def client(url: str, kind: str, concurrency: int, n: int, files: str) -> dict:
+    "Post `n` photos (one per request) with `concurrency` threads; latencies of the timed requests"
+    host, port = url.split('//')[1].split(':'); port = int(port)
+    paths = json.loads(Path(files).read_text())
+    raw = [Path(p).read_bytes() for p in paths]
+    if kind == 'mlflow':
+        bodies = [json.dumps({'dataframe_split': {'columns': ['image'], 'data': [[base64.b64encode(b).decode()]]}}).encode() for b in raw]
+        path, ctype = '/invocations', 'application/json'
+    else:
+        bodies, path, ctype = raw, '/predict', 'image/jpeg'
+    lat, errors, lock = [], [], threading.Lock()
+    start = threading.Barrier(concurrency + 1)
+
+    def worker(k: int):
+        con = http.client.HTTPConnection(host, port, timeout=60)
+        def post(i):
+            t = time.perf_counter()
+            con.request('POST', path, body=bodies[i % len(bodies)], headers={'Content-Type': ctype})
+            r = con.getresponse(); body = r.read()
+            return time.perf_counter() - t, r.status, body
+        for i in range(k, k + 3 * concurrency, concurrency): post(i)  # warm-up, untimed
+        start.wait()
+        mine, bad = [], []
+        for i in range(k, n, concurrency):
+            dt, status, body = post(i)
+            mine.append(dt)
+            if status != 200: bad.append((status, body[:200].decode(errors='replace')))
+        with lock: lat.extend(mine); errors.extend(bad)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+    for t in threads: t.start()
+    start.wait(); t0 = time.perf_counter()
+    for t in threads: t.join()
+    wall = time.perf_counter() - t0
+    ms = np.array(lat) * 1000
+    return dict(n=len(lat), wall_s=wall, per_s=len(lat) / wall, p50=float(np.percentile(ms, 50)),
+                p95=float(np.percentile(ms, 95)), p99=float(np.percentile(ms, 99)), errors=len(errors), first_error=errors[:1])
+
+def drive(url, kind, concurrency, n, files) -> dict:
+    "Run the client in a separate process"
+    p = subprocess.run([sys.executable, __file__, '--client', url, kind, str(concurrency), str(n), files],
+                       capture_output=True, text=True, timeout=1800)
+    line = next((l for l in p.stdout.splitlines() if l.startswith('RESULT ')), None)
+    if line is None: sys.exit(f"client against {kind} failed:\n{p.stderr[-3000:]}")
+    return json.loads(line[7:])
+
+# ---------------------------------------------------------------- the model, the pyfunc, the photos
+
+def prepare(runs: Path, limit: int):
+    "Registered model (trained once) and the pyfunc over its ONNX graph (logged once) in `runs`; returns (onnx path, pyfunc uri)"
+    os.environ['PARKML_RUNS'] = str(runs)
+    from parkml.config import get_settings, ensure_dir
+    cfg = get_settings()
+    main_cache = Path(os.environ.get('PARKML_EMBED_CACHE', ROOT/'runs'/'cache'))
+    if main_cache.is_dir() and not (runs/'cache').exists(): shutil.copytree(main_cache, runs/'cache', ignore=shutil.ignore_patterns('models'))
+    from parkml.tracking import mlflow_client, resolve_version, local_onnx
+    client = mlflow_client(cfg)
+    info = runs/'bench_models.json'
+    if info.is_file():
+        d = json.loads(info.read_text())
+        return Path(d['onnx']), d['pyfunc']
+    from parkml.train import train_and_register
+    print(f"training and registering a model on {limit} images per subset (once) ...", flush=True)
+    r = train_and_register(limit=limit, run_name='serve-bench', progress=True)
+    client.set_registered_model_alias(cfg.model_name, 'champion', r.version)
+    onnx_path = local_onnx(resolve_version('champion', client, cfg), client, cfg)
+    pyfunc = log_pyfunc(onnx_path)
+    info.write_text(json.dumps(dict(onnx=str(onnx_path), pyfunc=pyfunc, version=r.version)))
+    return onnx_path, pyfunc
+
+PYFUNC = '''
+import base64, io
+import numpy as np, pandas as pd, onnxruntime as ort
+from PIL import Image
+import mlflow.pyfunc
+
+class OnnxJpeg(mlflow.pyfunc.PythonModel):
+    "base64 JPEGs in column `image` -> p_dog, through the ONNX graph with ONNX Runtime (2 threads)"
+    def load_context(self, context):
+        opts = ort.SessionOptions(); opts.intra_op_num_threads = 2
+        self.sess = ort.InferenceSession(context.artifacts['onnx'], opts, providers=['CPUExecutionProvider'])
+        self.size = self.sess.get_inputs()[0].shape[1]
+    def predict(self, context, model_input, params=None):
+        xs = [np.asarray(Image.open(io.BytesIO(base64.b64decode(s))).convert('RGB').resize((self.size, self.size), Image.BILINEAR), dtype=np.uint8)
+              for s in model_input['image']]
+        p = self.sess.run(['p_dog'], {'image': np.stack(xs)})[0]
+        return pd.DataFrame({'p_dog': p, 'label': np.where(p >= 0.5, 'dog', 'cat')})
+
+mlflow.models.set_model(OnnxJpeg())
+'''
+
+def log_pyfunc(onnx_path: Path) -> str:
+    "Log the base64-JPEG pyfunc (models from code) with the ONNX graph as an artifact; returns its model URI"
+    import mlflow, pandas as pd
+    with tempfile.TemporaryDirectory() as tmp:
+        code = Path(tmp)/'onnx_jpeg.py'; code.write_text(PYFUNC)
+        example = pd.DataFrame({'image': [base64.b64encode(Path(p).read_bytes()).decode() for p in photos(1)]})
+        with mlflow.start_run(run_name='serve-bench-pyfunc'):
+            info = mlflow.pyfunc.log_model(name='pyfunc', python_model=str(code), artifacts={'onnx': str(onnx_path)},
+                                           input_example=example, pip_requirements=['onnxruntime', 'pillow', 'pandas', 'numpy'])
+    return info.model_uri
+
+def photos(n: int) -> list:
+    "Paths of `n` petpark test-split photos (both classes)"
+    from parkml.config import get_settings
+    import pandas as pd
+    cfg = get_settings()
+    m = pd.read_csv(cfg.data/'manifest.csv')
+    return [str(cfg.data/p) for p in m[m.split == 'test'].path[:n]]
+
+# ---------------------------------------------------------------- servers
+
+def free_port() -> int:
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def wait_http(url: str, path: str, proc, timeout=180):
+    host, port = url.split('//')[1].split(':')
+    t = time.time()
+    while time.time() - t < timeout:
+        if proc.poll() is not None: sys.exit(f"server {url} exited with {proc.returncode}; see its log")
+        try:
+            c = http.client.HTTPConnection(host, int(port), timeout=2); c.request('GET', path)
+            if c.getresponse().status == 200: return
+        except OSError: pass
+        time.sleep(0.3)
+    sys.exit(f"server {url} did not come up in {timeout} s")
+
+def start_parkml(runs: Path, record: bool, logdir: Path):
+    port = free_port()
+    name = 'parkml' if record else 'parkml_nolog'
+    env = {**os.environ, 'PARKML_RUNS': str(runs), 'PARKML_PREDLOG_ENABLED': str(record).lower(),
+           'PARKML_PREDLOG_URI': f"sqlite:///{logdir}/{name}.db", 'PARKML_FRAMES_DIR': str(logdir/f'{name}_frames')}
+    proc = subprocess.Popen([sys.executable, '-m', 'uvicorn', 'parkml.service:app_factory', '--factory', '--host', '127.0.0.1',
+                             '--port', str(port), '--no-access-log', '--log-level', 'warning'], env=env,
+                            stdout=open(logdir/f'{name}.log', 'w'), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"; wait_http(url, '/health', proc)
+    return name, url, proc
+
+def start_mlflow(runs: Path, uri: str, logdir: Path):
+    port = free_port()
+    env = {**os.environ, 'MLFLOW_TRACKING_URI': f"sqlite:///{runs}/mlflow.db"}
+    proc = subprocess.Popen([sys.executable, '-m', 'mlflow', 'models', 'serve', '-m', uri, '--env-manager', 'local', '-w', '1',
+                             '--host', '127.0.0.1', '--port', str(port)], env=env,
+                            stdout=open(logdir/'mlflow.log', 'w'), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"; wait_http(url, '/ping', proc)
+    return 'mlflow', url, proc
+
+def tree_peak_mb(pid: int) -> float:
+    "Peak resident memory (VmHWM) of a process and its descendants, MiB"
+    import psutil
+    try: procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess: return float('nan')
+    total = 0
+    for p in procs:
+        try:
+            for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+                if line.startswith('VmHWM:'): total += int(line.split()[1])
+        except OSError: pass
+    return total / 1024
+
+# ---------------------------------------------------------------- floor
+
+def floor(onnx_path: Path, paths: list, batch: int, workers: int, threads: int, seconds: float = 8) -> float:
+    "Images/s of decode + preprocess + ONNX in batches, in-process, with `workers` sessions of `threads` threads"
+    from parkml.config import get_settings
+    from parkml.data import decode_image, preprocess
+    from parkml.model import OnnxModel
+    mp = get_settings().max_megapixels
+    raw = [Path(p).read_bytes() for p in paths]
+    sessions = [OnnxModel(onnx_path, threads) for _ in range(workers)]
+    counts = [0] * workers
+    def work(k):
+        s, i, t0 = sessions[k], k * batch, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            chunk = [raw[(i + j) % len(raw)] for j in range(batch)]; i += batch * workers
+            s.run(np.stack([preprocess(decode_image(b, mp), s.size) for b in chunk]), ['p_dog', 'proj'])
+            counts[k] += batch
+        counts[k] /= time.perf_counter() - t0
+    for s in sessions: s.run(np.zeros((batch, s.size, s.size, 3), np.uint8), ['p_dog', 'proj'])
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(workers)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    return float(sum(counts))
+
+# ---------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--runs', default=None, help='runs folder of the benchmark (default: <runs>/bench_serve)')
+    ap.add_argument('--limit', type=int, default=300, help='images per subset for the training run (first time only)')
+    ap.add_argument('--rounds', type=int, default=3)
+    ap.add_argument('--n16', type=int, default=2000, help='timed requests per measurement at concurrency 16')
+    ap.add_argument('--n1', type=int, default=400, help='timed requests per measurement at concurrency 1')
+    ap.add_argument('--photos', type=int, default=600)
+    ap.add_argument('--no-mlflow', action='store_true')
+    ap.add_argument('--client', nargs=5, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.client:
+        url, kind, c, n, files = a.client
+        print('RESULT ' + json.dumps(client(url, kind, int(c), int(n), files))); return
+
+    from parkml.config import get_settings
+    runs = Path(a.runs or get_settings().runs/'bench_serve').resolve(); runs.mkdir(parents=True, exist_ok=True)
+    onnx_path, pyfunc = prepare(runs, a.limit)
+    cfg = get_settings()
+    paths = photos(a.photos)
+    logdir = Path(tempfile.mkdtemp(prefix='serve_bench_'))
+    files = logdir/'photos.json'; files.write_text(json.dumps(paths))
+    print(f"model {onnx_path}\npyfunc {pyfunc}\nlogs and stores of this run: {logdir}", flush=True)
+
+    servers = [start_parkml(runs, True, logdir), start_parkml(runs, False, logdir)]
+    if not a.no_mlflow: servers.append(start_mlflow(runs, pyfunc, logdir))
+    res = {name: {1: [], 16: []} for name, _, _ in servers}
+    try:
+        for r in range(a.rounds):
+            for name, url, proc in servers:
+                for c, n in ((1, a.n1), (16, a.n16)):
+                    out = drive(url, 'mlflow' if name == 'mlflow' else 'parkml', c, n, str(files))
+                    res[name][c].append(out)
+                    print(f"round {r + 1} {name:12} c={c:2} {out['per_s']:7.1f}/s p50 {out['p50']:6.2f} ms p95 {out['p95']:6.2f} "
+                          f"p99 {out['p99']:6.2f} errors {out['errors']} {out['first_error'] or ''}", flush=True)
+        peaks = {name: tree_peak_mb(proc.pid) for name, _, proc in servers}
+    finally:
+        for name, url, proc in servers:
+            if name == 'mlflow':
+                import signal
+                try: os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError: pass
+            else: proc.terminate()
+        for _, _, proc in servers: proc.wait(60)
+
+    print("floor: decode + preprocess + ONNX in-process ...", flush=True)
+    floors = {f"floor batch 32, 1 session x {cfg.onnx_threads} threads": floor(onnx_path, paths, 32, 1, cfg.onnx_threads),
+              f"floor batch {cfg.max_batch}, {cfg.infer_workers} sessions x {cfg.infer_threads} thread": floor(onnx_path, paths, cfg.max_batch, cfg.infer_workers, cfg.infer_threads)}
+
+    from parkml.predlog import open_store
+    st = open_store(f"sqlite:///{logdir}/parkml.db", logdir/'parkml_frames')
+    counts = st.counts(); st.close()
+    answered = sum(o['n'] - o['errors'] for c in (1, 16) for o in res['parkml'][c])
+
+    med = lambda name, c, k: float(np.median([o[k] for o in res[name][c]]))
+    print(f"\nmedians over {a.rounds} rounds; {a.n16} requests at concurrency 16, {a.n1} at concurrency 1; one photo per request")
+    print(f"{'server':34} {'pred/s c16':>10} {'p50 c16':>8} {'p95 c16':>8} {'p99 c16':>8} {'pred/s c1':>9} {'p50 c1':>7} {'p95 c1':>7} {'p99 c1':>7} {'errors':>6} {'peak MB':>8}")
+    labels = dict(parkml='parkml (log+frames+telemetry)', parkml_nolog='parkml (no log, frames, telemetry)', mlflow='mlflow models serve (pyfunc)')
+    for name in res:
+        errs = sum(o['errors'] for c in (1, 16) for o in res[name][c])
+        print(f"{labels[name]:34} {med(name, 16, 'per_s'):10.1f} {med(name, 16, 'p50'):8.2f} {med(name, 16, 'p95'):8.2f} {med(name, 16, 'p99'):8.2f} "
+              f"{med(name, 1, 'per_s'):9.1f} {med(name, 1, 'p50'):7.2f} {med(name, 1, 'p95'):7.2f} {med(name, 1, 'p99'):7.2f} {errs:6d} {peaks[name]:8.0f}")
+    for k, v in floors.items(): print(f"{k:60} {v:7.1f} images/s")
+    p16 = med('parkml', 16, 'per_s')
+    print("\nratios (targets in brackets)")
+    if 'mlflow' in res:
+        print(f"  parkml / mlflow, pred/s at c16:                 {p16 / med('mlflow', 16, 'per_s'):.2f}  [>= 1.30]")
+        print(f"  parkml p50 at c1 vs mlflow p50 at c1:           {med('parkml', 1, 'p50'):.2f} vs {med('mlflow', 1, 'p50'):.2f} ms  [parkml <= mlflow]")
+    for k, v in floors.items(): print(f"  parkml c16 / {k[6:]:50} {p16 / v:.2f}  [>= 0.80]")
+    print(f"  cost of log+frames+telemetry at c16:            {100 * (1 - p16 / med('parkml_nolog', 16, 'per_s')):.1f}%  [< 10%]")
+    print(f"  cost of log+frames+telemetry at c1 (p50):       {med('parkml', 1, 'p50') - med('parkml_nolog', 1, 'p50'):+.2f} ms")
+    print(f"\nprediction log of the logged server: {counts['predictions']} predictions for {answered} answered timed requests "
+          f"(+ warm-up), {counts['frames']} distinct frames, {counts['telemetry']} telemetry samples")
+    out = dict(results=res, peaks_mb=peaks, floors=floors, store=counts, answered=answered)
+    (runs/'serve_bench_results.json').write_text(json.dumps(out, indent=1))
+    print(f"raw results: {runs/'serve_bench_results.json'}")
+
+if __name__ == '__main__': main()

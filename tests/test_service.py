@@ -1,0 +1,436 @@
+"""The edge service (parkml.service) as the park runs it: a real server process on loopback, a model trained on real
+petpark photos and registered in MLflow, loaded by alias, and real photos as input."""
+import io, json, os, re, shutil, signal, socket, subprocess, sys, threading, time
+from pathlib import Path
+import numpy as np, pandas as pd, pytest, httpx
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ---------------------------------------------------------------- a registry with two real versions, once per session
+
+def _env_runs(runs):
+    "Point PARKML_RUNS at `runs` for the duration of a with-block"
+    class _Ctx:
+        def __enter__(self): self.old = os.environ.get('PARKML_RUNS'); os.environ['PARKML_RUNS'] = str(runs)
+        def __exit__(self, *a):
+            if self.old is None: os.environ.pop('PARKML_RUNS', None)
+            else: os.environ['PARKML_RUNS'] = self.old
+    return _Ctx()
+
+def register_variant(cfg, version: str, shift: float) -> str:
+    "Register a new version whose ONNX graph is `version`'s with the head's bias moved by `shift` (a different model)"
+    import mlflow, onnx
+    from onnx import numpy_helper
+    from parkml.tracking import mlflow_client, local_onnx
+    client = mlflow_client(cfg)
+    mv = client.get_model_version(cfg.model_name, version)
+    m = onnx.load(str(local_onnx(mv, client, cfg)))
+    init = next(i for i in m.graph.initializer if i.name == 'head_b')
+    init.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(init) + shift).astype(np.float32), 'head_b'))
+    with mlflow.start_run(run_name=f'variant-of-v{version}') as run:
+        info = mlflow.onnx.log_model(m, name='onnx', save_as_external_data=False)
+    tags = {**mv.tags, 'parkml.onnx_uri': info.model_uri, 'parkml.run_id': run.info.run_id, 'parkml.variant_of': version}
+    return mlflow.register_model(info.model_uri, cfg.model_name, tags=tags).version
+
+def service_registry(tmp_path_factory) -> tuple[Path, dict]:
+    """A runs folder holding a model trained on real photos (version 1, alias champion) and a variant (version 2).
+    Made once per test session (test_stream reuses it)."""
+    base = tmp_path_factory.getbasetemp()/'service-registry'
+    runs, ready = base/'runs', base/'ready.json'
+    if ready.is_file(): return runs, json.loads(ready.read_text())
+    for sub in ('embeddings',):   # the project's embedding cache (keyed by data version) only saves time
+        if (ROOT/'runs'/'cache'/sub).is_dir(): shutil.copytree(ROOT/'runs'/'cache'/sub, runs/'cache'/sub, dirs_exist_ok=True)
+    for f in (ROOT/'runs'/'cache').glob('*.onnx'): shutil.copy(f, runs/'cache'/f.name)
+    with _env_runs(runs):
+        from parkml.config import get_settings
+        from parkml.train import train_and_register
+        from parkml.tracking import mlflow_client
+        cfg = get_settings()
+        r = train_and_register(limit=200, run_name='service-tests', progress=False)
+        v2 = register_variant(cfg, r.version, 3.0)
+        mlflow_client(cfg).set_registered_model_alias(cfg.model_name, 'champion', r.version)
+    info = dict(v1=str(r.version), v2=str(v2), model=cfg.model_name, test_accuracy=r.metrics['test_accuracy'])
+    ready.write_text(json.dumps(info))
+    return runs, info
+
+@pytest.fixture(scope='session')
+def registry(tmp_path_factory): return service_registry(tmp_path_factory)
+
+def set_alias(runs, version):
+    from parkml.config import get_settings
+    from parkml.tracking import mlflow_client
+    cfg = get_settings(runs=str(runs))
+    mlflow_client(cfg).set_registered_model_alias(cfg.model_name, 'champion', version)
+
+# ---------------------------------------------------------------- a real server process
+
+def free_port() -> int:
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+class Server:
+    "`parkml.service.serve` in its own process on a free loopback port, with its own prediction log"
+    def __init__(self, runs, home: Path, **env):
+        self.home, self.port = home, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        home.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, 'PARKML_RUNS': str(runs), 'PARKML_ALIAS_POLL_S': '0.3', 'PARKML_TELEMETRY_INTERVAL_S': '0.5',
+                    'PARKML_PREDLOG_URI': f"sqlite:///{home}/predlog.db", 'PARKML_FRAMES_DIR': str(home/'frames'),
+                    **{k: str(v) for k, v in env.items()}}
+        self.start()
+
+    def start(self, wait=True):
+        self.log = open(self.home/'server.log', 'a')
+        self.proc = subprocess.Popen([sys.executable, '-c', 'from parkml.service import serve; '
+                                      f'serve(host="127.0.0.1", port={self.port}, log_level="warning")'],
+                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        t = time.time()
+        while wait:
+            assert self.proc.poll() is None, f"server exited:\n{(self.home/'server.log').read_text()[-3000:]}"
+            try:
+                if httpx.get(self.url + '/health', timeout=2).status_code in (200, 503): break
+            except httpx.TransportError: pass
+            assert time.time() - t < 120, 'server did not start in 120 s'
+            time.sleep(0.2)
+
+    def stop(self):
+        if self.proc.poll() is None: self.proc.terminate(); self.proc.wait(30)
+        self.log.close()
+
+    def store(self):
+        from parkml.predlog import open_store
+        return open_store(self.env['PARKML_PREDLOG_URI'], self.env['PARKML_FRAMES_DIR'])
+
+    def text_log(self): return (self.home/'server.log').read_text()
+
+@pytest.fixture(scope='module')
+def server(registry, tmp_path_factory):
+    s = Server(registry[0], tmp_path_factory.mktemp('main-server'))
+    yield s
+    s.stop()
+
+@pytest.fixture(scope='module')
+def http(server):
+    with httpx.Client(base_url=server.url, timeout=30) as c: yield c
+
+@pytest.fixture(scope='module')
+def store(server):
+    st = server.store(); yield st; st.close()
+
+# ---------------------------------------------------------------- real photos and bad inputs
+
+@pytest.fixture(scope='session')
+def photos():
+    "Twelve test-split photos, six cats then six dogs: (bytes, label)"
+    from parkml.config import get_settings
+    cfg = get_settings()
+    m = pd.read_csv(cfg.data/'manifest.csv')
+    rows = m[m.split == 'test'].groupby('label').head(6).sort_values('label')
+    return [((cfg.data/p).read_bytes(), l) for p, l in zip(rows.path, rows.label)]
+
+def encode(img: Image.Image, fmt: str) -> bytes:
+    b = io.BytesIO(); img.save(b, fmt); return b.getvalue()
+
+def metric(text: str, name: str, /, **labels) -> float:
+    "Value of one Prometheus sample in `text` (0 when absent)"
+    from prometheus_client.parser import text_string_to_metric_families
+    want = {k: str(v) for k, v in labels.items()}
+    return next((s.value for f in text_string_to_metric_families(text) for s in f.samples
+                 if s.name == name and s.labels == want), 0.0)
+
+# ---------------------------------------------------------------- endpoints
+
+def test_predict_answers_after_logging_prediction_and_frame(server, http, store, photos, registry):
+    from parkml.config import get_settings
+    from parkml.model import OnnxModel
+    from parkml.service import analyse_frame
+    from parkml.tracking import resolve_version, local_onnx
+    answers = []
+    for i, (data, label) in enumerate(photos):
+        if i % 2:  # multipart with headers ...
+            r = http.post('/predict', files={'file': ('frame.jpg', data, 'image/jpeg')},
+                          headers={'X-Camera-Id': 'gate-2', 'X-Capture-Time': '2025-06-15T08:30:00Z'})
+        else:      # ... or the raw body with query parameters
+            r = http.post('/predict?camera=gate-1&ts=1749976200.5', content=data, headers={'Content-Type': 'image/jpeg'})
+        assert r.status_code == 200, r.text
+        answers.append((r.json(), data, label, i))
+    v1 = registry[1]['v1']
+    assert sum(a['label'] == label for a, _, label, _ in answers) >= 10   # the model is good on real photos
+    cfg = get_settings(runs=str(registry[0]))
+    om = OnnxModel(local_onnx(resolve_version(v1, cfg=cfg), cfg=cfg), 1)
+    for a, data, label, i in answers:
+        assert a['model']['version'] == v1 and a['model']['alias'] == 'champion' and a['model']['name'] == registry[1]['model']
+        assert (a['camera'], a['ts']) == (('gate-2', 1749976200.0) if i % 2 else ('gate-1', 1749976200.5))
+        assert a['label'] == ('dog' if a['p_dog'] >= 0.5 else 'cat') and a['latency_ms'] > 0
+        row = store.get_prediction(a['prediction_id'])     # committed before the answer was sent
+        assert row is not None and row['status'] == 'ok' and row['label'] == a['label'] and row['camera'] == a['camera']
+        assert row['p_dog'] == pytest.approx(a['p_dog']) and row['model_version'] == v1 and row['run_id'] == a['model']['run_id']
+        assert row['ts'] == a['ts'] and abs(row['received'] - time.time()) < 120
+        assert Path(row['frame_path']).read_bytes() == data            # the frame, content-addressed, linked by id
+        assert row['frame_sha'] == a['frame_sha'] and row['frame_path'].endswith(a['frame_sha'] + '.jpg')
+        x, feats = analyse_frame(data, om.size, 40)                    # integrity features of what the model saw
+        for k, v in feats.items(): assert row[k] == pytest.approx(v), k
+        out = om.run(x[None], ['p_dog', 'proj'])                       # p_dog and the drift projection: one pass
+        assert a['p_dog'] == pytest.approx(float(out['p_dog'][0]), abs=1e-5)
+        assert row['proj'].shape == (16,) and np.allclose(row['proj'], out['proj'][0], atol=1e-4)
+
+def test_defaults_camera_and_receive_time(http, store, photos):
+    t = time.time()
+    a = http.post('/predict', content=photos[0][0]).json()   # no content type, no camera, no time
+    row = store.get_prediction(a['prediction_id'])
+    assert row['camera'] == 'cam-01' and t - 1 < row['ts'] == row['received'] < time.time() + 1
+
+def test_batch_keeps_order_and_reports_each_image(http, store, photos):
+    imgs = [photos[0][0], photos[7][0], b'not an image at all', photos[3][0]]
+    r = http.post('/predict/batch?camera=gate-3', files=[('file', (f'{i}.jpg', d, 'image/jpeg')) for i, d in enumerate(imgs)])
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res['n'] == 4 and res['n_ok'] == 3 and [x['ok'] for x in res['results']] == [True, True, False, True]
+    assert res['results'][2]['code'] == 'not_an_image' and res['results'][2]['status'] == 422
+    for x, d in zip(res['results'], imgs):
+        row = store.get_prediction(x['prediction_id'])
+        assert row['camera'] == 'gate-3' and row['status'] == ('ok' if x['ok'] else 'rejected')
+        if x['ok']: assert Path(row['frame_path']).read_bytes() == d and row['label'] == x['label']
+    single = http.post('/predict', content=photos[7][0]).json()
+    assert res['results'][1]['p_dog'] == pytest.approx(single['p_dog'], abs=1e-5)  # batching changes nothing
+
+def test_feedback_is_linked_to_its_prediction_and_frame(http, store, photos):
+    data, label = photos[8]
+    a = http.post('/predict', content=data, headers={'Content-Type': 'image/jpeg'}).json()
+    r = http.post('/feedback', json={'prediction_id': a['prediction_id'], 'label': label, 'source': 'keeper-anna'})
+    assert r.status_code == 200, r.text
+    assert r.json()['predicted'] == a['label'] and r.json()['correct'] == (a['label'] == label) and r.json()['frame_sha'] == a['frame_sha']
+    row = store.get_prediction(a['prediction_id'])
+    assert row['true_label'] == label and row['feedback_source'] == 'keeper-anna' and Path(row['frame_path']).read_bytes() == data
+    fb = store.feedback()
+    assert a['prediction_id'] in set(fb.id) and fb.set_index('id').loc[a['prediction_id'], 'frame_sha'] == a['frame_sha']
+    rej = http.post('/predict', content=b'garbage', headers={'Content-Type': 'image/jpeg'}).json()
+    for body, status, code in [({'prediction_id': 'p000000000000nope', 'label': 'cat'}, 404, 'unknown_prediction'),
+                               ({'prediction_id': a['prediction_id'], 'label': 'horse'}, 422, 'bad_label'),
+                               ({'prediction_id': a['prediction_id'], 'label': 1}, 422, 'bad_label'),
+                               ({'label': 'cat'}, 422, 'bad_prediction_id'),
+                               ({'prediction_id': rej['prediction_id'], 'label': 'cat'}, 422, 'rejected_prediction'),
+                               ([1, 2], 400, 'bad_json')]:
+        r = http.post('/feedback', json=body)
+        assert (r.status_code, r.json()['code']) == (status, code), r.text
+    r = http.post('/feedback', content=b'{not json', headers={'Content-Type': 'application/json'})
+    assert r.status_code == 400 and r.json()['code'] == 'bad_json'
+    assert store.get_prediction(a['prediction_id'])['true_label'] == label   # the refused ones changed nothing
+
+BAD = {  # name: (body, content type, status, code)
+    'truncated': (lambda jpg: jpg[:len(jpg) // 2], 'image/jpeg', 422, 'corrupt'),
+    'corrupt': (lambda jpg: jpg[:len(jpg) // 3] + bytes(range(256)) * 8 + jpg[len(jpg) // 3:], 'image/jpeg', 422, 'corrupt'),
+    'not_an_image': (lambda jpg: b'%PDF-1.4\n1 0 obj <<>> endobj\n', 'image/jpeg', 422, 'not_an_image'),
+    'empty': (lambda jpg: b'', 'image/jpeg', 400, 'empty'),
+    'over_size': (lambda jpg: jpg + os.urandom(9 * 2**20), 'image/jpeg', 413, 'body_too_large'),
+    'bomb': (lambda jpg: encode(Image.new('L', (10_000, 10_000)), 'PNG'), 'image/png', 413, 'too_large'),
+    'cmyk': (lambda jpg: encode(Image.new('CMYK', (64, 64), (0, 50, 100, 0)), 'JPEG'), 'image/jpeg', 422, 'unsupported_mode'),
+    '16bit': (lambda jpg: encode(Image.new('I;16', (64, 64), 300), 'PNG'), 'image/png', 422, 'unsupported_mode'),
+    'palette': (lambda jpg: encode(Image.new('RGB', (64, 64), 'red').convert('P'), 'PNG'), 'image/png', 422, 'unsupported_mode'),
+    'alpha': (lambda jpg: encode(Image.new('RGBA', (64, 64), (9, 9, 9, 128)), 'PNG'), 'image/png', 422, 'unsupported_mode'),
+    'wrong_type': (lambda jpg: jpg, 'text/plain', 415, 'unsupported_media_type'),
+}
+
+@pytest.mark.parametrize('name', list(BAD))
+def test_bad_input_gets_a_clear_4xx_and_an_integrity_row(name, server, http, store, photos):
+    make, ctype, status, code = BAD[name]
+    body = make(photos[1][0])
+    before = metric(http.get('/metrics').text, 'parkml_rejected_inputs_total', reason=code)
+    for multipart in ([False, True] if ctype.startswith('image/') and status != 413 else [False]):
+        r = (http.post('/predict', files={'file': ('x', body, ctype)}) if multipart else
+             http.post('/predict', content=body, headers={'Content-Type': ctype}))
+        assert r.status_code == status, (multipart, r.text)
+        e = r.json()
+        assert e['code'] == code and e['status'] == status and len(e['error']) > 15
+        row = store.get_prediction(e['prediction_id'])
+        assert row['status'] == 'rejected' and row['error'].startswith(code) and row['label'] is None and row['p_dog'] is None
+    m = http.get('/metrics').text
+    assert metric(m, 'parkml_rejected_inputs_total', reason=code) >= before + 1
+    assert http.get('/health').json()['status'] == 'ok' and server.proc.poll() is None
+    assert 'Traceback' not in server.text_log()
+
+def test_body_limit_is_enforced_while_reading(server, http, photos):
+    def chunks():   # no Content-Length: the server must stop reading by itself
+        for _ in range(40): yield os.urandom(2**20)
+    r = http.post('/predict', content=chunks(), headers={'Content-Type': 'image/jpeg'})
+    assert r.status_code == 413 and r.json()['code'] == 'body_too_large'
+    with socket.create_connection(('127.0.0.1', server.port), timeout=10) as s:   # declares 10 GiB, sends 100 bytes
+        s.sendall(b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 10737418240\r\n\r\n' + b'x' * 100)
+        assert s.recv(65536).startswith(b'HTTP/1.1 413')   # refused at once, without waiting for the body
+    assert http.post('/predict', content=photos[0][0]).status_code == 200
+
+@pytest.mark.parametrize('params,headers,code', [({'ts': 'yesterday'}, {}, 'bad_capture_time'), ({'ts': '86400'}, {}, 'bad_capture_time'),
+                                                 ({}, {'X-Capture-Time': '2999-01-01T00:00:00Z'}, 'bad_capture_time'),
+                                                 ({'camera': '../../etc'}, {}, 'bad_camera')])
+def test_bad_camera_or_time_is_refused(http, store, photos, params, headers, code):
+    r = http.post('/predict', params=params, headers={'Content-Type': 'image/jpeg', **headers}, content=photos[0][0])
+    assert r.status_code == 400 and r.json()['code'] == code
+    assert store.get_prediction(r.json()['prediction_id'])['status'] == 'rejected'
+
+def test_unknown_routes_and_methods_are_json_errors(http):
+    assert http.get('/nope').status_code == 404 and http.get('/nope').json()['code'] == 'not_found'
+    r = http.get('/predict')
+    assert r.status_code == 405 and r.json()['status'] == 405
+
+def test_health_and_metrics(server, http, store, registry):
+    h = http.get('/health').json()
+    assert h['status'] == 'ok' and h['model']['version'] == registry[1]['v1'] and h['model']['source'] == 'registry'
+    assert h['registry']['ok'] and h['store']['ok'] and h['store']['committed'] > 0 and h['uptime_s'] > 0
+    m = http.get('/metrics')
+    assert m.status_code == 200 and m.headers['content-type'].startswith('text/plain')
+    t = m.text
+    n_ok = metric(t, 'parkml_requests_total', endpoint='predict', outcome='ok')
+    n_labels = sum(metric(t, 'parkml_predictions_total', label=l) for l in ('cat', 'dog'))
+    assert n_ok > 10 and n_labels >= n_ok          # batch answers count as predictions too
+    assert metric(t, 'parkml_request_latency_seconds_count', endpoint='predict', outcome='ok') == n_ok
+    assert metric(t, 'parkml_requests_total', endpoint='predict', outcome='rejected') > 5
+    assert metric(t, 'parkml_model_info', name=registry[1]['model'], version=registry[1]['v1'],
+                  run_id=h['model']['run_id'], alias='champion') == 1
+    for g in ('cpu_pct', 'mem_pct', 'disk_pct', 'rss_mb'): assert metric(t, f'parkml_host_{g}') > 0, g
+    assert metric(t, 'parkml_inference_batch_size_count') > 0 and metric(t, 'parkml_commit_batch_size_count') > 0
+    time.sleep(1.2)
+    tel = store.telemetry()
+    assert len(tel) >= 2 and (tel.rss_mb > 50).all() and tel.requests.sum() > 10
+
+def test_openapi_fuzzed_by_schemathesis_without_server_errors(server, http, tmp_path):
+    spec = http.get('/openapi.json').json()
+    assert {'/predict', '/predict/batch', '/feedback', '/health', '/metrics'} <= set(spec['paths'])
+    st = Path(sys.executable).parent/'schemathesis'
+    # every check but positive_data_acceptance: bytes that fit the schema (any binary) need not be a readable image
+    r = subprocess.run([str(st), 'run', f'{server.url}/openapi.json', '--checks', 'all', '--exclude-checks', 'positive_data_acceptance',
+                        '--max-examples', '40', '--seed', '7', '--generation-database', 'none', '--no-color', '--workers', '2'],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-6000:]
+    assert re.search(r'\b\d+ passed', r.stdout) and not re.search(r'\b\d+ (failed|errors?)\b', r.stdout), r.stdout[-3000:]
+    assert 'Traceback' not in server.text_log()
+    assert http.get('/health').json()['status'] == 'ok'
+
+def test_alias_switch_while_streaming_has_no_failed_request(server, store, registry, photos):
+    runs, info = registry
+    data = photos[2][0]
+    log, stop = [], threading.Event()
+    def stream():
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            while not stop.is_set():
+                t0 = time.time()
+                try: r = c.post('/predict', content=data, headers={'Content-Type': 'image/jpeg'}); log.append((t0, time.time(), r.status_code, r.json()))
+                except Exception as e: log.append((t0, time.time(), 0, repr(e)))
+    threads = [threading.Thread(target=stream) for _ in range(4)]
+    for t in threads: t.start()
+    try:
+        time.sleep(1.0)
+        set_alias(runs, info['v2'])
+        t_switch = time.time()
+        while time.time() - t_switch < 15 and not any(s == 200 and a['model']['version'] == info['v2'] for *_, s, a in log[-20:]):
+            time.sleep(0.1)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads: t.join()
+        set_alias(runs, info['v1'])
+    bad = [x for x in log if x[2] != 200]
+    assert not bad, bad[:3]
+    versions = [a['model']['version'] for *_, a in log]
+    assert versions[0] == info['v1'] and info['v2'] in versions and len(log) > 40
+    first_v2_done = min(t1 for t0, t1, s, a in log if a['model']['version'] == info['v2'])
+    assert all(a['model']['version'] == info['v2'] for t0, t1, s, a in log if t0 > first_v2_done)   # no flapping back
+    p = {a['model']['version']: a['p_dog'] for *_, a in log}
+    assert abs(p[info['v1']] - p[info['v2']]) > 1e-3                      # the new version really answers
+    row = store.get_prediction(next(a['prediction_id'] for *_, a in reversed(log)))
+    assert row['model_version'] == info['v2'] and row['run_id'] != log[0][3]['model']['run_id']
+    t = time.time()
+    while httpx.get(server.url + '/health').json()['model']['version'] != info['v1']:
+        assert time.time() - t < 15, 'did not switch back'
+        time.sleep(0.2)
+    assert httpx.get(server.url + '/health').json()['swaps'] >= 2
+
+def test_retention_keeps_sample_and_labelled_frames(http, store, photos):
+    from parkml.predlog import keep_sample
+    ids = [http.post('/predict', content=d, params={'camera': 'retention'}).json() for d, _ in photos]
+    labelled = ids[5]
+    assert http.post('/feedback', json={'prediction_id': labelled['prediction_id'], 'label': photos[5][1]}).status_code == 200
+    out = store.apply_retention(now=time.time() + 1, retention_days=0, sample_rate=0.5)
+    assert out['removed'] > 0 and out['kept_feedback'] >= 1
+    for a in ids:
+        row = store.get_prediction(a['prediction_id'])
+        keep = a is labelled or keep_sample(a['frame_sha'], 0.5) or row['frame_sha'] in set(store.feedback().frame_sha)
+        assert row['frame_retained'] == keep, (a['prediction_id'], keep)
+    assert store.get_prediction(labelled['prediction_id'])['frame_retained']
+
+# ---------------------------------------------------------------- durability: kill -9 right after answers
+
+def test_kill9_keeps_every_answered_prediction_and_frame(registry, tmp_path, photos):
+    srv = Server(registry[0], tmp_path/'kill')
+    answered, stop = [], threading.Event()
+    def client(k):
+        with httpx.Client(base_url=srv.url, timeout=10) as c:
+            i = k
+            while not stop.is_set():
+                data = photos[i % len(photos)][0] + k.to_bytes(2, 'big') + i.to_bytes(4, 'big')   # distinct frames
+                i += 8
+                try: r = c.post('/predict', content=data, headers={'Content-Type': 'image/jpeg'})
+                except httpx.TransportError: return
+                if r.status_code == 200: answered.append((r.json(), data))
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads: t.start()
+    time.sleep(2.5)
+    os.kill(srv.proc.pid, signal.SIGKILL)   # mid-stream: requests in flight
+    srv.proc.wait(); stop.set()
+    for t in threads: t.join()
+    assert len(answered) > 50
+    st = srv.store()
+    try:
+        for a, data in answered:
+            row = st.get_prediction(a['prediction_id'])
+            assert row is not None and row['status'] == 'ok' and row['p_dog'] == pytest.approx(a['p_dog'])
+            assert row['frame_retained'] and Path(row['frame_path']).read_bytes() == data
+    finally: st.close()
+    srv.log.close()
+
+# ---------------------------------------------------------------- API key, and a registry that goes away
+
+def test_api_key_and_serving_on_when_the_registry_is_unreachable(registry, tmp_path, photos):
+    runs, info = registry
+    port = free_port()
+    mlf = subprocess.Popen([sys.executable, '-m', 'mlflow', 'server', '--backend-store-uri', f"sqlite:///{runs}/mlflow.db",
+                            '--host', '127.0.0.1', '--port', str(port), '--workers', '1'], start_new_session=True,
+                           stdout=open(tmp_path/'mlflow.log', 'w'), stderr=subprocess.STDOUT)
+    try:
+        t = time.time()
+        while True:
+            try:
+                if httpx.get(f'http://127.0.0.1:{port}/health', timeout=1).status_code == 200: break
+            except httpx.TransportError: pass
+            assert time.time() - t < 60 and mlf.poll() is None, (tmp_path/'mlflow.log').read_text()[-2000:]
+            time.sleep(0.3)
+        srv = Server(runs, tmp_path/'keyed', PARKML_API_KEY='s3cret-key', PARKML_TRACKING_URI=f'http://127.0.0.1:{port}',
+                     MLFLOW_HTTP_REQUEST_MAX_RETRIES=0, MLFLOW_HTTP_REQUEST_TIMEOUT=3)
+        key = {'X-API-Key': 's3cret-key'}
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            assert c.get('/health').json()['registry']['ok'] is True          # /health needs no key
+            for method, path, kw in [('POST', '/predict', dict(content=photos[0][0])), ('POST', '/predict/batch', dict(content=photos[0][0])),
+                                     ('POST', '/feedback', dict(json={'prediction_id': 'x', 'label': 'cat'})),
+                                     ('GET', '/metrics', {}), ('GET', '/openapi.json', {})]:
+                for headers in ({}, {'X-API-Key': 'wrong'}):
+                    r = c.request(method, path, headers=headers, **kw)
+                    assert r.status_code == 401 and r.json()['code'] == 'unauthorized', (path, r.text)
+            assert c.post('/predict', content=photos[0][0], headers=key).status_code == 200
+            assert c.get('/openapi.json', headers=key).json()['components']['securitySchemes']['apiKey']['name'] == 'X-API-Key'
+            os.killpg(mlf.pid, signal.SIGKILL); mlf.wait(30)                  # the registry goes away
+            t = time.time()
+            while c.get('/health').json()['registry']['ok']:
+                assert time.time() - t < 20, 'registry failure not noticed'
+                time.sleep(0.2)
+            h = c.get('/health').json()
+            assert h['status'] == 'degraded' and h['registry']['error'] and h['model']['version'] == info['v1']
+            r = c.post('/predict', content=photos[6][0], headers=key)         # ... and the service keeps serving
+            assert r.status_code == 200 and r.json()['model']['version'] == info['v1']
+        srv.stop(); srv.start()                                               # a restart while it is still away
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            h = c.get('/health').json()
+            assert h['model']['source'] == 'cache' and h['model']['version'] == info['v1'] and not h['registry']['ok']
+            assert 'unreachable' in h['registry']['error']
+            assert c.post('/predict', content=photos[6][0], headers=key).status_code == 200
+        srv.stop()
+    finally:
+        if mlf.poll() is None: os.killpg(mlf.pid, signal.SIGKILL); mlf.wait(30)
