@@ -11,7 +11,7 @@ from pathlib import Path
 from .config import get_settings, SettingsError
 
 # %% auto #0
-__all__ = ['CLI_MODULES', 'cmd_train', 'cmd_lineage', 'iter_image_files', 'cmd_predict', 'build_parser', 'main']
+__all__ = ['cmd_train', 'cmd_lineage', 'iter_image_files', 'cmd_predict', 'build_parser', 'cli_modules', 'main']
 
 # %% ../nbs/30_cli.ipynb #e328c6d2
 def cmd_train(a):
@@ -77,11 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('version', help='version number or alias')
     p.add_argument('--json', action='store_true', help='print JSON')
     p.set_defaults(fn=cmd_lineage)
-    for m in CLI_MODULES: importlib.import_module(m).add_commands(sub)
+    for m in cli_modules(): importlib.import_module(m).add_commands(sub)
     return ap
 
-# Sub-commands of later areas live in their own small `parkml.cli_*` modules, each with `add_commands(subparsers)`.
-CLI_MODULES = ('parkml.cli_governance', 'parkml.cli_monitor')
+def cli_modules() -> list[str]:
+    "The `parkml.cli_*` modules of the package: each area adds its sub-commands there with `add_commands(subparsers)`"
+    import pkgutil, parkml
+    return sorted(f"parkml.{m.name}" for m in pkgutil.iter_modules(parkml.__path__) if m.name.startswith('cli_'))
 
 def main(argv=None):
     from parkml.tracking import RegistryError

@@ -148,7 +148,7 @@ class ModelWatcher:
         try: mv = resolve_version(self.alias, self._client_or_new(), self.cfg)
         except Exception as e:
             self._client = None
-            self._note(False, f"{type(e).__name__}: {e}")
+            self._note(False, f"registry unreachable or failing, still serving version {self.current.version}: {type(e).__name__}: {e}")
             log.warning("registry check for alias %r failed, still serving version %s: %s", self.alias, self.current.version, e)
             return False
         if str(mv.version) == self.current.version: self._note(True); return False

@@ -69,7 +69,7 @@ def free_port() -> int:
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 class Server:
-    "`parkml.service.serve` in its own process on a free loopback port, with its own prediction log"
+    "`parkml serve` in its own process on a free loopback port, with its own prediction log"
     def __init__(self, runs, home: Path, **env):
         self.home, self.port = home, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -81,8 +81,9 @@ class Server:
 
     def start(self, wait=True):
         self.log = open(self.home/'server.log', 'a')
-        self.proc = subprocess.Popen([sys.executable, '-c', 'from parkml.service import serve; '
-                                      f'serve(host="127.0.0.1", port={self.port}, log_level="warning")'],
+        # the real command the park runs: `parkml serve`
+        self.proc = subprocess.Popen([str(Path(sys.executable).parent/'parkml'), 'serve', '--host', '127.0.0.1',
+                                      '--port', str(self.port), '--log-level', 'warning'],
                                      env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         t = time.time()
         while wait:
@@ -95,7 +96,7 @@ class Server:
 
     def stop(self):
         if self.proc.poll() is None: self.proc.terminate(); self.proc.wait(30)
-        self.log.close()
+        if not self.log.closed: self.log.close()
 
     def store(self):
         from parkml.predlog import open_store
@@ -433,4 +434,5 @@ def test_api_key_and_serving_on_when_the_registry_is_unreachable(registry, tmp_p
             assert c.post('/predict', content=photos[6][0], headers=key).status_code == 200
         srv.stop()
     finally:
+        if 'srv' in locals(): srv.stop()                                     # also when an assertion failed
         if mlf.poll() is None: os.killpg(mlf.pid, signal.SIGKILL); mlf.wait(30)

@@ -121,3 +121,21 @@ def test_bad_sources_are_refused_up_front(env):
     from parkml.stream import watch, SourceError
     with pytest.raises(SourceError, match='neither a camera index'): watch('/no/such/clip.mp4', service=env['svc'])
     with pytest.raises(ValueError, match='rate must be positive'): watch(env['home'], rate=-1, service=env['svc'])
+
+def test_parkml_watch_command_logs_the_clip_and_refuses_a_missing_source(env, clip):
+    import json, os, subprocess, sys
+    exe = str(Path(sys.executable).parent/'parkml')
+    home = env['home']
+    e = {**os.environ, 'PARKML_RUNS': str(env['cfg'].runs), 'PARKML_PREDLOG_URI': f"sqlite:///{home}/cli-predlog.db",
+         'PARKML_FRAMES_DIR': str(home/'cli-frames')}
+    r = subprocess.run([exe, 'watch', str(clip), '--rate', '5', '--camera', 'cli-cam', '--alias', 'champion', '--quiet'],
+                       capture_output=True, text=True, env=e, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout[r.stdout.index('{'):])
+    assert out['frames'] == 20 and out['ok'] == 20 and out['camera'] == 'cli-cam'
+    from parkml.predlog import open_store
+    st = open_store(e['PARKML_PREDLOG_URI'], e['PARKML_FRAMES_DIR'])
+    try: assert len(st.predictions(camera='cli-cam')) == 20
+    finally: st.close()
+    r = subprocess.run([exe, 'watch', str(home/'missing.avi'), '--quiet'], capture_output=True, text=True, env=e, timeout=120)
+    assert r.returncode == 2 and 'missing.avi' in r.stderr and 'Traceback' not in r.stderr
