@@ -421,33 +421,38 @@ def champion_run(cfg: Settings = None) -> str | None:
     try: return resolve_version(None, cfg=cfg).run_id
     except RegistryError: return None
 
-def run_staging(version) -> dict:
-    "Run the staging notebook `51_staging` on `version`; `status` is 'passed', 'failed', or 'missing' when there is no such notebook"
-    from parkml.notebooks import run_notebook, notebook_path, NotebookError
+def run_staging(version, params: dict = None, progress: bool = True) -> dict:
+    """Run the staging notebook `51_staging` on `version` (with those of `params` it declares, e.g. sample sizes);
+    `status` is 'passed', 'failed', or 'missing' when there is no such notebook"""
+    from parkml.notebooks import run_notebook, notebook_path, NotebookError, declared
     try: notebook_path('51_staging')
     except NotebookError as e: return dict(status='missing', error=str(e))
-    res = run_notebook('51_staging', dict(version=str(version)), tag=f"v{version}-{time.strftime('%Y%m%d-%H%M%S')}")
+    res = run_notebook('51_staging', declared('51_staging', {'version': str(version), **(params or {})}),
+                       tag=f"v{version}-{time.strftime('%Y%m%d-%H%M%S')}", progress=progress)
     passed = res.get('passed', res.get('validation_status'))
     res['status'] = {True: 'passed', False: 'failed', 'passed': 'passed', 'failed': 'failed'}.get(passed, str(passed))
     return res
 
-def _governance_request(actor: str, reason: str, alert_id: str | None):
-    "Record the retraining request with `parkml.governance` when that module exists"
-    try: from parkml import governance
-    except ImportError: return None
-    return governance.retrain_requested(actor, reason, alert_id)
+def _governance_request(actor, reason: str, alert_id: str | None):
+    "Record the retraining request in the audit store: who asked (a `governance.Actor`), why, for which alert"
+    from parkml.governance import retrain_requested
+    return retrain_requested(actor, reason, alert_id)
 
-def retrain(reason: str = '', alert_id: str = None, actor: str = None, limit: int = 0, stage: bool = True, progress: bool = True) -> dict:
-    "Retrain on the training data plus labelled production frames, stage the new version, link it to `alert_id`"
+def retrain(reason: str = '', alert_id: str = None, actor: str = None, limit: int = 0, stage: bool = True, progress: bool = True,
+            staging_params: dict = None) -> dict:
+    """Retrain on the training data plus labelled production frames, stage the new version, link it to `alert_id`.
+    `actor` is a `governance.Actor` or a name (taken as an owner: a person, or rule:<name> for an automatic retraining)"""
     from parkml.notebooks import run_notebook
-    actor = actor or getpass.getuser()
+    from parkml.governance import Actor
+    who = actor if isinstance(actor, Actor) else Actor(actor or getpass.getuser(), 'owner')
+    actor = str(who)
     action = None
     if alert_id:
         with open_alert_store() as st: action = st.add_action(alert_id, 'retrain', actor, 'running', note=reason or None)
-    request = _governance_request(actor, reason, alert_id)
+    request = _governance_request(who, reason, alert_id)
     try:
         res = run_notebook('53_retrain', dict(reason=reason, alert_id=alert_id or '', actor=actor, limit=limit), progress=progress)
-        res['staging'] = run_staging(res['version']) if stage else dict(status='skipped')
+        res['staging'] = run_staging(res['version'], staging_params, progress) if stage else dict(status='skipped')
     except Exception as e:
         if action:
             with open_alert_store() as st: st.update_action(action, status='failed', note=f"{type(e).__name__}: {e}"[:500])

@@ -85,13 +85,17 @@ def cli_modules() -> list[str]:
     import pkgutil, parkml
     return sorted(f"parkml.{m.name}" for m in pkgutil.iter_modules(parkml.__path__) if m.name.startswith('cli_'))
 
+_ERRORS = (('parkml.tracking', 'RegistryError'), ('parkml.data', 'DataError'), ('parkml.model', 'ModelError'))
+
+def _handled() -> tuple:
+    "Errors that end a command with a one-line message: those of the modules the command imported (only they can be raised), so no command pays for importing torch"
+    return (SettingsError, *(getattr(sys.modules[m], n) for m, n in _ERRORS if m in sys.modules))
+
 def main(argv=None):
-    from parkml.tracking import RegistryError
-    from parkml.data import DataError
-    from parkml.model import ModelError
     a = build_parser().parse_args(argv)
     try: rc = a.fn(a)
-    except (SettingsError, RegistryError, DataError, ModelError) as e:
+    except Exception as e:
+        if not isinstance(e, _handled()): raise
         print(f"parkml {a.cmd}: {e}", file=sys.stderr); rc = 2
     except KeyboardInterrupt: rc = 130
     return rc or 0

@@ -18,7 +18,7 @@ class SettingsError(ValueError):
     "A setting is missing or has a value of the wrong kind; the message names the key and where it came from."
 
 ENV_PREFIX = 'PARKML_'
-PATH_KEYS = {'data', 'runs', 'artifact_root', 'frames_dir'}
+PATH_KEYS = {'data', 'runs', 'cache', 'artifact_root', 'frames_dir'}
 
 def find_settings(start=None) -> Path:
     "Locate `settings.ini`: `$PARKML_SETTINGS`, else `start` (or cwd) and its parents, else the project holding the package"

@@ -117,7 +117,7 @@ class OnnxModel:
 def backbone_onnx(size: int = None) -> Path:
     "Cached backbone-only ONNX graph for computing embeddings"
     cfg = get_settings(); size = size or cfg.image_size
-    p = cfg.runs/'cache'/f"{BACKBONE_ID}-{size}.onnx"
+    p = cfg.cache/f"{BACKBONE_ID}-{size}.onnx"
     if not p.is_file(): export_onnx(ParkNet(load_backbone()), p, size, embed_only=True)
     return p
 
@@ -126,13 +126,13 @@ def embed_arrays(om: OnnxModel, X: np.ndarray, batch: int = None) -> np.ndarray:
     b = batch or get_settings().embed_batch
     return om.run(X, ['emb'], batch=b)['emb'] if len(X) else np.zeros((0, EMB_DIM), np.float32)
 
-def _cache_files(cfg): return sorted((cfg.runs/'cache'/'embeddings').glob('*.npz'))
+def _cache_files(cfg): return sorted((cfg.cache/'embeddings').glob('*.npz'))
 
 def compute_embeddings(ds: ImageSet, flip: bool = True, progress: bool = True) -> pd.DataFrame:
     """Embeddings (and mirrored ones) of every image in `ds`, indexed by image sha; cached by data version.
     Returns a DataFrame with columns emb, emb_flip (arrays) and the integrity features."""
     cfg = get_settings(); size = cfg.image_size
-    cdir = ensure_dir(cfg.runs/'cache'/'embeddings')
+    cdir = ensure_dir(cfg.cache/'embeddings')
     fname = cdir/f"{ds.version[:20]}-{BACKBONE_ID}-{size}.npz"
     if fname.is_file(): return _load_cache(fname)
     known = {}
@@ -213,7 +213,7 @@ def check_agreement(net: ParkNet, om: OnnxModel, X: np.ndarray, torch_emb: np.nd
 
 def cached_torch_embeddings(net: ParkNet, X: np.ndarray, key: str) -> np.ndarray:
     "`torch_embeddings` of `X`, cached under `runs/cache` by `key` (e.g. the data version of the images)"
-    f = ensure_dir(get_settings().runs/'cache'/'embeddings')/f"torch-{key[:20]}-{BACKBONE_ID}-{X.shape[1]}.npy"
+    f = ensure_dir(get_settings().cache/'embeddings')/f"torch-{key[:20]}-{BACKBONE_ID}-{X.shape[1]}.npy"
     if f.is_file():
         E = np.load(f)
         if len(E) == len(X): return E

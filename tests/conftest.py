@@ -6,6 +6,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PARKML = str(Path(sys.executable).parent/'parkml')
+# every test's runs folder shares one embedding cache (keyed by image content): each photo's embedding is computed once
+os.environ.setdefault('PARKML_CACHE', str(ROOT/'runs'/'cache'))
 
 def run_cli(*args, env=None, timeout=600, check=False):
     "Run the installed `parkml` command; returns the CompletedProcess"

@@ -21,7 +21,8 @@ def test_pretrained_backbone_knows_cats_and_dogs(manifest, data_root):
     assert ((top[dog] >= 151) & (top[dog] <= 268)).mean() > 0.8
     assert ((top[~dog] >= 281) & (top[~dog] <= 285)).mean() > 0.5
 
-def test_embedding_cache_and_onnx_agreement(tmp_runs, data_root):
+def test_embedding_cache_and_onnx_agreement(tmp_runs, data_root, monkeypatch):
+    monkeypatch.setenv('PARKML_CACHE', str(tmp_runs/'cache'))   # an empty cache of its own
     ds = assign_splits(read_imageset())
     small = ds.subset(ds.df.index.isin(ds.df.groupby('label').head(24).index))
     e1 = compute_embeddings(small, progress=False)

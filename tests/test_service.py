@@ -39,9 +39,6 @@ def service_registry(tmp_path_factory) -> tuple[Path, dict]:
     base = tmp_path_factory.getbasetemp()/'service-registry'
     runs, ready = base/'runs', base/'ready.json'
     if ready.is_file(): return runs, json.loads(ready.read_text())
-    for sub in ('embeddings',):   # the project's embedding cache (keyed by data version) only saves time
-        if (ROOT/'runs'/'cache'/sub).is_dir(): shutil.copytree(ROOT/'runs'/'cache'/sub, runs/'cache'/sub, dirs_exist_ok=True)
-    for f in (ROOT/'runs'/'cache').glob('*.onnx'): shutil.copy(f, runs/'cache'/f.name)
     with _env_runs(runs):
         from parkml.config import get_settings
         from parkml.train import train_and_register

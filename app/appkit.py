@@ -1,0 +1,132 @@
+"""What every page of the governance app shares: sign-in, the signed-in actor, and cached queries of MLflow and the
+stores. Thin on purpose: every fact comes from a parkml library function and every action calls the same library
+function as the command line (parkml.governance, the alert store)."""
+from __future__ import annotations
+import time
+import pandas as pd
+import streamlit as st
+from parkml.config import get_settings
+
+def cfg(): return get_settings()
+
+TTL = float(get_settings().app_cache_ttl_s)  # seconds cached queries are kept (setting app_cache_ttl_s)
+
+# ---------- sign-in ----------
+def sign_in():
+    "Show the sign-in form until a user of the users file signs in; return their governance Actor"
+    import streamlit_authenticator as stauth
+    from parkml.users import load_users, user_actor, users_path, UserError
+    try: d = load_users()
+    except UserError as e: st.error(str(e)); st.stop()
+    if not d['credentials']['usernames']:
+        st.error(f"No users yet in {users_path()}: make one with `parkml users add NAME --role qa|owner|viewer`."); st.stop()
+    auth = stauth.Authenticate(d['credentials'], d['cookie']['name'], d['cookie']['key'], float(d['cookie'].get('expiry_days', 1)),
+                               auto_hash=False, login_sleep_time=0)
+    if not st.session_state.get('authentication_status'):
+        st.title('parkml governance'); st.caption('Sign in with the name and password from the users file.')
+    auth.login(location='main', key='parkml-sign-in', fields={'Form name': 'Sign in', 'Username': 'Name', 'Password': 'Password',
+                                                             'Login': 'Sign in'})
+    status = st.session_state.get('authentication_status')
+    if status is False: st.error('Name or password is wrong.')
+    if not status: st.stop()
+    actor = user_actor(st.session_state['username'])
+    with st.sidebar:
+        st.markdown(f"Signed in as **{actor.name}** ({actor.role})")
+        auth.logout('Sign out', 'sidebar', key='parkml-sign-out')
+    st.session_state['actor'] = actor
+    return actor
+
+def actor():
+    "The signed-in person as a governance Actor"
+    return st.session_state['actor']
+
+# ---------- cached queries ----------
+@st.cache_data(ttl=TTL, show_spinner=False)
+def versions() -> pd.DataFrame:
+    "Every registered version with its validation status, approval and aliases"
+    from parkml.tracking import mlflow_client
+    c = cfg(); client = mlflow_client(c)
+    try: al = client.get_registered_model(c.model_name).aliases
+    except Exception: return pd.DataFrame(columns=['version'])
+    rows = []
+    for mv in client.search_model_versions(f"name='{c.model_name}'"):
+        t = mv.tags
+        rows.append(dict(version=int(mv.version), created=pd.Timestamp(mv.creation_timestamp, unit='ms', tz='UTC'),
+                         aliases=', '.join(sorted(a for a, v in al.items() if str(v) == str(mv.version))),
+                         validation=t.get('validation_status', 'pending'), approval=t.get('approval_status', ''),
+                         approved_by=t.get('approved_by') or t.get('rejected_by') or '', staging_run=t.get('staging_run_id', ''),
+                         run_id=mv.run_id, reasons=t.get('validation_reasons', '')))
+    return pd.DataFrame(rows).sort_values('version', ascending=False).reset_index(drop=True)
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def alias_moves() -> pd.DataFrame:
+    from parkml.governance import alias_history
+    return alias_history(cfg=cfg())
+
+def aliases_since() -> pd.DataFrame:
+    "champion, challenger and previous: which version and since when"
+    h, vs = alias_moves(), versions()
+    rows = []
+    for a in ('champion', 'challenger', 'previous'):
+        v = next((r.version for r in vs.itertuples() if a in r.aliases.split(', ')), None) if len(vs) else None
+        mv = h[(h.alias == a) & (h.to_version == str(v))] if len(h) else h
+        rows.append(dict(alias=a, version=v, since=mv.ts.max() if len(mv) else None,
+                         by=mv.actor.iloc[-1] if len(mv) else None, note=mv.note.iloc[-1] if len(mv) else None))
+    return pd.DataFrame(rows)
+
+@st.cache_data(ttl=TTL, show_spinner='reading MLflow...')
+def version_facts(version: str) -> dict:
+    "Everything about one version (the audit report's facts): lineage, staging, plots, approval, production"
+    from parkml.audit import collect_audit
+    return collect_audit(version, cfg())
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def alerts(state=None, severity=None) -> pd.DataFrame:
+    from parkml.alerts import open_alert_store
+    with open_alert_store(cfg().alerts_uri) as s: return s.table(state=state or None, severity=severity or None)
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def alert_actions() -> pd.DataFrame:
+    from parkml.alerts import open_alert_store
+    with open_alert_store(cfg().alerts_uri) as s: return s.actions()
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def daily() -> pd.DataFrame:
+    from parkml.daily import daily_runs
+    try: return daily_runs(cfg=cfg())
+    except Exception: return pd.DataFrame(columns=['day', 'version', 'run_id', 'start_time'])
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def today() -> dict:
+    "Today's traffic, labelled accuracy (with interval) and the newest label-free estimate"
+    from parkml.predlog import open_store
+    from parkml import monitor as mon
+    c = cfg()
+    day = pd.Timestamp.now(tz=c.monitor_tz).strftime('%Y-%m-%d')
+    start, end = mon.day_window(day, c)
+    with open_store(c.predlog_uri, c.frames_dir) as s:
+        w = s.predictions(start, end); lab = mon.answered(s.feedback(start, end)); tel = s.telemetry(time.time() - 86400)
+    out = dict(day=day, answered=len(mon.answered(w)), rejected=int((w.status == 'rejected').sum()) if len(w) else 0,
+               n_labels=len(lab), accuracy=None, accuracy_lo=None, accuracy_hi=None, estimate=None, estimate_day=None)
+    if len(lab):
+        p = mon.labelled_performance(*mon.labels_of(lab), alpha=c.perf_ci_alpha)
+        out.update(accuracy=p['accuracy'], accuracy_lo=p['accuracy_lo'], accuracy_hi=p['accuracy_hi'])
+    d = daily()
+    if len(d) and 'est_accuracy' in d: out.update(estimate=d.est_accuracy.iloc[-1], estimate_day=d.day.iloc[-1])
+    out['hosts'] = (tel.sort_values('ts').groupby('host').tail(1).assign(last_seen=lambda t: pd.to_datetime(t.ts, unit='s', utc=True))
+                    .drop(columns=['ts']) if len(tel) else pd.DataFrame())
+    return out
+
+@st.cache_data(ttl=10, show_spinner=False)
+def service_health() -> dict:
+    "The configured edge service's /health answer (or why it cannot be reached)"
+    import httpx
+    c = cfg(); url = f"http://{c.host}:{c.port}/health"
+    try: r = httpx.get(url, timeout=0.5); return dict(url=url, ok=r.is_success, status=r.status_code, body=r.json() if r.is_success else r.text[:200])
+    except Exception as e: return dict(url=url, ok=False, status=None, body=f"{type(e).__name__}: {e}"[:200])
+
+def refresh():
+    "Forget every cached query (after an action changed something)"
+    st.cache_data.clear()
+
+def show_png(name: str, data: bytes): st.image(data, caption=name)

@@ -1,0 +1,124 @@
+"The governance app under Streamlit's AppTest harness, over a real MLflow store, prediction log, audit and alert stores."
+from pathlib import Path
+import pytest
+from park_fixture import make_park
+
+APP = Path(__file__).resolve().parents[1]/'app'
+PAGES = ['overview', 'models', 'decide', 'monitoring', 'alerts', 'audit']
+
+@pytest.fixture
+def park(trained, tmp_path, monkeypatch):
+    import streamlit as st
+    p = make_park(trained, tmp_path, monkeypatch)
+    st.cache_data.clear()  # cached queries of another test's stores must not leak in
+    return p
+
+def app():
+    from streamlit.testing.v1 import AppTest
+    return AppTest.from_file(str(APP/'Home.py'), default_timeout=120)
+
+def signed_in(name, pw):
+    at = app(); at.run()
+    assert not at.exception, at.exception
+    at.text_input[0].input(name); at.text_input[1].input(pw)
+    at.button[0].click(); at.run()
+    return at
+
+def page(at, name):
+    at.switch_page(str(APP/'pages'/f"{name}.py")); at.run()
+    assert not at.exception, f"{name}: {at.exception}"
+    return at
+
+def texts(at) -> str:
+    return '\n'.join(str(e.value) for kind in ('markdown', 'caption', 'code', 'info', 'warning', 'error', 'success', 'title', 'header', 'subheader')
+                     for e in getattr(at, kind))
+
+def test_sign_in_and_wrong_password(park):
+    at = signed_in('ana', 'not-her-password')
+    assert any('wrong' in e.value for e in at.error) and 'actor' not in at.session_state
+    at = signed_in('ana', park['users']['ana'][1])
+    assert at.session_state['authentication_status'] and at.session_state['actor'].role == 'qa'
+    assert 'Signed in as **ana** (qa)' in texts(at) and not at.exception
+
+def test_every_page_renders(park):
+    at = signed_in('olu', park['users']['olu'][1])
+    for name in PAGES:
+        page(at, name)
+    at = page(at, 'overview')
+    assert 'champion' in at.dataframe[0].value.alias.tolist()
+    at = page(at, 'models')
+    assert set(at.dataframe[0].value.version) == {1, 2, 3} and 'not staged' in texts(at)  # newest first: version 3
+    at.selectbox(key='models-version').set_value('1').run()
+    assert not at.exception and 'staging passed' in texts(at) and 'Version 1  (champion)' in texts(at)
+    assert len(at.get('image')) >= 2  # the training run's plots
+
+def test_qa_approves_in_the_app(park):
+    from parkml.governance import audit_records
+    at = page(signed_in('ana', park['users']['ana'][1]), 'decide')
+    at.radio(key='decide-action').set_value('approve').run()
+    at.selectbox(key='decide-version').set_value('2').run()
+    at.text_area(key='decide-note').input('staging report of version 2 read').run()
+    assert 'allowed: the rules and the role permit it' in texts(at)
+    at.button(key='decide-go').click().run()
+    assert not at.exception and any('done: approve' in s.value for s in at.success)
+    tags = park['client'].get_model_version(park['name'], '2').tags
+    assert tags['approval_status'] == 'approved' and tags['approved_by'] == 'ana' and tags['approval_note'] == 'staging report of version 2 read'
+    rec = audit_records(version='2', action='approve').iloc[-1]
+    assert (rec.actor, rec.role, rec.note, rec.staging_run_id) == ('ana', 'qa', 'staging report of version 2 read', park['staging']['2'])
+
+def test_viewer_cannot_act(park):
+    from parkml.governance import audit_records
+    n = len(audit_records())
+    at = page(signed_in('vic', park['users']['vic'][1]), 'decide')
+    assert 'may only read' in texts(at) and not [b for b in at.button if b.key == 'decide-go']
+    at = page(at, 'alerts')
+    assert 'may not alert_handled' in texts(at) and not [b for b in at.button if b.key == 'alerts-ack']
+    assert len(audit_records()) == n
+
+def test_release_of_an_unapproved_version_is_refused_with_the_reason(park):
+    at = page(signed_in('olu', park['users']['olu'][1]), 'decide')
+    at.radio(key='decide-action').set_value('release').run()
+    at.selectbox(key='decide-version').set_value('2').run()
+    assert 'version 2 was not approved by QA' in texts(at)
+    at.button(key='decide-go').click().run()
+    assert any('refused' in e.value and 'version 2 was not approved by QA' in e.value for e in at.error)
+    assert {a: str(v) for a, v in park['client'].get_registered_model(park['name']).aliases.items()} == {'champion': '1'}
+
+def test_alert_acknowledged_in_the_app_is_acknowledged_in_the_store(park):
+    from parkml.alerts import open_alert_store
+    aid = park['alerts'][1].id
+    at = page(signed_in('olu', park['users']['olu'][1]), 'alerts')
+    at.selectbox(key='alerts-id').set_value(aid).run()
+    at.text_input(key='alerts-note').input('camera cleaned').run()
+    at.button(key='alerts-ack').click().run()
+    assert not at.exception and any('acknowledged by olu' in s.value for s in at.success)
+    with open_alert_store() as s:
+        a = s.get(aid)
+        assert (a.state, a.state_by, a.state_note) == ('acknowledged', 'olu', 'camera cleaned')
+        assert s.history(aid).state.tolist() == ['open', 'acknowledged']
+
+def test_trace_and_audit_in_the_app(park):
+    at = page(signed_in('vic', park['users']['vic'][1]), 'audit')
+    at.text_input(key='trace-id').input(park['ids'][0]).run()
+    assert not at.exception and park['ids'][0] in texts(at) and 'approved by ana' in texts(at)
+    at.selectbox(key='audit-version').set_value('1').run()
+    at.button(key='audit-go').click().run()
+    assert not at.exception and any('logged to MLflow run' in s.value for s in at.success)
+    assert park['client'].get_model_version(park['name'], '1').tags['audit_run_id']
+
+def test_users_add_command(tmp_path):
+    from conftest import run_cli
+    from parkml.users import check_password, list_users
+    f = tmp_path/'users.yaml'
+    env = dict(PARKML_USERS_FILE=str(f))
+    r = run_cli('users', 'add', 'qa1', '--role', 'qa', '--password', 'qa1-secret-pw', env=env)
+    assert r.returncode == 0 and 'qa1 (qa)' in r.stdout, r.stderr
+    r = run_cli('users', 'add', 'own1', '--role', 'owner', env={**env, 'PARKML_NEW_PASSWORD': 'own1-secret-pw'})
+    assert r.returncode == 0, r.stderr
+    assert check_password('qa1', 'qa1-secret-pw', f) and check_password('own1', 'own1-secret-pw', f) and 'secret' not in f.read_text()
+    assert [(u['name'], u['role']) for u in list_users(f)] == [('own1', 'owner'), ('qa1', 'qa')]
+    r = run_cli('users', 'add', 'qa1', '--role', 'qa', '--password', 'another-pw', env=env)
+    assert r.returncode == 2 and 'exists' in r.stderr and check_password('qa1', 'qa1-secret-pw', f)
+    r = run_cli('users', 'add', 'x', '--role', 'qa', '--password', 'short', env=env)
+    assert r.returncode == 2 and 'at least 8' in r.stderr
+    assert run_cli('users', 'list', env=env).stdout.split() == ['own1', 'owner', 'qa1', 'qa']
