@@ -103,8 +103,8 @@ def cmd_schedule(a):
 def add_commands(sub):
     "Add analyze, alerts, retrain and schedule to the `parkml` parser"
     p = sub.add_parser('analyze', help='daily analysis of the prediction log (papermill notebook 52_daily): checks, plots, MLflow run, alerts')
-    p.add_argument('--day', required=True, help="YYYY-MM-DD (UTC), or 'yesterday' / 'today'")
-    p.add_argument('--window', type=float, default=None, help='hours from the start of the day (default: settings daily_window_h)')
+    p.add_argument('--day', required=True, help="YYYY-MM-DD (a calendar day in monitor_tz), or 'yesterday' / 'today'")
+    p.add_argument('--window', type=float, default=None, help='hours from the start of the day (default: the whole day)')
     p.add_argument('--start', default=None, help='window start (ISO time; overrides --window)')
     p.add_argument('--end', default=None, help='window end (ISO time)')
     p.add_argument('--set', action='append', metavar='KEY=VALUE', help='override a threshold for this run (repeatable)')

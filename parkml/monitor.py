@@ -138,10 +138,12 @@ def check_image_size(window: pd.DataFrame, cfg: Settings = None) -> Check:
     return _rate_check('image_size', w, bad, cfg.bad_size_max_rate, cfg, range=[cfg.image_side_min, cfg.image_side_max])
 
 def reference_range(reference: pd.DataFrame, feature: str, cfg: Settings = None) -> tuple[float, float]:
-    "The reference's central range of `feature`: its `range_quantile` and 1 - `range_quantile` quantiles"
-    q = (cfg or get_settings()).range_quantile
-    lo, hi = np.quantile(reference[feature].dropna(), [q, 1 - q])
-    return float(lo), float(hi)
+    """The reference's range of `feature`: its `range_quantile` and 1 - `range_quantile` quantiles, each widened by
+    `range_margin_iqr` times the interquartile range (a reference of a few hundred frames estimates its tails poorly)"""
+    cfg = cfg or get_settings(); q = cfg.range_quantile
+    lo, q1, q3, hi = np.quantile(reference[feature].dropna(), [q, 0.25, 0.75, 1 - q])
+    m = cfg.range_margin_iqr * (q3 - q1)
+    return float(lo - m), float(hi + m)
 
 def check_range(window: pd.DataFrame, reference: pd.DataFrame, feature: str, cfg: Settings = None) -> Check:
     "Share of answered frames whose `feature` lies outside the reference range"
@@ -676,7 +678,7 @@ def model_outputs(onnx_model, frames, batch: int = 64, progress: bool = True) ->
         for i, p, v in zip(where, out['p_dog'].reshape(-1), out['proj']): rows[i].update(p_dog=float(p), proj=v.astype('<f4').tobytes())
         X.clear(); where.clear()
     for data in tqdm(frames, desc='model outputs', disable=not progress, leave=False):
-        r = dict(frame_sha=frame_sha(data) if data else None, status='ok', error=None, p_dog=None, proj=None)
+        r = dict(frame_sha=frame_sha(data) if data else None, status='ok', error=None, p_dog=None, proj=None, **dict.fromkeys(FEATURES))
         try:
             x, feats = analyse_frame(data, onnx_model.size, cfg.max_megapixels); r.update(feats)
             X.append(x); where.append(len(rows))
