@@ -15,7 +15,7 @@ __all__ = ['cmd_trace', 'cmd_audit', 'cmd_users', 'app_command', 'cmd_app', 'add
 def cmd_trace(a) -> int:
     "Print everything behind one logged prediction"
     from parkml.trace import trace, format_trace, TraceError
-    try: t = trace(a.prediction_id)
+    try: t = trace(a.prediction_id, fresh=a.fresh)
     except TraceError as e: print(f"parkml trace: {e}", file=sys.stderr); return 2
     print(json.dumps(t, indent=1, default=str) if a.json else format_trace(t))
     return 0
@@ -76,6 +76,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser('trace', help='everything behind one logged prediction: frame, model version, run, code, data, staging, approval, alias')
     p.add_argument('prediction_id', help='id of a logged prediction (as the service returned it)')
     p.add_argument('--json', action='store_true', help='print JSON')
+    p.add_argument('--fresh', action='store_true', help="read the version's facts from MLflow, not from the trace's snapshot")
     p.set_defaults(fn=cmd_trace)
     p = sub.add_parser('audit', help='write the audit report of a model version (HTML, Markdown) and log it to MLflow')
     p.add_argument('version', help='version number or alias')

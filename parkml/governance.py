@@ -11,16 +11,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-import pandas as pd
+from typing import TYPE_CHECKING
 from .config import get_settings, ensure_dir, Settings, store_opener, sqlite_file
 from .tracking import mlflow_client, resolve_version
+if TYPE_CHECKING: import pandas as pd  # imported where a DataFrame is made: reading plain records (a trace) needs no pandas
 
 # %% auto #0
 __all__ = ['ROLES', 'NEEDS', 'STAGING_ACTOR', 'AUDIT_COLS', 'AUDIT_SCHEMA', 'GOVERNANCE_SCHEMES', 'FAILURE_TAGS', 'NOW',
            'TAG_LIMIT', 'Actor', 'roles_allowed', 'check_role', 'audit_row', 'audit_frame', 'GovernanceStore',
            'SQLiteGovernanceStore', 'open_governance', 'Refused', 'failure_reasons', 'decision_refusals',
            'release_refusals', 'Plan', 'plan_action', 'explain_action', 'govern', 'approve', 'reject', 'release',
-           'rollback', 'set_challenger', 'retrain_requested', 'audit_records', 'alias_history', 'aliases_at']
+           'rollback', 'set_challenger', 'retrain_requested', 'audit_records', 'alias_history', 'aliases_from',
+           'aliases_at']
 
 # %% ../nbs/22_governance.ipynb #5e8b2653
 ROLES = {'qa': {'approve', 'reject'}, 'owner': {'release', 'rollback', 'retrain', 'handle_alerts'}, 'viewer': set()}
@@ -73,6 +75,7 @@ def audit_row(rec: dict, now: float = None) -> tuple:
 
 def audit_frame(df: pd.DataFrame) -> pd.DataFrame:
     "Audit rows as read from a store: `ts` as UTC time, `simulated` as bool, `extra` as a dict"
+    import pandas as pd
     df = df.copy()
     for c in ('version', 'from_version', 'to_version', 'alias', 'note', 'staging_run_id'):  # missing values: None, never NaN
         df[c] = df[c].astype(object).where(df[c].notna(), None)
@@ -93,6 +96,10 @@ class GovernanceStore(abc.ABC):
         "Every alias move, oldest first: which alias, from and to which version, who, in which role, why and when"
         df = self.audit_records(model=model, alias=alias)
         return df[df['alias'].notna()].reset_index(drop=True)
+    def records(self, model: str = None, version=None, action: str = None, alias: str = None) -> list[dict]:
+        "The same records as `audit_records`, as plain dicts with `ts` in epoch seconds (a store may read them without pandas)"
+        df = self.audit_records(model, version, action, alias)
+        return [{**r, 'ts': r['ts'].timestamp()} for r in df.to_dict('records')]
     def close(self) -> None: ...
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
@@ -133,13 +140,26 @@ class SQLiteGovernanceStore(GovernanceStore):
             con.execute('COMMIT')
         return ids
 
-    def audit_records(self, model=None, version=None, action=None, alias=None):
+    @staticmethod
+    def _select(model=None, version=None, action=None, alias=None) -> tuple[str, list]:
         where, params = [], []
         for col, val in (('model', model), ('action', action), ('alias', alias)):
             if val is not None: where.append(f"{col} = ?"); params.append(val)
         if version is not None: where.append('? IN (version, from_version, to_version)'); params.append(str(version))
         sql = f"SELECT {','.join(AUDIT_COLS)} FROM audit" + (f" WHERE {' AND '.join(where)}" if where else '') + ' ORDER BY ts, id'
+        return sql, params
+
+    def audit_records(self, model=None, version=None, action=None, alias=None):
+        import pandas as pd
+        sql, params = self._select(model, version, action, alias)
         with self._con() as con: return audit_frame(pd.read_sql_query(sql, con, params=params))
+
+    def records(self, model=None, version=None, action=None, alias=None):
+        sql, params = self._select(model, version, action, alias)
+        with self._con() as con: rows = con.execute(sql, params).fetchall()
+        out = [dict(zip(AUDIT_COLS, r)) for r in rows]
+        for d in out: d.update(simulated=bool(d['simulated']), extra=json.loads(d['extra']) if d['extra'] else {})
+        return out
 
     def __repr__(self): return f"SQLiteGovernanceStore({self.path})"
 
@@ -390,13 +410,19 @@ def alias_history(alias: str = None, cfg: Settings = None) -> pd.DataFrame:
     cfg = cfg or get_settings()
     with open_governance(cfg.governance_uri) as st: return st.alias_history(cfg.model_name, alias)
 
+def aliases_from(moves, t: float) -> dict:
+    "Which version each alias pointed at, at epoch second `t`, replaying `moves` (records oldest first, `ts` in epoch seconds)"
+    out = {}
+    for m in moves:
+        if m['alias'] is None or m['ts'] > t: continue
+        if m['to_version'] is None: out.pop(m['alias'], None)
+        else: out[m['alias']] = m['to_version']
+    return out
+
 def aliases_at(when, history: pd.DataFrame = None, cfg: Settings = None) -> dict:
     "Which version each alias pointed at, at time `when` (epoch seconds, datetime or ISO text; no zone: UTC)"
+    import pandas as pd
     h = alias_history(cfg=cfg) if history is None else history
     t = pd.Timestamp(when, unit='s', tz='UTC') if isinstance(when, (int, float)) else pd.Timestamp(when)
     t = t.tz_localize('UTC') if t.tzinfo is None else t
-    out = {}
-    for r in h[h['ts'] <= t].itertuples():
-        if r.to_version is None: out.pop(r.alias, None)
-        else: out[r.alias] = r.to_version
-    return out
+    return aliases_from(({'ts': r.ts.timestamp(), 'alias': r.alias, 'to_version': r.to_version} for r in h.itertuples()), t.timestamp())

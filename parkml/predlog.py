@@ -9,11 +9,11 @@ from __future__ import annotations
 import abc, hashlib, os, secrets, sqlite3, threading, time
 from contextlib import contextmanager
 from pathlib import Path
-import numpy as np, pandas as pd
-from tqdm.auto import tqdm
+from typing import TYPE_CHECKING
+import numpy as np
 from fastcore.basics import patch
 from .config import get_settings, ensure_dir, store_opener, sqlite_file
-from .data import CLASSES
+if TYPE_CHECKING: import pandas as pd  # imported where used: a keyed look-up (`get_prediction`, the trace) needs no pandas
 
 # %% auto #0
 __all__ = ['LABELS', 'STATUSES', 'PRED_COLS', 'TELEMETRY_COLS', 'SCHEMA', 'STORE_SCHEMES', 'new_prediction_id', 'to_epoch',
@@ -21,7 +21,7 @@ __all__ = ['LABELS', 'STATUSES', 'PRED_COLS', 'TELEMETRY_COLS', 'SCHEMA', 'STORE
            'write_frame_file', 'keep_sample', 'PredictionStore', 'SQLiteStore', 'open_store']
 
 # %% ../nbs/10_predlog.ipynb #80a263c6
-LABELS = CLASSES  # ('cat', 'dog')
+LABELS = ('cat', 'dog')  # parkml.data.CLASSES, without importing parkml.data (PIL, pandas) for a look-up
 STATUSES = ('ok', 'rejected')
 PRED_COLS = ('id', 'ts', 'received', 'camera', 'model_name', 'model_version', 'run_id', 'alias', 'label',
              'p_dog', 'latency_ms', 'width', 'height', 'brightness', 'contrast', 'sharpness', 'status', 'error',
@@ -37,6 +37,7 @@ def new_prediction_id(t: float = None) -> str:
 def to_epoch(t) -> float | None:
     "Epoch seconds from a number, `datetime`, pandas `Timestamp` or ISO text (times without a zone are UTC)"
     if t is None or isinstance(t, (int, float, np.number)): return None if t is None else float(t)
+    import pandas as pd
     return pd.Timestamp(t).timestamp()
 
 # %% ../nbs/10_predlog.ipynb #b58ba498
@@ -161,6 +162,7 @@ class PredictionStore(abc.ABC):
 
     def bulk_insert(self, records, batch: int = 20_000, total: int = None) -> int:
         "Insert many predictions (an iterable) in large transactions, with progress; return how many"
+        from tqdm.auto import tqdm
         n, chunk = 0, []
         for rec in tqdm(records, total=total, desc='predictions', mininterval=1, leave=False):
             chunk.append(rec)
@@ -245,7 +247,9 @@ class SQLiteStore(PredictionStore):
                 raise
             else: self._w.execute('COMMIT')
 
-    def _read(self, sql: str, params=()) -> pd.DataFrame: return pd.read_sql_query(sql, self._reader(), params=params)
+    def _read(self, sql: str, params=()) -> pd.DataFrame:
+        import pandas as pd
+        return pd.read_sql_query(sql, self._reader(), params=params)
 
     def __repr__(self): return f"SQLiteStore({self.path}, frames={self.frames_dir})"
 
@@ -389,6 +393,7 @@ _LABELLED_FRAME = "SELECT 1 FROM predictions p JOIN feedback f ON f.prediction_i
 @patch
 def apply_retention(self: SQLiteStore, now=None, retention_days=None, sample_rate=None, chunk: int = 2000) -> dict:
     "Remove frames last seen before `now - retention_days`, except the sample and labelled ones; return counts"
+    from tqdm.auto import tqdm
     cfg = get_settings()
     days = cfg.frame_retention_days if retention_days is None else retention_days
     rate = cfg.frame_sample_rate if sample_rate is None else sample_rate

@@ -6,22 +6,25 @@ Docs: https://parkml.github.io/parkml/trace.html.md"""
 
 # %% ../nbs/40_trace.ipynb #e5584332
 from __future__ import annotations
-import json
-import pandas as pd
-from .config import get_settings, Settings
+import json, os, re, secrets, time
+from datetime import datetime, timezone
+from pathlib import Path
+from .config import get_settings, Settings, ensure_dir, sqlite_file
 from .predlog import open_store
-from .tracking import mlflow_client, lineage, RegistryError
-from .governance import open_governance, aliases_at, failure_reasons
+from .tracking import lineage, RegistryError
+from .governance import open_governance, aliases_from, failure_reasons
 
 # %% auto #0
-__all__ = ['TraceError', 'trace', 'format_trace']
+__all__ = ['SETTLE_S', 'TraceError', 'version_facts', 'stores_signature', 'snapshot_path', 'cached_version_facts', 'trace',
+           'format_trace']
 
 # %% ../nbs/40_trace.ipynb #27ae9a08
 class TraceError(LookupError):
     "A prediction id that is not in the log"
 
-def _iso(t) -> str | None:
-    return None if t is None or pd.isna(t) else pd.Timestamp(float(t), unit='s', tz='UTC').isoformat(timespec='milliseconds')
+def _iso(t, timespec: str = 'milliseconds') -> str | None:
+    "Epoch seconds as ISO 8601 UTC text (None stays None)"
+    return None if t is None or t != t else datetime.fromtimestamp(float(t), timezone.utc).isoformat(timespec=timespec)
 
 def _prediction_part(p: dict) -> dict:
     "The log's own facts about one prediction"
@@ -33,41 +36,102 @@ def _prediction_part(p: dict) -> dict:
                 model_name=p['model_name'], model_version=p['model_version'], run_id=p['run_id'], served_alias=p['alias'])
 
 # %% ../nbs/40_trace.ipynb #7eaf2138
-def _model_part(name: str, version: str, ts: float, cfg: Settings, client, gov) -> dict:
-    "Lineage, staging verdict, approval and aliases of `version` of `name` at time `ts`"
+def version_facts(name: str, version, client=None, cfg: Settings = None) -> dict:
+    "What MLflow knows of `version` of model `name` that a trace shows (JSON-safe); `RegistryError` if it is not registered"
+    cfg = cfg or get_settings()
     vcfg = cfg if name == cfg.model_name else get_settings(model_name=name)
-    try: lin = lineage(str(version), client, vcfg)
-    except RegistryError as e: return dict(missing=str(e))
+    lin = lineage(str(version), client, vcfg)
     tags = lin['tags']
-    recs = gov.audit_records(name, str(version))
-    decisions = recs[recs.action.isin(['approve', 'reject'])]
-    last = decisions.iloc[-1] if len(decisions) else None
-    history = gov.alias_history(name)
-    at = aliases_at(ts, history) if len(history) else {}
     return dict(
         run_id=lin['run_id'], run_name=lin['run_name'], experiment_id=lin['experiment_id'], code_commit=lin['code_commit'],
-        code_dirty=lin['code_dirty'], data_version=lin['data_version'], parent_run=lin['parent_run'], params=lin['params'],
+        code_dirty=lin['code_dirty'], data_version=lin['data_version'], parent_run=lin['parent_run'], params=dict(lin['params']),
         staging=dict(status=tags.get('validation_status', 'pending'), run_id=tags.get('staging_run_id'), reasons=failure_reasons(tags)),
         approval=dict(status=tags.get('approval_status'), by=tags.get('approved_by') or tags.get('rejected_by'),
                       role=tags.get('approval_role'), time=tags.get('approval_time'), note=tags.get('approval_note'),
-                      staging_run=tags.get('approval_staging_run'), simulated=tags.get('approval_simulated'),
-                      audit_id=None if last is None else int(last['id']),
-                      audit=None if last is None else dict(action=last['action'], actor=last['actor'], role=last['role'],
-                                                           time=last['ts'].isoformat(), note=last['note'])),
-        aliases_at_time=sorted(a for a, v in at.items() if v == str(version)), aliases_now=lin['aliases'])
+                      staging_run=tags.get('approval_staging_run'), simulated=tags.get('approval_simulated')),
+        aliases_now=list(lin['aliases']))
 
-def trace(prediction_id: str, store=None, cfg: Settings = None, client=None) -> dict:
-    "Everything behind one logged prediction: frame, time, camera, output, feedback, model version, run, code, data, params, staging, approval, alias"
+# %% ../nbs/40_trace.ipynb #8d56c29c
+SETTLE_S = 1.0  # a snapshot is written only if the MLflow stores were last changed this long before its key was taken
+
+def stores_signature(cfg: Settings) -> tuple[list | None, bool]:
+    "Size and change time of the MLflow stores' SQLite files (and WAL), and whether they are older than `SETTLE_S`; (None, False) for a server store"
+    uris = sorted({cfg.tracking_uri, cfg.registry_uri or cfg.tracking_uri})
+    if not all(u.startswith('sqlite:///') for u in uris): return None, False
+    now, sig = time.time(), []
+    for u in uris:
+        db = sqlite_file(u, 'MLflow store')
+        for p in (db, Path(f"{db}-wal")):
+            try: st = p.stat(); sig.append([str(p), st.st_size, st.st_mtime_ns])
+            except FileNotFoundError: sig.append([str(p), None, None])
+    newest = max((m for *_, m in sig if m is not None), default=0) / 1e9
+    return sig, now - newest > SETTLE_S
+
+def snapshot_path(name: str, version, cfg: Settings) -> Path:
+    "Where the trace keeps the snapshot of `version` of `name`: `{runs}/trace_snapshots/<name>-v<N>.json`"
+    return cfg.runs/'trace_snapshots'/f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-v{version}.json"
+
+def _snapshot_key(name: str, version, cfg: Settings, audit_id) -> tuple[dict | None, bool]:
+    sig, settled = stores_signature(cfg)
+    if sig is None: return None, False
+    return dict(model=name, version=str(version), tracking_uri=cfg.tracking_uri, registry_uri=cfg.registry_uri or cfg.tracking_uri,
+                stores=sig, audit_id=audit_id), settled
+
+def _read_snapshot(path: Path, key: dict) -> dict | None:
+    "The facts of the snapshot at `path` if its key is `key` (a missing, unreadable or stale snapshot: None)"
+    try: snap = json.loads(path.read_text())
+    except (OSError, ValueError): return None
+    return snap.get('facts') if isinstance(snap, dict) and snap.get('key') == key else None
+
+def _write_snapshot(path: Path, key: dict, facts: dict) -> None:
+    "Write atomically (a reader sees the old or the new file, never half of one); a folder that cannot be written only costs speed"
+    try:
+        ensure_dir(path.parent)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        tmp.write_text(json.dumps(dict(key=key, facts=facts, written=_iso(time.time(), 'seconds')), indent=1))
+        os.replace(tmp, path)
+    except OSError: pass
+
+def cached_version_facts(name: str, version, audit_id=None, cfg: Settings = None, client=None, fresh: bool = False) -> tuple[dict, str]:
+    "The version's facts and where they came from: 'snapshot' while nothing changed since it was written, else 'mlflow' (and a new snapshot)"
+    cfg = cfg or get_settings()
+    key, settled = _snapshot_key(name, version, cfg, audit_id)
+    path = snapshot_path(name, version, cfg)
+    if key is not None and not fresh:
+        facts = _read_snapshot(path, key)
+        if facts is not None: return facts, 'snapshot'
+    facts = version_facts(name, version, client, cfg)
+    if key is not None and settled: _write_snapshot(path, key, facts)
+    return facts, 'mlflow'
+
+# %% ../nbs/40_trace.ipynb #100788cb
+def _model_part(facts: dict, version, ts: float, recs: list[dict], moves: list[dict]) -> dict:
+    "`facts` of a version with its last QA decision of record and the aliases it held at time `ts`"
+    decisions = [r for r in recs if r['action'] in ('approve', 'reject')]
+    last = decisions[-1] if decisions else None
+    at = aliases_from(moves, ts)
+    m = json.loads(json.dumps(facts))  # a copy: the snapshot's facts stay as read
+    m['approval'].update(audit_id=None if last is None else int(last['id']),
+                         audit=None if last is None else dict(action=last['action'], actor=last['actor'], role=last['role'],
+                                                              time=_iso(last['ts'], 'microseconds'), note=last['note']))
+    m['aliases_at_time'] = sorted(a for a, v in at.items() if v == str(version))
+    return m
+
+def trace(prediction_id: str, store=None, cfg: Settings = None, client=None, fresh: bool = False) -> dict:
+    "Everything behind one logged prediction: frame, time, camera, output, feedback, model version, run, code, data, params, staging, approval, alias. `fresh`: ask MLflow, not the snapshot"
     cfg = cfg or get_settings()
     if store is None:
-        with open_store(cfg.predlog_uri, cfg.frames_dir) as st: return trace(prediction_id, st, cfg, client)
+        with open_store(cfg.predlog_uri, cfg.frames_dir) as st: return trace(prediction_id, st, cfg, client, fresh)
     p = store.get_prediction(str(prediction_id).strip())
     if p is None: raise TraceError(f"no prediction {prediction_id!r} in the prediction log {store!r}")
     out = _prediction_part(p)
+    out['model_facts_from'] = None
     if p['model_version'] is None: out['model'] = None; return out  # an input refused before any model saw it
-    client = client or mlflow_client(cfg)
-    with open_governance(cfg.governance_uri) as gov:
-        out['model'] = _model_part(p['model_name'] or cfg.model_name, p['model_version'], p['ts'], cfg, client, gov)
+    name, version = p['model_name'] or cfg.model_name, str(p['model_version'])
+    with open_governance(cfg.governance_uri) as gov: recs, moves = gov.records(name, version), gov.records(name)
+    try: facts, out['model_facts_from'] = cached_version_facts(name, version, max((r['id'] for r in recs), default=0), cfg, client, fresh)
+    except RegistryError as e: out['model'] = dict(missing=str(e)); return out
+    out['model'] = _model_part(facts, version, p['ts'], recs, moves)
     return out
 
 # %% ../nbs/40_trace.ipynb #67a212e9
@@ -94,4 +158,7 @@ def format_trace(t: dict) -> str:
               f"alias then {', '.join(m['aliases_at_time']) or 'none'}   (now: {', '.join(m['aliases_now']) or 'none'})",
               'params']
     lines += [f"  {k} = {v}" for k, v in sorted(m['params'].items())]
+    src = t.get('model_facts_from')
+    if src: lines.append('(version facts ' + ('from the snapshot: the MLflow stores and the audit record are unchanged since it was read)'
+                                             if src == 'snapshot' else 'read from MLflow)'))
     return '\n'.join(lines)

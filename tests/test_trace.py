@@ -1,4 +1,5 @@
-"Prediction traces on a real store: every fact matches the prediction log, MLflow and the audit store; the CLI prints it."
+"""Prediction traces on a real store: every fact matches the prediction log, MLflow and the audit store; the CLI prints it;
+the fast path (version snapshot, no MLflow or pandas import) gives the same trace and is never stale."""
 import json, time
 import pytest
 from conftest import run_cli
@@ -53,3 +54,69 @@ def test_trace_cli(park):
     assert json.loads(r.stdout)['model']['staging']['run_id'] == park['staging']['1']
     r = run_cli('trace', 'p-no-such-id', env=park['env'])
     assert r.returncode == 2 and 'no prediction' in r.stderr and 'Traceback' not in r.stderr
+
+def _settle():
+    "Let the MLflow store's last write age past SETTLE_S, so a trace may keep a snapshot"
+    from parkml.trace import SETTLE_S
+    time.sleep(SETTLE_S + .2)
+
+def _same(a, b): return {**a, 'model_facts_from': None} == {**b, 'model_facts_from': None}
+
+def test_snapshot_path_gives_the_mlflow_trace_without_mlflow_or_pandas(park):
+    "The fast path (snapshot) and the MLflow path give the same trace; a fresh process on the fast path imports neither"
+    from parkml.trace import trace, snapshot_path
+    pid = park['ids'][0]
+    _settle()
+    slow = trace(pid, fresh=True)
+    assert slow['model_facts_from'] == 'mlflow' and snapshot_path(park['name'], '1', park['cfg']).is_file()
+    fast = trace(pid)
+    assert fast['model_facts_from'] == 'snapshot' and _same(fast, slow)
+    assert trace(pid, fresh=True)['model_facts_from'] == 'mlflow'  # --fresh always asks MLflow
+    code = ("import json, sys; from parkml.trace import trace; t = trace(sys.argv[1]); "
+            "print(json.dumps(dict(t=t, mods=[m for m in ('mlflow', 'pandas') if m in sys.modules])))")
+    import subprocess, sys, os
+    r = subprocess.run([sys.executable, '-c', code, pid], capture_output=True, text=True, env={**os.environ, **park['env']}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out['mods'] == [] and out['t']['model_facts_from'] == 'snapshot' and _same(out['t'], json.loads(json.dumps(slow)))
+    r = run_cli('trace', pid, '--json', env=park['env'])
+    assert r.returncode == 0 and _same(json.loads(r.stdout), json.loads(json.dumps(slow))), r.stderr
+    r = run_cli('trace', pid, '--fresh', env=park['env'])
+    assert r.returncode == 0 and 'version facts read from MLflow' in r.stdout, r.stderr
+
+def test_snapshot_is_never_stale(park):
+    "Approval, alias moves, a staging verdict written straight to MLflow and a new audit record all show up at once"
+    from parkml.trace import trace, snapshot_path
+    from parkml.governance import Actor, approve, release, open_governance
+    client, name, pid = park['client'], park['name'], park['ids'][0]
+    _settle()
+    assert trace(pid)['model_facts_from'] == 'mlflow' and trace(pid)['model_facts_from'] == 'snapshot'
+    approve('2', Actor('ana', 'qa'), 'version 2 read'); release('2', Actor('olu', 'owner'), 'better model')
+    t = trace(pid)  # right after the moves: MLflow again, and no snapshot kept from a store changed this instant
+    assert t['model_facts_from'] == 'mlflow' and t['model']['aliases_now'] == ['previous'] and t['model']['aliases_at_time'] == ['champion']
+    _settle()
+    assert trace(pid)['model_facts_from'] == 'mlflow'
+    t = trace(pid)
+    assert t['model_facts_from'] == 'snapshot' and t['model']['aliases_now'] == ['previous']
+    # a verdict written by the staging run: version tags only, no audit record
+    client.set_model_version_tag(name, '1', 'validation_status', 'failed')
+    client.set_model_version_tag(name, '1', 'validation_reasons', 'night accuracy dropped 31 points')
+    t = trace(pid)
+    assert t['model_facts_from'] == 'mlflow' and t['model']['staging']['status'] == 'failed'
+    assert t['model']['staging']['reasons'] == 'night accuracy dropped 31 points'
+    _settle(); trace(pid)
+    assert trace(pid)['model_facts_from'] == 'snapshot'
+    with open_governance() as gov:  # a new audit record of the version alone also retires the snapshot
+        rid = gov.append([dict(actor='ana', role='qa', action='reject', model=name, version='1', note='fails at night')])[0]
+    t = trace(pid)
+    assert t['model_facts_from'] == 'mlflow' and t['model']['approval']['audit_id'] == rid
+    snapshot_path(name, '1', park['cfg']).write_text('{not json')  # a broken snapshot is only a miss
+    assert trace(pid)['model_facts_from'] == 'mlflow'
+
+def test_version_not_in_the_registry(park):
+    from parkml.trace import trace, snapshot_path
+    from parkml.predlog import open_store
+    with open_store() as st:
+        pid = st.log_prediction(dict(camera='cam-01', model_name=park['name'], model_version='99', run_id='gone', label='cat', p_dog=.1))
+    t = trace(pid)
+    assert 'missing' in t['model'] and '99' in t['model']['missing'] and not snapshot_path(park['name'], '99', park['cfg']).exists()
