@@ -24,13 +24,17 @@ from .evaluate import classification_metrics, confusion_figure, reliability_figu
 __all__ = ['training_set', 'DogProbability', 'fit', 'evaluate_subsets', 'peak_rss_mb', 'TrainResult', 'train_and_register']
 
 # %% ../nbs/06_train.ipynb #01d7eaa0
-def training_set(limit: int = None, extra: ImageSet = None, folder=None) -> ImageSet:
-    "The split image set, optionally sampled to `limit` images per subset and extended with `extra` training images"
+def training_set(limit: int = None, extra: ImageSet = None, folder=None, cat_fraction: float = None) -> ImageSet:
+    """The split image set, optionally sampled to `limit` images per subset and extended with `extra` training images;
+    `cat_fraction` keeps only that share of the training cats (a deliberately biased set, for staging demonstrations)"""
     ds = assign_splits(read_imageset(folder))
     if limit:
         keep = (ds.df.groupby(['subset', 'label'], group_keys=False)
                   .apply(lambda g: g.sort_values('sha').head(max(1, limit // 2))).index)
         ds = ds.subset(ds.df.index.isin(keep))
+    if cat_fraction is not None and cat_fraction < 1:
+        cats = ds.df[(ds.df.subset == 'train') & (ds.df.label == 'cat')].sort_values('sha')
+        ds = ds.subset(~ds.df.index.isin(cats.index[max(1, round(len(cats) * cat_fraction)):]))
     if extra is not None and len(extra):
         e = extra.df.copy(); e['subset'] = 'train'; e['split'] = e.get('split', 'production')
         ds = ImageSet(pd.concat([ds.df, e], ignore_index=True), ds.root, ds.skipped + extra.skipped)
@@ -73,12 +77,13 @@ class TrainResult:
     scores: pd.DataFrame; figures: dict; timings: dict; skipped: list = field(default_factory=list)
 
 def train_and_register(limit: int = None, extra: ImageSet = None, run_name: str = None, parent_run: str = None,
-                       C: float = None, flip: bool = None, tags: dict = None, progress: bool = True) -> TrainResult:
+                       C: float = None, flip: bool = None, tags: dict = None, progress: bool = True,
+                       cat_fraction: float = None) -> TrainResult:
     "Train on the configured image set, evaluate, log everything to MLflow and register a new model version"
     import mlflow
     cfg = get_settings(); client = mlflow_client(cfg)
     t0 = time.time(); timings = {}
-    ds = training_set(limit, extra)
+    ds = training_set(limit, extra, cat_fraction=cat_fraction)
     emb = compute_embeddings(ds, progress=progress); timings['embeddings_s'] = time.time() - t0
     head, (mu, basis) = fit(ds, emb, C, flip); timings['fit_s'] = time.time() - t0 - timings['embeddings_s']
     scores = evaluate_subsets(ds, emb, head)
@@ -97,7 +102,7 @@ def train_and_register(limit: int = None, extra: ImageSet = None, run_name: str 
     params = dict(head='logistic', head_c=cfg.head_c if C is None else C, flip_augment=cfg.flip_augment if flip is None else flip,
                   image_size=cfg.image_size, backbone=BACKBONE_ID, weights_sha256=WEIGHTS_SHA256, proj_dim=PROJ_DIM,
                   split_seed=cfg.split_seed, val_fraction=cfg.val_fraction, staging_fraction=cfg.staging_fraction,
-                  limit=limit or 0, n_train=int((ds.df.subset == 'train').sum()), n_extra=len(extra) if extra is not None else 0,
+                  limit=limit or 0, cat_fraction=1.0 if cat_fraction is None else cat_fraction, n_train=int((ds.df.subset == 'train').sum()), n_extra=len(extra) if extra is not None else 0,
                   data_root=str(ds.root))
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=run_name or f"train-{time.strftime('%Y%m%d-%H%M%S')}") as run:
         onnx_path = export_onnx(net, Path(tmp)/'parkml.onnx')
