@@ -131,7 +131,7 @@ def trace(prediction_id: str, store=None, cfg: Settings = None, client=None, fre
     with open_governance(cfg.governance_uri) as gov: recs, moves = gov.records(name, version), gov.records(name)
     try: facts, out['model_facts_from'] = cached_version_facts(name, version, max((r['id'] for r in recs), default=0), cfg, client, fresh)
     except RegistryError as e: out['model'] = dict(missing=str(e)); return out
-    out['model'] = _model_part(facts, version, p['ts'], recs, moves)
+    out['model'] = _model_part(facts, version, p['received'] or p['ts'], recs, moves)  # aliases when the service answered (camera clocks may be off)
     return out
 
 # %% ../nbs/40_trace.ipynb #67a212e9

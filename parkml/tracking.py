@@ -102,7 +102,7 @@ def local_onnx(mv, client=None, cfg=None) -> Path:
     "Local path of the ONNX graph of model version `mv`, downloaded once"
     import mlflow
     cfg = cfg or get_settings()
-    dest = cfg.runs/'cache'/'models'/f"{mv.name}-v{mv.version}"
+    dest = cfg.runs/'cache'/'models'/f"{mv.name}-v{mv.version}-{mv.run_id}"  # the run id: version numbers repeat across stores
     found = sorted(dest.rglob('*.onnx')) if dest.is_dir() else []
     if found: return found[0]
     uri = mv.tags.get('parkml.onnx_uri')

@@ -40,7 +40,7 @@ def test_alias_at_the_time_of_an_older_prediction(park):
     from parkml.trace import trace
     from parkml.predlog import open_store
     with open_store() as st:
-        pid = st.log_prediction(dict(ts=park['t_before'] - 60, camera='cam-01', model_name=park['name'], model_version='1',
+        pid = st.log_prediction(dict(ts=park['t_before'] - 60, received=park['t_before'] - 59, camera='cam-01', model_name=park['name'], model_version='1',
                                      run_id=park['src'].run_id, alias='challenger', label='cat', p_dog=.2))
     t = trace(pid)
     assert t['model']['aliases_at_time'] == [] and t['served_alias'] == 'challenger' and t['frame']['sha'] is None
