@@ -161,7 +161,9 @@ def start_parkml(runs: Path, record: bool, logdir: Path):
 
 def start_mlflow(runs: Path, uri: str, logdir: Path):
     port = free_port()
-    env = {**os.environ, 'MLFLOW_TRACKING_URI': f"sqlite:///{runs}/mlflow.db"}
+    # mlflow starts `uvicorn` by name through bash: the venv's bin must be on PATH even when the venv is not activated
+    env = {**os.environ, 'MLFLOW_TRACKING_URI': f"sqlite:///{runs}/mlflow.db",
+           'PATH': f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.Popen([sys.executable, '-m', 'mlflow', 'models', 'serve', '-m', uri, '--env-manager', 'local', '-w', '1',
                              '--host', '127.0.0.1', '--port', str(port)], env=env,
                             stdout=open(logdir/'mlflow.log', 'w'), stderr=subprocess.STDOUT, start_new_session=True)

@@ -5,6 +5,8 @@ from pathlib import Path
 import pandas as pd, pytest
 from conftest import run_cli
 
+pytestmark = pytest.mark.timeout(1800)   # the module's fixture runs a whole (quick) week: minutes, not the suite's usual 600 s
+
 @pytest.fixture(scope='module')
 def week(tmp_path_factory):
     reuse = os.environ.get('PARKML_TEST_WEEK_RUNS')   # a developer's shortcut: check a finished week's store again
