@@ -12,7 +12,8 @@ def test_training_registers_a_version_with_complete_lineage(trained):
     client = mlflow_client()
     mv = resolve_version(trained['version'])
     run = client.get_run(trained['run_id'])
-    assert mv.run_id == trained['run_id'] and mv.tags['validation_status'] == 'pending'
+    # registered as pending; only a staging run (other tests stage this session's version) may have judged it since
+    assert mv.run_id == trained['run_id'] and (mv.tags['validation_status'] == 'pending' or mv.tags.get('staging_run_id'))
     want_data = training_set(limit=120).version
     head = git('rev-parse', 'HEAD')
     for tags in (mv.tags, run.data.tags):
@@ -64,5 +65,5 @@ def test_predict_command_classifies_files_and_reports_bad_ones(trained, tmp_path
     X, _, _ = load_images([path for path, _, _ in lines])
     assert np.allclose(OnnxModel(local_onnx(resolve_version(trained['version']))).predict(X), [float(p) for *_, p in lines], atol=1e-5)
     assert all(lab == ('dog' if float(p) >= .5 else 'cat') for _, lab, p in lines)
-    r = run_cli('predict', tmp_path/'deep', '--model', 'champion')
-    assert r.returncode == 2 and 'champion' in r.stderr
+    r = run_cli('predict', tmp_path/'deep', '--model', 'no-such-alias')     # a missing model: a clear error, exit 2
+    assert r.returncode == 2 and 'no-such-alias' in r.stderr and 'Traceback' not in r.stderr
