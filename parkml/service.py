@@ -507,25 +507,25 @@ async def _refuse(svc: Service, e: InputError, camera: str, ts: float, received:
     "Log a request refused before its image could be read as a rejected row, then raise its error"
     await asyncio.wrap_future(svc.submit(b'', camera, ts, received, e, t0))
 
-@_endpoint('predict', timed=True)
-async def predict(svc: Service, request: Request):
+async def _incoming(svc: Service, request: Request, max_files: int, one: bool = False) -> tuple:
+    "(images, camera, capture time, received, start) of a predict request; a refused request is logged, then its error raised"
     received, t0 = time.time(), time.perf_counter()
     camera, ts = svc.cfg.camera, received
     try:
         camera, ts = request_meta(request, svc.cfg, received)
-        images = await request_images(request, svc.max_bytes, 4)
-        if len(images) > 1: raise InputError(400, 'too_many_files', f"{len(images)} images sent to /predict, which takes one: use /predict/batch")
+        images = await request_images(request, svc.max_bytes, max_files)
+        if one and len(images) > 1: raise InputError(400, 'too_many_files', f"{len(images)} images sent to /predict, which takes one: use /predict/batch")
     except InputError as e: await _refuse(svc, e, camera, ts, received, t0)
+    return images, camera, ts, received, t0
+
+@_endpoint('predict', timed=True)
+async def predict(svc: Service, request: Request):
+    images, camera, ts, received, t0 = await _incoming(svc, request, 4, one=True)
     return JSONResponse(await asyncio.wrap_future(svc.submit(images[0], camera, ts, received, None, t0)))
 
 @_endpoint('predict_batch', timed=True)
 async def predict_batch(svc: Service, request: Request):
-    received, t0 = time.time(), time.perf_counter()
-    camera, ts = svc.cfg.camera, received
-    try:
-        camera, ts = request_meta(request, svc.cfg, received)
-        images = await request_images(request, svc.max_bytes, svc.cfg.max_batch_files)
-    except InputError as e: await _refuse(svc, e, camera, ts, received, t0)
+    images, camera, ts, received, t0 = await _incoming(svc, request, svc.cfg.max_batch_files)
     futures, results = [svc.submit(d, camera, ts, received, None, t0) for d in images], []
     for f in futures:
         try: results.append(dict(ok=True, **await asyncio.wrap_future(f)))
