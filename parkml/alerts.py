@@ -422,15 +422,11 @@ def champion_run(cfg: Settings = None) -> str | None:
     except RegistryError: return None
 
 def run_staging(version, params: dict = None, progress: bool = True) -> dict:
-    """Run the staging notebook `51_staging` on `version` (with those of `params` it declares, e.g. sample sizes);
-    `status` is 'passed', 'failed', or 'missing' when there is no such notebook"""
-    from parkml.notebooks import run_notebook, notebook_path, NotebookError, declared
-    try: notebook_path('51_staging')
-    except NotebookError as e: return dict(status='missing', error=str(e))
-    res = run_notebook('51_staging', declared('51_staging', {'version': str(version), **(params or {})}),
-                       tag=f"v{version}-{time.strftime('%Y%m%d-%H%M%S')}", progress=progress)
-    passed = res.get('passed', res.get('validation_status'))
-    res['status'] = {True: 'passed', False: 'failed', 'passed': 'passed', 'failed': 'failed'}.get(passed, str(passed))
+    """Stage `version` exactly as `parkml stage` does (`parkml.staging.stage`, keyword `params` such as sample sizes);
+    the result's `status` is 'passed' or 'failed'"""
+    from parkml.staging import stage
+    res = stage(str(version), progress=progress, **(params or {}))
+    res['status'] = 'passed' if res.get('passed') else 'failed'
     return res
 
 def _governance_request(actor, reason: str, alert_id: str | None):

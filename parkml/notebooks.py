@@ -11,7 +11,7 @@ from pathlib import Path
 from .config import get_settings, ensure_dir
 
 # %% auto #0
-__all__ = ['NotebookError', 'notebook_path', 'to_html', 'run_notebook', 'notebook_params', 'declared']
+__all__ = ['NotebookError', 'notebook_path', 'to_html', 'run_notebook']
 
 # %% ../nbs/08_notebooks.ipynb #cc48a3e8
 class NotebookError(RuntimeError):
@@ -55,18 +55,3 @@ def run_notebook(name: str, params: dict = None, tag: str = None, log: bool = Tr
         client.log_artifact(res['run_id'], str(out_nb), 'notebook')
         client.log_artifact(res['run_id'], str(html), 'notebook')
     return res
-
-# %% ../nbs/08_notebooks.ipynb #33548ba0
-def notebook_params(name: str) -> dict:
-    "The parameters that papermill notebook `name` declares in its `parameters` cell: name -> type, default, help"
-    import nbformat
-    from papermill.translators import papermill_translators
-    nb = nbformat.read(notebook_path(name), as_version=4)  # cleaned notebooks carry no kernel name: run_notebook gives python3
-    cell = next((c for c in nb.cells if 'parameters' in c.metadata.get('tags', [])), None)
-    if cell is None: return {}
-    return {p.name: p._asdict() for p in papermill_translators.find_translator('python3', 'python').inspect(cell)}
-
-def declared(name: str, params: dict) -> dict:
-    "The items of `params` that notebook `name` declares (the rest would only draw a papermill warning)"
-    known = notebook_params(name)
-    return {k: v for k, v in params.items() if k in known}
