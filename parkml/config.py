@@ -98,10 +98,23 @@ class Settings:
     def as_dict(self) -> dict: return {k: (str(v) if isinstance(v, Path) else v) for k, v in self._vals.items()}
     def __repr__(self): return f"Settings({self.path}, {len(self._vals)} keys)"
 
+def _stamp(p: Path): st = p.stat(); return st.st_mtime_ns, st.st_size
+
+_LOADED = {}  # (cwd, PARKML_* variables) -> (Settings, (mtime, size) of its file)
+
 def get_settings(**environ) -> Settings:
-    "Current settings; keyword arguments act like extra `PARKML_*` variables, e.g. `get_settings(runs='/tmp/x')`"
+    """Current settings; keyword arguments act like extra `PARKML_*` variables, e.g. `get_settings(runs='/tmp/x')`.
+    Parsed once per working folder and set of `PARKML_*` variables, and again when the file changes."""
     env = {**os.environ, **{ENV_PREFIX + k.upper(): str(v) for k, v in environ.items()}}
-    return Settings(environ=env)
+    key = (os.getcwd(), tuple(sorted((k, v) for k, v in env.items() if k.startswith(ENV_PREFIX))))
+    if (hit := _LOADED.get(key)):
+        try:
+            if _stamp(hit[0].path) == hit[1]: return hit[0]
+        except OSError: pass
+    cfg = Settings(environ=env)
+    if len(_LOADED) > 256: _LOADED.clear()
+    _LOADED[key] = (cfg, _stamp(cfg.path))
+    return cfg
 
 # %% ../nbs/00_config.ipynb #26b0af66
 def ensure_dir(p) -> Path:
