@@ -128,17 +128,28 @@ def embed_arrays(om: OnnxModel, X: np.ndarray, batch: int = None) -> np.ndarray:
 
 def _cache_files(cfg): return sorted((cfg.cache/'embeddings').glob('*.npz'))
 
-def compute_embeddings(ds: ImageSet, flip: bool = True, progress: bool = True) -> pd.DataFrame:
-    """Embeddings (and mirrored ones) of every image in `ds`, indexed by image sha; cached by data version.
-    Returns a DataFrame with columns emb, emb_flip (arrays) and the integrity features."""
+def _flipped(df: pd.DataFrame) -> np.ndarray:
+    "Which rows of an embeddings table have the mirrored image's embedding (NaN where it was not computed)"
+    return ~np.isnan(np.array([v[0] for v in df.emb_flip], dtype=np.float32)) if len(df) else np.zeros(0, bool)
+
+def compute_embeddings(ds: ImageSet, flip: bool = None, progress: bool = True) -> pd.DataFrame:
+    """Embeddings of every image in `ds`, and of its mirror image when `flip` (default: the `flip_augment` setting),
+    indexed by image sha; cached by image content. Returns a DataFrame with columns emb, emb_flip (arrays; emb_flip
+    is NaN where the mirror was not computed) and the integrity features."""
     cfg = get_settings(); size = cfg.image_size
+    flip = cfg.flip_augment if flip is None else flip
     cdir = ensure_dir(cfg.cache/'embeddings')
     fname = cdir/f"{ds.version[:20]}-{BACKBONE_ID}-{size}.npz"
-    if fname.is_file(): return _load_cache(fname)
+    if fname.is_file():
+        out = _load_cache(fname)
+        if not flip or _flipped(out).all(): return out
     known = {}
     for f in _cache_files(cfg):
-        if f.name.endswith(f"-{BACKBONE_ID}-{size}.npz"): known.update(_load_cache(f).to_dict('index'))
-    todo = ds.df[~ds.df.sha.isin(known)].drop_duplicates('sha')
+        if not f.name.endswith(f"-{BACKBONE_ID}-{size}.npz"): continue
+        df = _load_cache(f)
+        for sha, has, row in zip(df.index, _flipped(df), df.to_dict('records')):
+            if sha not in known or (has and not known[sha][0]): known[sha] = (has, row)
+    todo = ds.df[[not (s in known and (known[s][0] or not flip)) for s in ds.df.sha]].drop_duplicates('sha')
     rows = {}
     if len(todo):
         om = OnnxModel(backbone_onnx(size))
@@ -147,10 +158,10 @@ def compute_embeddings(ds: ImageSet, flip: bool = True, progress: bool = True) -
             chunk = todo.iloc[i:i+b]
             X, F, _ = load_images(chunk.path, size)
             E = embed_arrays(om, X)
-            Ef = embed_arrays(om, X[:, :, ::-1]) if flip else E
+            Ef = embed_arrays(om, X[:, :, ::-1]) if flip else np.full_like(E, np.nan)
             for j, sha in enumerate(chunk.sha):
                 rows[sha] = dict(emb=E[j], emb_flip=Ef[j], **F.iloc[j].to_dict())
-    rows.update({s: known[s] for s in ds.df.sha.unique() if s in known})
+    rows.update({s: known[s][1] for s in ds.df.sha.unique() if s in known and s not in rows})
     out = pd.DataFrame.from_dict(rows, orient='index').loc[ds.df.sha.unique()]
     _save_cache(fname, out)
     return out

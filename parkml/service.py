@@ -74,8 +74,9 @@ def analyse_frame(data: bytes, size: int, max_megapixels: float) -> tuple[np.nda
 # %% ../nbs/11_service.ipynb #6e2c4495
 @dataclass
 class ServedModel:
-    "A loaded model version: registry identity plus its ONNX session"
+    "A loaded model version: registry identity, one ONNX session per worker and one for a frame that comes alone"
     name: str; version: str; run_id: str; alias: str; sessions: list; loaded_at: float; source: str = 'registry'
+    solo: OnnxModel | None = None
     @property
     def info(self) -> dict: return dict(name=self.name, version=self.version, run_id=self.run_id, alias=self.alias)
     @property
@@ -83,14 +84,15 @@ class ServedModel:
 
 def _pointer(cfg: Settings, alias: str) -> Path: return cfg.runs/'cache'/'models'/f"serving-{cfg.model_name}-{alias}.json"
 
-def _open_sessions(path, cfg: Settings) -> list[OnnxModel]:
-    "One warmed-up ONNX session per inference worker"
-    out = []
-    for _ in range(max(1, cfg.infer_workers)):
-        om = OnnxModel(path, cfg.infer_threads)
-        om.run(np.zeros((1, om.size, om.size, 3), np.uint8), ['p_dog', 'proj'])  # warm up before serving
-        out.append(om)
-    return out
+def _warm_session(path, threads: int) -> OnnxModel:
+    om = OnnxModel(path, threads)
+    om.run(np.zeros((1, om.size, om.size, 3), np.uint8), ['p_dog', 'proj'])  # warm up before serving
+    return om
+
+def _open_sessions(path, cfg: Settings) -> tuple[list[OnnxModel], OnnxModel | None]:
+    "One warmed-up ONNX session per inference worker, and the session with `solo_threads` (None when that is 0)"
+    per_worker = [_warm_session(path, cfg.infer_threads) for _ in range(max(1, cfg.infer_workers))]
+    return per_worker, (_warm_session(path, cfg.solo_threads) if cfg.solo_threads else None)
 
 def load_served(alias: str, cfg: Settings = None, client=None, mv=None) -> ServedModel:
     "Load the version behind `alias` (or the given ModelVersion `mv`) ready to serve, and remember it"
@@ -98,7 +100,8 @@ def load_served(alias: str, cfg: Settings = None, client=None, mv=None) -> Serve
     client = client or mlflow_client(cfg)
     mv = mv or resolve_version(alias, client, cfg)
     path = local_onnx(mv, client, cfg)
-    m = ServedModel(mv.name, str(mv.version), mv.run_id, alias, _open_sessions(path, cfg), time.time())
+    sessions, solo = _open_sessions(path, cfg)
+    m = ServedModel(mv.name, str(mv.version), mv.run_id, alias, sessions, time.time(), solo=solo)
     p = _pointer(cfg, alias); ensure_dir(p.parent)
     tmp = p.with_suffix('.tmp'); tmp.write_text(json.dumps({**m.info, 'path': str(path)})); tmp.replace(p)
     return m
@@ -110,7 +113,8 @@ def load_remembered(alias: str, cfg: Settings = None) -> ServedModel | None:
     if not p.is_file(): return None
     d = json.loads(p.read_text())
     if not Path(d['path']).is_file(): return None
-    return ServedModel(d['name'], d['version'], d['run_id'], alias, _open_sessions(d['path'], cfg), time.time(), 'cache')
+    sessions, solo = _open_sessions(d['path'], cfg)
+    return ServedModel(d['name'], d['version'], d['run_id'], alias, sessions, time.time(), 'cache', solo)
 
 # %% ../nbs/11_service.ipynb #73b4b53c
 class ModelWatcher:
@@ -290,6 +294,7 @@ class Service:
         self.telemetry = TelemetrySampler(self.store, cfg.telemetry_interval_s, self.stats, cfg.runs) if self.store else None
         self.store_error, self.committed, self.last_commit = None, 0, None
         self.infer = Stage('parkml-infer', self._infer, cfg.max_batch, len(self.watcher.current.sessions))
+        self._busy, self._busy_lock = 0, threading.Lock()  # inference workers running a batch right now
         self.write = Stage('parkml-write', self._write, 256)
         self.running = False
 
@@ -331,7 +336,12 @@ def _infer(self: Service, jobs: list, k: int = 0):
         try: j.x, j.feats = analyse_frame(j.data, m.size, self.cfg.max_megapixels); good.append(j)
         except InputError as e: j.error = e; self.write.put(j)
     if not good: return
-    out = m.sessions[k % len(m.sessions)].run(np.stack([j.x for j in good]), ['p_dog', 'proj'])
+    with self._busy_lock: self._busy += 1; alone = self._busy == 1 and len(good) == 1
+    try:
+        sess = m.solo if alone and m.solo is not None else m.sessions[k % len(m.sessions)]
+        out = sess.run(np.stack([j.x for j in good]), ['p_dog', 'proj'])
+    finally:
+        with self._busy_lock: self._busy -= 1
     self.metrics.batch.observe(len(good))
     now = time.perf_counter()
     for j, p, v in zip(good, out['p_dog'].reshape(-1), out['proj']):

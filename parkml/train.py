@@ -84,7 +84,8 @@ def train_and_register(limit: int = None, extra: ImageSet = None, run_name: str 
     cfg = get_settings(); client = mlflow_client(cfg)
     t0 = time.time(); timings = {}
     ds = training_set(limit, extra, cat_fraction=cat_fraction)
-    emb = compute_embeddings(ds, progress=progress); timings['embeddings_s'] = time.time() - t0
+    flip = cfg.flip_augment if flip is None else flip
+    emb = compute_embeddings(ds, flip, progress); timings['embeddings_s'] = time.time() - t0
     head, (mu, basis) = fit(ds, emb, C, flip); timings['fit_s'] = time.time() - t0 - timings['embeddings_s']
     scores = evaluate_subsets(ds, emb, head)
     metrics, figures = {}, {}

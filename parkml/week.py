@@ -219,12 +219,14 @@ class WeekOptions:
     days: int = 7; frames_per_day: int = 2000; seed: int = 0; label_share: float = 0.3
     train_limit: int = 0                   # images per subset for training and retraining (0: all)
     staging: dict = field(default_factory=dict)   # staging notebook parameters (sample sizes)
+    daily: dict = field(default_factory=dict)     # threshold overrides of the daily analysis runs
     end: str = None                        # last simulated day (default: yesterday)
     @classmethod
     def make(cls, quick: bool = False, **kw):
-        "Defaults, or the quick ones (fewer and smaller days, a smaller training and staging run)"
+        "Defaults, or the quick ones: fewer and smaller days, smaller staging runs, no SHAP in the staging and daily runs"
         base = dict(days=5, frames_per_day=500, label_share=0.5, train_limit=0,
-                    staging=dict(sample=200, robust_sample=60, dusk_sample=120, shap_errors=2)) if quick else {}
+                    staging=dict(sample=200, robust_sample=60, dusk_sample=120, shap_errors=2, shap_max_evals=0),
+                    daily=dict(shap_frames=0)) if quick else {}
         return cls(**{**base, **{k: v for k, v in kw.items() if v is not None}})
 
 def _events(log: list, day, text: str, progress: bool):
@@ -303,7 +305,8 @@ def run_week(opts: WeekOptions = None, fresh: bool = False, progress: bool = Tru
                 if prev is not None:             # the morning: yesterday's labels arrive, then its daily analysis
                     pplan, pans = prev
                     n = staff_feedback(svc.url, pans, opts.label_share, opts.seed + pplan.n, cfg.api_key or None, progress)
-                    daily = run_notebook('52_daily', dict(day=pplan.date, send=True), tag=f"{pplan.date}-week", progress=False)
+                    daily = run_notebook('52_daily', dict(day=pplan.date, send=True, thresholds=json.dumps(opts.daily)),
+                                         tag=f"{pplan.date}-week", progress=False)
                     row = _day_row(pplan, daily, pans, cfg); rows.append(row)
                     say(pplan.n, f"{n} staff labels; daily analysis: alerts {row['alerts'] or 'none'}")
                     asks = [a for a in row['alert_list'] if a['rule'] in RETRAIN_RULES] if retrained is None else []
