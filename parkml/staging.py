@@ -637,7 +637,7 @@ def format_gates(summary: dict) -> str:
 
 # %% ../nbs/24_staging.ipynb #5a62b382
 def stage(version='latest', sample: int = 0, robust_sample: int = -1, dusk_sample: int = -1, concurrency: int = 0,
-          seed: int = 0, shap_errors: int = 6, progress: bool = True) -> dict:
+          seed: int = 0, shap_errors: int = 6, shap_max_evals: int = 120, progress: bool = True) -> dict:
     "Run the staging notebook for `version`; returns its result (summary, run id, notebook and HTML paths)"
     from parkml.notebooks import run_notebook, NotebookError
     from parkml.tracking import mlflow_client, resolve_version
@@ -645,7 +645,7 @@ def stage(version='latest', sample: int = 0, robust_sample: int = -1, dusk_sampl
     mv = resolve_version(version, client, cfg); v = str(mv.version)
     run_id = start_staging_run(v, cfg)
     params = dict(version=v, run_id=run_id, sample=sample, robust_sample=robust_sample, dusk_sample=dusk_sample,
-                  concurrency=concurrency, seed=seed, shap_errors=shap_errors)
+                  concurrency=concurrency, seed=seed, shap_errors=shap_errors, shap_max_evals=shap_max_evals)
     try: res = run_notebook('51_staging', params, tag=f"v{v}-{time.strftime('%Y%m%d-%H%M%S')}", progress=progress)
     except BaseException as e:
         client.set_terminated(run_id, 'KILLED' if isinstance(e, KeyboardInterrupt) else 'FAILED')
