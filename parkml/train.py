@@ -21,7 +21,8 @@ from .tracking import mlflow_client, lineage_tags, package_versions
 from .evaluate import classification_metrics, confusion_figure, reliability_figure, bootstrap_ci
 
 # %% auto #0
-__all__ = ['training_set', 'DogProbability', 'fit', 'evaluate_subsets', 'peak_rss_mb', 'TrainResult', 'train_and_register']
+__all__ = ['AGREEMENT_IMAGES', 'training_set', 'DogProbability', 'fit', 'evaluate_subsets', 'peak_rss_mb', 'TrainResult',
+           'train_and_register']
 
 # %% ../nbs/06_train.ipynb #01d7eaa0
 def training_set(limit: int = None, extra: ImageSet = None, folder=None, cat_fraction: float = None) -> ImageSet:
@@ -71,6 +72,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 # %% ../nbs/06_train.ipynb #c93fc360
+AGREEMENT_IMAGES = 64  # staging images on which the exported ONNX graph must match torch and the embedding head
+
 @dataclass
 class TrainResult:
     run_id: str; version: str; data_version: str; metrics: dict; params: dict
@@ -108,7 +111,7 @@ def train_and_register(limit: int = None, extra: ImageSet = None, run_name: str 
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=run_name or f"train-{time.strftime('%Y%m%d-%H%M%S')}") as run:
         onnx_path = export_onnx(net, Path(tmp)/'parkml.onnx')
         om = OnnxModel(onnx_path)
-        stage = ds.df[ds.df.subset == 'stage']
+        stage = ds.df[ds.df.subset == 'stage'].iloc[:AGREEMENT_IMAGES]
         Xs, _, _ = load_images(stage.path, progress=progress)
         onnx_p = om.predict(Xs) if len(Xs) else np.zeros(0)
         agree = check_agreement(net, om, Xs, cached_torch_embeddings(net, Xs, data_version(stage)), onnx_p) if len(Xs) else 0.
