@@ -379,12 +379,12 @@ def _gap_points(y, p) -> float:
 
 # %% ../nbs/24_staging.ipynb #14966b58
 def run_staging(version='latest', sample: int = 0, robust_sample: int = -1, dusk_sample: int = -1, concurrency: int = 0,
-                seed: int = 0, shap_errors: int = 6, shap_max_evals: int = 120, url: str = None, service_pid: int = None,
+                seed: int = 0, shap_errors: int = 6, shap_max_evals: int = 120, severities=None, url: str = None, service_pid: int = None,
                 set_alias: bool = True, home=None, progress: bool = True, cfg: Settings = None) -> StagingResult:
     """Stage model `version` (number, alias or 'latest'): mark it `challenger`, serve it on loopback (or use the service
     at `url`), replay `sample` staging images (0: all) clean, then `dusk_sample` of them under night and `robust_sample`
-    under each other camera condition, at every severity (-1: settings; 0: all), probe bad inputs, compare with the
-    champion, and judge the gates."""
+    under each other camera condition, at each of `severities` (default: all; the gate severity is always among them)
+    (-1: settings; 0: all), probe bad inputs, compare with the champion, and judge the gates."""
     from parkml.tracking import mlflow_client, resolve_version, local_onnx
     from parkml.governance import set_challenger
     from parkml.model import OnnxModel
@@ -392,6 +392,7 @@ def run_staging(version='latest', sample: int = 0, robust_sample: int = -1, dusk
     t_start, timings = time.time(), {}
     mv = resolve_version(version, client, cfg); v = str(mv.version)
     concurrency = concurrency or cfg.stage_concurrency
+    sevs = sorted({int(s) for s in (severities or SEVERITIES)} | {cfg.stage_gate_severity})
     alias = 'challenger' if set_alias else None
     home = ensure_dir(home or cfg.runs/'staging'/f"v{v}-{time.strftime('%Y%m%d-%H%M%S')}")
     if set_alias: set_challenger(v, note='staging run', cfg=cfg)
@@ -419,7 +420,7 @@ def run_staging(version='latest', sample: int = 0, robust_sample: int = -1, dusk
             timings['clean_replay_s'] = time.time() - t0
             dusk_frames, t_tf = {}, 0.0
             for c in tqdm(CONDITIONS, desc='camera conditions', disable=not progress, leave=False):
-                for s in SEVERITIES:
+                for s in sevs:
                     t1 = time.time()
                     cf = condition_frames([frames[i] for i in sel[c]], list(imgs.sha.values[sel[c]]), c, s, seed)
                     t_tf += time.time() - t1
@@ -461,7 +462,7 @@ def run_staging(version='latest', sample: int = 0, robust_sample: int = -1, dusk
     parts = []
     for idx in {tuple(ix) for ix in sel.values()}:
         idx = np.array(idx)
-        res = {(c, s): (y[idx], passes[f"{c} {s}"].p_dog.values.astype(float)) for c in CONDITIONS for s in SEVERITIES
+        res = {(c, s): (y[idx], passes[f"{c} {s}"].p_dog.values.astype(float)) for c in CONDITIONS for s in sevs
                if np.array_equal(sel[c], idx) and answered(passes[f"{c} {s}"])}
         if res: parts.append(robustness_table(res, (y[idx], p[idx])))
     rt = pd.concat(parts).sort_values(['condition', 'severity'], ignore_index=True)
@@ -483,7 +484,7 @@ def run_staging(version='latest', sample: int = 0, robust_sample: int = -1, dusk
     b = fairness_frame(by, byp, {'source': src[:n], 'breed group': [breed_group(l, b_) for l, b_ in
                                                                       zip(both.label[:n], both['breed'][:n] if 'breed' in both else [None] * n)]})
     frames_fair = {'class': a['class'], 'source': b['source'], 'breed group': b['breed group'], 'lighting band': a['lighting band']}
-    night_ok = [s for s in SEVERITIES if answered(passes[f"night {s}"])]
+    night_ok = [s for s in sevs if answered(passes[f"night {s}"])]
     if night_ok:
         from parkml.data import image_features
         nb = np.concatenate([light, [lighting_band([image_features(preprocess(decode_image(f), cfg.image_size))['brightness']])[0]
@@ -567,7 +568,7 @@ def run_staging(version='latest', sample: int = 0, robust_sample: int = -1, dusk
                    robustness=rt.to_dict('records'), fairness=tables['fairness'].to_dict('records'),
                    service=service, bad_inputs=bad.drop(columns=['message']).to_dict('records'), champion=champ,
                    sizes=dict(clean=len(imgs), fairness_extra=len(fx), per_condition={c: len(ix) for c, ix in sel.items()}, one_camera=len(lat_idx),
-                              conditions=list(CONDITIONS), severities=list(SEVERITIES), gate_severity=gs, frames=int(len(allp)),
+                              conditions=list(CONDITIONS), severities=sevs, gate_severity=gs, frames=int(len(allp)),
                               seed=seed),
                    worst_errors=tables['worst_errors'].to_dict('records'), timings=timings, home=str(home))
     preds.to_parquet(home/'predictions.parquet')
@@ -637,7 +638,7 @@ def format_gates(summary: dict) -> str:
 
 # %% ../nbs/24_staging.ipynb #5a62b382
 def stage(version='latest', sample: int = 0, robust_sample: int = -1, dusk_sample: int = -1, concurrency: int = 0,
-          seed: int = 0, shap_errors: int = 6, shap_max_evals: int = 120, progress: bool = True) -> dict:
+          seed: int = 0, shap_errors: int = 6, shap_max_evals: int = 120, severities: str = '', progress: bool = True) -> dict:
     "Run the staging notebook for `version`; returns its result (summary, run id, notebook and HTML paths)"
     from parkml.notebooks import run_notebook, NotebookError
     from parkml.tracking import mlflow_client, resolve_version
@@ -645,7 +646,8 @@ def stage(version='latest', sample: int = 0, robust_sample: int = -1, dusk_sampl
     mv = resolve_version(version, client, cfg); v = str(mv.version)
     run_id = start_staging_run(v, cfg)
     params = dict(version=v, run_id=run_id, sample=sample, robust_sample=robust_sample, dusk_sample=dusk_sample,
-                  concurrency=concurrency, seed=seed, shap_errors=shap_errors, shap_max_evals=shap_max_evals)
+                  concurrency=concurrency, seed=seed, shap_errors=shap_errors, shap_max_evals=shap_max_evals,
+                  severities=severities)
     try: res = run_notebook('51_staging', params, tag=f"v{v}-{time.strftime('%Y%m%d-%H%M%S')}", progress=progress)
     except BaseException as e:
         client.set_terminated(run_id, 'KILLED' if isinstance(e, KeyboardInterrupt) else 'FAILED')
