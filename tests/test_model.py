@@ -1,8 +1,8 @@
 "The pretrained backbone, its weight check, the embedding cache and ONNX/torch agreement."
 import shutil
 import numpy as np, pytest, torch
-from parkml.model import (load_backbone, weights_path, ModelError, build_parknet, export_onnx, OnnxModel, check_agreement,
-                          compute_embeddings, fit_projection, EMB_DIM)
+from parkml.model import ModelError, OnnxModel, compute_embeddings, fit_projection, EMB_DIM
+from parkml.network import load_backbone, weights_path, build_parknet, export_onnx, check_agreement
 from parkml.data import read_imageset, assign_splits, load_images
 
 def test_weights_are_checked(tmp_path):
@@ -37,3 +37,10 @@ def test_embedding_cache_and_onnx_agreement(tmp_runs, data_root, monkeypatch):
     X, _, _ = load_images(small.df.path)
     assert check_agreement(net, om, X) < 1e-4
     assert np.allclose(om.run(X, ['emb'])['emb'], np.stack(e1.loc[small.df.sha].emb.values), atol=1e-3)
+
+def test_serving_modules_do_not_load_torch():
+    "The service, staging, daily analysis and CLI run ONNX only: importing them must not import torch"
+    import subprocess, sys
+    code = "import sys, parkml.service, parkml.staging, parkml.daily, parkml.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == 'False'
