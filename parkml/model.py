@@ -6,7 +6,7 @@ Docs: https://parkml.github.io/parkml/model.html.md"""
 
 # %% ../nbs/03_model.ipynb #14b60265
 from __future__ import annotations
-import os, queue, time
+import os, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -95,19 +95,16 @@ def compute_embeddings(ds: ImageSet, flip: bool = None, progress: bool = True) -
     todo = ds.df[[not (s in known and (known[s][0] or not flip)) for s in ds.df.sha]].drop_duplicates('sha')
     rows = {}
     if len(todo):
-        # one single-threaded session per ONNX thread, each decoding and embedding its own batches: while one decodes,
-        # the other computes (on 2 cores faster than one two-threaded session behind a serial decoder)
-        free = queue.SimpleQueue()
-        for _ in range(max(1, cfg.onnx_threads)): free.put(OnnxModel(backbone_onnx(size), threads=1))
+        # `onnx_threads` workers, each decoding and embedding its own batches through one single-threaded session
+        # (ONNX Runtime sessions may be run from several threads): while one decodes, the other computes, which on
+        # 2 cores beats one two-threaded session behind a serial decoder
+        om = OnnxModel(backbone_onnx(size), threads=1)
         def embed_chunk(chunk):
-            om = free.get()
-            try:
-                X, F, _ = load_images(chunk.path, size)
-                E = embed_arrays(om, X)
-                return chunk, E, embed_arrays(om, X[:, :, ::-1]) if flip else np.full_like(E, np.nan), F
-            finally: free.put(om)
+            X, F, _ = load_images(chunk.path, size)
+            E = embed_arrays(om, X)
+            return chunk, E, embed_arrays(om, X[:, :, ::-1]) if flip else np.full_like(E, np.nan), F
         chunks = [todo.iloc[i:i + cfg.embed_batch] for i in range(0, len(todo), cfg.embed_batch)]
-        with ThreadPoolExecutor(free.qsize()) as ex:
+        with ThreadPoolExecutor(cfg.onnx_threads or os.cpu_count() or 1) as ex:
             for chunk, E, Ef, F in tqdm(ex.map(embed_chunk, chunks), total=len(chunks), desc=f'embedding {len(todo)} images',
                                         disable=not progress):
                 for j, sha in enumerate(chunk.sha):
