@@ -17,7 +17,8 @@ def cmd_stage(a) -> int:
     from parkml.staging import stage, format_gates
     from parkml.notebooks import NotebookError
     try: res = stage(a.version, sample=a.sample, robust_sample=a.robust_sample, dusk_sample=a.dusk_sample,
-                     concurrency=a.concurrency, seed=a.seed, shap_errors=a.shap_errors, progress=not a.quiet)
+                     concurrency=a.concurrency, seed=a.seed, shap_errors=a.shap_errors, shap_max_evals=a.shap_max_evals,
+                     severities=a.severities, progress=not a.quiet)
     except NotebookError as e:
         print(f"parkml stage: the staging run failed, so the version is marked failed: {e}", file=sys.stderr); return 2
     print(format_gates(res))
@@ -36,5 +37,7 @@ def add_commands(sub) -> None:
     p.add_argument('--concurrency', type=int, default=0, help='requests in flight (0: setting stage_concurrency)')
     p.add_argument('--seed', type=int, default=0, help='seed of the samples and transforms')
     p.add_argument('--shap-errors', type=int, default=6, help='worst errors explained with SHAP (0: none)')
+    p.add_argument('--shap-max-evals', type=int, default=120, help='SHAP evaluations per explained error (0: show the errors without SHAP)')
+    p.add_argument('--severities', default='', help='camera-condition severities replayed, e.g. 2 or 1,3 (default: all; the gate severity always)')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     p.set_defaults(fn=cmd_stage)
