@@ -438,7 +438,8 @@ def retrain(reason: str = '', alert_id: str = None, actor: str = None, limit: in
             staging_params: dict = None) -> dict:
     """Retrain on the training data plus labelled production frames, stage the new version, link it to `alert_id`.
     `actor` is a `governance.Actor` or a name (taken as an owner: a person, or rule:<name> for an automatic retraining)"""
-    from parkml.notebooks import run_notebook
+    from contextlib import nullcontext
+    from parkml.notebooks import run_notebook, warm_kernels
     from parkml.governance import Actor
     who = actor if isinstance(actor, Actor) else Actor(actor or getpass.getuser(), 'owner')
     actor = str(who)
@@ -447,8 +448,9 @@ def retrain(reason: str = '', alert_id: str = None, actor: str = None, limit: in
         with open_alert_store() as st: action = st.add_action(alert_id, 'retrain', actor, 'running', note=reason or None)
     request = _governance_request(who, reason, alert_id)
     try:
-        res = run_notebook('53_retrain', dict(reason=reason, alert_id=alert_id or '', actor=actor, limit=limit), progress=progress)
-        res['staging'] = run_staging(res['version'], staging_params, progress) if stage else dict(status='skipped')
+        with warm_kernels() if stage else nullcontext():   # the staging notebook's kernel starts while retraining runs
+            res = run_notebook('53_retrain', dict(reason=reason, alert_id=alert_id or '', actor=actor, limit=limit), progress=progress)
+            res['staging'] = run_staging(res['version'], staging_params, progress) if stage else dict(status='skipped')
     except Exception as e:
         if action:
             with open_alert_store() as st: st.update_action(action, status='failed', note=f"{type(e).__name__}: {e}"[:500])

@@ -6,12 +6,13 @@ Docs: https://parkml.github.io/parkml/notebooks.html.md"""
 
 # %% ../nbs/08_notebooks.ipynb #6a30c88e
 from __future__ import annotations
-import json, time
+import json, os, time
+from contextlib import contextmanager
 from pathlib import Path
 from .config import get_settings, ensure_dir
 
 # %% auto #0
-__all__ = ['NotebookError', 'notebook_path', 'to_html', 'run_notebook']
+__all__ = ['WARM_CODE', 'NotebookError', 'notebook_path', 'to_html', 'SpareKernel', 'warm_kernels', 'run_notebook']
 
 # %% ../nbs/08_notebooks.ipynb #cc48a3e8
 class NotebookError(RuntimeError):
@@ -32,20 +33,82 @@ def to_html(nb_path) -> Path:
     out = Path(nb_path).with_suffix('.html'); out.write_text(html, encoding='utf-8')
     return out
 
+# %% ../nbs/08_notebooks.ipynb #47658642
+# what a spare kernel runs ahead of its notebook, silently and outside its history: imports only, no side effects
+# (opening the MLflow store here could race the running notebook to create a new store's tables)
+WARM_CODE = '\n'.join(["import numpy, pandas, scipy.stats, matplotlib.pyplot, mlflow",
+                       "import mlflow.store.tracking.sqlalchemy_store, mlflow.store.model_registry.sqlalchemy_store",
+                       "import parkml.daily, parkml.staging, parkml.tracking"])
+
+def _kernel_key(cwd) -> tuple:
+    return str(Path(cwd).resolve()), tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith('PARKML_')))
+
+class SpareKernel:
+    "One Python kernel started ahead of need, importing `WARM_CODE` while the caller works"
+    def __init__(self): self.km = self.kc = self.key = self.msg_id = None
+
+    def fill(self, cwd) -> SpareKernel:
+        "Start a new spare kernel in `cwd` (the one there is shut down)"
+        from jupyter_client import KernelManager
+        self.drop()
+        self.key, self.km = _kernel_key(cwd), KernelManager(kernel_name='python3')
+        self.km.start_kernel(cwd=str(cwd))
+        self.kc = self.km.client(); self.kc.start_channels()
+        self.msg_id = self.kc.execute(WARM_CODE, silent=True, store_history=False)   # queued: runs once the kernel is up
+        return self
+
+    def take(self, cwd):
+        "The spare kernel's manager, now the caller's to shut down, if it suits a run in `cwd` with this environment; else None (`cwd` None: shut the spare down)"
+        km, kc, key = self.km, self.kc, self.key
+        self.km = self.kc = self.key = None
+        if km is None: return None
+        if cwd is not None and key == _kernel_key(cwd) and km.is_alive():
+            try:   # the notebook would wait for the imports anyway; waiting here keeps the request from being dropped
+                while kc.get_shell_msg(timeout=120)['parent_header'].get('msg_id') != self.msg_id: pass
+            except Exception: pass   # no answer (the kernel died or hangs): the run finds out and reports it
+            kc.stop_channels(); return km
+        kc.stop_channels(); km.shutdown_kernel(now=True); return None
+
+    def drop(self):
+        "Shut the spare kernel down, if there is one"
+        self.take(None)
+
+_spare: SpareKernel | None = None
+
+@contextmanager
+def warm_kernels():
+    """Within this block, each `run_notebook` starts the next run's kernel before it executes its own notebook.
+    Blocks nest: an inner block uses the outer block's spare."""
+    global _spare
+    if _spare is not None:
+        yield _spare; return
+    _spare = SpareKernel()
+    try: yield _spare
+    finally:
+        _spare.drop(); _spare = None
+
+# %% ../nbs/08_notebooks.ipynb #9b578dd6
 def run_notebook(name: str, params: dict = None, tag: str = None, log: bool = True, progress: bool = True) -> dict:
     """Execute `nbs/{name}.ipynb` with papermill into `runs/notebooks/`; the notebook must write its result JSON
-    to the path given in its `result_file` parameter (with `run_id` when it logged an MLflow run)."""
+    to the path given in its `result_file` parameter (with `run_id` when it logged an MLflow run).
+    Inside `warm_kernels` it runs on the spare kernel when that suits, and starts the next spare first."""
     import papermill as pm
     cfg = get_settings()
     out_dir = ensure_dir(cfg.runs/'notebooks')
     stem = f"{name}-{tag or time.strftime('%Y%m%d-%H%M%S')}"
     out_nb, result_file = out_dir/f"{stem}.ipynb", out_dir/f"{stem}.json"
     result_file.unlink(missing_ok=True)
+    nb_in = notebook_path(name)
+    km = _spare.take(out_dir) if _spare else None
+    if _spare: _spare.fill(out_dir)
     try:
-        pm.execute_notebook(str(notebook_path(name)), str(out_nb), parameters={**(params or {}), 'result_file': str(result_file)},
-                            cwd=str(out_dir), progress_bar=progress, kernel_name='python3', language='python')
+        pm.execute_notebook(str(nb_in), str(out_nb), parameters={**(params or {}), 'result_file': str(result_file)},
+                            cwd=str(out_dir), progress_bar=progress, kernel_name='python3', language='python',
+                            **({'km': km} if km is not None else {}))
     except pm.PapermillExecutionError as e:
         raise NotebookError(f"{name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (see {out_nb})") from None
+    finally:
+        if km is not None: km.shutdown_kernel(now=True)
     res = json.loads(result_file.read_text()) if result_file.is_file() else {}
     res.update(notebook=str(out_nb))
     html = to_html(out_nb); res['html'] = str(html)

@@ -168,13 +168,23 @@ class StagingService:
             try: self.peak_rss_mb = max(self.peak_rss_mb or 0, p.memory_info().rss / 2**20)
             except psutil.Error: return
 
-    def start(self) -> StagingService:
-        import httpx
+    def launch(self) -> StagingService:
+        "Start the process and return at once: `wait_ready` waits for it (the caller can prepare its frames meanwhile)"
         self.log = open(self.home/'service.log', 'a')
         code = f"from parkml.service import serve; serve({self.alias!r}, {self.host!r}, {self.port}, log_level='warning')"
         self.proc = subprocess.Popen([sys.executable, '-c', code], env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         threading.Thread(target=self._sample, daemon=True, name='parkml-stage-rss').start()
-        t0 = time.time()
+        self._t_launch = time.time()
+        return self
+
+    def start(self) -> StagingService:
+        "Start the process and wait until it answers /health"
+        return self.launch().wait_ready()
+
+    def wait_ready(self) -> StagingService:
+        "Wait until the launched service answers /health; `startup_s` is the time from launch"
+        import httpx
+        t0 = self._t_launch
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the staging service exited with code {self.proc.returncode}:\n{self.log_text()[-3000:]}")
@@ -396,18 +406,28 @@ def run_staging(version='latest', sample: int = 0, robust_sample: int = -1, dusk
     alias = 'challenger' if set_alias else None
     home = ensure_dir(home or cfg.runs/'staging'/f"v{v}-{time.strftime('%Y%m%d-%H%M%S')}")
     if set_alias: set_challenger(v, note='staging run', cfg=cfg)
-    # the images, decoded once in-process for their lighting band, the SHAP explanations and the champion
-    imgs = staging_images(sample, seed)
-    X, feats, _ = load_images(imgs.path, cfg.image_size, progress=progress)
-    frames = [Path(p).read_bytes() for p in imgs.path]
-    y = imgs.y.values.astype(int)
-    fx = fairness_extra(imgs, cfg.stage_fairness_extra, seed)
-    pick = lambda n: stratified_sample(imgs.assign(i=np.arange(len(imgs))), n, seed).i.values if n else np.arange(len(imgs))
-    sel = {c: pick(cfg.stage_dusk_sample if dusk_sample < 0 else dusk_sample) if c == 'night' else
-              pick(cfg.stage_robust_sample if robust_sample < 0 else robust_sample) for c in CONDITIONS}
-    lat_idx = np.arange(min(len(imgs), cfg.stage_latency_frames))
-    timings['images_s'] = time.time() - t_start
-    svc = None if url else StagingService('challenger', home/'service', cfg).start()
+    # the service boots in its own process while this one prepares every frame it will send
+    svc = None if url else StagingService('challenger', home/'service', cfg).launch()
+    try:
+        # the images, decoded once in-process for their lighting band, the SHAP explanations and the champion
+        imgs = staging_images(sample, seed)
+        X, feats, _ = load_images(imgs.path, cfg.image_size, progress=progress)
+        frames = [Path(p).read_bytes() for p in imgs.path]
+        y = imgs.y.values.astype(int)
+        fx = fairness_extra(imgs, cfg.stage_fairness_extra, seed)
+        pick = lambda n: stratified_sample(imgs.assign(i=np.arange(len(imgs))), n, seed).i.values if n else np.arange(len(imgs))
+        sel = {c: pick(cfg.stage_dusk_sample if dusk_sample < 0 else dusk_sample) if c == 'night' else
+                  pick(cfg.stage_robust_sample if robust_sample < 0 else robust_sample) for c in CONDITIONS}
+        lat_idx = np.arange(min(len(imgs), cfg.stage_latency_frames))
+        timings['images_s'] = time.time() - t_start
+        t1 = time.time()
+        cond = {(c, s): condition_frames([frames[i] for i in sel[c]], list(imgs.sha.values[sel[c]]), c, s, seed)
+                for c in tqdm(CONDITIONS, desc='camera conditions', disable=not progress, leave=False) for s in sevs}
+        timings['transform_s'] = time.time() - t1
+        if svc: svc.wait_ready()
+    except BaseException:
+        if svc: svc.stop()
+        raise
     url = url or svc.url
     passes, t0 = {}, time.time()
     try:
@@ -418,15 +438,10 @@ def run_staging(version='latest', sample: int = 0, robust_sample: int = -1, dusk
             if len(fx): passes['fairness extra'] = replay(http, [Path(q).read_bytes() for q in fx.path], spec, v, alias, concurrency,
                                                          'fairness extra', progress)
             timings['clean_replay_s'] = time.time() - t0
-            dusk_frames, t_tf = {}, 0.0
-            for c in tqdm(CONDITIONS, desc='camera conditions', disable=not progress, leave=False):
-                for s in sevs:
-                    t1 = time.time()
-                    cf = condition_frames([frames[i] for i in sel[c]], list(imgs.sha.values[sel[c]]), c, s, seed)
-                    t_tf += time.time() - t1
-                    if c == 'night': dusk_frames[s] = cf
-                    passes[f"{c} {s}"] = replay(http, cf, spec, v, alias, concurrency, f"{c} {s}", progress)
-            timings['transform_s'], timings['condition_replay_s'] = t_tf, time.time() - t0 - timings['clean_replay_s'] - t_tf
+            dusk_frames = {s: cond['night', s] for s in sevs}
+            for (c, s), cf in cond.items():
+                passes[f"{c} {s}"] = replay(http, cf, spec, v, alias, concurrency, f"{c} {s}", progress)
+            timings['condition_replay_s'] = time.time() - t0 - timings['clean_replay_s']
             bad = probe_bad_inputs(http, frames[0], cfg)
             health = http.get('/health').json()
     finally:

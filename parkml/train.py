@@ -140,10 +140,12 @@ def train_and_register(limit: int = None, extra: ImageSet = None, run_name: str 
         example = Xs[:1] if len(Xs) else np.zeros((1, cfg.image_size, cfg.image_size, 3), np.uint8)
         reqs = [f"torch=={torch.__version__.split('+')[0]}", 'efficientnet-lite-pytorch==0.1.0', 'parkml']
         sig = mlflow.models.infer_signature(example, om.predict(example))
-        info = mlflow.pytorch.log_model(DogProbability(net).eval(), name='model', signature=sig, input_example=example,
+        # signatures (uint8 NHWC images in, float outputs) but no input example: MLflow would write a 224x224x3 image
+        # as JSON and serve it through pyfunc to validate it, ~2.5 s per model, while the checks above already ran it
+        info = mlflow.pytorch.log_model(DogProbability(net).eval(), name='model', signature=sig,
                                         pip_requirements=reqs, serialization_format='pickle')
         oinfo = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name='onnx', signature=mlflow.models.infer_signature(example, om.run(example)),
-                                      input_example=example, pip_requirements=['onnxruntime', 'onnx'],
+                                      pip_requirements=['onnxruntime', 'onnx'],
                                       save_as_external_data=False)
         timings['total_s'] = time.time() - t0; timings['peak_rss_mb'] = peak_rss_mb()
         mlflow.log_metrics({f"time_{k}": v for k, v in timings.items()})

@@ -274,7 +274,7 @@ class WeekResult:
 
 def run_week(opts: WeekOptions = None, fresh: bool = False, progress: bool = True) -> WeekResult:
     "Run the week on the configured stores (see the module's introduction); returns the result and writes the report"
-    from parkml.notebooks import run_notebook
+    from parkml.notebooks import run_notebook, warm_kernels
     from parkml.alerts import open_alert_store, retrain, run_staging
     from parkml.predlog import open_store
     opts, cfg, t0 = opts or WeekOptions(), get_settings(), time.time()
@@ -285,60 +285,61 @@ def run_week(opts: WeekOptions = None, fresh: bool = False, progress: bool = Tru
         tqdm.write(f"A week in the park: {opts.days} days of {opts.frames_per_day} frames, labels on {opts.label_share:.0%} a day late")
         for p in plans: tqdm.write(f"  day {p.n} {p.date}: {p.describe()}")
     if fresh: say(0, f"fresh start: removed {len(empty_stores(cfg))} store files and folders")
-    qa, owner = demo_actors()
-    # day 0: the first model, trained, staged, approved and released
-    tr = run_notebook('50_train', dict(limit=opts.train_limit, run_name='week-day0'), progress=progress)
-    v1 = versions['first'] = str(tr['version'])
-    say(0, f"trained version {v1}: test accuracy {tr['test_accuracy']:.3f}, recall gap {tr['test_recall_gap']:+.3f}")
-    st = run_staging(v1, opts.staging, progress)
-    say(0, f"staging of version {v1}: {st['status']}" + (f" ({st.get('reasons') or st.get('validation_reasons')})" if st['status'] != 'passed' else ''))
-    if st['status'] != 'passed':
-        raise RuntimeError(f"the first model failed staging, so the week cannot start: see {st.get('html')}")
-    approve_and_release(v1, st, qa, owner, 'day 0')
-    say(0, f"version {v1} approved by {qa} and released by {owner}: champion")
-    pools, cache = camera_pools(opts.seed), FrameCache()
-    pending_release, retrained, failed, prev = None, None, 0, None
-    with edge_service(cfg) as svc:
-        say(0, f"edge service up at {svc.url} serving version {served_version(svc.url)}")
-        cam = Camera(svc.url, cfg.camera, api_key=cfg.api_key or None, cache=cache)
-        try:
-            for plan in plans + [None]:          # None: the morning after the last day (its labels and analysis)
-                if prev is not None:             # the morning: yesterday's labels arrive, then its daily analysis
-                    pplan, pans = prev
-                    n = staff_feedback(svc.url, pans, opts.label_share, opts.seed + pplan.n, cfg.api_key or None, progress)
-                    daily = run_notebook('52_daily', dict(day=pplan.date, send=True, thresholds=json.dumps(opts.daily)),
-                                         tag=f"{pplan.date}-week", progress=False)
-                    row = _day_row(pplan, daily, pans, cfg); rows.append(row)
-                    say(pplan.n, f"{n} staff labels; daily analysis: alerts {row['alerts'] or 'none'}")
-                    asks = [a for a in row['alert_list'] if a['rule'] in RETRAIN_RULES] if retrained is None else []
-                    if asks:
-                        aid, text = asks[0]['id'], asks[0]['message']
-                        say(pplan.n, f"{owner} answers alert {aid} with a retraining: {text}")
-                        rt = retrain(reason=f"answering alert {aid}: {text}", alert_id=aid, actor=owner, limit=opts.train_limit,
-                                     progress=progress, staging_params=opts.staging)
-                        retrained = versions['retrained'] = str(rt['version'])
-                        stg = rt['staging']
-                        say(pplan.n, f"retrained version {retrained} on {rt.get('n_extra')} labelled production frames; "
-                                     f"staging: {stg['status']}")
-                        if stg['status'] == 'passed': pending_release = (retrained, stg)
-                        else: say(pplan.n, f"version {retrained} stays out of production: {stg.get('reasons') or stg.get('html')}")
-                if plan is not None:
-                    frames = day_frames(plan, pools['late' if retrained else 'early'], opts.seed, cfg)
-                    during = None
-                    if pending_release:
-                        v, stg = pending_release
-                        def during(k, v=v, stg=stg, at=len(frames) // 3):
-                            if k == at:
-                                approve_and_release(v, stg, qa, owner, f'day {plan.n}')
-                                say(plan.n, f"version {v} approved by {qa} and released by {owner} while the camera kept sending")
-                    answered = cam.send(frames, desc=f"day {plan.n} {plan.date}", progress=progress, during=during)
-                    bad = int(((answered.status == 0) | (answered.status >= 500)).sum()); failed += bad
-                    if pending_release:
-                        now = served_version(svc.url)
-                        say(plan.n, f"the service now serves version {now}; failed requests today: {bad}")
-                        versions['released'] = pending_release[0]; pending_release = None
-                prev = (plan, answered) if plan is not None else None
-        finally: cam.close()
+    with warm_kernels():   # each notebook run starts the next kernel, whose start and imports overlap its work
+        qa, owner = demo_actors()
+        # day 0: the first model, trained, staged, approved and released
+        tr = run_notebook('50_train', dict(limit=opts.train_limit, run_name='week-day0'), progress=progress)
+        v1 = versions['first'] = str(tr['version'])
+        say(0, f"trained version {v1}: test accuracy {tr['test_accuracy']:.3f}, recall gap {tr['test_recall_gap']:+.3f}")
+        st = run_staging(v1, opts.staging, progress)
+        say(0, f"staging of version {v1}: {st['status']}" + (f" ({st.get('reasons') or st.get('validation_reasons')})" if st['status'] != 'passed' else ''))
+        if st['status'] != 'passed':
+            raise RuntimeError(f"the first model failed staging, so the week cannot start: see {st.get('html')}")
+        approve_and_release(v1, st, qa, owner, 'day 0')
+        say(0, f"version {v1} approved by {qa} and released by {owner}: champion")
+        pools, cache = camera_pools(opts.seed), FrameCache()
+        pending_release, retrained, failed, prev = None, None, 0, None
+        with edge_service(cfg) as svc:
+            say(0, f"edge service up at {svc.url} serving version {served_version(svc.url)}")
+            cam = Camera(svc.url, cfg.camera, api_key=cfg.api_key or None, cache=cache)
+            try:
+                for plan in plans + [None]:          # None: the morning after the last day (its labels and analysis)
+                    if prev is not None:             # the morning: yesterday's labels arrive, then its daily analysis
+                        pplan, pans = prev
+                        n = staff_feedback(svc.url, pans, opts.label_share, opts.seed + pplan.n, cfg.api_key or None, progress)
+                        daily = run_notebook('52_daily', dict(day=pplan.date, send=True, thresholds=json.dumps(opts.daily)),
+                                             tag=f"{pplan.date}-week", progress=False)
+                        row = _day_row(pplan, daily, pans, cfg); rows.append(row)
+                        say(pplan.n, f"{n} staff labels; daily analysis: alerts {row['alerts'] or 'none'}")
+                        asks = [a for a in row['alert_list'] if a['rule'] in RETRAIN_RULES] if retrained is None else []
+                        if asks:
+                            aid, text = asks[0]['id'], asks[0]['message']
+                            say(pplan.n, f"{owner} answers alert {aid} with a retraining: {text}")
+                            rt = retrain(reason=f"answering alert {aid}: {text}", alert_id=aid, actor=owner, limit=opts.train_limit,
+                                         progress=progress, staging_params=opts.staging)
+                            retrained = versions['retrained'] = str(rt['version'])
+                            stg = rt['staging']
+                            say(pplan.n, f"retrained version {retrained} on {rt.get('n_extra')} labelled production frames; "
+                                         f"staging: {stg['status']}")
+                            if stg['status'] == 'passed': pending_release = (retrained, stg)
+                            else: say(pplan.n, f"version {retrained} stays out of production: {stg.get('reasons') or stg.get('html')}")
+                    if plan is not None:
+                        frames = day_frames(plan, pools['late' if retrained else 'early'], opts.seed, cfg)
+                        during = None
+                        if pending_release:
+                            v, stg = pending_release
+                            def during(k, v=v, stg=stg, at=len(frames) // 3):
+                                if k == at:
+                                    approve_and_release(v, stg, qa, owner, f'day {plan.n}')
+                                    say(plan.n, f"version {v} approved by {qa} and released by {owner} while the camera kept sending")
+                        answered = cam.send(frames, desc=f"day {plan.n} {plan.date}", progress=progress, during=during)
+                        bad = int(((answered.status == 0) | (answered.status >= 500)).sum()); failed += bad
+                        if pending_release:
+                            now = served_version(svc.url)
+                            say(plan.n, f"the service now serves version {now}; failed requests today: {bad}")
+                            versions['released'] = pending_release[0]; pending_release = None
+                    prev = (plan, answered) if plan is not None else None
+            finally: cam.close()
     table = pd.DataFrame(rows)
     with open_store() as store:
         dusk_days = [p for p in plans if p.dusk >= max(q.dusk for q in plans)]   # the darkest, settled evenings
