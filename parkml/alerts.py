@@ -21,7 +21,7 @@ __all__ = ['SEVERITIES', 'STATES', 'ACTIONS', 'TRANSITIONS', 'ALERT_COLS', 'ALER
            'new_alert_id', 'plain', 'Alert', 'AlertStore', 'SQLiteAlertStore', 'open_alert_store', 'ChannelError',
            'Channel', 'alert_payload', 'WebhookChannel', 'EmailChannel', 'channels_from_settings', 'deliver',
            'deliver_pending', 'raise_alerts', 'labelled_production_set', 'champion_run', 'run_staging', 'retrain',
-           'auto_retrain']
+           'auto_retrain', 'start_retrain_job']
 
 # %% ../nbs/21_alerts.ipynb #c996678c
 SEVERITIES = ('info', 'warning', 'critical')
@@ -397,22 +397,26 @@ def raise_alerts(alerts: list[Alert], store: AlertStore = None, channels: dict =
 # %% ../nbs/21_alerts.ipynb #0d3cf715
 def labelled_production_set(store=None, start=None, end=None, exclude=None):
     """Production frames with a true label whose frame file is still kept, as an `ImageSet` of training images.
-    `exclude`: image shas to leave out (default: those of the configured image set)."""
+    `exclude`: image shas to leave out (default: those of the configured image set). A frame that no longer decodes
+    (a damaged file) is left out and listed in the set's `skipped`, so one bad file cannot stop a retraining."""
     from parkml.predlog import open_store
-    from parkml.data import ImageSet, read_imageset
+    from parkml.data import ImageSet, read_imageset, decode_image, ImageError
     if store is None:
         with open_store() as store: return labelled_production_set(store, start, end, exclude)
     fb = store.feedback(start, end).sort_values('feedback_ts')
     fb = fb[fb.frame_sha.notna()].drop_duplicates('frame_sha', keep='last')  # the latest label of each frame wins
     skip = set(read_imageset().df.sha) if exclude is None else set(exclude)
-    rows = []
+    rows, skipped = [], []
     for r in fb.itertuples():
         p = store.frame_path(r.frame_sha) if r.frame_sha not in skip else None
         if p is None: continue
+        try: decode_image(p.read_bytes())
+        except (ImageError, OSError) as e:
+            skipped.append(dict(path=str(p), reason=f"labelled production frame {r.frame_sha[:12]} does not decode: {e}")); continue
         rows.append(dict(path=str(p), relpath=f"production/{p.relative_to(store.frames_dir)}", label=r.true_label,
                          y=int(r.true_label == 'dog'), sha=r.frame_sha, source='production', camera=r.camera))
     cols = ['path', 'relpath', 'label', 'y', 'sha', 'source', 'camera']
-    return ImageSet(pd.DataFrame(rows, columns=cols), store.frames_dir)
+    return ImageSet(pd.DataFrame(rows, columns=cols), store.frames_dir, skipped)
 
 # %% ../nbs/21_alerts.ipynb #ed031c56
 def champion_run(cfg: Settings = None) -> str | None:
@@ -470,3 +474,25 @@ def auto_retrain(alerts: list[Alert], cfg: Settings = None, **kw) -> dict | None
             if (st.actions(a.id).kind == 'retrain').any(): continue
         return retrain(reason=f"automatic, rule {a.rule}: {a.message}", alert_id=a.id, actor=f"rule:{a.rule}", **kw)
     return None
+
+# %% ../nbs/21_alerts.ipynb #cd363099
+def start_retrain_job(reason: str, alert_id: str = None, actor=None, cfg: Settings = None) -> dict:
+    """Start `parkml retrain` for `alert_id` in a process of its own that outlives the caller, after checking the role,
+    the reason and the alert; its output goes to `runs/jobs/`. Returns the pid, the command and the log's path."""
+    import os, subprocess, sys
+    from parkml.governance import Actor, check_role
+    cfg = cfg or get_settings()
+    who = actor if isinstance(actor, Actor) else Actor(actor or getpass.getuser(), 'owner')
+    check_role(who, 'retrain_requested')
+    if not (reason or '').strip(): raise ValueError('a retraining request must say why: give a reason')
+    if alert_id:
+        with open_alert_store(cfg.alerts_uri) as st: st.get(alert_id)   # KeyError for an unknown alert
+    log = ensure_dir(cfg.runs/'jobs')/f"retrain-{alert_id or 'manual'}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    cmd = [sys.executable, '-c', 'import sys; from parkml.cli import main; sys.exit(main())',
+           'retrain', '--reason', reason, '--by', who.name, '--quiet', *(['--alert', alert_id] if alert_id else [])]
+    env = {**os.environ, 'PARKML_SETTINGS': str(cfg.path), 'PARKML_RUNS': str(cfg.runs)}
+    with open(log, 'ab') as out:
+        proc = subprocess.Popen(cmd, cwd=str(cfg.root), env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)   # its own session: a signal to the app does not reach it
+    threading.Thread(target=proc.wait, daemon=True, name='parkml-retrain-reaper').start()   # no zombie once it ends
+    return dict(pid=proc.pid, command=cmd, log=str(log))

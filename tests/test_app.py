@@ -97,6 +97,37 @@ def test_alert_acknowledged_in_the_app_is_acknowledged_in_the_store(park):
         assert (a.state, a.state_by, a.state_note) == ('acknowledged', 'olu', 'camera cleaned')
         assert s.history(aid).state.tolist() == ['open', 'acknowledged']
 
+def test_retrain_now_starts_a_real_retraining_job_for_the_alert(park):
+    """The owner's button starts `parkml retrain` as a process of its own; the job records the request (audit store) and
+    its running action on the alert before it trains. The test stops the job once both are there."""
+    import os, re, signal, time
+    import psutil
+    from parkml.alerts import open_alert_store
+    from parkml.governance import audit_records
+    aid = park['alerts'][0].id
+    at = page(signed_in('olu', park['users']['olu'][1]), 'alerts')
+    at.selectbox(key='alerts-id').set_value(aid).run()
+    at.text_input(key='alerts-note').input('labels say the model slipped').run()
+    at.button(key='alerts-retrain').click().run()
+    assert not at.exception, at.exception
+    msg = next(str(s.value) for s in at.success if 'retraining started' in str(s.value))
+    pid = int(re.search(r'as process (\d+)', msg).group(1))
+    try:
+        cmd = psutil.Process(pid).cmdline()
+        assert cmd[3:] == ['retrain', '--reason', 'labels say the model slipped', '--by', 'olu', '--quiet', '--alert', aid], cmd
+        deadline, running, req = time.time() + 120, [], []
+        while time.time() < deadline and not (len(running) and len(req)):
+            with open_alert_store() as s: acts = s.actions(aid)
+            running = acts[(acts.kind == 'retrain') & (acts.actor == 'olu (owner)') & (acts.status == 'running')]
+            rec = audit_records(action='retrain_requested')
+            req = rec[(rec.actor == 'olu') & (rec.note == 'labels say the model slipped')]
+            time.sleep(0.5)
+        assert len(running) == 1 and len(req) == 1, (acts, rec)
+        assert re.search(r'log (\S+)$', msg) and os.path.isfile(re.search(r'log (\S+)$', msg).group(1))
+    finally:
+        try: os.killpg(pid, signal.SIGTERM)   # the job leads its own session: stop it and whatever it started
+        except ProcessLookupError: pass
+
 def test_trace_and_audit_in_the_app(park):
     at = page(signed_in('vic', park['users']['vic'][1]), 'audit')
     at.text_input(key='trace-id').input(park['ids'][0]).run()

@@ -2,8 +2,8 @@
 import pandas as pd
 import streamlit as st
 import appkit as k
-from parkml.alerts import open_alert_store, SEVERITIES, STATES
-from parkml.governance import check_role, retrain_requested, rollback, Refused
+from parkml.alerts import open_alert_store, start_retrain_job, SEVERITIES, STATES
+from parkml.governance import check_role, rollback, Refused
 
 st.title('Alerts')
 me = k.actor()
@@ -28,10 +28,10 @@ if allowed:
         with open_alert_store(k.cfg().alerts_uri) as s:
             if b1.button('Acknowledge', key='alerts-ack'): s.acknowledge(aid, me.name, note or None); done(f"alert {aid} acknowledged by {me.name}")
             if b2.button('Resolve', key='alerts-resolve'): s.resolve(aid, me.name, note or None); done(f"alert {aid} resolved by {me.name}")
-            if b3.button('Ask for a retraining', key='alerts-retrain'):
-                rec = retrain_requested(me, note or f"alert {aid}: {row.message}", aid, cfg=k.cfg())
-                act = s.add_action(aid, 'retrain', me.name, 'requested', ref=f"audit:{rec['id']}", note=note or None)
-                done(f"retraining requested (audit record {rec['id']}, action {act}); the job runs `parkml retrain --alert {aid} --by {me.name}`")
+            if b3.button('Retrain now', key='alerts-retrain'):
+                job = start_retrain_job(note or f"alert {aid}: {row.message}", aid, me, cfg=k.cfg())
+                done(f"retraining started for alert {aid} as process {job['pid']}: it records its request in the audit log "
+                     f"and its progress under Actions taken, then stages the new version; log {job['log']}")
             if b4.button('Roll back', key='alerts-rollback'):
                 recs = rollback(me, note or f"alert {aid}: {row.message}", cfg=k.cfg())
                 to = next((r['to_version'] for r in recs if r['alias'] == 'champion'), None)
