@@ -62,13 +62,13 @@ def app_command(extra=(), cfg=None) -> list[str]:
     return [sys.executable, '-m', 'streamlit', 'run', str(path), *extra]
 
 def cmd_app(a) -> int:
-    "Run the Streamlit governance app"
-    import subprocess
+    "Run the Streamlit governance app: this process becomes `streamlit run`, so a signal that stops it stops the app"
+    import os
     try: cmd = app_command(a.streamlit_args)
     except FileNotFoundError as e: print(f"parkml app: {e}", file=sys.stderr); return 2
-    print(' '.join(cmd), file=sys.stderr)
-    try: return subprocess.call(cmd)
-    except KeyboardInterrupt: return 130
+    print(' '.join(cmd), file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os.execv(cmd[0], cmd)   # not a child: a child would be left running when this process is terminated
 
 # %% ../nbs/43_cli_app.ipynb #32501919
 def add_commands(sub) -> None:

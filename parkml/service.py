@@ -681,10 +681,23 @@ def app_factory() -> Starlette:
     _bound_registry_calls()
     return create_app()
 
-def serve(alias: str = None, host: str = None, port: int = None, record: bool = True, log_level: str = 'info') -> None:
-    "Run the service under uvicorn (what `parkml serve` calls); `record=False` disables log, frames and telemetry"
+def _stop_with_parent(pid: int, every_s: float = 1.0) -> None:
+    "Send this process SIGTERM (a graceful stop) once its parent, process `pid`, has ended"
+    import signal
+    def watch():
+        while os.getppid() == pid: time.sleep(every_s)
+        log.warning("the process that started this service (%s) has ended: stopping", pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, daemon=True, name='parkml-parent-watch').start()
+
+def serve(alias: str = None, host: str = None, port: int = None, record: bool = True, log_level: str = 'info',
+          parent_pid: int = None) -> None:
+    """Run the service under uvicorn (what `parkml serve` calls); `record=False` disables log, frames and telemetry.
+    With `parent_pid` (a staging run's or the week's own service) it stops when that parent process ends, so it never
+    outlives the run that started it, even one killed without a chance to clean up."""
     import uvicorn
     _bound_registry_calls()
+    if parent_pid: _stop_with_parent(int(parent_pid))
     cfg = get_settings()
     app = create_app(alias, None if record else False, cfg)
     log.info("serving %s version %s (alias %s) on %s:%s", *list(app.state.service.watcher.current.info.values())[:2],

@@ -171,7 +171,8 @@ class StagingService:
     def launch(self) -> StagingService:
         "Start the process and return at once: `wait_ready` waits for it (the caller can prepare its frames meanwhile)"
         self.log = open(self.home/'service.log', 'a')
-        code = f"from parkml.service import serve; serve({self.alias!r}, {self.host!r}, {self.port}, log_level='warning')"
+        code = (f"from parkml.service import serve; "
+                f"serve({self.alias!r}, {self.host!r}, {self.port}, log_level='warning', parent_pid={os.getpid()})")
         self.proc = subprocess.Popen([sys.executable, '-c', code], env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         threading.Thread(target=self._sample, daemon=True, name='parkml-stage-rss').start()
         self._t_launch = time.time()

@@ -422,3 +422,16 @@ def test_api_key_and_serving_on_when_the_registry_is_unreachable(registry, tmp_p
     finally:
         if 'srv' in locals(): srv.stop()                                     # also when an assertion failed
         if mlf.poll() is None: os.killpg(mlf.pid, signal.SIGKILL); mlf.wait(30)
+
+def test_a_service_started_for_a_run_stops_when_that_run_dies():
+    """`serve(parent_pid=...)` (staging runs and the week start their services so) stops once its parent is gone, even
+    a parent killed without cleaning up: here a parent that exits at once, leaving its child to the watch"""
+    import psutil
+    code = ("import os, subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import sys, time; "
+            "from parkml.service import _stop_with_parent; _stop_with_parent(int(sys.argv[1]), 0.2); time.sleep(120)', "
+            "str(os.getpid())]); print(p.pid, flush=True); os._exit(0)")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    child = psutil.Process(int(out.stdout.split()[0]))
+    try: child.wait(30)
+    except psutil.TimeoutExpired:
+        child.kill(); raise AssertionError('the orphaned service process was still running after 30 s')
