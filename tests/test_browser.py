@@ -56,15 +56,16 @@ def test_browser_sign_in_overview_and_version_page(served):
         page.get_by_role('textbox', name='Name').fill('olu', timeout=60_000)
         page.get_by_role('textbox', name='Password').fill(park['users']['olu'][1])
         page.get_by_role('button', name='Sign in').click()
-        expect(page.get_by_text('Versions in play')).to_be_visible(timeout=60_000)
+        # .first: while Streamlit reruns a page it can show the old and the new copy of an element for a moment
+        expect(page.get_by_text('Versions in play').first).to_be_visible(timeout=60_000)
         text = check_page(page, shots, '1-overview')
         flat = ' '.join(text.split())
         assert 'Signed in as olu (owner)' in flat and 'answered frames 60' in flat and 'Open alerts' in flat, flat[:1500]
         page.get_by_role('link', name='Models').click()
-        expect(page.get_by_text('Staging report')).to_be_visible(timeout=60_000)
+        expect(page.get_by_text('Staging report').first).to_be_visible(timeout=60_000)
         page.locator('[data-testid="stSelectbox"]').filter(has_text='Version').first.click()
         page.get_by_role('option', name='1', exact=True).click()
-        expect(page.get_by_text('Version 1 (champion)')).to_be_visible(timeout=60_000)
+        expect(page.get_by_text('Version 1 (champion)').first).to_be_visible(timeout=60_000)
         text = check_page(page, shots, '2-version-1')
         assert 'staging passed' in text and 'Training run plots' in text
         browser.close()
