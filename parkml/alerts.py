@@ -400,7 +400,7 @@ def labelled_production_set(store=None, start=None, end=None, exclude=None):
     `exclude`: image shas to leave out (default: those of the configured image set). A frame that no longer decodes
     (a damaged file) is left out and listed in the set's `skipped`, so one bad file cannot stop a retraining."""
     from parkml.predlog import open_store
-    from parkml.data import ImageSet, read_imageset, decode_image, ImageError
+    from parkml.data import ImageSet, read_imageset, decode_image, ImageError, _problem
     if store is None:
         with open_store() as store: return labelled_production_set(store, start, end, exclude)
     fb = store.feedback(start, end).sort_values('feedback_ts')
@@ -412,7 +412,7 @@ def labelled_production_set(store=None, start=None, end=None, exclude=None):
         if p is None: continue
         try: decode_image(p.read_bytes())
         except (ImageError, OSError) as e:
-            skipped.append(dict(path=str(p), reason=f"labelled production frame {r.frame_sha[:12]} does not decode: {e}")); continue
+            _problem(True, skipped, p, f"labelled production frame {r.frame_sha[:12]} does not decode: {e}"); continue
         rows.append(dict(path=str(p), relpath=f"production/{p.relative_to(store.frames_dir)}", label=r.true_label,
                          y=int(r.true_label == 'dog'), sha=r.frame_sha, source='production', camera=r.camera))
     cols = ['path', 'relpath', 'label', 'y', 'sha', 'source', 'camera']
@@ -438,14 +438,18 @@ def _governance_request(actor, reason: str, alert_id: str | None):
     from parkml.governance import retrain_requested
     return retrain_requested(actor, reason, alert_id)
 
+def _owner(actor):
+    "`actor` as a `governance.Actor`: given as one, or a name taken as an owner (default: this user)"
+    from parkml.governance import Actor
+    return actor if isinstance(actor, Actor) else Actor(actor or getpass.getuser(), 'owner')
+
 def retrain(reason: str = '', alert_id: str = None, actor: str = None, limit: int = 0, stage: bool = True, progress: bool = True,
             staging_params: dict = None) -> dict:
     """Retrain on the training data plus labelled production frames, stage the new version, link it to `alert_id`.
     `actor` is a `governance.Actor` or a name (taken as an owner: a person, or rule:<name> for an automatic retraining)"""
     from contextlib import nullcontext
     from parkml.notebooks import run_notebook, warm_kernels
-    from parkml.governance import Actor
-    who = actor if isinstance(actor, Actor) else Actor(actor or getpass.getuser(), 'owner')
+    who = _owner(actor)
     actor = str(who)
     action = None
     if alert_id:
@@ -480,11 +484,10 @@ def start_retrain_job(reason: str, alert_id: str = None, actor=None, cfg: Settin
     """Start `parkml retrain` for `alert_id` in a process of its own that outlives the caller, after checking the role,
     the reason and the alert; its output goes to `runs/jobs/`. Returns the pid, the command and the log's path."""
     import os, subprocess, sys
-    from parkml.governance import Actor, check_role
+    from parkml.governance import check_plan, plan_action
     cfg = cfg or get_settings()
-    who = actor if isinstance(actor, Actor) else Actor(actor or getpass.getuser(), 'owner')
-    check_role(who, 'retrain_requested')
-    if not (reason or '').strip(): raise ValueError('a retraining request must say why: give a reason')
+    who = _owner(actor)
+    check_plan(plan_action('retrain_requested', None, who, reason, alert_id, cfg=cfg))   # the rules the job will meet
     if alert_id:
         with open_alert_store(cfg.alerts_uri) as st: st.get(alert_id)   # KeyError for an unknown alert
     log = ensure_dir(cfg.runs/'jobs')/f"retrain-{alert_id or 'manual'}-{time.strftime('%Y%m%d-%H%M%S')}.log"

@@ -20,9 +20,9 @@ if TYPE_CHECKING: import pandas as pd  # imported where a DataFrame is made: rea
 __all__ = ['ROLES', 'NEEDS', 'STAGING_ACTOR', 'AUDIT_COLS', 'AUDIT_SCHEMA', 'GOVERNANCE_SCHEMES', 'FAILURE_TAGS', 'NOW',
            'TAG_LIMIT', 'Actor', 'roles_allowed', 'check_role', 'audit_row', 'audit_frame', 'GovernanceStore',
            'SQLiteGovernanceStore', 'open_governance', 'Refused', 'failure_reasons', 'decision_refusals',
-           'release_refusals', 'Plan', 'plan_action', 'explain_action', 'govern', 'approve', 'reject', 'release',
-           'rollback', 'set_challenger', 'retrain_requested', 'audit_records', 'alias_history', 'aliases_from',
-           'aliases_at']
+           'release_refusals', 'Plan', 'plan_action', 'explain_action', 'check_plan', 'govern', 'approve', 'reject',
+           'release', 'rollback', 'set_challenger', 'retrain_requested', 'audit_records', 'alias_history',
+           'aliases_from', 'aliases_at']
 
 # %% ../nbs/22_governance.ipynb #5e8b2653
 ROLES = {'qa': {'approve', 'reject'}, 'owner': {'release', 'rollback', 'retrain', 'handle_alerts'}, 'viewer': set()}
@@ -265,7 +265,12 @@ class Plan:
 
 # %% ../nbs/22_governance.ipynb #320863dc
 def _aliases(client, name) -> dict:
-    return {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+    "Alias -> version of model `name` (none while nothing is registered under that name)"
+    from mlflow.exceptions import MlflowException
+    try: return {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+    except MlflowException as e:
+        if e.error_code == 'RESOURCE_DOES_NOT_EXIST': return {}
+        raise
 
 def _champion_before(client, name, version) -> str | None:
     "The champion `version` replaced when it was last released, from its `alias_history` tag"
@@ -351,10 +356,15 @@ def _tag_moves(client, name: str, recs: list[dict]) -> None:
         client.set_model_version_tag(name, v, 'alias_history', _fit_json(old + [m for m in moves if v in (m['from'], m['to'])]))
     client.set_registered_model_tag(name, 'last_alias_move', _fit_json(moves))
 
-def govern(plan: Plan, cfg: Settings = None) -> list[dict]:
-    "Carry out `plan` if the actor's role and the rules allow it; return the audit records written (with their ids)"
+def check_plan(plan: Plan) -> Plan:
+    "`plan`, if the actor's role and the rules allow it; else raise `PermissionError` (role) or `Refused` (rules) saying why"
     check_role(plan.actor, plan.action)
     if plan.refusals: raise Refused('; '.join(plan.refusals))
+    return plan
+
+def govern(plan: Plan, cfg: Settings = None) -> list[dict]:
+    "Carry out `plan` if the actor's role and the rules allow it; return the audit records written (with their ids)"
+    check_plan(plan)
     cfg = cfg or get_settings(); client = mlflow_client(cfg)
     with open_governance(cfg.governance_uri) as store:
         now, request = time.time(), uuid.uuid4().hex[:12]

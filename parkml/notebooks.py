@@ -82,10 +82,11 @@ def warm_kernels():
     global _spare
     if _spare is not None:
         yield _spare; return
-    _spare = SpareKernel()
-    try: yield _spare
+    _spare = spare = SpareKernel()
+    try: yield spare
     finally:
-        _spare.drop(); _spare = None
+        _spare = None   # cleared first: a spare that fails to shut down must not stay in use
+        spare.drop()
 
 # %% ../nbs/08_notebooks.ipynb #9b578dd6
 def run_notebook(name: str, params: dict = None, tag: str = None, log: bool = True, progress: bool = True) -> dict:
