@@ -77,6 +77,7 @@ class ServedModel:
     "A loaded model version: registry identity, one ONNX session per worker and one for a frame that comes alone"
     name: str; version: str; run_id: str; alias: str; sessions: list; loaded_at: float; source: str = 'registry'
     solo: OnnxModel | None = None
+    proof: dict | None = None   # the checked approval and release of a verified alias (`signing.serving_proof`)
     @property
     def info(self) -> dict: return dict(name=self.name, version=self.version, run_id=self.run_id, alias=self.alias)
     @property
@@ -94,29 +95,41 @@ def _open_sessions(path, cfg: Settings) -> tuple[list[OnnxModel], OnnxModel | No
     per_worker = [_warm_session(path, cfg.infer_threads) for _ in range(max(1, cfg.infer_workers))]
     return per_worker, (_warm_session(path, cfg.solo_threads) if cfg.solo_threads else None)
 
-def load_served(alias: str, cfg: Settings = None, client=None, mv=None) -> ServedModel:
+def load_served(alias: str, cfg: Settings = None, client=None, mv=None, not_before: float = 0) -> ServedModel:
     "Load the version behind `alias` (or the given ModelVersion `mv`) ready to serve, and remember it"
+    from parkml.signing import serving_proof
     cfg = cfg or get_settings()
     client = client or mlflow_client(cfg)
     mv = mv or resolve_version(alias, client, cfg)
     path = local_onnx(mv, client, cfg)
+    tags = client.get_registered_model(mv.name).tags
+    proof = serving_proof(mv.name, mv.version, alias, path, mv.tags, tags, cfg, not_before)   # before any session
     sessions, solo = _open_sessions(path, cfg)
-    m = ServedModel(mv.name, str(mv.version), mv.run_id, alias, sessions, time.time(), solo=solo)
-    p = _pointer(cfg, alias); ensure_dir(p.parent)
-    tmp = p.with_suffix('.tmp'); tmp.write_text(json.dumps({**m.info, 'path': str(path)})); tmp.replace(p)
+    m = ServedModel(mv.name, str(mv.version), mv.run_id, alias, sessions, time.time(), solo=solo, proof=proof)
+    p = _pointer(cfg, alias)
+    ensure_dir(p.parent)
+    tmp = p.with_suffix('.tmp')
+    tmp.write_text(json.dumps({**m.info, 'path': str(path), 'proof': proof}))
+    tmp.replace(p)
     return m
 
 def load_remembered(alias: str, cfg: Settings = None) -> ServedModel | None:
     "The version last served for `alias` on this box, from the local cache (None if there is none)"
+    from parkml.signing import serving_proof
     cfg = cfg or get_settings()
     p = _pointer(cfg, alias)
     if not p.is_file(): return None
     d = json.loads(p.read_text())
     if not Path(d['path']).is_file(): return None
+    pr = d.get('proof') or {}   # checked again: the cache is a file anyone on the box could edit
+    proof = serving_proof(d['name'], d['version'], alias, d['path'], {'approval_signed': json.dumps(pr.get('approval'))},
+                          {f"signed_{alias}": json.dumps(pr.get('pointer'))}, cfg)
     sessions, solo = _open_sessions(d['path'], cfg)
-    return ServedModel(d['name'], d['version'], d['run_id'], alias, sessions, time.time(), 'cache', solo)
+    return ServedModel(d['name'], d['version'], d['run_id'], alias, sessions, time.time(), 'cache', solo, proof)
 
 # %% ../nbs/11_service.ipynb #73b4b53c
+from .signing import Unapproved
+
 class ModelWatcher:
     "Holds the served model for `alias` and swaps in the new version when the alias moves"
     def __init__(self, alias: str, cfg: Settings = None, poll_s: float = None):
@@ -124,6 +137,7 @@ class ModelWatcher:
         self.poll_s = float(self.cfg.alias_poll_s if poll_s is None else poll_s)
         self.registry = dict(ok=None, error=None, last_check=None, last_ok=None)
         self.swaps, self._client, self._stop, self._thread = 0, None, threading.Event(), None
+        self.refused = None   # the last version the alias pointed at that the edge would not serve, and why
         self.current = self._first()
 
     def _client_or_new(self):
@@ -136,15 +150,22 @@ class ModelWatcher:
 
     def _first(self) -> ServedModel:
         try:
-            m = load_served(self.alias, self.cfg, self._client_or_new()); self._note(True); return m
+            m = load_served(self.alias, self.cfg, self._client_or_new())
+            self._note(True)
+            return m
         except Exception as e:
             self._client = None
-            m = load_remembered(self.alias, self.cfg)
+            try: m = load_remembered(self.alias, self.cfg)
+            except Unapproved as cached: e, m = Unapproved(f"{e}; the cached version is refused too: {cached}"), None
             if m is None:
                 raise RuntimeError(f"cannot load the model behind alias {self.alias!r} of {self.cfg.model_name} "
                                    f"and none is cached on this host: {e}") from e
-            self._note(False, f"registry unreachable at start, serving cached version {m.version}: {e}")
-            log.warning("registry unreachable (%s); serving cached version %s of %s", e, m.version, m.name)
+            if isinstance(e, Unapproved):
+                self.refused = dict(version=None, reason=str(e), at=time.time())
+                log.error("alias %r is refused (%s); serving cached version %s", self.alias, e, m.version)
+            else:
+                self._note(False, f"registry unreachable at start, serving cached version {m.version}: {e}")
+                log.warning("registry unreachable (%s); serving cached version %s of %s", e, m.version, m.name)
             return m
 
     def poll_once(self) -> bool:
@@ -155,16 +176,32 @@ class ModelWatcher:
             self._note(False, f"registry unreachable or failing, still serving version {self.current.version}: {type(e).__name__}: {e}")
             log.warning("registry check for alias %r failed, still serving version %s: %s", self.alias, self.current.version, e)
             return False
-        if str(mv.version) == self.current.version: self._note(True); return False
-        try: new = load_served(self.alias, self.cfg, self._client, mv)
+        if str(mv.version) == self.current.version:
+            self._note(True)
+            self.refused = None
+            return False
+        since = (self.current.proof or {}).get('time', 0)
+        try: new = load_served(self.alias, self.cfg, self._client, mv, since)
+        except Unapproved as e:
+            self._refuse(str(mv.version), str(e))
+            return False
         except Exception as e:
             self._note(False, f"alias {self.alias!r} moved to version {mv.version}, which cannot be loaded: {e}")
             log.exception("cannot load version %s; still serving %s", mv.version, self.current.version)
             return False
-        old, self.current = self.current, new
-        self.swaps += 1; self._note(True)
+        old, self.current, self.refused = self.current, new, None
+        self.swaps += 1
+        self._note(True)
         log.info("alias %r moved: now serving version %s (was %s)", self.alias, new.version, old.version)
         return True
+
+    def _refuse(self, version: str, why: str):
+        "Keep serving the current version; say (and log once) why the alias's new version is refused"
+        if (self.refused or {}).get('reason') != why:
+            log.error("alias %r points at version %s, which is refused (still serving %s): %s", self.alias, version,
+                      self.current.version, why)
+        self.refused = dict(version=version, reason=why, at=time.time())
+        self._note(True)
 
     def _run(self):
         while not self._stop.wait(self.poll_s): self.poll_once()
@@ -250,6 +287,8 @@ class _LiveCollector:
         yield GaugeMetricFamily('parkml_model_version', 'Registry version number of the served model',
                                 value=float(m.version) if m.version.isdigit() else math.nan)
         yield GaugeMetricFamily('parkml_model_swaps', 'Alias changes picked up since start', value=s.watcher.swaps)
+        yield GaugeMetricFamily('parkml_model_refused', '1 while the alias points at a version the edge refuses (unapproved, unreleased or altered bytes)',
+                                value=float(s.watcher.refused is not None))
         yield GaugeMetricFamily('parkml_registry_ok', '1 when the last registry check succeeded', value=float(bool(s.watcher.registry['ok'])))
         yield GaugeMetricFamily('parkml_store_ok', '1 when the last prediction-log commit succeeded', value=float(s.store_error is None))
         yield GaugeMetricFamily('parkml_uptime_seconds', 'Seconds since the service started', value=time.time() - s.started)
@@ -407,8 +446,11 @@ def health(self: Service) -> dict:
                  uri=str(getattr(self.store, 'path', '')) or None, frames=self.store_frames)
     tel = dict(enabled=self.telemetry is not None, samples=self.telemetry.samples if self.telemetry else 0,
                failures=self.telemetry.failures if self.telemetry else 0)
-    status = 'ok' if store['ok'] and reg['ok'] else 'degraded'
+    status = 'ok' if store['ok'] and reg['ok'] and not self.watcher.refused else 'degraded'
+    approval = (dict(verified=True, **{k: m.proof[k] for k in ('sha256', 'approved_by', 'released_by')}) if m.proof else
+                dict(verified=False, why=f"alias {m.alias!r} is not a verified alias (setting verified_aliases)"))
     return dict(status=status, model=dict(m.info, loaded_at=m.loaded_at, source=m.source), registry=reg, store=store,
+                approval=dict(approval, refused=self.watcher.refused),
                 telemetry=tel, uptime_s=round(time.time() - self.started, 3), swaps=self.watcher.swaps)
 
 # %% ../nbs/11_service.ipynb #a685098c
