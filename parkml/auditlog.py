@@ -159,6 +159,8 @@ AUDIT_SCHEMA = (  # one statement each: run inside the transaction that checks a
     + _RAISE.format('an audit record must extend the hash chain (seq and prev_hash of the last record)'))
 
 def _columns(con) -> set: return {r[1] for r in con.execute('PRAGMA table_info(audit)')}
+_TRIGGERS = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit'"
+def _triggers(con) -> int: return con.execute(_TRIGGERS).fetchone()[0]
 
 def _check_version(con, path) -> int:
     "The store's schema version; `AuditStoreTooNew` if this code does not know it"
@@ -172,8 +174,9 @@ def _check_version(con, path) -> int:
 def migrate_audit_store(con: sqlite3.Connection, # an autocommit connection (isolation_level=None) to the store
                         path='', # the file, for messages
                        ) -> bool:
-    "Create or upgrade the audit table to `AUDIT_SCHEMA_VERSION` in one write transaction; True if anything changed"
-    if _check_version(con, path) == AUDIT_SCHEMA_VERSION and _CHAIN_DDL.keys() <= _columns(con): return False
+    "Create or upgrade the audit table to `AUDIT_SCHEMA_VERSION`, triggers restored, in one transaction; True if it did"
+    if _check_version(con, path) == AUDIT_SCHEMA_VERSION and _CHAIN_DDL.keys() <= _columns(con) and _triggers(con) == 3:
+        return False
     con.execute('BEGIN IMMEDIATE')  # another process may be upgrading too: look again under the write lock
     try:
         _check_version(con, path)
