@@ -9,7 +9,7 @@ from __future__ import annotations
 import json, sys
 
 # %% auto #0
-__all__ = ['cmd_trace', 'cmd_audit', 'users_action', 'cmd_users', 'app_command', 'cmd_app', 'add_commands']
+__all__ = ['cmd_trace', 'cmd_audit_verify', 'cmd_audit', 'users_action', 'cmd_users', 'app_command', 'cmd_app', 'add_commands']
 
 # %% ../nbs/43_cli_app.ipynb #fdc7dd3f
 def cmd_trace(a) -> int:
@@ -21,8 +21,23 @@ def cmd_trace(a) -> int:
     return 0
 
 # %% ../nbs/43_cli_app.ipynb #786770c7
+def cmd_audit_verify(a) -> int:
+    "Verify the audit log: OK with the counts (exit 0), the first record edited, deleted or inserted (exit 1)"
+    from dataclasses import asdict
+    from parkml.auditlog import verify_audit_log
+    try: v = verify_audit_log()
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"parkml audit verify: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(asdict(v), indent=1) if a.json else v.report())
+    return 0 if v.ok else 1
+
 def cmd_audit(a) -> int:
-    "Write the audit report of a version and log it to MLflow"
+    "Write the audit report of a version and log it to MLflow (`parkml audit verify`: verify the audit log)"
+    if a.verify or a.version == 'verify': return cmd_audit_verify(a)
+    if a.version is None:
+        print("parkml audit: give a version (number or alias), or `verify`", file=sys.stderr)
+        return 2
     from parkml.audit import audit_report
     r = audit_report(a.version, a.out, log=not a.no_log)
     print(f"audit report of version {r['version']}: {', '.join(r['sections'])}")
@@ -96,8 +111,11 @@ def add_commands(sub) -> None:
     p.add_argument('--json', action='store_true', help='print JSON')
     p.add_argument('--fresh', action='store_true', help="read the version's facts from MLflow, not from the trace's snapshot")
     p.set_defaults(fn=cmd_trace)
-    p = sub.add_parser('audit', help='write the audit report of a model version (HTML, Markdown) and log it to MLflow')
-    p.add_argument('version', help='version number or alias')
+    p = sub.add_parser('audit', help='write the audit report of a model version (HTML, Markdown) and log it to MLflow; '
+                       '`parkml audit verify` checks the audit log for tampering')
+    p.add_argument('version', nargs='?', help='version number or alias; `verify`: check the audit log instead')
+    p.add_argument('--verify', action='store_true', help='check the audit log: hash chain and signatures (exit 1: tampered)')
+    p.add_argument('--json', action='store_true', help='with verify: print the verdict as JSON')
     p.add_argument('--out', default=None, help='folder for the report (default: {runs}/audit/v<N>)')
     p.add_argument('--no-log', action='store_true', help='do not log the report to MLflow')
     p.set_defaults(fn=cmd_audit)

@@ -14,16 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from .config import get_settings, ensure_dir, Settings, store_opener, sqlite_file
 from .tracking import mlflow_client, resolve_version
+from .auditlog import (AUDIT_COLS, audit_row, audit_frame, GovernanceStore, SQLiteGovernanceStore,
+    GOVERNANCE_SCHEMES, open_governance)
 if TYPE_CHECKING: import pandas as pd  # imported where a DataFrame is made: reading plain records (a trace) needs no pandas
 
 # %% auto #0
-__all__ = ['ROLES', 'NEEDS', 'PIPELINE_ACTIONS', 'STAGING_ACTOR', 'AUDIT_COLS', 'AUDIT_SCHEMA', 'GOVERNANCE_SCHEMES',
-           'FAILURE_TAGS', 'NOW', 'TAG_LIMIT', 'SIGNED_TAGS', 'Actor', 'roles_allowed', 'check_role', 'check_proof',
-           'audit_row', 'audit_frame', 'GovernanceStore', 'SQLiteGovernanceStore', 'open_governance', 'Refused',
-           'failure_reasons', 'decision_refusals', 'release_refusals', 'bytes_refusals', 'signed_of',
-           'approval_refusal', 'Plan', 'plan_action', 'explain_action', 'check_plan', 'sign_plan', 'apply_plan',
-           'intent_records', 'outcome_record', 'govern', 'approve', 'reject', 'release', 'rollback', 'set_challenger',
-           'retrain_requested', 'audit_records', 'alias_history', 'aliases_from', 'aliases_at']
+__all__ = ['ROLES', 'NEEDS', 'PIPELINE_ACTIONS', 'STAGING_ACTOR', 'FAILURE_TAGS', 'NOW', 'TAG_LIMIT', 'SIGNED_TAGS', 'Actor',
+           'roles_allowed', 'check_role', 'check_proof', 'Refused', 'failure_reasons', 'decision_refusals',
+           'release_refusals', 'bytes_refusals', 'signed_of', 'approval_refusal', 'Plan', 'plan_action',
+           'explain_action', 'check_plan', 'sign_plan', 'apply_plan', 'intent_records', 'outcome_record', 'govern',
+           'approve', 'reject', 'release', 'rollback', 'set_challenger', 'retrain_requested', 'audit_records',
+           'alias_history', 'aliases_from', 'aliases_at']
 
 # %% ../nbs/22_governance.ipynb #1d2998cc
 ROLES = {'qa': {'approve', 'reject'}, 'owner': {'release', 'rollback', 'retrain', 'handle_alerts'}, 'viewer': set()}
@@ -67,122 +68,6 @@ def check_proof(actor: Actor, action: str) -> None:
         raise PermissionError(f"{actor.name} has not proved who they are: sign in (--user NAME, then a password or token)")
     if actor.proof == 'pipeline' and action not in PIPELINE_ACTIONS:
         raise PermissionError(f"{actor.name} is a pipeline, and only a person may {action}")
-
-# %% ../nbs/22_governance.ipynb #fbcffcad
-AUDIT_COLS = ('id', 'ts', 'actor', 'role', 'action', 'model', 'version', 'from_version', 'to_version', 'alias',
-              'note', 'staging_run_id', 'simulated', 'extra')
-_REQUIRED = ('actor', 'role', 'action', 'model')
-
-def audit_row(rec: dict, now: float = None) -> tuple:
-    "Check one audit record and return its values in `AUDIT_COLS` order (without `id`)"
-    extra = set(rec) - set(AUDIT_COLS[1:])
-    if extra: raise ValueError(f"unknown audit fields {sorted(extra)}; known: {', '.join(AUDIT_COLS[1:])}")
-    missing = [k for k in _REQUIRED if not rec.get(k)]
-    if missing: raise ValueError(f"an audit record needs {', '.join(missing)}")
-    r = {**rec, 'ts': float(time.time() if now is None else now) if rec.get('ts') is None else float(rec['ts']),
-         'simulated': int(bool(rec.get('simulated'))), 'extra': json.dumps(rec.get('extra') or {}, sort_keys=True, default=str)}
-    for k in ('version', 'from_version', 'to_version'):
-        if r.get(k) is not None: r[k] = str(r[k])
-    return tuple(r.get(c) for c in AUDIT_COLS[1:])
-
-def audit_frame(df: pd.DataFrame) -> pd.DataFrame:
-    "Audit rows as read from a store: `ts` as UTC time, `simulated` as bool, `extra` as a dict"
-    import pandas as pd
-    df = df.copy()
-    for c in ('version', 'from_version', 'to_version', 'alias', 'note', 'staging_run_id'):  # missing values: None, never NaN
-        df[c] = df[c].astype(object).where(df[c].notna(), None)
-    df['ts'] = pd.to_datetime(df['ts'], unit='s', utc=True)
-    df['simulated'] = df['simulated'].astype(bool)
-    df['extra'] = [json.loads(x) if x else {} for x in df['extra']]
-    return df
-
-class GovernanceStore(abc.ABC):
-    "Append-only audit log of governing actions and alias moves. Use `open_governance` to get one"
-    @abc.abstractmethod
-    def append(self, records: list[dict]) -> list[int]:
-        "Append `records` in ONE transaction; return their ids"
-    @abc.abstractmethod
-    def audit_records(self, model: str = None, version=None, action: str = None, alias: str = None) -> pd.DataFrame:
-        "Records, oldest first, of `model` touching `version` (as version, from or to), of `action`, moving `alias`"
-    def alias_history(self, model: str = None, alias: str = None) -> pd.DataFrame:
-        "Every alias move, oldest first: which alias, from and to which version, who, in which role, why and when"
-        df = self.audit_records(model=model, alias=alias)
-        return df[df['alias'].notna()].reset_index(drop=True)
-    def records(self, model: str = None, version=None, action: str = None, alias: str = None) -> list[dict]:
-        "The same records as `audit_records`, as plain dicts with `ts` in epoch seconds (a store may read them without pandas)"
-        df = self.audit_records(model, version, action, alias)
-        return [{**r, 'ts': r['ts'].timestamp()} for r in df.to_dict('records')]
-    def close(self) -> None: ...
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.close()
-
-# %% ../nbs/22_governance.ipynb #0d9735fe
-AUDIT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit(
-  id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL, role TEXT NOT NULL,
-  action TEXT NOT NULL, model TEXT NOT NULL, version TEXT, from_version TEXT, to_version TEXT, alias TEXT,
-  note TEXT, staging_run_id TEXT, simulated INTEGER NOT NULL DEFAULT 0, extra TEXT NOT NULL DEFAULT '{}');
-CREATE INDEX IF NOT EXISTS audit_version ON audit(model, version);
-CREATE INDEX IF NOT EXISTS audit_alias ON audit(model, alias, ts);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-"""
-_INSERT_AUDIT = f"INSERT INTO audit({','.join(AUDIT_COLS[1:])}) VALUES({','.join('?' * (len(AUDIT_COLS) - 1))})"
-
-class SQLiteGovernanceStore(GovernanceStore):
-    "The embedded audit store: one SQLite file in WAL mode"
-    def __init__(self, path):
-        self.path = Path(path); ensure_dir(self.path.parent)
-        with self._con() as con:
-            con.execute('PRAGMA journal_mode=WAL'); con.executescript(AUDIT_SCHEMA)
-
-    @contextmanager
-    def _con(self):
-        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try: yield con
-        finally: con.close()
-
-    def append(self, records):
-        now = time.time()
-        rows = [audit_row(r, now) for r in records]
-        with self._con() as con:
-            con.execute('BEGIN IMMEDIATE')
-            try: ids = [con.execute(_INSERT_AUDIT, r).lastrowid for r in rows]
-            except BaseException: con.execute('ROLLBACK'); raise
-            con.execute('COMMIT')
-        return ids
-
-    @staticmethod
-    def _select(model=None, version=None, action=None, alias=None) -> tuple[str, list]:
-        where, params = [], []
-        for col, val in (('model', model), ('action', action), ('alias', alias)):
-            if val is not None: where.append(f"{col} = ?"); params.append(val)
-        if version is not None: where.append('? IN (version, from_version, to_version)'); params.append(str(version))
-        sql = f"SELECT {','.join(AUDIT_COLS)} FROM audit" + (f" WHERE {' AND '.join(where)}" if where else '') + ' ORDER BY ts, id'
-        return sql, params
-
-    def audit_records(self, model=None, version=None, action=None, alias=None):
-        import pandas as pd
-        sql, params = self._select(model, version, action, alias)
-        with self._con() as con: return audit_frame(pd.read_sql_query(sql, con, params=params))
-
-    def records(self, model=None, version=None, action=None, alias=None):
-        sql, params = self._select(model, version, action, alias)
-        with self._con() as con: rows = con.execute(sql, params).fetchall()
-        out = [dict(zip(AUDIT_COLS, r)) for r in rows]
-        for d in out: d.update(simulated=bool(d['simulated']), extra=json.loads(d['extra']) if d['extra'] else {})
-        return out
-
-    def __repr__(self): return f"SQLiteGovernanceStore({self.path})"
-
-def _open_sqlite(uri: str) -> SQLiteGovernanceStore: return SQLiteGovernanceStore(sqlite_file(uri, 'audit store'))
-
-GOVERNANCE_SCHEMES = {'sqlite': _open_sqlite}
-
-def open_governance(uri: str = None) -> GovernanceStore:
-    "Open the audit store at `uri` (default: settings `governance_uri`), chosen by the URI scheme"
-    uri = uri or get_settings().governance_uri
-    return store_opener(uri, GOVERNANCE_SCHEMES, 'audit store')(uri)
 
 # %% ../nbs/22_governance.ipynb #a7028f6a
 class Refused(PermissionError):
