@@ -61,11 +61,13 @@ def _admin(a):
 # %% ../nbs/43_cli_app.ipynb #d2ca9375
 def users_action(a) -> str:
     "Carry out one `parkml users` sub-command; return what to print"
-    from parkml.users import add_user, list_users, new_token, rekey, authenticate, UserError
+    from parkml.users import add_user, list_users, new_token, rekey, authenticate, admin_refusal, load_users, UserError
     if a.users_cmd == 'list':
         return '\n'.join(f"{u['name']}\t{u['role']}" + ('\tsimulated' if u['simulated'] else '') for u in list_users())
     if a.users_cmd == 'add':
-        p = add_user(a.name, a.role, _new_password(a), a.email or '', replace=a.replace, by=_admin(a))
+        by = _admin(a)   # who may add is checked before the new password is asked for
+        if (why := admin_refusal(load_users(), a.role, by)): raise UserError(why)
+        p = add_user(a.name, a.role, _new_password(a), a.email or '', replace=a.replace, by=by)
         return f"user {a.name} ({a.role}) saved in {p}"
     me = authenticate(a.user)
     if a.users_cmd == 'keygen': return f"new signing key of {a.name}; public key {rekey(a.name, me)}"

@@ -51,10 +51,10 @@ def save_users(d: dict, path=None) -> Path:
     return p
 
 # %% ../nbs/42_users.ipynb #ace9af76
-def hash_password(password: str) -> str:
-    "A bcrypt hash of `password`"
+def hash_password(password: str, cfg: Settings = None) -> str:
+    "A bcrypt hash of `password`, with `2^password_rounds` rounds"
     import bcrypt
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(int((cfg or get_settings()).password_rounds))).decode()
 
 def password_matches(password: str, hashed: str) -> bool:
     "Does `password` match the bcrypt hash `hashed`?"
@@ -109,7 +109,7 @@ def add_user(
     if name in users and not replace: raise UserError(f"user {name!r} exists; pass replace=True (--replace) to change it")
     old = users.get(name, {})
     u = dict(old, name=name, email=email or old.get('email') or f"{name}@parkml.invalid", roles=[role],
-             password=hash_password(password), simulated=bool(simulated))
+             password=hash_password(password, cfg), simulated=bool(simulated))
     if role in SIGNING_ROLES and not (u.get('public_key') and key_path(name, cfg).is_file()):
         u['public_key'] = new_key(name, cfg)
     users[name] = u
