@@ -162,6 +162,13 @@ def _columns(con) -> set: return {r[1] for r in con.execute('PRAGMA table_info(a
 _TRIGGERS = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit'"
 def _triggers(con) -> int: return con.execute(_TRIGGERS).fetchone()[0]
 
+def _create_schema(con) -> None:
+    "Create what is missing; a unique index on `seq` that a tampered store cannot take is left to `verify_chain` to explain"
+    for stmt in AUDIT_SCHEMA:
+        try: con.execute(stmt)
+        except sqlite3.IntegrityError:
+            if 'audit_seq' not in stmt: raise
+
 def _check_version(con, path) -> int:
     "The store's schema version; `AuditStoreTooNew` if this code does not know it"
     v = con.execute('PRAGMA user_version').fetchone()[0]
@@ -183,7 +190,7 @@ def migrate_audit_store(con: sqlite3.Connection, # an autocommit connection (iso
         have = _columns(con)
         for c, t in _CHAIN_DDL.items():
             if have and c not in have: con.execute(f"ALTER TABLE audit ADD COLUMN {c} {t}")
-        for stmt in AUDIT_SCHEMA: con.execute(stmt)
+        _create_schema(con)
         con.execute(f"PRAGMA user_version = {AUDIT_SCHEMA_VERSION}")
     except BaseException:
         con.execute('ROLLBACK')

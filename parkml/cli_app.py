@@ -116,7 +116,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser('audit', help='write the audit report of a model version (HTML, Markdown) and log it to MLflow; '
                        '`parkml audit verify` checks the audit log for tampering')
     p.add_argument('version', nargs='?', help='version number or alias; `verify`: check the audit log instead')
-    p.add_argument('--verify', action='store_true', help='check the audit log: hash chain and signatures (exit 1: tampered)')
+    p.add_argument('--verify', action='store_true', help='check the audit log (hash chain, signatures); exit 1: tampered')
     p.add_argument('--json', action='store_true', help='with verify: print the verdict as JSON')
     p.add_argument('--out', default=None, help='folder for the report (default: {runs}/audit/v<N>)')
     p.add_argument('--no-log', action='store_true', help='do not log the report to MLflow')
