@@ -1,4 +1,4 @@
-"""`parkml audit VERSION`: a report for a compliance reader (model card, lineage, staging verdict, approval, alias history, production since release, every MLflow run), as HTML with its plots and as Markdown, logged to MLflow beside the version.
+"""`parkml audit VERSION`: a report for a compliance reader (the audit log's verification, model card, lineage, staging verdict, approval, alias history, production since release, every MLflow run), as HTML with its plots and as Markdown, logged to MLflow beside the version.
 
 Docs: https://parkml.github.io/parkml/audit.html.md"""
 
