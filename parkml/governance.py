@@ -6,16 +6,15 @@ Docs: https://parkml.github.io/parkml/governance.html.md"""
 
 # %% ../nbs/22_governance.ipynb #5016631c
 from __future__ import annotations
-import abc, json, sqlite3, time, uuid
-from contextlib import contextmanager
+import hashlib, json, time, uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING
-from .config import get_settings, ensure_dir, Settings, store_opener, sqlite_file
-from .tracking import mlflow_client, resolve_version
+from .config import get_settings, Settings
+from .tracking import mlflow_client, resolve_version, registry_sha256
 from .auditlog import (AUDIT_COLS, audit_row, audit_frame, GovernanceStore, SQLiteGovernanceStore,
-    GOVERNANCE_SCHEMES, open_governance)
+    GOVERNANCE_SCHEMES, open_governance, canonical_json)
+from .signing import sign, signed_refusal, trusted_keys
 if TYPE_CHECKING: import pandas as pd  # imported where a DataFrame is made: reading plain records (a trace) needs no pandas
 
 # %% auto #0
@@ -114,10 +113,6 @@ def release_refusals(version, tags: dict, champion=None) -> list[str]:
     return out
 
 # %% ../nbs/22_governance.ipynb #7cdc1c48
-import hashlib
-from .signing import canonical, sign, signed_refusal, trusted_keys
-from .tracking import registry_sha256
-
 def bytes_refusals(version, tags: dict, onnx_sha256: str) -> list[str]:
     "Why QA may not approve `version` with these ONNX bytes: staging must have tested exactly them (empty: it did)"
     tested = tags.get('staging_onnx_sha256')
@@ -242,7 +237,7 @@ def _alias_statement(action, mv, cfg) -> tuple[dict, str | None]:
     why = approval_refusal(recs, v, sha, mv.tags.get('staging_run_id'), trusted_keys(cfg))
     approval = next((signed_of(r) for r in reversed(recs) if r['action'] == 'approve' and signed_of(r)), None)
     statement = dict(kind='alias', action=action, alias='champion', model=cfg.model_name, version=v, onnx_sha256=sha,
-                     approval=hashlib.sha256(canonical(approval)).hexdigest() if approval else None)
+                     approval=hashlib.sha256(canonical_json(approval)).hexdigest() if approval else None)
     return statement, why
 
 def _plan_release(mv, actor, note, client, cfg):

@@ -6,22 +6,19 @@ Docs: https://parkml.github.io/parkml/signing.html.md"""
 
 # %% ../nbs/27_signing.ipynb #1446764a
 from __future__ import annotations
-import base64, hashlib, json, os, tempfile, time
+import base64, hashlib, json, os, tempfile
 from pathlib import Path
 from .config import get_settings, ensure_dir, Settings
+from .auditlog import canonical_json, sign_statement, verify_signature, load_trusted_keys, trusted_keys_path
 
 # %% auto #0
-__all__ = ['SigningError', 'canonical', 'file_sha256', 'key_path', 'public_b64', 'new_key', 'private_key', 'sign', 'verify',
-           'trusted_keys', 'write_trusted_keys', 'signed_refusal', 'serving_refusal', 'Unapproved', 'verified_alias',
-           'parse_signed', 'serving_proof']
+__all__ = ['SigningError', 'file_sha256', 'key_path', 'public_b64', 'new_key', 'private_key', 'sign', 'trusted_keys',
+           'write_trusted_keys', 'signed_refusal', 'serving_refusal', 'Unapproved', 'verified_alias', 'parse_signed',
+           'serving_proof']
 
 # %% ../nbs/27_signing.ipynb #3a894263
 class SigningError(PermissionError):
     "A signing key that is missing or unsafe, or a signed statement that cannot be trusted"
-
-def canonical(obj) -> bytes:
-    "The bytes that are hashed and signed: JSON with sorted keys, no spaces, UTF-8"
-    return json.dumps(obj, sort_keys=True, separators=(',', ':'), ensure_ascii=False).encode()
 
 # %% ../nbs/27_signing.ipynb #bc5c8c76
 def file_sha256(
@@ -88,38 +85,20 @@ def sign(
     cfg: Settings = None,
 ) -> dict:
     "`statement` signed with `name`'s key: `{'statement', 'signer', 'signature'}`"
-    sig = private_key(name, cfg).sign(canonical(statement))
-    return dict(statement=statement, signer=name, signature=base64.b64encode(sig).decode())
-
-def verify(
-    statement: dict, # the facts that were signed
-    signature: str, # base64 Ed25519 signature
-    public_key: str, # base64 raw public key
-) -> bool:
-    "Does `signature` sign `statement` under `public_key`? (False for anything malformed, never raises)"
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    try:
-        Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key)).verify(base64.b64decode(signature),
-                                                                                canonical(statement))
-        return True
-    except Exception: return False
+    return dict(statement=statement, signer=name, signature=sign_statement(statement, private_key(name, cfg)))
 
 # %% ../nbs/27_signing.ipynb #37a26caf
 def trusted_keys(cfg: Settings = None) -> dict:
     "name -> `{'role', 'public_key'}` of every person whose signatures this park trusts (setting `trusted_keys`)"
-    cfg = cfg or get_settings()
-    p = Path(str(cfg.trusted_keys)).expanduser()
-    if not p.is_file(): return {}
-    try: return dict(json.loads(p.read_text()).get('keys') or {})
-    except (ValueError, AttributeError) as e: raise SigningError(f"trusted keys file {p} is broken: {e}") from None
+    try: return load_trusted_keys(trusted_keys_path(cfg)) or {}
+    except ValueError as e: raise SigningError(str(e)) from None
 
 def write_trusted_keys(
     keys: dict, # name -> {'role', 'public_key'}
     cfg: Settings = None,
 ) -> Path:
     "Write the trusted keys file atomically; returns its path"
-    cfg = cfg or get_settings()
-    p = Path(str(cfg.trusted_keys)).expanduser()
+    p = trusted_keys_path(cfg)
     fd, tmp = tempfile.mkstemp(dir=ensure_dir(p.parent), prefix='.keys.')
     with os.fdopen(fd, 'w') as f: json.dump({'keys': keys}, f, indent=1, sort_keys=True)
     os.chmod(tmp, 0o644)
@@ -139,7 +118,7 @@ def signed_refusal(
     k = keys.get(who)
     if not k: return f"{who!r} is not in the park's trusted keys"
     if k.get('role') != role: return f"{who} signs as {k.get('role')!r}, not {role!r}"
-    if not verify(st, signed.get('signature') or '', k.get('public_key') or ''):
+    if not verify_signature(st, signed.get('signature') or '', k.get('public_key') or ''):
         return f"the signature of {who} does not verify: the statement was altered or signed with another key"
     bad = [f"{f} is {st.get(f)!r}, not {v!r}" for f, v in expect.items() if str(st.get(f)) != str(v)]
     return f"the statement signed by {who} does not match: {'; '.join(bad)}" if bad else None

@@ -122,9 +122,15 @@ def registry_sha256(mv, cfg=None) -> str:
     from parkml.signing import file_sha256
     uri = mv.tags.get('parkml.onnx_uri')
     if not uri: raise RegistryError(f"version {mv.version} of {mv.name} has no ONNX graph (tag parkml.onnx_uri)")
-    with tempfile.TemporaryDirectory(prefix='parkml-sha-') as d:
-        mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=d)
-        return file_sha256(sorted(Path(d).rglob('*.onnx'))[0])
+    quiet = os.environ.get('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR')
+    os.environ['MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR'] = 'false'   # a check, not a download anyone waits for
+    try:
+        with tempfile.TemporaryDirectory(prefix='parkml-sha-') as d:
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=d)
+            return file_sha256(sorted(Path(d).rglob('*.onnx'))[0])
+    finally:
+        if quiet is None: os.environ.pop('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', None)
+        else: os.environ['MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR'] = quiet
 
 # %% ../nbs/04_tracking.ipynb #878e6913
 def lineage(ref, client=None, cfg=None) -> dict:

@@ -10,7 +10,8 @@ from parkml.config import get_settings
 from parkml.tracking import mlflow_client, resolve_version, registry_sha256
 from parkml.governance import (Actor, Refused, approve, reject, release, rollback, set_challenger, retrain_requested,
                                explain_action, audit_records, alias_history, aliases_at, STAGING_ACTOR)
-from parkml.signing import trusted_keys, write_trusted_keys, verify, parse_signed
+from parkml.signing import trusted_keys, write_trusted_keys, parse_signed
+from parkml.auditlog import verify_signature as verify
 from parkml.users import add_user, authenticate
 
 PEOPLE = {'olu': ('owner', 'olu-secret-1'), 'ana': ('qa', 'ana-secret-1'), 'bea': ('qa', 'bea-secret-1'),
