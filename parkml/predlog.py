@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 import numpy as np
 from fastcore.basics import patch
-from .config import get_settings, ensure_dir, store_opener, sqlite_file
+from .config import get_settings, ensure_dir, store_opener, sqlite_file, SettingsError
 if TYPE_CHECKING: import pandas as pd  # imported where used: a keyed look-up (`get_prediction`, the trace) needs no pandas
 
 # %% auto #0
-__all__ = ['LABELS', 'STATUSES', 'PRED_COLS', 'TELEMETRY_COLS', 'SCHEMA', 'STORE_SCHEMES', 'new_prediction_id', 'to_epoch',
-           'encode_proj', 'decode_proj', 'proj_matrix', 'prediction_row', 'frame_sha', 'frame_relpath',
-           'write_frame_file', 'keep_sample', 'PredictionStore', 'SQLiteStore', 'open_store']
+__all__ = ['LABELS', 'STATUSES', 'PRED_COLS', 'TELEMETRY_COLS', 'SYNC_MODES', 'SCHEMA', 'STORE_SCHEMES', 'new_prediction_id',
+           'to_epoch', 'encode_proj', 'decode_proj', 'proj_matrix', 'prediction_row', 'frame_sha', 'frame_relpath',
+           'fsync_dir', 'write_frame_file', 'keep_sample', 'sync_mode', 'PredictionStore', 'SQLiteStore', 'open_store']
 
 # %% ../nbs/10_predlog.ipynb #80a263c6
 LABELS = ('cat', 'dog')  # parkml.data.CLASSES, without importing parkml.data (PIL, pandas) for a look-up
@@ -93,7 +93,15 @@ def frame_relpath(sha: str, ext: str = 'jpg') -> str:
     if not (ext.isalnum() and len(ext) <= 8): raise ValueError(f"frame extension {ext!r} must be a short alphanumeric word")
     return f"{sha[:2]}/{sha}.{ext.lower()}"
 
-def write_frame_file(frames_dir, data: bytes, ext: str = 'jpg', sha: str = None) -> tuple[str, str]:
+def fsync_dir(path) -> None:
+    "Flush a folder's entries (a new or renamed file in it) to the disk"
+    fd = os.open(path, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
+def write_frame_file(frames_dir, data: bytes, ext: str = 'jpg', sha: str = None,
+                     sync: bool = False, # flush the file and its folder to the disk before returning (power-cut safe)
+                    ) -> tuple[str, str]:
     "Store `data` once under `frames_dir`; return (sha, relative path). Same bytes -> same file"
     if not isinstance(data, (bytes, bytearray, memoryview)) or not len(data):
         raise ValueError("a frame must be non-empty bytes")
@@ -101,15 +109,30 @@ def write_frame_file(frames_dir, data: bytes, ext: str = 'jpg', sha: str = None)
     rel = frame_relpath(sha, ext)
     p = Path(frames_dir)/rel
     if not p.is_file():
+        new_dir = not p.parent.is_dir()
         ensure_dir(p.parent)
         tmp = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        tmp.write_bytes(data)
+        with open(tmp, 'wb') as f:
+            f.write(data)
+            if sync: f.flush(); os.fsync(f.fileno())
         os.replace(tmp, p)
+        if sync: fsync_dir(p.parent)
+        if sync and new_dir: fsync_dir(p.parent.parent)
     return sha, rel
 
 def keep_sample(sha: str, rate: float) -> bool:
     "Is this frame in the long-term sample? Stable: decided by the first 32 bits of its hash"
     return int(sha[:8], 16) / 2**32 < rate
+
+# %% ../nbs/10_predlog.ipynb #86853d75
+SYNC_MODES = ('FULL', 'NORMAL')
+
+def sync_mode(value: str) -> str:
+    "The SQLite synchronous level named by `value` (FULL or NORMAL, any case); a clear error otherwise"
+    v = str(value).strip().upper()
+    if v not in SYNC_MODES:
+        raise SettingsError(f"predlog_synchronous is {value!r}: use FULL (commits survive a power cut) or NORMAL")
+    return v
 
 # %% ../nbs/10_predlog.ipynb #b0701be0
 class PredictionStore(abc.ABC):
@@ -211,9 +234,12 @@ def _window(col: str, start, end, where: list, params: list):
 
 # %% ../nbs/10_predlog.ipynb #9108de75
 class SQLiteStore(PredictionStore):
-    "The embedded prediction log: one SQLite file (WAL, synchronous=NORMAL) plus a folder of frames"
-    def __init__(self, path, frames_dir):
+    "The embedded prediction log: one SQLite file (WAL) plus a folder of frames"
+    def __init__(self, path, frames_dir,
+                 synchronous: str = None, # FULL or NORMAL (default: setting predlog_synchronous)
+                ):
         self.path, self.frames_dir = Path(path), Path(frames_dir)
+        self.synchronous = sync_mode(get_settings().predlog_synchronous if synchronous is None else synchronous)
         ensure_dir(self.path.parent)
         self._lock, self._local, self._readers = threading.Lock(), threading.local(), []
         self._w = self._connect()
@@ -223,7 +249,7 @@ class SQLiteStore(PredictionStore):
 
     def _connect(self, readonly=False) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        con.execute('PRAGMA synchronous=NORMAL')
+        con.execute(f'PRAGMA synchronous={self.synchronous}')
         if readonly: con.execute('PRAGMA query_only=1')
         return con
 
@@ -267,7 +293,7 @@ def _split_frame(rec: dict) -> tuple[dict, tuple | None]:
 # %% ../nbs/10_predlog.ipynb #93ca474f
 @patch
 def _store_frame(self: SQLiteStore, con, data: bytes, ext: str, ts: float, sha: str = None) -> str:
-    sha, rel = write_frame_file(self.frames_dir, data, ext, sha)
+    sha, rel = write_frame_file(self.frames_dir, data, ext, sha, sync=self.synchronous == 'FULL')
     con.execute(_UPSERT_FRAME, (sha, rel, len(data), ts, ts))
     return sha
 
