@@ -204,7 +204,7 @@ def test_feedback_is_linked_to_its_prediction_and_frame(http, store, photos):
     assert row['true_label'] == label and row['feedback_source'] == 'keeper-anna' and Path(row['frame_path']).read_bytes() == data
     fb = store.feedback()
     assert a['prediction_id'] in set(fb.id) and fb.set_index('id').loc[a['prediction_id'], 'frame_sha'] == a['frame_sha']
-    rej = http.post('/predict', content=b'garbage', headers={'Content-Type': 'image/jpeg'}).json()
+    rej = http.post('/predict', content=data[:len(data) // 2], headers={'Content-Type': 'image/jpeg'}).json()   # logged, refused
     for body, status, code in [({'prediction_id': 'p000000000000nope', 'label': 'cat'}, 404, 'unknown_prediction'),
                                ({'prediction_id': a['prediction_id'], 'label': 'horse'}, 422, 'bad_label'),
                                ({'prediction_id': a['prediction_id'], 'label': 1}, 422, 'bad_label'),
