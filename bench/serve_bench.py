@@ -231,6 +231,23 @@ def floor(onnx_path: Path, paths: list, batch: int, workers: int, threads: int, 
     for t in ts: t.join()
     return float(sum(counts))
 
+def commit_floor(logdir: Path, sync: str, paths: list, batch: int = 16, seconds: float = 6) -> float:
+    "Records/s the prediction log commits in groups of `batch`, each with a new frame, at PRAGMA synchronous `sync`"
+    from parkml.predlog import SQLiteStore, new_prediction_id
+    st = SQLiteStore(logdir/f'floor_{sync}.db', logdir/f'floor_{sync}_frames', synchronous=sync)
+    raw, proj = [Path(p).read_bytes() for p in paths[:64]], np.zeros(16, np.float32)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        now = time.time()
+        st.log_predictions([dict(id=new_prediction_id(now), ts=now, received=now, camera='bench', model_name='m',
+                                 model_version='1', run_id='r', alias='champion', status='ok', label='cat', p_dog=0.1,
+                                 latency_ms=1.0, proj=proj, frame=raw[(n + k) % len(raw)] + os.urandom(8), frame_ext='jpg')
+                            for k in range(batch)])
+        n += batch
+    rate = n / (time.perf_counter() - t0)
+    st.close()
+    return rate
+
 # ---------------------------------------------------------------- main
 
 def main():
@@ -287,6 +304,7 @@ def main():
     floors = {f"floor batch 32, 1 session x {cfg.onnx_threads} threads": floor(onnx_path, paths, 32, 1, cfg.onnx_threads),
               f"floor batch {cfg.max_batch}, {cfg.infer_workers} sessions x {cfg.infer_threads} thread": floor(onnx_path, paths, cfg.max_batch, cfg.infer_workers, cfg.infer_threads)}
 
+    commits = {s: commit_floor(logdir, s, paths) for s in ('NORMAL', 'FULL')}
     from parkml.predlog import open_store
     st = open_store(f"sqlite:///{logdir}/parkml.db", logdir/'parkml_frames')
     counts = st.counts(); st.close()
@@ -303,6 +321,7 @@ def main():
         print(f"{labels[name]:34} {med(name, 16, 'per_s'):10.1f} {med(name, 16, 'p50'):8.2f} {med(name, 16, 'p95'):8.2f} {med(name, 16, 'p99'):8.2f} "
               f"{med(name, 1, 'per_s'):9.1f} {med(name, 1, 'p50'):7.2f} {med(name, 1, 'p95'):7.2f} {med(name, 1, 'p99'):7.2f} {errs:6d} {peaks[name]:8.0f}")
     for k, v in floors.items(): print(f"{k:60} {v:7.1f} images/s")
+    for k, v in commits.items(): print(f"{'prediction log commits in groups of 16, new frames, ' + k:60} {v:7.1f} records/s")
     p16 = med('parkml', 16, 'per_s')
     print("\nratios (targets in brackets)")
     if 'mlflow' in res:
@@ -320,7 +339,7 @@ def main():
         print(f"  cost of checks and FULL together at c16:        {100 * (1 - p16 / b16):.1f}%  [< 10%]")
     print(f"\nprediction log of the logged server: {counts['predictions']} predictions for {answered} answered timed requests "
           f"(+ warm-up), {counts['frames']} distinct frames, {counts['telemetry']} telemetry samples")
-    out = dict(results=res, peaks_mb=peaks, floors=floors, store=counts, answered=answered)
+    out = dict(results=res, peaks_mb=peaks, floors=floors, commits=commits, store=counts, answered=answered)
     (runs/'serve_bench_results.json').write_text(json.dumps(out, indent=1))
     print(f"raw results: {runs/'serve_bench_results.json'}")
 

@@ -36,9 +36,9 @@ __all__ = ['log', 'IMAGE_ERROR_STATUS', 'ACCEPTED_FORMATS', 'MIN_CAPTURE_TS', 'I
            'StoreError', 'Overloaded', 'image_input_error', 'frame_ext', 'format_error', 'analyse_frame', 'ServedModel',
            'load_served', 'load_remembered', 'ModelWatcher', 'Stage', 'Job', 'outcome', 'ServiceMetrics', 'Service',
            'parse_camera', 'parse_capture_time', 'request_meta', 'read_body', 'request_images', 'setting_key',
-           'key_matches', 'authorized', 'key_refusal', 'predict', 'predict_batch', 'feedback', 'health', 'metrics',
-           'openapi', 'openapi_spec', 'is_loopback', 'ExposureError', 'key_problems', 'check_exposure', 'guarded_h11',
-           'uvicorn_options', 'create_app', 'app_factory', 'serve']
+           'key_matches', 'authorized', 'key_refusal', 'exposed_without_keys', 'predict', 'predict_batch', 'feedback',
+           'health', 'metrics', 'openapi', 'openapi_spec', 'is_loopback', 'ExposureError', 'key_problems',
+           'check_exposure', 'guarded_h11', 'uvicorn_options', 'create_app', 'app_factory', 'serve']
 
 # %% ../nbs/11_service.ipynb #7fd66f21
 class InputError(ValueError):
@@ -318,6 +318,7 @@ class Service:
         self.write = Stage('parkml-write', self._write, 256)
         self.queue_max, self.pending, self.peak, self.overloads = max(1, int(cfg.queue_max)), 0, 0, 0
         self._pending_lock = threading.Lock()  # frames submitted and not yet answered
+        self.exposure = {}  # local address -> reached from the network without good keys (`exposed_without_keys`)
         self.running = False
 
     def start(self) -> Service:
@@ -580,12 +581,23 @@ def key_refusal(cfg: Settings, staff: bool = False) -> InputError:
 def _error(status: int, code: str, msg: str) -> JSONResponse:
     return JSONResponse(dict(error=msg, code=code, status=status, prediction_id=None), status)
 
+def _exposed() -> InputError:
+    return InputError(403, 'keys_required', 'this service is reachable beyond loopback without good keys (settings '
+                                            'api_key and staff_key): it answers nothing but /health')
+
+def exposed_without_keys(svc: Service, scope: dict) -> bool:
+    "Did the request arrive on a non-loopback address of a service without good keys (another ASGI server's bind)?"
+    host = (scope.get('server') or ('127.0.0.1', 0))[0]
+    if host not in svc.exposure: svc.exposure[host] = not is_loopback(host) and bool(key_problems(svc.cfg))
+    return svc.exposure[host]
+
 def _endpoint(name: str, protected: bool = True, timed: bool = False, staff: bool = False):
     "Decorate `fn(svc, request)`: keys (`staff`: the staff key), InputError/StoreError as JSON errors, request metrics"
     def deco(fn):
         async def handler(request: Request):
             svc, t0 = request.app.state.service, time.perf_counter()
             try:
+                if protected and exposed_without_keys(svc, request.scope): raise _exposed()
                 if protected and not authorized(svc.cfg, request.headers, staff): raise key_refusal(svc.cfg, staff)
                 resp = await fn(svc, request)
             except InputError as e: resp = JSONResponse(e.as_dict(), e.status, headers=e.headers)
@@ -688,7 +700,7 @@ async def metrics(svc: Service, request: Request):
 async def openapi(svc: Service, request: Request): return JSONResponse(openapi_spec(svc.cfg))
 
 # %% ../nbs/11_service.ipynb #646147a9
-_STATUS_TEXT = {400: 'Bad request: unreadable body, parameter or empty image', 401: 'Missing or wrong key',
+_STATUS_TEXT = {400: 'Bad request: unreadable body, parameter or empty image', 401: 'Missing or wrong key', 403: 'Reachable beyond loopback without keys',
                 404: 'Unknown prediction', 408: 'The body did not arrive within body_timeout_s; the connection is closed',
                 413: 'Body over max_upload_mb, or image over max_megapixels',
                 415: 'Unsupported content type, or an image that is not JPEG, PNG or WebP (not logged)',
