@@ -284,7 +284,7 @@ def main():
     res = {name: {1: [], 16: []} for name, _, _ in servers}
     try:
         for r in range(a.rounds):
-            for name, url, proc in servers:
+            for name, url, proc in servers[r % len(servers):] + servers[:r % len(servers)]:   # each round starts elsewhere
                 for c, n in ((1, a.n1), (16, a.n16)):
                     out = drive(url, 'mlflow' if name == 'mlflow' else 'parkml', c, n, str(files), not a.repeat_frames)
                     res[name][c].append(out)
