@@ -13,7 +13,8 @@ client checks) with NORMAL and no keys, extracted with `git archive`; and `mlflo
 (1 uvicorn worker). Each round drives each server at concurrency 1 and 16 from a client process (threads with
 keep-alive connections, one photo per request, the API key sent to every parkml server; each parkml request's photo
 gets 8 bytes of its own appended, so that every frame is new to the frame store, as a camera's are; --repeat-frames
-sends the photos as they are), rounds interleaved so that background load hits all servers alike. Reported: predictions/s, p50/p95/p99
+sends the photos as they are), rounds interleaved, each starting with the next server, so that background load hits
+all servers alike. Reported: predictions/s, p50/p95/p99
 latency, errors, each server's peak memory (VmHWM, summed over its processes), the medians over rounds, and ratios,
 among them the cost at c16 of the new checks (baseline vs NORMAL) and of FULL (NORMAL vs FULL).
 The floor is decode + preprocess + ONNX in batches of 32 in this process (one session, onnx_threads), and the same

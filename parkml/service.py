@@ -271,7 +271,8 @@ class _LiveCollector:
         yield GaugeMetricFamily('parkml_registry_ok', '1 when the last registry check succeeded', value=float(bool(s.watcher.registry['ok'])))
         yield GaugeMetricFamily('parkml_store_ok', '1 when the last prediction-log commit succeeded', value=float(s.store_error is None))
         yield GaugeMetricFamily('parkml_queue_frames', 'Frames waiting for inference or the log', value=s.pending)
-        yield CounterMetricFamily('parkml_overloaded', 'Requests refused with 503 because the queue was full', value=s.overloads)
+        yield CounterMetricFamily('parkml_overloaded', 'Requests refused with 503 because the queue was full',
+                                  value=s.overloads)
         yield GaugeMetricFamily('parkml_uptime_seconds', 'Seconds since the service started', value=time.time() - s.started)
         host = sample_host(s.proc, s.cfg.runs)
         for k, doc in _HOST_GAUGES.items():
@@ -657,7 +658,8 @@ async def predict_batch(svc: Service, request: Request):
     images, camera, ts, received, t0 = await _incoming(svc, request, svc.cfg.max_batch_files)
     refused = [_screen(svc, d) for d in images]
     _admit_more(svc, sum(e is None for e in refused))
-    todo, results = [e or svc.submit(d, camera, ts, received, None, t0, admitted=True) for d, e in zip(images, refused)], []
+    todo = [e or svc.submit(d, camera, ts, received, None, t0, admitted=True) for d, e in zip(images, refused)]
+    results = []
     for f in todo:
         try:
             if isinstance(f, InputError): raise f
@@ -700,8 +702,10 @@ async def metrics(svc: Service, request: Request):
 async def openapi(svc: Service, request: Request): return JSONResponse(openapi_spec(svc.cfg))
 
 # %% ../nbs/11_service.ipynb #646147a9
-_STATUS_TEXT = {400: 'Bad request: unreadable body, parameter or empty image', 401: 'Missing or wrong key', 403: 'Reachable beyond loopback without keys',
-                404: 'Unknown prediction', 408: 'The body did not arrive within body_timeout_s; the connection is closed',
+_STATUS_TEXT = {400: 'Bad request: unreadable body, parameter or empty image', 401: 'Missing or wrong key',
+                403: 'Reachable beyond loopback without keys',
+                404: 'Unknown prediction',
+                408: 'The body did not arrive within body_timeout_s; the connection is closed',
                 413: 'Body over max_upload_mb, or image over max_megapixels',
                 415: 'Unsupported content type, or an image that is not JPEG, PNG or WebP (not logged)',
                 422: 'Not a usable image, or an invalid field',
@@ -755,11 +759,13 @@ def openapi_spec(cfg: Settings = None) -> dict:
     paths = {
         '/predict': {'post': {'summary': 'Classify one image; answered after its record is committed', 'operationId': 'predict',
                               'parameters': _META_PARAMS, 'requestBody': {'required': True, 'content': one},
-                              'responses': {**ok('The prediction', _ref('Prediction')), **_errors([400, 408, 413, 415, 422, 503], auth)}}},
+                              'responses': {**ok('The prediction', _ref('Prediction')),
+                                            **_errors([400, 408, 413, 415, 422, 503], auth)}}},
         '/predict/batch': {'post': {'summary': 'Classify several images (multipart fields file), one result each, in order',
                                     'operationId': 'predict_batch', 'parameters': _META_PARAMS,
                                     'requestBody': {'required': True, 'content': many},
-                                    'responses': {**ok('One result per image', _ref('BatchResult')), **_errors([400, 408, 413, 415, 422, 503], auth)}}},
+                                    'responses': {**ok('One result per image', _ref('BatchResult')),
+                                                  **_errors([400, 408, 413, 415, 422, 503], auth)}}},
         '/feedback': {'post': {'summary': 'The true label of a prediction, from staff who checked its frame', 'operationId': 'feedback',
                                'requestBody': {'required': True, 'content': _json(_ref('Feedback'))},
                                'responses': {**ok('Feedback recorded', _ref('FeedbackAnswer')),
@@ -780,7 +786,7 @@ def openapi_spec(cfg: Settings = None) -> dict:
         schemes['apiKey'] = {'type': 'apiKey', 'in': 'header', 'name': 'X-API-Key'}
         spec['security'] = [{'apiKey': []}]
     if staff:
-        schemes['staffKey'] = {'type': 'apiKey', 'in': 'header', 'name': 'X-Staff-Key', 'description': 'the park staff key'}
+        schemes['staffKey'] = {'type': 'apiKey', 'in': 'header', 'name': 'X-Staff-Key', 'description': 'park staff'}
         paths['/feedback']['post']['security'] = [{'staffKey': []}]
     if not schemes: del spec['components']['securitySchemes']
     return spec
@@ -817,9 +823,10 @@ def check_exposure(host: str, cfg: Settings = None) -> None:
     api, staff = setting_key(cfg.api_key), setting_key(cfg.staff_key)
     if is_loopback(host) and not (api and api == staff): return
     if probs := key_problems(cfg):
-        raise ExposureError(f"refusing to serve on {host}: {'; '.join(probs)}. A service beyond loopback needs an API key "
-                            f"and a different staff key of {MIN_KEY_CHARS}+ characters each: set PARKML_API_KEY and "
-                            "PARKML_STAFF_KEY in its environment (or api_key and staff_key in settings.ini), or bind 127.0.0.1")
+        raise ExposureError(f"refusing to serve on {host}: {'; '.join(probs)}. A service beyond loopback needs an API "
+                            f"key and a different staff key of {MIN_KEY_CHARS}+ characters each: set "
+                            "PARKML_API_KEY and PARKML_STAFF_KEY in its environment (or api_key and staff_key in settings.ini), "
+                            "or bind 127.0.0.1")
 
 # %% ../nbs/11_service.ipynb #87f5fe7c
 def guarded_h11(header_timeout_s: float) -> type:
@@ -849,7 +856,8 @@ def uvicorn_options(cfg: Settings = None) -> dict:
     "uvicorn's limits and timeouts from the settings, as `serve` passes them to `uvicorn.run`"
     cfg = cfg or get_settings()
     return dict(limit_concurrency=int(cfg.max_connections), timeout_keep_alive=int(cfg.keep_alive_s),
-                h11_max_incomplete_event_size=int(cfg.max_header_kb * 1024), http=guarded_h11(float(cfg.header_timeout_s)))
+                h11_max_incomplete_event_size=int(cfg.max_header_kb * 1024),
+                http=guarded_h11(float(cfg.header_timeout_s)))
 
 # %% ../nbs/11_service.ipynb #b001809b
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -905,4 +913,5 @@ def serve(alias: str = None, host: str = None, port: int = None, record: bool = 
     app = create_app(alias, None if record else False, cfg)
     log.info("serving %s version %s (alias %s) on %s:%s", *list(app.state.service.watcher.current.info.values())[:2],
              app.state.service.alias, host, port or cfg.port)
-    uvicorn.run(app, host=host, port=int(port or cfg.port), log_level=log_level, access_log=False, **uvicorn_options(cfg))
+    uvicorn.run(app, host=host, port=int(port or cfg.port), log_level=log_level, access_log=False,
+                **uvicorn_options(cfg))

@@ -153,7 +153,7 @@ class Camera:
 # %% ../nbs/60_week.ipynb #3b40cf43
 def staff_feedback(url: str, answered: pd.DataFrame, share: float, seed: int = 0, api_key: str = None,
                    progress: bool = True, staff_key: str = None) -> int:
-    "Send the true label of a random `share` of the answered frames to `/feedback` (with the staff key, default: setting)"
+    "Send the true label of a random `share` of the answered frames to `/feedback` (staff key default: setting)"
     ok = answered[(answered.status == 200) & answered.prediction_id.notna()]
     pick = ok.sample(frac=share, random_state=seed) if len(ok) else ok
     n, staff_key = 0, str(get_settings().staff_key or '') if staff_key is None else staff_key
