@@ -9,7 +9,8 @@ from __future__ import annotations
 import json, sys
 
 # %% auto #0
-__all__ = ['cmd_trace', 'cmd_audit_verify', 'cmd_audit', 'users_action', 'cmd_users', 'app_command', 'cmd_app', 'add_commands']
+__all__ = ['APP_DEFAULTS', 'cmd_trace', 'cmd_audit_verify', 'cmd_audit', 'users_action', 'cmd_users', 'app_command', 'cmd_app',
+           'add_commands']
 
 # %% ../nbs/43_cli_app.ipynb #fdc7dd3f
 def cmd_trace(a) -> int:
@@ -85,14 +86,18 @@ def cmd_users(a) -> int:
     return 0
 
 # %% ../nbs/43_cli_app.ipynb #b249699d
+APP_DEFAULTS = {'--server.address': '127.0.0.1', '--client.toolbarMode': 'minimal'}
+
 def app_command(extra=(), cfg=None) -> list[str]:
-    "The `streamlit run` command line of the app"
+    "The `streamlit run` command line of the app: loopback and no Deploy toolbar unless `extra` says otherwise"
     from pathlib import Path
     from parkml.config import get_settings
     cfg = cfg or get_settings()
     path = Path(str(cfg.app_path))
     if not path.is_file(): raise FileNotFoundError(f"app entry page {path} (setting app_path) does not exist")
-    return [sys.executable, '-m', 'streamlit', 'run', str(path), *extra]
+    given = {str(x).split('=', 1)[0] for x in extra}
+    defaults = [v for k, d in APP_DEFAULTS.items() if k not in given for v in (k, d)]
+    return [sys.executable, '-m', 'streamlit', 'run', str(path), *defaults, *extra]
 
 def cmd_app(a) -> int:
     "Run the Streamlit governance app: this process becomes `streamlit run`, so a signal that stops it stops the app"

@@ -100,7 +100,7 @@ def bad_inputs(jpg: bytes, max_upload_mb: float = None) -> dict:
     return {
         'truncated': (jpg[:len(jpg) // 2], 'image/jpeg', 422, 'corrupt'),
         'corrupt': (_garble_scan(jpg), 'image/jpeg', 422, 'corrupt'),
-        'not_an_image': (b'%PDF-1.4\n1 0 obj <<>> endobj\n', 'image/jpeg', 422, 'not_an_image'),
+        'not_an_image': (b'%PDF-1.4\n1 0 obj <<>> endobj\n', 'image/jpeg', 415, 'unsupported_format'),
         'empty': (b'', 'image/jpeg', 400, 'empty'),
         'too_big': (jpg + os.urandom(int((mb + 1) * 2**20)), 'image/jpeg', 413, 'body_too_large'),
         'decompression_bomb': (_png(Image.new('L', (10_000, 10_000))), 'image/png', 413, 'too_large'),

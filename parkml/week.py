@@ -153,12 +153,13 @@ class Camera:
 
 # %% ../nbs/60_week.ipynb #3b40cf43
 def staff_feedback(url: str, answered: pd.DataFrame, share: float, seed: int = 0, api_key: str = None,
-                   progress: bool = True) -> int:
-    "Send the true label of a random `share` of the answered frames to `/feedback`; returns how many were accepted"
+                   progress: bool = True, staff_key: str = None) -> int:
+    "Send the true label of a random `share` of the answered frames to `/feedback` (staff key default: setting)"
     ok = answered[(answered.status == 200) & answered.prediction_id.notna()]
     pick = ok.sample(frac=share, random_state=seed) if len(ok) else ok
-    n = 0
-    with httpx.Client(base_url=url, timeout=30, headers={'X-API-Key': api_key} if api_key else {}) as c:
+    n, staff_key = 0, str(get_settings().staff_key or '') if staff_key is None else staff_key
+    keys = {k: v for k, v in (('X-API-Key', api_key), ('X-Staff-Key', staff_key)) if v}
+    with httpx.Client(base_url=url, timeout=30, headers=keys) as c:
         for r in tqdm(pick.itertuples(), total=len(pick), desc='staff labels', disable=not progress, leave=False):
             resp = c.post('/feedback', json=dict(prediction_id=r.prediction_id, label=r.label, source='park-staff (simulated)'))
             n += resp.status_code == 200
