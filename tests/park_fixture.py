@@ -25,7 +25,8 @@ def make_park(trained, tmp_path: Path, monkeypatch, n_pred: int = 60) -> dict:
     for k, v in env.items(): monkeypatch.setenv(k, v)
     cfg = get_settings(); client = mlflow_client(cfg)
     client.create_registered_model(cfg.model_name)
-    for _ in range(3): client.create_model_version(cfg.model_name, src.source, src.run_id, tags=src.tags)
+    lineage = {k: v for k, v in src.tags.items() if k.startswith('parkml.')}   # not the trained version's verdicts
+    for _ in range(3): client.create_model_version(cfg.model_name, src.source, src.run_id, tags=lineage)
     staging = {}
     for v in ('1', '2'):  # the staging run's part: a run with its summary, and the version tags
         with mlflow.start_run(run_name=f"staging-v{v}") as r:

@@ -33,12 +33,27 @@ def texts(at) -> str:
     return '\n'.join(str(e.value) for kind in ('markdown', 'caption', 'code', 'info', 'warning', 'error', 'success', 'title', 'header', 'subheader')
                      for e in getattr(at, kind))
 
-def test_sign_in_and_wrong_password(park):
+def test_sign_in_wrong_password_and_lock_out(park, monkeypatch):
+    """A wrong password is refused; the right one signs in with the role from the users file; after `lockout_after`
+    wrong passwords in a row the name is locked out, the right password included, and nothing is written"""
+    from parkml.governance import audit_records
+    monkeypatch.setenv('PARKML_LOCKOUT_AFTER', '3')
+    users = Path(park['env']['PARKML_USERS_FILE'])
+    before = (len(audit_records()), users.read_bytes())
     at = signed_in('ana', 'not-her-password')
-    assert any('wrong' in e.value for e in at.error) and 'actor' not in at.session_state
-    at = signed_in('ana', park['users']['ana'][1])
+    assert any('wrong password' in e.value for e in at.error) and 'actor' not in at.session_state
+    at = signed_in('ana', park['users']['ana'][1])   # one wrong password does not lock her out
     assert at.session_state['authentication_status'] and at.session_state['actor'].role == 'qa'
+    assert at.session_state['actor'].proof == 'password'
     assert 'Signed in as **ana** (qa)' in texts(at) and not at.exception
+    for guess in ('olu-secret-0', 'olu-secret-2', 'olu-secret-3'):
+        at = signed_in('olu', guess)
+        assert any("wrong password for 'olu'" in e.value for e in at.error) and 'actor' not in at.session_state
+    at = signed_in('olu', park['users']['olu'][1])   # the right password, too late
+    assert any('olu is locked out' in e.value for e in at.error), [e.value for e in at.error]
+    assert 'actor' not in at.session_state and not at.session_state['authentication_status']
+    assert 'Signed in as' not in texts(at) and not [b for b in at.button if b.key == 'decide-go']
+    assert (len(audit_records()), users.read_bytes()) == before   # nothing written: no audit record, same users file
 
 def test_every_page_renders(park):
     at = signed_in('olu', park['users']['olu'][1])
@@ -114,7 +129,11 @@ def test_retrain_now_starts_a_real_retraining_job_for_the_alert(park):
     pid = int(re.search(r'as process (\d+)', msg).group(1))
     try:
         cmd = psutil.Process(pid).cmdline()
-        assert cmd[3:] == ['retrain', '--reason', 'labels say the model slipped', '--by', 'olu', '--quiet', '--alert', aid], cmd
+        assert cmd[3:] == ['retrain', '--reason', 'labels say the model slipped', '--user', 'olu', '--quiet',
+                           '--alert', aid], cmd
+        env = psutil.Process(pid).environ()   # the job proves who asked with a token of its own, not on its cmd line
+        assert env['PARKML_USER'] == 'olu' and env['PARKML_TOKEN'].startswith('pkt_') and 'PARKML_PASSWORD' not in env
+        assert not any(env['PARKML_TOKEN'] in c for c in cmd)
         deadline, running, req = time.time() + 120, [], []
         while time.time() < deadline and not (len(running) and len(req)):
             with open_alert_store() as s: acts = s.actions(aid)
@@ -140,19 +159,35 @@ def test_trace_and_audit_in_the_app(park):
     assert not at.exception and any('logged to MLflow run' in s.value for s in at.success)
     assert park['client'].get_model_version(park['name'], '1').tags['audit_run_id']
 
-def test_users_add_command(tmp_path):
+def test_users_add_command(tmp_path, monkeypatch):
+    """`parkml users add`: the first user is an owner; after that only a signed-in owner adds people; the new password
+    comes from PARKML_NEW_PASSWORD (never a flag) and is kept only as a hash; qa and owner get trusted signing keys"""
     from conftest import run_cli
-    from parkml.users import check_password, list_users
+    from parkml.users import authenticate, list_users
+    from parkml.signing import trusted_keys
     f = tmp_path/'users.yaml'
-    env = dict(PARKML_USERS_FILE=str(f))
-    r = run_cli('users', 'add', 'qa1', '--role', 'qa', '--password', 'qa1-secret-pw', env=env)
+    env = dict(PARKML_USERS_FILE=str(f), PARKML_KEYS_DIR=str(tmp_path/'keys'),
+               PARKML_TRUSTED_KEYS=str(tmp_path/'keys.json'))
+    for k, v in env.items(): monkeypatch.setenv(k, v)
+    r = run_cli('users', 'add', 'own1', '--role', 'owner', '--password', 'own1-secret-pw')
+    assert r.returncode == 2 and 'unrecognized arguments: --password' in r.stderr and not f.exists()
+    r = run_cli('users', 'add', 'qa1', '--role', 'qa', env=dict(PARKML_NEW_PASSWORD='qa1-secret-pw'))
+    assert r.returncode == 2 and 'the first user must be an owner' in r.stderr and not f.exists()
+    r = run_cli('users', 'add', 'own1', '--role', 'owner', env=dict(PARKML_NEW_PASSWORD='own1-secret-pw'))
+    assert r.returncode == 0 and 'own1 (owner)' in r.stdout, r.stderr
+    owner = dict(PARKML_USER='own1', PARKML_PASSWORD='own1-secret-pw')
+    r = run_cli('users', 'add', 'qa1', '--role', 'qa', env=dict(owner, PARKML_NEW_PASSWORD='qa1-secret-pw'))
     assert r.returncode == 0 and 'qa1 (qa)' in r.stdout, r.stderr
-    r = run_cli('users', 'add', 'own1', '--role', 'owner', env={**env, 'PARKML_NEW_PASSWORD': 'own1-secret-pw'})
-    assert r.returncode == 0, r.stderr
-    assert check_password('qa1', 'qa1-secret-pw', f) and check_password('own1', 'own1-secret-pw', f) and 'secret' not in f.read_text()
+    assert authenticate('qa1', 'qa1-secret-pw', env=False).role == 'qa' and 'secret' not in f.read_text()
+    assert authenticate('own1', 'own1-secret-pw', env=False).role == 'owner'
     assert [(u['name'], u['role']) for u in list_users(f)] == [('own1', 'owner'), ('qa1', 'qa')]
-    r = run_cli('users', 'add', 'qa1', '--role', 'qa', '--password', 'another-pw', env=env)
-    assert r.returncode == 2 and 'exists' in r.stderr and check_password('qa1', 'qa1-secret-pw', f)
-    r = run_cli('users', 'add', 'x', '--role', 'qa', '--password', 'short', env=env)
-    assert r.returncode == 2 and 'at least 8' in r.stderr
-    assert run_cli('users', 'list', env=env).stdout.split() == ['own1', 'owner', 'qa1', 'qa']
+    assert {n: k['role'] for n, k in trusted_keys().items()} == {'own1': 'owner', 'qa1': 'qa'}
+    before = f.read_bytes()
+    qa, wrong = dict(PARKML_USER='qa1', PARKML_PASSWORD='qa1-secret-pw'), dict(owner, PARKML_PASSWORD='not-the-pw')
+    for who, name, new, why in [(owner, 'qa1', 'another-pw-1', 'exists'), (owner, 'x', 'short', 'at least 8'),
+                                ({}, 'x', 'x-secret-pw', 'who is acting?'), (qa, 'x', 'x-secret-pw', 'only an owner'),
+                                (wrong, 'x', 'x-secret-pw', "wrong password for 'own1'")]:
+        r = run_cli('users', 'add', name, '--role', 'qa', env=dict(who, PARKML_NEW_PASSWORD=new))
+        assert r.returncode == 2 and why in r.stderr and 'Traceback' not in r.stderr, (why, r.stderr)
+    assert f.read_bytes() == before and authenticate('qa1', 'qa1-secret-pw', env=False)   # nothing changed
+    assert run_cli('users', 'list').stdout.split() == ['own1', 'owner', 'qa1', 'qa']

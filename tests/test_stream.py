@@ -7,13 +7,15 @@ from test_service import service_registry, free_port
 
 @pytest.fixture(scope='module')
 def env(tmp_path_factory):
-    "A started Service on the session's registered model, with its own prediction log"
+    """A started Service on the session's registered model, with its own prediction log. The stream is the subject here,
+    not approvals (tests/test_edge_approval.py): the alias is served without signed proofs (verified_aliases empty)"""
     runs, info = service_registry(tmp_path_factory)
     from parkml.config import get_settings
     from parkml.predlog import open_store
     from parkml.service import Service
     home = tmp_path_factory.mktemp('stream')
-    cfg = get_settings(runs=str(runs), stream_backoff_s=0.05, stream_backoff_max_s=0.2, stream_timeout_s=1.5)
+    cfg = get_settings(runs=str(runs), stream_backoff_s=0.05, stream_backoff_max_s=0.2, stream_timeout_s=1.5,
+                       verified_aliases='')
     store = open_store(f"sqlite:///{home}/predlog.db", home/'frames')
     svc = Service('champion', store, cfg).start()
     yield dict(svc=svc, store=store, info=info, cfg=cfg, home=home)
@@ -127,7 +129,7 @@ def test_parkml_watch_command_logs_the_clip_and_refuses_a_missing_source(env, cl
     exe = str(Path(sys.executable).parent/'parkml')
     home = env['home']
     e = {**os.environ, 'PARKML_RUNS': str(env['cfg'].runs), 'PARKML_PREDLOG_URI': f"sqlite:///{home}/cli-predlog.db",
-         'PARKML_FRAMES_DIR': str(home/'cli-frames')}
+         'PARKML_FRAMES_DIR': str(home/'cli-frames'), 'PARKML_VERIFIED_ALIASES': ''}
     r = subprocess.run([exe, 'watch', str(clip), '--rate', '5', '--camera', 'cli-cam', '--alias', 'champion', '--quiet'],
                        capture_output=True, text=True, env=e, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -87,11 +87,13 @@ def test_snapshot_path_gives_the_mlflow_trace_without_mlflow_or_pandas(park):
 def test_snapshot_is_never_stale(park):
     "Approval, alias moves, a staging verdict written straight to MLflow and a new audit record all show up at once"
     from parkml.trace import trace, snapshot_path
-    from parkml.governance import Actor, approve, release, open_governance
+    from parkml.governance import approve, release, open_governance
+    from parkml.users import authenticate
     client, name, pid = park['client'], park['name'], park['ids'][0]
     _settle()
     assert trace(pid)['model_facts_from'] == 'mlflow' and trace(pid)['model_facts_from'] == 'snapshot'
-    approve('2', Actor('ana', 'qa'), 'version 2 read'); release('2', Actor('olu', 'owner'), 'better model')
+    who = {n: authenticate(n, pw, env=False) for n, (_, pw) in park['users'].items()}   # signed in
+    approve('2', who['ana'], 'version 2 read'); release('2', who['olu'], 'better model')
     t = trace(pid)  # right after the moves: MLflow again, and no snapshot kept from a store changed this instant
     assert t['model_facts_from'] == 'mlflow' and t['model']['aliases_now'] == ['previous'] and t['model']['aliases_at_time'] == ['champion']
     _settle()

@@ -72,16 +72,30 @@ def test_staging_workflow_trains_stages_and_uploads_the_report():
     assert up['if'] == 'always()'
     assert {'runs/notebooks/*.html', 'runs/notebooks/*.ipynb', 'runs/notebooks/*.json'} <= set(up['with']['path'].split())
 
-def test_release_workflow_releases_the_given_version_on_the_tracking_server():
+def test_release_workflow_releases_the_given_version_as_a_person_who_proves_it():
+    """No typed identity: the release runs as the owner named by input `user`, proved by their token secret and signed
+    with their key secret; secrets reach only the step that needs them, through env, never the command line or echo"""
     wf = load('release.yml')
     assert set(wf['on']) == {'workflow_dispatch'}
     inputs = wf['on']['workflow_dispatch']['inputs']
-    assert inputs['version']['required'] and inputs['approver']['required']
+    assert inputs['version']['required'] and inputs['user']['required'] and 'approver' not in inputs
     job = wf['jobs']['release']
     assert job['env']['PARKML_TRACKING_URI'] == '${{ secrets.PARKML_TRACKING_URI }}'
+    assert job['env']['PARKML_GOVERNANCE_URI'] == '${{ secrets.PARKML_GOVERNANCE_URI }}'
+    assert not {'PARKML_TOKEN', 'PARKML_SIGNING_KEY', 'PARKML_PASSWORD'} & set(job['env'])   # not in every step
     rel = next(s for s in steps(wf) if 'parkml release' in s.get('run', ''))
-    assert rel['env']['VERSION'] == '${{ inputs.version }}' and rel['env']['APPROVER'] == '${{ inputs.approver }}'
-    assert '"$VERSION" --by "$APPROVER"' in rel['run'] and '${{' not in rel['run']  # inputs reach the shell only through env
+    assert rel['env']['VERSION'] == '${{ inputs.version }}' and rel['env']['RELEASER'] == '${{ inputs.user }}'
+    assert rel['env']['PARKML_TOKEN'] == '${{ secrets.PARKML_TOKEN }}'
+    assert rel['env']['PARKML_SIGNING_KEY'] == '${{ secrets.PARKML_SIGNING_KEY }}'
+    assert '"$VERSION" --user "$RELEASER"' in rel['run'] and '${{' not in rel['run']  # inputs reach the shell via env
+    text = (WF/'release.yml').read_text()
+    assert '--by' not in text and '--role' not in text and 'PARKML_PASSWORD' not in text
+    for s in steps(wf):
+        run = s.get('run', '')
+        assert '${{' not in run, run                                          # nothing expanded into a script
+        assert not re.search(r'(echo|printf)[^\n>|]*\$\{?(PARKML_TOKEN|PARKML_SIGNING_KEY)', run), run   # never printed
+        if s is not rel: assert not {'PARKML_TOKEN', 'PARKML_SIGNING_KEY'} & set(s.get('env', {})), s
+    assert [c[:2] for c in parkml_commands(wf)] == [['release', '7'], ['audit', 'verify']]
 
 @pytest.mark.parametrize('name', ['staging.yml', 'release.yml'])
 def test_workflow_commands_parse_with_the_real_cli(name):
