@@ -519,6 +519,8 @@ def handle_alert(
     cfg = cfg or get_settings()
     plan = Plan('alert_handled', actor, cfg.model_name, note=note or '', extra={'alert_id': alert_id, 'state': state})
     check_plan(plan)
-    with open_alert_store(cfg.alerts_uri) as st: alert = st.set_state(alert_id, state, actor.name, note)
-    govern(plan, cfg)
-    return alert
+    with open_alert_store(cfg.alerts_uri) as st:
+        now = st.get(alert_id).state   # KeyError for an unknown alert, before anything is written
+        if state not in TRANSITIONS.get(now, ()): raise ValueError(f"alert {alert_id} is {now}: it cannot become {state}")
+        govern(plan, cfg)   # the audit record first, then the change it records
+        return st.set_state(alert_id, state, actor.name, note)

@@ -15,21 +15,22 @@ __all__ = ['cmd_serve', 'cmd_watch', 'add_commands']
 def cmd_serve(a) -> int:
     "Serve the model behind an alias over HTTP until stopped"
     from parkml.config import SettingsError
-    from parkml.service import serve, ExposureError
+    from parkml.service import serve, ExposureError, NothingToServe
     from parkml.tracking import RegistryError
     try: serve(a.alias, a.host, a.port, record=not a.no_log, log_level=a.log_level)
-    except (RegistryError, ExposureError, SettingsError) as e:
+    except (RegistryError, ExposureError, SettingsError, NothingToServe) as e:
         print(f"parkml serve: {e}", file=sys.stderr); return 2
     return 0
 
 def cmd_watch(a) -> int:
     "Classify the frames of a video, stream, camera or folder and log them like the service"
     from parkml.stream import watch, SourceError
+    from parkml.service import NothingToServe
     from parkml.tracking import RegistryError
     try:
         out = watch(a.source, rate=a.rate, camera=a.camera, alias=a.alias, max_frames=a.max_frames,
                     duration_s=a.duration, follow=a.follow or None, max_retries=a.max_retries, progress=not a.quiet)
-    except (SourceError, RegistryError, ValueError) as e:
+    except (SourceError, RegistryError, ValueError, NothingToServe) as e:
         print(f"parkml watch: {e}", file=sys.stderr); return 2
     print(json.dumps(out, indent=1, default=str))
     return 0

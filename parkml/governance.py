@@ -240,18 +240,22 @@ def _alias_statement(action, mv, cfg) -> tuple[dict, str | None]:
                      approval=hashlib.sha256(canonical_json(approval)).hexdigest() if approval else None)
     return statement, why
 
+def _recorded(al: dict, cfg) -> dict:
+    "The aliases as the audit store's recorded moves leave them (a move made by hand in MLflow is not one of them)"
+    return {**al, **aliases_at(time.time(), cfg=cfg)} if al else {}
+
 def _plan_release(mv, actor, note, client, cfg):
     al, v = _aliases(client, cfg.model_name), str(mv.version)
-    champ = al.get('champion')
-    moves = [('champion', champ, v)] + ([('previous', al.get('previous'), champ)] if champ else [])
-    refusals = release_refusals(v, mv.tags, champ)
+    champ = _recorded(al, cfg).get('champion')   # the version released last, whatever the alias says now
+    moves = [('champion', al.get('champion'), v)] + ([('previous', al.get('previous'), champ)] if champ else [])
+    refusals = release_refusals(v, mv.tags, champ if al.get('champion') == champ else None)
     statement, why = _alias_statement('release', mv, cfg)
     return Plan('release', actor, cfg.model_name, v, moves=moves, note=note, staging_run_id=mv.tags.get('staging_run_id'),
                 refusals=refusals or ([why] if why else []), statement=statement)
 
 def _plan_rollback(actor, note, client, cfg):
     al, name = _aliases(client, cfg.model_name), cfg.model_name
-    champ, prev = al.get('champion'), al.get('previous')
+    champ, prev = al.get('champion'), _recorded(al, cfg).get('previous')
     if prev is None:
         return Plan('rollback', actor, name, champ, note=note, refusals=['there is no previous champion to roll back to'])
     refusals = [] if (note or '').strip() else ['a rollback must say why: give a note']

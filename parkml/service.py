@@ -34,11 +34,12 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'IMAGE_ERROR_STATUS', 'ACCEPTED_FORMATS', 'MIN_CAPTURE_TS', 'IMAGE_FIELDS', 'MIN_KEY_CHARS', 'InputError',
            'StoreError', 'Overloaded', 'image_input_error', 'frame_ext', 'format_error', 'analyse_frame', 'ServedModel',
-           'load_served', 'load_remembered', 'ModelWatcher', 'Stage', 'Job', 'outcome', 'ServiceMetrics', 'Service',
-           'parse_camera', 'parse_capture_time', 'request_meta', 'read_body', 'request_images', 'setting_key',
-           'key_matches', 'authorized', 'key_refusal', 'exposed_without_keys', 'predict', 'predict_batch', 'feedback',
-           'health', 'metrics', 'openapi', 'openapi_spec', 'is_loopback', 'ExposureError', 'key_problems',
-           'check_exposure', 'guarded_h11', 'uvicorn_options', 'create_app', 'app_factory', 'serve']
+           'load_served', 'load_remembered', 'NothingToServe', 'remembered_since', 'ModelWatcher', 'Stage', 'Job',
+           'outcome', 'ServiceMetrics', 'Service', 'parse_camera', 'parse_capture_time', 'request_meta', 'read_body',
+           'request_images', 'setting_key', 'key_matches', 'authorized', 'key_refusal', 'exposed_without_keys',
+           'predict', 'predict_batch', 'feedback', 'health', 'metrics', 'openapi', 'openapi_spec', 'is_loopback',
+           'ExposureError', 'key_problems', 'check_exposure', 'guarded_h11', 'uvicorn_options', 'create_app',
+           'app_factory', 'serve']
 
 # %% ../nbs/11_service.ipynb #7fd66f21
 class InputError(ValueError):
@@ -148,6 +149,15 @@ def load_remembered(alias: str, cfg: Settings = None) -> ServedModel | None:
 # %% ../nbs/11_service.ipynb #73b4b53c
 from .signing import Unapproved
 
+class NothingToServe(RuntimeError):
+    "The alias's version cannot be served and no version is cached on this host: the service cannot start"
+
+def remembered_since(alias: str, cfg: Settings) -> float:
+    "Time of the signed alias statement of the version last served for `alias` here (0 when none)"
+    p = _pointer(cfg, alias)
+    try: return float(((json.loads(p.read_text()).get('proof') or {}).get('time')) or 0)
+    except (OSError, ValueError, TypeError): return 0.0
+
 class ModelWatcher:
     "Holds the served model for `alias` and swaps in the new version when the alias moves"
     def __init__(self, alias: str, cfg: Settings = None, poll_s: float = None):
@@ -167,8 +177,8 @@ class ModelWatcher:
         self.registry.update(ok=ok, error=error, last_check=now, **({'last_ok': now} if ok else {}))
 
     def _first(self) -> ServedModel:
-        try:
-            m = load_served(self.alias, self.cfg, self._client_or_new())
+        try:   # an older signed statement than the one served before the restart is a replay
+            m = load_served(self.alias, self.cfg, self._client_or_new(), not_before=remembered_since(self.alias, self.cfg))
             self._note(True)
             return m
         except Exception as e:
@@ -176,8 +186,8 @@ class ModelWatcher:
             try: m = load_remembered(self.alias, self.cfg)
             except Unapproved as cached: e, m = Unapproved(f"{e}; the cached version is refused too: {cached}"), None
             if m is None:
-                raise RuntimeError(f"cannot load the model behind alias {self.alias!r} of {self.cfg.model_name} "
-                                   f"and none is cached on this host: {e}") from e
+                raise NothingToServe(f"cannot load the model behind alias {self.alias!r} of {self.cfg.model_name} "
+                                     f"and none is cached on this host: {e}") from e
             if isinstance(e, Unapproved):
                 self.refused = dict(version=None, reason=str(e), at=time.time())
                 log.error("alias %r is refused (%s); serving cached version %s", self.alias, e, m.version)
