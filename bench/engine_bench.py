@@ -70,7 +70,8 @@ def main():
     int8 = quantize(fp32, home/'parknet-int8.onnx', C)
     t = cfg.onnx_threads
     variants = {'onnxruntime fp32': lambda: OnnxModel(fp32, t), 'openvino f32': lambda: OpenVinoModel(fp32, t, 'f32'),
-                'openvino bf16': lambda: OpenVinoModel(fp32, t, 'bf16'), 'onnxruntime int8 (QDQ)': lambda: OnnxModel(int8, t),
+                'openvino bf16': lambda: OpenVinoModel(fp32, t, 'bf16'),
+                'onnxruntime int8 (QDQ)': lambda: OnnxModel(int8, t),
                 'openvino on the int8 graph': lambda: OpenVinoModel(int8, t, 'f32')}
     models = {k: f() for k, f in variants.items()}
     p = {k: m.predict(X) for k, m in models.items()}
@@ -80,24 +81,28 @@ def main():
         for k, m in models.items():
             for b in (32, 1):
                 fast[k][b] = max(fast[k][b], speed(m, X, b, a.seconds if b == 32 else a.seconds / 2))
-            print(f"round {r + 1} {k:28} batch 32 {fast[k][32]:6.1f}/s  batch 1 {fast[k][1]:6.1f}/s (best so far)", flush=True)
+            print(f"round {r + 1} {k:28} batch 32 {fast[k][32]:6.1f}/s  batch 1 {fast[k][1]:6.1f}/s (best so far)",
+                  flush=True)
     acc0 = float(((ref >= .5) == y).mean())
     rows = {}
     print(f"\n{len(X)} petpark test photos, {t} threads; box: {json.dumps(engine_box(cfg))}")
-    print(f"{'variant':28} {'batch 32':>9} {'batch 1':>8} {'x ORT b32':>9} {'accuracy':>8} {'same decision':>13} {'max |dp|':>9}")
+    print(f"{'variant':28} {'batch 32':>9} {'batch 1':>8} {'x ORT b32':>9} {'accuracy':>8} {'same decision':>13} "
+          f"{'max |dp|':>9}")
     for k in models:
         acc = float(((p[k] >= .5) == y).mean())
         same = float(((p[k] >= .5) == (ref >= .5)).mean())
         dp = float(np.abs(p[k] - ref).max())
         rows[k] = dict(batch32=fast[k][32], batch1=fast[k][1], accuracy=acc, same_decision=same, max_delta_p=dp)
-        print(f"{k:28} {fast[k][32]:9.1f} {fast[k][1]:8.1f} {fast[k][32] / fast['onnxruntime fp32'][32]:9.2f} {acc:8.4f} "
+        ratio = fast[k][32] / fast['onnxruntime fp32'][32]
+        print(f"{k:28} {fast[k][32]:9.1f} {fast[k][1]:8.1f} {ratio:9.2f} {acc:8.4f} "
               f"{same:13.4f} {dp:9.2g}")
     q = rows['onnxruntime int8 (QDQ)']
     lost, flipped = 100 * (acc0 - q['accuracy']), 100 * (1 - q['same_decision'])
     ok = lost <= 0.3 and flipped <= 0.5
     print(f"\nint8 rule (ship only if it loses <= 0.3 points and flips <= 0.5% of decisions): loses {lost:.2f} points, "
           f"flips {flipped:.2f}% -> {'ship it as its own version' if ok else 'not shipped'}")
-    (home/'engine_bench.json').write_text(json.dumps(dict(rows=rows, photos=len(X), box=engine_box(cfg), int8_ok=ok), indent=1))
+    out = dict(rows=rows, photos=len(X), box=engine_box(cfg), int8_ok=ok)
+    (home/'engine_bench.json').write_text(json.dumps(out, indent=1))
     print(f"raw results: {home/'engine_bench.json'}")
 
 if __name__ == '__main__': main()

@@ -30,7 +30,7 @@ class ModelError(RuntimeError):
 
 # %% ../nbs/03_model.ipynb #5055a78d
 class ServingModel:
-    "What every engine offers: `run(images)` returns the requested outputs as a dict; `path`, `outputs`, `size`, `engine`"
+    "What every engine offers: `run(images)` gives the requested outputs as a dict; `path`, `outputs`, `size`, `engine`"
     engine = None
     def feed(self, x: np.ndarray, names: list) -> list: raise NotImplementedError
 
@@ -87,7 +87,8 @@ def openvino_compiled(path, threads: int = None, precision: str = None, cfg: Set
     cfg = cfg or get_settings()
     t = cfg.onnx_threads if threads is None else threads
     prec = precision or cfg.openvino_precision
-    if prec not in ('auto', 'f32', 'bf16'): raise ModelError(f"openvino_precision must be auto, f32 or bf16, not {prec!r}")
+    if prec not in ('auto', 'f32', 'bf16'):
+        raise ModelError(f"openvino_precision must be auto, f32 or bf16, not {prec!r}")
     key = (file_sha256(path), t, prec)
     with _COMPILE_LOCK:
         if key not in _COMPILED:
@@ -121,7 +122,8 @@ ENGINES = ('onnxruntime', 'openvino')
 
 def engine_model(path, engine: str, threads: int = None, cfg: Settings = None) -> ServingModel:
     "A model over the ONNX graph at `path` run by `engine` (onnxruntime or openvino)"
-    if engine not in ENGINES: raise ModelError(f"unknown engine {engine!r}: the engine setting must be one of {', '.join(ENGINES)} or auto")
+    if engine not in ENGINES:
+        raise ModelError(f"unknown engine {engine!r}: the engine setting must be one of {', '.join(ENGINES)} or auto")
     return OnnxModel(path, threads) if engine == 'onnxruntime' else OpenVinoModel(path, threads, cfg=cfg)
 
 def engine_speed(om: ServingModel, batch: int = 8, seconds: float = 1.0) -> float:
@@ -139,8 +141,9 @@ def engine_box(cfg: Settings = None) -> dict:
     "What an engine benchmark depends on: CPU, cores, package versions, threads, batch and OpenVINO precision"
     from importlib.metadata import version, PackageNotFoundError
     cfg = cfg or get_settings()
-    cpu = next((l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines()
-                if l.startswith('model name')), platform.processor()) if Path('/proc/cpuinfo').is_file() else platform.processor()
+    info = Path('/proc/cpuinfo')
+    lines = info.read_text().splitlines() if info.is_file() else []
+    cpu = next((l.split(':', 1)[1].strip() for l in lines if l.startswith('model name')), platform.processor())
     def ver(p):
         try: return version(p)
         except PackageNotFoundError: return None
@@ -154,8 +157,8 @@ def choose_engine(path, cfg: Settings = None, rounds: int = 2, seconds: float = 
     speed = {e: 0.0 for e in ENGINES}
     for _ in range(rounds):
         for e, om in models.items(): speed[e] = max(speed[e], engine_speed(om, cfg.max_batch, seconds))
-    rec = dict(engine=max(speed, key=speed.get), images_per_s={e: round(s, 1) for e, s in speed.items()}, box=engine_box(cfg),
-               graph=Path(path).name, decided=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+    rec = dict(engine=max(speed, key=speed.get), images_per_s={e: round(s, 1) for e, s in speed.items()},
+               box=engine_box(cfg), graph=Path(path).name, decided=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
     p = ensure_dir(cfg.cache)/'engine.json'
     tmp = p.with_suffix(f'.tmp{os.getpid()}')
     tmp.write_text(json.dumps(rec, indent=1))

@@ -279,7 +279,8 @@ def gate_specs(cfg: Settings = None, champion: dict = None) -> list[dict]:
           dict(gate='malformed answers', metric='malformed_answers', setting=None, value=0.0, greater_is_better=False, unit=''),
           dict(gate='bad inputs not answered 4xx', metric='bad_inputs_not_4xx', setting=None, value=0.0, greater_is_better=False, unit=''),
           lo('served decisions equal to ONNX Runtime', 'engine_agreement', 'stage_min_engine_agreement'),
-          lo("served answers look like the version's reference (drift test p)", 'engine_drift_p', 'stage_min_engine_drift_p')]
+          lo("served answers look like the version's reference (drift test p)", 'engine_drift_p',
+             'stage_min_engine_drift_p')]
     if champion:
         m = cfg.stage_champion_margin / 100
         g += [dict(gate=f"no worse than champion v{champion['version']} (clean accuracy)", metric='accuracy', setting='stage_champion_margin',
@@ -360,7 +361,7 @@ def dusk_figure(table: pd.DataFrame, clean: dict) -> ReportFigure:
 
 # %% ../nbs/24_staging.ipynb #b413d339
 def engine_agreement(p_engine, p_onnx, engine: str = 'the engine') -> tuple[dict, str]:
-    "Decisions and largest |delta P(dog)| of an engine against ONNX Runtime on the same images: measured values, a sentence"
+    "Decisions and largest |delta P(dog)| of an engine against ONNX Runtime on the same images: measured, a sentence"
     a, b = np.asarray(p_engine, float), np.asarray(p_onnx, float)
     differ = int(((a >= 0.5) != (b >= 0.5)).sum())
     delta = float(np.abs(a - b).max()) if len(a) else float('nan')
@@ -375,12 +376,13 @@ def reference_images(ref: pd.DataFrame, folder=None, size: int = None) -> np.nda
     ds = assign_splits(read_imageset(folder))
     paths = ds.df.drop_duplicates('sha').set_index('sha').path
     missing = set(ref.sha) - set(paths.index)
-    if missing: raise FileNotFoundError(f"{len(missing)} reference images are not in the image set, e.g. {sorted(missing)[0]}")
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} reference images are not in the image set, e.g. {sorted(missing)[0]}")
     X, _, _ = load_images(paths.loc[ref.sha].values, size or get_settings().image_size, progress=False)
     return X
 
 def reference_agreement(om, ref: pd.DataFrame, X: np.ndarray, cfg: Settings = None) -> tuple[dict, str]:
-    "Engine model `om` on the reference's images `X` against the reference (drift test, largest deltas): measured, sentence"
+    "Engine model `om` on the reference's images `X` against the reference (drift test, largest deltas)"
     from parkml.monitor import drift_tests, proj_of
     cfg = cfg or get_settings()
     out = om.run(X, ['p_dog', 'proj'])

@@ -288,9 +288,10 @@ def test_engine_setting_switches_what_the_service_runs(registry, tmp_path, photo
             with httpx.Client(base_url=s.url, timeout=30) as c:
                 h = c.get('/health').json()
                 assert h['model']['engine'] == engine and h['model']['version'] == registry[1]['v1']
-                assert metric(c.get('/metrics').text, 'parkml_model_info', name=registry[1]['model'], version=registry[1]['v1'],
-                              run_id=h['model']['run_id'], alias='champion', engine=engine) == 1
-                answers[engine] = [c.post('/predict', content=b, headers={'Content-Type': 'image/jpeg'}).json() for b, _ in photos]
+                info = dict(name=registry[1]['model'], version=registry[1]['v1'], run_id=h['model']['run_id'])
+                assert metric(c.get('/metrics').text, 'parkml_model_info', **info, alias='champion', engine=engine) == 1
+                jpeg = {'Content-Type': 'image/jpeg'}
+                answers[engine] = [c.post('/predict', content=b, headers=jpeg).json() for b, _ in photos]
         finally: s.stop()
     for a, b in zip(answers['onnxruntime'], answers['openvino']):
         assert a['label'] == b['label'] and abs(a['p_dog'] - b['p_dog']) < 1e-4

@@ -174,10 +174,12 @@ def test_engine_gates_fail_an_altered_engine_output_with_the_reason(trained, tmp
     good = local_onnx(mv)
     X, _, _ = load_images(staging_images(60).path)
     p_onnx = OnnxModel(good).predict(X)
-    bias = float(onnx.numpy_helper.to_array(next(i for i in onnx.load(str(good)).graph.initializer if i.name == 'head_b'))[0])
+    head_b = next(i for i in onnx.load(str(good)).graph.initializer if i.name == 'head_b')
+    bias = float(onnx.numpy_helper.to_array(head_b)[0])
     altered = tmp_path/'altered.onnx'
     shutil.copy(good, altered)
-    perturb_head(altered, bias - float(np.quantile(np.log(p_onnx / (1 - p_onnx)), 0.75)))   # a quarter of the images change side
+    logit = np.log(p_onnx / (1 - p_onnx))
+    perturb_head(altered, bias - float(np.quantile(logit, 0.75)))   # a quarter of the images change side
     ref = load_reference(mv)
     Xr = reference_images(ref)
     verdicts = {}
