@@ -5,13 +5,15 @@ petpark photos from a separate client process, plus the in-process compute floor
 
 In its own runs folder (default: <runs>/bench_serve) it trains and registers a model once (later runs reuse it) and
 logs, also once, an MLflow pyfunc that takes base64 JPEGs and runs the same ONNX graph with ONNX Runtime (2 threads).
-It then starts three servers side by side: parkml with prediction log, frame store and telemetry on; parkml with
-them off (PARKML_PREDLOG_ENABLED=false); `mlflow models serve --env-manager local` (1 uvicorn worker). Each round
+It then starts four servers side by side: parkml with prediction log, frame store and telemetry on, once with each
+inference engine (PARKML_ENGINE=onnxruntime, openvino); parkml with them off (PARKML_PREDLOG_ENABLED=false, engine
+auto: the faster on this box, as recorded in the runs folder's cache/engine.json); `mlflow models serve --env-manager
+local` (1 uvicorn worker). Each round
 drives each server at concurrency 1 and 16 from a client process (threads with keep-alive connections, one photo per
 request), rounds interleaved so that background load hits all servers alike. Reported: predictions/s, p50/p95/p99
 latency, errors, each server's peak memory (VmHWM, summed over its processes), the medians over rounds, and ratios.
-The floor is decode + preprocess + ONNX in batches of 32 in this process (one session, onnx_threads), and the same
-with parkml's layout (infer_workers single-threaded sessions side by side, batches of max_batch).
+The floors are decode + preprocess + each engine in batches of 32 in this process (one model, onnx_threads), and the
+same with parkml's layout (infer_workers single-threaded models side by side, batches of max_batch).
 """
 import argparse, base64, http.client, json, os, shutil, socket, subprocess, sys, tempfile, threading, time
 from pathlib import Path
@@ -148,10 +150,10 @@ def wait_http(url: str, path: str, proc, timeout=180):
         time.sleep(0.3)
     sys.exit(f"server {url} did not come up in {timeout} s")
 
-def start_parkml(runs: Path, record: bool, logdir: Path):
+def start_parkml(runs: Path, record: bool, logdir: Path, engine: str = None):
     port = free_port()
-    name = 'parkml' if record else 'parkml_nolog'
-    env = {**os.environ, 'PARKML_RUNS': str(runs), 'PARKML_PREDLOG_ENABLED': str(record).lower(),
+    name = ('parkml' if record else 'parkml_nolog') + (f'_{engine}' if engine else '')
+    env = {**os.environ, 'PARKML_RUNS': str(runs), 'PARKML_PREDLOG_ENABLED': str(record).lower(), 'PARKML_ENGINE': engine or 'auto',
            'PARKML_PREDLOG_URI': f"sqlite:///{logdir}/{name}.db", 'PARKML_FRAMES_DIR': str(logdir/f'{name}_frames')}
     proc = subprocess.Popen([sys.executable, '-m', 'uvicorn', 'parkml.service:app_factory', '--factory', '--host', '127.0.0.1',
                              '--port', str(port), '--no-access-log', '--log-level', 'warning'], env=env,
@@ -185,14 +187,14 @@ def tree_peak_mb(pid: int) -> float:
 
 # ---------------------------------------------------------------- floor
 
-def floor(onnx_path: Path, paths: list, batch: int, workers: int, threads: int, seconds: float = 8) -> float:
-    "Images/s of decode + preprocess + ONNX in batches, in-process, with `workers` sessions of `threads` threads"
+def floor(onnx_path: Path, paths: list, batch: int, workers: int, threads: int, seconds: float = 8, engine: str = 'onnxruntime') -> float:
+    "Images/s of decode + preprocess + the engine in batches, in-process, with `workers` models of `threads` threads"
     from parkml.config import get_settings
     from parkml.data import decode_image, preprocess
-    from parkml.model import OnnxModel
+    from parkml.model import engine_model
     mp = get_settings().max_megapixels
     raw = [Path(p).read_bytes() for p in paths]
-    sessions = [OnnxModel(onnx_path, threads) for _ in range(workers)]
+    sessions = [engine_model(onnx_path, engine, threads) for _ in range(workers)]
     counts = [0] * workers
     def work(k):
         s, i, t0 = sessions[k], k * batch, time.perf_counter()
@@ -206,6 +208,12 @@ def floor(onnx_path: Path, paths: list, batch: int, workers: int, threads: int, 
     for t in ts: t.start()
     for t in ts: t.join()
     return float(sum(counts))
+
+def cfg_engine(runs: Path) -> str:
+    "The engine the unlogged server ran (the setting, `auto` resolved as the service resolves it)"
+    from parkml.config import get_settings
+    from parkml.model import serving_engine
+    return serving_engine(None, get_settings(runs=str(runs)))
 
 # ---------------------------------------------------------------- main
 
@@ -233,7 +241,8 @@ def main():
     files = logdir/'photos.json'; files.write_text(json.dumps(paths))
     print(f"model {onnx_path}\npyfunc {pyfunc}\nlogs and stores of this run: {logdir}", flush=True)
 
-    servers = [start_parkml(runs, True, logdir), start_parkml(runs, False, logdir)]
+    from parkml.model import ENGINES
+    servers = [*[start_parkml(runs, True, logdir, e) for e in ENGINES], start_parkml(runs, False, logdir)]
     if not a.no_mlflow: servers.append(start_mlflow(runs, pyfunc, logdir))
     res = {name: {1: [], 16: []} for name, _, _ in servers}
     try:
@@ -254,35 +263,45 @@ def main():
             else: proc.terminate()
         for _, _, proc in servers: proc.wait(60)
 
-    print("floor: decode + preprocess + ONNX in-process ...", flush=True)
-    floors = {f"floor batch 32, 1 session x {cfg.onnx_threads} threads": floor(onnx_path, paths, 32, 1, cfg.onnx_threads),
-              f"floor batch {cfg.max_batch}, {cfg.infer_workers} sessions x {cfg.infer_threads} thread": floor(onnx_path, paths, cfg.max_batch, cfg.infer_workers, cfg.infer_threads)}
+    print("floor: decode + preprocess + each engine in-process ...", flush=True)
+    floors = {}
+    for e in ENGINES:
+        floors[f"floor {e} batch 32, 1 x {cfg.onnx_threads} threads"] = floor(onnx_path, paths, 32, 1, cfg.onnx_threads, engine=e)
+        floors[f"floor {e} batch {cfg.max_batch}, {cfg.infer_workers} x {cfg.infer_threads} thread"] = floor(
+            onnx_path, paths, cfg.max_batch, cfg.infer_workers, cfg.infer_threads, engine=e)
 
     from parkml.predlog import open_store
-    st = open_store(f"sqlite:///{logdir}/parkml.db", logdir/'parkml_frames')
+    best = max((f'parkml_{e}' for e in ENGINES), key=lambda n: float(np.median([o['per_s'] for o in res[n][16]])))
+    st = open_store(f"sqlite:///{logdir}/{best}.db", logdir/f'{best}_frames')
     counts = st.counts(); st.close()
-    answered = sum(o['n'] - o['errors'] for c in (1, 16) for o in res['parkml'][c])
+    answered = sum(o['n'] - o['errors'] for c in (1, 16) for o in res[best][c])
 
     med = lambda name, c, k: float(np.median([o[k] for o in res[name][c]]))
     print(f"\nmedians over {a.rounds} rounds; {a.n16} requests at concurrency 16, {a.n1} at concurrency 1; one photo per request")
     print(f"{'server':34} {'pred/s c16':>10} {'p50 c16':>8} {'p95 c16':>8} {'p99 c16':>8} {'pred/s c1':>9} {'p50 c1':>7} {'p95 c1':>7} {'p99 c1':>7} {'errors':>6} {'peak MB':>8}")
-    labels = dict(parkml='parkml (log+frames+telemetry)', parkml_nolog='parkml (no log, frames, telemetry)', mlflow='mlflow models serve (pyfunc)')
+    labels = {**{f'parkml_{e}': f'parkml {e} (log+frames+tel.)' for e in ENGINES},
+              'parkml_nolog': 'parkml (no log, frames, telemetry)', 'mlflow': 'mlflow models serve (pyfunc)'}
     for name in res:
         errs = sum(o['errors'] for c in (1, 16) for o in res[name][c])
         print(f"{labels[name]:34} {med(name, 16, 'per_s'):10.1f} {med(name, 16, 'p50'):8.2f} {med(name, 16, 'p95'):8.2f} {med(name, 16, 'p99'):8.2f} "
               f"{med(name, 1, 'per_s'):9.1f} {med(name, 1, 'p50'):7.2f} {med(name, 1, 'p95'):7.2f} {med(name, 1, 'p99'):7.2f} {errs:6d} {peaks[name]:8.0f}")
     for k, v in floors.items(): print(f"{k:60} {v:7.1f} images/s")
-    p16 = med('parkml', 16, 'per_s')
-    print("\nratios (targets in brackets)")
-    if 'mlflow' in res:
-        print(f"  parkml / mlflow, pred/s at c16:                 {p16 / med('mlflow', 16, 'per_s'):.2f}  [>= 1.30]")
-        print(f"  parkml p50 at c1 vs mlflow p50 at c1:           {med('parkml', 1, 'p50'):.2f} vs {med('mlflow', 1, 'p50'):.2f} ms  [parkml <= mlflow]")
-    for k, v in floors.items(): print(f"  parkml c16 / {k[6:]:50} {p16 / v:.2f}  [>= 0.80]")
-    print(f"  cost of log+frames+telemetry at c16:            {100 * (1 - p16 / med('parkml_nolog', 16, 'per_s')):.1f}%  [< 10%]")
-    print(f"  cost of log+frames+telemetry at c1 (p50):       {med('parkml', 1, 'p50') - med('parkml_nolog', 1, 'p50'):+.2f} ms")
+    print(f"\nratios (targets in brackets); the faster engine here: {best[7:]}")
+    ov_floor = floors[f"floor openvino batch 32, 1 x {cfg.onnx_threads} threads"]
+    for e in ENGINES:
+        n = f'parkml_{e}'
+        p16 = med(n, 16, 'per_s')
+        if 'mlflow' in res:
+            print(f"  parkml {e:11} / mlflow, pred/s at c16:     {p16 / med('mlflow', 16, 'per_s'):.2f}  [>= 2.0]")
+            print(f"  parkml {e:11} p50 at c1 / mlflow's:        {med(n, 1, 'p50') / med('mlflow', 1, 'p50'):.2f}  [<= 0.7]")
+        print(f"  parkml {e:11} c16 / OpenVINO batch-32 floor: {p16 / ov_floor:.2f}  [>= 0.75]")
+        print(f"  parkml {e:11} peak memory:                 {peaks[n]:.0f} MB  [<= {577 * 1.1:.0f}]")
+    auto = f'parkml_{cfg_engine(runs)}'   # the engine the unlogged server chose (engine = auto)
+    print(f"  cost of log+frames+telemetry at c16 ({auto[7:]}):  {100 * (1 - med(auto, 16, 'per_s') / med('parkml_nolog', 16, 'per_s')):.1f}%  [< 10%]")
+    print(f"  cost of log+frames+telemetry at c1 (p50):       {med(auto, 1, 'p50') - med('parkml_nolog', 1, 'p50'):+.2f} ms")
     print(f"\nprediction log of the logged server: {counts['predictions']} predictions for {answered} answered timed requests "
           f"(+ warm-up), {counts['frames']} distinct frames, {counts['telemetry']} telemetry samples")
-    out = dict(results=res, peaks_mb=peaks, floors=floors, store=counts, answered=answered)
+    out = dict(results=res, peaks_mb=peaks, floors=floors, store=counts, answered=answered, engine_best=best[7:])
     (runs/'serve_bench_results.json').write_text(json.dumps(out, indent=1))
     print(f"raw results: {runs/'serve_bench_results.json'}")
 
