@@ -13,28 +13,37 @@ TTL = float(get_settings().app_cache_ttl_s)  # seconds cached queries are kept (
 
 # ---------- sign-in ----------
 def sign_in():
-    "Show the sign-in form until a user of the users file signs in; return their governance Actor"
-    import streamlit_authenticator as stauth
-    from parkml.users import load_users, user_actor, users_path, UserError
-    try: d = load_users()
-    except UserError as e: st.error(str(e)); st.stop()
-    if not d['credentials']['usernames']:
-        st.error(f"No users yet in {users_path()}: make one with `parkml users add NAME --role qa|owner|viewer`."); st.stop()
-    auth = stauth.Authenticate(d['credentials'], d['cookie']['name'], d['cookie']['key'], float(d['cookie'].get('expiry_days', 1)),
-                               auto_hash=False, login_sleep_time=0)
-    if not st.session_state.get('authentication_status'):
-        st.title('parkml governance'); st.caption('Sign in with the name and password from the users file.')
-    auth.login(location='main', key='parkml-sign-in', fields={'Form name': 'Sign in', 'Username': 'Name', 'Password': 'Password',
-                                                             'Login': 'Sign in'})
-    status = st.session_state.get('authentication_status')
-    if status is False: st.error('Name or password is wrong.')
-    if not status: st.stop()
-    actor = user_actor(st.session_state['username'])
+    """Show the sign-in form until a person of the users file proves who they are; return their governance Actor.
+    The proof is `parkml.users.authenticate` (bcrypt password, lock-out after repeated failures), never the server's
+    own PARKML_USER / PARKML_PASSWORD / PARKML_TOKEN."""
+    from parkml.users import load_users, users_path, authenticate, AuthError, UserError
+    if 'actor' not in st.session_state:
+        try: d = load_users()
+        except UserError as e: st.error(str(e)); st.stop()
+        if not d['credentials']['usernames']:
+            st.error(f"No users yet in {users_path()}: make the first owner with `parkml users add NAME --role owner`.")
+            st.stop()
+        st.title('parkml governance')
+        st.caption('Sign in with your name and password from the users file.')
+        with st.form('parkml-sign-in'):
+            name = st.text_input('Name', key='sign-in-name')
+            pw = st.text_input('Password', type='password', key='sign-in-password')
+            sent = st.form_submit_button('Sign in')
+        if not sent: st.stop()
+        try: who = authenticate(name.strip(), pw, cfg=cfg(), prompt=False, env=False)
+        except (AuthError, UserError) as e:
+            st.session_state['authentication_status'] = False
+            st.error(f"Sign-in refused: {e}")
+            st.stop()
+        st.session_state.update(actor=who, authentication_status=True)
+        st.rerun()
+    me = st.session_state['actor']
     with st.sidebar:
-        st.markdown(f"Signed in as **{actor.name}** ({actor.role})")
-        auth.logout('Sign out', 'sidebar', key='parkml-sign-out')
-    st.session_state['actor'] = actor
-    return actor
+        st.markdown(f"Signed in as **{me.name}** ({me.role})")
+        if st.button('Sign out', key='parkml-sign-out'):
+            for k in ('actor', 'authentication_status'): st.session_state.pop(k, None)
+            st.rerun()
+    return me
 
 def actor():
     "The signed-in person as a governance Actor"

@@ -1,19 +1,26 @@
 """Serving benchmark: the parkml edge service against MLflow's own `mlflow models serve`, on loopback, driven by real
 petpark photos from a separate client process, plus the in-process compute floor.
 
-    .venv/bin/python bench/serve_bench.py [--rounds 3] [--n16 2000] [--n1 400] [--limit 300]
+    .venv/bin/python bench/serve_bench.py [--rounds 3] [--n16 2000] [--n1 400] [--limit 300] [--baseline REF]
 
 In its own runs folder (default: <runs>/bench_serve) it trains and registers a model once (later runs reuse it) and
 logs, also once, an MLflow pyfunc that takes base64 JPEGs and runs the same ONNX graph with ONNX Runtime (2 threads).
-It then starts four servers side by side: parkml with prediction log, frame store and telemetry on, once with each
-inference engine (PARKML_ENGINE=onnxruntime, openvino); parkml with them off (PARKML_PREDLOG_ENABLED=false, engine
-auto: the faster on this box, as recorded in the runs folder's cache/engine.json); `mlflow models serve --env-manager
-local` (1 uvicorn worker). Each round
-drives each server at concurrency 1 and 16 from a client process (threads with keep-alive connections, one photo per
-request), rounds interleaved so that background load hits all servers alike. Reported: predictions/s, p50/p95/p99
-latency, errors, each server's peak memory (VmHWM, summed over its processes), the medians over rounds, and ratios.
-The floors are decode + preprocess + each engine in batches of 32 in this process (one model, onnx_threads), and the
-same with parkml's layout (infer_workers single-threaded models side by side, batches of max_batch).
+It then starts the servers side by side, each with `parkml serve` (uvicorn with the service's limits; engine: the
+setting, auto, except the two servers that run each engine, NORMAL, named parkml_onnxruntime and parkml_openvino,
+whose ratios to MLflow and to the OpenVINO batch-32 floor are printed against the issue-18 targets): parkml as the
+park runs it (API and staff keys set, format check, bounded queue, prediction log with predlog_synchronous=FULL,
+frame store and telemetry); the same with predlog_synchronous=NORMAL; parkml with log, frames and telemetry off
+(PARKML_PREDLOG_ENABLED=false); with --baseline REF, the code of git commit REF (e.g. the commit before the hostile-
+client checks) with NORMAL and no keys, extracted with `git archive`; and `mlflow models serve --env-manager local`
+(1 uvicorn worker). Each round drives each server at concurrency 1 and 16 from a client process (threads with
+keep-alive connections, one photo per request, the API key sent to every parkml server; each parkml request's photo
+gets 8 bytes of its own appended, so that every frame is new to the frame store, as a camera's are; --repeat-frames
+sends the photos as they are), rounds interleaved, each starting with the next server, so that background load hits
+all servers alike. Reported: predictions/s, p50/p95/p99
+latency, errors, each server's peak memory (VmHWM, summed over its processes), the medians over rounds, and ratios,
+among them the cost at c16 of the new checks (baseline vs NORMAL) and of FULL (NORMAL vs FULL).
+The floor is decode + preprocess + ONNX in batches of 32 in this process (one session, onnx_threads), and the same
+with parkml's layout (infer_workers single-threaded sessions side by side, batches of max_batch).
 """
 import argparse, base64, http.client, json, os, shutil, socket, subprocess, sys, tempfile, threading, time
 from pathlib import Path
@@ -23,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------- client (runs in its own process)
 
-def client(url: str, kind: str, concurrency: int, n: int, files: str) -> dict:
+API_KEY, STAFF_KEY = 'bench-camera-key-0123456789', 'bench-staff-key-9876543210'
+
+def client(url: str, kind: str, concurrency: int, n: int, files: str, distinct: bool = True) -> dict:
     "Post `n` photos (one per request) with `concurrency` threads; latencies of the timed requests"
     host, port = url.split('//')[1].split(':'); port = int(port)
     paths = json.loads(Path(files).read_text())
@@ -33,14 +42,17 @@ def client(url: str, kind: str, concurrency: int, n: int, files: str) -> dict:
         path, ctype = '/invocations', 'application/json'
     else:
         bodies, path, ctype = raw, '/predict', 'image/jpeg'
+    headers = {'Content-Type': ctype, **({} if kind == 'mlflow' else {'X-API-Key': API_KEY})}
+    salt = os.urandom(4) if distinct and kind != 'mlflow' else None
     lat, errors, lock = [], [], threading.Lock()
     start = threading.Barrier(concurrency + 1)
 
     def worker(k: int):
         con = http.client.HTTPConnection(host, port, timeout=60)
         def post(i):
+            body = bodies[i % len(bodies)] if salt is None else bodies[i % len(bodies)] + salt + i.to_bytes(4, 'big')
             t = time.perf_counter()
-            con.request('POST', path, body=bodies[i % len(bodies)], headers={'Content-Type': ctype})
+            con.request('POST', path, body=body, headers=headers)
             r = con.getresponse(); body = r.read()
             return time.perf_counter() - t, r.status, body
         for i in range(k, k + 3 * concurrency, concurrency): post(i)  # warm-up, untimed
@@ -61,9 +73,9 @@ def client(url: str, kind: str, concurrency: int, n: int, files: str) -> dict:
     return dict(n=len(lat), wall_s=wall, per_s=len(lat) / wall, p50=float(np.percentile(ms, 50)),
                 p95=float(np.percentile(ms, 95)), p99=float(np.percentile(ms, 99)), errors=len(errors), first_error=errors[:1])
 
-def drive(url, kind, concurrency, n, files) -> dict:
+def drive(url, kind, concurrency, n, files, distinct=True) -> dict:
     "Run the client in a separate process"
-    p = subprocess.run([sys.executable, __file__, '--client', url, kind, str(concurrency), str(n), files],
+    p = subprocess.run([sys.executable, __file__, '--client', url, kind, str(concurrency), str(n), files, str(int(distinct))],
                        capture_output=True, text=True, timeout=1800)
     line = next((l for l in p.stdout.splitlines() if l.startswith('RESULT ')), None)
     if line is None: sys.exit(f"client against {kind} failed:\n{p.stderr[-3000:]}")
@@ -150,16 +162,31 @@ def wait_http(url: str, path: str, proc, timeout=180):
         time.sleep(0.3)
     sys.exit(f"server {url} did not come up in {timeout} s")
 
-def start_parkml(runs: Path, record: bool, logdir: Path, engine: str = None):
+SERVE = 'import sys; from parkml.cli import main; sys.exit(main())'   # `parkml serve ...` of whichever parkml is on the path
+
+def start_parkml(runs: Path, name: str, logdir: Path, record: bool = True, sync: str = 'FULL', code: Path = None,
+                 engine: str = None):
+    "`parkml serve` named `name` on a free port: with keys, unless it runs the baseline `code` (a folder with parkml/)"
     port = free_port()
-    name = ('parkml' if record else 'parkml_nolog') + (f'_{engine}' if engine else '')
-    env = {**os.environ, 'PARKML_RUNS': str(runs), 'PARKML_PREDLOG_ENABLED': str(record).lower(), 'PARKML_ENGINE': engine or 'auto',
-           'PARKML_PREDLOG_URI': f"sqlite:///{logdir}/{name}.db", 'PARKML_FRAMES_DIR': str(logdir/f'{name}_frames')}
-    proc = subprocess.Popen([sys.executable, '-m', 'uvicorn', 'parkml.service:app_factory', '--factory', '--host', '127.0.0.1',
-                             '--port', str(port), '--no-access-log', '--log-level', 'warning'], env=env,
+    env = {k: v for k, v in os.environ.items() if k not in ('PARKML_API_KEY', 'PARKML_STAFF_KEY', 'PARKML_SETTINGS')}
+    env.update({'PARKML_RUNS': str(runs), 'PARKML_PREDLOG_ENABLED': str(record).lower(), 'PARKML_PREDLOG_SYNCHRONOUS': sync,
+                'PARKML_PREDLOG_URI': f"sqlite:///{logdir}/{name}.db", 'PARKML_FRAMES_DIR': str(logdir/f'{name}_frames')})
+    if engine: env['PARKML_ENGINE'] = engine   # else the setting (auto: the faster on this box, as recorded)
+    if code is None: env.update(PARKML_API_KEY=API_KEY, PARKML_STAFF_KEY=STAFF_KEY, PYTHONPATH=str(ROOT))
+    else: env['PYTHONPATH'] = str(code)
+    proc = subprocess.Popen([sys.executable, '-c', SERVE, 'serve', '--host', '127.0.0.1', '--port', str(port), '--log-level',
+                             'warning', *([] if record else ['--no-log'])], env=env, cwd=str(code or ROOT),
                             stdout=open(logdir/f'{name}.log', 'w'), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"; wait_http(url, '/health', proc)
     return name, url, proc
+
+def extract(ref: str, dest: Path) -> Path:
+    "The package and settings of git commit `ref` of this repository, in `dest`"
+    dest.mkdir(parents=True)
+    arch = subprocess.run(['git', '-C', str(ROOT), 'archive', ref, 'parkml', 'settings.ini', 'pyproject.toml'],
+                          capture_output=True, check=True).stdout
+    subprocess.run(['tar', '-x', '-C', str(dest)], input=arch, check=True)
+    return dest
 
 def start_mlflow(runs: Path, uri: str, logdir: Path):
     port = free_port()
@@ -187,7 +214,8 @@ def tree_peak_mb(pid: int) -> float:
 
 # ---------------------------------------------------------------- floor
 
-def floor(onnx_path: Path, paths: list, batch: int, workers: int, threads: int, seconds: float = 8, engine: str = 'onnxruntime') -> float:
+def floor(onnx_path: Path, paths: list, batch: int, workers: int, threads: int, seconds: float = 8,
+          engine: str = 'onnxruntime') -> float:
     "Images/s of decode + preprocess + the engine in batches, in-process, with `workers` models of `threads` threads"
     from parkml.config import get_settings
     from parkml.data import decode_image, preprocess
@@ -209,11 +237,22 @@ def floor(onnx_path: Path, paths: list, batch: int, workers: int, threads: int, 
     for t in ts: t.join()
     return float(sum(counts))
 
-def cfg_engine(runs: Path) -> str:
-    "The engine the unlogged server ran (the setting, `auto` resolved as the service resolves it)"
-    from parkml.config import get_settings
-    from parkml.model import serving_engine
-    return serving_engine(None, get_settings(runs=str(runs)))
+def commit_floor(logdir: Path, sync: str, paths: list, batch: int = 16, seconds: float = 6) -> float:
+    "Records/s the prediction log commits in groups of `batch`, each with a new frame, at PRAGMA synchronous `sync`"
+    from parkml.predlog import SQLiteStore, new_prediction_id
+    st = SQLiteStore(logdir/f'floor_{sync}.db', logdir/f'floor_{sync}_frames', synchronous=sync)
+    raw, proj = [Path(p).read_bytes() for p in paths[:64]], np.zeros(16, np.float32)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        now = time.time()
+        st.log_predictions([dict(id=new_prediction_id(now), ts=now, received=now, camera='bench', model_name='m',
+                                 model_version='1', run_id='r', alias='champion', status='ok', label='cat', p_dog=0.1,
+                                 latency_ms=1.0, proj=proj, frame=raw[(n + k) % len(raw)] + os.urandom(8), frame_ext='jpg')
+                            for k in range(batch)])
+        n += batch
+    rate = n / (time.perf_counter() - t0)
+    st.close()
+    return rate
 
 # ---------------------------------------------------------------- main
 
@@ -226,11 +265,13 @@ def main():
     ap.add_argument('--n1', type=int, default=400, help='timed requests per measurement at concurrency 1')
     ap.add_argument('--photos', type=int, default=600)
     ap.add_argument('--no-mlflow', action='store_true')
-    ap.add_argument('--client', nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument('--baseline', default=None, help='git commit whose parkml runs side by side, without keys (the cost of the checks)')
+    ap.add_argument('--repeat-frames', action='store_true', help='send the photos as they are (frames repeat in the frame store)')
+    ap.add_argument('--client', nargs=6, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.client:
-        url, kind, c, n, files = a.client
-        print('RESULT ' + json.dumps(client(url, kind, int(c), int(n), files))); return
+        url, kind, c, n, files, distinct = a.client
+        print('RESULT ' + json.dumps(client(url, kind, int(c), int(n), files, distinct == '1'))); return
 
     from parkml.config import get_settings
     runs = Path(a.runs or get_settings().runs/'bench_serve').resolve(); runs.mkdir(parents=True, exist_ok=True)
@@ -241,15 +282,19 @@ def main():
     files = logdir/'photos.json'; files.write_text(json.dumps(paths))
     print(f"model {onnx_path}\npyfunc {pyfunc}\nlogs and stores of this run: {logdir}", flush=True)
 
-    from parkml.model import ENGINES
-    servers = [*[start_parkml(runs, True, logdir, e) for e in ENGINES], start_parkml(runs, False, logdir)]
+    servers = [start_parkml(runs, 'parkml', logdir), start_parkml(runs, 'parkml_normal', logdir, sync='NORMAL'),
+               start_parkml(runs, 'parkml_nolog', logdir, record=False)]
+    from parkml.model import ENGINES, serving_engine
+    servers += [start_parkml(runs, f'parkml_{e}', logdir, sync='NORMAL', engine=e) for e in ENGINES]
+    if a.baseline:
+        servers.append(start_parkml(runs, 'baseline', logdir, sync='NORMAL', code=extract(a.baseline, logdir/'baseline_code')))
     if not a.no_mlflow: servers.append(start_mlflow(runs, pyfunc, logdir))
     res = {name: {1: [], 16: []} for name, _, _ in servers}
     try:
         for r in range(a.rounds):
-            for name, url, proc in servers:
+            for name, url, proc in servers[r % len(servers):] + servers[:r % len(servers)]:   # each round starts elsewhere
                 for c, n in ((1, a.n1), (16, a.n16)):
-                    out = drive(url, 'mlflow' if name == 'mlflow' else 'parkml', c, n, str(files))
+                    out = drive(url, 'mlflow' if name == 'mlflow' else 'parkml', c, n, str(files), not a.repeat_frames)
                     res[name][c].append(out)
                     print(f"round {r + 1} {name:12} c={c:2} {out['per_s']:7.1f}/s p50 {out['p50']:6.2f} ms p95 {out['p95']:6.2f} "
                           f"p99 {out['p99']:6.2f} errors {out['errors']} {out['first_error'] or ''}", flush=True)
@@ -263,45 +308,58 @@ def main():
             else: proc.terminate()
         for _, _, proc in servers: proc.wait(60)
 
-    print("floor: decode + preprocess + each engine in-process ...", flush=True)
-    floors = {}
-    for e in ENGINES:
-        floors[f"floor {e} batch 32, 1 x {cfg.onnx_threads} threads"] = floor(onnx_path, paths, 32, 1, cfg.onnx_threads, engine=e)
-        floors[f"floor {e} batch {cfg.max_batch}, {cfg.infer_workers} x {cfg.infer_threads} thread"] = floor(
-            onnx_path, paths, cfg.max_batch, cfg.infer_workers, cfg.infer_threads, engine=e)
+    print("floor: decode + preprocess + ONNX in-process ...", flush=True)
+    floors = {f"floor batch 32, 1 session x {cfg.onnx_threads} threads": floor(onnx_path, paths, 32, 1, cfg.onnx_threads),
+              f"floor batch {cfg.max_batch}, {cfg.infer_workers} sessions x {cfg.infer_threads} thread": floor(onnx_path, paths, cfg.max_batch, cfg.infer_workers, cfg.infer_threads)}
+    floors[f"floor openvino batch 32, 1 x {cfg.onnx_threads} threads"] = floor(onnx_path, paths, 32, 1, cfg.onnx_threads,
+                                                                               engine='openvino')
 
+    commits = {s: commit_floor(logdir, s, paths) for s in ('NORMAL', 'FULL')}
     from parkml.predlog import open_store
-    best = max((f'parkml_{e}' for e in ENGINES), key=lambda n: float(np.median([o['per_s'] for o in res[n][16]])))
-    st = open_store(f"sqlite:///{logdir}/{best}.db", logdir/f'{best}_frames')
+    st = open_store(f"sqlite:///{logdir}/parkml.db", logdir/'parkml_frames')
     counts = st.counts(); st.close()
-    answered = sum(o['n'] - o['errors'] for c in (1, 16) for o in res[best][c])
+    answered = sum(o['n'] - o['errors'] for c in (1, 16) for o in res['parkml'][c])
 
     med = lambda name, c, k: float(np.median([o[k] for o in res[name][c]]))
     print(f"\nmedians over {a.rounds} rounds; {a.n16} requests at concurrency 16, {a.n1} at concurrency 1; one photo per request")
     print(f"{'server':34} {'pred/s c16':>10} {'p50 c16':>8} {'p95 c16':>8} {'p99 c16':>8} {'pred/s c1':>9} {'p50 c1':>7} {'p95 c1':>7} {'p99 c1':>7} {'errors':>6} {'peak MB':>8}")
-    labels = {**{f'parkml_{e}': f'parkml {e} (log+frames+tel.)' for e in ENGINES},
-              'parkml_nolog': 'parkml (no log, frames, telemetry)', 'mlflow': 'mlflow models serve (pyfunc)'}
+    labels = dict(parkml='parkml (checks, log FULL)', parkml_normal='parkml (checks, log NORMAL)',
+                  parkml_nolog='parkml (no log, frames, telemetry)', baseline=f"parkml @{a.baseline} (NORMAL)",
+                  mlflow='mlflow models serve (pyfunc)', **{f'parkml_{e}': f'parkml {e} (checks, NORMAL)' for e in ENGINES})
     for name in res:
         errs = sum(o['errors'] for c in (1, 16) for o in res[name][c])
         print(f"{labels[name]:34} {med(name, 16, 'per_s'):10.1f} {med(name, 16, 'p50'):8.2f} {med(name, 16, 'p95'):8.2f} {med(name, 16, 'p99'):8.2f} "
               f"{med(name, 1, 'per_s'):9.1f} {med(name, 1, 'p50'):7.2f} {med(name, 1, 'p95'):7.2f} {med(name, 1, 'p99'):7.2f} {errs:6d} {peaks[name]:8.0f}")
     for k, v in floors.items(): print(f"{k:60} {v:7.1f} images/s")
-    print(f"\nratios (targets in brackets); the faster engine here: {best[7:]}")
+    for k, v in commits.items(): print(f"{'prediction log commits in groups of 16, new frames, ' + k:60} {v:7.1f} records/s")
+    p16 = med('parkml', 16, 'per_s')
+    print("\nratios (targets in brackets)")
+    if 'mlflow' in res:
+        print(f"  parkml / mlflow, pred/s at c16:                 {p16 / med('mlflow', 16, 'per_s'):.2f}  [>= 1.30]")
+        print(f"  parkml p50 at c1 vs mlflow p50 at c1:           {med('parkml', 1, 'p50'):.2f} vs {med('mlflow', 1, 'p50'):.2f} ms  [parkml <= mlflow]")
+    for k, v in floors.items(): print(f"  parkml c16 / {k[6:]:50} {p16 / v:.2f}  [>= 0.80]")
+    n16 = med('parkml_normal', 16, 'per_s')
+    auto = serving_engine(None, get_settings(runs=str(runs)))
+    print(f"  engine auto on this box: {auto} (the parkml, parkml_normal and parkml_nolog servers)")
     ov_floor = floors[f"floor openvino batch 32, 1 x {cfg.onnx_threads} threads"]
     for e in ENGINES:
         n = f'parkml_{e}'
-        p16 = med(n, 16, 'per_s')
         if 'mlflow' in res:
-            print(f"  parkml {e:11} / mlflow, pred/s at c16:     {p16 / med('mlflow', 16, 'per_s'):.2f}  [>= 2.0]")
+            print(f"  parkml {e:11} / mlflow, pred/s at c16:     {med(n, 16, 'per_s') / med('mlflow', 16, 'per_s'):.2f}  [>= 2.0]")
             print(f"  parkml {e:11} p50 at c1 / mlflow's:        {med(n, 1, 'p50') / med('mlflow', 1, 'p50'):.2f}  [<= 0.7]")
-        print(f"  parkml {e:11} c16 / OpenVINO batch-32 floor: {p16 / ov_floor:.2f}  [>= 0.75]")
+        print(f"  parkml {e:11} c16 / OpenVINO batch-32 floor: {med(n, 16, 'per_s') / ov_floor:.2f}  [>= 0.75]")
         print(f"  parkml {e:11} peak memory:                 {peaks[n]:.0f} MB  [<= {577 * 1.1:.0f}]")
-    auto = f'parkml_{cfg_engine(runs)}'   # the engine the unlogged server chose (engine = auto)
-    print(f"  cost of log+frames+telemetry at c16 ({auto[7:]}):  {100 * (1 - med(auto, 16, 'per_s') / med('parkml_nolog', 16, 'per_s')):.1f}%  [< 10%]")
-    print(f"  cost of log+frames+telemetry at c1 (p50):       {med(auto, 1, 'p50') - med('parkml_nolog', 1, 'p50'):+.2f} ms")
+    print(f"  cost of log+frames+telemetry (NORMAL) at c16:   {100 * (1 - n16 / med('parkml_nolog', 16, 'per_s')):.1f}%  [< 10%]")
+    print(f"  cost of log+frames+telemetry at c1 (p50):       {med('parkml_normal', 1, 'p50') - med('parkml_nolog', 1, 'p50'):+.2f} ms")
+    print(f"  cost of synchronous=FULL vs NORMAL at c16:      {100 * (1 - p16 / n16):.1f}%")
+    print(f"  cost of synchronous=FULL at c1 (p50):           {med('parkml', 1, 'p50') - med('parkml_normal', 1, 'p50'):+.2f} ms")
+    if 'baseline' in res:
+        b16 = med('baseline', 16, 'per_s')
+        print(f"  cost of keys+format check+queue at c16:         {100 * (1 - n16 / b16):.1f}%  (NORMAL vs @{a.baseline})")
+        print(f"  cost of checks and FULL together at c16:        {100 * (1 - p16 / b16):.1f}%  [< 10%]")
     print(f"\nprediction log of the logged server: {counts['predictions']} predictions for {answered} answered timed requests "
           f"(+ warm-up), {counts['frames']} distinct frames, {counts['telemetry']} telemetry samples")
-    out = dict(results=res, peaks_mb=peaks, floors=floors, store=counts, answered=answered, engine_best=best[7:])
+    out = dict(results=res, peaks_mb=peaks, floors=floors, commits=commits, store=counts, answered=answered)
     (runs/'serve_bench_results.json').write_text(json.dumps(out, indent=1))
     print(f"raw results: {runs/'serve_bench_results.json'}")
 

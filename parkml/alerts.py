@@ -21,7 +21,7 @@ __all__ = ['SEVERITIES', 'STATES', 'ACTIONS', 'TRANSITIONS', 'ALERT_COLS', 'ALER
            'new_alert_id', 'plain', 'Alert', 'AlertStore', 'SQLiteAlertStore', 'open_alert_store', 'ChannelError',
            'Channel', 'alert_payload', 'WebhookChannel', 'EmailChannel', 'channels_from_settings', 'deliver',
            'deliver_pending', 'raise_alerts', 'labelled_production_set', 'champion_run', 'run_staging', 'retrain',
-           'auto_retrain', 'start_retrain_job']
+           'auto_retrain', 'start_retrain_job', 'handle_alert']
 
 # %% ../nbs/21_alerts.ipynb #c996678c
 SEVERITIES = ('info', 'warning', 'critical')
@@ -439,14 +439,16 @@ def _governance_request(actor, reason: str, alert_id: str | None):
     return retrain_requested(actor, reason, alert_id)
 
 def _owner(actor):
-    "`actor` as a `governance.Actor`: given as one, or a name taken as an owner (default: this user)"
+    "`actor` as a `governance.Actor`: a signed-in person as given, or an alert rule `rule:<name>` (a pipeline)"
     from parkml.governance import Actor
-    return actor if isinstance(actor, Actor) else Actor(actor or getpass.getuser(), 'owner')
+    if isinstance(actor, Actor): return actor
+    if isinstance(actor, str) and actor.startswith('rule:'): return Actor(actor, 'owner', proof='pipeline')
+    raise TypeError(f"a retraining needs a signed-in person (users.authenticate) or an alert rule, got {actor!r}")
 
-def retrain(reason: str = '', alert_id: str = None, actor: str = None, limit: int = 0, stage: bool = True, progress: bool = True,
+def retrain(reason: str = '', alert_id: str = None, actor=None, limit: int = 0, stage: bool = True, progress: bool = True,
             staging_params: dict = None) -> dict:
     """Retrain on the training data plus labelled production frames, stage the new version, link it to `alert_id`.
-    `actor` is a `governance.Actor` or a name (taken as an owner: a person, or rule:<name> for an automatic retraining)"""
+    `actor` is a signed-in person's `governance.Actor`, or `rule:<name>` for an automatic retraining"""
     from contextlib import nullcontext
     from parkml.notebooks import run_notebook, warm_kernels
     who = _owner(actor)
@@ -481,8 +483,9 @@ def auto_retrain(alerts: list[Alert], cfg: Settings = None, **kw) -> dict | None
 
 # %% ../nbs/21_alerts.ipynb #cd363099
 def start_retrain_job(reason: str, alert_id: str = None, actor=None, cfg: Settings = None) -> dict:
-    """Start `parkml retrain` for `alert_id` in a process of its own that outlives the caller, after checking the role,
-    the reason and the alert; its output goes to `runs/jobs/`. Returns the pid, the command and the log's path."""
+    """Start `parkml retrain` for `alert_id` in a process of its own that outlives the caller, after checking the person,
+    the role, the reason and the alert. The job proves who asked with a token of its own (6 hours, passed in its
+    environment, never on its command line); its output goes to `runs/jobs/`. Returns the pid, command and log path."""
     import os, subprocess, sys
     from parkml.governance import check_plan, plan_action
     cfg = cfg or get_settings()
@@ -490,12 +493,32 @@ def start_retrain_job(reason: str, alert_id: str = None, actor=None, cfg: Settin
     check_plan(plan_action('retrain_requested', None, who, reason, alert_id, cfg=cfg))   # the rules the job will meet
     if alert_id:
         with open_alert_store(cfg.alerts_uri) as st: st.get(alert_id)   # KeyError for an unknown alert
+    from parkml.users import new_token
     log = ensure_dir(cfg.runs/'jobs')/f"retrain-{alert_id or 'manual'}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     cmd = [sys.executable, '-c', 'import sys; from parkml.cli import main; sys.exit(main())',
-           'retrain', '--reason', reason, '--by', who.name, '--quiet', *(['--alert', alert_id] if alert_id else [])]
-    env = {**os.environ, 'PARKML_SETTINGS': str(cfg.path), 'PARKML_RUNS': str(cfg.runs)}
+           'retrain', '--reason', reason, '--user', who.name, '--quiet', *(['--alert', alert_id] if alert_id else [])]
+    token = new_token(who.name, f"retrain job for alert {alert_id or '-'}", ttl_s=6 * 3600)   # the job proves who asked
+    env = {k: v for k, v in os.environ.items() if k not in ('PARKML_PASSWORD', 'PARKML_TOKEN')}
+    env.update(PARKML_SETTINGS=str(cfg.path), PARKML_RUNS=str(cfg.runs), PARKML_USER=who.name, PARKML_TOKEN=token)
     with open(log, 'ab') as out:
         proc = subprocess.Popen(cmd, cwd=str(cfg.root), env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)   # its own session: a signal to the app does not reach it
     threading.Thread(target=proc.wait, daemon=True, name='parkml-retrain-reaper').start()   # no zombie once it ends
     return dict(pid=proc.pid, command=cmd, log=str(log))
+
+# %% ../nbs/21_alerts.ipynb #1e5612b3
+def handle_alert(
+    alert_id: str, # the alert
+    state: str, # 'acknowledged', 'resolved' or 'open' (reopen)
+    actor, # the signed-in person (`users.authenticate`)
+    note: str = None, # why
+    cfg: Settings = None,
+) -> Alert:
+    "Move an alert to `state` as `actor`, after checking who they are and their role; recorded in the audit store"
+    from parkml.governance import Plan, check_plan, govern
+    cfg = cfg or get_settings()
+    plan = Plan('alert_handled', actor, cfg.model_name, note=note or '', extra={'alert_id': alert_id, 'state': state})
+    check_plan(plan)
+    with open_alert_store(cfg.alerts_uri) as st: alert = st.set_state(alert_id, state, actor.name, note)
+    govern(plan, cfg)
+    return alert

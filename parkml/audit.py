@@ -1,4 +1,4 @@
-"""`parkml audit VERSION`: a report for a compliance reader (model card, lineage, staging verdict, approval, alias history, production since release, every MLflow run), as HTML with its plots and as Markdown, logged to MLflow beside the version.
+"""`parkml audit VERSION`: a report for a compliance reader (the audit log's verification, model card, lineage, staging verdict, approval, alias history, production since release, every MLflow run), as HTML with its plots and as Markdown, logged to MLflow beside the version.
 
 Docs: https://parkml.github.io/parkml/audit.html.md"""
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .config import get_settings, ensure_dir, Settings
 from .tracking import mlflow_client, lineage, resolve_version, lineage_tags
-from .governance import open_governance, failure_reasons
+from .auditlog import open_governance, verify_audit_log, AuditVerdict
+from .governance import failure_reasons
 from .predlog import open_store
 from .alerts import open_alert_store
 from .evaluate import ReportFigure
@@ -20,7 +21,8 @@ from . import monitor as mon
 # %% auto #0
 __all__ = ['INTENDED_USE', 'KNOWN_LIMITS', 'SECTIONS', 'P', 'KV', 'T', 'F', 'render_markdown', 'render_html', 'staging_summary',
            'model_card', 'lineage_blocks', 'staging_blocks', 'approval_blocks', 'alias_blocks', 'production_blocks',
-           'runs_blocks', 'production_since', 'collect_audit', 'audit_sections', 'audit_report']
+           'runs_blocks', 'audit_verification', 'verification_blocks', 'production_since', 'collect_audit',
+           'audit_sections', 'audit_report']
 
 # %% ../nbs/41_audit.ipynb #d52ca701
 def P(text) -> tuple: return ('p', str(text))
@@ -243,6 +245,24 @@ def production_blocks(d: dict) -> list:
 def runs_blocks(d: dict) -> list:
     return [T(pd.DataFrame(d['runs'], columns=['role', 'run_id', 'link']), 'no runs')]
 
+# %% ../nbs/41_audit.ipynb #5b1d7e21
+def audit_verification(cfg: Settings) -> AuditVerdict | str:
+    "The audit log's verdict, or why it could not be verified"
+    try: return verify_audit_log(cfg)
+    except (OSError, ValueError, RuntimeError) as e: return str(e)
+
+def verification_blocks(d: dict) -> list:
+    "Blocks of the audit log's verification: the verdict, its counts, every problem and unfinished alias move"
+    v = d['verification']
+    if isinstance(v, str): return [P(f"The audit log could not be verified: {v}")]
+    out = [P(v.headline()), KV({'records in the chain': v.count, 'signatures valid': v.signatures,
+                                'signatures not checked': v.unverified, 'legacy records (before the chain)': v.legacy,
+                                'trusted keys': v.keys, 'hash of the last record': v.head})]
+    if v.problems: out += [P('Every problem, earliest record first:'), T(pd.DataFrame({'problem': v.problems}))]
+    if v.unfinished: out += [P('Alias moves with an intent record but no outcome (the process stopped in between):'),
+                             T(pd.DataFrame(v.unfinished))]
+    return out + [P('Run `parkml audit verify` to check the log again at any time.')]
+
 # %% ../nbs/41_audit.ipynb #3574976b
 def _traffic_figure(by_day: pd.DataFrame) -> bytes:
     fig = ReportFigure(figsize=(7, 3), layout='constrained'); ax = fig.subplots()
@@ -316,10 +336,12 @@ def collect_audit(version, cfg: Settings = None, client=None, tmp: Path = None) 
                 packages=_json(client, mv.run_id, 'environment/packages.json', tmp/'train'),
                 scores=_scores_frame(client, mv.run_id, tmp/'train'), train_pngs=_pngs(client, mv.run_id, tmp/'train'),
                 production=production_since(v, since, cfg),
+                verification=audit_verification(cfg),
                 runs=[(role, rid, run_link(rid, cfg)) for role, rid in runs], created=time.time())
 
-SECTIONS = {'Model card': model_card, 'Lineage': lineage_blocks, 'Staging verdict': staging_blocks, 'Approval record': approval_blocks,
-            'Alias history': alias_blocks, 'Production since release': production_blocks, 'MLflow runs': runs_blocks}
+SECTIONS = {'Audit log verification': verification_blocks, 'Model card': model_card, 'Lineage': lineage_blocks,
+            'Staging verdict': staging_blocks, 'Approval record': approval_blocks, 'Alias history': alias_blocks,
+            'Production since release': production_blocks, 'MLflow runs': runs_blocks}
 
 def audit_sections(d: dict) -> list:
     "The report's sections, in the order a compliance reader follows them"

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json, sys
 
 # %% auto #0
-__all__ = ['cmd_trace', 'cmd_audit', 'cmd_users', 'app_command', 'cmd_app', 'add_commands']
+__all__ = ['APP_DEFAULTS', 'cmd_trace', 'cmd_audit_verify', 'cmd_audit', 'users_action', 'cmd_users', 'app_command', 'cmd_app',
+           'add_commands']
 
 # %% ../nbs/43_cli_app.ipynb #fdc7dd3f
 def cmd_trace(a) -> int:
@@ -21,45 +22,82 @@ def cmd_trace(a) -> int:
     return 0
 
 # %% ../nbs/43_cli_app.ipynb #786770c7
+def cmd_audit_verify(a) -> int:
+    "Verify the audit log: OK with the counts (exit 0), the first record edited, deleted or inserted (exit 1)"
+    from dataclasses import asdict
+    from parkml.auditlog import verify_audit_log
+    try: v = verify_audit_log()
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"parkml audit verify: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(asdict(v), indent=1) if a.json else v.report())
+    return 0 if v.ok else 1
+
 def cmd_audit(a) -> int:
-    "Write the audit report of a version and log it to MLflow"
+    "Write the audit report of a version and log it to MLflow (`parkml audit verify`: verify the audit log)"
+    if a.verify or a.version == 'verify': return cmd_audit_verify(a)
+    if a.version is None:
+        print("parkml audit: give a version (number or alias), or `verify`", file=sys.stderr)
+        return 2
     from parkml.audit import audit_report
     r = audit_report(a.version, a.out, log=not a.no_log)
     print(f"audit report of version {r['version']}: {', '.join(r['sections'])}")
     print(f"html: {r['html']}\nmarkdown: {r['markdown']}" + (f"\nMLflow run: {r['run_id']}" if r['run_id'] else ''))
     return 0
 
-# %% ../nbs/43_cli_app.ipynb #151ad1b5
+# %% ../nbs/43_cli_app.ipynb #01448344
 def _new_password(a) -> str:
     import getpass, os
-    if a.password: return a.password
     if os.environ.get('PARKML_NEW_PASSWORD'): return os.environ['PARKML_NEW_PASSWORD']
-    if not sys.stdin.isatty(): raise ValueError('no password: give --password, set PARKML_NEW_PASSWORD, or run in a terminal')
+    if not sys.stdin.isatty(): raise ValueError('no password: set PARKML_NEW_PASSWORD, or run in a terminal')
     pw = getpass.getpass(f"password for {a.name}: ")
     if pw != getpass.getpass('again: '): raise ValueError('the two passwords differ')
     return pw
 
+def _admin(a):
+    "The signed-in person for a change to a non-empty users file (None for the first owner)"
+    from parkml.users import load_users, authenticate
+    return authenticate(a.user) if load_users()['credentials']['usernames'] else None
+
+# %% ../nbs/43_cli_app.ipynb #d2ca9375
+def users_action(a) -> str:
+    "Carry out one `parkml users` sub-command; return what to print"
+    from parkml.users import add_user, list_users, new_token, rekey, authenticate, admin_refusal, load_users, UserError
+    if a.users_cmd == 'list':
+        return '\n'.join(f"{u['name']}\t{u['role']}" + ('\tsimulated' if u['simulated'] else '') for u in list_users())
+    if a.users_cmd == 'add':
+        by = _admin(a)   # who may add is checked before the new password is asked for
+        if (why := admin_refusal(load_users(), a.role, by)): raise UserError(why)
+        p = add_user(a.name, a.role, _new_password(a), a.email or '', replace=a.replace, by=by)
+        return f"user {a.name} ({a.role}) saved in {p}"
+    me = authenticate(a.user)
+    if a.users_cmd == 'keygen': return f"new signing key of {a.name}; public key {rekey(a.name, me)}"
+    if me.name != a.name and me.role != 'owner': raise UserError(f"only {a.name} or an owner makes {a.name}'s tokens")
+    token = new_token(a.name, a.label or '', a.ttl_days * 86400)
+    return f"token of {a.name} (shown once; keep it in a secret store, use it as PARKML_TOKEN):\n{token}"
+
 def cmd_users(a) -> int:
-    "Add or list users of the governance app"
-    from parkml.users import add_user, list_users, users_path, UserError
-    try:
-        if a.users_cmd == 'add':
-            p = add_user(a.name, a.role, _new_password(a), a.email or '', replace=a.replace)
-            print(f"user {a.name} ({a.role}) saved in {p}")
-        else:
-            for u in list_users(): print(f"{u['name']}\t{u['role']}")
-    except (UserError, ValueError) as e: print(f"parkml users: {e}", file=sys.stderr); return 2
+    "Add, list, give tokens to or re-key the people of the users file"
+    from parkml.users import UserError, AuthError
+    try: print(users_action(a))
+    except (UserError, AuthError, ValueError) as e:
+        print(f"parkml users: {e}", file=sys.stderr)
+        return 2
     return 0
 
 # %% ../nbs/43_cli_app.ipynb #b249699d
+APP_DEFAULTS = {'--server.address': '127.0.0.1', '--client.toolbarMode': 'minimal'}
+
 def app_command(extra=(), cfg=None) -> list[str]:
-    "The `streamlit run` command line of the app"
+    "The `streamlit run` command line of the app: loopback and no Deploy toolbar unless `extra` says otherwise"
     from pathlib import Path
     from parkml.config import get_settings
     cfg = cfg or get_settings()
     path = Path(str(cfg.app_path))
     if not path.is_file(): raise FileNotFoundError(f"app entry page {path} (setting app_path) does not exist")
-    return [sys.executable, '-m', 'streamlit', 'run', str(path), *extra]
+    given = {str(x).split('=', 1)[0] for x in extra}
+    defaults = [v for k, d in APP_DEFAULTS.items() if k not in given for v in (k, d)]
+    return [sys.executable, '-m', 'streamlit', 'run', str(path), *defaults, *extra]
 
 def cmd_app(a) -> int:
     "Run the Streamlit governance app: this process becomes `streamlit run`, so a signal that stops it stops the app"
@@ -71,6 +109,8 @@ def cmd_app(a) -> int:
     os.execv(cmd[0], cmd)   # not a child: a child would be left running when this process is terminated
 
 # %% ../nbs/43_cli_app.ipynb #32501919
+from .cli_governance import user_option
+
 def add_commands(sub) -> None:
     "Add `app`, `audit`, `trace` and `users` to the `parkml` parser"
     p = sub.add_parser('trace', help='everything behind one logged prediction: frame, model version, run, code, data, staging, approval, alias')
@@ -78,18 +118,29 @@ def add_commands(sub) -> None:
     p.add_argument('--json', action='store_true', help='print JSON')
     p.add_argument('--fresh', action='store_true', help="read the version's facts from MLflow, not from the trace's snapshot")
     p.set_defaults(fn=cmd_trace)
-    p = sub.add_parser('audit', help='write the audit report of a model version (HTML, Markdown) and log it to MLflow')
-    p.add_argument('version', help='version number or alias')
+    p = sub.add_parser('audit', help='write the audit report of a model version (HTML, Markdown) and log it to MLflow; '
+                       '`parkml audit verify` checks the audit log for tampering')
+    p.add_argument('version', nargs='?', help='version number or alias; `verify`: check the audit log instead')
+    p.add_argument('--verify', action='store_true', help='check the audit log (hash chain, signatures); exit 1: tampered')
+    p.add_argument('--json', action='store_true', help='with verify: print the verdict as JSON')
     p.add_argument('--out', default=None, help='folder for the report (default: {runs}/audit/v<N>)')
     p.add_argument('--no-log', action='store_true', help='do not log the report to MLflow')
     p.set_defaults(fn=cmd_audit)
-    p = sub.add_parser('users', help='users of the governance app')
+    p = sub.add_parser('users', help='people of the governance: add, list, tokens, signing keys')
     us = p.add_subparsers(dest='users_cmd', required=True)
-    q = us.add_parser('add', help='add a user (password from --password, PARKML_NEW_PASSWORD or a prompt)')
-    q.add_argument('name'); q.add_argument('--role', required=True, choices=['qa', 'owner', 'viewer'])
-    q.add_argument('--password', default=None); q.add_argument('--email', default=None)
-    q.add_argument('--replace', action='store_true', help='change an existing user')
+    q = us.add_parser('add', help='add a person (password from PARKML_NEW_PASSWORD or a prompt)')
+    q.add_argument('name')
+    q.add_argument('--role', required=True, choices=['qa', 'owner', 'viewer'])
+    q.add_argument('--email', default=None)
+    q.add_argument('--replace', action='store_true', help='change an existing person')
+    q = us.add_parser('token', help='print a new personal API token of NAME, once')
+    q.add_argument('name')
+    q.add_argument('--label', default='', help='what the token is for')
+    q.add_argument('--ttl-days', type=float, default=0, help='days it is valid (0: until the user is changed)')
+    q = us.add_parser('keygen', help="replace NAME's signing key pair")
+    q.add_argument('name')
     us.add_parser('list', help='names and roles')
+    for q in us.choices.values(): user_option(q)
     p.set_defaults(fn=cmd_users)
     p = sub.add_parser('app', help='run the Streamlit governance app; further arguments go to `streamlit run`',
                        prefix_chars='\x00')

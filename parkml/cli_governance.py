@@ -1,4 +1,4 @@
-"""`parkml approve`, `reject`, `release`, `rollback`, `history` and `audit-log`: the command-line face of `parkml.governance`.
+"""`parkml approve`, `reject`, `release`, `rollback`, `history` and `audit-log`: the command-line face of `parkml.governance`, for people who prove who they are.
 
 Docs: https://parkml.github.io/parkml/cli_governance.html.md"""
 
@@ -9,22 +9,37 @@ from __future__ import annotations
 import sys
 
 # %% auto #0
-__all__ = ['act', 'cmd_approve', 'cmd_reject', 'cmd_release', 'cmd_rollback', 'show_table', 'cmd_history', 'cmd_audit_log',
-           'add_commands']
+__all__ = ['signed_in', 'user_option', 'act', 'cmd_approve', 'cmd_reject', 'cmd_release', 'cmd_rollback', 'show_table',
+           'cmd_history', 'cmd_audit_log', 'add_commands']
 
-# %% ../nbs/32_cli_governance.ipynb #7744874b
+# %% ../nbs/32_cli_governance.ipynb #1742f853
+def signed_in(a, cmd: str):
+    "The proven actor of `--user` (and its password or token), or None after printing why not"
+    from parkml.users import authenticate, AuthError, UserError
+    try: return authenticate(getattr(a, 'user', None))
+    except (AuthError, UserError) as e:
+        print(f"parkml {cmd}: refused: {e}", file=sys.stderr)
+        return None
+
+def user_option(p) -> None:
+    "Add `--user` to a command that acts as a person"
+    p.add_argument('--user', default=None, help='your name in the users file (default: PARKML_USER); prove it with '
+                                                'PARKML_PASSWORD, PARKML_TOKEN or the password prompt')
+
+# %% ../nbs/32_cli_governance.ipynb #3856a538
 def act(action: str, a) -> int:
-    "Plan `action` for the parsed arguments, print the plan, carry it out; 2 on a refusal"
-    from parkml.governance import Actor, check_role, plan_action, govern
+    "Sign the person in, plan `action` for the parsed arguments, print the plan, carry it out; 2 on a refusal"
+    from parkml.governance import check_role, plan_action, govern
+    if (actor := signed_in(a, a.cmd)) is None: return 2
     try:
-        actor = Actor(a.by, a.role)
         if not a.dry_run: check_role(actor, action)  # a role that may not act is told so before any registry look-up
         plan = plan_action(action, getattr(a, 'version', None), actor, a.note or '')
         print(plan.explain())
         if a.dry_run: return 0
         recs = govern(plan)
     except (PermissionError, ValueError) as e:
-        print(f"parkml {a.cmd}: refused: {e}", file=sys.stderr); return 2
+        print(f"parkml {a.cmd}: refused: {e}", file=sys.stderr)
+        return 2
     moved = ', '.join(f"{r['alias']} -> {r['to_version'] or '(removed)'}" for r in recs if r.get('alias'))
     print(f"done{': ' + moved if moved else ''} (audit record {', '.join(str(r['id']) for r in recs)})")
     return 0
@@ -56,22 +71,23 @@ def cmd_audit_log(a):
                                                     'role', 'simulated', 'staging_run_id', 'note'], 'no audit records yet')
 
 # %% ../nbs/32_cli_governance.ipynb #2aabb984
-def _who(p, role: str, note_required: bool = False):
-    p.add_argument('--by', required=True, help='name of the person acting (recorded in the audit log)')
-    p.add_argument('--role', default=role, help=f"their role: qa, owner or viewer (default: {role})")
+def _who(p, note_required: bool = False):
+    user_option(p)
     p.add_argument('--note', required=note_required, default='', help='why' + (' (required)' if note_required else ''))
     p.add_argument('--dry-run', action='store_true', help='only print what would happen and whether it is allowed')
 
 def add_commands(sub) -> None:
     "Add the governance sub-commands to the `parkml` parser"
-    for name, fn, role, note, what in [('approve', cmd_approve, 'qa', False, 'QA approves a staged version that passed'),
-                                       ('reject', cmd_reject, 'qa', True, 'QA rejects a staged version, saying why'),
-                                       ('release', cmd_release, 'owner', False, 'move champion to an approved version that passed staging')]:
+    for name, fn, note, what in [('approve', cmd_approve, False, 'QA approves a staged version that passed'),
+                                 ('reject', cmd_reject, True, 'QA rejects a staged version, saying why'),
+                                 ('release', cmd_release, False, 'move champion to an approved version that passed staging')]:
         p = sub.add_parser(name, help=what)
         p.add_argument('version', help='version number or alias')
-        _who(p, role, note); p.set_defaults(fn=fn)
+        _who(p, note)
+        p.set_defaults(fn=fn)
     p = sub.add_parser('rollback', help='move champion back to previous, saying why')
-    _who(p, 'owner', True); p.set_defaults(fn=cmd_rollback)
+    _who(p, True)
+    p.set_defaults(fn=cmd_rollback)
     p = sub.add_parser('history', help='every alias move: who, why, when')
     p.add_argument('--alias', default=None, help='only this alias (champion, previous, challenger)')
     p.set_defaults(fn=cmd_history)

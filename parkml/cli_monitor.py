@@ -47,7 +47,14 @@ def cmd_analyze(a):
 
 def cmd_alerts(a):
     "List, show, acknowledge or resolve alerts, or deliver the ones still queued"
-    from parkml.alerts import open_alert_store, deliver_pending
+    from parkml.alerts import open_alert_store, deliver_pending, handle_alert
+    from parkml.cli_governance import signed_in
+    if a.action in ('ack', 'resolve'):
+        if (me := signed_in(a, 'alerts')) is None: return 2
+        try: x = handle_alert(a.id, 'acknowledged' if a.action == 'ack' else 'resolved', me, a.note)
+        except (KeyError, ValueError, PermissionError) as e: return _fail('alerts', e)
+        print(f"alert {x.id} is {x.state} (by {x.state_by})")
+        return 0
     try:
         with open_alert_store() as st:
             if a.action == 'list':
@@ -62,9 +69,6 @@ def cmd_alerts(a):
                 acts, ob = st.actions(a.id), st.outbox(a.id)
                 if not a.json and len(acts): print('\nactions:\n' + acts[['kind', 'actor', 'status', 'version', 'ref']].to_string(index=False))
                 if not a.json and len(ob): print('\ndelivery:\n' + ob[['channel', 'attempts', 'delivered', 'last_error']].to_string(index=False))
-            elif a.action in ('ack', 'resolve'):
-                x = (st.acknowledge if a.action == 'ack' else st.resolve)(a.id, a.by, a.note)
-                print(f"alert {x.id} is {x.state} (by {x.state_by})")
             else:
                 out = deliver_pending(st)
                 print(f"{int(out.delivered.sum())} delivered, {int((~out.delivered).sum())} still queued" if len(out) else 'nothing queued')
@@ -79,8 +83,10 @@ def pd_time(s):
 def cmd_retrain(a):
     "Retrain with the labelled production frames, then stage the new version"
     from parkml.alerts import retrain
-    try: res = retrain(a.reason, a.alert, a.by, a.limit, stage=not a.no_stage, progress=not a.quiet)
-    except KeyError as e: return _fail('retrain', e)
+    from parkml.cli_governance import signed_in
+    if (me := signed_in(a, 'retrain')) is None: return 2
+    try: res = retrain(a.reason, a.alert, me, a.limit, stage=not a.no_stage, progress=not a.quiet)
+    except (KeyError, PermissionError) as e: return _fail('retrain', e)
     print(f"registered version {res['version']} (run {res['run_id']}) with {res['n_extra']} labelled production frames; "
           f"parent run {res['parent_run'] or '-'}")
     st = res['staging']
@@ -100,6 +106,8 @@ def cmd_schedule(a):
     return 0
 
 # %% ../nbs/35_cli_monitor.ipynb #b3f54185
+from .cli_governance import user_option
+
 def add_commands(sub):
     "Add analyze, alerts, retrain and schedule to the `parkml` parser"
     p = sub.add_parser('analyze', help='daily analysis of the prediction log (papermill notebook 52_daily): checks, plots, MLflow run, alerts')
@@ -118,14 +126,14 @@ def add_commands(sub):
     p.add_argument('id', nargs='?', help='alert id (show, ack, resolve)')
     p.add_argument('--day'); p.add_argument('--state'); p.add_argument('--severity'); p.add_argument('--rule')
     p.add_argument('--limit', type=int, default=50, help='newest N alerts (list)')
-    p.add_argument('--by', default=None, help='who acknowledges or resolves (default: the login name)')
+    user_option(p)
     p.add_argument('--note', default=None, help='why (ack, resolve)')
     p.add_argument('--json', action='store_true', help='print JSON')
     p.set_defaults(fn=cmd_alerts)
     p = sub.add_parser('retrain', help='retrain with labelled production frames (papermill 53_retrain), then stage the new version')
     p.add_argument('--reason', default='', help='why, in words')
     p.add_argument('--alert', default=None, help='the alert this retraining answers')
-    p.add_argument('--by', default=None, help='who asks (default: the login name)')
+    user_option(p)
     p.add_argument('--limit', type=int, default=0, help='images per subset of the training data (0: all)')
     p.add_argument('--no-stage', action='store_true', help='skip the staging run')
     p.add_argument('--quiet', action='store_true', help='no progress bar')

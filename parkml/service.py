@@ -6,7 +6,7 @@ Docs: https://parkml.github.io/parkml/service.html.md"""
 
 # %% ../nbs/11_service.ipynb #374bdff4
 from __future__ import annotations
-import asyncio, hmac, json, logging, math, os, queue, re, threading, time
+import asyncio, hmac, ipaddress, json, logging, math, os, queue, re, socket, threading, time
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, CONTENT_TYPE_LATEST
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
 from fastcore.basics import patch
 from .config import get_settings, ensure_dir, Settings
 from .data import decode_image, preprocess, image_features, ImageError, CLASSES
@@ -32,22 +32,30 @@ from .telemetry import TelemetrySampler, LatencyStats, sample_host
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'IMAGE_ERROR_STATUS', 'MIN_CAPTURE_TS', 'IMAGE_FIELDS', 'InputError', 'StoreError', 'image_input_error',
-           'frame_ext', 'analyse_frame', 'ServedModel', 'load_served', 'load_remembered', 'ModelWatcher', 'Stage',
-           'Job', 'outcome', 'ServiceMetrics', 'Service', 'parse_camera', 'parse_capture_time', 'request_meta',
-           'read_body', 'request_images', 'authorized', 'predict', 'predict_batch', 'feedback', 'health', 'metrics',
-           'openapi', 'openapi_spec', 'create_app', 'app_factory', 'serve']
+__all__ = ['log', 'IMAGE_ERROR_STATUS', 'ACCEPTED_FORMATS', 'MIN_CAPTURE_TS', 'IMAGE_FIELDS', 'MIN_KEY_CHARS', 'InputError',
+           'StoreError', 'Overloaded', 'image_input_error', 'frame_ext', 'format_error', 'analyse_frame', 'ServedModel',
+           'load_served', 'load_remembered', 'ModelWatcher', 'Stage', 'Job', 'outcome', 'ServiceMetrics', 'Service',
+           'parse_camera', 'parse_capture_time', 'request_meta', 'read_body', 'request_images', 'setting_key',
+           'key_matches', 'authorized', 'key_refusal', 'exposed_without_keys', 'predict', 'predict_batch', 'feedback',
+           'health', 'metrics', 'openapi', 'openapi_spec', 'is_loopback', 'ExposureError', 'key_problems',
+           'check_exposure', 'guarded_h11', 'uvicorn_options', 'create_app', 'app_factory', 'serve']
 
 # %% ../nbs/11_service.ipynb #7fd66f21
 class InputError(ValueError):
     "A refused request: HTTP `status`, short `code`, a clear message; `prediction_id` of its integrity-log row"
-    def __init__(self, status: int, code: str, msg: str):
-        super().__init__(msg); self.status, self.code, self.prediction_id = status, code, None
+    def __init__(self, status: int, code: str, msg: str, headers: dict = None):
+        super().__init__(msg)
+        self.status, self.code, self.prediction_id, self.headers = status, code, None, headers or {}
     def as_dict(self) -> dict:
         return dict(error=str(self), code=self.code, status=self.status, prediction_id=self.prediction_id)
 
 class StoreError(RuntimeError):
     "The prediction log could not commit a record: the request is not answered"
+
+class Overloaded(InputError):
+    "The work queue is full: 503 with `Retry-After`, nothing queued and nothing logged"
+    def __init__(self, msg: str, retry_after_s: float):
+        super().__init__(503, 'overloaded', msg, {'Retry-After': str(max(1, math.ceil(retry_after_s)))})
 
 IMAGE_ERROR_STATUS = dict(empty=400, too_large=413, not_an_image=422, corrupt=422, unsupported_mode=422)
 
@@ -64,6 +72,16 @@ def frame_ext(data: bytes) -> str:
     if data[:4] == b'RIFF' and data[8:12] == b'WEBP': return 'webp'
     return next((ext for magic, ext in _MAGIC if data.startswith(magic)), 'bin')
 
+ACCEPTED_FORMATS = ('jpg', 'png', 'webp')
+
+def format_error(data: bytes) -> InputError | None:
+    "The 415 for bytes that are not JPEG, PNG or WebP by their first bytes; None otherwise (empty bytes too)"
+    ext = frame_ext(data)
+    if not data or ext in ACCEPTED_FORMATS: return None
+    kind = f"a {ext.upper()} file" if ext != 'bin' else 'not an image format parkml knows'
+    return InputError(415, 'unsupported_format', f"only JPEG, PNG and WebP images are accepted and these bytes are "
+                                                 f"{kind}: nothing was classified or logged")
+
 def analyse_frame(data: bytes, size: int, max_megapixels: float) -> tuple[np.ndarray, dict]:
     "Decode and check one frame: (uint8 network input (size, size, 3), integrity features); raises `InputError`"
     try: img = decode_image(data, max_megapixels)
@@ -77,6 +95,7 @@ class ServedModel:
     "A loaded model version: registry identity, one ONNX session per worker and one for a frame that comes alone"
     name: str; version: str; run_id: str; alias: str; sessions: list; loaded_at: float; source: str = 'registry'
     solo: ServingModel | None = None
+    proof: dict | None = None   # the checked approval and release of a verified alias (`signing.serving_proof`)
     @property
     def info(self) -> dict: return dict(name=self.name, version=self.version, run_id=self.run_id, alias=self.alias)
     @property
@@ -94,29 +113,41 @@ def _open_sessions(path, cfg: Settings) -> tuple[list[ServingModel], ServingMode
     per_worker = [_warm_session(path, cfg.infer_threads) for _ in range(max(1, cfg.infer_workers))]
     return per_worker, (_warm_session(path, cfg.solo_threads) if cfg.solo_threads else None)
 
-def load_served(alias: str, cfg: Settings = None, client=None, mv=None) -> ServedModel:
+def load_served(alias: str, cfg: Settings = None, client=None, mv=None, not_before: float = 0) -> ServedModel:
     "Load the version behind `alias` (or the given ModelVersion `mv`) ready to serve, and remember it"
+    from parkml.signing import serving_proof
     cfg = cfg or get_settings()
     client = client or mlflow_client(cfg)
     mv = mv or resolve_version(alias, client, cfg)
     path = local_onnx(mv, client, cfg)
+    tags = client.get_registered_model(mv.name).tags
+    proof = serving_proof(mv.name, mv.version, alias, path, mv.tags, tags, cfg, not_before)   # before any session
     sessions, solo = _open_sessions(path, cfg)
-    m = ServedModel(mv.name, str(mv.version), mv.run_id, alias, sessions, time.time(), solo=solo)
-    p = _pointer(cfg, alias); ensure_dir(p.parent)
-    tmp = p.with_suffix('.tmp'); tmp.write_text(json.dumps({**m.info, 'path': str(path)})); tmp.replace(p)
+    m = ServedModel(mv.name, str(mv.version), mv.run_id, alias, sessions, time.time(), solo=solo, proof=proof)
+    p = _pointer(cfg, alias)
+    ensure_dir(p.parent)
+    tmp = p.with_suffix('.tmp')
+    tmp.write_text(json.dumps({**m.info, 'path': str(path), 'proof': proof}))
+    tmp.replace(p)
     return m
 
 def load_remembered(alias: str, cfg: Settings = None) -> ServedModel | None:
     "The version last served for `alias` on this box, from the local cache (None if there is none)"
+    from parkml.signing import serving_proof
     cfg = cfg or get_settings()
     p = _pointer(cfg, alias)
     if not p.is_file(): return None
     d = json.loads(p.read_text())
     if not Path(d['path']).is_file(): return None
+    pr = d.get('proof') or {}   # checked again: the cache is a file anyone on the box could edit
+    proof = serving_proof(d['name'], d['version'], alias, d['path'], {'approval_signed': json.dumps(pr.get('approval'))},
+                          {f"signed_{alias}": json.dumps(pr.get('pointer'))}, cfg)
     sessions, solo = _open_sessions(d['path'], cfg)
-    return ServedModel(d['name'], d['version'], d['run_id'], alias, sessions, time.time(), 'cache', solo)
+    return ServedModel(d['name'], d['version'], d['run_id'], alias, sessions, time.time(), 'cache', solo, proof)
 
 # %% ../nbs/11_service.ipynb #73b4b53c
+from .signing import Unapproved
+
 class ModelWatcher:
     "Holds the served model for `alias` and swaps in the new version when the alias moves"
     def __init__(self, alias: str, cfg: Settings = None, poll_s: float = None):
@@ -124,6 +155,7 @@ class ModelWatcher:
         self.poll_s = float(self.cfg.alias_poll_s if poll_s is None else poll_s)
         self.registry = dict(ok=None, error=None, last_check=None, last_ok=None)
         self.swaps, self._client, self._stop, self._thread = 0, None, threading.Event(), None
+        self.refused = None   # the last version the alias pointed at that the edge would not serve, and why
         self.current = self._first()
 
     def _client_or_new(self):
@@ -136,15 +168,22 @@ class ModelWatcher:
 
     def _first(self) -> ServedModel:
         try:
-            m = load_served(self.alias, self.cfg, self._client_or_new()); self._note(True); return m
+            m = load_served(self.alias, self.cfg, self._client_or_new())
+            self._note(True)
+            return m
         except Exception as e:
             self._client = None
-            m = load_remembered(self.alias, self.cfg)
+            try: m = load_remembered(self.alias, self.cfg)
+            except Unapproved as cached: e, m = Unapproved(f"{e}; the cached version is refused too: {cached}"), None
             if m is None:
                 raise RuntimeError(f"cannot load the model behind alias {self.alias!r} of {self.cfg.model_name} "
                                    f"and none is cached on this host: {e}") from e
-            self._note(False, f"registry unreachable at start, serving cached version {m.version}: {e}")
-            log.warning("registry unreachable (%s); serving cached version %s of %s", e, m.version, m.name)
+            if isinstance(e, Unapproved):
+                self.refused = dict(version=None, reason=str(e), at=time.time())
+                log.error("alias %r is refused (%s); serving cached version %s", self.alias, e, m.version)
+            else:
+                self._note(False, f"registry unreachable at start, serving cached version {m.version}: {e}")
+                log.warning("registry unreachable (%s); serving cached version %s of %s", e, m.version, m.name)
             return m
 
     def poll_once(self) -> bool:
@@ -155,16 +194,32 @@ class ModelWatcher:
             self._note(False, f"registry unreachable or failing, still serving version {self.current.version}: {type(e).__name__}: {e}")
             log.warning("registry check for alias %r failed, still serving version %s: %s", self.alias, self.current.version, e)
             return False
-        if str(mv.version) == self.current.version: self._note(True); return False
-        try: new = load_served(self.alias, self.cfg, self._client, mv)
+        if str(mv.version) == self.current.version:
+            self._note(True)
+            self.refused = None
+            return False
+        since = (self.current.proof or {}).get('time', 0)
+        try: new = load_served(self.alias, self.cfg, self._client, mv, since)
+        except Unapproved as e:
+            self._refuse(str(mv.version), str(e))
+            return False
         except Exception as e:
             self._note(False, f"alias {self.alias!r} moved to version {mv.version}, which cannot be loaded: {e}")
             log.exception("cannot load version %s; still serving %s", mv.version, self.current.version)
             return False
-        old, self.current = self.current, new
-        self.swaps += 1; self._note(True)
+        old, self.current, self.refused = self.current, new, None
+        self.swaps += 1
+        self._note(True)
         log.info("alias %r moved: now serving version %s (was %s)", self.alias, new.version, old.version)
         return True
+
+    def _refuse(self, version: str, why: str):
+        "Keep serving the current version; say (and log once) why the alias's new version is refused"
+        if (self.refused or {}).get('reason') != why:
+            log.error("alias %r points at version %s, which is refused (still serving %s): %s", self.alias, version,
+                      self.current.version, why)
+        self.refused = dict(version=version, reason=why, at=time.time())
+        self._note(True)
 
     def _run(self):
         while not self._stop.wait(self.poll_s): self.poll_once()
@@ -251,8 +306,13 @@ class _LiveCollector:
         yield GaugeMetricFamily('parkml_model_version', 'Registry version number of the served model',
                                 value=float(m.version) if m.version.isdigit() else math.nan)
         yield GaugeMetricFamily('parkml_model_swaps', 'Alias changes picked up since start', value=s.watcher.swaps)
+        yield GaugeMetricFamily('parkml_model_refused', '1 while the alias points at a version the edge refuses (unapproved, unreleased or altered bytes)',
+                                value=float(s.watcher.refused is not None))
         yield GaugeMetricFamily('parkml_registry_ok', '1 when the last registry check succeeded', value=float(bool(s.watcher.registry['ok'])))
         yield GaugeMetricFamily('parkml_store_ok', '1 when the last prediction-log commit succeeded', value=float(s.store_error is None))
+        yield GaugeMetricFamily('parkml_queue_frames', 'Frames waiting for inference or the log', value=s.pending)
+        yield CounterMetricFamily('parkml_overloaded', 'Requests refused with 503 because the queue was full',
+                                  value=s.overloads)
         yield GaugeMetricFamily('parkml_uptime_seconds', 'Seconds since the service started', value=time.time() - s.started)
         host = sample_host(s.proc, s.cfg.runs)
         for k, doc in _HOST_GAUGES.items():
@@ -297,6 +357,9 @@ class Service:
         self.infer = Stage('parkml-infer', self._infer, cfg.max_batch, len(self.watcher.current.sessions))
         self._busy, self._busy_lock = 0, threading.Lock()  # inference workers running a batch right now
         self.write = Stage('parkml-write', self._write, 256)
+        self.queue_max, self.pending, self.peak, self.overloads = max(1, int(cfg.queue_max)), 0, 0, 0
+        self._pending_lock = threading.Lock()  # frames submitted and not yet answered
+        self.exposure = {}  # local address -> reached from the network without good keys (`exposed_without_keys`)
         self.running = False
 
     def start(self) -> Service:
@@ -321,13 +384,47 @@ class Service:
 # %% ../nbs/11_service.ipynb #dae3a8d9
 @patch
 def submit(self: Service, data: bytes, camera: str = None, ts: float = None, received: float = None,
-            error: InputError = None, t0: float = None) -> Future:
+            error: InputError = None, t0: float = None,
+            admitted: bool = False, # its room in the queue was reserved with `admit`
+           ) -> Future:
     "Queue one frame; the future gives the answer dict once its record is committed (or raises InputError/StoreError)"
     received = time.time() if received is None else received
     job = Job(data or b'', camera or self.cfg.camera, received if ts is None else ts, received,
               time.perf_counter() if t0 is None else t0, error)
+    if not admitted: self._reserve(1)
+    job.future.add_done_callback(self._finished)
     (self.write if error is not None else self.infer).put(job)
     return job.future
+
+@patch
+def _reserve(self: Service, n: int):
+    with self._pending_lock:
+        self.pending += n
+        self.peak = max(self.peak, self.pending)
+
+@patch
+def _finished(self: Service, fut: Future):
+    with self._pending_lock: self.pending -= 1
+
+@patch
+def admit(self: Service, n: int = 1,
+          held: int = 0, # frames the caller has reserved already
+         ) -> int:
+    """Reserve room for `n` frames under `queue_max`, or raise `Overloaded` (a request always fits in an idle service).
+    Give each reserved frame to `submit(..., admitted=True)` or back with `release`; returns `n`."""
+    with self._pending_lock:
+        if n and self.pending > held and self.pending + n > self.queue_max:
+            self.overloads += 1
+            raise Overloaded(f"the service is busy: {self.pending} frames are waiting or arriving (setting queue_max = "
+                             f"{self.queue_max}); try again in {self.cfg.retry_after_s:g} s", self.cfg.retry_after_s)
+        self.pending += n
+        self.peak = max(self.peak, self.pending)
+    return n
+
+@patch
+def release(self: Service, n: int = 1) -> None:
+    "Give back room reserved with `admit` and not used"
+    with self._pending_lock: self.pending -= n
 
 @patch
 def _infer(self: Service, jobs: list, k: int = 0):
@@ -401,17 +498,21 @@ def _write(self: Service, jobs: list, k: int = 0):
 # %% ../nbs/11_service.ipynb #9a45e54b
 @patch
 def health(self: Service) -> dict:
-    "What `/health` reports: status, served model, registry, store, telemetry, uptime"
+    "What `/health` reports: status, served model, registry, store, telemetry, work queue, uptime"
     m, reg = self.watcher.current, dict(self.watcher.registry)
     store = dict(enabled=self.store is not None, ok=self.store_error is None, committed=self.committed,
                  last_commit=self.last_commit, error=self.store_error and self.store_error[1],
                  uri=str(getattr(self.store, 'path', '')) or None, frames=self.store_frames)
     tel = dict(enabled=self.telemetry is not None, samples=self.telemetry.samples if self.telemetry else 0,
                failures=self.telemetry.failures if self.telemetry else 0)
-    status = 'ok' if store['ok'] and reg['ok'] else 'degraded'
+    status = 'ok' if store['ok'] and reg['ok'] and not self.watcher.refused else 'degraded'
+    work = dict(pending=self.pending, max=self.queue_max, peak=self.peak, overloads=self.overloads)
+    approval = (dict(verified=True, **{k: m.proof[k] for k in ('sha256', 'approved_by', 'released_by')}) if m.proof else
+                dict(verified=False, why=f"alias {m.alias!r} is not a verified alias (setting verified_aliases)"))
     return dict(status=status, model=dict(m.info, engine=m.sessions[0].engine, loaded_at=m.loaded_at, source=m.source),
                 registry=reg, store=store,
-                telemetry=tel, uptime_s=round(time.time() - self.started, 3), swaps=self.watcher.swaps)
+                approval=dict(approval, refused=self.watcher.refused), telemetry=tel, queue=work,
+                uptime_s=round(time.time() - self.started, 3), swaps=self.watcher.swaps)
 
 # %% ../nbs/11_service.ipynb #a685098c
 _CAMERA_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9._:@/-]{0,63}')
@@ -455,25 +556,34 @@ def _too_big(n, limit) -> InputError:
     return InputError(413, 'body_too_large', f"request body of {n} bytes or more is over the limit of {limit} bytes "
                                              f"({limit / 2**20:g} MiB, setting max_upload_mb)")
 
-async def read_body(request: Request, limit: int) -> bytes:
-    "The request body, refused (413) as soon as it grows past `limit` bytes"
+def _too_slow(timeout_s) -> InputError:
+    return InputError(408, 'body_timeout', f"the request body did not arrive within {timeout_s:g} s (setting "
+                                           "body_timeout_s): the connection is closed", {'Connection': 'close'})
+
+async def read_body(request: Request, limit: int,
+                    timeout_s: float = None, # seconds the whole body may take (None: no deadline)
+                   ) -> bytes:
+    "The request body, refused (413) as soon as it grows past `limit` bytes, or (408) when it takes over `timeout_s`"
     n = request.headers.get('content-length', '')
     if n.isdigit() and int(n) > limit: raise _too_big(int(n), limit)
     buf = bytearray()
-    async for chunk in request.stream():
-        buf += chunk
-        if len(buf) > limit: raise _too_big(len(buf), limit)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                buf += chunk
+                if len(buf) > limit: raise _too_big(len(buf), limit)
+    except TimeoutError: raise _too_slow(timeout_s) from None
     return bytes(buf)
 
 IMAGE_FIELDS = ('file', 'files')
 
-async def request_images(request: Request, limit: int, max_files: int) -> list[bytes]:
+async def request_images(request: Request, limit: int, max_files: int, timeout_s: float = None) -> list[bytes]:
     "The images of a request: the raw body, or the multipart fields `file`/`files` in order"
     media = request.headers.get('content-type', '').split(';', 1)[0].strip().lower()
     if media and media not in ('multipart/form-data', 'application/octet-stream') and not media.startswith('image/'):
         raise InputError(415, 'unsupported_media_type', f"content type {media!r} is not accepted: send the image as the body "
                                                         "(image/jpeg, image/png, ...) or as the multipart/form-data field 'file'")
-    body = await read_body(request, limit)
+    body = await read_body(request, limit, timeout_s)
     if media != 'multipart/form-data':
         if not body: raise InputError(400, 'empty', 'empty body: no image bytes received')
         return [body]
@@ -487,25 +597,55 @@ async def request_images(request: Request, limit: int, max_files: int) -> list[b
     if not parts: raise InputError(400, 'missing_file', "no image: the multipart body has no field 'file'")
     return parts
 
+# %% ../nbs/11_service.ipynb #90ff7ca1
+def setting_key(value) -> str:
+    "A key setting as text ('' when unset)"
+    return '' if value is None else str(value)
+
+def key_matches(given: str, key: str) -> bool:
+    "Does a presented key equal the configured one? Constant time; never true when none is configured"
+    return bool(key) and hmac.compare_digest(given.encode(), key.encode())
+
+def authorized(cfg: Settings, headers, staff: bool = False) -> bool:
+    "May a request with `headers` go on: no key set, the API key (X-API-Key), or for labels (`staff`) the X-Staff-Key"
+    api, st = setting_key(cfg.api_key), setting_key(cfg.staff_key)
+    if not (api or st): return True
+    if staff: return key_matches(headers.get('x-staff-key', ''), st)
+    return not api or key_matches(headers.get('x-api-key', ''), api)
+
+def key_refusal(cfg: Settings, staff: bool = False) -> InputError:
+    "The 401 for a request `authorized` turned away"
+    if not staff: return InputError(401, 'unauthorized', 'missing or wrong API key: send it in the X-API-Key header')
+    if not setting_key(cfg.staff_key):
+        return InputError(401, 'unauthorized', 'this service takes no labels: keys are set but no staff key '
+                                               '(setting staff_key) for /feedback')
+    return InputError(401, 'unauthorized', 'missing or wrong staff key: labels feed retraining, so /feedback needs the '
+                                           "park staff's key in the X-Staff-Key header (the API key is not enough)")
+
 # %% ../nbs/11_service.ipynb #094e234c
 def _error(status: int, code: str, msg: str) -> JSONResponse:
     return JSONResponse(dict(error=msg, code=code, status=status, prediction_id=None), status)
 
-def authorized(svc: Service, request: Request) -> bool:
-    "Does the request carry the configured API key (always true when none is configured)?"
-    key = str(svc.cfg.api_key or '')
-    return not key or hmac.compare_digest(request.headers.get('x-api-key', '').encode(), key.encode())
+def _exposed() -> InputError:
+    return InputError(403, 'keys_required', 'this service is reachable beyond loopback without good keys (settings '
+                                            'api_key and staff_key): it answers nothing but /health')
 
-def _endpoint(name: str, protected: bool = True, timed: bool = False):
-    "Decorate `fn(svc, request)`: API key, InputError/StoreError as JSON errors, request metrics"
+def exposed_without_keys(svc: Service, scope: dict) -> bool:
+    "Did the request arrive on a non-loopback address of a service without good keys (another ASGI server's bind)?"
+    host = (scope.get('server') or ('127.0.0.1', 0))[0]
+    if host not in svc.exposure: svc.exposure[host] = not is_loopback(host) and bool(key_problems(svc.cfg))
+    return svc.exposure[host]
+
+def _endpoint(name: str, protected: bool = True, timed: bool = False, staff: bool = False):
+    "Decorate `fn(svc, request)`: keys (`staff`: the staff key), InputError/StoreError as JSON errors, request metrics"
     def deco(fn):
         async def handler(request: Request):
             svc, t0 = request.app.state.service, time.perf_counter()
             try:
-                if protected and not authorized(svc, request):
-                    raise InputError(401, 'unauthorized', 'missing or wrong API key: send it in the X-API-Key header')
+                if protected and exposed_without_keys(svc, request.scope): raise _exposed()
+                if protected and not authorized(svc.cfg, request.headers, staff): raise key_refusal(svc.cfg, staff)
                 resp = await fn(svc, request)
-            except InputError as e: resp = JSONResponse(e.as_dict(), e.status)
+            except InputError as e: resp = JSONResponse(e.as_dict(), e.status, headers=e.headers)
             except StoreError as e: resp = _error(503, 'store_unavailable', str(e))
             dt = time.perf_counter() - t0
             svc.metrics.observe(name, resp.status_code, dt)
@@ -523,35 +663,62 @@ async def _incoming(svc: Service, request: Request, max_files: int, one: bool = 
     "(images, camera, capture time, received, start) of a predict request; a refused request is logged, then its error raised"
     received, t0 = time.time(), time.perf_counter()
     camera, ts = svc.cfg.camera, received
+    svc.admit()  # room for one frame, reserved before the body is read: a full queue reads nothing
     try:
         camera, ts = request_meta(request, svc.cfg, received)
-        images = await request_images(request, svc.max_bytes, max_files)
+        images = await request_images(request, svc.max_bytes, max_files, svc.cfg.body_timeout_s)
         if one and len(images) > 1: raise InputError(400, 'too_many_files', f"{len(images)} images sent to /predict, which takes one: use /predict/batch")
-    except InputError as e: await _refuse(svc, e, camera, ts, received, t0)
+    except InputError as e:
+        svc.release()
+        await _refuse(svc, e, camera, ts, received, t0)
+    except BaseException:
+        svc.release()
+        raise
     return images, camera, ts, received, t0
+
+def _admit_more(svc: Service, n: int) -> None:
+    "Turn the one frame `_incoming` reserved into `n` (0: give it back)"
+    try: svc.admit(n - 1, held=1) if n else svc.release()
+    except Overloaded:
+        svc.release()
+        raise
+
+def _screen(svc: Service, data: bytes) -> InputError | None:
+    "`format_error` of an upload, counted in the metrics (it is never logged)"
+    e = format_error(data)
+    if e is not None: svc.metrics.rejected.labels(e.code).inc()
+    return e
 
 @_endpoint('predict', timed=True)
 async def predict(svc: Service, request: Request):
     images, camera, ts, received, t0 = await _incoming(svc, request, 4, one=True)
-    return JSONResponse(await asyncio.wrap_future(svc.submit(images[0], camera, ts, received, None, t0)))
+    if (e := _screen(svc, images[0])) is not None:
+        svc.release()
+        raise e
+    return JSONResponse(await asyncio.wrap_future(svc.submit(images[0], camera, ts, received, None, t0, admitted=True)))
 
 @_endpoint('predict_batch', timed=True)
 async def predict_batch(svc: Service, request: Request):
     images, camera, ts, received, t0 = await _incoming(svc, request, svc.cfg.max_batch_files)
-    futures, results = [svc.submit(d, camera, ts, received, None, t0) for d in images], []
-    for f in futures:
-        try: results.append(dict(ok=True, **await asyncio.wrap_future(f)))
+    refused = [_screen(svc, d) for d in images]
+    _admit_more(svc, sum(e is None for e in refused))
+    todo = [e or svc.submit(d, camera, ts, received, None, t0, admitted=True) for d, e in zip(images, refused)]
+    results = []
+    for f in todo:
+        try:
+            if isinstance(f, InputError): raise f
+            results.append(dict(ok=True, **await asyncio.wrap_future(f)))
         except InputError as e: results.append(dict(ok=False, **e.as_dict()))
     return JSONResponse(dict(results=results, n=len(results), n_ok=sum(r['ok'] for r in results)))
 
 # %% ../nbs/11_service.ipynb #bc498bd5
-@_endpoint('feedback')
+@_endpoint('feedback', staff=True)
 async def feedback(svc: Service, request: Request):
     if svc.store is None: return _error(503, 'store_disabled', 'this service keeps no prediction log, so it takes no feedback')
     media = request.headers.get('content-type', '').split(';', 1)[0].strip().lower()
     if media not in ('', 'application/json'):
         raise InputError(415, 'unsupported_media_type', f"feedback is JSON (application/json), not {media!r}")
-    try: d = json.loads(await read_body(request, 65536))
+    try: d = json.loads(await read_body(request, 65536, svc.cfg.body_timeout_s))
     except (ValueError, UnicodeDecodeError) as e: raise InputError(400, 'bad_json', f"the body is not valid JSON: {e}") from None
     if not isinstance(d, dict): raise InputError(400, 'bad_json', 'the body must be a JSON object {"prediction_id": ..., "label": ...}')
     pid, label, source = d.get('prediction_id'), d.get('label'), d.get('source', 'staff')
@@ -579,14 +746,21 @@ async def metrics(svc: Service, request: Request):
 async def openapi(svc: Service, request: Request): return JSONResponse(openapi_spec(svc.cfg))
 
 # %% ../nbs/11_service.ipynb #646147a9
-_STATUS_TEXT = {400: 'Bad request: unreadable body, parameter or empty image', 401: 'Missing or wrong API key',
-                404: 'Unknown prediction', 413: 'Body over max_upload_mb, or image over max_megapixels',
-                415: 'Unsupported content type', 422: 'Not a usable image, or an invalid field',
-                503: 'The prediction log cannot commit: nothing was answered'}
+_STATUS_TEXT = {400: 'Bad request: unreadable body, parameter or empty image', 401: 'Missing or wrong key',
+                403: 'Reachable beyond loopback without keys',
+                404: 'Unknown prediction',
+                408: 'The body did not arrive within body_timeout_s; the connection is closed',
+                413: 'Body over max_upload_mb, or image over max_megapixels',
+                415: 'Unsupported content type, or an image that is not JPEG, PNG or WebP (not logged)',
+                422: 'Not a usable image, or an invalid field',
+                503: 'The work queue is full (retry after Retry-After seconds) or the prediction log cannot commit: '
+                     'nothing was answered'}
+_RETRY = {'Retry-After': {'description': 'seconds to wait when the queue was full', 'schema': {'type': 'integer'}}}
 
 def _ref(name): return {'$ref': f'#/components/schemas/{name}'}
 def _json(schema): return {'application/json': {'schema': schema}}
-def _errors(codes, auth): return {str(c): {'description': _STATUS_TEXT[c], 'content': _json(_ref('Error'))}
+def _errors(codes, auth): return {str(c): {'description': _STATUS_TEXT[c], 'content': _json(_ref('Error')),
+                                           **({'headers': _RETRY} if c == 503 else {})}
                                   for c in sorted(set(codes) | ({401} if auth else set()))}
 def _str(**kw): return {'type': 'string', **kw}
 def _num(**kw): return {'type': 'number', **kw}
@@ -609,7 +783,7 @@ _SCHEMAS = {
                            correct={'type': 'boolean'}, frame_sha=_str(nullable=True), camera=_str(), ts=_num()),
     'Health': _obj(['status', 'model', 'registry', 'store', 'uptime_s'], status={'type': 'string', 'enum': ['ok', 'degraded']},
                    model={'type': 'object'}, registry={'type': 'object'}, store={'type': 'object'}, telemetry={'type': 'object'},
-                   uptime_s=_num(), swaps={'type': 'integer'}),
+                   queue={'type': 'object'}, uptime_s=_num(), swaps={'type': 'integer'}),
 }
 _META_PARAMS = [
     {'name': 'camera', 'in': 'query', 'schema': _str(pattern=f'^({_CAMERA_RE.pattern})?$', maxLength=64), 'description': 'camera id (default: setting camera)'},
@@ -620,23 +794,26 @@ _BIN = {'type': 'string', 'format': 'binary'}
 _RAW = {t: {'schema': _BIN} for t in ('image/jpeg', 'image/png', 'application/octet-stream')}
 
 def openapi_spec(cfg: Settings = None) -> dict:
-    "The service's OpenAPI 3.0 document (with API-key security when the `api_key` setting is set)"
+    "The service's OpenAPI 3.0 document (with key security when `api_key` or `staff_key` is set)"
     cfg = cfg or get_settings()
-    auth = bool(str(cfg.api_key or ''))
+    auth, staff = bool(setting_key(cfg.api_key)), bool(setting_key(cfg.api_key) or setting_key(cfg.staff_key))
     one = {'multipart/form-data': {'schema': _obj(['file'], file=_BIN)}, **_RAW}
     many = {'multipart/form-data': {'schema': _obj(['file'], file={'oneOf': [_BIN, {'type': 'array', 'items': _BIN, 'minItems': 2, 'maxItems': cfg.max_batch_files}]})}, **_RAW}
     ok = lambda desc, schema: {'200': {'description': desc, 'content': _json(schema)}}
     paths = {
         '/predict': {'post': {'summary': 'Classify one image; answered after its record is committed', 'operationId': 'predict',
                               'parameters': _META_PARAMS, 'requestBody': {'required': True, 'content': one},
-                              'responses': {**ok('The prediction', _ref('Prediction')), **_errors([400, 413, 415, 422, 503], auth)}}},
+                              'responses': {**ok('The prediction', _ref('Prediction')),
+                                            **_errors([400, 408, 413, 415, 422, 503], auth)}}},
         '/predict/batch': {'post': {'summary': 'Classify several images (multipart fields file), one result each, in order',
                                     'operationId': 'predict_batch', 'parameters': _META_PARAMS,
                                     'requestBody': {'required': True, 'content': many},
-                                    'responses': {**ok('One result per image', _ref('BatchResult')), **_errors([400, 413, 415, 422, 503], auth)}}},
+                                    'responses': {**ok('One result per image', _ref('BatchResult')),
+                                                  **_errors([400, 408, 413, 415, 422, 503], auth)}}},
         '/feedback': {'post': {'summary': 'The true label of a prediction, from staff who checked its frame', 'operationId': 'feedback',
                                'requestBody': {'required': True, 'content': _json(_ref('Feedback'))},
-                               'responses': {**ok('Feedback recorded', _ref('FeedbackAnswer')), **_errors([400, 404, 413, 415, 422, 503], auth)}}},
+                               'responses': {**ok('Feedback recorded', _ref('FeedbackAnswer')),
+                                             **_errors([400, 404, 408, 413, 415, 422, 503], staff)}}},
         '/health': {'get': {'summary': 'Model, registry, store and uptime', 'operationId': 'health', 'security': [],
                             'responses': {**ok('Serving', _ref('Health')),
                                           '503': {'description': 'The prediction log cannot commit', 'content': _json(_ref('Health'))}}}},
@@ -648,10 +825,83 @@ def openapi_spec(cfg: Settings = None) -> dict:
     spec = {'openapi': '3.0.3', 'info': {'title': 'parkml edge service', 'version': __import__('parkml').__version__,
                                          'description': "Cat/dog classification of the park's CCTV frames"},
             'paths': paths, 'components': {'schemas': _SCHEMAS}}
+    schemes = spec['components']['securitySchemes'] = {}
     if auth:
-        spec['components']['securitySchemes'] = {'apiKey': {'type': 'apiKey', 'in': 'header', 'name': 'X-API-Key'}}
+        schemes['apiKey'] = {'type': 'apiKey', 'in': 'header', 'name': 'X-API-Key'}
         spec['security'] = [{'apiKey': []}]
+    if staff:
+        schemes['staffKey'] = {'type': 'apiKey', 'in': 'header', 'name': 'X-Staff-Key', 'description': 'park staff'}
+        paths['/feedback']['post']['security'] = [{'staffKey': []}]
+    if not schemes: del spec['components']['securitySchemes']
     return spec
+
+# %% ../nbs/11_service.ipynb #8df6d441
+def is_loopback(host: str) -> bool:
+    "Does `host` (an address or a name) reach only this machine?"
+    h = (host or '').strip().strip('[]')
+    if h.lower() == 'localhost': return True
+    try: return ipaddress.ip_address(h).is_loopback
+    except ValueError: pass
+    try: addrs = {a[4][0].split('%')[0] for a in socket.getaddrinfo(h, None)}
+    except OSError: return False
+    return bool(addrs) and all(ipaddress.ip_address(a).is_loopback for a in addrs)
+
+# %% ../nbs/11_service.ipynb #07f6d6e7
+class ExposureError(ValueError):
+    "The service would face the network without the keys that guard it"
+
+MIN_KEY_CHARS = 16
+
+def key_problems(cfg: Settings) -> list[str]:
+    "What is wrong with the keys for a service that faces the network (empty: nothing)"
+    api, staff = setting_key(cfg.api_key), setting_key(cfg.staff_key)
+    out = [f"{k} is not set" if not v else f"{k} is shorter than {MIN_KEY_CHARS} characters"
+           for k, v in (('api_key', api), ('staff_key', staff)) if len(v) < MIN_KEY_CHARS]
+    if api and api == staff: out.append('staff_key equals api_key, so every camera could post labels')
+    return out
+
+# %% ../nbs/11_service.ipynb #6ffa8912
+def check_exposure(host: str, cfg: Settings = None) -> None:
+    "Raise `ExposureError`, with the reason, when binding `host` would face the network without good keys"
+    cfg = cfg or get_settings()
+    api, staff = setting_key(cfg.api_key), setting_key(cfg.staff_key)
+    if is_loopback(host) and not (api and api == staff): return
+    if probs := key_problems(cfg):
+        raise ExposureError(f"refusing to serve on {host}: {'; '.join(probs)}. A service beyond loopback needs an API "
+                            f"key and a different staff key of {MIN_KEY_CHARS}+ characters each: set "
+                            "PARKML_API_KEY and PARKML_STAFF_KEY in its environment (or api_key and staff_key in settings.ini), "
+                            "or bind 127.0.0.1")
+
+# %% ../nbs/11_service.ipynb #87f5fe7c
+def guarded_h11(header_timeout_s: float) -> type:
+    "uvicorn's h11 protocol, closing a connection whose next request line and headers take over `header_timeout_s`"
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    class GuardedH11(H11Protocol):
+        def connection_made(self, transport):
+            self._deadline = None
+            super().connection_made(transport)
+            self._arm()
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._arm()
+        def connection_lost(self, exc):
+            if self._deadline is not None: self._deadline.cancel()
+            super().connection_lost(exc)
+        def _arm(self):
+            if self._deadline is not None: self._deadline.cancel()
+            self._deadline = self.loop.call_later(header_timeout_s, self._expire, self.cycle)
+        def _expire(self, cycle):
+            idle = self.cycle is cycle and (cycle is None or cycle.response_complete)
+            if idle and not self.transport.is_closing(): self.transport.close()
+    return GuardedH11
+
+# %% ../nbs/11_service.ipynb #2c5802f1
+def uvicorn_options(cfg: Settings = None) -> dict:
+    "uvicorn's limits and timeouts from the settings, as `serve` passes them to `uvicorn.run`"
+    cfg = cfg or get_settings()
+    return dict(limit_concurrency=int(cfg.max_connections), timeout_keep_alive=int(cfg.keep_alive_s),
+                h11_max_incomplete_event_size=int(cfg.max_header_kb * 1024),
+                http=guarded_h11(float(cfg.header_timeout_s)))
 
 # %% ../nbs/11_service.ipynb #b001809b
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -695,13 +945,17 @@ def _stop_with_parent(pid: int, every_s: float = 1.0) -> None:
 def serve(alias: str = None, host: str = None, port: int = None, record: bool = True, log_level: str = 'info',
           parent_pid: int = None) -> None:
     """Run the service under uvicorn (what `parkml serve` calls); `record=False` disables log, frames and telemetry.
+    Refuses (`ExposureError`) to face the network without keys; uvicorn gets the limits of `uvicorn_options`.
     With `parent_pid` (a staging run's or the week's own service) it stops when that parent process ends, so it never
     outlives the run that started it, even one killed without a chance to clean up."""
     import uvicorn
+    cfg = get_settings()
+    host = host or cfg.host
+    check_exposure(host, cfg)  # before anything is loaded or bound
     _bound_registry_calls()
     if parent_pid: _stop_with_parent(int(parent_pid))
-    cfg = get_settings()
     app = create_app(alias, None if record else False, cfg)
     log.info("serving %s version %s (alias %s) on %s:%s", *list(app.state.service.watcher.current.info.values())[:2],
-             app.state.service.alias, host or cfg.host, port or cfg.port)
-    uvicorn.run(app, host=host or cfg.host, port=int(port or cfg.port), log_level=log_level, access_log=False)
+             app.state.service.alias, host, port or cfg.port)
+    uvicorn.run(app, host=host, port=int(port or cfg.port), log_level=log_level, access_log=False,
+                **uvicorn_options(cfg))

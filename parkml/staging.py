@@ -101,7 +101,7 @@ def bad_inputs(jpg: bytes, max_upload_mb: float = None) -> dict:
     return {
         'truncated': (jpg[:len(jpg) // 2], 'image/jpeg', 422, 'corrupt'),
         'corrupt': (_garble_scan(jpg), 'image/jpeg', 422, 'corrupt'),
-        'not_an_image': (b'%PDF-1.4\n1 0 obj <<>> endobj\n', 'image/jpeg', 422, 'not_an_image'),
+        'not_an_image': (b'%PDF-1.4\n1 0 obj <<>> endobj\n', 'image/jpeg', 415, 'unsupported_format'),
         'empty': (b'', 'image/jpeg', 400, 'empty'),
         'too_big': (jpg + os.urandom(int((mb + 1) * 2**20)), 'image/jpeg', 413, 'body_too_large'),
         'decompression_bomb': (_png(Image.new('L', (10_000, 10_000))), 'image/png', 413, 'too_large'),
@@ -706,12 +706,16 @@ def log_staging(r: StagingResult, run_id: str, cfg: Settings = None) -> None:
     client.log_artifact(run_id, str(r.home/'predictions.parquet'), 'staging')
 
 def record_verdict(version, run_id: str, summary: dict, cfg: Settings = None) -> dict:
-    "Tag the version with the staging verdict (`validation_status`, `staging_run_id`, `validation_reasons`); returns the tags"
+    "Tag the version with the staging verdict, its run and the sha256 of the ONNX bytes it tested; returns the tags"
     from parkml.tracking import mlflow_client
     from parkml.governance import TAG_LIMIT
+    from parkml.signing import file_sha256
+    from parkml.tracking import local_onnx
     cfg = cfg or get_settings(); client = mlflow_client(cfg)
     n = len(summary.get('gates', []))
+    mv = client.get_model_version(cfg.model_name, str(version))
     tags = {'validation_status': 'passed' if summary['passed'] else 'failed', 'staging_run_id': run_id,
+            'staging_onnx_sha256': file_sha256(local_onnx(mv, client, cfg)),   # the bytes this run tested
             'validation_time': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
             'validation_gates': f"{n - len(summary['failed_gates'])}/{n} passed"}
     if not summary['passed']: tags['validation_reasons'] = '; '.join(summary['reasons'])[:TAG_LIMIT]

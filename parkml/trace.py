@@ -12,7 +12,8 @@ from pathlib import Path
 from .config import get_settings, Settings, ensure_dir, sqlite_file
 from .predlog import open_store
 from .tracking import lineage, RegistryError
-from .governance import open_governance, aliases_from, failure_reasons
+from .auditlog import open_governance
+from .governance import aliases_from, failure_reasons
 
 # %% auto #0
 __all__ = ['SETTLE_S', 'TraceError', 'version_facts', 'stores_signature', 'snapshot_path', 'cached_version_facts', 'trace',

@@ -14,7 +14,7 @@ import parkml
 
 # %% auto #0
 __all__ = ['PACKAGES', 'mlflow_client', 'code_version', 'lineage_tags', 'package_versions', 'RegistryError', 'resolve_version',
-           'default_ref', 'aliases_of', 'local_onnx', 'lineage', 'format_lineage']
+           'default_ref', 'aliases_of', 'local_onnx', 'registry_sha256', 'lineage', 'format_lineage']
 
 # %% ../nbs/04_tracking.ipynb #5d034cb8
 def mlflow_client(cfg: Settings = None):
@@ -114,6 +114,23 @@ def local_onnx(mv, client=None, cfg=None) -> Path:
         import shutil; shutil.rmtree(tmp, ignore_errors=True)  # another process got there first
     path = sorted(dest.rglob('*.onnx'))[0]
     return path
+
+# %% ../nbs/04_tracking.ipynb #55bc1881
+def registry_sha256(mv, cfg=None) -> str:
+    "sha256 of the ONNX graph model version `mv` holds in the artifact store now (downloaded afresh)"
+    import mlflow, tempfile
+    from parkml.signing import file_sha256
+    uri = mv.tags.get('parkml.onnx_uri')
+    if not uri: raise RegistryError(f"version {mv.version} of {mv.name} has no ONNX graph (tag parkml.onnx_uri)")
+    quiet = os.environ.get('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR')
+    os.environ['MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR'] = 'false'   # a check, not a download anyone waits for
+    try:
+        with tempfile.TemporaryDirectory(prefix='parkml-sha-') as d:
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=d)
+            return file_sha256(sorted(Path(d).rglob('*.onnx'))[0])
+    finally:
+        if quiet is None: os.environ.pop('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', None)
+        else: os.environ['MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR'] = quiet
 
 # %% ../nbs/04_tracking.ipynb #878e6913
 def lineage(ref, client=None, cfg=None) -> dict:

@@ -19,10 +19,11 @@ from .monitor import day_window, traffic_times, frame_bytes, _seed_of
 from .evaluate import lighting_band
 
 # %% auto #0
-__all__ = ['DUSK_FROM', 'DEMO_QA_NAME', 'DEMO_OWNER_NAME', 'RETRAIN_RULES', 'TABLE_COLS', 'DayPlan', 'scenario', 'camera_pools',
-           'day_frames', 'FrameCache', 'Camera', 'staff_feedback', 'edge_service', 'served_version', 'store_paths',
-           'empty_stores', 'demo_actors', 'approve_and_release', 'WeekOptions', 'WeekResult', 'run_week', 'week_figure',
-           'open_commands', 'week_report', 'print_week']
+__all__ = ['DUSK_FROM', 'WEEK_MARKER', 'DEMO_QA_NAME', 'DEMO_OWNER_NAME', 'RETRAIN_RULES', 'TABLE_COLS', 'DayPlan', 'scenario',
+           'camera_pools', 'day_frames', 'FrameCache', 'Camera', 'staff_feedback', 'edge_service', 'served_version',
+           'WeekError', 'demo_env', 'prepare_week_dir', 'week_environment', 'demo_people', 'approve_and_release',
+           'WeekOptions', 'WeekResult', 'run_week', 'week_in', 'week_figure', 'open_commands', 'week_report',
+           'print_week']
 
 # %% ../nbs/60_week.ipynb #6bf36656
 @dataclass
@@ -152,12 +153,13 @@ class Camera:
 
 # %% ../nbs/60_week.ipynb #3b40cf43
 def staff_feedback(url: str, answered: pd.DataFrame, share: float, seed: int = 0, api_key: str = None,
-                   progress: bool = True) -> int:
-    "Send the true label of a random `share` of the answered frames to `/feedback`; returns how many were accepted"
+                   progress: bool = True, staff_key: str = None) -> int:
+    "Send the true label of a random `share` of the answered frames to `/feedback` (staff key default: setting)"
     ok = answered[(answered.status == 200) & answered.prediction_id.notna()]
     pick = ok.sample(frac=share, random_state=seed) if len(ok) else ok
-    n = 0
-    with httpx.Client(base_url=url, timeout=30, headers={'X-API-Key': api_key} if api_key else {}) as c:
+    n, staff_key = 0, str(get_settings().staff_key or '') if staff_key is None else staff_key
+    keys = {k: v for k, v in (('X-API-Key', api_key), ('X-Staff-Key', staff_key)) if v}
+    with httpx.Client(base_url=url, timeout=30, headers=keys) as c:
         for r in tqdm(pick.itertuples(), total=len(pick), desc='staff labels', disable=not progress, leave=False):
             resp = c.post('/feedback', json=dict(prediction_id=r.prediction_id, label=r.label, source='park-staff (simulated)'))
             n += resp.status_code == 200
@@ -175,33 +177,73 @@ def served_version(url: str) -> str:
     "The model version the service at `url` answers with, from its /health"
     return str(httpx.get(url + '/health', timeout=10).json()['model']['version'])
 
-# %% ../nbs/60_week.ipynb #1008a279
-def store_paths(cfg: Settings = None) -> list[Path]:
-    "The files and folders of the embedded stores: MLflow (SQLite + artifacts), prediction log, frames, alerts, audit, executed notebooks"
+# %% ../nbs/60_week.ipynb #d0f654b4
+WEEK_MARKER = '.parkml-week'   # the file that says `parkml week` made a folder (and may empty it)
+
+class WeekError(RuntimeError):
+    "The week cannot run where it was asked to"
+
+def demo_env(cfg: Settings = None) -> dict:
+    "The `PARKML_*` variables that put every store of the week in its own folder (setting `week_dir`)"
     cfg = cfg or get_settings()
-    uris = [cfg.tracking_uri, cfg.predlog_uri, cfg.alerts_uri, cfg.governance_uri]
-    servers = [u for u in uris if not u.startswith('sqlite:///')]
-    if servers: raise ValueError("--fresh only empties embedded SQLite stores; a store here is a server: " + ', '.join(servers))
-    files = [sqlite_file(u, 'store') for u in uris]
-    files += [f.with_name(f.name + s) for f in files for s in ('-wal', '-shm')]
-    return files + [Path(cfg.artifact_root), Path(cfg.frames_dir), cfg.runs/'notebooks', cfg.runs/'week', cfg.runs/'cache'/'models']
+    h = Path(str(cfg.week_dir)).expanduser().resolve()
+    db = lambda name: f"sqlite:///{h/name}.db"
+    return dict(PARKML_RUNS=str(h), PARKML_CACHE=str(cfg.cache), PARKML_TRACKING_URI=db('mlflow'), PARKML_REGISTRY_URI='',
+                PARKML_ARTIFACT_ROOT=str(h/'mlartifacts'), PARKML_PREDLOG_URI=db('predlog'),
+                PARKML_FRAMES_DIR=str(h/'frames'), PARKML_ALERTS_URI=db('alerts'), PARKML_GOVERNANCE_URI=db('governance'),
+                PARKML_USERS_FILE=str(h/'users.yaml'), PARKML_TRUSTED_KEYS=str(h/'trusted_keys.json'),
+                PARKML_KEYS_DIR=str(h/'keys'))
 
-def empty_stores(cfg: Settings = None) -> list[Path]:
-    "Remove the embedded stores (see `store_paths`); returns what was removed"
+# %% ../nbs/60_week.ipynb #ac3f884b
+def prepare_week_dir(
+    cfg: Settings = None,
+    fresh: bool = False, # empty the folder first (only one the week made)
+) -> Path:
+    "The week's folder, made with its marker (or emptied for `fresh`); `WeekError` for a folder the week did not make"
     import shutil
-    gone = []
-    for p in store_paths(cfg):
-        if p.is_dir(): shutil.rmtree(p); gone.append(p)
-        elif p.exists(): p.unlink(); gone.append(p)
-    return gone
+    cfg = cfg or get_settings()
+    home = Path(str(cfg.week_dir)).expanduser().resolve()
+    mine = (home/WEEK_MARKER).is_file()
+    if home.is_dir() and any(home.iterdir()) and not mine:
+        raise WeekError(f"{home} (setting week_dir) holds files that `parkml week` did not make (no {WEEK_MARKER}): "
+                        "nothing was touched; the week runs only in a folder of its own (set PARKML_WEEK_DIR)")
+    if fresh and mine: shutil.rmtree(home)
+    ensure_dir(home)
+    (home/WEEK_MARKER).write_text("made by `parkml week`, which may empty this folder (--fresh)\n")
+    return home
 
-# %% ../nbs/60_week.ipynb #209310f9
+# %% ../nbs/60_week.ipynb #9be296b4
+from contextlib import contextmanager
+
+@contextmanager
+def week_environment(env: dict):
+    "Set the `env` variables for the duration of the block, then restore what was there"
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try: yield
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+
+# %% ../nbs/60_week.ipynb #c20fbf8c
 DEMO_QA_NAME, DEMO_OWNER_NAME = 'demo-qa', 'demo-owner'
 
-def demo_actors():
-    "The simulated QA expert and product owner of the demo (recorded as simulated)"
-    from parkml.governance import Actor
-    return Actor(DEMO_QA_NAME, 'qa', simulated=True), Actor(DEMO_OWNER_NAME, 'owner', simulated=True)
+def demo_people(home: Path) -> tuple:
+    """The simulated QA expert and product owner, signed in: real users of the week's users file (flagged simulated),
+    with their own signing keys; their random passwords are kept in the week's folder for opening the demo later"""
+    import secrets
+    from parkml.users import add_user, authenticate, load_users
+    cred = home/'demo-credentials.json'
+    if not cred.is_file():
+        fd = os.open(cred, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, 'w') as f: json.dump({n: secrets.token_urlsafe(12) for n in (DEMO_QA_NAME, DEMO_OWNER_NAME)}, f)
+    pw = json.loads(cred.read_text())
+    sign_in = lambda name: authenticate(name, pw[name], prompt=False, env=False)
+    if not load_users()['credentials']['usernames']:
+        add_user(DEMO_OWNER_NAME, 'owner', pw[DEMO_OWNER_NAME], simulated=True)
+        add_user(DEMO_QA_NAME, 'qa', pw[DEMO_QA_NAME], by=sign_in(DEMO_OWNER_NAME), simulated=True)
+    return sign_in(DEMO_QA_NAME), sign_in(DEMO_OWNER_NAME)
 
 def approve_and_release(version, staging: dict, qa, owner, when: str) -> list[dict]:
     "QA approves the staged version, then the owner releases it; both simulated and recorded as such"
@@ -270,23 +312,31 @@ def _answered_dark(store, version: str, days: list[DayPlan], cfg: Settings) -> d
 class WeekResult:
     "What the week did: the day table, the events, the versions, the dusk comparison and where the report is"
     table: pd.DataFrame; events: list; versions: dict; dusk: list; failed_requests: int; seconds: float
-    report: Path = None; options: dict = None
+    report: Path = None; options: dict = None; commands: list = None
 
 def run_week(opts: WeekOptions = None, fresh: bool = False, progress: bool = True) -> WeekResult:
-    "Run the week on the configured stores (see the module's introduction); returns the result and writes the report"
+    "Run the week in its own folder (setting `week_dir`; `fresh`: emptied first); returns the result, writes the report"
+    cfg = get_settings()
+    home = prepare_week_dir(cfg, fresh)
+    env = demo_env(cfg)
+    (home/'demo.env').write_text(''.join(f"{k}={v}\n" for k, v in env.items()))
+    with week_environment(env): return week_in(home, opts or WeekOptions(), progress)
+
+def week_in(home: Path, opts: WeekOptions, progress: bool = True) -> WeekResult:
+    "The week itself, on the stores of the current settings (`run_week` points them at the week's own folder)"
     from parkml.notebooks import run_notebook, warm_kernels
     from parkml.alerts import open_alert_store, retrain, run_staging
     from parkml.predlog import open_store
-    opts, cfg, t0 = opts or WeekOptions(), get_settings(), time.time()
+    cfg, t0 = get_settings(), time.time()
     plans = scenario(opts.days, opts.frames_per_day, opts.end)
     log, rows, versions, dusk = [], [], {}, []
     say = lambda day, text: _events(log, day, text, progress)
     if progress:
         tqdm.write(f"A week in the park: {opts.days} days of {opts.frames_per_day} frames, labels on {opts.label_share:.0%} a day late")
         for p in plans: tqdm.write(f"  day {p.n} {p.date}: {p.describe()}")
-    if fresh: say(0, f"fresh start: removed {len(empty_stores(cfg))} store files and folders")
+    say(0, f"the week's own stores, people and keys: {home}")
     with warm_kernels():   # each notebook run starts the next kernel, whose start and imports overlap its work
-        qa, owner = demo_actors()
+        qa, owner = demo_people(home)
         # day 0: the first model, trained, staged, approved and released
         tr = run_notebook('50_train', dict(limit=opts.train_limit, run_name='week-day0'), progress=progress)
         v1 = versions['first'] = str(tr['version'])
@@ -345,7 +395,9 @@ def run_week(opts: WeekOptions = None, fresh: bool = False, progress: bool = Tru
         dusk_days = [p for p in plans if p.dusk >= max(q.dusk for q in plans)]   # the darkest, settled evenings
         for v in [versions['first']] + ([versions['released']] if 'released' in versions else []):
             dusk.append(_answered_dark(store, v, dusk_days, cfg))
+        last = store.predictions(time.time() - 30 * 86400)
     res = WeekResult(table, log, versions, dusk, failed, time.time() - t0, options=asdict(opts))
+    res.commands = open_commands(cfg, home, last.id.iloc[-1] if len(last) else None)
     res.report = week_report(res, plans, cfg)
     return res
 
@@ -371,12 +423,14 @@ def week_figure(table: pd.DataFrame, versions: dict):
     fig.tight_layout()
     return fig
 
-def open_commands(cfg: Settings = None) -> list[str]:
-    "Commands that open what the week made, on the configured stores"
-    cfg = cfg or get_settings()
+def open_commands(cfg: Settings, home: Path, trace_id: str = None) -> list[str]:
+    "Commands that open what the week made in its own folder `home` (its settings first, in the same shell)"
     art = f" --default-artifact-root {cfg.artifact_root}" if cfg.tracking_uri.startswith('sqlite') else ''
-    return [f"mlflow ui --backend-store-uri {cfg.tracking_uri}{art} --port 5000",
-            ".venv/bin/parkml app", ".venv/bin/parkml audit champion", ".venv/bin/parkml alerts list"]
+    return [f"set -a; . {home}/demo.env; set +a    # the week's settings, for the commands below",
+            f"mlflow ui --backend-store-uri {cfg.tracking_uri}{art} --port 5000",
+            f".venv/bin/parkml app    # sign in as {DEMO_QA_NAME} or {DEMO_OWNER_NAME}: {home}/demo-credentials.json",
+            ".venv/bin/parkml audit champion", ".venv/bin/parkml audit verify",
+            f".venv/bin/parkml trace {trace_id or '<prediction id>'}", ".venv/bin/parkml alerts list"]
 
 def week_report(res: WeekResult, plans: list, cfg: Settings = None) -> Path:
     "The HTML summary of the week (table, plot, events, the dusk comparison) under runs/week/"
@@ -391,7 +445,7 @@ def week_report(res: WeekResult, plans: list, cfg: Settings = None) -> Path:
         parts.append(f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">')
     if res.dusk: parts.append('<h2>Dark evenings, labelled frames</h2>' + pd.DataFrame(res.dusk).round(3).to_html(index=False))
     parts.append('<h2>What happened</h2><ul>' + ''.join(f"<li>day {e['day']}: {html.escape(e['event'])}</li>" for e in res.events) + '</ul>')
-    parts.append('<h2>Open it</h2><pre>' + html.escape('\n'.join(open_commands(cfg))) + '</pre>')
+    parts.append('<h2>Open it</h2><pre>' + html.escape('\n'.join(res.commands or [])) + '</pre>')
     out.write_text('<html><head><meta charset="utf-8"><title>parkml week</title></head><body>' + ''.join(parts) + '</body></html>')
     (out.with_suffix('.json')).write_text(json.dumps(dict(table=res.table.drop(columns=['alert_list'], errors='ignore').to_dict('records'),
         events=res.events, versions=res.versions, dusk=res.dusk, failed_requests=res.failed_requests, seconds=res.seconds,
@@ -408,4 +462,4 @@ def print_week(res: WeekResult, cfg: Settings = None) -> None:
               f"{d['recall_dog']:.3f} (n={d['n_dog']}): favours {'dogs' if d['gap_points'] > 0 else 'cats'} by {abs(d['gap_points']):.0f} points")
     print(f"failed requests across the week: {res.failed_requests}; {res.seconds/60:.1f} minutes")
     print(f"report: {res.report}")
-    print('open what the week made:\n  ' + '\n  '.join(open_commands(cfg)))
+    print('open what the week made:\n  ' + '\n  '.join(res.commands or []))

@@ -8,6 +8,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PARKML = str(Path(sys.executable).parent/'parkml')
 # every test's runs folder shares one embedding cache (keyed by image content): each photo's embedding is computed once
 os.environ.setdefault('PARKML_CACHE', str(ROOT/'runs'/'cache'))
+os.environ.setdefault('PARKML_PASSWORD_ROUNDS', '4')   # cheap bcrypt for the tests' many sign-ins (production: 12)
+for _k in ('PARKML_USER', 'PARKML_PASSWORD', 'PARKML_TOKEN', 'PARKML_SIGNING_KEY'): os.environ.pop(_k, None)   # no identity from the caller's shell
 
 def run_cli(*args, env=None, timeout=600, check=False):
     "Run the installed `parkml` command; returns the CompletedProcess"

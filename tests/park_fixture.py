@@ -12,14 +12,16 @@ def make_park(trained, tmp_path: Path, monkeypatch, n_pred: int = 60) -> dict:
     import mlflow
     from parkml.config import get_settings
     from parkml.tracking import mlflow_client, lineage_tags
-    from parkml.governance import Actor, approve, release
+    from parkml.governance import approve, release
+    from parkml.tracking import registry_sha256
+    from parkml.users import add_user, authenticate
     from parkml.predlog import open_store
     from parkml.alerts import Alert, open_alert_store
-    from parkml.users import add_user
     src = mlflow_client().get_model_version(get_settings().model_name, trained['version'])
     env = dict(PARKML_MODEL_NAME=f"park-{tmp_path.name}"[:60], PARKML_GOVERNANCE_URI=f"sqlite:///{tmp_path}/governance.db",
                PARKML_PREDLOG_URI=f"sqlite:///{tmp_path}/predlog.db", PARKML_FRAMES_DIR=str(tmp_path/'frames'),
-               PARKML_ALERTS_URI=f"sqlite:///{tmp_path}/alerts.db", PARKML_USERS_FILE=str(tmp_path/'users.yaml'))
+               PARKML_ALERTS_URI=f"sqlite:///{tmp_path}/alerts.db", PARKML_USERS_FILE=str(tmp_path/'users.yaml'),
+               PARKML_KEYS_DIR=str(tmp_path/'keys'), PARKML_TRUSTED_KEYS=str(tmp_path/'trusted_keys.json'))
     for k, v in env.items(): monkeypatch.setenv(k, v)
     cfg = get_settings(); client = mlflow_client(cfg)
     client.create_registered_model(cfg.model_name)
@@ -37,11 +39,16 @@ def make_park(trained, tmp_path: Path, monkeypatch, n_pred: int = 60) -> dict:
                                  fairness=[dict(grouping='class', group='cat', recall_cat=0.92, n=60)]), STAGING_SUMMARY)
             mlflow.log_metrics({'stage_accuracy': 0.93})
         staging[v] = r.info.run_id
-        for k, val in dict(validation_status='passed', staging_run_id=r.info.run_id, validation_reasons='').items():
+        sha = registry_sha256(client.get_model_version(cfg.model_name, v))   # the bytes the staging run tested
+        for k, val in dict(validation_status='passed', staging_run_id=r.info.run_id, validation_reasons='',
+                           staging_onnx_sha256=sha).items():
             client.set_model_version_tag(cfg.model_name, v, k, val)
+    users = {'olu': ('owner', 'olu-secret-1'), 'ana': ('qa', 'ana-secret-1'), 'vic': ('viewer', 'vic-secret-1')}
+    for name, (role, pw) in users.items():   # the first owner, then the others added by that owner, signed in
+        add_user(name, role, pw, by=None if name == 'olu' else authenticate('olu', 'olu-secret-1', env=False))
     t_before = time.time()
-    approve('1', Actor('ana', 'qa'), 'staging report of version 1 read')
-    release('1', Actor('olu', 'owner'), 'first model to production')
+    approve('1', authenticate('ana', 'ana-secret-1', env=False), 'staging report of version 1 read')
+    release('1', authenticate('olu', 'olu-secret-1', env=False), 'first model to production')
     t_release = time.time()
     rng = np.random.default_rng(0)
     ids = []
@@ -63,7 +70,5 @@ def make_park(trained, tmp_path: Path, monkeypatch, n_pred: int = 60) -> dict:
                          Alert('integrity_frozen', 'critical', 'camera cam-02 repeats one frame', 'check the camera',
                                day=time.strftime('%Y-%m-%d'), model_version='1', camera='cam-02')])
         al.add_action(alerts[0].id, 'retrain', 'olu', 'requested', note='labels say accuracy dropped')
-    users = {'ana': ('qa', 'ana-secret-1'), 'olu': ('owner', 'olu-secret-1'), 'vic': ('viewer', 'vic-secret-1')}
-    for name, (role, pw) in users.items(): add_user(name, role, pw)
     return dict(cfg=cfg, client=client, name=cfg.model_name, src=src, staging=staging, ids=ids, recs=recs, alerts=alerts,
                 t_before=t_before, t_release=t_release, users=users, env=env)

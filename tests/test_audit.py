@@ -21,6 +21,8 @@ def test_audit_report_sections_match_mlflow(park, tmp_path):
     assert r.returncode == 0, r.stderr
     md, page = (tmp_path/'report'/'audit-v1.md').read_text(), (tmp_path/'report'/'audit-v1.html').read_text()
     assert [h[3:] for h in re.findall(r'^## .*$', md, re.M)] == list(SECTIONS)
+    ver = section(md, 'Audit log verification')  # first: the approval and release below are read from that log
+    assert 'OK: 2 records, chain intact, 0 signatures valid' in ver and '**records in the chain**: 2' in ver
     run, mv = client.get_run(src.run_id), client.get_model_version(name, '1')
     # model card: intended use, data version, metrics with intervals, fairness, robustness, limits, training plots
     card = section(md, 'Model card')
@@ -73,3 +75,19 @@ def test_audit_of_an_unstaged_unreleased_version_says_so(park, tmp_path):
     assert 'never moved an alias' in section(md, 'Alias history') and r['run_id'] is None
     bad = run_cli('audit', '99', env=park['env'])
     assert bad.returncode == 2 and 'no version or alias' in bad.stderr
+
+def test_audit_report_shows_a_tampered_log(park, tmp_path):
+    import sqlite3
+    from contextlib import closing
+    from parkml.audit import audit_report
+    from parkml.config import get_settings, sqlite_file
+    db = sqlite_file(get_settings().governance_uri, 'audit store')
+    with closing(sqlite3.connect(db)) as con:
+        con.execute('DROP TRIGGER audit_no_update')
+        con.execute("UPDATE audit SET actor = 'mallory' WHERE action = 'approve'")
+        con.commit()
+    md = audit_report(1, tmp_path/'r1', log=False)['markdown'].read_text()
+    ver = section(md, 'Audit log verification')
+    assert 'TAMPERED: record 1 was edited: its hash does not match its content' in ver
+    assert '| record 1 was edited' in ver  # and in the table of every problem
+    assert re.search(r'^## Audit log verification', md, re.M).start() < md.index('## Model card')

@@ -1,6 +1,6 @@
 """The edge service (parkml.service) as the park runs it: a real server process on loopback, a model trained on real
 petpark photos and registered in MLflow, loaded by alias, and real photos as input."""
-import io, json, os, re, shutil, signal, socket, subprocess, sys, threading, time
+import io, json, os, re, select, shutil, signal, socket, subprocess, sys, threading, time
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, httpx
 from PIL import Image
@@ -71,7 +71,10 @@ class Server:
         self.home, self.port = home, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         home.mkdir(parents=True, exist_ok=True)
+        # the service's mechanics are the subject here, not approvals (tests/test_edge_approval.py): the alias is served
+        # without signed proofs unless a test sets PARKML_VERIFIED_ALIASES
         self.env = {**os.environ, 'PARKML_RUNS': str(runs), 'PARKML_ALIAS_POLL_S': '0.3', 'PARKML_TELEMETRY_INTERVAL_S': '0.5',
+                    'PARKML_VERIFIED_ALIASES': '',
                     'PARKML_PREDLOG_URI': f"sqlite:///{home}/predlog.db", 'PARKML_FRAMES_DIR': str(home/'frames'),
                     **{k: str(v) for k, v in env.items()}}
         self.start()
@@ -179,13 +182,15 @@ def test_defaults_camera_and_receive_time(http, store, photos):
     assert row['camera'] == 'cam-01' and t - 1 < row['ts'] == row['received'] < time.time() + 1
 
 def test_batch_keeps_order_and_reports_each_image(http, store, photos):
-    imgs = [photos[0][0], photos[7][0], b'not an image at all', photos[3][0]]
+    broken = photos[4][0][:len(photos[4][0]) // 2]   # a JPEG cut in half: decoded, refused and logged
+    imgs = [photos[0][0], photos[7][0], broken, photos[3][0], b'not an image at all']
     r = http.post('/predict/batch?camera=gate-3', files=[('file', (f'{i}.jpg', d, 'image/jpeg')) for i, d in enumerate(imgs)])
     assert r.status_code == 200, r.text
     res = r.json()
-    assert res['n'] == 4 and res['n_ok'] == 3 and [x['ok'] for x in res['results']] == [True, True, False, True]
-    assert res['results'][2]['code'] == 'not_an_image' and res['results'][2]['status'] == 422
-    for x, d in zip(res['results'], imgs):
+    assert res['n'] == 5 and res['n_ok'] == 3 and [x['ok'] for x in res['results']] == [True, True, False, True, False]
+    assert res['results'][2]['code'] == 'corrupt' and res['results'][2]['status'] == 422
+    assert res['results'][4]['code'] == 'unsupported_format' and res['results'][4]['prediction_id'] is None   # never logged
+    for x, d in zip(res['results'][:4], imgs):
         row = store.get_prediction(x['prediction_id'])
         assert row['camera'] == 'gate-3' and row['status'] == ('ok' if x['ok'] else 'rejected')
         if x['ok']: assert Path(row['frame_path']).read_bytes() == d and row['label'] == x['label']
@@ -202,7 +207,7 @@ def test_feedback_is_linked_to_its_prediction_and_frame(http, store, photos):
     assert row['true_label'] == label and row['feedback_source'] == 'keeper-anna' and Path(row['frame_path']).read_bytes() == data
     fb = store.feedback()
     assert a['prediction_id'] in set(fb.id) and fb.set_index('id').loc[a['prediction_id'], 'frame_sha'] == a['frame_sha']
-    rej = http.post('/predict', content=b'garbage', headers={'Content-Type': 'image/jpeg'}).json()
+    rej = http.post('/predict', content=data[:len(data) // 2], headers={'Content-Type': 'image/jpeg'}).json()   # logged, refused
     for body, status, code in [({'prediction_id': 'p000000000000nope', 'label': 'cat'}, 404, 'unknown_prediction'),
                                ({'prediction_id': a['prediction_id'], 'label': 'horse'}, 422, 'bad_label'),
                                ({'prediction_id': a['prediction_id'], 'label': 1}, 422, 'bad_label'),
@@ -229,6 +234,9 @@ def test_bad_input_gets_a_clear_4xx_and_an_integrity_row(name, server, http, sto
         assert r.status_code == status, (multipart, r.text)
         e = r.json()
         assert e['code'] == code and e['status'] == status and len(e['error']) > 15
+        if code == 'unsupported_format':   # not JPEG, PNG or WebP: refused before anything is logged
+            assert e['prediction_id'] is None
+            continue
         row = store.get_prediction(e['prediction_id'])
         assert row['status'] == 'rejected' and row['error'].startswith(code) and row['label'] is None and row['p_dog'] is None
     m = http.get('/metrics').text
@@ -377,7 +385,8 @@ def test_kill9_keeps_every_answered_prediction_and_frame(registry, tmp_path, pho
                 if r.status_code == 200: answered.append((r.json(), data))
     threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
     for t in threads: t.start()
-    time.sleep(2.5)
+    t0 = time.time()
+    while len(answered) < 60 and time.time() - t0 < 60: time.sleep(0.05)   # enough answers, however busy the machine
     os.kill(srv.proc.pid, signal.SIGKILL)   # mid-stream: requests in flight
     srv.proc.wait(); stop.set()
     for t in threads: t.join()
@@ -452,3 +461,161 @@ def test_a_service_started_for_a_run_stops_when_that_run_dies():
     try: child.wait(30)
     except psutil.TimeoutExpired:
         child.kill(); raise AssertionError('the orphaned service process was still running after 30 s')
+
+# ---------------------------------------------------------------- hostile clients: keys, formats, floods, slow clients
+
+API_KEY, STAFF_KEY = 'camera-key-0123456789abcdef', 'staff-key-fedcba9876543210'
+
+def _serve_cli(runs, home, host, **env) -> subprocess.CompletedProcess:
+    "`parkml serve --host HOST` with only the PARKML_* variables given (no keys unless given)"
+    base = {k: v for k, v in os.environ.items() if k not in ('PARKML_API_KEY', 'PARKML_STAFF_KEY')}
+    env = {**base, 'PARKML_RUNS': str(runs), 'PARKML_PREDLOG_URI': f"sqlite:///{home}/predlog.db",
+           'PARKML_FRAMES_DIR': str(home/'frames'), **env}
+    return subprocess.run([str(Path(sys.executable).parent/'parkml'), 'serve', '--host', host, '--port', str(free_port())],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+@pytest.mark.parametrize('keys,reason', [({}, 'api_key is not set; staff_key is not set'),
+                                         ({'PARKML_API_KEY': 'short'}, 'api_key is shorter than 16 characters'),
+                                         ({'PARKML_API_KEY': API_KEY, 'PARKML_STAFF_KEY': API_KEY}, 'staff_key equals api_key')])
+def test_serving_beyond_loopback_without_good_keys_is_refused_with_the_reason(registry, tmp_path, keys, reason):
+    r = _serve_cli(registry[0], tmp_path, '0.0.0.0', **keys)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert 'refusing to serve on 0.0.0.0' in r.stderr and reason in r.stderr and 'PARKML_STAFF_KEY' in r.stderr
+    assert 'Traceback' not in r.stderr + r.stdout and API_KEY not in r.stderr + r.stdout   # no traceback, no key shown
+    assert not (tmp_path/'predlog.db').exists()                                           # refused before opening anything
+
+def test_keys_guard_predictions_and_labels_separately(registry, tmp_path, photos):
+    srv = Server(registry[0], tmp_path/'keys', PARKML_API_KEY=API_KEY, PARKML_STAFF_KEY=STAFF_KEY)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            assert c.get('/health').status_code == 200                                   # open to the watchdog
+            for headers in ({}, {'X-API-Key': 'wrong'}, {'X-Staff-Key': STAFF_KEY}):      # the staff key is not a camera key
+                r = c.post('/predict', content=photos[0][0], headers=headers)
+                assert r.status_code == 401 and r.json()['code'] == 'unauthorized', r.text
+            a = c.post('/predict', content=photos[0][0], headers={'X-API-Key': API_KEY}).json()
+            label = {'prediction_id': a['prediction_id'], 'label': photos[0][1]}
+            for headers in ({}, {'X-API-Key': API_KEY}, {'X-API-Key': API_KEY, 'X-Staff-Key': 'wrong'}):
+                r = c.post('/feedback', json=label, headers=headers)
+                assert r.status_code == 401 and 'X-Staff-Key' in r.json()['error'], r.text
+            with srv.store() as st: assert st.get_prediction(a['prediction_id'])['true_label'] is None   # nothing written
+            r = c.post('/feedback', json=label, headers={'X-Staff-Key': STAFF_KEY})
+            assert r.status_code == 200, r.text
+            with srv.store() as st: assert st.get_prediction(a['prediction_id'])['true_label'] == photos[0][1]
+            spec = c.get('/openapi.json', headers={'X-API-Key': API_KEY}).json()
+            assert spec['components']['securitySchemes']['staffKey']['name'] == 'X-Staff-Key'
+            assert spec['paths']['/feedback']['post']['security'] == [{'staffKey': []}]
+    finally: srv.stop()
+    assert API_KEY not in srv.text_log() and STAFF_KEY not in srv.text_log()
+
+def test_formats_other_than_jpeg_png_webp_are_refused_and_nothing_is_logged(server, http, store, photos):
+    img = Image.open(io.BytesIO(photos[2][0])).convert('RGB')
+    refused = {'gif': (encode(img, 'GIF'), 'image/gif'), 'bmp': (encode(img, 'BMP'), 'image/bmp'),
+               'tiff': (encode(img, 'TIFF'), 'image/tiff'), 'text': (b'hello, I am a text file\n' * 40, 'text/plain')}
+    logged = lambda: {k: v for k, v in store.counts().items() if k != 'telemetry'}   # host samples keep coming
+    before, frames = logged(), sorted(Path(server.env['PARKML_FRAMES_DIR']).rglob('*'))
+    n0 = metric(http.get('/metrics').text, 'parkml_rejected_inputs_total', reason='unsupported_format')
+    sent = 0
+    for name, (body, ctype) in refused.items():
+        for r in (http.post('/predict', content=body, headers={'Content-Type': 'image/jpeg'}),    # the header lies
+                  http.post('/predict', content=body, headers={'Content-Type': 'application/octet-stream'}),
+                  http.post('/predict', files={'file': (f'x.{name}', body, ctype)})):
+            sent += 1
+            e = r.json()
+            assert r.status_code == 415 and e['code'] == 'unsupported_format' and e['prediction_id'] is None, (name, r.text)
+            assert 'JPEG, PNG and WebP' in e['error']
+    assert logged() == before and sorted(Path(server.env['PARKML_FRAMES_DIR']).rglob('*')) == frames
+    assert metric(http.get('/metrics').text, 'parkml_rejected_inputs_total', reason='unsupported_format') == n0 + sent
+    for fmt in ('PNG', 'WEBP'):   # the other two accepted formats are served, and their frames kept as sent
+        a = http.post('/predict', content=encode(img, fmt)).json()
+        assert a['label'] in ('cat', 'dog') and store.get_prediction(a['prediction_id'])['frame_path'].endswith(fmt.lower())
+
+def test_overload_gets_503_with_retry_after_and_memory_stays_bounded(registry, tmp_path, photos):
+    """Twenty-four clients post 2 MiB frames as fast as they can into a queue of two: the service refuses the surplus
+    with 503 + Retry-After before reading it, answers the rest with their records committed, and its memory stays flat"""
+    import psutil
+    srv = Server(registry[0], tmp_path/'flood', PARKML_QUEUE_MAX=2)
+    pad = os.urandom(2 * 2**20)
+    frame = lambda k, i: photos[k % len(photos)][0] + pad + k.to_bytes(2, 'big') + i.to_bytes(4, 'big')
+    proc, rss, stop, out = psutil.Process(srv.proc.pid), [], threading.Event(), []
+    with httpx.Client(base_url=srv.url, timeout=60) as c:
+        for i in range(6): assert c.post('/predict', content=frame(99, i)).status_code == 200   # warm up with big frames
+    base = proc.memory_info().rss
+    def sample():
+        while not stop.is_set(): rss.append(proc.memory_info().rss); time.sleep(0.05)
+    def client(k):
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            i = 0
+            while not stop.is_set():
+                r = c.post('/predict', content=frame(k, i)); i += 1
+                out.append((r.status_code, r.headers.get('retry-after'), r.json()))
+    threads = [threading.Thread(target=sample)] + [threading.Thread(target=client, args=(k,)) for k in range(24)]
+    for t in threads: t.start()
+    time.sleep(6); stop.set()
+    for t in threads: t.join()
+    try:
+        statuses = [s for s, _, _ in out]
+        assert set(statuses) <= {200, 503} and statuses.count(200) >= 10 and statuses.count(503) >= 10, statuses
+        assert all(ra == '1' and d['code'] == 'overloaded' for s, ra, d in out if s == 503)
+        h = httpx.get(srv.url + '/health').json()
+        assert h['queue']['peak'] <= 2 and h['queue']['overloads'] == statuses.count(503) and h['queue']['pending'] == 0
+        with srv.store() as st:
+            ok = [d['prediction_id'] for s, _, d in out if s == 200]
+            assert all(st.get_prediction(p)['status'] == 'ok' for p in ok)         # every acknowledged record is there
+            assert st.counts()['predictions'] == len(ok) + 6                      # and nothing else: 503s left no trace
+        growth = (max(rss) - base) / 2**20
+        print(f"RSS {base / 2**20:.0f} MiB before, peak {max(rss) / 2**20:.0f} MiB; {statuses.count(200)} answered, "
+              f"{statuses.count(503)} refused")
+        assert growth < 60, f"RSS grew by {growth:.0f} MiB under the flood"         # 24 clients x 2 MiB unbounded: more
+    finally: srv.stop()
+
+def _recv_all(s: socket.socket, deadline_s: float) -> tuple[bytes, float | None]:
+    "Everything the server sends until it closes the connection (and when that was), or until `deadline_s`"
+    got, t0 = b'', time.time()
+    s.settimeout(0.2)
+    while time.time() - t0 < deadline_s:
+        try: chunk = s.recv(65536)
+        except socket.timeout: continue
+        except ConnectionResetError: return got, time.time() - t0
+        if not chunk: return got, time.time() - t0
+        got += chunk
+    return got, None
+
+def test_slow_clients_are_cut_off_while_others_are_served(registry, tmp_path, photos):
+    srv = Server(registry[0], tmp_path/'slow', PARKML_BODY_TIMEOUT_S=2, PARKML_HEADER_TIMEOUT_S=2)
+    res, stop = {}, threading.Event()
+    def slow_body():
+        with socket.create_connection(('127.0.0.1', srv.port), timeout=10) as s:
+            s.sendall(b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 50000\r\n\r\n')
+            t0, sent = time.time(), 0
+            while time.time() - t0 < 12 and not select.select([s], [], [], 1.0)[0]:   # a byte a second until it answers
+                try: s.sendall(photos[0][0][sent:sent + 1])
+                except OSError: break
+                sent += 1
+            res['body'] = (*_recv_all(s, 10), time.time() - t0, sent)
+    def slow_headers():
+        with socket.create_connection(('127.0.0.1', srv.port), timeout=10) as s:
+            s.sendall(b'POST /predict HTTP/1.1\r\nHost: x\r\n')
+            t0 = time.time()
+            try:
+                for b in b'X-Dribble: ' + b'a' * 20:
+                    s.sendall(bytes([b])); time.sleep(1)
+            except OSError: pass
+            res['headers'] = (*_recv_all(s, 5), time.time() - t0)
+    def fast():
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            res['fast'] = []
+            while not stop.is_set(): res['fast'].append(c.post('/predict', content=photos[1][0]).status_code)
+    threads = [threading.Thread(target=f) for f in (slow_body, slow_headers, fast)]
+    try:
+        for t in threads: t.start()
+        threads[0].join(); threads[1].join(); stop.set(); threads[2].join()
+        got, closed_after, _, sent = res['body']
+        assert got.startswith(b'HTTP/1.1 408'), got[:300]
+        body = json.loads(got.split(b'\r\n\r\n', 1)[1])
+        assert body['code'] == 'body_timeout' and 'body_timeout_s' in body['error'] and sent <= 6
+        assert closed_after is not None, 'the connection was left open after the 408'
+        with srv.store() as st: assert st.get_prediction(body['prediction_id'])['error'].startswith('body_timeout')
+        got, closed_after, total = res['headers']
+        assert got == b'' and closed_after is not None and total < 8, (got[:200], closed_after, total)
+        assert len(res['fast']) >= 5 and set(res['fast']) == {200}                # the others were served all along
+    finally: srv.stop()

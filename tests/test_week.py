@@ -10,19 +10,22 @@ pytestmark = pytest.mark.timeout(1800)   # the module's fixture runs a whole (qu
 @pytest.fixture(scope='module')
 def week(tmp_path_factory):
     reuse = os.environ.get('PARKML_TEST_WEEK_RUNS')   # a developer's shortcut: check a finished week's store again
-    runs = Path(reuse) if reuse else tmp_path_factory.mktemp('week')/'runs'
-    env = {'PARKML_RUNS': str(runs)}
+    base = Path(reuse) if reuse else tmp_path_factory.mktemp('week')/'runs'
+    runs = base/'week-demo'   # the week's own folder (setting week_dir), never the configured stores
     if not reuse:
-        r = run_cli('week', '--quick', '--fresh', '--quiet', env=env, timeout=1500)
+        r = run_cli('week', '--quick', '--fresh', '--quiet', env={'PARKML_RUNS': str(base)}, timeout=1500)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
         (runs/'week'/'stdout.txt').write_text(r.stdout)
     out = (runs/'week'/'stdout.txt').read_text()
-    old = os.environ.get('PARKML_RUNS'); os.environ['PARKML_RUNS'] = str(runs)
+    env = dict(line.split('=', 1) for line in (runs/'demo.env').read_text().splitlines())   # what the week printed to use
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     from parkml.config import get_settings
     res = json.loads((runs/'week'/'week.json').read_text())
-    yield dict(runs=runs, env=env, out=out, res=res, table=pd.DataFrame(res['table']), cfg=get_settings())
-    if old is None: os.environ.pop('PARKML_RUNS', None)
-    else: os.environ['PARKML_RUNS'] = old
+    yield dict(base=base, runs=runs, env=env, out=out, res=res, table=pd.DataFrame(res['table']), cfg=get_settings())
+    for k, v in old.items():
+        if v is None: os.environ.pop(k, None)
+        else: os.environ[k] = v
 
 def test_the_table_is_printed_and_every_day_was_analysed(week):
     t, res = week['table'], week['res']
@@ -80,3 +83,24 @@ def test_the_retrained_model_closes_the_dusk_gap(week):
     first, new = week['res']['dusk']
     assert first['n'] >= 30 and new['n'] >= 30
     assert abs(new['gap_points']) < abs(first['gap_points'])
+
+def test_the_week_ran_in_its_own_folder_and_left_the_configured_stores_alone(week):
+    assert (week['runs']/'.parkml-week').is_file() and (week['runs']/'mlflow.db').is_file()
+    assert not (week['base']/'mlflow.db').exists() and not (week['base']/'governance.db').exists()
+    assert f"set -a; . {week['runs']}/demo.env; set +a" in week['out'] and 'parkml audit verify' in week['out']
+    r = run_cli('audit', 'verify', env=week['env'])
+    assert r.returncode == 0 and 'OK' in r.stdout, r.stdout + r.stderr
+    from parkml.users import list_users
+    assert {(u['name'], u['role'], u['simulated']) for u in list_users()} == {('demo-qa', 'qa', True), ('demo-owner', 'owner', True)}
+
+def test_the_week_refuses_a_folder_it_did_not_make_and_touches_nothing(tmp_path):
+    park = tmp_path/'park'
+    park.mkdir()
+    (park/'mlflow.db').write_bytes(b'a registry the week did not create')
+    (park/'governance.db').write_bytes(b'an audit store the week did not create')
+    for env in ({'PARKML_WEEK_DIR': str(park)}, {'PARKML_RUNS': str(park), 'PARKML_WEEK_DIR': str(park)}):
+        r = run_cli('week', '--quick', '--fresh', '--quiet', env=env, timeout=120)
+        assert r.returncode == 2 and 'did not make' in r.stderr and 'nothing was touched' in r.stderr, r.stderr
+        assert 'Traceback' not in r.stderr
+    assert sorted(p.name for p in park.iterdir()) == ['governance.db', 'mlflow.db']
+    assert (park/'mlflow.db').read_bytes() == b'a registry the week did not create'

@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 import appkit as k
-from parkml.alerts import open_alert_store, start_retrain_job, SEVERITIES, STATES
+from parkml.alerts import open_alert_store, start_retrain_job, handle_alert, SEVERITIES, STATES
 from parkml.governance import check_role, rollback, Refused
 
 st.title('Alerts')
@@ -26,8 +26,12 @@ if allowed:
     def done(msg): k.refresh(); st.success(msg)
     try:
         with open_alert_store(k.cfg().alerts_uri) as s:
-            if b1.button('Acknowledge', key='alerts-ack'): s.acknowledge(aid, me.name, note or None); done(f"alert {aid} acknowledged by {me.name}")
-            if b2.button('Resolve', key='alerts-resolve'): s.resolve(aid, me.name, note or None); done(f"alert {aid} resolved by {me.name}")
+            if b1.button('Acknowledge', key='alerts-ack'):
+                handle_alert(aid, 'acknowledged', me, note or None, k.cfg())
+                done(f"alert {aid} acknowledged by {me.name}")
+            if b2.button('Resolve', key='alerts-resolve'):
+                handle_alert(aid, 'resolved', me, note or None, k.cfg())
+                done(f"alert {aid} resolved by {me.name}")
             if b3.button('Retrain now', key='alerts-retrain'):
                 job = start_retrain_job(note or f"alert {aid}: {row.message}", aid, me, cfg=k.cfg())
                 done(f"retraining started for alert {aid} as process {job['pid']}: it records its request in the audit log "
