@@ -1,4 +1,4 @@
-"""Cached embeddings of a frozen, pretrained EfficientNet-Lite0, a logistic cat/dog head, and ONNX Runtime sessions that serve the park's network.
+"""Cached embeddings of a frozen, pretrained EfficientNet-Lite0, a logistic cat/dog head, and the engines (ONNX Runtime, OpenVINO) that serve the park's network.
 
 Docs: https://parkml.github.io/parkml/model.html.md"""
 
@@ -126,19 +126,21 @@ def engine_model(path, engine: str, threads: int = None, cfg: Settings = None) -
         raise ModelError(f"unknown engine {engine!r}: the engine setting must be one of {', '.join(ENGINES)} or auto")
     return OnnxModel(path, threads) if engine == 'onnxruntime' else OpenVinoModel(path, threads, cfg=cfg)
 
-def engine_speed(om: ServingModel, batch: int = 8, seconds: float = 1.0) -> float:
-    "Images per second of `om` on random images of `batch`, after one warm-up call"
-    X = np.random.default_rng(0).integers(0, 256, (batch, om.size, om.size, 3), dtype=np.uint8)
-    om.run(X, ['p_dog'])
-    n, t0 = 0, time.perf_counter()
-    while n < 3 * batch or time.perf_counter() - t0 < seconds:
-        om.run(X, ['p_dog'])
-        n += batch
-    return n / (time.perf_counter() - t0)
+def engine_speed(models: list, batch: int = 8, seconds: float = 1.0) -> float:
+    "Images per second of `models` side by side (one thread each, as the service's workers) on random images of `batch`"
+    X = np.random.default_rng(0).integers(0, 256, (batch, models[0].size, models[0].size, 3), dtype=np.uint8)
+    for om in models: om.run(X, ['p_dog'])
+    counts, t0 = [0] * len(models), time.perf_counter()
+    def work(k):
+        while counts[k] < 3 * batch or time.perf_counter() - t0 < seconds:
+            models[k].run(X, ['p_dog'])
+            counts[k] += batch
+    with ThreadPoolExecutor(len(models)) as ex: list(ex.map(work, range(len(models))))
+    return sum(counts) / (time.perf_counter() - t0)
 
 # %% ../nbs/03_model.ipynb #8b09a278
 def engine_box(cfg: Settings = None) -> dict:
-    "What an engine benchmark depends on: CPU, cores, package versions, threads, batch and OpenVINO precision"
+    "What an engine benchmark depends on: CPU, cores, package versions, the service's layout, OpenVINO precision"
     from importlib.metadata import version, PackageNotFoundError
     cfg = cfg or get_settings()
     info = Path('/proc/cpuinfo')
@@ -148,16 +150,24 @@ def engine_box(cfg: Settings = None) -> dict:
         try: return version(p)
         except PackageNotFoundError: return None
     return dict(cpu=cpu, cores=os.cpu_count(), onnxruntime=ver('onnxruntime'), openvino=ver('openvino'),
-                threads=cfg.onnx_threads, batch=cfg.max_batch, precision=cfg.openvino_precision)
+                workers=cfg.infer_workers, threads=cfg.infer_threads, batch=cfg.max_batch,
+                solo_threads=cfg.solo_threads, precision=cfg.openvino_precision)
 
 def choose_engine(path, cfg: Settings = None, rounds: int = 2, seconds: float = 1.0) -> dict:
-    "Benchmark both engines on the graph at `path` (best of `rounds`), record the faster in cache/engine.json"
+    """Benchmark both engines on the graph at `path` as the loaded service runs it (`infer_workers` models of
+    `infer_threads` threads side by side, batches of `max_batch`; best of `rounds`); record the faster in
+    cache/engine.json, with the lone-frame path (`solo_threads`, batch 1) measured alongside for the record"""
     cfg = cfg or get_settings()
-    models = {e: engine_model(path, e, cfg.onnx_threads, cfg) for e in ENGINES}
-    speed = {e: 0.0 for e in ENGINES}
+    n = max(1, cfg.infer_workers)
+    models = {e: [engine_model(path, e, cfg.infer_threads, cfg) for _ in range(n)] for e in ENGINES}
+    solo = {e: [engine_model(path, e, cfg.solo_threads or cfg.onnx_threads, cfg)] for e in ENGINES}
+    speed, alone = {e: 0.0 for e in ENGINES}, {e: 0.0 for e in ENGINES}
     for _ in range(rounds):
-        for e, om in models.items(): speed[e] = max(speed[e], engine_speed(om, cfg.max_batch, seconds))
+        for e in ENGINES:
+            speed[e] = max(speed[e], engine_speed(models[e], cfg.max_batch, seconds))
+            alone[e] = max(alone[e], engine_speed(solo[e], 1, seconds / 2))
     rec = dict(engine=max(speed, key=speed.get), images_per_s={e: round(s, 1) for e, s in speed.items()},
+               lone_frames_per_s={e: round(s, 1) for e, s in alone.items()},
                box=engine_box(cfg), graph=Path(path).name, decided=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
     p = ensure_dir(cfg.cache)/'engine.json'
     tmp = p.with_suffix(f'.tmp{os.getpid()}')
