@@ -5,7 +5,9 @@ petpark photos from a separate client process, plus the in-process compute floor
 
 In its own runs folder (default: <runs>/bench_serve) it trains and registers a model once (later runs reuse it) and
 logs, also once, an MLflow pyfunc that takes base64 JPEGs and runs the same ONNX graph with ONNX Runtime (2 threads).
-It then starts the servers side by side, each with `parkml serve` (uvicorn with the service's limits): parkml as the
+It then starts the servers side by side, each with `parkml serve` (uvicorn with the service's limits; engine: the
+setting, auto, except the two servers that run each engine, NORMAL, named parkml_onnxruntime and parkml_openvino,
+whose ratios to MLflow and to the OpenVINO batch-32 floor are printed against the issue-18 targets): parkml as the
 park runs it (API and staff keys set, format check, bounded queue, prediction log with predlog_synchronous=FULL,
 frame store and telemetry); the same with predlog_synchronous=NORMAL; parkml with log, frames and telemetry off
 (PARKML_PREDLOG_ENABLED=false); with --baseline REF, the code of git commit REF (e.g. the commit before the hostile-
@@ -162,12 +164,14 @@ def wait_http(url: str, path: str, proc, timeout=180):
 
 SERVE = 'import sys; from parkml.cli import main; sys.exit(main())'   # `parkml serve ...` of whichever parkml is on the path
 
-def start_parkml(runs: Path, name: str, logdir: Path, record: bool = True, sync: str = 'FULL', code: Path = None):
+def start_parkml(runs: Path, name: str, logdir: Path, record: bool = True, sync: str = 'FULL', code: Path = None,
+                 engine: str = None):
     "`parkml serve` named `name` on a free port: with keys, unless it runs the baseline `code` (a folder with parkml/)"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ('PARKML_API_KEY', 'PARKML_STAFF_KEY', 'PARKML_SETTINGS')}
     env.update({'PARKML_RUNS': str(runs), 'PARKML_PREDLOG_ENABLED': str(record).lower(), 'PARKML_PREDLOG_SYNCHRONOUS': sync,
                 'PARKML_PREDLOG_URI': f"sqlite:///{logdir}/{name}.db", 'PARKML_FRAMES_DIR': str(logdir/f'{name}_frames')})
+    if engine: env['PARKML_ENGINE'] = engine   # else the setting (auto: the faster on this box, as recorded)
     if code is None: env.update(PARKML_API_KEY=API_KEY, PARKML_STAFF_KEY=STAFF_KEY, PYTHONPATH=str(ROOT))
     else: env['PYTHONPATH'] = str(code)
     proc = subprocess.Popen([sys.executable, '-c', SERVE, 'serve', '--host', '127.0.0.1', '--port', str(port), '--log-level',
@@ -210,14 +214,15 @@ def tree_peak_mb(pid: int) -> float:
 
 # ---------------------------------------------------------------- floor
 
-def floor(onnx_path: Path, paths: list, batch: int, workers: int, threads: int, seconds: float = 8) -> float:
-    "Images/s of decode + preprocess + ONNX in batches, in-process, with `workers` sessions of `threads` threads"
+def floor(onnx_path: Path, paths: list, batch: int, workers: int, threads: int, seconds: float = 8,
+          engine: str = 'onnxruntime') -> float:
+    "Images/s of decode + preprocess + the engine in batches, in-process, with `workers` models of `threads` threads"
     from parkml.config import get_settings
     from parkml.data import decode_image, preprocess
-    from parkml.model import OnnxModel
+    from parkml.model import engine_model
     mp = get_settings().max_megapixels
     raw = [Path(p).read_bytes() for p in paths]
-    sessions = [OnnxModel(onnx_path, threads) for _ in range(workers)]
+    sessions = [engine_model(onnx_path, engine, threads) for _ in range(workers)]
     counts = [0] * workers
     def work(k):
         s, i, t0 = sessions[k], k * batch, time.perf_counter()
@@ -279,6 +284,8 @@ def main():
 
     servers = [start_parkml(runs, 'parkml', logdir), start_parkml(runs, 'parkml_normal', logdir, sync='NORMAL'),
                start_parkml(runs, 'parkml_nolog', logdir, record=False)]
+    from parkml.model import ENGINES, serving_engine
+    servers += [start_parkml(runs, f'parkml_{e}', logdir, sync='NORMAL', engine=e) for e in ENGINES]
     if a.baseline:
         servers.append(start_parkml(runs, 'baseline', logdir, sync='NORMAL', code=extract(a.baseline, logdir/'baseline_code')))
     if not a.no_mlflow: servers.append(start_mlflow(runs, pyfunc, logdir))
@@ -304,6 +311,8 @@ def main():
     print("floor: decode + preprocess + ONNX in-process ...", flush=True)
     floors = {f"floor batch 32, 1 session x {cfg.onnx_threads} threads": floor(onnx_path, paths, 32, 1, cfg.onnx_threads),
               f"floor batch {cfg.max_batch}, {cfg.infer_workers} sessions x {cfg.infer_threads} thread": floor(onnx_path, paths, cfg.max_batch, cfg.infer_workers, cfg.infer_threads)}
+    floors[f"floor openvino batch 32, 1 x {cfg.onnx_threads} threads"] = floor(onnx_path, paths, 32, 1, cfg.onnx_threads,
+                                                                               engine='openvino')
 
     commits = {s: commit_floor(logdir, s, paths) for s in ('NORMAL', 'FULL')}
     from parkml.predlog import open_store
@@ -316,7 +325,7 @@ def main():
     print(f"{'server':34} {'pred/s c16':>10} {'p50 c16':>8} {'p95 c16':>8} {'p99 c16':>8} {'pred/s c1':>9} {'p50 c1':>7} {'p95 c1':>7} {'p99 c1':>7} {'errors':>6} {'peak MB':>8}")
     labels = dict(parkml='parkml (checks, log FULL)', parkml_normal='parkml (checks, log NORMAL)',
                   parkml_nolog='parkml (no log, frames, telemetry)', baseline=f"parkml @{a.baseline} (NORMAL)",
-                  mlflow='mlflow models serve (pyfunc)')
+                  mlflow='mlflow models serve (pyfunc)', **{f'parkml_{e}': f'parkml {e} (checks, NORMAL)' for e in ENGINES})
     for name in res:
         errs = sum(o['errors'] for c in (1, 16) for o in res[name][c])
         print(f"{labels[name]:34} {med(name, 16, 'per_s'):10.1f} {med(name, 16, 'p50'):8.2f} {med(name, 16, 'p95'):8.2f} {med(name, 16, 'p99'):8.2f} "
@@ -330,6 +339,16 @@ def main():
         print(f"  parkml p50 at c1 vs mlflow p50 at c1:           {med('parkml', 1, 'p50'):.2f} vs {med('mlflow', 1, 'p50'):.2f} ms  [parkml <= mlflow]")
     for k, v in floors.items(): print(f"  parkml c16 / {k[6:]:50} {p16 / v:.2f}  [>= 0.80]")
     n16 = med('parkml_normal', 16, 'per_s')
+    auto = serving_engine(None, get_settings(runs=str(runs)))
+    print(f"  engine auto on this box: {auto} (the parkml, parkml_normal and parkml_nolog servers)")
+    ov_floor = floors[f"floor openvino batch 32, 1 x {cfg.onnx_threads} threads"]
+    for e in ENGINES:
+        n = f'parkml_{e}'
+        if 'mlflow' in res:
+            print(f"  parkml {e:11} / mlflow, pred/s at c16:     {med(n, 16, 'per_s') / med('mlflow', 16, 'per_s'):.2f}  [>= 2.0]")
+            print(f"  parkml {e:11} p50 at c1 / mlflow's:        {med(n, 1, 'p50') / med('mlflow', 1, 'p50'):.2f}  [<= 0.7]")
+        print(f"  parkml {e:11} c16 / OpenVINO batch-32 floor: {med(n, 16, 'per_s') / ov_floor:.2f}  [>= 0.75]")
+        print(f"  parkml {e:11} peak memory:                 {peaks[n]:.0f} MB  [<= {577 * 1.1:.0f}]")
     print(f"  cost of log+frames+telemetry (NORMAL) at c16:   {100 * (1 - n16 / med('parkml_nolog', 16, 'per_s')):.1f}%  [< 10%]")
     print(f"  cost of log+frames+telemetry at c1 (p50):       {med('parkml_normal', 1, 'p50') - med('parkml_nolog', 1, 'p50'):+.2f} ms")
     print(f"  cost of synchronous=FULL vs NORMAL at c16:      {100 * (1 - p16 / n16):.1f}%")

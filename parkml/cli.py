@@ -42,9 +42,9 @@ def cmd_predict(a):
     import numpy as np
     from parkml.data import decode_image, preprocess, ImageError, CLASSES
     from parkml.tracking import resolve_version, local_onnx
-    from parkml.model import OnnxModel
+    from parkml.model import open_model
     mv = resolve_version(a.model)
-    om = OnnxModel(local_onnx(mv))
+    om = open_model(local_onnx(mv))   # the configured engine, as the service runs it
     print(f"# {mv.name} version {mv.version}", file=sys.stderr)
     batch, names, failed = [], [], 0
     def flush():

@@ -146,7 +146,7 @@ def analyse_day(day: str, window_h: float = None, start=None, end=None, model=No
                 store=None, shap: bool = True, figures: bool = True, progress: bool = True) -> DayResults:
     "Run every monitoring check of `parkml.monitor` on one day of the prediction log against one model version"
     from parkml.tracking import local_onnx
-    from parkml.model import OnnxModel
+    from parkml.model import open_model
     cfg = run_settings(thresholds); day = resolve_day(day, cfg)
     if store is None:
         with open_store() as store:
@@ -178,7 +178,7 @@ def analyse_day(day: str, window_h: float = None, start=None, end=None, model=No
     fair = mon.fairness_by_group(labelled) if len(mon.answered(labelled)) else None; lap('fairness')
     expl = None
     if shap and cfg.shap_frames > 0 and len(ok):
-        om = OnnxModel(local_onnx(mv, cfg=cfg))
+        om = open_model(local_onnx(mv, cfg=cfg), cfg=cfg)
         expl = mon.explain_frames(store, mine, om, cfg.shap_frames, cfg.drift_seed, cfg=cfg)
     lap('shap')
     counts = dict(predictions=len(window), judged=len(mine), answered=len(ok), dog_share=float((ok.p_dog >= 0.5).mean()) if len(ok) else None, rejected=int(window.status.eq('rejected').sum()) if len(window) else 0,

@@ -1,4 +1,4 @@
-"""Cached embeddings of a frozen, pretrained EfficientNet-Lite0, a logistic cat/dog head, and ONNX Runtime sessions that serve the park's network.
+"""Cached embeddings of a frozen, pretrained EfficientNet-Lite0, a logistic cat/dog head, and the engines (ONNX Runtime, OpenVINO) that serve the park's network.
 
 Docs: https://parkml.github.io/parkml/model.html.md"""
 
@@ -6,17 +6,19 @@ Docs: https://parkml.github.io/parkml/model.html.md"""
 
 # %% ../nbs/03_model.ipynb #14b60265
 from __future__ import annotations
-import os, time
+import hashlib, json, os, platform, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np, pandas as pd
 from tqdm.auto import tqdm
-from .config import get_settings, ensure_dir
+from .config import get_settings, ensure_dir, Settings
 from .data import ImageSet, load_images, CLASSES
 
 # %% auto #0
-__all__ = ['WEIGHTS_SHA256', 'EMB_DIM', 'PROJ_DIM', 'BACKBONE_ID', 'ModelError', 'OnnxModel', 'backbone_onnx', 'embed_arrays',
-           'compute_embeddings', 'fit_head', 'fit_projection', 'predict_from_embeddings']
+__all__ = ['WEIGHTS_SHA256', 'EMB_DIM', 'PROJ_DIM', 'BACKBONE_ID', 'ENGINES', 'ModelError', 'ServingModel', 'OnnxModel',
+           'file_sha256', 'openvino_cache_dir', 'openvino_compiled', 'OpenVinoModel', 'engine_model', 'engine_speed',
+           'engine_box', 'choose_engine', 'recorded_engine', 'serving_engine', 'open_model', 'backbone_onnx',
+           'embed_arrays', 'compute_embeddings', 'fit_head', 'fit_projection', 'predict_from_embeddings']
 
 # %% ../nbs/03_model.ipynb #e5fb8b9b
 WEIGHTS_SHA256 = '579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db'
@@ -26,9 +28,28 @@ BACKBONE_ID = f"efficientnet-lite0-{WEIGHTS_SHA256[:12]}"
 class ModelError(RuntimeError):
     "The model cannot be built, loaded or trusted"
 
-# %% ../nbs/03_model.ipynb #8669d252
-class OnnxModel:
-    "An ONNX Runtime session over a ParkNet graph: `run(images)` returns the requested outputs as a dict"
+# %% ../nbs/03_model.ipynb #5055a78d
+class ServingModel:
+    "What every engine offers: `run(images)` gives the requested outputs as a dict; `path`, `outputs`, `size`, `engine`"
+    engine = None
+    def feed(self, x: np.ndarray, names: list) -> list: raise NotImplementedError
+
+    def run(self, images: np.ndarray, outputs=None, batch: int = 64) -> dict:
+        "Requested outputs for uint8 images (N, H, W, 3), computed `batch` images at a time to bound memory"
+        names = list(outputs or self.outputs)
+        feed = lambda x: self.feed(np.ascontiguousarray(x, dtype=np.uint8), names)
+        if len(images) <= batch: return dict(zip(names, feed(images)))
+        parts = [feed(images[i:i+batch]) for i in range(0, len(images), batch)]
+        return {n: np.concatenate([p[j] for p in parts]) for j, n in enumerate(names)}
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        "Probability of dog for uint8 images (N, H, W, 3)"
+        return self.run(images, ['p_dog'])['p_dog']
+
+# %% ../nbs/03_model.ipynb #e63df53c
+class OnnxModel(ServingModel):
+    "An ONNX Runtime session over a ParkNet graph (the reference engine)"
+    engine = 'onnxruntime'
     def __init__(self, path, threads: int = None):
         import onnxruntime as ort
         opts = ort.SessionOptions()
@@ -42,17 +63,137 @@ class OnnxModel:
         self.outputs = [o.name for o in self.sess.get_outputs()]
         self.size = self.sess.get_inputs()[0].shape[1]
 
-    def run(self, images: np.ndarray, outputs=None, batch: int = 64) -> dict:
-        "Requested outputs for uint8 images (N, H, W, 3), computed `batch` images at a time to bound memory"
-        names = list(outputs or self.outputs)
-        feed = lambda x: self.sess.run(names, {'image': np.ascontiguousarray(x, dtype=np.uint8)})
-        if len(images) <= batch: return dict(zip(names, feed(images)))
-        parts = [feed(images[i:i+batch]) for i in range(0, len(images), batch)]
-        return {n: np.concatenate([p[j] for p in parts]) for j, n in enumerate(names)}
+    def feed(self, x: np.ndarray, names: list) -> list: return self.sess.run(names, {'image': x})
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        "Probability of dog for uint8 images (N, H, W, 3)"
-        return self.run(images, ['p_dog'])['p_dog']
+# %% ../nbs/03_model.ipynb #3d96ec6d
+def file_sha256(path) -> str:
+    "Hex sha256 of a file's bytes"
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return h.hexdigest()
+
+def openvino_cache_dir(sha: str, cfg: Settings = None) -> Path:
+    "Folder of the compiled OpenVINO blobs of the ONNX graph with sha256 `sha`"
+    return (cfg or get_settings()).cache/'openvino'/sha
+
+# %% ../nbs/03_model.ipynb #fef69537
+_COMPILED, _COMPILE_LOCK = {}, threading.Lock()   # (sha256, threads, precision) -> CompiledModel, for this process
+
+def openvino_compiled(path, threads: int = None, precision: str = None, cfg: Settings = None):
+    "The CPU compilation of the ONNX graph at `path`: made once per process, its blob cached by the graph's sha256"
+    try: import openvino as ov
+    except ImportError: raise ModelError("engine openvino needs the openvino package: pip install openvino") from None
+    cfg = cfg or get_settings()
+    t = cfg.onnx_threads if threads is None else threads
+    prec = precision or cfg.openvino_precision
+    if prec not in ('auto', 'f32', 'bf16'):
+        raise ModelError(f"openvino_precision must be auto, f32 or bf16, not {prec!r}")
+    key = (file_sha256(path), t, prec)
+    with _COMPILE_LOCK:
+        if key not in _COMPILED:
+            props = {'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': 1, 'ENABLE_CPU_PINNING': False,
+                     'CACHE_DIR': str(ensure_dir(openvino_cache_dir(key[0], cfg)))}
+            if t: props['INFERENCE_NUM_THREADS'] = t
+            if prec != 'auto': props['INFERENCE_PRECISION_HINT'] = prec
+            _COMPILED[key] = ov.Core().compile_model(str(path), 'CPU', props)
+        return _COMPILED[key]
+
+# %% ../nbs/03_model.ipynb #665434e0
+class OpenVinoModel(ServingModel):
+    "The graph compiled by OpenVINO for the CPU; each calling thread gets its own infer request"
+    engine = 'openvino'
+    def __init__(self, path, threads: int = None, precision: str = None, cfg: Settings = None):
+        self.path = Path(path)
+        if not self.path.is_file(): raise ModelError(f"ONNX model not found at {self.path}")
+        self.compiled = openvino_compiled(self.path, threads, precision, cfg)
+        self.outputs = [o.get_any_name() for o in self.compiled.outputs]
+        self.size = self.compiled.input(0).get_partial_shape()[1].get_length()
+        self.local = threading.local()
+
+    def feed(self, x: np.ndarray, names: list) -> list:
+        req = getattr(self.local, 'req', None)
+        if req is None: req = self.local.req = self.compiled.create_infer_request()
+        res = req.infer({0: x})
+        return [res[n] for n in names]
+
+# %% ../nbs/03_model.ipynb #b5613e99
+ENGINES = ('onnxruntime', 'openvino')
+
+def engine_model(path, engine: str, threads: int = None, cfg: Settings = None) -> ServingModel:
+    "A model over the ONNX graph at `path` run by `engine` (onnxruntime or openvino)"
+    if engine not in ENGINES:
+        raise ModelError(f"unknown engine {engine!r}: the engine setting must be one of {', '.join(ENGINES)} or auto")
+    return OnnxModel(path, threads) if engine == 'onnxruntime' else OpenVinoModel(path, threads, cfg=cfg)
+
+def engine_speed(models: list, batch: int = 8, seconds: float = 1.0) -> float:
+    "Images per second of `models` side by side (one thread each, as the service's workers) on random images of `batch`"
+    X = np.random.default_rng(0).integers(0, 256, (batch, models[0].size, models[0].size, 3), dtype=np.uint8)
+    for om in models: om.run(X, ['p_dog'])
+    counts, t0 = [0] * len(models), time.perf_counter()
+    def work(k):
+        while counts[k] < 3 * batch or time.perf_counter() - t0 < seconds:
+            models[k].run(X, ['p_dog'])
+            counts[k] += batch
+    with ThreadPoolExecutor(len(models)) as ex: list(ex.map(work, range(len(models))))
+    return sum(counts) / (time.perf_counter() - t0)
+
+# %% ../nbs/03_model.ipynb #8b09a278
+def engine_box(cfg: Settings = None) -> dict:
+    "What an engine benchmark depends on: CPU, cores, package versions, the service's layout, OpenVINO precision"
+    from importlib.metadata import version, PackageNotFoundError
+    cfg = cfg or get_settings()
+    info = Path('/proc/cpuinfo')
+    lines = info.read_text().splitlines() if info.is_file() else []
+    cpu = next((l.split(':', 1)[1].strip() for l in lines if l.startswith('model name')), platform.processor())
+    def ver(p):
+        try: return version(p)
+        except PackageNotFoundError: return None
+    return dict(cpu=cpu, cores=os.cpu_count(), onnxruntime=ver('onnxruntime'), openvino=ver('openvino'),
+                workers=cfg.infer_workers, threads=cfg.infer_threads, batch=cfg.max_batch,
+                solo_threads=cfg.solo_threads, precision=cfg.openvino_precision)
+
+def choose_engine(path, cfg: Settings = None, rounds: int = 2, seconds: float = 1.0) -> dict:
+    """Benchmark both engines on the graph at `path` as the loaded service runs it (`infer_workers` models of
+    `infer_threads` threads side by side, batches of `max_batch`; best of `rounds`); record the faster in
+    cache/engine.json, with the lone-frame path (`solo_threads`, batch 1) measured alongside for the record"""
+    cfg = cfg or get_settings()
+    n = max(1, cfg.infer_workers)
+    models = {e: [engine_model(path, e, cfg.infer_threads, cfg) for _ in range(n)] for e in ENGINES}
+    solo = {e: [engine_model(path, e, cfg.solo_threads or cfg.onnx_threads, cfg)] for e in ENGINES}
+    speed, alone = {e: 0.0 for e in ENGINES}, {e: 0.0 for e in ENGINES}
+    for _ in range(rounds):
+        for e in ENGINES:
+            speed[e] = max(speed[e], engine_speed(models[e], cfg.max_batch, seconds))
+            alone[e] = max(alone[e], engine_speed(solo[e], 1, seconds / 2))
+    rec = dict(engine=max(speed, key=speed.get), images_per_s={e: round(s, 1) for e, s in speed.items()},
+               lone_frames_per_s={e: round(s, 1) for e, s in alone.items()},
+               box=engine_box(cfg), graph=Path(path).name, decided=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+    p = ensure_dir(cfg.cache)/'engine.json'
+    tmp = p.with_suffix(f'.tmp{os.getpid()}')
+    tmp.write_text(json.dumps(rec, indent=1))
+    os.replace(tmp, p)
+    return rec
+
+# %% ../nbs/03_model.ipynb #534ca108
+def recorded_engine(cfg: Settings = None) -> dict | None:
+    "The engine decision recorded in cache/engine.json, if it was made on a box like this one"
+    cfg = cfg or get_settings()
+    try: rec = json.loads((cfg.cache/'engine.json').read_text())
+    except (OSError, ValueError): return None
+    return rec if rec.get('box') == engine_box(cfg) and rec.get('engine') in ENGINES else None
+
+def serving_engine(path=None, cfg: Settings = None) -> str:
+    "The `engine` setting, with `auto` resolved: the recorded decision, or one made now on the graph at `path`"
+    cfg = cfg or get_settings()
+    if cfg.engine != 'auto': return cfg.engine
+    if rec := recorded_engine(cfg): return rec['engine']
+    if path is None: raise ModelError("engine = auto and no decision is recorded yet: open a model first")
+    return choose_engine(path, cfg)['engine']
+
+def open_model(path, threads: int = None, engine: str = None, cfg: Settings = None) -> ServingModel:
+    "The ONNX graph at `path` ready to run by `engine` (default: the `engine` setting, `auto` resolved)"
+    return engine_model(path, engine or serving_engine(path, cfg), threads, cfg)
 
 # %% ../nbs/03_model.ipynb #60980f7d
 def backbone_onnx(size: int = None) -> Path:

@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
 from fastcore.basics import patch
 from .config import get_settings, ensure_dir, Settings
 from .data import decode_image, preprocess, image_features, ImageError, CLASSES
-from .model import OnnxModel
+from .model import ServingModel, open_model
 from .tracking import mlflow_client, resolve_version, local_onnx
 from .predlog import open_store, new_prediction_id, to_epoch, frame_sha
 from .telemetry import TelemetrySampler, LatencyStats, sample_host
@@ -95,7 +95,7 @@ def analyse_frame(data: bytes, size: int, max_megapixels: float) -> tuple[np.nda
 class ServedModel:
     "A loaded model version: registry identity, one ONNX session per worker and one for a frame that comes alone"
     name: str; version: str; run_id: str; alias: str; sessions: list; loaded_at: float; source: str = 'registry'
-    solo: OnnxModel | None = None
+    solo: ServingModel | None = None
     proof: dict | None = None   # the checked approval and release of a verified alias (`signing.serving_proof`)
     @property
     def info(self) -> dict: return dict(name=self.name, version=self.version, run_id=self.run_id, alias=self.alias)
@@ -104,12 +104,12 @@ class ServedModel:
 
 def _pointer(cfg: Settings, alias: str) -> Path: return cfg.runs/'cache'/'models'/f"serving-{cfg.model_name}-{alias}.json"
 
-def _warm_session(path, threads: int) -> OnnxModel:
-    om = OnnxModel(path, threads)
+def _warm_session(path, threads: int) -> ServingModel:
+    om = open_model(path, threads)   # the configured engine (settings: engine)
     om.run(np.zeros((1, om.size, om.size, 3), np.uint8), ['p_dog', 'proj'])  # warm up before serving
     return om
 
-def _open_sessions(path, cfg: Settings) -> tuple[list[OnnxModel], OnnxModel | None]:
+def _open_sessions(path, cfg: Settings) -> tuple[list[ServingModel], ServingModel | None]:
     "One warmed-up ONNX session per inference worker, and the session with `solo_threads` (None when that is 0)"
     per_worker = [_warm_session(path, cfg.infer_threads) for _ in range(max(1, cfg.infer_workers))]
     return per_worker, (_warm_session(path, cfg.solo_threads) if cfg.solo_threads else None)
@@ -310,8 +310,9 @@ class _LiveCollector:
     def __init__(self, svc): self.svc = svc
     def collect(self):
         s, m = self.svc, self.svc.watcher.current
-        g = GaugeMetricFamily('parkml_model_info', 'The model version being served (value 1)', labels=['name', 'version', 'run_id', 'alias'])
-        g.add_metric([m.name, m.version, m.run_id, m.alias], 1); yield g
+        g = GaugeMetricFamily('parkml_model_info', 'The model version being served and the engine running it (value 1)',
+                              labels=['name', 'version', 'run_id', 'alias', 'engine'])
+        g.add_metric([m.name, m.version, m.run_id, m.alias, m.sessions[0].engine], 1); yield g
         yield GaugeMetricFamily('parkml_model_version', 'Registry version number of the served model',
                                 value=float(m.version) if m.version.isdigit() else math.nan)
         yield GaugeMetricFamily('parkml_model_swaps', 'Alias changes picked up since start', value=s.watcher.swaps)
@@ -518,7 +519,8 @@ def health(self: Service) -> dict:
     work = dict(pending=self.pending, max=self.queue_max, peak=self.peak, overloads=self.overloads)
     approval = (dict(verified=True, **{k: m.proof[k] for k in ('sha256', 'approved_by', 'released_by')}) if m.proof else
                 dict(verified=False, why=f"alias {m.alias!r} is not a verified alias (setting verified_aliases)"))
-    return dict(status=status, model=dict(m.info, loaded_at=m.loaded_at, source=m.source), registry=reg, store=store,
+    return dict(status=status, model=dict(m.info, engine=m.sessions[0].engine, loaded_at=m.loaded_at, source=m.source),
+                registry=reg, store=store,
                 approval=dict(approval, refused=self.watcher.refused), telemetry=tel, queue=work,
                 uptime_s=round(time.time() - self.started, 3), swaps=self.watcher.swaps)
 

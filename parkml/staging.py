@@ -24,8 +24,9 @@ from .evaluate import (classification_metrics, robustness_table, robustness_figu
 __all__ = ['DOG_GROUPS', 'stratified_sample', 'staging_images', 'fairness_extra', 'breed_group', 'encode_jpeg', 'frame_seed',
            'condition_frames', 'bad_inputs', 'schema_problems', 'answer_problems', 'free_port', 'StagingService',
            'http_client', 'post_frame', 'replay', 'probe_bad_inputs', 'gate_specs', 'mlflow_gate', 'judge',
-           'latency_table', 'latency_figure', 'dusk_figure', 'StagingResult', 'champion_of', 'score_frames',
-           'run_staging', 'start_staging_run', 'log_staging', 'record_verdict', 'format_gates', 'stage']
+           'latency_table', 'latency_figure', 'dusk_figure', 'engine_agreement', 'reference_images',
+           'reference_agreement', 'engine_reference_check', 'engine_figure', 'StagingResult', 'champion_of',
+           'score_frames', 'run_staging', 'start_staging_run', 'log_staging', 'record_verdict', 'format_gates', 'stage']
 
 # %% ../nbs/24_staging.ipynb #5e99af92
 def stratified_sample(df: pd.DataFrame, n: int = 0, seed: int = 0, by: str = 'label') -> pd.DataFrame:
@@ -276,7 +277,10 @@ def gate_specs(cfg: Settings = None, champion: dict = None) -> list[dict]:
     g += [hi(f"cat/dog recall gap at dusk (night, severity {sev})", 'dusk_recall_gap_points', 'stage_max_dusk_recall_gap', ' points'),
           hi('p95 latency, one camera', 'latency_p95_ms', 'stage_max_p95_ms', ' ms'), hi('5xx answers and broken connections', 'server_errors', 'stage_max_5xx'),
           dict(gate='malformed answers', metric='malformed_answers', setting=None, value=0.0, greater_is_better=False, unit=''),
-          dict(gate='bad inputs not answered 4xx', metric='bad_inputs_not_4xx', setting=None, value=0.0, greater_is_better=False, unit='')]
+          dict(gate='bad inputs not answered 4xx', metric='bad_inputs_not_4xx', setting=None, value=0.0, greater_is_better=False, unit=''),
+          lo('served decisions equal to ONNX Runtime', 'engine_agreement', 'stage_min_engine_agreement'),
+          lo("served answers look like the version's reference (drift test p)", 'engine_drift_p',
+             'stage_min_engine_drift_p')]
     if champion:
         m = cfg.stage_champion_margin / 100
         g += [dict(gate=f"no worse than champion v{champion['version']} (clean accuracy)", metric='accuracy', setting='stage_champion_margin',
@@ -355,6 +359,67 @@ def dusk_figure(table: pd.DataFrame, clean: dict) -> ReportFigure:
     ax.legend(fontsize=8, loc='lower left')
     return fig
 
+# %% ../nbs/24_staging.ipynb #b413d339
+def engine_agreement(p_engine, p_onnx, engine: str = 'the engine') -> tuple[dict, str]:
+    "Decisions and largest |delta P(dog)| of an engine against ONNX Runtime on the same images: measured, a sentence"
+    a, b = np.asarray(p_engine, float), np.asarray(p_onnx, float)
+    differ = int(((a >= 0.5) != (b >= 0.5)).sum())
+    delta = float(np.abs(a - b).max()) if len(a) else float('nan')
+    share = 1 - differ / len(a) if len(a) else float('nan')
+    text = (f"{engine} decided {differ} of {len(a)} clean staging images otherwise than ONNX Runtime "
+            f"(largest |delta P(dog)| {delta:.2g})")
+    return dict(engine_agreement=share, engine_decisions_differ=differ, engine_max_delta_p_dog=delta), text
+
+# %% ../nbs/24_staging.ipynb #c4d6ac7b
+def reference_images(ref: pd.DataFrame, folder=None, size: int = None) -> np.ndarray:
+    "The network inputs of a version's reference rows, in the reference's order (found by content sha in the image set)"
+    ds = assign_splits(read_imageset(folder))
+    paths = ds.df.drop_duplicates('sha').set_index('sha').path
+    missing = set(ref.sha) - set(paths.index)
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} reference images are not in the image set, e.g. {sorted(missing)[0]}")
+    X, _, _ = load_images(paths.loc[ref.sha].values, size or get_settings().image_size, progress=False)
+    return X
+
+def reference_agreement(om, ref: pd.DataFrame, X: np.ndarray, cfg: Settings = None) -> tuple[dict, str]:
+    "Engine model `om` on the reference's images `X` against the reference (drift test, largest deltas)"
+    from parkml.monitor import drift_tests, proj_of
+    cfg = cfg or get_settings()
+    out = om.run(X, ['p_dog', 'proj'])
+    mine = ref.drop(columns=[c for c in ref.columns if c.startswith('proj_')]).assign(p_dog=out['p_dog'])
+    for j in range(out['proj'].shape[1]): mine[f'proj_{j}'] = out['proj'][:, j]
+    rep = drift_tests(ref, mine, cfg, tests=('embedding', 'p_dog', 'dog_share', 'confidence'))
+    p = min((t.p_adjusted for t in rep.tests), default=float('nan'))
+    dp = float(np.abs(out['p_dog'] - ref.p_dog.to_numpy(float)).max())
+    dproj = float((np.abs(out['proj'] - proj_of(ref)).max(0) / proj_of(ref).std(0)).max())
+    text = (f"the daily drift test on {om.engine}'s answers for the reference's {len(ref)} images: {rep.summary()}; "
+            f"largest |delta P(dog)| {dp:.2g}, largest |delta proj| {dproj:.2g} reference standard deviations")
+    return dict(engine_drift_p=p, reference_max_delta_p_dog=dp, reference_max_delta_proj_sd=dproj), text
+
+def engine_reference_check(mv, onnx_path, client=None, cfg: Settings = None) -> tuple[dict, str]:
+    "`reference_agreement` of the configured engine on version `mv`'s reference (NaN and the reason when it has none)"
+    from parkml.monitor import load_reference
+    from parkml.model import open_model
+    cfg = cfg or get_settings()
+    try: ref = load_reference(mv, cfg=cfg, client=client)
+    except (FileNotFoundError, ValueError) as e: return dict(engine_drift_p=float('nan')), f"not checked: {e}"
+    return reference_agreement(open_model(onnx_path, cfg=cfg), ref, reference_images(ref, size=cfg.image_size), cfg)
+
+# %% ../nbs/24_staging.ipynb #f964c349
+def engine_figure(p_engine, p_onnx, engine: str = 'the engine') -> ReportFigure:
+    "Served P(dog) minus ONNX Runtime's against ONNX Runtime's, per clean staging image (decisions that differ in red)"
+    a, b = np.asarray(p_engine, float), np.asarray(p_onnx, float)
+    differ = (a >= 0.5) != (b >= 0.5)
+    fig = ReportFigure(figsize=(6, 3.2), layout='constrained')
+    ax = fig.subplots()
+    ax.scatter(b[~differ], (a - b)[~differ], s=6, c='grey', label='same decision')
+    ax.scatter(b[differ], (a - b)[differ], s=18, c='tab:red', label=f'other decision ({differ.sum()})')
+    ax.axvline(0.5, c='k', ls=':')
+    ax.set(xlabel='P(dog) by ONNX Runtime', ylabel=f'P(dog) by {engine} minus ONNX Runtime',
+           title=f'{engine} against ONNX Runtime, {len(a)} clean staging images')
+    ax.legend(fontsize=8)
+    return fig
+
 # %% ../nbs/24_staging.ipynb #d5e3a8f9
 @dataclass
 class StagingResult:
@@ -398,7 +463,7 @@ def run_staging(version='latest', sample: int = 0, robust_sample: int = -1, dusk
     (-1: settings; 0: all), probe bad inputs, compare with the champion, and judge the gates."""
     from parkml.tracking import mlflow_client, resolve_version, local_onnx
     from parkml.governance import set_challenger
-    from parkml.model import OnnxModel
+    from parkml.model import OnnxModel, open_model, serving_engine
     cfg = cfg or get_settings(); client = mlflow_client(cfg)
     t_start, timings = time.time(), {}
     mv = resolve_version(version, client, cfg); v = str(mv.version)
@@ -522,7 +587,7 @@ def run_staging(version='latest', sample: int = 0, robust_sample: int = -1, dusk
     if len(worst):
         figures['worst_errors.png'] = error_gallery(X, y, p, worst)
         if shap_max_evals:
-            att = shap_explain(OnnxModel(local_onnx(mv, client, cfg)).predict, X[worst], max_evals=shap_max_evals)
+            att = shap_explain(open_model(local_onnx(mv, client, cfg)).predict, X[worst], max_evals=shap_max_evals)
             figures['shap.png'] = shap_figure(list(X[worst]), att, [f"true {CLASSES[y[i]]}, P(dog) {p[i]:.2f}" for i in worst])
     timings['shap_s'] = time.time() - t1
     # service behaviour
@@ -545,7 +610,7 @@ def run_staging(version='latest', sample: int = 0, robust_sample: int = -1, dusk
     # the champion, in-process on the same frames (clean and dusk)
     champ, ch = None, champion_of(v, client, cfg)
     if ch is not None:
-        om_c = OnnxModel(local_onnx(ch, client, cfg))
+        om_c = open_model(local_onnx(ch, client, cfg))
         mc = classification_metrics(y, om_c.predict(X))
         dusk_c = classification_metrics(y[dk], score_frames(om_c, dusk_frames[gs])) if dusk_p is not None else None
         dusk_m = classification_metrics(y[dk], dusk_p) if dusk_p is not None else None
@@ -558,6 +623,15 @@ def run_staging(version='latest', sample: int = 0, robust_sample: int = -1, dusk
                             (f'dusk dog recall (night {gs})', dusk_m['recall_dog'], dusk_c['recall_dog'])]
         tables['champion'] = pd.DataFrame(rows, columns=['metric', f'candidate v{v}', f'champion v{ch.version}']).assign(
             difference=lambda d: d.iloc[:, 1] - d.iloc[:, 2])
+    # the engine: its served decisions against ONNX Runtime's on the same images, its answers against the reference
+    t1 = time.time()
+    onnx_path = local_onnx(mv, client, cfg)
+    engine = (health.get('model') or {}).get('engine') or serving_engine(onnx_path, cfg)
+    p_onnx = OnnxModel(onnx_path).predict(X)
+    eng, texts['engine'] = engine_agreement(p, p_onnx, engine)
+    figures['engine.png'] = engine_figure(p, p_onnx, engine)
+    ref_check, texts['engine_reference'] = engine_reference_check(mv, onnx_path, client, cfg)
+    timings['engine_s'] = time.time() - t1
     # the gates
     measured = dict(accuracy=metrics['accuracy'], f1_macro=metrics['f1_macro'], recall_gap_points=_gap_points(y, p),
                     **{f"drop_{c}": float(at.loc[c, 'accuracy_drop']) if c in at.index else float('nan') for c in CONDITIONS},
@@ -565,8 +639,9 @@ def run_staging(version='latest', sample: int = 0, robust_sample: int = -1, dusk
                     dusk_accuracy=float(at.loc['night', 'accuracy']) if 'night' in at.index else float('nan'),
                     latency_p95_ms=service['latency_p95_ms'], server_errors=service['errors_5xx'] + service['broken_connections'],
                     malformed_answers=service['malformed_answers'] + service['good_images_refused'],
-                    bad_inputs_not_4xx=len(bad) - service['bad_inputs_4xx'])
-    notes = dict(recall_gap_points=texts['recall_gap'], dusk_recall_gap_points=texts['dusk'], dusk_accuracy=texts['dusk'])
+                    bad_inputs_not_4xx=len(bad) - service['bad_inputs_4xx'], **eng, **ref_check)
+    notes = dict(recall_gap_points=texts['recall_gap'], dusk_recall_gap_points=texts['dusk'], dusk_accuracy=texts['dusk'],
+                 engine_agreement=texts['engine'], engine_drift_p=texts['engine_reference'])
     for c in CONDITIONS:
         if c in at.index:
             r = at.loc[c]
@@ -581,6 +656,8 @@ def run_staging(version='latest', sample: int = 0, robust_sample: int = -1, dusk
                    gates=gates.drop(columns=['mlflow']).to_dict('records'), measured=measured, metrics=metrics,
                    per_class=tables['per_class'].to_dict('index'), confusion=tables['confusion'].to_dict(),
                    recall_gap_sentence=texts['recall_gap'], dusk_sentence=texts['dusk'],
+                   engine=dict(name=engine, openvino_precision=cfg.openvino_precision, agreement=texts['engine'],
+                               reference=texts['engine_reference']),
                    robustness=rt.to_dict('records'), fairness=tables['fairness'].to_dict('records'),
                    service=service, bad_inputs=bad.drop(columns=['message']).to_dict('records'), champion=champ,
                    sizes=dict(clean=len(imgs), fairness_extra=len(fx), per_condition={c: len(ix) for c, ix in sel.items()}, one_camera=len(lat_idx),

@@ -280,12 +280,29 @@ def test_health_and_metrics(server, http, store, registry):
     assert metric(t, 'parkml_request_latency_seconds_count', endpoint='predict', outcome='ok') == n_ok
     assert metric(t, 'parkml_requests_total', endpoint='predict', outcome='rejected') > 5
     assert metric(t, 'parkml_model_info', name=registry[1]['model'], version=registry[1]['v1'],
-                  run_id=h['model']['run_id'], alias='champion') == 1
+                  run_id=h['model']['run_id'], alias='champion', engine=h['model']['engine']) == 1
     for g in ('cpu_pct', 'mem_pct', 'disk_pct', 'rss_mb'): assert metric(t, f'parkml_host_{g}') > 0, g
     assert metric(t, 'parkml_inference_batch_size_count') > 0 and metric(t, 'parkml_commit_batch_size_count') > 0
     time.sleep(1.2)
     tel = store.telemetry()
     assert len(tel) >= 2 and (tel.rss_mb > 50).all() and tel.requests.sum() > 10
+
+def test_engine_setting_switches_what_the_service_runs(registry, tmp_path, photos):
+    "The same version served by each engine: /health and the model info metric name it, and the answers agree"
+    answers = {}
+    for engine in ('onnxruntime', 'openvino'):
+        s = Server(registry[0], tmp_path/engine, PARKML_ENGINE=engine)
+        try:
+            with httpx.Client(base_url=s.url, timeout=30) as c:
+                h = c.get('/health').json()
+                assert h['model']['engine'] == engine and h['model']['version'] == registry[1]['v1']
+                info = dict(name=registry[1]['model'], version=registry[1]['v1'], run_id=h['model']['run_id'])
+                assert metric(c.get('/metrics').text, 'parkml_model_info', **info, alias='champion', engine=engine) == 1
+                jpeg = {'Content-Type': 'image/jpeg'}
+                answers[engine] = [c.post('/predict', content=b, headers=jpeg).json() for b, _ in photos]
+        finally: s.stop()
+    for a, b in zip(answers['onnxruntime'], answers['openvino']):
+        assert a['label'] == b['label'] and abs(a['p_dog'] - b['p_dog']) < 1e-4
 
 def test_openapi_fuzzed_by_schemathesis_without_server_errors(server, http, tmp_path):
     spec = http.get('/openapi.json').json()

@@ -76,6 +76,11 @@ def test_report_run_and_summary(staged):
     names = ' '.join(g['gate'] for g in s['gates'])
     for want in ('accuracy', 'macro F1', 'recall gap', 'drop under night', 'dusk', 'p95 latency', '5xx', 'bad inputs'):
         assert want in names, want
+    # the engine that served: its decisions against ONNX Runtime's and its answers against the version's reference
+    eng = {g['metric']: g for g in s['gates'] if g['metric'] in ('engine_agreement', 'engine_drift_p')}
+    assert eng['engine_agreement']['passed'] and eng['engine_drift_p']['passed'], eng
+    assert s['engine']['name'] in ('onnxruntime', 'openvino') and 'ONNX Runtime' in s['engine']['agreement']
+    assert 0 <= s['measured']['engine_max_delta_p_dog'] < 0.1 and s['measured']['engine_decisions_differ'] == 0
     # the service: every frame answered, well-formed, bad inputs refused with 4xx, memory and latency measured
     sv = s['service']
     assert sv['errors_5xx'] == 0 and sv['malformed_answers'] == 0 and sv['bad_inputs_4xx'] == sv['bad_inputs'] == 11
@@ -103,6 +108,7 @@ def test_report_run_and_summary(staged):
     html = Path(next(l for l in r.stdout.splitlines() if l.startswith('report'))[len('report (open in a browser): '):])
     assert html.is_file() and 'Robustness under the park' in html.read_text() and 'data:image/png;base64' in html.read_text()
     assert run.data.metrics['stage_passed'] == 0.0 and run.data.metrics['clean_accuracy'] == pytest.approx(s['metrics']['accuracy'])
+    assert run.data.metrics['stage_engine_max_delta_p_dog'] == pytest.approx(s['measured']['engine_max_delta_p_dog'])
 
 def test_relaxed_threshold_passes_and_release_follows(staged, monkeypatch, tmp_path):
     "The same version, the accuracy gate back at a value it meets: passed; QA approves; release moves champion"
@@ -171,3 +177,43 @@ def test_biased_candidate_fails_the_recall_gap_gate_in_words(biased, tmp_path, m
     assert any('failed staging' in r and 'favours dogs over cats' in r for r in release_refusals(v, t))
     # when there is a champion (the fixture version, released above), the candidate is compared with it on the same frames
     assert (s['champion'] is not None) == ('champion' in res.tables)
+
+def test_engine_gates_fail_an_altered_engine_output_with_the_reason(trained, tmp_path):
+    """A copy of the candidate's graph with a shifted head bias, served as the engine's model (OpenVINO), against ONNX
+    Runtime on the registered graph and against the version's reference: both engine gates fail and say why"""
+    import shutil
+    from parkml.config import get_settings
+    from parkml.data import load_images
+    from parkml.model import OnnxModel, OpenVinoModel
+    from parkml.monitor import load_reference
+    from parkml.staging import staging_images, engine_agreement, reference_agreement, reference_images, judge
+    from parkml.tracking import resolve_version, local_onnx
+    from test_model import perturb_head
+    import onnx
+    cfg = get_settings()
+    mv = resolve_version(trained['version'])
+    good = local_onnx(mv)
+    X, _, _ = load_images(staging_images(60).path)
+    p_onnx = OnnxModel(good).predict(X)
+    head_b = next(i for i in onnx.load(str(good)).graph.initializer if i.name == 'head_b')
+    bias = float(onnx.numpy_helper.to_array(head_b)[0])
+    altered = tmp_path/'altered.onnx'
+    shutil.copy(good, altered)
+    logit = np.log(p_onnx / (1 - p_onnx))
+    perturb_head(altered, bias - float(np.quantile(logit, 0.75)))   # a quarter of the images change side
+    ref = load_reference(mv)
+    Xr = reference_images(ref)
+    verdicts = {}
+    for name, path in (('good', good), ('altered', altered)):
+        om = OpenVinoModel(path)
+        m1, t1 = engine_agreement(om.predict(X), p_onnx, om.engine)
+        m2, t2 = reference_agreement(om, ref, Xr)
+        g = judge({**m1, **m2}, cfg, notes=dict(engine_agreement=t1, engine_drift_p=t2)).set_index('metric')
+        verdicts[name] = g.loc[['engine_agreement', 'engine_drift_p']]
+    assert verdicts['good'].passed.all(), verdicts['good'].reason.tolist()
+    bad = verdicts['altered']
+    assert not bad.passed.any()
+    why = bad.reason.to_dict()
+    assert 'stage_min_engine_agreement' in why['engine_agreement'] and 'openvino decided' in why['engine_agreement']
+    assert 'otherwise than ONNX Runtime' in why['engine_agreement']
+    assert 'stage_min_engine_drift_p' in why['engine_drift_p'] and 'DRIFT' in why['engine_drift_p']

@@ -1,0 +1,136 @@
+"""Where a request's time goes in the parkml service, at concurrency 1 and 16, for each inference engine.
+
+    .venv/bin/python bench/request_profile.py [--n16 1500] [--n1 300] [--engines onnxruntime,openvino]
+
+Uses serve_bench's model, photos and client (its runs folder, <runs>/bench_serve; the model is trained there once).
+Each engine's service runs in its own process with timers wrapped around the steps of the request path (nothing
+else changes): reading the request (from its arrival to the queued job), the wait in the inference queue, decoding,
+resizing, integrity features, the engine call, the hand-off to the writer, the commit of the log record and frame, and
+the rest (answer to JSON, HTTP out, the client's side: its latency minus the time inside the service). Printed: the
+mean of each step per request, except decode, resize and features (per frame: the inference worker runs them for every
+frame of its micro-batch in turn, before the engine call) and the engine call (per call; a request waits for the
+whole call of its batch; `engine per image` is its share).
+"""
+import argparse, json, os, signal, subprocess, sys, tempfile, threading, time
+from collections import defaultdict
+from pathlib import Path
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import serve_bench as sb
+
+STEPS = ['read request', 'inference queue', 'decode', 'resize', 'features', 'engine call', 'engine per image', 'to writer',
+         'commit']
+
+def instrumented_server(out: str, port: int):
+    "Run the service with timers on its steps; SIGUSR1 writes the per-request step times to `out` and starts afresh"
+    import parkml.service as S, parkml.model as M
+    T, born, inferred, lock = defaultdict(list), {}, {}, threading.Lock()
+    def add(step, ms):
+        with lock: T[step].append(ms)
+    def timed(step, fn):
+        def w(*a, **k):
+            t = time.perf_counter()
+            try: return fn(*a, **k)
+            finally: add(step, (time.perf_counter() - t) * 1000)
+        return w
+    for name, step in (('decode_image', 'decode'), ('preprocess', 'resize'), ('image_features', 'features')):
+        setattr(S, name, timed(step, getattr(S, name)))
+    M.ServingModel.run = timed('engine call', M.ServingModel.run)
+    job_init, infer, write = S.Job.__init__, S.Service._infer, S.Service._write
+    def init(self, data, camera, ts, received, t0, error=None):
+        job_init(self, data, camera, ts, received, t0, error)
+        born[self.id] = time.perf_counter()
+        add('read request', (born[self.id] - self.t0) * 1000)
+    def infer_(self, jobs, k=0):
+        t = time.perf_counter()
+        for j in jobs: add('inference queue', (t - born.get(j.id, t)) * 1000)
+        infer(self, jobs, k)
+        for j in jobs: inferred[j.id] = time.perf_counter()
+    def write_(self, jobs, k=0):
+        t = time.perf_counter()
+        for j in jobs: add('to writer', (t - inferred.pop(j.id, t)) * 1000)
+        write(self, jobs, k)
+        end = time.perf_counter()
+        for j in jobs:
+            add('commit', (end - t) * 1000)
+            add('in service', (end - j.t0) * 1000)
+            born.pop(j.id, None)
+    S.Job.__init__, S.Service._infer, S.Service._write = init, infer_, write_
+    def dump(*_):
+        with lock:
+            Path(out).write_text(json.dumps({k: v for k, v in T.items()}))
+            T.clear()
+    signal.signal(signal.SIGUSR1, dump)
+    import uvicorn
+    uvicorn.run(S.app_factory(), host='127.0.0.1', port=port, log_level='warning', access_log=False)
+
+def start(engine: str, runs: Path, logdir: Path):
+    "The instrumented service with `engine` in its own process: (url, process, timings file)"
+    port, out = sb.free_port(), logdir/f'steps-{engine}.json'
+    # the bench's model is registered, not approved: no verified alias (the signature checks happen once, at load)
+    env = {**os.environ, 'PARKML_RUNS': str(runs), 'PARKML_ENGINE': engine, 'PARKML_VERIFIED_ALIASES': '',
+           'PARKML_PREDLOG_URI': f"sqlite:///{logdir}/{engine}.db", 'PARKML_FRAMES_DIR': str(logdir/f'{engine}_frames')}
+    proc = subprocess.Popen([sys.executable, __file__, '--server', str(out), str(port)], env=env,
+                            stdout=open(logdir/f'{engine}.log', 'w'), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    sb.wait_http(url, '/health', proc)
+    return url, proc, out
+
+def steps(proc, out: Path) -> dict:
+    "Ask the server for its step times since the last call; mean ms per request of each step"
+    out.unlink(missing_ok=True)
+    proc.send_signal(signal.SIGUSR1)
+    for _ in range(100):
+        if out.is_file(): break
+        time.sleep(0.1)
+    T = json.loads(out.read_text())
+    n = max(1, len(T.get('in service', [])))
+    calls = T.get('engine call', [])
+    return {**{k: float(np.mean(v)) for k, v in T.items()}, 'engine per image': float(np.sum(calls)) / n,
+            'engine calls': len(calls), 'requests': n}
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--n16', type=int, default=1500)
+    ap.add_argument('--n1', type=int, default=300)
+    ap.add_argument('--photos', type=int, default=600)
+    ap.add_argument('--engines', default='onnxruntime,openvino')
+    ap.add_argument('--limit', type=int, default=300)
+    ap.add_argument('--server', nargs=2, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.server: return instrumented_server(a.server[0], int(a.server[1]))
+    from parkml.config import get_settings
+    runs = (get_settings().runs/'bench_serve').resolve()
+    runs.mkdir(parents=True, exist_ok=True)
+    sb.prepare(runs, a.limit)
+    logdir = Path(tempfile.mkdtemp(prefix='request_profile_'))
+    files = logdir/'photos.json'
+    files.write_text(json.dumps(sb.photos(a.photos)))
+    res = {}
+    for engine in a.engines.split(','):
+        url, proc, out = start(engine, runs, logdir)
+        try:
+            for c, n in ((1, a.n1), (16, a.n16)):
+                steps(proc, out)   # forget the warm-up and the previous level
+                cl = sb.drive(url, 'parkml', c, n, str(files))
+                res[(engine, c)] = dict(client=cl, steps=steps(proc, out))
+                print(f"{engine:12} c={c:2} {cl['per_s']:6.1f}/s p50 {cl['p50']:6.2f} ms", flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    print(f"\nmean ms in each step ({a.n1} requests at concurrency 1, {a.n16} at 16; {a.photos} photos)")
+    cols = list(res)
+    print(f"{'step':30}" + ''.join(f"{e[:11] + ' c' + str(c):>17}" for e, c in cols))
+    for s in STEPS + ['in service']:
+        print(f"{s:30}" + ''.join(f"{res[k]['steps'].get(s, float('nan')):17.2f}" for k in cols))
+    rest = {k: res[k]['client']['p50'] - res[k]['steps']['in service'] for k in cols}
+    print(f"{'answer, HTTP out, client (p50)':30}" + ''.join(f"{rest[k]:17.2f}" for k in cols))
+    print(f"{'client p50':30}" + ''.join(f"{res[k]['client']['p50']:17.2f}" for k in cols))
+    per_call = {k: res[k]['steps']['requests'] / max(1, res[k]['steps']['engine calls']) for k in cols}
+    print(f"{'images per engine call':30}" + ''.join(f"{per_call[k]:17.2f}" for k in cols))
+    print(f"{'predictions/s':30}" + ''.join(f"{res[k]['client']['per_s']:17.1f}" for k in cols))
+    (runs/'request_profile.json').write_text(json.dumps({f"{e} c{c}": v for (e, c), v in res.items()}, indent=1))
+    print(f"raw results: {runs/'request_profile.json'}")
+
+if __name__ == '__main__': main()
