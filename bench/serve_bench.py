@@ -170,7 +170,10 @@ def start_parkml(runs: Path, name: str, logdir: Path, record: bool = True, sync:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ('PARKML_API_KEY', 'PARKML_STAFF_KEY', 'PARKML_SETTINGS')}
     env.update({'PARKML_RUNS': str(runs), 'PARKML_PREDLOG_ENABLED': str(record).lower(), 'PARKML_PREDLOG_SYNCHRONOUS': sync,
-                'PARKML_PREDLOG_URI': f"sqlite:///{logdir}/{name}.db", 'PARKML_FRAMES_DIR': str(logdir/f'{name}_frames')})
+                'PARKML_PREDLOG_URI': f"sqlite:///{logdir}/{name}.db", 'PARKML_FRAMES_DIR': str(logdir/f'{name}_frames'),
+                # the bench model is not approved by anyone; the check of signed approvals runs once per model load, not
+                # per request, so leaving it off does not change what is measured
+                'PARKML_VERIFIED_ALIASES': ''})
     if engine: env['PARKML_ENGINE'] = engine   # else the setting (auto: the faster on this box, as recorded)
     if code is None: env.update(PARKML_API_KEY=API_KEY, PARKML_STAFF_KEY=STAFF_KEY, PYTHONPATH=str(ROOT))
     else: env['PYTHONPATH'] = str(code)

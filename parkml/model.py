@@ -16,9 +16,9 @@ from .data import ImageSet, load_images, CLASSES
 
 # %% auto #0
 __all__ = ['WEIGHTS_SHA256', 'EMB_DIM', 'PROJ_DIM', 'BACKBONE_ID', 'ENGINES', 'ModelError', 'ServingModel', 'OnnxModel',
-           'file_sha256', 'openvino_cache_dir', 'openvino_compiled', 'OpenVinoModel', 'engine_model', 'engine_speed',
-           'engine_box', 'choose_engine', 'recorded_engine', 'serving_engine', 'open_model', 'backbone_onnx',
-           'embed_arrays', 'compute_embeddings', 'fit_head', 'fit_projection', 'predict_from_embeddings']
+           'openvino_cache_dir', 'openvino_compiled', 'OpenVinoModel', 'engine_model', 'engine_speed', 'engine_box',
+           'choose_engine', 'recorded_engine', 'serving_engine', 'open_model', 'backbone_onnx', 'embed_arrays',
+           'compute_embeddings', 'fit_head', 'fit_projection', 'predict_from_embeddings']
 
 # %% ../nbs/03_model.ipynb #e5fb8b9b
 WEIGHTS_SHA256 = '579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db'
@@ -66,12 +66,7 @@ class OnnxModel(ServingModel):
     def feed(self, x: np.ndarray, names: list) -> list: return self.sess.run(names, {'image': x})
 
 # %% ../nbs/03_model.ipynb #3d96ec6d
-def file_sha256(path) -> str:
-    "Hex sha256 of a file's bytes"
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
-    return h.hexdigest()
+from .signing import file_sha256   # the one hash of model bytes, as approvals sign it
 
 def openvino_cache_dir(sha: str, cfg: Settings = None) -> Path:
     "Folder of the compiled OpenVINO blobs of the ONNX graph with sha256 `sha`"
