@@ -23,20 +23,22 @@ def sign_in():
         if not d['credentials']['usernames']:
             st.error(f"No users yet in {users_path()}: make the first owner with `parkml users add NAME --role owner`.")
             st.stop()
-        st.title('parkml governance')
-        st.caption('Sign in with your name and password from the users file.')
-        with st.form('parkml-sign-in'):
-            name = st.text_input('Name', key='sign-in-name')
-            pw = st.text_input('Password', type='password', key='sign-in-password')
-            sent = st.form_submit_button('Sign in')
+        box = st.empty()   # the form, cleared once the person is signed in (no second run of the page)
+        with box.container():
+            st.title('parkml governance')
+            st.caption('Sign in with your name and password from the users file.')
+            with st.form('parkml-sign-in'):
+                name = st.text_input('Name', key='sign-in-name')
+                pw = st.text_input('Password', type='password', key='sign-in-password')
+                sent = st.form_submit_button('Sign in')
         if not sent: st.stop()
         try: who = authenticate(name.strip(), pw, cfg=cfg(), prompt=False, env=False)
         except (AuthError, UserError) as e:
             st.session_state['authentication_status'] = False
             st.error(f"Sign-in refused: {e}")
             st.stop()
+        box.empty()
         st.session_state.update(actor=who, authentication_status=True)
-        st.rerun()
     me = st.session_state['actor']
     with st.sidebar:
         st.markdown(f"Signed in as **{me.name}** ({me.role})")

@@ -58,6 +58,8 @@ def test_browser_sign_in_overview_and_version_page(served):
         page.get_by_role('button', name='Sign in').click()
         # .first: while Streamlit reruns a page it can show the old and the new copy of an element for a moment
         expect(page.get_by_text('Versions in play').first).to_be_visible(timeout=60_000)
+        expect(page.get_by_role('button', name='Sign in')).to_have_count(0, timeout=60_000)   # the form is gone
+        expect(page.get_by_text('answered frames').first).to_be_visible(timeout=60_000)
         text = check_page(page, shots, '1-overview')
         flat = ' '.join(text.split())
         assert 'Signed in as olu (owner)' in flat and 'answered frames 60' in flat and 'Open alerts' in flat, flat[:1500]
