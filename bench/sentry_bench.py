@@ -105,7 +105,9 @@ def delays(a, home: Path, env: dict) -> pd.DataFrame:
                 time.sleep(1.5)
                 al = al or raised(alerts_uri, cam, rule)
                 d = pd.Timestamp(al.evidence['clock']).timestamp() - onset if al else float('nan')
-                rows.append(dict(scenario=name, frames_sent=len(bad), delay_s=d, delay_frames=d if al else float('nan')))
+                found = (al.evidence.get('since') or onset) - onset + 1 if al and rule == 'sentry_drift' else float('nan')
+                rows.append(dict(scenario=name, frames_sent=len(bad), delay_s=d, delay_frames=d if al else float('nan'),
+                                 cusum_crossed_at_frame=found))
                 print(f"  {name}: " + (f"raised after {d:.0f} s = {d:.0f} frames" if al else f"not raised in {len(bad)} frames"), flush=True)
     finally:
         stop(sen); stop(srv)

@@ -23,7 +23,8 @@ def server(registry, tmp_path_factory):
 def holdout():
     "Paths and hashes of 200 holdout photos (never trained on)"
     from parkml.data import read_imageset, assign_splits
-    return assign_splits(read_imageset()).df.query("subset == 'holdout'").sample(200, random_state=1).reset_index(drop=True)
+    hold = assign_splits(read_imageset()).df.query("subset == 'holdout'")
+    return hold.sample(200, random_state=1).reset_index(drop=True)
 
 def frames(pool, condition=None, severity=2):
     from parkml.monitor import frame_bytes
@@ -37,7 +38,8 @@ class Sentry:
     def __init__(self, server, runs, home: Path, hook: str, **env):
         self.port, self.home = free_port(), home
         self.env = {**os.environ, 'PARKML_RUNS': str(runs), 'PARKML_PREDLOG_URI': server.env['PARKML_PREDLOG_URI'],
-                    'PARKML_FRAMES_DIR': server.env['PARKML_FRAMES_DIR'], 'PARKML_ALERTS_URI': f"sqlite:///{home}/alerts.db",
+                    'PARKML_FRAMES_DIR': server.env['PARKML_FRAMES_DIR'],
+                    'PARKML_ALERTS_URI': f"sqlite:///{home}/alerts.db",
                     'PARKML_SENTRY_STATE_DIR': str(home/'sentry'), 'PARKML_ALERT_WEBHOOK_URL': hook,
                     'PARKML_SENTRY_CHECK_S': '5', 'PARKML_SENTRY_POLL_S': '0.2', 'PARKML_SENTRY_SETTLE_S': '0.3',
                     'PARKML_CPU_MAX_PCT': '100', **{k: str(v) for k, v in env.items()}}
@@ -76,7 +78,8 @@ def send(server, data, camera, t0):
     "POST each frame with capture times one second apart from `t0`; returns the next capture time"
     with httpx.Client(base_url=server.url, timeout=60) as c:
         for i, b in enumerate(data):
-            r = c.post(f'/predict?camera={camera}&ts={t0 + i:.3f}', content=b, headers={'Content-Type': 'application/octet-stream'})
+            r = c.post(f'/predict?camera={camera}&ts={t0 + i:.3f}', content=b,
+                       headers={'Content-Type': 'application/octet-stream'})
             assert r.status_code == 200, r.text
     return t0 + len(data)
 
@@ -94,7 +97,9 @@ def watch(server, registry, tmp_path):
         if s.proc.poll() is None: s.stop()
     r.stop()
 
-def got(receiver, rule=None): return [(x['rule'], x['state']) for x in receiver.got if rule is None or x['rule'] == rule]
+def got(receiver, rule=None):
+    "(rule, state) of each alert the webhook received (of `rule` only, when given)"
+    return [(x['rule'], x['state']) for x in receiver.got if rule is None or x['rule'] == rule]
 
 def wait_for(fn, timeout=30):
     t = time.time()

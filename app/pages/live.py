@@ -42,20 +42,25 @@ def thumbnails(camera: str):
 
 def camera_panel(cam: str, v: dict):
     failing = v['failing']
-    st.markdown(f"**{cam}**: {v['frames']} frames, last at {pd.Timestamp(v['last_ts'], unit='s', tz='UTC'):%Y-%m-%d %H:%M:%S}; "
+    last = pd.Timestamp(v['last_ts'], unit='s', tz='UTC')
+    st.markdown(f"**{cam}**: {v['frames']} frames, last at {last:%Y-%m-%d %H:%M:%S}; "
                 f"integrity {'failing: ' + ', '.join(failing) if failing else 'ok'}; drift "
-                f"{'ALARM' if v['drift_alarm'] else 'none'} ({100 * v['drift_share']:.0f}% of the threshold, {v['drift_top']})")
+                f"{'ALARM' if v['drift_alarm'] else 'none'} ({100 * v['drift_share']:.0f}% of the threshold, "
+                f"{v['drift_top']})")
     thumbnails(cam)
 
 @st.fragment(run_every=float(c.app_live_refresh_s))
 def live():
     s = status()
     if not s:
-        st.info(f"the sentry has not run yet: start `parkml sentry` beside the service (it keeps its state in {c.sentry_state_dir})")
+        st.info(f"the sentry has not run yet: start `parkml sentry` beside the service "
+                f"(it keeps its state in {c.sentry_state_dir})")
         return
     age = time.time() - s['saved']
-    st.caption(f"sentry state saved {age:.0f} s ago; clock {pd.Timestamp(s['clock'] or 0, unit='s', tz='UTC'):%Y-%m-%d %H:%M:%S}; "
-               f"{s['checks']} checks; status {s['status']}" + (f"; reference: {s['reference_error']}" if s.get('reference_error') else ''))
+    clock = pd.Timestamp(s['clock'] or 0, unit='s', tz='UTC')
+    ref = f"; reference: {s['reference_error']}" if s.get('reference_error') else ''
+    st.caption(f"sentry state saved {age:.0f} s ago; clock {clock:%Y-%m-%d %H:%M:%S}; {s['checks']} checks; "
+               f"status {s['status']}{ref}")
     if age > 5 * c.sentry_poll_s + 60: st.warning(f"the sentry's state is {age:.0f} s old: is `parkml sentry` running?")
     st.subheader('Open real-time alerts')
     a = open_alerts()
@@ -64,7 +69,7 @@ def live():
     st.subheader('Cameras')
     for cam, v in sorted(s['cameras'].items()): camera_panel(cam, v)
     perf = pd.DataFrame(s['performance']).T
-    if len(perf): st.subheader('Service'); st.dataframe(perf, use_container_width=False)
+    if len(perf): st.subheader('Service'); st.dataframe(perf, width='content')
     t = last_hour()
     if len(t):
         st.markdown('**Latency p95 (ms), last hour**'); st.line_chart(t[['latency_p95_ms']])
