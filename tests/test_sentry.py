@@ -70,7 +70,9 @@ class Sentry:
             time.sleep(0.2)
 
     def stop(self):
-        if self.proc.poll() is None: self.proc.send_signal(signal.SIGTERM); self.proc.wait(30)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
         self.log.close()
         return self.proc.returncode
 
@@ -91,7 +93,8 @@ def watch(server, registry, tmp_path):
     r = Receiver()
     made = []
     def start(**env):
-        made.append(Sentry(server, registry[0], tmp_path, r.url, **env)); return made[-1]
+        made.append(Sentry(server, registry[0], tmp_path, r.url, **env))
+        return made[-1]
     yield r, start
     for s in made:
         if s.proc.poll() is None: s.stop()
@@ -141,7 +144,9 @@ def test_latency_spike_raises_and_clears(server, holdout, clean, watch):
     t = send(server, clean[:30], 'gate-slow', day('2026-05-06'))
     big = []
     for p in holdout.path[30:60]:   # 4000x3000 PNGs: the service takes about 0.4 s to decode each (p95 limit 250 ms)
-        b = io.BytesIO(); Image.open(p).convert('RGB').resize((4000, 3000)).save(b, 'PNG'); big.append(b.getvalue())
+        b = io.BytesIO()
+        Image.open(p).convert('RGB').resize((4000, 3000)).save(b, 'PNG')
+        big.append(b.getvalue())
     t = send(server, big, 'gate-slow', t)
     send(server, clean[60:120], 'gate-slow', t)
     s.wait_frames('gate-slow', 120)

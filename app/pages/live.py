@@ -35,7 +35,9 @@ def open_alerts() -> pd.DataFrame:
 
 def thumbnails(camera: str):
     shots = [(cap, b) for cap, b in last_frames(camera) if b]
-    if not shots: st.caption('no stored frames'); return
+    if not shots:
+        st.caption('no stored frames')
+        return
     for col, (cap, b) in zip(st.columns(len(shots)), shots):
         try: col.image(b, caption=cap, width=120)
         except Exception: col.caption(f"{cap}: not an image")
@@ -69,11 +71,16 @@ def live():
     st.subheader('Cameras')
     for cam, v in sorted(s['cameras'].items()): camera_panel(cam, v)
     perf = pd.DataFrame(s['performance']).T
-    if len(perf): st.subheader('Service'); st.dataframe(perf, width='content')
+    if len(perf):
+        st.subheader('Service')
+        st.dataframe(perf, width='content')
     t = last_hour()
     if len(t):
-        st.markdown('**Latency p95 (ms), last hour**'); st.line_chart(t[['latency_p95_ms']])
-        if t.temp_c.notna().any(): st.markdown('**Temperature (°C), last hour**'); st.line_chart(t[['temp_c']])
+        st.markdown('**Latency p95 (ms), last hour**')
+        st.line_chart(t[['latency_p95_ms']])
+        if t.temp_c.notna().any():
+            st.markdown('**Temperature (°C), last hour**')
+            st.line_chart(t[['temp_c']])
         else: st.caption('no temperature sensor on this host')
 
 live()
