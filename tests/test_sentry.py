@@ -143,13 +143,13 @@ def test_latency_spike_raises_and_clears(server, holdout, clean, watch):
     s = start(PARKML_SENTRY_PERF_WINDOW_S='20')
     t = send(server, clean[:30], 'gate-slow', day('2026-05-06'))
     big = []
-    for p in holdout.path[30:60]:   # 4000x3000 PNGs: the service takes about 0.4 s to decode each (p95 limit 250 ms)
+    for p in holdout.path[30:42]:   # 4000x3000 PNGs: the service takes about 0.4 s to decode each (p95 limit 250 ms)
         b = io.BytesIO()
         Image.open(p).convert('RGB').resize((4000, 3000)).save(b, 'PNG')
         big.append(b.getvalue())
     t = send(server, big, 'gate-slow', t)
-    send(server, clean[60:120], 'gate-slow', t)
-    s.wait_frames('gate-slow', 120)
+    send(server, clean[60:105], 'gate-slow', t)
+    s.wait_frames('gate-slow', 87)
     wait_for(lambda: len(got(r, 'sentry_latency_p95')) >= 2)
     assert got(r, 'sentry_latency_p95') == [('sentry_latency_p95', 'open'), ('sentry_latency_p95', 'resolved')]
     assert r.got[0]['evidence']['statistic'] > 250
