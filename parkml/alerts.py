@@ -365,7 +365,7 @@ def deliver(store: AlertStore, alert_ids=None, channels: dict = None, retries: i
     if alert_ids is not None: todo = todo[todo.alert_id.isin(list(alert_ids))]
     rows = []
     for r in tqdm(todo.itertuples(), total=len(todo), desc='delivering alerts', leave=False, disable=len(todo) < 20):
-        ch = channels.get(r.channel)
+        ch = channels.get(r.channel) or channels.get(r.channel.split(':')[0])  # '<name>:resolved' goes by <name>
         if ch is None:
             rows.append(dict(alert_id=r.alert_id, channel=r.channel, delivered=False, attempts=0, error='channel not configured')); continue
         alert, n, err = store.get(r.alert_id), 0, None

@@ -470,6 +470,14 @@ def _seal(cls):
 _seal(SQLiteStore)
 assert not SQLiteStore.__abstractmethods__
 
+# %% ../nbs/10_predlog.ipynb #75c3676c
+@patch
+def predictions_after(self: SQLiteStore, after_id: str = '', before_id: str = None, limit: int = 5000) -> pd.DataFrame:
+    "Predictions whose id sorts after `after_id` and before `before_id` (when given), in id order, at most `limit`"
+    where, params = ['id > ?'], [after_id or '']
+    if before_id is not None: where.append('id < ?'); params.append(before_id)
+    return self._read(f"SELECT * FROM predictions WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", [*params, int(limit)])
+
 # %% ../nbs/10_predlog.ipynb #b48c192e
 def _open_sqlite(uri: str, frames_dir) -> SQLiteStore: return SQLiteStore(sqlite_file(uri, 'prediction log'), frames_dir)
 
