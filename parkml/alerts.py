@@ -521,6 +521,7 @@ def handle_alert(
     check_plan(plan)
     with open_alert_store(cfg.alerts_uri) as st:
         now = st.get(alert_id).state   # KeyError for an unknown alert, before anything is written
-        if state not in TRANSITIONS.get(now, ()): raise ValueError(f"alert {alert_id} is {now}: it cannot become {state}")
+        if state not in TRANSITIONS.get(now, ()):
+            raise ValueError(f"alert {alert_id} is {now}: it cannot become {state}")
         govern(plan, cfg)   # the audit record first, then the change it records
         return st.set_state(alert_id, state, actor.name, note)

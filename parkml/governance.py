@@ -64,7 +64,8 @@ def check_role(actor: Actor, action: str) -> None:
 def check_proof(actor: Actor, action: str) -> None:
     "Raise `PermissionError` unless `actor` proved who they are (a pipeline only for `PIPELINE_ACTIONS`)"
     if not actor.proof:
-        raise PermissionError(f"{actor.name} has not proved who they are: sign in (--user NAME, then a password or token)")
+        raise PermissionError(f"{actor.name} has not proved who they are: "
+                              "sign in (--user NAME, then a password or token)")
     if actor.proof == 'pipeline' and action not in PIPELINE_ACTIONS:
         raise PermissionError(f"{actor.name} is a pipeline, and only a person may {action}")
 
@@ -141,7 +142,8 @@ def approval_refusal(
                and (r.get('extra') or {}).get('phase', 'intent') == 'intent']
     if not decided: return f"the audit store holds no QA decision on version {version}"
     last = decided[-1]
-    if last['action'] == 'reject': return f"QA's last decision on version {version} is a rejection (record {last['id']})"
+    if last['action'] == 'reject':
+        return f"QA's last decision on version {version} is a rejection (record {last['id']})"
     why = signed_refusal(signed_of(last), keys, 'qa', kind='approval', decision='approved', version=version,
                          onnx_sha256=onnx_sha256, staging_run_id=staging_run_id)
     return f"no valid signed QA approval of version {version} (audit record {last['id']}): {why}" if why else None
@@ -189,7 +191,8 @@ class Plan:
         if self.tags: lines.append('  version tags: ' + ', '.join(f"{k}={'(now)' if v is NOW else '(removed)' if v is None else v}"
                                                                 for k, v in self.tags.items()))
         if self.note: lines.append(f"  note: {self.note}")
-        if self.statement: lines.append(f"  signed: {self.statement['kind']} of ONNX sha256 {self.statement['onnx_sha256']}")
+        if self.statement:
+            lines.append(f"  signed: {self.statement['kind']} of ONNX sha256 {self.statement['onnx_sha256']}")
         lines += [f"  {k}: {v}" for k, v in self.extra.items() if v is not None]
         return '\n'.join(lines)
 

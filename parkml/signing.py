@@ -72,7 +72,8 @@ def private_key(
     if not pem:
         p = key_path(name, cfg)
         if not p.is_file():
-            raise SigningError(f"no signing key for {name} at {p} (setting keys_dir): `parkml users keygen {name}` makes one")
+            raise SigningError(f"no signing key for {name} at {p} (setting keys_dir): "
+                               f"`parkml users keygen {name}` makes one")
         if p.stat().st_mode & 0o077: raise SigningError(f"signing key {p} is readable by others: chmod 600 it")
         pem = p.read_text()
     try: return load_pem_private_key(pem.encode(), password=None)
@@ -175,7 +176,8 @@ def serving_proof(
     cfg = cfg or get_settings()
     if not verified_alias(alias, cfg): return None
     sha = file_sha256(onnx_path)
-    approval, pointer = parse_signed(version_tags.get('approval_signed')), parse_signed(model_tags.get(f"signed_{alias}"))
+    approval = parse_signed(version_tags.get('approval_signed'))
+    pointer = parse_signed(model_tags.get(f"signed_{alias}"))
     why = serving_refusal(model, str(version), alias, sha, approval, pointer, trusted_keys(cfg), not_before)
     if why: raise Unapproved(why)
     return dict(sha256=sha, approved_by=approval['signer'], released_by=pointer['signer'],

@@ -106,7 +106,8 @@ def add_user(
     d = load_users(path or users_path(cfg))
     if (why := admin_refusal(d, role, by)): raise UserError(why)
     users = d['credentials']['usernames']
-    if name in users and not replace: raise UserError(f"user {name!r} exists; pass replace=True (--replace) to change it")
+    if name in users and not replace:
+        raise UserError(f"user {name!r} exists; pass replace=True (--replace) to change it")
     old = users.get(name, {})
     u = dict(old, name=name, email=email or old.get('email') or f"{name}@parkml.invalid", roles=[role],
              password=hash_password(password, cfg), simulated=bool(simulated))
@@ -188,7 +189,8 @@ def authenticate(
     name = name or environ.get('PARKML_USER')
     if not name: raise AuthError("who is acting? give --user NAME (or set PARKML_USER) and prove it")
     token = token or environ.get('PARKML_TOKEN')
-    if not token and password is None: password = environ.get('PARKML_PASSWORD') or (ask_password(name) if prompt else None)
+    if not token and password is None:
+        password = environ.get('PARKML_PASSWORD') or (ask_password(name) if prompt else None)
     if not token and not password:
         raise AuthError(f"no password or token for {name}: set PARKML_PASSWORD or PARKML_TOKEN, or run in a terminal")
     if (wait := locked_for(name, path)): raise AuthError(f"{name} is locked out for {wait:.0f} s after wrong passwords")
