@@ -22,8 +22,8 @@ from .evaluate import lighting_band
 __all__ = ['DUSK_FROM', 'WEEK_MARKER', 'DEMO_QA_NAME', 'DEMO_OWNER_NAME', 'RETRAIN_RULES', 'TABLE_COLS', 'DayPlan', 'scenario',
            'camera_pools', 'day_frames', 'FrameCache', 'Camera', 'staff_feedback', 'edge_service', 'served_version',
            'WeekError', 'demo_env', 'prepare_week_dir', 'week_environment', 'demo_people', 'approve_and_release',
-           'WeekOptions', 'WeekResult', 'run_week', 'week_in', 'week_figure', 'open_commands', 'week_report',
-           'print_week']
+           'WeekOptions', 'trouble_onsets', 'sentry_delays', 'WeekResult', 'run_week', 'week_in', 'week_figure',
+           'open_commands', 'week_report', 'print_week']
 
 # %% ../nbs/60_week.ipynb #6bf36656
 @dataclass
@@ -307,12 +307,34 @@ def _answered_dark(store, version: str, days: list[DayPlan], cfg: Settings) -> d
     out['gap_points'] = 100 * (out['recall_dog'] - out['recall_cat'])
     return out
 
+# %% ../nbs/60_week.ipynb #8e61e5b7
+def trouble_onsets(plan: DayPlan, first_ts: float, camera: str, cfg: Settings) -> list[dict]:
+    "When the day's camera trouble starts, named as the sentry's checks name it"
+    start, _ = day_window(plan.date, cfg)
+    at = lambda name, check, ts: dict(name=name, check=check, camera=camera, ts=ts)
+    out = [at('fog', 'drift', first_ts)] if plan.fog_until else []
+    if plan.frozen: out.append(at('frozen camera', 'frozen_camera', start + plan.frozen[0] * 3600))
+    if plan.gap: out.append(at('no traffic', 'traffic_gap', start + plan.gap[0] * 3600))
+    return out
+
+def sentry_delays(plan: DayPlan, store, camera: str, cfg: Settings) -> list[dict]:
+    "How long after each trouble of the day the sentry, replayed on the capture clock, raised its alert"
+    from parkml.sentry import replay, detection_delays
+    start, end = day_window(plan.date, cfg)
+    rows = store.predictions(start, end)
+    onsets = trouble_onsets(plan, float(rows.ts.min()), camera, cfg) if len(rows) else []
+    if not onsets: return []
+    frame_s = (rows.ts.max() - rows.ts.min()) / max(len(rows) - 1, 1)   # the day's mean time between frames
+    d = detection_delays(replay(rows, end=end, cfg=cfg), onsets, frame_s)
+    return [dict(day=plan.n, name=r.name, delay_min=round(r.delay_s / 60, 1), delay_frames=round(r.delay_frames, 1))
+            for r in d.itertuples()]
+
 # %% ../nbs/60_week.ipynb #f73ea59c
 @dataclass
 class WeekResult:
     "What the week did: the day table, the events, the versions, the dusk comparison and where the report is"
     table: pd.DataFrame; events: list; versions: dict; dusk: list; failed_requests: int; seconds: float
-    report: Path = None; options: dict = None; commands: list = None
+    report: Path = None; options: dict = None; commands: list = None; sentry: list = None
 
 def run_week(opts: WeekOptions = None, fresh: bool = False, progress: bool = True) -> WeekResult:
     "Run the week in its own folder (setting `week_dir`; `fresh`: emptied first); returns the result, writes the report"
@@ -329,7 +351,7 @@ def week_in(home: Path, opts: WeekOptions, progress: bool = True) -> WeekResult:
     from parkml.predlog import open_store
     cfg, t0 = get_settings(), time.time()
     plans = scenario(opts.days, opts.frames_per_day, opts.end)
-    log, rows, versions, dusk = [], [], {}, []
+    log, rows, versions, dusk, sentry = [], [], {}, [], []
     say = lambda day, text: _events(log, day, text, progress)
     if progress:
         tqdm.write(f"A week in the park: {opts.days} days of {opts.frames_per_day} frames, labels on {opts.label_share:.0%} a day late")
@@ -383,6 +405,11 @@ def week_in(home: Path, opts: WeekOptions, progress: bool = True) -> WeekResult:
                                     approve_and_release(v, stg, qa, owner, f'day {plan.n}')
                                     say(plan.n, f"version {v} approved by {qa} and released by {owner} while the camera kept sending")
                         answered = cam.send(frames, desc=f"day {plan.n} {plan.date}", progress=progress, during=during)
+                        if plan.kind == 'camera trouble':
+                            with open_store() as store: got = sentry_delays(plan, store, cfg.camera, cfg)
+                            sentry += got
+                            say(plan.n, 'real-time sentry (replayed on the capture clock): ' + ', '.join(
+                                f"{d['name']} raised after {d['delay_min']:g} min ({d['delay_frames']:g} frames)" for d in got))
                         bad = int(((answered.status == 0) | (answered.status >= 500)).sum()); failed += bad
                         if pending_release:
                             now = served_version(svc.url)
@@ -396,7 +423,7 @@ def week_in(home: Path, opts: WeekOptions, progress: bool = True) -> WeekResult:
         for v in [versions['first']] + ([versions['released']] if 'released' in versions else []):
             dusk.append(_answered_dark(store, v, dusk_days, cfg))
         last = store.predictions(time.time() - 30 * 86400)
-    res = WeekResult(table, log, versions, dusk, failed, time.time() - t0, options=asdict(opts))
+    res = WeekResult(table, log, versions, dusk, failed, time.time() - t0, options=asdict(opts), sentry=sentry)
     res.commands = open_commands(cfg, home, last.id.iloc[-1] if len(last) else None)
     res.report = week_report(res, plans, cfg)
     return res
@@ -448,7 +475,8 @@ def week_report(res: WeekResult, plans: list, cfg: Settings = None) -> Path:
     parts.append('<h2>Open it</h2><pre>' + html.escape('\n'.join(res.commands or [])) + '</pre>')
     out.write_text('<html><head><meta charset="utf-8"><title>parkml week</title></head><body>' + ''.join(parts) + '</body></html>')
     (out.with_suffix('.json')).write_text(json.dumps(dict(table=res.table.drop(columns=['alert_list'], errors='ignore').to_dict('records'),
-        events=res.events, versions=res.versions, dusk=res.dusk, failed_requests=res.failed_requests, seconds=res.seconds,
+        events=res.events, versions=res.versions, dusk=res.dusk, sentry=res.sentry, failed_requests=res.failed_requests,
+        seconds=res.seconds,
         options=res.options), default=str, indent=1))
     return out
 
@@ -460,6 +488,9 @@ def print_week(res: WeekResult, cfg: Settings = None) -> None:
     for d in res.dusk:
         print(f"dark evenings, version {d['version']}: cat recall {d['recall_cat']:.3f} (n={d['n_cat']}), dog recall "
               f"{d['recall_dog']:.3f} (n={d['n_dog']}): favours {'dogs' if d['gap_points'] > 0 else 'cats'} by {abs(d['gap_points']):.0f} points")
+    for d in res.sentry or []:
+        print(f"real-time sentry, day {d['day']}: {d['name']} raised {d['delay_min']:g} min after it began "
+              f"({d['delay_frames']:g} frames)")
     print(f"failed requests across the week: {res.failed_requests}; {res.seconds/60:.1f} minutes")
     print(f"report: {res.report}")
     print('open what the week made:\n  ' + '\n  '.join(res.commands or []))

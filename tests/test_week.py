@@ -104,3 +104,10 @@ def test_the_week_refuses_a_folder_it_did_not_make_and_touches_nothing(tmp_path)
         assert 'Traceback' not in r.stderr
     assert sorted(p.name for p in park.iterdir()) == ['governance.db', 'mlflow.db']
     assert (park/'mlflow.db').read_bytes() == b'a registry the week did not create'
+
+def test_the_real_time_sentry_raises_the_camera_trouble_within_minutes(week):
+    got = {d['name']: d for d in week['res']['sentry']}
+    assert set(got) == {'fog', 'frozen camera', 'no traffic'} and {d['day'] for d in got.values()} == {2}
+    assert got['frozen camera']['delay_min'] <= 30 and got['no traffic']['delay_min'] <= 30, got
+    assert got['fog']['delay_min'] <= 120, got   # the fog thickens from the opening hour
+    assert 'real-time sentry, day 2: frozen camera raised' in week['out']
