@@ -11,7 +11,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['ENV_PREFIX', 'PATH_KEYS', 'SettingsError', 'find_settings', 'parse_value', 'Settings', 'get_settings', 'ensure_dir',
-           'data_dir', 'store_opener', 'sqlite_file']
+           'data_dir', 'write_atomic', 'store_opener', 'sqlite_file']
 
 # %% ../nbs/00_config.ipynb #8db96764
 class SettingsError(ValueError):
@@ -128,6 +128,25 @@ def data_dir(cfg: Settings = None) -> Path:
         raise SettingsError(f"image folder {cfg.data} (from {cfg.source('data')}) does not exist: "
                             "set PARKML_DATA to a folder with manifest.csv or cat/ and dog/ sub-folders")
     return cfg.data
+
+# %% ../nbs/00_config.ipynb #ecf6e391
+def write_atomic(
+    path, # the file to (re)write
+    data: str | bytes, # its whole new content
+    mode: int = 0o644, # its permissions (0o600 for a secret)
+) -> Path:
+    "Replace `path` with `data` in one rename, so a reader never sees half a file; returns the path"
+    import tempfile
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=ensure_dir(p.parent), prefix=f".{p.name}.", suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f: f.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
 
 # %% ../nbs/00_config.ipynb #3b1b36ef
 def store_opener(uri: str, schemes: dict, what: str):

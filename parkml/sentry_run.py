@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 from prometheus_client import CollectorRegistry, generate_latest, CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
-from .config import get_settings, Settings, ensure_dir
+from .config import get_settings, Settings, write_atomic
 from .alerts import Alert, SEVERITIES, open_alert_store, raise_alerts, channels_from_settings, deliver
 from .sentry import Sentry
 
@@ -34,10 +34,7 @@ def state_path(cfg: Settings = None) -> Path:
 
 def save_state(path: Path, sentry: Sentry, cursor: dict) -> None:
     "Write the cursor and the sentry's state in one atomic replace"
-    ensure_dir(Path(path).parent)
-    tmp = Path(path).with_suffix(f'.{os.getpid()}.tmp')
-    tmp.write_text(json.dumps(dict(saved=time.time(), cursor=cursor, sentry=sentry.state(), status=sentry.status())))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(dict(saved=time.time(), cursor=cursor, sentry=sentry.state(), status=sentry.status())))
 
 def load_state(path: Path, cfg: Settings, reference=None) -> tuple[Sentry, dict] | None:
     "The sentry and cursor saved at `path`, or None when there is no state yet"

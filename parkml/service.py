@@ -22,7 +22,7 @@ from starlette.routing import Route
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
 from fastcore.basics import patch
-from .config import get_settings, ensure_dir, Settings
+from .config import get_settings, write_atomic, Settings
 from .data import decode_image, preprocess, image_features, ImageError, CLASSES
 from .model import ServingModel, open_model
 from .tracking import mlflow_client, resolve_version, local_onnx
@@ -125,11 +125,7 @@ def load_served(alias: str, cfg: Settings = None, client=None, mv=None, not_befo
     proof = serving_proof(mv.name, mv.version, alias, path, mv.tags, tags, cfg, not_before)   # before any session
     sessions, solo = _open_sessions(path, cfg)
     m = ServedModel(mv.name, str(mv.version), mv.run_id, alias, sessions, time.time(), solo=solo, proof=proof)
-    p = _pointer(cfg, alias)
-    ensure_dir(p.parent)
-    tmp = p.with_suffix('.tmp')
-    tmp.write_text(json.dumps({**m.info, 'path': str(path), 'proof': proof}))
-    tmp.replace(p)
+    write_atomic(_pointer(cfg, alias), json.dumps({**m.info, 'path': str(path), 'proof': proof}))
     return m
 
 def load_remembered(alias: str, cfg: Settings = None) -> ServedModel | None:

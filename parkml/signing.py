@@ -8,7 +8,7 @@ Docs: https://parkml.github.io/parkml/signing.html.md"""
 from __future__ import annotations
 import base64, hashlib, json, os, tempfile
 from pathlib import Path
-from .config import get_settings, ensure_dir, Settings
+from .config import get_settings, ensure_dir, write_atomic, Settings
 from .auditlog import canonical_json, sign_statement, verify_signature, load_trusted_keys, trusted_keys_path
 
 # %% auto #0
@@ -55,10 +55,7 @@ def new_key(
     from cryptography.hazmat.primitives import serialization as ser
     key, p = Ed25519PrivateKey.generate(), key_path(name, cfg)
     ensure_dir(p.parent).chmod(0o700)
-    pem = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix='.key.')   # mkstemp makes it 0600 before a byte is written
-    with os.fdopen(fd, 'wb') as f: f.write(pem)
-    os.replace(tmp, p)
+    write_atomic(p, key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()), 0o600)
     return public_b64(key)
 
 # %% ../nbs/28_signing.ipynb #adfc70ea
@@ -99,12 +96,7 @@ def write_trusted_keys(
     cfg: Settings = None,
 ) -> Path:
     "Write the trusted keys file atomically; returns its path"
-    p = trusted_keys_path(cfg)
-    fd, tmp = tempfile.mkstemp(dir=ensure_dir(p.parent), prefix='.keys.')
-    with os.fdopen(fd, 'w') as f: json.dump({'keys': keys}, f, indent=1, sort_keys=True)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, p)
-    return p
+    return write_atomic(trusted_keys_path(cfg), json.dumps({'keys': keys}, indent=1, sort_keys=True), 0o644)
 
 # %% ../nbs/28_signing.ipynb #f548a709
 def signed_refusal(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass, hashlib, hmac, json, os, secrets, sys, tempfile, time
 from pathlib import Path
 import yaml
-from .config import get_settings, ensure_dir, Settings
+from .config import get_settings, write_atomic, Settings
 from .governance import ROLES, Actor
 from .signing import new_key, key_path, trusted_keys, write_trusted_keys
 
@@ -44,11 +44,7 @@ def load_users(path=None) -> dict:
 
 def save_users(d: dict, path=None) -> Path:
     "Write the users file atomically, readable by its owner only"
-    p = Path(path) if path else users_path()
-    fd, tmp = tempfile.mkstemp(dir=ensure_dir(p.parent), prefix='.users.', suffix='.tmp')
-    with os.fdopen(fd, 'w') as f: yaml.safe_dump(d, f, sort_keys=True)
-    os.replace(tmp, p)
-    return p
+    return write_atomic(Path(path) if path else users_path(), yaml.safe_dump(d, sort_keys=True), 0o600)
 
 # %% ../nbs/42_users.ipynb #ace9af76
 def hash_password(password: str, cfg: Settings = None) -> str:
@@ -156,9 +152,7 @@ def note_attempt(name: str, ok: bool, path, cfg: Settings = None) -> None:
     if not ok:
         f['count'] = int(f.get('count', 0)) + 1
         if f['count'] >= int(cfg.lockout_after): f.update(count=0, locked_until=time.time() + float(cfg.lockout_s))
-    fd, tmp = tempfile.mkstemp(dir=ensure_dir(p.parent), prefix='.fail.')
-    with os.fdopen(fd, 'w') as out: json.dump(d, out)
-    os.replace(tmp, p)
+    write_atomic(p, json.dumps(d), 0o600)
 
 # %% ../nbs/42_users.ipynb #e41975d3
 def credential_ok(u: dict, password: str = None, token: str = None) -> bool:

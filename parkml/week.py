@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd, httpx
 from tqdm.auto import tqdm
-from .config import get_settings, ensure_dir, Settings, sqlite_file
+from .config import get_settings, ensure_dir, write_atomic, Settings
 from .data import read_imageset, assign_splits, CLASSES
 from .monitor import day_window, traffic_times, frame_bytes, _seed_of
 from .evaluate import lighting_band
@@ -236,8 +236,7 @@ def demo_people(home: Path) -> tuple:
     from parkml.users import add_user, authenticate, load_users
     cred = home/'demo-credentials.json'
     if not cred.is_file():
-        fd = os.open(cred, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, 'w') as f: json.dump({n: secrets.token_urlsafe(12) for n in (DEMO_QA_NAME, DEMO_OWNER_NAME)}, f)
+        write_atomic(cred, json.dumps({n: secrets.token_urlsafe(12) for n in (DEMO_QA_NAME, DEMO_OWNER_NAME)}), 0o600)
     pw = json.loads(cred.read_text())
     sign_in = lambda name: authenticate(name, pw[name], prompt=False, env=False)
     if not load_users()['credentials']['usernames']:
