@@ -202,6 +202,8 @@ class Plan:
         return self.describe() + '\n' + ('allowed: the rules and the role permit it' if not why else 'refused: ' + '; '.join(why))
 
 # %% ../nbs/22_governance.ipynb #302d9e18
+from functools import partial
+
 def _aliases(client, name) -> dict:
     "Alias -> version of model `name` (none while nothing is registered under that name)"
     from mlflow.exceptions import MlflowException
@@ -277,7 +279,8 @@ def _plan_retrain(actor, note, alert_id, client, cfg):
     return Plan('retrain_requested', actor, cfg.model_name, champ, note=note, extra={'alert_id': alert_id},
                 refusals=[] if (note or '').strip() else ['a retraining request must say why: give a reason'])
 
-_PLANNERS = {'approve': _plan_decision, 'reject': _plan_decision, 'release': _plan_release, 'alias_set': _plan_challenger}
+_PLANNERS = {'approve': partial(_plan_decision, 'approve'), 'reject': partial(_plan_decision, 'reject'),
+             'release': _plan_release, 'alias_set': _plan_challenger}   # each: (mv, actor, note, client, cfg)
 
 def plan_action(
     action: str, # approve, reject, release, rollback, alias_set or retrain_requested
@@ -297,7 +300,6 @@ def plan_action(
     if version is None: raise ValueError(f"{action} needs a model version")
     if action not in _PLANNERS: raise ValueError(f"{action} has no planner here; record it with govern(Plan(...))")
     mv = resolve_version(version, client, cfg)
-    if action in ('approve', 'reject'): return _plan_decision(action, mv, actor, note, client, cfg)
     return _PLANNERS[action](mv, actor, note, client, cfg)
 
 def explain_action(action: str, version=None, actor: Actor = None, note: str = '', cfg: Settings = None) -> str:
