@@ -1,3 +1,8 @@
-"""Notebook-driven MLOps for a pet park's CCTV cat/dog classifier: staging, release, monitoring and governance"""
+"""Notebook-driven MLOps for a pet park's CCTV cat/dog classifier: staging, release, monitoring and governance
+
+Modules:
+
+- `parkml.classify`: Image files and folders through a registered version's graph, in batches, with the unreadable files reported beside the answers: what `parkml predict` prints.
+- `parkml.reference`: The configuration reference made from `settings.ini`'s comments and the command reference made from the `parkml` parser, so neither can say something the code does not do."""
 
 __version__ = "0.1.0"

@@ -6,12 +6,15 @@ Docs: https://parkml.github.io/parkml/cli.html.md"""
 
 # %% ../nbs/30_cli.ipynb #f68d3571
 from __future__ import annotations
-import argparse, importlib, sys, json
+import argparse, ast, importlib, importlib.util, io, sys, json, tokenize
+from dataclasses import dataclass
 from pathlib import Path
 from .config import get_settings, SettingsError
 
 # %% auto #0
-__all__ = ['cmd_train', 'cmd_lineage', 'iter_image_files', 'cmd_predict', 'build_parser', 'cli_modules', 'main']
+__all__ = ['NO_DEFAULT', 'KINDS', 'cmd_train', 'cmd_lineage', 'comment_lines', 'Option', 'literal', 'field_options',
+           'param_options', 'function_options', 'add_options', 'call_with', 'cmd_predict', 'build_parser',
+           'cli_modules', 'main']
 
 # %% ../nbs/30_cli.ipynb #e328c6d2
 def cmd_train(a):
@@ -29,35 +32,132 @@ def cmd_lineage(a):
     d = lineage(a.version)
     print(json.dumps(d, indent=1, default=str) if a.json else format_lineage(d))
 
-# %% ../nbs/30_cli.ipynb #def29b2b
-def iter_image_files(paths):
-    "Files named in `paths`, with folders searched recursively for image files, in a stable order"
-    from parkml.data import IMAGE_EXTS
-    for p in map(Path, paths):
-        if p.is_dir(): yield from sorted(f for f in p.rglob('*') if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
-        else: yield p
+# %% ../nbs/30_cli.ipynb #2cbe5e8e
+def comment_lines(src: str) -> dict:
+    "Line number -> text of every comment of a Python source"
+    toks = tokenize.generate_tokens(io.StringIO(src).readline)
+    return {t.start[0]: t.string.lstrip('#').strip() for t in toks if t.type == tokenize.COMMENT}
 
-def cmd_predict(a):
+# %% ../nbs/30_cli.ipynb #f9dcd589
+NO_DEFAULT = object()  # a parameter without a default: a positional argument
+
+@dataclass
+class Option:
+    "A command-line option made from a parameter, or from a field of a grouped-options parameter"
+    name: str  # the parameter's (or field's) name
+    kind: str = 'str'  # its annotation as written: int, float, str, bool, list (anything else is read as str)
+    default: object = NO_DEFAULT  # its default
+    help: str = ''  # its docment
+    group: str = None  # the grouped-options parameter it belongs to
+    group_class: str = None  # that parameter's dataclass
+
+# %% ../nbs/30_cli.ipynb #5237605c
+def literal(node, fallback=NO_DEFAULT):
+    "The value of a literal default (None, a number, a string...), `fallback` for anything computed"
+    try:
+        return ast.literal_eval(node) if node is not None else fallback
+    except ValueError:
+        return fallback
+
+# %% ../nbs/30_cli.ipynb #ca232d0f
+def field_options(cls: ast.ClassDef, notes: dict, group: str) -> list:
+    "An `Option` per field of a dataclass, help from its comment (fields with a computed default are left to the code)"
+    out = []
+    for n in cls.body:
+        if not isinstance(n, ast.AnnAssign):
+            continue
+        d = literal(n.value)
+        if n.value is None or d is not NO_DEFAULT:
+            out.append(Option(n.target.id, ast.unparse(n.annotation), d, notes.get(n.end_lineno, ''), group, cls.name))
+    return out
+
+# %% ../nbs/30_cli.ipynb #7f3e021e
+def param_options(fn: ast.FunctionDef, # the function's definition
+                  notes: dict, # its source's comments by line (`comment_lines`)
+                  classes: dict, # dataclass definitions of its module by name
+                 ) -> list:
+    "An `Option` per parameter of `fn` (dataclass parameters expanded), help from the docment beside each"
+    a = fn.args
+    params = a.posonlyargs + a.args + a.kwonlyargs
+    defaults = [None] * (len(a.posonlyargs + a.args) - len(a.defaults)) + a.defaults + a.kw_defaults
+    ends = [p.lineno for p in params[1:]] + [fn.body[0].lineno]
+    out = []
+    for p, d, end in zip(params, defaults, ends):
+        kind = ast.unparse(p.annotation) if p.annotation else 'str'
+        if kind in classes:
+            out += field_options(classes[kind], notes, p.arg)
+            continue
+        note = next((notes[i] for i in range(p.lineno, max(p.lineno, end - 1) + 1) if i in notes), '')
+        out.append(Option(p.arg, kind, literal(d), note))
+    return out
+
+# %% ../nbs/30_cli.ipynb #ff0ed85b
+def function_options(target: str, # `module:function`, e.g. `parkml.staging:stage`
+                     skip: tuple = (), # parameters the command sets itself
+                    ) -> list:
+    "The `Option`s of a library function, read from its module's source without importing it"
+    mod, name = target.split(':')
+    src = Path(importlib.util.find_spec(mod).origin).read_text()
+    tree = ast.parse(src)
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)
+               and any('dataclass' in ast.unparse(d) for d in n.decorator_list)}
+    fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+    if fn is None:
+        raise LookupError(f"{mod} has no function {name}")
+    return [o for o in param_options(fn, comment_lines(src), classes) if o.name not in skip]
+
+# %% ../nbs/30_cli.ipynb #7b1f01e8
+KINDS = {'int': int, 'float': float, 'str': str}
+
+def add_options(p: argparse.ArgumentParser, # the command's parser
+                target: str, # `module:function` whose parameters become options
+                skip: tuple = (), # parameters the command sets itself
+                positional: tuple = (), # parameters given without a flag even though they have a default
+               ) -> list:
+    "Add an argument per parameter of `target` to `p`, typed, defaulted and explained by its signature"
+    opts = function_options(target, skip)
+    for o in opts:
+        flag, many = '--' + o.name.replace('_', '-'), o.kind.startswith('list')
+        if o.default is NO_DEFAULT or o.name in positional:
+            p.add_argument(o.name, nargs='+' if many else None, help=o.help)
+        elif o.kind == 'bool' or isinstance(o.default, bool):
+            no = '--no-' + o.name.replace('_', '-')
+            p.add_argument(no if o.default else flag, dest=o.name, action='store_false' if o.default else 'store_true',
+                           help=o.help)
+        else:
+            p.add_argument(flag, type=KINDS.get(o.kind, str), default=o.default, help=o.help)
+    return opts
+
+# %% ../nbs/30_cli.ipynb #e2a1c0b2
+def call_with(target: str, # `module:function` to call
+              a: argparse.Namespace, # the parsed arguments (from a parser `add_options` made)
+              skip: tuple = (), # parameters the command sets itself, given in `kw`
+              **kw):
+    "Call `target` with the parsed values of its parameters (grouped ones rebuilt into their dataclass) and `kw`"
+    mod, name = target.split(':')
+    m = importlib.import_module(mod)
+    args, groups = dict(kw), {}
+    for o in function_options(target, skip):
+        if o.group:
+            groups.setdefault((o.group, o.group_class), {})[o.name] = getattr(a, o.name)
+        else:
+            args[o.name] = getattr(a, o.name)
+    for (group, cls), values in groups.items():
+        args[group] = getattr(m, cls)(**values)
+    return getattr(m, name)(**args)
+
+# %% ../nbs/30_cli.ipynb #def29b2b
+def cmd_predict(a) -> int:
     "Classify image files and folders with a registered model version"
-    import numpy as np
-    from parkml.data import decode_image, preprocess, ImageError, CLASSES
-    from parkml.tracking import resolve_version, local_onnx
-    from parkml.model import open_model
-    mv = resolve_version(a.model)
-    om = open_model(local_onnx(mv))   # the configured engine, as the service runs it
+    mv, answers = call_with('parkml.classify:classify_files', a)
     print(f"# {mv.name} version {mv.version}", file=sys.stderr)
-    batch, names, failed = [], [], 0
-    def flush():
-        if not batch: return
-        for n, p in zip(names, om.predict(np.stack(batch))): print(f"{n}\t{CLASSES[int(p >= .5)]}\t{p:.6f}")
-        batch.clear(); names.clear()
-    for f in iter_image_files(a.paths):
-        try: x = preprocess(decode_image(f.read_bytes()), om.size)
-        except (ImageError, OSError) as e:
-            failed += 1; print(f"{f}: cannot classify: {e}", file=sys.stderr); continue
-        batch.append(x); names.append(str(f))
-        if len(batch) == 32: flush()
-    flush()
+    failed = 0
+    for r in answers:
+        if r.error:
+            failed += 1
+            print(f"{r.path}: cannot classify: {r.error}", file=sys.stderr)
+        else:
+            print(f"{r.path}\t{r.label}\t{r.p_dog:.6f}")
     return 1 if failed else 0
 
 # %% ../nbs/30_cli.ipynb #469b38c3
@@ -70,8 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     p.set_defaults(fn=cmd_train)
     p = sub.add_parser('predict', help='classify image files or folders')
-    p.add_argument('paths', nargs='+', help='image files or folders (searched recursively)')
-    p.add_argument('--model', default=None, help='version number or alias (default: champion, else the newest version)')
+    add_options(p, 'parkml.classify:classify_files')
     p.set_defaults(fn=cmd_predict)
     p = sub.add_parser('lineage', help='print the run, data, code, parameters and metrics behind a model version')
     p.add_argument('version', help='version number or alias')
