@@ -7,6 +7,7 @@ Docs: https://parkml.github.io/parkml/cli_staging.html.md"""
 # %% ../nbs/34_cli_staging.ipynb #a45a3533
 from __future__ import annotations
 import json, sys
+from .cli import add_options, call_with
 
 # %% auto #0
 __all__ = ['cmd_stage', 'add_commands']
@@ -14,30 +15,24 @@ __all__ = ['cmd_stage', 'add_commands']
 # %% ../nbs/34_cli_staging.ipynb #df52c137
 def cmd_stage(a) -> int:
     "Stage a model version: print the verdict per gate and where the report is"
-    from parkml.staging import stage, format_gates
+    from parkml.staging import format_gates
     from parkml.notebooks import NotebookError
-    try: res = stage(a.version, sample=a.sample, robust_sample=a.robust_sample, dusk_sample=a.dusk_sample,
-                     concurrency=a.concurrency, seed=a.seed, shap_errors=a.shap_errors, shap_max_evals=a.shap_max_evals,
-                     severities=a.severities, progress=not a.quiet)
+    try:
+        res = call_with('parkml.staging:stage', a, skip=('progress',), progress=not a.quiet)
     except NotebookError as e:
-        print(f"parkml stage: the staging run failed, so the version is marked failed: {e}", file=sys.stderr); return 2
+        print(f"parkml stage: the staging run failed, so the version is marked failed: {e}", file=sys.stderr)
+        return 2
     print(format_gates(res))
     print(f"staging run {res['run_id']} took {res['timings']['total_s']:.0f} s")
-    print(f"report (open in a browser): {res['html']}\nexecuted notebook: {res['notebook']}\nsummary: {res['summary_file']}")
+    print(f"report (open in a browser): {res['html']}")
+    print(f"executed notebook: {res['notebook']}\nsummary: {res['summary_file']}")
     return 0 if res['passed'] else 1
 
 # %% ../nbs/34_cli_staging.ipynb #e4f16f04
 def add_commands(sub) -> None:
-    "Add `stage` to the `parkml` parser"
-    p = sub.add_parser('stage', help='application test of a model version: serve it as challenger, replay the staging images over HTTP, judge the gates')
-    p.add_argument('version', help='version number, alias or latest')
-    p.add_argument('--sample', type=int, default=0, help='staging images replayed clean (0: all)')
-    p.add_argument('--robust-sample', type=int, default=-1, help='images replayed under each condition but night, per severity (-1: setting stage_robust_sample; 0: all)')
-    p.add_argument('--dusk-sample', type=int, default=-1, help='images replayed under night (dusk), per severity (-1: setting stage_dusk_sample; 0: all)')
-    p.add_argument('--concurrency', type=int, default=0, help='requests in flight (0: setting stage_concurrency)')
-    p.add_argument('--seed', type=int, default=0, help='seed of the samples and transforms')
-    p.add_argument('--shap-errors', type=int, default=6, help='worst errors explained with SHAP (0: none)')
-    p.add_argument('--shap-max-evals', type=int, default=120, help='SHAP evaluations per explained error (0: show the errors without SHAP)')
-    p.add_argument('--severities', default='', help='camera-condition severities replayed, e.g. 2 or 1,3 (default: all; the gate severity always)')
+    "Add `stage` to the `parkml` parser, its options made from `parkml.staging.stage`'s signature and docments"
+    p = sub.add_parser('stage', help='application test of a model version: serve it as challenger, replay the '
+                       'staging images over HTTP, judge the gates')
+    add_options(p, 'parkml.staging:stage', skip=('progress',), positional=('version',))
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     p.set_defaults(fn=cmd_stage)

@@ -734,8 +734,17 @@ def format_gates(summary: dict) -> str:
     return '\n'.join(lines)
 
 # %% ../nbs/24_staging.ipynb #5a62b382
-def stage(version='latest', sample: int = 0, robust_sample: int = -1, dusk_sample: int = -1, concurrency: int = 0,
-          seed: int = 0, shap_errors: int = 6, shap_max_evals: int = 120, severities: str = '', progress: bool = True) -> dict:
+def stage(version='latest', # version number, alias or latest
+          sample: int = 0, # staging images replayed clean (0: all)
+          robust_sample: int = -1, # images per severity under each condition but night (-1: stage_robust_sample; 0: all)
+          dusk_sample: int = -1, # images per severity under night (dusk) (-1: setting stage_dusk_sample; 0: all)
+          concurrency: int = 0, # requests in flight (0: setting stage_concurrency)
+          seed: int = 0, # seed of the samples and transforms
+          shap_errors: int = 6, # worst errors explained with SHAP (0: none)
+          shap_max_evals: int = 120, # SHAP evaluations per explained error (0: show the errors without SHAP)
+          severities: str = '', # condition severities replayed, e.g. 2 or 1,3 (default: all; the gate severity always)
+          progress: bool = True, # show progress bars
+         ) -> dict:
     "Run the staging notebook for `version`; returns its result (summary, run id, notebook and HTML paths)"
     from parkml.notebooks import run_notebook, NotebookError
     from parkml.tracking import mlflow_client, resolve_version
