@@ -2,7 +2,6 @@
 stores. Thin on purpose: every fact comes from a parkml library function and every action calls the same library
 function as the command line (parkml.governance, the alert store)."""
 from __future__ import annotations
-import time
 import pandas as pd
 import streamlit as st
 from parkml.config import get_settings
@@ -55,19 +54,8 @@ def actor():
 @st.cache_data(ttl=TTL, show_spinner=False)
 def versions() -> pd.DataFrame:
     "Every registered version with its validation status, approval and aliases"
-    from parkml.tracking import mlflow_client
-    c = cfg(); client = mlflow_client(c)
-    try: al = client.get_registered_model(c.model_name).aliases
-    except Exception: return pd.DataFrame(columns=['version'])
-    rows = []
-    for mv in client.search_model_versions(f"name='{c.model_name}'"):
-        t = mv.tags
-        rows.append(dict(version=int(mv.version), created=pd.Timestamp(mv.creation_timestamp, unit='ms', tz='UTC'),
-                         aliases=', '.join(sorted(a for a, v in al.items() if str(v) == str(mv.version))),
-                         validation=t.get('validation_status', 'pending'), approval=t.get('approval_status', ''),
-                         approved_by=t.get('approved_by') or t.get('rejected_by') or '', staging_run=t.get('staging_run_id', ''),
-                         run_id=mv.run_id, reasons=t.get('validation_reasons', '')))
-    return pd.DataFrame(rows).sort_values('version', ascending=False).reset_index(drop=True)
+    from parkml.appviews import versions_table
+    return versions_table(cfg())
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def alias_moves() -> pd.DataFrame:
@@ -76,14 +64,8 @@ def alias_moves() -> pd.DataFrame:
 
 def aliases_since() -> pd.DataFrame:
     "champion, challenger and previous: which version and since when"
-    h, vs = alias_moves(), versions()
-    rows = []
-    for a in ('champion', 'challenger', 'previous'):
-        v = next((r.version for r in vs.itertuples() if a in r.aliases.split(', ')), None) if len(vs) else None
-        mv = h[(h.alias == a) & (h.to_version == str(v))] if len(h) else h
-        rows.append(dict(alias=a, version=v, since=mv.ts.max() if len(mv) else None,
-                         by=mv.actor.iloc[-1] if len(mv) else None, note=mv.note.iloc[-1] if len(mv) else None))
-    return pd.DataFrame(rows)
+    from parkml.appviews import aliases_since as since
+    return since(alias_moves(), versions())
 
 @st.cache_data(ttl=TTL, show_spinner='reading MLflow...')
 def version_facts(version: str) -> dict:
@@ -103,30 +85,14 @@ def alert_actions() -> pd.DataFrame:
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def daily() -> pd.DataFrame:
-    from parkml.daily import daily_runs
-    try: return daily_runs(cfg=cfg())
-    except Exception: return pd.DataFrame(columns=['day', 'version', 'run_id', 'start_time'])
+    from parkml.appviews import recent_daily_runs
+    return recent_daily_runs(cfg())
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def today() -> dict:
     "Today's traffic, labelled accuracy (with interval) and the newest label-free estimate"
-    from parkml.predlog import open_store
-    from parkml import monitor as mon
-    c = cfg()
-    day = pd.Timestamp.now(tz=c.monitor_tz).strftime('%Y-%m-%d')
-    start, end = mon.day_window(day, c)
-    with open_store(c.predlog_uri, c.frames_dir) as s:
-        w = s.predictions(start, end); lab = mon.answered(s.feedback(start, end)); tel = s.telemetry(time.time() - 86400)
-    out = dict(day=day, answered=len(mon.answered(w)), rejected=int((w.status == 'rejected').sum()) if len(w) else 0,
-               n_labels=len(lab), accuracy=None, accuracy_lo=None, accuracy_hi=None, estimate=None, estimate_day=None)
-    if len(lab):
-        p = mon.labelled_performance(*mon.labels_of(lab), alpha=c.perf_ci_alpha)
-        out.update(accuracy=p['accuracy'], accuracy_lo=p['accuracy_lo'], accuracy_hi=p['accuracy_hi'])
-    d = daily()
-    if len(d) and 'est_accuracy' in d: out.update(estimate=d.est_accuracy.iloc[-1], estimate_day=d.day.iloc[-1])
-    out['hosts'] = (tel.sort_values('ts').groupby('host').tail(1).assign(last_seen=lambda t: pd.to_datetime(t.ts, unit='s', utc=True))
-                    .drop(columns=['ts']) if len(tel) else pd.DataFrame())
-    return out
+    from parkml.appviews import today_metrics
+    return today_metrics(cfg(), daily())
 
 @st.cache_data(ttl=10, show_spinner=False)
 def service_health() -> dict:

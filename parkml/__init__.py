@@ -2,6 +2,7 @@
 
 Modules:
 
+- `parkml.appviews`: The facts and actions behind the governance app's pages, as library functions: the versions table, today's metrics, the aliases with their history, and the rollback an alert asks for.
 - `parkml.classify`: Image files and folders through a registered version's graph, in batches, with the unreadable files reported beside the answers: what `parkml predict` prints.
 - `parkml.reference`: The configuration reference made from `settings.ini`'s comments and the command reference made from the `parkml` parser, so neither can say something the code does not do."""
 

@@ -112,6 +112,30 @@ def test_alert_acknowledged_in_the_app_is_acknowledged_in_the_store(park):
         assert (a.state, a.state_by, a.state_note) == ('acknowledged', 'olu', 'camera cleaned')
         assert s.history(aid).state.tolist() == ['open', 'acknowledged']
 
+def test_roll_back_for_an_alert_moves_champion_and_records_the_action(park):
+    """An owner rolls back from the Alerts page: champion returns to the previous version through governance, and the
+    alert's action names the audit record and the version now served (parkml.appviews.rollback_for_alert)"""
+    from parkml.alerts import open_alert_store
+    from parkml.governance import approve, release, audit_records
+    from parkml.users import authenticate
+    approve('2', authenticate('ana', park['users']['ana'][1], env=False), 'staging report of version 2 read')
+    release('2', authenticate('olu', park['users']['olu'][1], env=False), 'version 2 to production')
+    aid = park['alerts'][0].id
+    at = page(signed_in('olu', park['users']['olu'][1]), 'alerts')
+    at.selectbox(key='alerts-id').set_value(aid).run()
+    at.text_input(key='alerts-note').input('version 2 errs at dusk').run()
+    at.button(key='alerts-rollback').click().run()
+    assert not at.exception and any('champion -> version 1' in s.value for s in at.success), [e.value for e in at.error]
+    aliases = {a: str(v) for a, v in park['client'].get_registered_model(park['name']).aliases.items()}
+    assert aliases['champion'] == '1'
+    rec = audit_records(action='rollback').iloc[-1]
+    assert (rec.actor, rec.note) == ('olu', 'version 2 errs at dusk')
+    with open_alert_store() as s:
+        act = s.actions(aid).iloc[-1]
+    assert (act.kind, act.actor, act.status, str(act.version)) == ('roll back', 'olu', 'done', '1')
+    assert act.ref.startswith('audit:')
+
+
 def test_retrain_now_starts_a_real_retraining_job_for_the_alert(park):
     """The owner's button starts `parkml retrain` as a process of its own; the job records the request (audit store) and
     its running action on the alert before it trains. The test stops the job once both are there."""
