@@ -18,7 +18,9 @@ def sign_in():
     from parkml.users import load_users, users_path, authenticate, AuthError, UserError
     if 'actor' not in st.session_state:
         try: d = load_users()
-        except UserError as e: st.error(str(e)); st.stop()
+        except UserError as e:
+            st.error(str(e))
+            st.stop()
         if not d['credentials']['usernames']:
             st.error(f"No users yet in {users_path()}: make the first owner with `parkml users add NAME --role owner`.")
             st.stop()
@@ -98,8 +100,11 @@ def today() -> dict:
 def service_health() -> dict:
     "The configured edge service's /health answer (or why it cannot be reached)"
     import httpx
-    c = cfg(); url = f"http://{c.host}:{c.port}/health"
-    try: r = httpx.get(url, timeout=0.5); return dict(url=url, ok=r.is_success, status=r.status_code, body=r.json() if r.is_success else r.text[:200])
+    c = cfg()
+    url = f"http://{c.host}:{c.port}/health"
+    try:
+        r = httpx.get(url, timeout=0.5)
+        return dict(url=url, ok=r.is_success, status=r.status_code, body=r.json() if r.is_success else r.text[:200])
     except Exception as e: return dict(url=url, ok=False, status=None, body=f"{type(e).__name__}: {e}"[:200])
 
 def refresh():

@@ -15,15 +15,19 @@ with tab_r:
         log = st.checkbox('log the report to MLflow beside the version', value=True, key='audit-log')
         if st.button('Write the audit report', key='audit-go'):
             with st.spinner('collecting the facts...'): r = audit_report(v, log=log, cfg=k.cfg())
-            st.session_state['audit'] = dict(version=v, html=r['html'].read_text(encoding='utf-8'), md=r['markdown'].read_text(encoding='utf-8'),
+            st.session_state['audit'] = dict(version=v, html=r['html'].read_text(encoding='utf-8'),
+                                             md=r['markdown'].read_text(encoding='utf-8'),
                                              run_id=r['run_id'], path=str(r['html']))
             k.refresh()
         rep = st.session_state.get('audit')
         if rep and rep['version'] == v:
-            st.success(f"written to {rep['path']}" + (f", logged to MLflow run {rep['run_id']}" if rep['run_id'] else ''))
+            logged = f", logged to MLflow run {rep['run_id']}" if rep['run_id'] else ''
+            st.success(f"written to {rep['path']}{logged}")
             c1, c2 = st.columns(2)
-            c1.download_button('Download HTML', rep['html'], file_name=f"audit-v{v}.html", mime='text/html', key='audit-dl-html')
-            c2.download_button('Download Markdown', rep['md'], file_name=f"audit-v{v}.md", mime='text/markdown', key='audit-dl-md')
+            c1.download_button('Download HTML', rep['html'], file_name=f"audit-v{v}.html", mime='text/html',
+                               key='audit-dl-html')
+            c2.download_button('Download Markdown', rep['md'], file_name=f"audit-v{v}.md", mime='text/markdown',
+                               key='audit-dl-md')
             st.components.v1.html(rep['html'], height=900, scrolling=True)
 with tab_t:
     pid = st.text_input('Prediction id', key='trace-id').strip()
@@ -34,5 +38,6 @@ with tab_t:
             st.code(format_trace(t), language=None)
             if t['frame']['retained']:
                 try: st.image(t['frame']['path'], caption='the frame', width=320)
-                except Exception as e: st.caption(f"the frame file {t['frame']['path']} cannot be shown as an image: {type(e).__name__}")
+                except Exception as e:
+                    st.caption(f"the frame file {t['frame']['path']} cannot be shown as an image: {type(e).__name__}")
             with st.expander('as JSON'): st.json(json.loads(json.dumps(t, default=str)))
