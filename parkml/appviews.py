@@ -48,7 +48,8 @@ def aliases_since(history: pd.DataFrame, # alias moves, oldest first (`governanc
     "champion, challenger and previous: the version each points at, since when, moved by whom and why"
     rows = []
     for a in ('champion', 'challenger', 'previous'):
-        v = next((r.version for r in versions.itertuples() if a in r.aliases.split(', ')), None) if len(versions) else None
+        v = next((r.version for r in versions.itertuples() if a in r.aliases.split(', ')),
+                 None) if len(versions) else None
         mv = history[(history.alias == a) & (history.to_version == str(v))] if len(history) else history
         rows.append(dict(alias=a, version=v, since=mv.ts.max() if len(mv) else None,
                          by=mv.actor.iloc[-1] if len(mv) else None, note=mv.note.iloc[-1] if len(mv) else None))
@@ -79,6 +80,7 @@ def latest_estimate(daily: pd.DataFrame, # daily-analysis runs (`daily.daily_run
         return daily.est_accuracy.iloc[-1], daily.day.iloc[-1]
     return None, None
 
+# %% ../nbs/45_appviews.ipynb #3fd1bca9
 def hosts_now(telemetry: pd.DataFrame, # telemetry samples (`store.telemetry`)
              ) -> pd.DataFrame:
     "The last telemetry sample of each host, with the time it was taken as `last_seen`"
@@ -96,6 +98,7 @@ def recent_daily_runs(cfg: Settings = None) -> pd.DataFrame:
     except Exception:
         return pd.DataFrame(columns=['day', 'version', 'run_id', 'start_time'])
 
+# %% ../nbs/45_appviews.ipynb #b22dbe30
 def today_metrics(cfg: Settings = None, # settings (default: the current ones)
                   daily: pd.DataFrame = None, # daily runs already read (default: `recent_daily_runs`)
                  ) -> dict:

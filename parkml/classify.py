@@ -39,7 +39,7 @@ def classify_batches(model, # a serving model (`parkml.model.open_model`): `size
                      files, # image files, e.g. from `iter_image_files`
                      batch: int = 32, # images per call of the model
                     ):
-    "A `Classified` per file, in order: readable images through `model` `batch` at a time, unreadable ones with the error"
+    "A `Classified` per file, in order: images through `model` `batch` at a time, unreadable files with their error"
     from parkml.data import decode_image, preprocess, ImageError, CLASSES
     pending = []
     def flush():

@@ -26,6 +26,7 @@ def cmd_train(a):
     from parkml.tracking import lineage, format_lineage
     print(format_lineage(lineage(res['version'])))
 
+# %% ../nbs/30_cli.ipynb #c5f96b70
 def cmd_lineage(a):
     "Print the chain behind a model version"
     from parkml.tracking import lineage, format_lineage
@@ -162,7 +163,8 @@ def cmd_predict(a) -> int:
 
 # %% ../nbs/30_cli.ipynb #469b38c3
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog='parkml', description='MLOps for the pet park: train, stage, release, monitor, govern.')
+    ap = argparse.ArgumentParser(prog='parkml',
+                                 description='MLOps for the pet park: train, stage, release, monitor, govern.')
     sub = ap.add_subparsers(dest='cmd', required=True)
     p = sub.add_parser('train', help='train, evaluate and register a model version (papermill notebook 50_train)')
     p.add_argument('--limit', type=int, default=0, help='images per subset for a quick run (0: all)')
@@ -179,22 +181,27 @@ def build_parser() -> argparse.ArgumentParser:
     for m in cli_modules(): importlib.import_module(m).add_commands(sub)
     return ap
 
+# %% ../nbs/30_cli.ipynb #1ff18fbc
 def cli_modules() -> list[str]:
     "The `parkml.cli_*` modules of the package: each area adds its sub-commands there with `add_commands(subparsers)`"
     import pkgutil, parkml
     return sorted(f"parkml.{m.name}" for m in pkgutil.iter_modules(parkml.__path__) if m.name.startswith('cli_'))
 
+# %% ../nbs/30_cli.ipynb #3b8e2fb5
 _ERRORS = (('parkml.tracking', 'RegistryError'), ('parkml.data', 'DataError'), ('parkml.model', 'ModelError'))
 
 def _handled() -> tuple:
-    "Errors that end a command with a one-line message: those of the modules the command imported (only they can be raised), so no command pays for importing torch"
+    """Errors that end a command with a one-line message: those of the modules the command imported (only they can
+    be raised), so no command pays for importing torch"""
     return (SettingsError, *(getattr(sys.modules[m], n) for m, n in _ERRORS if m in sys.modules))
 
+# %% ../nbs/30_cli.ipynb #e40bb5ac
 def main(argv=None):
     a = build_parser().parse_args(argv)
     try: rc = a.fn(a)
     except Exception as e:
         if not isinstance(e, _handled()): raise
-        print(f"parkml {a.cmd}: {e}", file=sys.stderr); rc = 2
+        print(f"parkml {a.cmd}: {e}", file=sys.stderr)
+        rc = 2
     except KeyboardInterrupt: rc = 130
     return rc or 0

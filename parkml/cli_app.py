@@ -17,7 +17,9 @@ def cmd_trace(a) -> int:
     "Print everything behind one logged prediction"
     from parkml.trace import trace, format_trace, TraceError
     try: t = trace(a.prediction_id, fresh=a.fresh)
-    except TraceError as e: print(f"parkml trace: {e}", file=sys.stderr); return 2
+    except TraceError as e:
+        print(f"parkml trace: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(t, indent=1, default=str) if a.json else format_trace(t))
     return 0
 
@@ -33,6 +35,7 @@ def cmd_audit_verify(a) -> int:
     print(json.dumps(asdict(v), indent=1) if a.json else v.report())
     return 0 if v.ok else 1
 
+# %% ../nbs/43_cli_app.ipynb #faea6ce2
 def cmd_audit(a) -> int:
     "Write the audit report of a version and log it to MLflow (`parkml audit verify`: verify the audit log)"
     if a.verify or a.version == 'verify': return cmd_audit_verify(a)
@@ -54,6 +57,7 @@ def _new_password(a) -> str:
     if pw != getpass.getpass('again: '): raise ValueError('the two passwords differ')
     return pw
 
+# %% ../nbs/43_cli_app.ipynb #12fb4e9f
 def _admin(a):
     "The signed-in person for a change to a non-empty users file (None for the first owner)"
     from parkml.users import load_users, authenticate
@@ -76,6 +80,7 @@ def users_action(a) -> str:
     token = new_token(a.name, a.label or '', a.ttl_days * 86400)
     return f"token of {a.name} (shown once; keep it in a secret store, use it as PARKML_TOKEN):\n{token}"
 
+# %% ../nbs/43_cli_app.ipynb #aae54314
 def cmd_users(a) -> int:
     "Add, list, give tokens to or re-key the people of the users file"
     from parkml.users import UserError, AuthError
@@ -99,11 +104,14 @@ def app_command(extra=(), cfg=None) -> list[str]:
     defaults = [v for k, d in APP_DEFAULTS.items() if k not in given for v in (k, d)]
     return [sys.executable, '-m', 'streamlit', 'run', str(path), *defaults, *extra]
 
+# %% ../nbs/43_cli_app.ipynb #f6796264
 def cmd_app(a) -> int:
     "Run the Streamlit governance app: this process becomes `streamlit run`, so a signal that stops it stops the app"
     import os
     try: cmd = app_command(a.streamlit_args)
-    except FileNotFoundError as e: print(f"parkml app: {e}", file=sys.stderr); return 2
+    except FileNotFoundError as e:
+        print(f"parkml app: {e}", file=sys.stderr)
+        return 2
     print(' '.join(cmd), file=sys.stderr, flush=True)
     sys.stdout.flush()
     os.execv(cmd[0], cmd)   # not a child: a child would be left running when this process is terminated
@@ -113,15 +121,18 @@ from .cli_governance import user_option
 
 def add_commands(sub) -> None:
     "Add `app`, `audit`, `trace` and `users` to the `parkml` parser"
-    p = sub.add_parser('trace', help='everything behind one logged prediction: frame, model version, run, code, data, staging, approval, alias')
+    p = sub.add_parser('trace', help='everything behind one logged prediction: frame, model version, run, code, data, '
+                       'staging, approval, alias')
     p.add_argument('prediction_id', help='id of a logged prediction (as the service returned it)')
     p.add_argument('--json', action='store_true', help='print JSON')
-    p.add_argument('--fresh', action='store_true', help="read the version's facts from MLflow, not from the trace's snapshot")
+    p.add_argument('--fresh', action='store_true',
+                   help="read the version's facts from MLflow, not from the trace's snapshot")
     p.set_defaults(fn=cmd_trace)
     p = sub.add_parser('audit', help='write the audit report of a model version (HTML, Markdown) and log it to MLflow; '
                        '`parkml audit verify` checks the audit log for tampering')
     p.add_argument('version', nargs='?', help='version number or alias; `verify`: check the audit log instead')
-    p.add_argument('--verify', action='store_true', help='check the audit log (hash chain, signatures); exit 1: tampered')
+    p.add_argument('--verify', action='store_true',
+                   help='check the audit log (hash chain, signatures); exit 1: tampered')
     p.add_argument('--json', action='store_true', help='with verify: print the verdict as JSON')
     p.add_argument('--out', default=None, help='folder for the report (default: {runs}/audit/v<N>)')
     p.add_argument('--no-log', action='store_true', help='do not log the report to MLflow')

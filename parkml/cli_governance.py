@@ -21,6 +21,7 @@ def signed_in(a, cmd: str):
         print(f"parkml {cmd}: refused: {e}", file=sys.stderr)
         return None
 
+# %% ../nbs/32_cli_governance.ipynb #22faf572
 def user_option(p) -> None:
     "Add `--user` to a command that acts as a person"
     p.add_argument('--user', default=None, help='your name in the users file (default: PARKML_USER); prove it with '
@@ -44,31 +45,46 @@ def act(action: str, a) -> int:
     print(f"done{': ' + moved if moved else ''} (audit record {', '.join(str(r['id']) for r in recs)})")
     return 0
 
+# %% ../nbs/32_cli_governance.ipynb #57432c79
 def cmd_approve(a): return act('approve', a)
+
+# %% ../nbs/32_cli_governance.ipynb #92ca6398
 def cmd_reject(a): return act('reject', a)
+
+# %% ../nbs/32_cli_governance.ipynb #06dc87c9
 def cmd_release(a): return act('release', a)
+
+# %% ../nbs/32_cli_governance.ipynb #4ecb1c2f
 def cmd_rollback(a): return act('rollback', a)
 
 # %% ../nbs/32_cli_governance.ipynb #de6b6cb6
 def show_table(df, cols: list, empty: str) -> None:
     "Print `cols` of audit rows as a plain table (or `empty` when there are none)"
-    if df.empty: print(empty); return
-    df = df.assign(ts=df['ts'].dt.strftime('%Y-%m-%d %H:%M:%S'), simulated=df['simulated'].map({True: 'yes', False: ''}))
-    print(df[cols].fillna('').rename(columns={'ts': 'time (UTC)', 'from_version': 'from', 'to_version': 'to'}).to_string(index=False))
+    if df.empty:
+        print(empty)
+        return
+    df = df.assign(ts=df['ts'].dt.strftime('%Y-%m-%d %H:%M:%S'),
+                   simulated=df['simulated'].map({True: 'yes', False: ''}))
+    names = {'ts': 'time (UTC)', 'from_version': 'from', 'to_version': 'to'}
+    print(df[cols].fillna('').rename(columns=names).to_string(index=False))
 
+# %% ../nbs/32_cli_governance.ipynb #a42e0d02
 def cmd_history(a):
     "Print every alias move: when, which alias, from and to which version, by whom, why"
     from parkml.governance import alias_history
-    show_table(alias_history(a.alias), ['ts', 'alias', 'from_version', 'to_version', 'action', 'actor', 'role', 'simulated', 'note'],
+    show_table(alias_history(a.alias),
+               ['ts', 'alias', 'from_version', 'to_version', 'action', 'actor', 'role', 'simulated', 'note'],
                'no alias moves recorded yet')
 
+# %% ../nbs/32_cli_governance.ipynb #c84bdebc
 def cmd_audit_log(a):
     "Print the audit records, optionally of one version or one action"
     from parkml.governance import audit_records
     from parkml.tracking import resolve_version
     v = a.version if a.version is None or a.version.isdigit() else str(resolve_version(a.version).version)
-    show_table(audit_records(v, a.action), ['id', 'ts', 'action', 'version', 'alias', 'from_version', 'to_version', 'actor',
-                                                    'role', 'simulated', 'staging_run_id', 'note'], 'no audit records yet')
+    show_table(audit_records(v, a.action),
+               ['id', 'ts', 'action', 'version', 'alias', 'from_version', 'to_version', 'actor', 'role', 'simulated',
+                'staging_run_id', 'note'], 'no audit records yet')
 
 # %% ../nbs/32_cli_governance.ipynb #2aabb984
 def _who(p, note_required: bool = False):
@@ -76,11 +92,13 @@ def _who(p, note_required: bool = False):
     p.add_argument('--note', required=note_required, default='', help='why' + (' (required)' if note_required else ''))
     p.add_argument('--dry-run', action='store_true', help='only print what would happen and whether it is allowed')
 
+# %% ../nbs/32_cli_governance.ipynb #6d3ff076
 def add_commands(sub) -> None:
     "Add the governance sub-commands to the `parkml` parser"
     for name, fn, note, what in [('approve', cmd_approve, False, 'QA approves a staged version that passed'),
                                  ('reject', cmd_reject, True, 'QA rejects a staged version, saying why'),
-                                 ('release', cmd_release, False, 'move champion to an approved version that passed staging')]:
+                                 ('release', cmd_release, False,
+                                  'move champion to an approved version that passed staging')]:
         p = sub.add_parser(name, help=what)
         p.add_argument('version', help='version number or alias')
         _who(p, note)
@@ -93,5 +111,6 @@ def add_commands(sub) -> None:
     p.set_defaults(fn=cmd_history)
     p = sub.add_parser('audit-log', help='the audit records of governing actions')
     p.add_argument('--version', default=None, help='only records touching this version (number or alias)')
-    p.add_argument('--action', default=None, help='only this action (approve, reject, release, rollback, alias_set, retrain_requested)')
+    p.add_argument('--action', default=None,
+                   help='only this action (approve, reject, release, rollback, alias_set, retrain_requested)')
     p.set_defaults(fn=cmd_audit_log)

@@ -10,7 +10,8 @@ import json, sys
 from .config import parse_value
 
 # %% auto #0
-__all__ = ['parse_sets', 'cmd_analyze', 'cmd_alerts', 'pd_time', 'cmd_retrain', 'cmd_schedule', 'add_commands']
+__all__ = ['parse_sets', 'cmd_analyze', 'cmd_alerts', 'alerts_list', 'alerts_show', 'alerts_deliver', 'pd_time', 'cmd_retrain',
+           'cmd_schedule', 'add_commands']
 
 # %% ../nbs/35_cli_monitor.ipynb #cb1dcab8
 def parse_sets(items) -> dict:
@@ -25,13 +26,16 @@ def parse_sets(items) -> dict:
 # %% ../nbs/35_cli_monitor.ipynb #2fb2124e
 def _fail(cmd: str, e: Exception) -> int:
     msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-    print(f"parkml {cmd}: {msg}", file=sys.stderr); return 2
+    print(f"parkml {cmd}: {msg}", file=sys.stderr)
+    return 2
 
+# %% ../nbs/35_cli_monitor.ipynb #073f7e22
 def cmd_analyze(a):
     "Run the daily analysis notebook for one day; deliver its alerts; retrain when a rule may and did ask"
     from parkml.daily import run_daily
     from parkml.alerts import auto_retrain, open_alert_store
-    try: res = run_daily(a.day, window_h=a.window, start=a.start, end=a.end, thresholds=parse_sets(a.set), model=a.model,
+    try: res = run_daily(a.day, window_h=a.window, start=a.start, end=a.end, thresholds=parse_sets(a.set),
+                         model=a.model,
                          send=not a.no_deliver, progress=not a.quiet)
     except (ValueError, KeyError) as e: return _fail('analyze', e)
     print(f"day {res['day']}: model version {res['model_version']} judged on {res['n_predictions']} predictions; "
@@ -42,12 +46,15 @@ def cmd_analyze(a):
     if not a.no_auto and res['alerts']:
         with open_alert_store() as st: alerts = [st.get(i) for i in res['alerts']]
         done = auto_retrain(alerts, progress=not a.quiet)
-        if done: print(f"automatic retraining: version {done['version']} (run {done['run_id']}), staging {done['staging']['status']}")
+        if done:
+            print(f"automatic retraining: version {done['version']} (run {done['run_id']}), "
+                  f"staging {done['staging']['status']}")
     return 0
 
+# %% ../nbs/35_cli_monitor.ipynb #813bfe5c
 def cmd_alerts(a):
     "List, show, acknowledge or resolve alerts, or deliver the ones still queued"
-    from parkml.alerts import open_alert_store, deliver_pending, handle_alert
+    from parkml.alerts import open_alert_store, handle_alert
     from parkml.cli_governance import signed_in
     if a.action in ('ack', 'resolve'):
         if (me := signed_in(a, 'alerts')) is None: return 2
@@ -57,29 +64,53 @@ def cmd_alerts(a):
         return 0
     try:
         with open_alert_store() as st:
-            if a.action == 'list':
-                t = st.table(day=a.day, state=a.state, severity=a.severity, rule=a.rule, limit=a.limit)
-                if a.json: print(t.to_json(orient='records', indent=1)); return 0
-                if t.empty: print('no alerts'); return 0
-                t['created'] = pd_time(t.created)
-                print(t.drop(columns=['message']).to_string(index=False))
-            elif a.action == 'show':
-                x = st.get(a.id)
-                print(json.dumps(x.as_dict(), indent=1) if a.json else x.text())
-                acts, ob = st.actions(a.id), st.outbox(a.id)
-                if not a.json and len(acts): print('\nactions:\n' + acts[['kind', 'actor', 'status', 'version', 'ref']].to_string(index=False))
-                if not a.json and len(ob): print('\ndelivery:\n' + ob[['channel', 'attempts', 'delivered', 'last_error']].to_string(index=False))
-            else:
-                out = deliver_pending(st)
-                print(f"{int(out.delivered.sum())} delivered, {int((~out.delivered).sum())} still queued" if len(out) else 'nothing queued')
-                if len(out) and not out.delivered.all(): print(out[~out.delivered].to_string(index=False)); return 1
+            return {'list': alerts_list, 'show': alerts_show}.get(a.action, alerts_deliver)(st, a)
     except (KeyError, ValueError) as e: return _fail('alerts', e)
+
+# %% ../nbs/35_cli_monitor.ipynb #cb74fd0e
+def alerts_list(st, a) -> int:
+    "Print the alerts the filters of `a` select, as a table or JSON"
+    t = st.table(day=a.day, state=a.state, severity=a.severity, rule=a.rule, limit=a.limit)
+    if a.json:
+        print(t.to_json(orient='records', indent=1))
+        return 0
+    if t.empty:
+        print('no alerts')
+        return 0
+    t['created'] = pd_time(t.created)
+    print(t.drop(columns=['message']).to_string(index=False))
     return 0
 
+# %% ../nbs/35_cli_monitor.ipynb #6a730d53
+def alerts_show(st, a) -> int:
+    "Print one alert, with the actions taken and its deliveries"
+    x = st.get(a.id)
+    print(json.dumps(x.as_dict(), indent=1) if a.json else x.text())
+    acts, ob = st.actions(a.id), st.outbox(a.id)
+    if not a.json and len(acts):
+        print('\nactions:\n' + acts[['kind', 'actor', 'status', 'version', 'ref']].to_string(index=False))
+    if not a.json and len(ob):
+        print('\ndelivery:\n' + ob[['channel', 'attempts', 'delivered', 'last_error']].to_string(index=False))
+    return 0
+
+# %% ../nbs/35_cli_monitor.ipynb #626f29cd
+def alerts_deliver(st, a=None) -> int:
+    "Send every alert still queued; 1 when some stay queued"
+    from parkml.alerts import deliver_pending
+    out = deliver_pending(st)
+    print(f"{int(out.delivered.sum())} delivered, {int((~out.delivered).sum())} still queued" if len(out)
+          else 'nothing queued')
+    if len(out) and not out.delivered.all():
+        print(out[~out.delivered].to_string(index=False))
+        return 1
+    return 0
+
+# %% ../nbs/35_cli_monitor.ipynb #4abb92ce
 def pd_time(s):
     import pandas as pd
     return pd.to_datetime(s, unit='s', utc=True).dt.strftime('%Y-%m-%d %H:%M')
 
+# %% ../nbs/35_cli_monitor.ipynb #a0a319e8
 def cmd_retrain(a):
     "Retrain with the labelled production frames, then stage the new version"
     from parkml.alerts import retrain
@@ -87,13 +118,15 @@ def cmd_retrain(a):
     if (me := signed_in(a, 'retrain')) is None: return 2
     try: res = retrain(a.reason, a.alert, me, a.limit, stage=not a.no_stage, progress=not a.quiet)
     except (KeyError, PermissionError) as e: return _fail('retrain', e)
-    print(f"registered version {res['version']} (run {res['run_id']}) with {res['n_extra']} labelled production frames; "
-          f"parent run {res['parent_run'] or '-'}")
+    print(f"registered version {res['version']} (run {res['run_id']}) with {res['n_extra']} labelled production "
+          f"frames; parent run {res['parent_run'] or '-'}")
     st = res['staging']
-    print(f"staging: {st['status']}" + (f" ({st.get('error') or st.get('notebook')})" if st['status'] != 'skipped' else ''))
+    detail = f" ({st.get('error') or st.get('notebook')})" if st['status'] != 'skipped' else ''
+    print(f"staging: {st['status']}{detail}")
     if a.alert: print(f"alert {a.alert}: action {res['action_id']} -> version {res['version']}")
     return 0 if st['status'] in ('passed', 'skipped', 'missing') else 1
 
+# %% ../nbs/35_cli_monitor.ipynb #3f9d50f3
 def cmd_schedule(a):
     "Print (or write under runs/) the cron line or systemd timer for the daily analysis"
     from parkml.daily import schedule_entries, install_schedule
@@ -101,7 +134,8 @@ def cmd_schedule(a):
         for name, text in schedule_entries(a.kind, a.at).items(): print(f"# {name}\n{text}")
         if a.install:
             paths, hint = install_schedule(a.kind, a.at)
-            print('\n'.join(f"wrote {p}" for p in paths)); print(hint)
+            print('\n'.join(f"wrote {p}" for p in paths))
+            print(hint)
     except ValueError as e: return _fail('schedule', e)
     return 0
 
@@ -110,13 +144,17 @@ from .cli_governance import user_option
 
 def add_commands(sub):
     "Add analyze, alerts, retrain and schedule to the `parkml` parser"
-    p = sub.add_parser('analyze', help='daily analysis of the prediction log (papermill notebook 52_daily): checks, plots, MLflow run, alerts')
+    p = sub.add_parser('analyze',
+                       help='daily analysis of the prediction log (papermill notebook 52_daily): checks, plots, '
+                       'MLflow run, alerts')
     p.add_argument('--day', required=True, help="YYYY-MM-DD (a calendar day in monitor_tz), or 'yesterday' / 'today'")
-    p.add_argument('--window', type=float, default=None, help='hours from the start of the day (default: the whole day)')
+    p.add_argument('--window', type=float, default=None,
+                   help='hours from the start of the day (default: the whole day)')
     p.add_argument('--start', default=None, help='window start (ISO time; overrides --window)')
     p.add_argument('--end', default=None, help='window end (ISO time)')
     p.add_argument('--set', action='append', metavar='KEY=VALUE', help='override a threshold for this run (repeatable)')
-    p.add_argument('--model', default=None, help='version or alias judged (default: the version that served most of the window)')
+    p.add_argument('--model', default=None,
+                   help='version or alias judged (default: the version that served most of the window)')
     p.add_argument('--no-deliver', action='store_true', help='store the alerts but do not send them')
     p.add_argument('--no-auto', action='store_true', help='never start an automatic retraining')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
@@ -124,13 +162,16 @@ def add_commands(sub):
     p = sub.add_parser('alerts', help='list, show, acknowledge, resolve or deliver alerts')
     p.add_argument('action', nargs='?', default='list', choices=['list', 'show', 'ack', 'resolve', 'deliver'])
     p.add_argument('id', nargs='?', help='alert id (show, ack, resolve)')
-    p.add_argument('--day'); p.add_argument('--state'); p.add_argument('--severity'); p.add_argument('--rule')
+    for name in ('--day', '--state', '--severity', '--rule'):
+        p.add_argument(name)
     p.add_argument('--limit', type=int, default=50, help='newest N alerts (list)')
     user_option(p)
     p.add_argument('--note', default=None, help='why (ack, resolve)')
     p.add_argument('--json', action='store_true', help='print JSON')
     p.set_defaults(fn=cmd_alerts)
-    p = sub.add_parser('retrain', help='retrain with labelled production frames (papermill 53_retrain), then stage the new version')
+    p = sub.add_parser('retrain',
+                       help='retrain with labelled production frames (papermill 53_retrain), then stage the new '
+                       'version')
     p.add_argument('--reason', default='', help='why, in words')
     p.add_argument('--alert', default=None, help='the alert this retraining answers')
     user_option(p)
@@ -138,8 +179,10 @@ def add_commands(sub):
     p.add_argument('--no-stage', action='store_true', help='skip the staging run')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     p.set_defaults(fn=cmd_retrain)
-    p = sub.add_parser('schedule', help='print (or --install under runs/) the cron line or systemd timer of the daily analysis')
+    p = sub.add_parser('schedule',
+                       help='print (or --install under runs/) the cron line or systemd timer of the daily analysis')
     p.add_argument('--kind', choices=['cron', 'systemd'], default='cron')
     p.add_argument('--at', default=None, help='HH:MM local time (default: settings daily_at)')
-    p.add_argument('--install', action='store_true', help='write the files under runs/ (never the system crontab or systemd)')
+    p.add_argument('--install', action='store_true',
+                   help='write the files under runs/ (never the system crontab or systemd)')
     p.set_defaults(fn=cmd_schedule)

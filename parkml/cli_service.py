@@ -19,9 +19,11 @@ def cmd_serve(a) -> int:
     from parkml.tracking import RegistryError
     try: serve(a.alias, a.host, a.port, record=not a.no_log, log_level=a.log_level)
     except (RegistryError, ExposureError, SettingsError, NothingToServe) as e:
-        print(f"parkml serve: {e}", file=sys.stderr); return 2
+        print(f"parkml serve: {e}", file=sys.stderr)
+        return 2
     return 0
 
+# %% ../nbs/36_cli_service.ipynb #7ec7661b
 def cmd_watch(a) -> int:
     "Classify the frames of a video, stream, camera or folder and log them like the service"
     from parkml.stream import watch, SourceError
@@ -31,7 +33,8 @@ def cmd_watch(a) -> int:
         out = watch(a.source, rate=a.rate, camera=a.camera, alias=a.alias, max_frames=a.max_frames,
                     duration_s=a.duration, follow=a.follow or None, max_retries=a.max_retries, progress=not a.quiet)
     except (SourceError, RegistryError, ValueError, NothingToServe) as e:
-        print(f"parkml watch: {e}", file=sys.stderr); return 2
+        print(f"parkml watch: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(out, indent=1, default=str))
     return 0
 
@@ -43,17 +46,21 @@ def add_commands(sub) -> None:
     p.add_argument('--host', default=None, help='address to bind (default: setting host); beyond loopback the '
                    'api_key and staff_key settings (PARKML_API_KEY, PARKML_STAFF_KEY) must be set')
     p.add_argument('--port', type=int, default=None, help='port (default: setting port)')
-    p.add_argument('--no-log', action='store_true', help='keep no prediction log, frames or telemetry (to measure their cost only)')
+    p.add_argument('--no-log', action='store_true',
+                   help='keep no prediction log, frames or telemetry (to measure their cost only)')
     p.add_argument('--log-level', default='info', choices=('critical', 'error', 'warning', 'info', 'debug'))
     p.set_defaults(fn=cmd_serve)
     p = sub.add_parser('watch', help='classify the frames of a video file, stream URL, camera index or image folder')
     p.add_argument('source', help='video file, rtsp:// or http(s):// URL, camera index (0, 1, ...) or folder of images')
-    p.add_argument('--rate', type=float, default=None, help='frames per second to classify (default: setting stream_rate)')
+    p.add_argument('--rate', type=float, default=None,
+                   help='frames per second to classify (default: setting stream_rate)')
     p.add_argument('--camera', default=None, help='camera id recorded with each frame (default: setting camera)')
     p.add_argument('--alias', default=None, help='registry alias of the model (default: setting serve_alias)')
     p.add_argument('--max-frames', type=int, default=None, help='stop after this many frames')
     p.add_argument('--duration', type=float, default=None, help='stop after this many seconds')
-    p.add_argument('--follow', action='store_true', help='reopen a file source when it ends (streams and cameras always do)')
-    p.add_argument('--max-retries', type=int, default=None, help='reconnect attempts before giving up (default: forever)')
+    p.add_argument('--follow', action='store_true',
+                   help='reopen a file source when it ends (streams and cameras always do)')
+    p.add_argument('--max-retries', type=int, default=None,
+                   help='reconnect attempts before giving up (default: forever)')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     p.set_defaults(fn=cmd_watch)

@@ -24,15 +24,21 @@ def cmd_week(a) -> int:
     print_week(res)
     return 0 if res.failed_requests == 0 else 1
 
+# %% ../nbs/38_cli_week.ipynb #43626914
 def add_commands(sub) -> None:
     "Add `week` to the `parkml` sub-command parser `sub`"
-    p = sub.add_parser('week', help='a week in the park: train, stage, approve, release, days of traffic, alerts, retrain, re-release')
+    p = sub.add_parser('week', help='a week in the park: train, stage, approve, release, days of traffic, alerts, '
+                       'retrain, re-release')
     p.add_argument('--days', type=int, default=None, help='simulated days (default 7; quick: 5)')
-    p.add_argument('--frames-per-day', type=int, default=None, help='frames the camera sends a day (default 2000; quick: 500)')
+    p.add_argument('--frames-per-day', type=int, default=None,
+                   help='frames the camera sends a day (default 2000; quick: 500)')
     p.add_argument('--seed', type=int, default=None, help='seed of the scenario (which photos, when)')
-    p.add_argument('--train-limit', type=int, default=None, help='images per subset for training and retraining (default: all)')
+    p.add_argument('--train-limit', type=int, default=None,
+                   help='images per subset for training and retraining (default: all)')
     p.add_argument('--end', default=None, help='last simulated day, YYYY-MM-DD (default: yesterday)')
-    p.add_argument('--quick', action='store_true', help='a smaller week: fewer, smaller days and a smaller training and staging run')
-    p.add_argument('--fresh', action='store_true', help="empty the week's own folder first (setting week_dir; only a folder the week made)")
+    p.add_argument('--quick', action='store_true',
+                   help='a smaller week: fewer, smaller days and a smaller training and staging run')
+    p.add_argument('--fresh', action='store_true',
+                   help="empty the week's own folder first (setting week_dir; only a folder the week made)")
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     p.set_defaults(fn=cmd_week)

@@ -36,6 +36,7 @@ def md_escape(text: str) -> str:
     "Text that is safe in a Markdown table cell"
     return text.replace('|', '\\|')
 
+# %% ../nbs/46_reference.ipynb #f9d031f2
 def settings_reference(path=None, # settings file (default: the one `parkml.config` finds)
                       ) -> str:
     "Markdown tables of every setting, one per section: key, default, meaning"
@@ -73,6 +74,7 @@ def option_rows(p: argparse.ArgumentParser, # one command's parser
         rows.append((', '.join(a.option_strings) or a.dest, default, a.help or ''))
     return rows
 
+# %% ../nbs/46_reference.ipynb #e4c68b95
 def command_reference(ap: argparse.ArgumentParser = None, # the parser (default: `parkml`'s)
                      ) -> str:
     "Markdown reference of every command of `ap`: its help, usage and a table of its options"
