@@ -58,7 +58,10 @@ def cmd_release(a): return act('release', a)
 def cmd_rollback(a): return act('rollback', a)
 
 # %% ../nbs/32_cli_governance.ipynb #de6b6cb6
-def show_table(df, cols: list, empty: str) -> None:
+def show_table(df, # audit records or alias moves (`ts` a UTC time, `simulated` a flag)
+               cols: list, # the columns printed, in order
+               empty: str, # what to print when there are no rows
+              ) -> None:
     "Print `cols` of audit rows as a plain table (or `empty` when there are none)"
     if df.empty:
         print(empty)

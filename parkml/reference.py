@@ -70,7 +70,8 @@ def option_rows(p: argparse.ArgumentParser, # one command's parser
     for a in p._actions:
         if isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)):
             continue
-        default = '' if a.default in (None, False, argparse.SUPPRESS) or a.option_strings == [] else repr(a.default)
+        hidden = a.default is None or a.default is False or a.default == argparse.SUPPRESS or not a.option_strings
+        default = '' if hidden else repr(a.default)
         rows.append((', '.join(a.option_strings) or a.dest, default, a.help or ''))
     return rows
 
