@@ -10,7 +10,7 @@ import json, sys
 from .config import parse_value
 
 # %% auto #0
-__all__ = ['parse_sets', 'cmd_analyze', 'cmd_alerts', 'alerts_list', 'alerts_show', 'alerts_deliver', 'pd_time', 'cmd_retrain',
+__all__ = ['parse_sets', 'cmd_analyze', 'cmd_alerts', 'pd_time', 'alerts_list', 'alerts_show', 'alerts_deliver', 'cmd_retrain',
            'cmd_schedule', 'add_commands']
 
 # %% ../nbs/35_cli_monitor.ipynb #cb1dcab8
@@ -67,6 +67,11 @@ def cmd_alerts(a):
             return {'list': alerts_list, 'show': alerts_show}.get(a.action, alerts_deliver)(st, a)
     except (KeyError, ValueError) as e: return _fail('alerts', e)
 
+# %% ../nbs/35_cli_monitor.ipynb #4abb92ce
+def pd_time(s):
+    import pandas as pd
+    return pd.to_datetime(s, unit='s', utc=True).dt.strftime('%Y-%m-%d %H:%M')
+
 # %% ../nbs/35_cli_monitor.ipynb #cb74fd0e
 def alerts_list(st, a) -> int:
     "Print the alerts the filters of `a` select, as a table or JSON"
@@ -104,11 +109,6 @@ def alerts_deliver(st, a=None) -> int:
         print(out[~out.delivered].to_string(index=False))
         return 1
     return 0
-
-# %% ../nbs/35_cli_monitor.ipynb #4abb92ce
-def pd_time(s):
-    import pandas as pd
-    return pd.to_datetime(s, unit='s', utc=True).dt.strftime('%Y-%m-%d %H:%M')
 
 # %% ../nbs/35_cli_monitor.ipynb #a0a319e8
 def cmd_retrain(a):
