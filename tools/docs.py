@@ -251,6 +251,8 @@ def build(root: Path, out: Path = None) -> Path:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    if (root / 'nbs/llms.txt').exists():   # nbdev-export's index of the modules, published beside the pages
+        shutil.copy(root / 'nbs/llms.txt', out / 'llms.txt')
     for nb, page in pages:
         md = page_markdown(nb, page, names, syms)
         (out / f'{page}.html.md').write_text(md)
