@@ -13,8 +13,8 @@ from .config import get_settings, SettingsError
 
 # %% auto #0
 __all__ = ['NO_DEFAULT', 'KINDS', 'cmd_train', 'cmd_lineage', 'comment_lines', 'Option', 'literal', 'field_options',
-           'param_options', 'function_options', 'add_options', 'call_with', 'cmd_predict', 'build_parser',
-           'cli_modules', 'main']
+           'class_options', 'param_options', 'function_options', 'add_options', 'call_with', 'cmd_predict',
+           'build_parser', 'cli_modules', 'main']
 
 # %% ../nbs/30_cli.ipynb #e328c6d2
 def cmd_train(a):
@@ -72,10 +72,22 @@ def field_options(cls: ast.ClassDef, notes: dict, group: str) -> list:
             out.append(Option(n.target.id, ast.unparse(n.annotation), d, notes.get(n.end_lineno, ''), group, cls.name))
     return out
 
+# %% ../nbs/30_cli.ipynb #d03d6096
+def class_options(cls: ast.ClassDef, # the grouped-options class
+                  notes: dict, # its source's comments by line (`comment_lines`)
+                  group: str, # the parameter that takes it
+                 ) -> list:
+    "The `Option`s of a grouped-options class: a dataclass's fields, or else its `__init__`'s parameters"
+    if any('dataclass' in ast.unparse(d) for d in cls.decorator_list):
+        return field_options(cls, notes, group)
+    init = next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == '__init__'), None)
+    opts = param_options(init, notes, {}) if init else []
+    return [Option(o.name, o.kind, o.default, o.help, group, cls.name) for o in opts if o.name != 'self']
+
 # %% ../nbs/30_cli.ipynb #7f3e021e
 def param_options(fn: ast.FunctionDef, # the function's definition
                   notes: dict, # its source's comments by line (`comment_lines`)
-                  classes: dict, # dataclass definitions of its module by name
+                  classes: dict, # class definitions of its module by name (grouped options)
                  ) -> list:
     "An `Option` per parameter of `fn` (dataclass parameters expanded), help from the docment beside each"
     a = fn.args
@@ -86,7 +98,7 @@ def param_options(fn: ast.FunctionDef, # the function's definition
     for p, d, end in zip(params, defaults, ends):
         kind = ast.unparse(p.annotation) if p.annotation else 'str'
         if kind in classes:
-            out += field_options(classes[kind], notes, p.arg)
+            out += class_options(classes[kind], notes, p.arg)
             continue
         note = next((notes[i] for i in range(p.lineno, max(p.lineno, end - 1) + 1) if i in notes), '')
         out.append(Option(p.arg, kind, literal(d), note))
@@ -100,8 +112,7 @@ def function_options(target: str, # `module:function`, e.g. `parkml.staging:stag
     mod, name = target.split(':')
     src = Path(importlib.util.find_spec(mod).origin).read_text()
     tree = ast.parse(src)
-    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)
-               and any('dataclass' in ast.unparse(d) for d in n.decorator_list)}
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
     fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
     if fn is None:
         raise LookupError(f"{mod} has no function {name}")
