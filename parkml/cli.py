@@ -6,15 +6,15 @@ Docs: https://parkml.github.io/parkml/cli.html.md"""
 
 # %% ../nbs/30_cli.ipynb #f68d3571
 from __future__ import annotations
-import argparse, ast, importlib, importlib.util, io, sys, json, tokenize
+import argparse, ast, importlib, importlib.util, io, re, sys, json, tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from .config import get_settings, SettingsError
 
 # %% auto #0
 __all__ = ['NO_DEFAULT', 'KINDS', 'cmd_train', 'cmd_lineage', 'comment_lines', 'Option', 'literal', 'field_options',
-           'class_options', 'param_options', 'function_options', 'add_options', 'call_with', 'cmd_predict',
-           'build_parser', 'cli_modules', 'main']
+           'class_options', 'param_options', 'definition', 'function_options', 'add_options', 'call_with',
+           'cmd_predict', 'build_parser', 'cli_modules', 'main']
 
 # %% ../nbs/30_cli.ipynb #e328c6d2
 def cmd_train(a):
@@ -87,9 +87,9 @@ def class_options(cls: ast.ClassDef, # the grouped-options class
 # %% ../nbs/30_cli.ipynb #7f3e021e
 def param_options(fn: ast.FunctionDef, # the function's definition
                   notes: dict, # its source's comments by line (`comment_lines`)
-                  classes: dict, # class definitions of its module by name (grouped options)
+                  classes: dict, # grouped-options classes by name: (class definition, its comments by line)
                  ) -> list:
-    "An `Option` per parameter of `fn` (dataclass parameters expanded), help from the docment beside each"
+    "An `Option` per parameter of `fn` (grouped-options parameters expanded), help from the docment beside each"
     a = fn.args
     params = a.posonlyargs + a.args + a.kwonlyargs
     defaults = [None] * (len(a.posonlyargs + a.args) - len(a.defaults)) + a.defaults + a.kw_defaults
@@ -98,11 +98,28 @@ def param_options(fn: ast.FunctionDef, # the function's definition
     for p, d, end in zip(params, defaults, ends):
         kind = ast.unparse(p.annotation) if p.annotation else 'str'
         if kind in classes:
-            out += class_options(classes[kind], notes, p.arg)
+            out += class_options(*classes[kind], p.arg)
             continue
         note = next((notes[i] for i in range(p.lineno, max(p.lineno, end - 1) + 1) if i in notes), '')
         out.append(Option(p.arg, kind, literal(d), note))
     return out
+
+# %% ../nbs/30_cli.ipynb #7f51298f
+def definition(src: str, # a module's source
+               kind: str, # `def` or `class`
+               name: str, # the top-level definition's name
+              ) -> tuple:
+    "(AST node, comments by line) of a top-level definition, from its own lines; (None, {}) when there is none"
+    m = re.search(rf'^(?:async )?{kind} {name}\b', src, re.M)
+    if not m:
+        return None, {}
+    before, lines = src[:m.start()].split('\n')[:-1], src[m.start():].split('\n')
+    start = len(before)
+    while start and before[start - 1].startswith('@'):   # its decorators
+        start -= 1
+    end = next((i for i, ln in enumerate(lines[1:], 1) if re.match(r'[A-Za-z_@#]', ln)), len(lines))
+    seg = '\n'.join(before[start:] + lines[:end])
+    return ast.parse(seg).body[0], comment_lines(seg)
 
 # %% ../nbs/30_cli.ipynb #ff0ed85b
 def function_options(target: str, # `module:function`, e.g. `parkml.staging:stage`
@@ -111,12 +128,12 @@ def function_options(target: str, # `module:function`, e.g. `parkml.staging:stag
     "The `Option`s of a library function, read from its module's source without importing it"
     mod, name = target.split(':')
     src = Path(importlib.util.find_spec(mod).origin).read_text()
-    tree = ast.parse(src)
-    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
-    fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+    fn, notes = definition(src, 'def', name)
     if fn is None:
         raise LookupError(f"{mod} has no function {name}")
-    return [o for o in param_options(fn, comment_lines(src), classes) if o.name not in skip]
+    kinds = {ast.unparse(p.annotation) for p in fn.args.args + fn.args.kwonlyargs if p.annotation}
+    classes = {k: found for k in kinds if k.isidentifier() and (found := definition(src, 'class', k))[0]}
+    return [o for o in param_options(fn, notes, classes) if o.name not in skip]
 
 # %% ../nbs/30_cli.ipynb #7b1f01e8
 KINDS = {'int': int, 'float': float, 'str': str}
