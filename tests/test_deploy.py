@@ -192,3 +192,53 @@ def test_prometheus_scrapes_parkml_serve_with_the_deploy_config(keyed_server, ph
 
 def keyed_server_version(server) -> str:
     return httpx.get(server.url + '/health', timeout=10).json()['model']['version']
+
+
+def test_image_tag_carries_the_versions_lineage(keyed_server):
+    "deploy/image-tag: the tag and labels the release workflow gives the image, from the registry's lineage"
+    from parkml.tracking import lineage
+    env = {**os.environ, **{k: v for k, v in keyed_server.env.items() if k.startswith('PARKML_')}, 'PYTHONPATH': str(ROOT)}
+    r = subprocess.run([sys.executable, str(DEPLOY/'image-tag'), 'champion'], capture_output=True, text=True, env=env,
+                       timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    out = dict(l.split('=', 1) for l in r.stdout.splitlines())
+    os.environ['PARKML_RUNS'], old = env['PARKML_RUNS'], os.environ.get('PARKML_RUNS')
+    try: d = lineage('champion')
+    finally:
+        if old is None: os.environ.pop('PARKML_RUNS')
+        else: os.environ['PARKML_RUNS'] = old
+    assert out['tag'] == f"model-v{d['version']}-data-{d['data_version'][:12]}-code-{d['code_commit'][:12]}"
+    assert re.fullmatch(r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}', out['tag'])
+    labels = dict(kv.split('=', 1) for kv in out['labels'].split())
+    assert labels['org.parkml.model.run_id'] == d['run_id'] and labels['org.parkml.model.version'] == str(d['version'])
+    bad = subprocess.run([sys.executable, str(DEPLOY/'image-tag'), '999'], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith('image-tag: ') and 'Traceback' not in bad.stderr
+
+# ---------------------------------------------------------------- CI/CD
+
+def workflow(name: str) -> dict:
+    wf = yaml.safe_load((ROOT/'.github'/'workflows'/name).read_text())
+    if True in wf: wf['on'] = wf.pop(True)
+    return wf
+
+
+def test_deploy_workflow_checks_and_builds_on_every_push():
+    wf = workflow('deploy.yml')
+    assert {'push', 'pull_request'} <= set(wf['on'])
+    runs = {j: [s.get('run', '') for s in job.get('steps', [])] for j, job in wf['jobs'].items()}
+    assert 'deploy/check' in runs['check'] and 'bin/setup' in runs['check']
+    assert any('deploy/build-image' in r and r.startswith('sudo') for r in runs['image'])
+    assert wf['jobs']['image']['needs'] == ['check', 'data'] and 'PARKML_DATA' in wf['jobs']['image']['env']
+
+
+def test_release_workflow_tags_the_image_with_the_released_lineage():
+    wf = workflow('release.yml')
+    rel, img = wf['jobs']['release'], wf['jobs']['image']
+    step = next(s for s in rel['steps'] if s.get('id') == 'lineage')
+    assert 'deploy/image-tag "$VERSION"' in step['run'] and step['env']['VERSION'] == '${{ inputs.version }}'
+    assert rel['outputs']['image_tag'] == '${{ steps.lineage.outputs.tag }}' and 'release' in img['needs']
+    build = next(s for s in img['steps'] if 'deploy/build-image' in s.get('run', ''))
+    assert 'PARKML_IMAGE_TAG="$TAG"' in build['run'] and img['env']['TAG'] == '${{ needs.release.outputs.image_tag }}'
+    push = next(s for s in img['steps'] if s.get('id') == 'publish')
+    assert push['env']['REGISTRY_TOKEN'] == '${{ secrets.PARKML_REGISTRY_TOKEN }}' and '--password-stdin' in push['run']
+    assert 'REGISTRY_TOKEN' not in ''.join(s.get('run', '') for s in img['steps'] if s is not push)
