@@ -21,8 +21,9 @@ def deploy_check(root: Path = ROOT, **env) -> subprocess.CompletedProcess:
 def test_deploy_check_passes_every_validator():
     r = deploy_check()
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
-    for name in ('kustomize renders every overlay', 'kubernetes-validate', 'checkov', 'hadolint', 'systemd-analyze verify',
-                 'systemd units equal parkml.units', 'promtool check config', 'promtool check rules', 'promtool test rules'):
+    for name in ('kustomize renders every overlay', 'kubernetes-validate', 'checkov', 'hadolint',
+                 'systemd-analyze verify', 'systemd units equal parkml.units', 'promtool check config',
+                 'promtool check rules', 'promtool test rules'):
         assert f"== {name}" in r.stdout, name
     assert 'FAIL' not in r.stdout and '3 overlays rendered: centre-external-db.yaml centre.yaml park-a.yaml' in r.stdout
     assert re.search(r'Passed checks: \d{3,}, Failed checks: 0', r.stdout)
@@ -34,7 +35,7 @@ def test_deploy_check_names_each_broken_artefact(tmp_path):
     shutil.copy(ROOT/'settings.ini', tmp_path)
     d = tmp_path/'deploy'
     edge = d/'k8s'/'base'/'park'/'edge.yaml'
-    edge.write_text(edge.read_text().replace('            readOnlyRootFilesystem: true\n', '            readOnlyRootFilesytem: true\n', 1))
+    edge.write_text(edge.read_text().replace('readOnlyRootFilesystem: true', 'readOnlyRootFilesytem: true', 1))
     app = d/'k8s'/'base'/'centre'/'app.yaml'       # privilege escalation allowed: checkov's job
     app.write_text(app.read_text().replace('allowPrivilegeEscalation: false', 'allowPrivilegeEscalation: true', 1))
     cf = d/'Containerfile'
@@ -49,14 +50,16 @@ def test_deploy_check_names_each_broken_artefact(tmp_path):
     fails = set(re.findall(r'FAIL: (.+)', out))
     assert fails == {'kubernetes-validate (strict schemas)', 'checkov (Kubernetes)', 'hadolint deploy/Containerfile',
                      'systemd units equal parkml.units', 'systemd-analyze verify', 'promtool test rules'}, out
-    assert 'readOnlyRootFilesytem' in out and 'CKV_K8S_20' in out and 'DL3003' in out and "Unknown key 'ProtectClok'" in out
+    assert 'readOnlyRootFilesytem' in out and 'CKV_K8S_20' in out and 'DL3003' in out
+    assert "Unknown key 'ProtectClok'" in out
     assert 'parkml-edge.service differs from parkml.units' in out and 'ParkmlHostHot' in out
     assert out.rstrip().endswith('deploy/check: 6 failed: ' + ';'.join(sorted(fails, key=out.index)))
 
 # ---------------------------------------------------------------- what the artefacts say
 
 def rendered(overlay: str) -> list[dict]:
-    r = subprocess.run(['kubectl', 'kustomize', str(DEPLOY/'k8s'/'overlays'/overlay)], capture_output=True, text=True, check=True)
+    r = subprocess.run(['kubectl', 'kustomize', str(DEPLOY/'k8s'/'overlays'/overlay)], capture_output=True, text=True,
+                       check=True)
     return [d for d in yaml.safe_load_all(r.stdout) if d]
 
 
@@ -73,25 +76,30 @@ def test_manifests_reference_secrets_run_unprivileged_and_probe_real_endpoints(o
     assert not [o for o in objs if o['kind'] == 'Secret']                # referenced, never in the manifests
     assert {'NetworkPolicy', 'Namespace'} <= {o['kind'] for o in objs}
     for o, spec in pods(objs):
-        assert spec['securityContext']['runAsNonRoot'] and spec['automountServiceAccountToken'] is False, o['metadata']['name']
+        name = o['metadata']['name']
+        assert spec['securityContext']['runAsNonRoot'] and spec['automountServiceAccountToken'] is False, name
         for c in spec['containers'] + spec.get('initContainers', []):
             sc = c['securityContext']
-            assert sc['readOnlyRootFilesystem'] and sc['allowPrivilegeEscalation'] is False and sc['capabilities']['drop'] == ['ALL']
-            assert {'cpu', 'memory'} <= set(c['resources']['requests']) and {'cpu', 'memory'} <= set(c['resources']['limits'])
+            assert sc['readOnlyRootFilesystem'] and sc['allowPrivilegeEscalation'] is False, (name, c['name'])
+            assert sc['capabilities']['drop'] == ['ALL'], (name, c['name'])
+            res = c['resources']
+            assert {'cpu', 'memory'} <= set(res['requests']) & set(res['limits']), (name, c['name'])
             for e in c.get('env', []):
                 secretish = re.search(r'PASSWORD|KEY|SECRET|TOKEN|URL$', e['name']) and not e['name'].endswith('_FILE')
                 if secretish and e['name'] != 'MLFLOW_S3_ENDPOINT_URL':
-                    assert 'secretKeyRef' in e.get('valueFrom', {}), (o['metadata']['name'], e)
+                    assert 'secretKeyRef' in e.get('valueFrom', {}), (name, e)
     if overlay == 'park-a':
         edge = next(spec for o, spec in pods(objs) if o['metadata']['name'] == 'parkml-edge')['containers'][0]
-        assert edge['command'][:2] == ['parkml', 'serve'] and edge['image'].startswith('registry.example.org/parkml/parkml:')
+        assert edge['command'][:2] == ['parkml', 'serve']
+        assert edge['image'].startswith('registry.example.org/parkml/parkml:')
         assert {edge[p]['httpGet']['path'] for p in ('startupProbe', 'readinessProbe', 'livenessProbe')} == {'/health'}
     else:
         have = {(o['kind'], o['metadata']['name']) for o in objs}
-        assert {('Deployment', 'mlflow'), ('Deployment', 'parkml-app'), ('CronJob', 'parkml-daily'), ('Job', 'parkml-migrate'),
-                ('StatefulSet', 'seaweedfs')} <= have
+        assert {('Deployment', 'mlflow'), ('Deployment', 'parkml-app'), ('CronJob', 'parkml-daily'),
+                ('Job', 'parkml-migrate'), ('StatefulSet', 'seaweedfs')} <= have
         assert (('StatefulSet', 'postgres') in have) == (overlay == 'centre')
-        assert (('Service', 'postgres') in have) and (overlay == 'centre' or ('NetworkPolicy', 'external-postgres') in have)
+        assert ('Service', 'postgres') in have
+        assert overlay == 'centre' or ('NetworkPolicy', 'external-postgres') in have
 
 
 def test_systemd_units_are_parkml_schedules_units(tmp_path):
@@ -107,7 +115,8 @@ def test_systemd_units_are_parkml_schedules_units(tmp_path):
     timer = r.stdout.split('# parkml-daily.timer\n')[1]
     assert timer.strip() == units['parkml-daily.timer'].strip()
     exec_cli = re.search(r'^ExecStart=\S+ (.+)$', r.stdout, re.M).group(1)
-    assert re.search(r'^ExecStart=/opt/parkml/venv/bin/parkml (.+)$', units['parkml-daily.service'], re.M).group(1) == exec_cli
+    exec_box = re.search(r'^ExecStart=/opt/parkml/venv/bin/parkml (.+)$', units['parkml-daily.service'], re.M).group(1)
+    assert exec_box == exec_cli == 'analyze --day yesterday --quiet'
 
 
 def test_runtime_lock_is_the_runtime_part_of_the_lock():
@@ -136,7 +145,8 @@ def prometheus_config(tmp: Path, target: str) -> Path:
     key = tmp/'parkml-api-key'
     key.write_text(API_KEY); key.chmod(0o600)
     (tmp/'targets').mkdir()
-    (tmp/'targets'/'parkml-edge-test.yml').write_text(yaml.safe_dump([{'targets': [target], 'labels': {'park': 'test'}}]))
+    targets = [{'targets': [target], 'labels': {'park': 'test'}}]
+    (tmp/'targets'/'parkml-edge-test.yml').write_text(yaml.safe_dump(targets))
     job['authorization']['credentials_file'] = str(key)
     job['file_sd_configs'][0]['files'] = [str(tmp/'targets'/'parkml-edge*.yml')]
     nokey = {k: v for k, v in job.items() if k != 'authorization'} | {'job_name': 'parkml-edge-nokey'}
@@ -197,7 +207,8 @@ def keyed_server_version(server) -> str:
 def test_image_tag_carries_the_versions_lineage(keyed_server):
     "deploy/image-tag: the tag and labels the release workflow gives the image, from the registry's lineage"
     from parkml.tracking import lineage
-    env = {**os.environ, **{k: v for k, v in keyed_server.env.items() if k.startswith('PARKML_')}, 'PYTHONPATH': str(ROOT)}
+    env = {**os.environ, **{k: v for k, v in keyed_server.env.items() if k.startswith('PARKML_')},
+           'PYTHONPATH': str(ROOT)}
     r = subprocess.run([sys.executable, str(DEPLOY/'image-tag'), 'champion'], capture_output=True, text=True, env=env,
                        timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr
@@ -211,7 +222,8 @@ def test_image_tag_carries_the_versions_lineage(keyed_server):
     assert re.fullmatch(r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}', out['tag'])
     labels = dict(kv.split('=', 1) for kv in out['labels'].split())
     assert labels['org.parkml.model.run_id'] == d['run_id'] and labels['org.parkml.model.version'] == str(d['version'])
-    bad = subprocess.run([sys.executable, str(DEPLOY/'image-tag'), '999'], capture_output=True, text=True, env=env, timeout=120)
+    bad = subprocess.run([sys.executable, str(DEPLOY/'image-tag'), '999'], capture_output=True, text=True, env=env,
+                         timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith('image-tag: ') and 'Traceback' not in bad.stderr
 
 # ---------------------------------------------------------------- CI/CD
