@@ -509,12 +509,9 @@ def schedule_entries(kind: str = 'cron', at: str = None, cfg: Settings = None) -
     exe = Path(sys.executable).parent/'parkml'
     if kind == 'cron':
         return {'parkml-daily.crontab': f"# parkml: analyse yesterday's predictions every day at {h:02d}:{m:02d}\n{m} {h} * * * {schedule_command(cfg)}\n"}
-    if kind == 'systemd':
-        return {'parkml-daily.service': ("[Unit]\nDescription=parkml daily analysis of the prediction log\n\n[Service]\nType=oneshot\n"
-                                         f"WorkingDirectory={cfg.root}\nEnvironment=PARKML_SETTINGS={cfg.path}\n"
-                                         f"ExecStart={exe} analyze --day yesterday --quiet\n"),
-                'parkml-daily.timer': ("[Unit]\nDescription=Run the parkml daily analysis every day\n\n[Timer]\n"
-                                       f"OnCalendar=*-*-* {h:02d}:{m:02d}:00\nPersistent=true\n\n[Install]\nWantedBy=timers.target\n")}
+    if kind == 'systemd':  # the same units as an edge box's deploy/systemd files, as user units (parkml.units)
+        from parkml.units import daily_units
+        return daily_units(str(exe), str(cfg.path), str(cfg.root), h, m)
     raise ValueError(f"schedule kind must be 'cron' or 'systemd', got {kind!r}")
 
 def install_schedule(kind: str = 'cron', at: str = None, cfg: Settings = None) -> tuple[list[Path], str]:

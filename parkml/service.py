@@ -613,11 +613,12 @@ def key_matches(given: str, key: str) -> bool:
     return bool(key) and hmac.compare_digest(given.encode(), key.encode())
 
 def authorized(cfg: Settings, headers, staff: bool = False) -> bool:
-    "May a request with `headers` go on: no key set, the API key (X-API-Key), or for labels (`staff`) the X-Staff-Key"
+    "May a request go on: no key set, the API key (X-API-Key, or a bearer token as Prometheus sends it), or the staff key"
     api, st = setting_key(cfg.api_key), setting_key(cfg.staff_key)
     if not (api or st): return True
     if staff: return key_matches(headers.get('x-staff-key', ''), st)
-    return not api or key_matches(headers.get('x-api-key', ''), api)
+    given = headers.get('x-api-key', '') or headers.get('authorization', '').removeprefix('Bearer ')
+    return not api or key_matches(given, api)
 
 def key_refusal(cfg: Settings, staff: bool = False) -> InputError:
     "The 401 for a request `authorized` turned away"
