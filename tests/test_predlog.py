@@ -212,3 +212,17 @@ def test_postgres_store_keeps_its_schema_version(pg_db, tmp_path):
     assert sql(pg_db, "SELECT version FROM parkml_schema WHERE store = 'predlog'") == [(1,)]
     sql(pg_db, "UPDATE parkml_schema SET version = 2 WHERE store = 'predlog'")
     with pytest.raises(StoreTooNew, match='prediction store postgresql://.*schema version 2'): open_store(pg_db, tmp_path)
+
+def test_large_batch_round_trip(store):
+    "A batch large enough for PostgreSQL's COPY comes back exactly as logged (rejected inputs and empty fields too)"
+    recs = [rec(i) if i % 10 else dict(id=new_prediction_id(), ts=1.75e9 + i, status='rejected', error=f'bad {i}')
+            for i in range(500)]
+    assert store.log_predictions(recs) == [r['id'] for r in recs]
+    df = store.predictions()
+    assert df.id.tolist() == [r['id'] for r in recs] and (df.status == 'rejected').sum() == 50
+    ok = df[df.status == 'ok']
+    assert np.array_equal(proj_matrix(ok), np.stack([r['proj'] for r in recs if 'proj' in r]))
+    assert ok.p_dog.tolist() == [r['p_dog'] for r in recs if 'p_dog' in r] and df.error.iloc[10] == 'bad 10'
+    assert pd.isna(df.label.iloc[0]) and pd.isna(df.camera.iloc[0]) and df.camera.iloc[1] == 'cam-01'
+    with pytest.raises(Exception): store.log_predictions([rec(i) for i in range(100)] + [recs[3]])  # a duplicate id
+    assert store.counts()['predictions'] == 500  # the whole batch was rolled back
