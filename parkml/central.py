@@ -12,7 +12,7 @@ from .config import write_atomic
 
 # %% auto #0
 __all__ = ['CentralError', 'free_port', 'as_server_user', 'pg_bin', 'run_quiet', 'hand_to_server_user', 'PgServer',
-           'init_cluster', 'check_reachable', 'start_postgres']
+           'init_cluster', 'check_reachable', 'start_postgres', 'spawn', 'live_pid', 'stop_pid']
 
 # %% ../nbs/15_central.ipynb #87ac7271
 class CentralError(RuntimeError):
@@ -126,3 +126,48 @@ def start_postgres(
     if pg.running(): return pg
     pg.ctl('start', '-w', '-t', '60', '-l', str(pg.data/'server.log'), '-o', f'-p {pg.port}')
     return pg
+
+# %% ../nbs/15_central.ipynb #bca41b84
+def spawn(
+    cmd: list, # the server's command line (no secret on it: `ps` shows it)
+    log: Path, # file its output is appended to
+    pidfile: Path, # file that records its pid
+    env: dict = None, # its whole environment (secrets go here, readable only by its user and root)
+) -> int:
+    "Start a server process in a session of its own that outlives us; returns its pid"
+    with open(log, 'ab') as out:
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                             start_new_session=True, cwd=Path(log).parent)
+    write_atomic(pidfile, f"{p.pid}\n")
+    return p.pid
+
+# %% ../nbs/15_central.ipynb #0ce77d91
+def live_pid(
+    pidfile: Path, # a pid file written by `spawn`
+    marker: str, # text the process's command line must contain (e.g. its data folder)
+) -> int | None:
+    "The pid recorded in `pidfile` if that process still runs (not a zombie) with `marker` on its command line"
+    try:
+        pid = int(Path(pidfile).read_text())
+        cmdline = Path(f'/proc/{pid}/cmdline').read_bytes().replace(b'\0', b' ').decode(errors='replace')
+        state = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]
+    except (OSError, ValueError): return None
+    return pid if marker in cmdline and state not in 'ZX' else None
+
+# %% ../nbs/15_central.ipynb #26cf686c
+def stop_pid(
+    pidfile: Path, # a pid file written by `spawn`
+    marker: str, # text the process's command line must contain
+    timeout: float = 20, # seconds to wait after SIGTERM before SIGKILL
+) -> bool:
+    "Stop the process group `spawn` started (SIGTERM, then SIGKILL); False if it was not running"
+    import signal, time
+    pid = live_pid(pidfile, marker)
+    if pid:
+        os.killpg(pid, signal.SIGTERM)
+        end = time.monotonic() + timeout
+        while live_pid(pidfile, marker) and time.monotonic() < end: time.sleep(0.1)
+        try: os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError: pass
+    Path(pidfile).unlink(missing_ok=True)
+    return bool(pid)
