@@ -226,3 +226,36 @@ def test_large_batch_round_trip(store):
     assert pd.isna(df.label.iloc[0]) and pd.isna(df.camera.iloc[0]) and df.camera.iloc[1] == 'cam-01'
     with pytest.raises(Exception): store.log_predictions([rec(i) for i in range(100)] + [recs[3]])  # a duplicate id
     assert store.counts()['predictions'] == 500  # the whole batch was rolled back
+
+@pytest.fixture(scope='module')
+def s3(tmp_path_factory):
+    "A real S3 gateway (SeaweedFS) on loopback for this module, with its bucket `parkml`"
+    from parkml.s3store import start_seaweed, stop_seaweed
+    folder = tmp_path_factory.mktemp('s3')
+    yield start_seaweed(folder, bucket='parkml')
+    stop_seaweed(folder)
+
+def test_frames_in_s3(s3, pg_db, frames, tmp_path, monkeypatch):
+    "The central log: rows in PostgreSQL, frames in the bucket (each stored once), read back, retired, and a clear error"
+    key = s3.keys['parkml']  # the bucket-scoped identity parkml uses, through boto3's own variables
+    monkeypatch.setenv('AWS_ACCESS_KEY_ID', key['accessKey'])
+    monkeypatch.setenv('AWS_SECRET_ACCESS_KEY', key['secretKey'])
+    monkeypatch.setenv('PARKML_S3_ENDPOINT', s3.endpoint)
+    monkeypatch.setenv('PARKML_CACHE', str(tmp_path/'cache'))
+    st = open_store(pg_db, 's3://parkml/frames')
+    ids = st.log_predictions([rec(i, frames[i % 3]) for i in range(6)])  # three frames, each sent twice
+    shas = [frame_sha(f) for f in frames[:3]]
+    listed = lambda: sorted(o['Key'] for o in s3.client().list_objects_v2(Bucket='parkml', Prefix='frames/').get('Contents', []))
+    assert listed() == sorted(f"frames/{s[:2]}/{s}.jpg" for s in shas)
+    p = st.get_prediction(ids[4])
+    assert p['frame_retained'] and p['frame_path'] == f"s3://parkml/frames/{shas[1][:2]}/{shas[1]}.jpg"
+    assert st.get_frame(shas[1]) == frames[1] and st.frame_path(shas[1]).is_relative_to(tmp_path/'cache')
+    res = st.apply_retention(now=time.time(), retention_days=7, sample_rate=0)
+    assert res['removed'] == 3 and listed() == [] and not st.get_prediction(ids[4])['frame_retained']
+    assert st.frame_path(shas[2]) is None and st.counts()['predictions'] == 6
+    st.close()
+    monkeypatch.setenv('PARKML_S3_ENDPOINT', f"http://127.0.0.1:{__import__('receivers').free_port()}")
+    with open_store(pg_db, 's3://parkml/frames') as st:
+        with pytest.raises(StoreUnavailable, match=r'frame store s3://parkml/frames \(setting frames_dir'):
+            st.log_prediction(rec(9, frames[5]))
+        assert st.counts()['predictions'] == 6  # nothing half-written
