@@ -150,8 +150,8 @@ ALERT_COLS = ('id', 'created', 'day', 'severity', 'rule', 'message', 'evidence',
               'state', 'state_by', 'state_at', 'state_note')
 ALERT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts(
-  id TEXT PRIMARY KEY, created REAL NOT NULL, day TEXT, severity TEXT NOT NULL, rule TEXT NOT NULL, message TEXT NOT NULL,
-  evidence TEXT NOT NULL, action TEXT NOT NULL, model_version TEXT, camera TEXT, state TEXT NOT NULL,
+  id TEXT PRIMARY KEY, created REAL NOT NULL, day TEXT, severity TEXT NOT NULL, rule TEXT NOT NULL,
+  message TEXT NOT NULL, evidence TEXT NOT NULL, action TEXT NOT NULL, model_version TEXT, camera TEXT, state TEXT NOT NULL,
   state_by TEXT, state_at REAL, state_note TEXT, dedupe TEXT UNIQUE) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS alerts_day ON alerts(day);
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts(state, created);
@@ -159,14 +159,15 @@ CREATE TABLE IF NOT EXISTS alert_history(
   id INTEGER PRIMARY KEY, alert_id TEXT NOT NULL, ts REAL NOT NULL, state TEXT NOT NULL, who TEXT, note TEXT);
 CREATE INDEX IF NOT EXISTS alert_history_alert ON alert_history(alert_id);
 CREATE TABLE IF NOT EXISTS alert_actions(
-  id INTEGER PRIMARY KEY, alert_id TEXT NOT NULL, ts REAL NOT NULL, kind TEXT NOT NULL, actor TEXT, status TEXT NOT NULL,
-  ref TEXT, version TEXT, note TEXT, updated REAL);
+  id INTEGER PRIMARY KEY, alert_id TEXT NOT NULL, ts REAL NOT NULL, kind TEXT NOT NULL, actor TEXT,
+  status TEXT NOT NULL, ref TEXT, version TEXT, note TEXT, updated REAL);
 CREATE INDEX IF NOT EXISTS alert_actions_alert ON alert_actions(alert_id);
 CREATE TABLE IF NOT EXISTS alert_outbox(
   alert_id TEXT NOT NULL, channel TEXT NOT NULL, queued REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
   last_error TEXT, last_attempt REAL, delivered REAL, PRIMARY KEY(alert_id, channel)) WITHOUT ROWID;
 """
-ALERT_STEPS = {'sqlite': [statements(ALERT_SCHEMA)], 'postgresql': [pg_ddl(ALERT_SCHEMA)]}  # migration steps, oldest first
+# the store's migration steps on each engine, oldest first
+ALERT_STEPS = {'sqlite': [statements(ALERT_SCHEMA)], 'postgresql': [pg_ddl(ALERT_SCHEMA)]}
 
 def _filter(col: str, v, where: list, params: list):
     "Append `col = v` (or `col IN (...)` for a list) to a WHERE clause"
@@ -230,8 +231,8 @@ def add(self: SQLAlertStore, alerts):
 @patch
 def query(self: SQLAlertStore, day=None, state=None, severity=None, rule=None, camera=None, limit=None, _id=None):
     where, params = [], []
-    for col, v in (('id', _id), ('day', day), ('state', state), ('severity', severity), ('rule', rule), ('camera', camera)):
-        _filter(col, v, where, params)
+    wanted = dict(id=_id, day=day, state=state, severity=severity, rule=rule, camera=camera)
+    for col, v in wanted.items(): _filter(col, v, where, params)
     sql = (f"SELECT {','.join(ALERT_COLS)} FROM alerts {'WHERE ' + ' AND '.join(where) if where else ''} "
            f"ORDER BY created DESC, id DESC" + (f" LIMIT {int(limit)}" if limit else ''))
     rows = self.db.frame(sql, params).to_dict('records')
@@ -252,32 +253,37 @@ def set_state(self: SQLAlertStore, alert_id, state, who=None, note=None):
         row = con.execute('SELECT state FROM alerts WHERE id = ?', (alert_id,)).fetchone()
         if row is None: raise KeyError(f"no alert {alert_id!r} in {self.db.where}")
         if state not in TRANSITIONS[row[0]]:
-            raise ValueError(f"alert {alert_id} is {row[0]}; it can become {' or '.join(TRANSITIONS[row[0]])}, not {state}")
-        con.execute('UPDATE alerts SET state=?, state_by=?, state_at=?, state_note=? WHERE id=?', (state, who, now, note, alert_id))
+            can = ' or '.join(TRANSITIONS[row[0]])
+            raise ValueError(f"alert {alert_id} is {row[0]}; it can become {can}, not {state}")
+        con.execute('UPDATE alerts SET state=?, state_by=?, state_at=?, state_note=? WHERE id=?',
+                    (state, who, now, note, alert_id))
         con.execute(_INSERT_HISTORY, (alert_id, now, state, who, note))
     return self.get(alert_id)
 
 @patch
 def history(self: SQLAlertStore, alert_id):
-    return self.db.frame('SELECT ts, state, who, note FROM alert_history WHERE alert_id = ? ORDER BY ts, id', (alert_id,))
+    sql = 'SELECT ts, state, who, note FROM alert_history WHERE alert_id = ? ORDER BY ts, id'
+    return self.db.frame(sql, (alert_id,))
 
 # %% ../nbs/21_alerts.ipynb #95712904
 _INSERT_ACTION = ('INSERT INTO alert_actions(alert_id, ts, kind, actor, status, ref, note, updated) '
                   'VALUES(?,?,?,?,?,?,?,?) RETURNING id')
-_UPDATE_ACTION = ('UPDATE alert_actions SET status=coalesce(?, status), version=coalesce(?, version), ref=coalesce(?, ref), '
-                  'note=coalesce(?, note), updated=? WHERE id=?')
+_UPDATE_ACTION = ('UPDATE alert_actions SET status=coalesce(?, status), version=coalesce(?, version), '
+                  'ref=coalesce(?, ref), note=coalesce(?, note), updated=? WHERE id=?')
 
 @patch
 def add_action(self: SQLAlertStore, alert_id, kind, actor=None, status='requested', ref=None, note=None):
     self.get(alert_id)
     with self.db.write() as con:
         now = time.time()
-        return con.execute(_INSERT_ACTION, (alert_id, now, kind, actor or getpass.getuser(), status, ref, note, now)).fetchone()[0]
+        row = (alert_id, now, kind, actor or getpass.getuser(), status, ref, note, now)
+        return con.execute(_INSERT_ACTION, row).fetchone()[0]
 
 @patch
 def update_action(self: SQLAlertStore, action_id, status=None, version=None, ref=None, note=None):
     with self.db.write() as con:
-        n = con.execute(_UPDATE_ACTION, (status, None if version is None else str(version), ref, note, time.time(), action_id)).rowcount
+        version = None if version is None else str(version)
+        n = con.execute(_UPDATE_ACTION, (status, version, ref, note, time.time(), action_id)).rowcount
     if not n: raise KeyError(f"no action {action_id} in {self.db.where}")
 
 @patch
@@ -286,8 +292,8 @@ def actions(self: SQLAlertStore, alert_id=None):
     return self.db.frame(f"SELECT * FROM alert_actions {where} ORDER BY ts, id", (alert_id,) if alert_id else ())
 
 # %% ../nbs/21_alerts.ipynb #a288f4d6
-_ATTEMPT = ('UPDATE alert_outbox SET attempts = attempts + 1, last_attempt = ?, last_error = ?, delivered = coalesce(?, delivered) '
-            'WHERE alert_id = ? AND channel = ?')
+_ATTEMPT = ('UPDATE alert_outbox SET attempts = attempts + 1, last_attempt = ?, last_error = ?, '
+            'delivered = coalesce(?, delivered) WHERE alert_id = ? AND channel = ?')
 
 @patch
 def enqueue(self: SQLAlertStore, alert_id, channels):
@@ -306,7 +312,8 @@ def record_attempt(self: SQLAlertStore, alert_id, channel, error=None):
 def outbox(self: SQLAlertStore, alert_id=None, pending=False):
     where = [w for w, on in (('alert_id = ?', alert_id), ('delivered IS NULL', pending)) if on]
     cond = 'WHERE ' + ' AND '.join(where) if where else ''
-    return self.db.frame(f"SELECT * FROM alert_outbox {cond} ORDER BY queued, alert_id", (alert_id,) if alert_id else ())
+    sql = f"SELECT * FROM alert_outbox {cond} ORDER BY queued, alert_id"
+    return self.db.frame(sql, (alert_id,) if alert_id else ())
 
 # %% ../nbs/21_alerts.ipynb #250753ef
 for _cls in (SQLAlertStore, SQLiteAlertStore, PostgresAlertStore): seal(_cls)

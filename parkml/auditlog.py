@@ -170,7 +170,8 @@ PG_AUDIT_SCHEMA = (
     .replace('REAL', 'DOUBLE PRECISION').replace('seq INTEGER', 'seq BIGINT'), *AUDIT_SCHEMA[1:4],
     "CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
     "$$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
-    f"CREATE OR REPLACE FUNCTION audit_extends_chain() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {_PG_CHAIN_CHECK} END $$",
+    "CREATE OR REPLACE FUNCTION audit_extends_chain() RETURNS trigger LANGUAGE plpgsql AS "
+    f"$$ BEGIN {_PG_CHAIN_CHECK} END $$",
     *(f"CREATE OR REPLACE TRIGGER {name} {when} ON audit FOR EACH {'STATEMENT' if 'TRUNCATE' in when else 'ROW'} "
       f"EXECUTE FUNCTION {'audit_extends_chain' if 'INSERT' in when else 'audit_append_only'}()"
       for name, when in _PG_GUARDS.items()))
@@ -196,9 +197,11 @@ def _chain_step(con) -> None:
 AUDIT_STEPS = {'sqlite': [_chain_step], 'postgresql': [PG_AUDIT_SCHEMA]}
 
 # %% ../nbs/23_auditlog.ipynb #62b6b82e
-_GUARDS = {'sqlite': ("SELECT COUNT(*) FROM sqlite_master WHERE tbl_name = 'audit' AND (type = 'trigger' OR name = 'audit_seq')", 4),
-           'postgresql': ("SELECT (SELECT COUNT(*) FROM pg_trigger WHERE tgrelid = 'audit'::regclass AND NOT tgisinternal) "
-                          "+ (SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'audit_seq')", 5)}
+_GUARDS = {  # how to count an audit store's guards (triggers and the unique seq index), and how many there are
+    'sqlite': ("SELECT COUNT(*) FROM sqlite_master WHERE tbl_name = 'audit' AND (type = 'trigger' OR name = 'audit_seq')",
+               4),
+    'postgresql': ("SELECT (SELECT COUNT(*) FROM pg_trigger WHERE tgrelid = 'audit'::regclass AND NOT tgisinternal) "
+                   "+ (SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'audit_seq')", 5)}
 
 def _create_pg_guards(con) -> None:
     "PostgreSQL: create what is missing of the guards (each in a savepoint: a tampered store may refuse the index)"
