@@ -125,6 +125,14 @@ def cli_trace(uri: str, pid: str, times: int = 5) -> None:
         assert r.returncode == 0 and pid in r.stdout, r.stderr
     print(f"parkml trace ID (a refused input: store side only), fresh process: median {statistics.median(out):.2f} s, "
           f"best {min(out):.2f} s over {times}")
+    for what, code in (('bare Python', 'pass'), ('imports of the trace path', 'import parkml.cli, parkml.trace'),
+                       ('and psycopg', 'import parkml.cli, parkml.trace, psycopg')):
+        ts = []
+        for _ in range(times):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, '-c', code], check=True, cwd=ROOT)
+            ts.append(time.perf_counter() - t)
+        print(f"  of which {what}: median {statistics.median(ts):.2f} s")
 
 
 def daily_read(uri: str) -> None:
