@@ -83,7 +83,7 @@ class Settings:
     def _resolve(self, k, v):
         if not isinstance(v, str): return v
         v = self._expand(v)
-        if k in PATH_KEYS and v:
+        if k in PATH_KEYS and v and not re.match(r'[a-z][a-z0-9+.-]*://', v):  # a URI (s3://...) stays a URI
             p = Path(v).expanduser()
             return p if p.is_absolute() else (self.root/p).resolve()
         return v
