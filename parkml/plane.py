@@ -226,18 +226,18 @@ def plane_ports(cfg: Settings, d: Path) -> dict:
     if ports != known: write_atomic(f, json.dumps(ports))
     return ports
 
-# %% ../nbs/17_plane.ipynb #c6ee1102
+# %% ../nbs/17_plane.ipynb #a4b55108
 def central_values(d: Path, pg: PgServer, s3: S3Server, mlflow_url: str) -> dict:
     "The settings that point parkml at the plane's servers"
     db = pg.uri_for('parkml')
     return dict(tracking_uri=mlflow_url, registry_uri='', artifact_root='', mlflow_ui_url=mlflow_url,
-                predlog_uri=db, alerts_uri=db, governance_uri=db, s3_endpoint=s3.endpoint, s3_bucket=s3.bucket,
-                central_secrets=str(d/'secrets.env'), central_dir=str(d))
+                predlog_uri=db, alerts_uri=db, governance_uri=db, frames_dir=f"s3://{s3.bucket}/frames",
+                s3_endpoint=s3.endpoint, s3_bucket=s3.bucket, central_secrets=str(d/'secrets.env'), central_dir=str(d))
 
 def write_settings(cfg: Settings, values: dict, dest: Path) -> Path:
     "Write `cfg`'s settings file to `dest` with every key at its value in force, `values` replacing some"
     import re
-    vals = {**cfg.as_dict(), **values}
+    vals = {**cfg.as_dict(), 'project_root': str(cfg.root), **values}
     out, seen = [], set()
     for line in cfg.path.read_text().splitlines():
         m = re.match(r'^(\w+)\s*=', line)
