@@ -55,8 +55,12 @@ def plane_secrets(d: Path) -> dict:
     svc = cli.get('MLFLOW_TRACKING_PASSWORD') or secrets.token_urlsafe(24)
     return dict(admin=srv['MLFLOW_AUTH_ADMIN_PASSWORD'], session_key=srv['MLFLOW_FLASK_SERVER_SECRET_KEY'], service=svc)
 
-# %% ../nbs/17_plane.ipynb #cc4e6b4b
-def write_client_secrets(d: Path, service_password: str, s3: S3Server) -> Path:
+# %% ../nbs/17_plane.ipynb #af683fd2
+def write_client_secrets(
+    d: Path, # the plane's folder
+    service_password: str, # password of MLflow's `parkml` service account
+    s3: S3Server, # the store whose `parkml` identity parkml uses
+) -> Path:
     "Write `secrets.env`: what parkml needs to use the plane (MLflow service account, its S3 identity)"
     k = s3.keys['parkml']
     return write_env_file(d/'secrets.env', dict(
@@ -86,7 +90,7 @@ def auth_config(d: Path, pg: PgServer) -> Path:
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
     return write_atomic(d/'mlflow'/'basic_auth.ini', text, 0o600)
 
-# %% ../nbs/17_plane.ipynb #8fde2833
+# %% ../nbs/17_plane.ipynb #d0077b84
 def mlflow_env(d: Path, s3: S3Server) -> dict:
     "The MLflow server's whole environment: auth config, admin password, session key, S3 endpoint and keys"
     keep = ('PATH', 'HOME', 'LANG', 'LC_ALL', 'TMPDIR', 'PYTHONPATH', 'VIRTUAL_ENV')
@@ -97,7 +101,13 @@ def mlflow_env(d: Path, s3: S3Server) -> dict:
             'AWS_ACCESS_KEY_ID': k['accessKey'], 'AWS_SECRET_ACCESS_KEY': k['secretKey'],
             'AWS_DEFAULT_REGION': 'us-east-1', 'MLFLOW_SERVER_ENABLE_JOB_EXECUTION': 'false'}
 
-def mlflow_command(d: Path, pg: PgServer, s3: S3Server, port: int, workers: int) -> list:
+def mlflow_command(
+    d: Path, # the plane's folder
+    pg: PgServer, # its PostgreSQL (databases `mlflow` and `mlflow_auth`)
+    s3: S3Server, # its S3 store (the bucket behind the artifact proxy)
+    port: int, # loopback port
+    workers: int, # uvicorn workers
+) -> list:
     "The `mlflow server` command line: PostgreSQL backend, artifacts proxied to the bucket, basic auth, loopback"
     return [sys.executable, '-m', 'mlflow', 'server', '--backend-store-uri', pg.uri_for('mlflow', 'postgresql+psycopg'),
             '--artifacts-destination', f's3://{s3.bucket}/mlartifacts', '--app-name', 'basic-auth',
@@ -130,8 +140,14 @@ def mlflow_call(
     except (urllib.error.URLError, OSError) as e:
         raise CentralError(f"MLflow server {url} (setting central_mlflow_port) does not answer: {e}") from None
 
-# %% ../nbs/17_plane.ipynb #52eedfa7
-def wait_http(url: str, what: str, timeout: float, progress=None, log: Path = None):
+# %% ../nbs/17_plane.ipynb #161a2e7c
+def wait_http(
+    url: str, # an address that answers 200 when the server is ready, e.g. MLflow's /health
+    what: str, # the server's name, for the messages
+    timeout: float, # seconds to wait in all
+    progress=None, # called with a progress line every few seconds
+    log: Path = None, # the server's log, named in the error
+):
     "Wait until `url` answers 200; progress every few seconds; `CentralError` naming `what` after `timeout`"
     t0, said = time.monotonic(), 0
     while True:
@@ -186,7 +202,7 @@ def upgrade_mlflow_db(pg: PgServer, always: bool = False) -> bool:
               'MLflow schema upgrade (mlflow db upgrade)', timeout=600)
     return True
 
-# %% ../nbs/17_plane.ipynb #8f34b0a8
+# %% ../nbs/17_plane.ipynb #aff31bc4
 def launch_mlflow(
     d: Path, # the plane's folder
     pg: PgServer, # its PostgreSQL
@@ -203,7 +219,13 @@ def launch_mlflow(
         spawn(cmd, d/'mlflow'/'mlflow.log', d/'mlflow'/'mlflow.pid', mlflow_env(d, s3))
     return f"http://127.0.0.1:{port}"
 
-def mlflow_ready(d: Path, s3: S3Server, url: str, timeout: float = 120, progress=None) -> str:
+def mlflow_ready(
+    d: Path, # the plane's folder
+    s3: S3Server, # its S3 store (its keys go into `secrets.env`)
+    url: str, # the MLflow server
+    timeout: float = 120, # seconds to wait for /health
+    progress=None, # called with progress lines
+) -> str:
     "Wait for the MLflow server at `url`, then make sure the `parkml` service account exists with its password"
     wait_http(url + '/health', 'MLflow server', timeout, progress, d/'mlflow'/'mlflow.log')
     sec = plane_secrets(d)
@@ -226,15 +248,24 @@ def plane_ports(cfg: Settings, d: Path) -> dict:
     if ports != known: write_atomic(f, json.dumps(ports))
     return ports
 
-# %% ../nbs/17_plane.ipynb #a4b55108
-def central_values(d: Path, pg: PgServer, s3: S3Server, mlflow_url: str) -> dict:
+# %% ../nbs/17_plane.ipynb #9ad15b77
+def central_values(
+    d: Path, # the plane's folder
+    pg: PgServer, # its PostgreSQL
+    s3: S3Server, # its S3 store
+    mlflow_url: str, # its MLflow server
+) -> dict:
     "The settings that point parkml at the plane's servers"
     db = pg.uri_for('parkml')
     return dict(tracking_uri=mlflow_url, registry_uri='', artifact_root='', mlflow_ui_url=mlflow_url,
                 predlog_uri=db, alerts_uri=db, governance_uri=db, frames_dir=f"s3://{s3.bucket}/frames",
                 s3_endpoint=s3.endpoint, s3_bucket=s3.bucket, central_secrets=str(d/'secrets.env'), central_dir=str(d))
 
-def write_settings(cfg: Settings, values: dict, dest: Path) -> Path:
+def write_settings(
+    cfg: Settings, # the settings in force
+    values: dict, # keys to set to other values
+    dest: Path, # the file to write
+) -> Path:
     "Write `cfg`'s settings file to `dest` with every key at its value in force, `values` replacing some"
     import re
     vals = {**cfg.as_dict(), 'project_root': str(cfg.root), **values}
@@ -249,8 +280,11 @@ def write_settings(cfg: Settings, values: dict, dest: Path) -> Path:
         out += ['', '[central plane]', *(f"{k} = {values[k]}" for k in rest)]
     return write_atomic(dest, '\n'.join(out) + '\n')
 
-# %% ../nbs/17_plane.ipynb #bfc82c21
-def up(cfg: Settings = None, progress=None) -> dict:
+# %% ../nbs/17_plane.ipynb #553fc211
+def up(
+    cfg: Settings = None, # settings naming the plane (central_dir, ports, bucket)
+    progress=None, # called with a line as each server answers, and while waiting
+) -> dict:
     "Start whatever part of the central plane is not running, write its settings file; returns `status`"
     cfg, say = cfg or get_settings(), progress or (lambda s: None)
     d = plane_dir(cfg)
@@ -281,8 +315,13 @@ def server_handles(cfg: Settings) -> tuple:
     pg = PgServer(d/'pg', ports['pg'], json.loads((d/'pg'/'pgserver.json').read_text()).get('user', 'parkml'))
     return d, pg, S3Server(d/'s3', s3ports, cfg.s3_bucket), f"http://127.0.0.1:{ports['mlflow']}"
 
-# %% ../nbs/17_plane.ipynb #aa571b06
-def answers(kind: str, pg: PgServer = None, s3: S3Server = None, url: str = None) -> tuple[bool, str]:
+# %% ../nbs/17_plane.ipynb #6d742e3b
+def answers(
+    kind: str, # postgres, s3 or mlflow
+    pg: PgServer = None, # the PostgreSQL to ask (postgres)
+    s3: S3Server = None, # the S3 store to ask (s3)
+    url: str = None, # the MLflow server to ask (mlflow)
+) -> tuple[bool, str]:
     "Does the server of `kind` (postgres, s3, mlflow) answer a real request? (answers, why not)"
     from botocore.exceptions import BotoCoreError, ClientError
     import psycopg
@@ -353,13 +392,22 @@ def migrate(cfg: Settings = None) -> dict:
                pg.uri_for('mlflow_auth', 'postgresql+psycopg')], 'MLflow auth schema upgrade', timeout=600)
     return dict(stores=res, mlflow=pg.uri_for('mlflow'), mlflow_auth=pg.uri_for('mlflow_auth'))
 
-# %% ../nbs/17_plane.ipynb #27b1dda8
-def pg_tool(pg: PgServer, tool: str, *args, what: str) -> str:
+# %% ../nbs/17_plane.ipynb #1dabff5d
+def pg_tool(
+    pg: PgServer, # the server
+    tool: str, # `pg_dump` or `pg_restore`
+    *args, # its arguments (no password: it reads the server's password file)
+    what: str, # what it does, for the error message
+) -> str:
     "Run PostgreSQL client `tool` (`pg_dump`, `pg_restore`) against `pg` with its password file"
     env = {**os.environ, 'PGPASSFILE': str(pg.passfile)}
     return run_quiet([pg_bin(tool), *args], what, timeout=3600, env=env)
 
-def backup(cfg: Settings = None, dest=None, progress=None) -> dict:
+def backup(
+    cfg: Settings = None, # settings naming the plane (central_dir)
+    dest=None, # the backup folder to create or fill
+    progress=None, # called with a line per database and for the bucket
+) -> dict:
     "Back the plane up into folder `dest`: each database (`pg_dump`), the bucket, MLflow's secrets; its manifest"
     cfg, say = cfg or get_settings(), progress or (lambda s: None)
     d, pg, s3, _ = server_handles(cfg)
@@ -377,7 +425,7 @@ def backup(cfg: Settings = None, dest=None, progress=None) -> dict:
     write_atomic(dest/'manifest.json', json.dumps(man, indent=1))
     return man
 
-# %% ../nbs/17_plane.ipynb #d17c7529
+# %% ../nbs/17_plane.ipynb #d458ba74
 def recreate_database(pg: PgServer, name: str):
     "Drop database `name` (ending its sessions) and create it empty"
     import psycopg
@@ -385,7 +433,12 @@ def recreate_database(pg: PgServer, name: str):
         c.execute(f'drop database if exists "{name}" with (force)')
         c.execute(f'create database "{name}"')
 
-def restore(cfg: Settings = None, src=None, force: bool = False, progress=None) -> dict:
+def restore(
+    cfg: Settings = None, # settings naming the plane to restore into (central_dir)
+    src=None, # a folder written by `backup`
+    force: bool = False, # replace a plane that already holds MLflow data
+    progress=None, # called with progress lines
+) -> dict:
     "Restore a `backup` folder into the plane of `cfg` (fresh servers; `force` to overwrite a plane in use); `status`"
     cfg, say = cfg or get_settings(), progress or (lambda s: None)
     src = Path(src).resolve()

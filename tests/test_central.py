@@ -112,7 +112,12 @@ def fill_plane(st) -> dict:
     with psycopg.connect(st['postgres_uri'], autocommit=True) as db:
         db.execute('create table if not exists backup_probe (note text)')
         db.execute("insert into backup_probe values ('kept')")
-    return dict(run=rid, version=v)
+    from parkml.predlog import open_store
+    with open_store() as log:   # the plane's prediction log (PostgreSQL) and frame store (S3)
+        pid = log.log_prediction(dict(ts=time.time(), camera='cam-01', model_name='backup-model', model_version=v,
+                                      run_id=rid, alias='champion', label='dog', p_dog=.9, latency_ms=10., width=640,
+                                      height=480, brightness=.5, contrast=.2, sharpness=.1, frame=b'a frame at noon'))
+    return dict(run=rid, version=v, prediction=pid)
 
 def test_backup_then_restore_into_fresh_servers(central, tmp_path, monkeypatch):
     import tempfile, psycopg
@@ -120,6 +125,7 @@ def test_backup_then_restore_into_fresh_servers(central, tmp_path, monkeypatch):
     user, pw = service_auth(central)
     monkeypatch.setenv('MLFLOW_TRACKING_USERNAME', user)
     monkeypatch.setenv('MLFLOW_TRACKING_PASSWORD', pw)
+    monkeypatch.setenv('PARKML_SETTINGS', central['settings_file'])
     made = fill_plane(central)
     assert any(k.endswith('notes/noon.txt') for k in s3_keys(central))   # the artifact went to S3
     bk = tmp_path/'backup'
@@ -143,5 +149,96 @@ def test_backup_then_restore_into_fresh_servers(central, tmp_path, monkeypatch):
         assert any(k.endswith('notes/noon.txt') for k in s3_keys(st2))
         with psycopg.connect(st2['postgres_uri']) as db:
             assert db.execute('select note from backup_probe').fetchall() == [('kept',)]
+        t = run_cli('trace', made['prediction'], '--json', env=dict(PARKML_SETTINGS=st2['settings_file']))
+        assert t.returncode == 0, t.stderr
+        traced = json.loads(t.stdout)   # the restored log, and the restored registry behind it
+        assert traced['prediction_id'] == made['prediction'] and traced['model']['run_id'] == made['run']
     finally:
         run_cli('central', 'down', env=env2, timeout=300)
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The whole chain on the central plane: every command with the plane's settings file, checked against the servers.
+
+QA = dict(PARKML_USER='qa-anna', PARKML_PASSWORD='anna-secret-1')
+OWNER = dict(PARKML_USER='owner-olaf', PARKML_PASSWORD='olaf-secret-1')
+
+@pytest.fixture(scope='module')
+def chain(central, tmp_path_factory):
+    "Environment of a park whose every store is on the central plane (its own model name), with a QA and an owner"
+    from parkml.users import add_user, authenticate
+    base = tmp_path_factory.mktemp('central-chain')
+    env = dict(PARKML_SETTINGS=central['settings_file'], PARKML_RUNS=str(base/'runs'), PARKML_MODEL_NAME='central-catdog',
+               PARKML_USERS_FILE=str(base/'users.yaml'), PARKML_KEYS_DIR=str(base/'keys'),
+               PARKML_TRUSTED_KEYS=str(base/'trusted_keys.json'))
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items(): mp.setenv(k, v)
+        add_user(OWNER['PARKML_USER'], 'owner', OWNER['PARKML_PASSWORD'])
+        owner = authenticate(OWNER['PARKML_USER'], OWNER['PARKML_PASSWORD'], env=False)
+        add_user(QA['PARKML_USER'], 'qa', QA['PARKML_PASSWORD'], by=owner)
+    return dict(env=env, base=base)
+
+def sql(st, query, *params):
+    import psycopg
+    with psycopg.connect(st['postgres_uri']) as db: return db.execute(query, params).fetchall()
+
+def serve(chain, port) -> 'subprocess.Popen':
+    import subprocess, sys, httpx
+    from conftest import PARKML, ROOT
+    p = subprocess.Popen([PARKML, 'serve', '--port', str(port)], env={**os.environ, **chain['env']}, cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=open(chain['base']/'serve.log', 'wb'))
+    for _ in range(600):
+        try:
+            if httpx.get(f'http://127.0.0.1:{port}/health', timeout=2).status_code == 200: return p
+        except httpx.HTTPError: time.sleep(0.5)
+    p.kill()
+    raise AssertionError((chain['base']/'serve.log').read_text()[-3000:])
+
+def test_the_chain_on_the_central_plane(central, chain, manifest, data_root):
+    import httpx, sys
+    from parkml.central import free_port
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_staging import QUICK, lenient_env
+    env, svc = chain['env'], service_auth(central)
+    run_cli('train', '--limit', '60', '--quiet', env=env, check=True, timeout=1800)
+    versions = rest(central, '/api/2.0/mlflow/registered-models/get', dict(name='central-catdog'), svc, method='GET')
+    assert versions['registered_model']['name'] == 'central-catdog'
+    r = run_cli('stage', '1', *QUICK, '--quiet', env={**env, **lenient_env()}, timeout=1800)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    run_cli('approve', '1', env={**env, **QA}, check=True)
+    run_cli('release', '1', env={**env, **OWNER}, check=True)
+    champ = rest(central, '/api/2.0/mlflow/registered-models/alias', dict(name='central-catdog', alias='champion'),
+                 svc, method='GET')
+    assert champ['model_version']['version'] == '1'   # the alias moved on the server
+    port = free_port()
+    p = serve(chain, port)
+    try:
+        photos = [data_root/f for f in manifest[manifest.split == 'test'].path[:1000]]
+        ids = []
+        with httpx.Client(base_url=f'http://127.0.0.1:{port}', timeout=60) as http:
+            for i in range(0, 1000, 25):
+                files = [('files', (f.name, f.read_bytes(), 'image/jpeg')) for f in photos[i:i + 25]]
+                res = http.post('/predict/batch', files=files, params=dict(camera=f'cam-0{1 + i // 500}'))
+                assert res.status_code == 200, res.text
+                assert res.json()['n_ok'] == 25
+                ids += [x['prediction_id'] for x in res.json()['results']]
+            truth = dict(zip(ids, manifest[manifest.split == 'test'].label[:1000]))
+            for pid in ids[:200]:
+                assert http.post('/feedback', json=dict(prediction_id=pid, label=truth[pid])).status_code == 200
+    finally: p.terminate()
+    assert sql(central, "select count(*) from predictions where model_version = '1'")[0][0] == 1000
+    assert sql(central, 'select count(*) from feedback')[0][0] == 200
+    assert len([k for k in s3_keys(central) if k.startswith('frames/')]) >= 900   # the frames, in S3
+    day = time.strftime('%Y-%m-%d', time.gmtime())
+    r = run_cli('analyze', '--day', day, '--set', 'shap_frames=2', '--set', 'shap_max_evals=40', '--quiet', env=env,
+                timeout=1800)
+    assert r.returncode in (0, 1), r.stdout[-2000:] + r.stderr[-2000:]
+    run_id = r.stdout.split('MLflow run ')[1].split()[0]
+    assert sql(central, 'select count(*) from alerts')[0][0] >= 1   # the day's alerts, in the central alert store
+    run = rest(central, '/api/2.0/mlflow/runs/get', dict(run_id=run_id), svc, method='GET')['run']
+    assert any(k.startswith(f"mlartifacts/{run['info']['experiment_id']}/{run_id}/") for k in s3_keys(central))
+    t = run_cli('trace', ids[0], '--json', env=env, check=True)
+    traced = json.loads(t.stdout)
+    assert traced['prediction_id'] == ids[0] and traced['model_version'] == '1' and traced['feedback']
+    a = run_cli('audit', '1', '--out', chain['base']/'audit', env=env)
+    assert a.returncode == 0, a.stdout[-2000:] + a.stderr[-2000:]
+    assert {r[0] for r in sql(central, 'select action from audit')} >= {'approve', 'release'}
