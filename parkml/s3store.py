@@ -95,13 +95,14 @@ def wait_bucket(
             progress(f"S3 store: waiting for SeaweedFS to accept writes ({waited:.0f} s)")
         time.sleep(0.5)
 
-# %% ../nbs/16_s3store.ipynb #311954db
+# %% ../nbs/16_s3store.ipynb #06b5899e
 def start_seaweed(
     folder, # the store's folder: data, identities (`s3.json`), ports (`weed.json`), log and pid file
     port: int = 0, # the S3 port; 0: the one used before in this folder, else a free one
     bucket: str = 'parkml', # the bucket to create and wait for
     timeout: float = 90, # seconds to wait for the first write
     progress=None, # called with progress lines while waiting
+    wait: bool = True, # wait until the bucket takes writes (False: return at once, call `wait_bucket` later)
 ) -> S3Server:
     "Start (if it is not running) SeaweedFS with its S3 gateway on loopback and wait until `bucket` takes writes"
     folder = Path(folder).resolve()
@@ -113,13 +114,13 @@ def start_seaweed(
     write_atomic(meta, json.dumps(ports))
     s3 = S3Server(folder, ports, bucket)
     if not s3.running(): spawn(weed_command(s3), folder/'weed.log', folder/'weed.pid')
-    wait_bucket(s3, timeout, progress)
+    if wait: wait_bucket(s3, timeout, progress)
     return s3
 
 def stop_seaweed(folder) -> bool:
-    "Stop the SeaweedFS that `start_seaweed` started in `folder`; False if it was not running"
+    "Stop the SeaweedFS that `start_seaweed` started in `folder` (it takes about 25 s to close); False if not running"
     folder = Path(folder).resolve()
-    return stop_pid(folder/'weed.pid', str(folder))
+    return stop_pid(folder/'weed.pid', str(folder), timeout=60)
 
 # %% ../nbs/16_s3store.ipynb #76e06c88
 def bucket_to_dir(

@@ -295,7 +295,9 @@ def s3_client(cfg=None, # settings (default: the current ones)
     import boto3, os
     from botocore.config import Config
     from parkml.config import get_settings
+    from parkml.plane import load_central_secrets
     cfg = cfg or get_settings()
+    load_central_secrets(cfg)   # the central plane's S3 keys, when the settings name its secrets file
     endpoint = (cfg.s3_endpoint if 's3_endpoint' in cfg else '') or None
     conf = Config(connect_timeout=10, read_timeout=30, retries=dict(max_attempts=3),  # path style: a loopback server
                   s3=dict(addressing_style='path' if endpoint else 'auto'))     # has no bucket.host names
