@@ -68,7 +68,7 @@ def main():
         for pid in ids: st.add_feedback(pid, 'dog' if rng.random() < .5 else 'cat', 'bench')
         t_build = time.time() - t0
     c = st.counts()
-    con = st._reader()
+    con = st.db.reader()
     plan = con.execute("EXPLAIN QUERY PLAN SELECT * FROM predictions WHERE id = ?", ('x',)).fetchall()
     sample = [r[0] for r in con.execute('SELECT id FROM predictions ORDER BY random() LIMIT ?', (a.lookups,))]
     print(f"\nprediction log {st.path}: {c['predictions']:,} predictions, {c['labelled']:,} labelled, {c['frames']:,} frames, "

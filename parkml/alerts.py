@@ -17,11 +17,12 @@ from tqdm.auto import tqdm
 from .config import get_settings, ensure_dir, Settings, store_opener, sqlite_file
 
 # %% auto #0
-__all__ = ['SEVERITIES', 'STATES', 'ACTIONS', 'TRANSITIONS', 'ALERT_COLS', 'ALERT_SCHEMA', 'ALERT_SCHEMES', 'DELIVERY_ERRORS',
-           'new_alert_id', 'plain', 'Alert', 'AlertStore', 'SQLiteAlertStore', 'open_alert_store', 'ChannelError',
-           'Channel', 'alert_payload', 'WebhookChannel', 'EmailChannel', 'channels_from_settings', 'deliver',
-           'deliver_pending', 'raise_alerts', 'labelled_production_set', 'champion_run', 'run_staging', 'retrain',
-           'auto_retrain', 'start_retrain_job', 'handle_alert']
+__all__ = ['SEVERITIES', 'STATES', 'ACTIONS', 'TRANSITIONS', 'ALERT_COLS', 'ALERT_SCHEMA', 'ALERT_STEPS', 'ALERT_SCHEMES',
+           'DELIVERY_ERRORS', 'new_alert_id', 'plain', 'Alert', 'AlertStore', 'SQLAlertStore', 'SQLiteAlertStore',
+           'PostgresAlertStore', 'open_alert_store', 'ChannelError', 'Channel', 'alert_payload', 'WebhookChannel',
+           'EmailChannel', 'channels_from_settings', 'deliver', 'deliver_pending', 'raise_alerts',
+           'labelled_production_set', 'champion_run', 'run_staging', 'retrain', 'auto_retrain', 'start_retrain_job',
+           'handle_alert']
 
 # %% ../nbs/21_alerts.ipynb #c996678c
 SEVERITIES = ('info', 'warning', 'critical')
@@ -141,13 +142,16 @@ class AlertStore(abc.ABC):
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
-# %% ../nbs/21_alerts.ipynb #0cb79f0a
+# %% ../nbs/21_alerts.ipynb #a0dc0360
+from fastcore.basics import patch
+from .stores import SQLDB, SQLiteDB, PostgresDB, migrate, statements, pg_ddl, seal
+
 ALERT_COLS = ('id', 'created', 'day', 'severity', 'rule', 'message', 'evidence', 'action', 'model_version', 'camera',
               'state', 'state_by', 'state_at', 'state_note')
 ALERT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts(
-  id TEXT PRIMARY KEY, created REAL NOT NULL, day TEXT, severity TEXT NOT NULL, rule TEXT NOT NULL, message TEXT NOT NULL,
-  evidence TEXT NOT NULL, action TEXT NOT NULL, model_version TEXT, camera TEXT, state TEXT NOT NULL,
+  id TEXT PRIMARY KEY, created REAL NOT NULL, day TEXT, severity TEXT NOT NULL, rule TEXT NOT NULL,
+  message TEXT NOT NULL, evidence TEXT NOT NULL, action TEXT NOT NULL, model_version TEXT, camera TEXT, state TEXT NOT NULL,
   state_by TEXT, state_at REAL, state_note TEXT, dedupe TEXT UNIQUE) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS alerts_day ON alerts(day);
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts(state, created);
@@ -155,141 +159,173 @@ CREATE TABLE IF NOT EXISTS alert_history(
   id INTEGER PRIMARY KEY, alert_id TEXT NOT NULL, ts REAL NOT NULL, state TEXT NOT NULL, who TEXT, note TEXT);
 CREATE INDEX IF NOT EXISTS alert_history_alert ON alert_history(alert_id);
 CREATE TABLE IF NOT EXISTS alert_actions(
-  id INTEGER PRIMARY KEY, alert_id TEXT NOT NULL, ts REAL NOT NULL, kind TEXT NOT NULL, actor TEXT, status TEXT NOT NULL,
-  ref TEXT, version TEXT, note TEXT, updated REAL);
+  id INTEGER PRIMARY KEY, alert_id TEXT NOT NULL, ts REAL NOT NULL, kind TEXT NOT NULL, actor TEXT,
+  status TEXT NOT NULL, ref TEXT, version TEXT, note TEXT, updated REAL);
 CREATE INDEX IF NOT EXISTS alert_actions_alert ON alert_actions(alert_id);
 CREATE TABLE IF NOT EXISTS alert_outbox(
   alert_id TEXT NOT NULL, channel TEXT NOT NULL, queued REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
   last_error TEXT, last_attempt REAL, delivered REAL, PRIMARY KEY(alert_id, channel)) WITHOUT ROWID;
 """
+# the store's migration steps on each engine, oldest first
+ALERT_STEPS = {'sqlite': [statements(ALERT_SCHEMA)], 'postgresql': [pg_ddl(ALERT_SCHEMA)]}
 
 def _filter(col: str, v, where: list, params: list):
     "Append `col = v` (or `col IN (...)` for a list) to a WHERE clause"
     if v is None: return
     vs = [v] if isinstance(v, str) or not hasattr(v, '__iter__') else list(v)
-    where.append(f"{col} IN ({','.join('?' * len(vs))})"); params.extend(str(x) for x in vs)
+    where.append(f"{col} IN ({','.join('?' * len(vs))})")
+    params.extend(str(x) for x in vs)
 
-# %% ../nbs/21_alerts.ipynb #244de372
+# %% ../nbs/21_alerts.ipynb #52656484
 def _clean(r: dict) -> dict:
     "A database row with NaN (pandas' missing value) turned back into None"
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
 
-class SQLiteAlertStore(AlertStore):
+class SQLAlertStore(AlertStore):
+    "The alert store on a SQL database (`SQLiteDB` or `PostgresDB`)"
+    def __init__(self, db: SQLDB, # the store's database, of either engine
+                ):
+        self.db = db
+        try: migrate(db, ALERT_STEPS[db.engine])
+        except BaseException:
+            db.close()
+            raise
+    def close(self): self.db.close()
+    def __repr__(self): return f"{type(self).__name__}({self.db.where})"
+
+# %% ../nbs/21_alerts.ipynb #f6183342
+class SQLiteAlertStore(SQLAlertStore):
     "The embedded alert store: one SQLite file in WAL mode"
-    def __init__(self, path):
-        self.path = Path(path); ensure_dir(self.path.parent)
-        self._lock = threading.Lock()
-        self._con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._con.execute('PRAGMA journal_mode=WAL'); self._con.execute('PRAGMA synchronous=NORMAL')
-        with self._lock: self._con.executescript(ALERT_SCHEMA)
+    def __init__(self, path, # the database file
+                ):
+        self.path = Path(path)
+        super().__init__(SQLiteDB(self.path, 'alert store', 'alerts'))
 
-    @contextmanager
-    def _write(self):
-        "One write transaction; commits on success, rolls back on error"
-        with self._lock:
-            if self._con is None: raise RuntimeError(f"alert store {self.path} is closed")
-            self._con.execute('BEGIN IMMEDIATE')
-            try: yield self._con
-            except BaseException: self._con.execute('ROLLBACK'); raise
-            else: self._con.execute('COMMIT')
+class PostgresAlertStore(SQLAlertStore):
+    "The central alert store: tables in a PostgreSQL database"
+    def __init__(self, uri: str, # postgresql://user@host:port/database
+                 setting: str = 'alerts_uri', # the setting naming `uri`, for messages
+                ):
+        super().__init__(PostgresDB(uri, 'alert store', 'alerts', setting))
 
-    def _read(self, sql: str, params=()) -> pd.DataFrame:
-        with self._lock:
-            if self._con is None: raise RuntimeError(f"alert store {self.path} is closed")
-            return pd.read_sql_query(sql, self._con, params=params)
+# %% ../nbs/21_alerts.ipynb #d24d3140
+_INSERT_ALERT = (f"INSERT INTO alerts({','.join(ALERT_COLS)}, dedupe) VALUES({','.join('?' * (len(ALERT_COLS) + 1))}) "
+                 "ON CONFLICT DO NOTHING")
+_INSERT_HISTORY = 'INSERT INTO alert_history(alert_id, ts, state, who, note) VALUES(?,?,?,?,?)'
 
-    def add(self, alerts):
-        if isinstance(alerts, Alert): raise TypeError("add takes a list of alerts")
-        now, new = time.time(), []
-        sql = f"INSERT OR IGNORE INTO alerts({','.join(ALERT_COLS)}, dedupe) VALUES({','.join('?' * (len(ALERT_COLS) + 1))})"
-        with self._write() as con:
-            for a in alerts:
-                a.id, a.created = a.id or new_alert_id(now), a.created or now
-                vals = [json.dumps(a.evidence) if c == 'evidence' else getattr(a, c) for c in ALERT_COLS]
-                if con.execute(sql, (*vals, a.dedupe_key)).rowcount:
-                    con.execute('INSERT INTO alert_history(alert_id, ts, state, who, note) VALUES(?,?,?,?,?)',
-                                (a.id, a.created, a.state, 'parkml', 'raised'))
-                    new.append(a)
-                else: a.id = con.execute('SELECT id FROM alerts WHERE dedupe = ?', (a.dedupe_key,)).fetchone()[0]
-        return new
+@patch
+def add(self: SQLAlertStore, alerts):
+    if isinstance(alerts, Alert): raise TypeError("add takes a list of alerts")
+    now, new = time.time(), []
+    with self.db.write() as con:
+        for a in alerts:
+            a.id, a.created = a.id or new_alert_id(now), a.created or now
+            vals = [json.dumps(a.evidence) if c == 'evidence' else getattr(a, c) for c in ALERT_COLS]
+            if con.execute(_INSERT_ALERT, (*vals, a.dedupe_key)).rowcount:
+                con.execute(_INSERT_HISTORY, (a.id, a.created, a.state, 'parkml', 'raised'))
+                new.append(a)
+            else: a.id = con.execute('SELECT id FROM alerts WHERE dedupe = ?', (a.dedupe_key,)).fetchone()[0]
+    return new
 
-    def query(self, day=None, state=None, severity=None, rule=None, camera=None, limit=None, _id=None):
-        where, params = [], []
-        for col, v in (('id', _id), ('day', day), ('state', state), ('severity', severity), ('rule', rule), ('camera', camera)):
-            _filter(col, v, where, params)
-        sql = (f"SELECT {','.join(ALERT_COLS)} FROM alerts {'WHERE ' + ' AND '.join(where) if where else ''} "
-               f"ORDER BY created DESC, id DESC" + (f" LIMIT {int(limit)}" if limit else ''))
-        return [Alert(**{**_clean(r), 'evidence': json.loads(r['evidence'])}) for r in self._read(sql, params).to_dict('records')]
+# %% ../nbs/21_alerts.ipynb #436013d9
+@patch
+def query(self: SQLAlertStore, day=None, state=None, severity=None, rule=None, camera=None, limit=None, _id=None):
+    where, params = [], []
+    wanted = dict(id=_id, day=day, state=state, severity=severity, rule=rule, camera=camera)
+    for col, v in wanted.items(): _filter(col, v, where, params)
+    sql = (f"SELECT {','.join(ALERT_COLS)} FROM alerts {'WHERE ' + ' AND '.join(where) if where else ''} "
+           f"ORDER BY created DESC, id DESC" + (f" LIMIT {int(limit)}" if limit else ''))
+    rows = self.db.frame(sql, params).to_dict('records')
+    return [Alert(**{**_clean(r), 'evidence': json.loads(r['evidence'])}) for r in rows]
 
-    def get(self, alert_id):
-        found = self.query(_id=alert_id)
-        if not found: raise KeyError(f"no alert {alert_id!r} in {self.path}")
-        return found[0]
+@patch
+def get(self: SQLAlertStore, alert_id):
+    found = self.query(_id=alert_id)
+    if not found: raise KeyError(f"no alert {alert_id!r} in {self.db.where}")
+    return found[0]
 
-    def set_state(self, alert_id, state, who=None, note=None):
-        if state not in STATES: raise ValueError(f"state must be one of {STATES}, got {state!r}")
-        who, now = who or getpass.getuser(), time.time()
-        with self._write() as con:
-            row = con.execute('SELECT state FROM alerts WHERE id = ?', (alert_id,)).fetchone()
-            if row is None: raise KeyError(f"no alert {alert_id!r} in {self.path}")
-            if state not in TRANSITIONS[row[0]]:
-                raise ValueError(f"alert {alert_id} is {row[0]}; it can become {' or '.join(TRANSITIONS[row[0]])}, not {state}")
-            con.execute('UPDATE alerts SET state=?, state_by=?, state_at=?, state_note=? WHERE id=?', (state, who, now, note, alert_id))
-            con.execute('INSERT INTO alert_history(alert_id, ts, state, who, note) VALUES(?,?,?,?,?)', (alert_id, now, state, who, note))
-        return self.get(alert_id)
+# %% ../nbs/21_alerts.ipynb #8b0f1f55
+@patch
+def set_state(self: SQLAlertStore, alert_id, state, who=None, note=None):
+    if state not in STATES: raise ValueError(f"state must be one of {STATES}, got {state!r}")
+    who, now = who or getpass.getuser(), time.time()
+    with self.db.write() as con:
+        row = con.execute('SELECT state FROM alerts WHERE id = ?', (alert_id,)).fetchone()
+        if row is None: raise KeyError(f"no alert {alert_id!r} in {self.db.where}")
+        if state not in TRANSITIONS[row[0]]:
+            can = ' or '.join(TRANSITIONS[row[0]])
+            raise ValueError(f"alert {alert_id} is {row[0]}; it can become {can}, not {state}")
+        con.execute('UPDATE alerts SET state=?, state_by=?, state_at=?, state_note=? WHERE id=?',
+                    (state, who, now, note, alert_id))
+        con.execute(_INSERT_HISTORY, (alert_id, now, state, who, note))
+    return self.get(alert_id)
 
-    def history(self, alert_id):
-        return self._read('SELECT ts, state, who, note FROM alert_history WHERE alert_id = ? ORDER BY ts, id', (alert_id,))
+@patch
+def history(self: SQLAlertStore, alert_id):
+    sql = 'SELECT ts, state, who, note FROM alert_history WHERE alert_id = ? ORDER BY ts, id'
+    return self.db.frame(sql, (alert_id,))
 
-    def add_action(self, alert_id, kind, actor=None, status='requested', ref=None, note=None):
-        self.get(alert_id)
-        with self._write() as con:
-            return con.execute('INSERT INTO alert_actions(alert_id, ts, kind, actor, status, ref, note, updated) VALUES(?,?,?,?,?,?,?,?)',
-                               (alert_id, time.time(), kind, actor or getpass.getuser(), status, ref, note, time.time())).lastrowid
+# %% ../nbs/21_alerts.ipynb #95712904
+_INSERT_ACTION = ('INSERT INTO alert_actions(alert_id, ts, kind, actor, status, ref, note, updated) '
+                  'VALUES(?,?,?,?,?,?,?,?) RETURNING id')
+_UPDATE_ACTION = ('UPDATE alert_actions SET status=coalesce(?, status), version=coalesce(?, version), '
+                  'ref=coalesce(?, ref), note=coalesce(?, note), updated=? WHERE id=?')
 
-    def update_action(self, action_id, status=None, version=None, ref=None, note=None):
-        with self._write() as con:
-            n = con.execute('UPDATE alert_actions SET status=coalesce(?, status), version=coalesce(?, version), ref=coalesce(?, ref), '
-                            'note=coalesce(?, note), updated=? WHERE id=?',
-                            (status, None if version is None else str(version), ref, note, time.time(), action_id)).rowcount
-        if not n: raise KeyError(f"no action {action_id} in {self.path}")
-
-    def actions(self, alert_id=None):
-        where = 'WHERE alert_id = ?' if alert_id else ''
-        return self._read(f"SELECT * FROM alert_actions {where} ORDER BY ts, id", (alert_id,) if alert_id else ())
-
-    def enqueue(self, alert_id, channels):
-        with self._write() as con:
-            con.executemany('INSERT OR IGNORE INTO alert_outbox(alert_id, channel, queued) VALUES(?,?,?)',
-                            [(alert_id, c, time.time()) for c in channels])
-
-    def record_attempt(self, alert_id, channel, error=None):
+@patch
+def add_action(self: SQLAlertStore, alert_id, kind, actor=None, status='requested', ref=None, note=None):
+    self.get(alert_id)
+    with self.db.write() as con:
         now = time.time()
-        with self._write() as con:
-            n = con.execute('UPDATE alert_outbox SET attempts = attempts + 1, last_attempt = ?, last_error = ?, '
-                            'delivered = CASE WHEN ? IS NULL THEN ? ELSE delivered END WHERE alert_id = ? AND channel = ?',
-                            (now, error, error, now, alert_id, channel)).rowcount
-        if not n: raise KeyError(f"alert {alert_id} is not in the {channel} outbox")
+        row = (alert_id, now, kind, actor or getpass.getuser(), status, ref, note, now)
+        return con.execute(_INSERT_ACTION, row).fetchone()[0]
 
-    def outbox(self, alert_id=None, pending=False):
-        where = [w for w, on in (('alert_id = ?', alert_id), ('delivered IS NULL', pending)) if on]
-        return self._read(f"SELECT * FROM alert_outbox {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY queued, alert_id",
-                          (alert_id,) if alert_id else ())
+@patch
+def update_action(self: SQLAlertStore, action_id, status=None, version=None, ref=None, note=None):
+    with self.db.write() as con:
+        version = None if version is None else str(version)
+        n = con.execute(_UPDATE_ACTION, (status, version, ref, note, time.time(), action_id)).rowcount
+    if not n: raise KeyError(f"no action {action_id} in {self.db.where}")
 
-    def close(self):
-        with self._lock:
-            if self._con is not None: self._con.close()
-            self._con = None
+@patch
+def actions(self: SQLAlertStore, alert_id=None):
+    where = 'WHERE alert_id = ?' if alert_id else ''
+    return self.db.frame(f"SELECT * FROM alert_actions {where} ORDER BY ts, id", (alert_id,) if alert_id else ())
 
-    def __repr__(self): return f"SQLiteAlertStore({self.path})"
+# %% ../nbs/21_alerts.ipynb #a288f4d6
+_ATTEMPT = ('UPDATE alert_outbox SET attempts = attempts + 1, last_attempt = ?, last_error = ?, '
+            'delivered = coalesce(?, delivered) WHERE alert_id = ? AND channel = ?')
 
-# %% ../nbs/21_alerts.ipynb #85a6f98a
+@patch
+def enqueue(self: SQLAlertStore, alert_id, channels):
+    with self.db.write() as con:
+        con.executemany('INSERT INTO alert_outbox(alert_id, channel, queued) VALUES(?,?,?) ON CONFLICT DO NOTHING',
+                        [(alert_id, c, time.time()) for c in channels])
+
+@patch
+def record_attempt(self: SQLAlertStore, alert_id, channel, error=None):
+    now = time.time()
+    with self.db.write() as con:
+        n = con.execute(_ATTEMPT, (now, error, now if error is None else None, alert_id, channel)).rowcount
+    if not n: raise KeyError(f"alert {alert_id} is not in the {channel} outbox")
+
+@patch
+def outbox(self: SQLAlertStore, alert_id=None, pending=False):
+    where = [w for w, on in (('alert_id = ?', alert_id), ('delivered IS NULL', pending)) if on]
+    cond = 'WHERE ' + ' AND '.join(where) if where else ''
+    sql = f"SELECT * FROM alert_outbox {cond} ORDER BY queued, alert_id"
+    return self.db.frame(sql, (alert_id,) if alert_id else ())
+
+# %% ../nbs/21_alerts.ipynb #250753ef
+for _cls in (SQLAlertStore, SQLiteAlertStore, PostgresAlertStore): seal(_cls)
+
+# %% ../nbs/21_alerts.ipynb #374d5523
 def _open_sqlite(uri: str) -> SQLiteAlertStore: return SQLiteAlertStore(sqlite_file(uri, 'alert store'))
+def _open_postgres(uri: str) -> PostgresAlertStore: return PostgresAlertStore(uri)
 
-ALERT_SCHEMES = {'sqlite': _open_sqlite}
+ALERT_SCHEMES = {'sqlite': _open_sqlite, 'postgresql': _open_postgres}
 
 def open_alert_store(uri: str = None) -> AlertStore:
-    "Open the alert store at `uri` (default: settings `alerts_uri`)"
+    "Open the alert store at `uri` (default: settings `alerts_uri`): sqlite:///path or postgresql://user@host:port/db"
     uri = uri or get_settings().alerts_uri
     return store_opener(uri, ALERT_SCHEMES, 'alert store')(uri)
 

@@ -216,7 +216,8 @@ def cli_modules() -> list[str]:
     return sorted(f"parkml.{m.name}" for m in pkgutil.iter_modules(parkml.__path__) if m.name.startswith('cli_'))
 
 # %% ../nbs/30_cli.ipynb #3b8e2fb5
-_ERRORS = (('parkml.tracking', 'RegistryError'), ('parkml.data', 'DataError'), ('parkml.model', 'ModelError'))
+_ERRORS = (('parkml.tracking', 'RegistryError'), ('parkml.data', 'DataError'), ('parkml.model', 'ModelError'),
+           ('parkml.stores', 'StoreError'))
 
 def _handled() -> tuple:
     """Errors that end a command with a one-line message: those of the modules the command imported (only they can

@@ -73,6 +73,7 @@ class Settings:
                 if not _same_kind(self._vals[k], v):
                     raise SettingsError(f"{name}={env[name]!r}: {k} must be a {type(self._vals[k]).__name__}")
                 self._vals[k], self._src[k] = v, f"environment {name}"
+        if self._vals.get('project_root'): self.root = Path(str(self._vals['project_root'])).expanduser().resolve()
         self._vals = {k: self._resolve(k, v) for k, v in self._vals.items()}
 
     def _expand(self, v: str) -> str:
@@ -83,7 +84,7 @@ class Settings:
     def _resolve(self, k, v):
         if not isinstance(v, str): return v
         v = self._expand(v)
-        if k in PATH_KEYS and v:
+        if k in PATH_KEYS and v and not re.match(r'[a-z][a-z0-9+.-]*://', v):  # a URI (s3://...) stays a URI
             p = Path(v).expanduser()
             return p if p.is_absolute() else (self.root/p).resolve()
         return v

@@ -21,7 +21,9 @@ def mlflow_client(cfg: Settings = None):
     "Point MLflow at the configured stores, make sure the experiment exists; returns an `MlflowClient`"
     import mlflow
     from mlflow import MlflowClient
+    from parkml.plane import load_central_secrets
     cfg = cfg or get_settings()
+    load_central_secrets(cfg)   # the central plane's MLflow service account, when the settings name one
     if cfg.tracking_uri.startswith('sqlite:///'): ensure_dir(Path(cfg.tracking_uri[len('sqlite:///'):]).parent)
     mlflow.set_tracking_uri(cfg.tracking_uri)
     if cfg.registry_uri: mlflow.set_registry_uri(cfg.registry_uri)
@@ -29,7 +31,7 @@ def mlflow_client(cfg: Settings = None):
     exp = client.get_experiment_by_name(cfg.experiment)
     if exp is None:
         root = cfg.artifact_root
-        loc = Path(ensure_dir(root)).resolve().as_uri() if '://' not in str(root) else str(root)
+        loc = (Path(ensure_dir(root)).resolve().as_uri() if '://' not in str(root) else str(root)) if root else None
         client.create_experiment(cfg.experiment, artifact_location=loc)
     mlflow.set_experiment(cfg.experiment)
     return client

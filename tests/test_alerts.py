@@ -1,14 +1,16 @@
-"Alert store, channels (a real webhook receiver and a real SMTP server on loopback), retries and the outbox."
+"""Alert store (each test on a SQLite file and on a real PostgreSQL database), channels (a real webhook receiver and
+a real SMTP server on loopback), retries and the outbox."""
 import time
 import pytest
 from receivers import Receiver, Mailbox, free_port, receiver, mailbox  # noqa: F401 (fixtures)
+from pg_fixture import pg_server, pg_db, store_uri, sql  # noqa: F401 (fixtures)
 from parkml.alerts import (Alert, open_alert_store, raise_alerts, deliver_pending, WebhookChannel, EmailChannel,
                            channels_from_settings, SEVERITIES)
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setenv('PARKML_ALERTS_URI', f"sqlite:///{tmp_path}/alerts.db")
+def store(store_uri, monkeypatch):
+    monkeypatch.setenv('PARKML_ALERTS_URI', store_uri)
     monkeypatch.setenv('PARKML_ALERT_BACKOFF_S', '0.02')
     monkeypatch.setenv('PARKML_ALERT_TIMEOUT_S', '2.0')
     with open_alert_store() as s: yield s
@@ -127,5 +129,22 @@ def test_states_queries_and_dedupe(store):
 def test_alert_validation_and_uri(tmp_path):
     with pytest.raises(ValueError): Alert('r', 'urgent', 'm', 'retrain')
     with pytest.raises(ValueError): Alert('r', 'warning', 'm', 'reboot')
-    with pytest.raises(NotImplementedError, match='postgres'): open_alert_store('postgres://db/alerts')
+    with pytest.raises(NotImplementedError, match='sqlite://, postgresql://'): open_alert_store('postgres://db/alerts')
     with pytest.raises(ValueError): open_alert_store('sqlite://:memory:')
+
+
+def test_store_made_before_versions_opens_with_every_row(tmp_path):
+    "An alert store written by parkml before schema versions (tests/data/v0, made by the code of 8ec4ebb) migrates in place"
+    import shutil
+    from conftest import ROOT
+    from parkml.stores import StoreTooNew
+    uri = f"sqlite:///{shutil.copy(ROOT/'tests'/'data'/'v0'/'alerts.db', tmp_path/'alerts.db')}"
+    tables = ('alerts', 'alert_history', 'alert_actions', 'alert_outbox')
+    before = {t: sql(uri, f'SELECT * FROM {t} ORDER BY 1, 2') for t in tables}
+    assert sql(uri, 'PRAGMA user_version') == [(0,)] and all(before.values())
+    with open_alert_store(uri) as st:
+        assert st.db.schema_version() == 1 and {a.rule for a in st.query()} == {'drift', 'recall_drop_cat'}
+        assert st.outbox(pending=True).channel.tolist() == ['email'] and st.actions().version.tolist() == ['3']
+    assert {t: sql(uri, f'SELECT * FROM {t} ORDER BY 1, 2') for t in tables} == before
+    sql(uri, 'PRAGMA user_version = 3')
+    with pytest.raises(StoreTooNew, match='alert store .* schema version 3, newer than'): open_alert_store(uri)

@@ -1,10 +1,10 @@
-"""The tamper-evident audit log on real SQLite files, checked through the real `parkml audit verify` command:
-a clean chain, an edited, a deleted and a forged record, a broken signature, a store from before the chain,
-and two processes appending at once."""
-import base64, json, sqlite3, subprocess, sys
-from contextlib import closing
+"""The tamper-evident audit log on both engines (a SQLite file and a real PostgreSQL database), checked through the
+real `parkml audit verify` command: a clean chain, an edited, a deleted and a forged record, a broken signature, a
+store from before the chain, and two processes appending at once."""
+import base64, json, subprocess, sys
 import pytest
 from conftest import run_cli, ROOT
+from pg_fixture import pg_server, pg_db, store_uri, sql as run_sql  # noqa: F401 (fixtures)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from parkml.auditlog import open_governance, sign_statement, record_hash, AUDIT_COLS, AUDIT_SCHEMA_VERSION
@@ -12,15 +12,17 @@ from parkml.auditlog import open_governance, sign_statement, record_hash, AUDIT_
 def public_b64(key) -> str:
     return base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
 
-def sql(path, *stmts):
-    "Run statements on the store's file directly, as someone with write access to it would"
-    with closing(sqlite3.connect(path)) as con:
-        for s in stmts: con.execute(*s) if isinstance(s, tuple) else con.execute(s)
-        con.commit()
+def sql(uri, *stmts):
+    "Run statements on the store's database directly, as someone with write access to it would"
+    for s in stmts: run_sql(uri, *s) if isinstance(s, tuple) else run_sql(uri, s)
 
-def drop_triggers(path):
+def row(uri, rec_id) -> dict: return dict(zip(AUDIT_COLS, run_sql(uri, 'SELECT * FROM audit WHERE id = ?', (rec_id,))[0]))
+
+def drop_triggers(uri):
     "Drop the append-only triggers and the unique index (opening the store, as verify does, puts them back)"
-    sql(path, *(f"DROP TRIGGER IF EXISTS {t}" for t in ('audit_no_update', 'audit_no_delete', 'audit_extends_chain')),
+    on = ' ON audit' if uri.startswith('postgresql') else ''
+    sql(uri, *(f"DROP TRIGGER IF EXISTS {t}{on}" for t in ('audit_no_update', 'audit_no_delete', 'audit_no_truncate',
+                                                           'audit_extends_chain') if on or 'truncate' not in t),
         'DROP INDEX IF EXISTS audit_seq')
 
 def approval(key, signer='ana', version='2'):
@@ -29,11 +31,11 @@ def approval(key, signer='ana', version='2'):
                 extra={'statement': st}, signer=signer, signature=sign_statement(st, key))
 
 @pytest.fixture
-def log(tmp_path):
+def log(store_uri, tmp_path):
     "A store of five records (a signed approval among them) and a trusted keys file with the QA's key"
-    key, db = Ed25519PrivateKey.generate(), tmp_path/'governance.db'
+    key, db = Ed25519PrivateKey.generate(), store_uri
     (tmp_path/'keys.json').write_text(json.dumps({'keys': {'ana': {'role': 'qa', 'public_key': public_b64(key)}}}))
-    with open_governance(f"sqlite:///{db}") as st:
+    with open_governance(db) as st:
         st.append([dict(actor='olu', role='owner', action='alias_set', model='m', version='1', alias='challenger',
                         to_version='1')])
         st.append([approval(key)])
@@ -42,7 +44,7 @@ def log(tmp_path):
                    [('champion', '1', '2'), ('previous', None, '1')]])
         st.append([dict(actor='olu', role='owner', action='release', model='m', version='2',
                         extra={'request': 'q1', 'phase': 'outcome', 'result': 'done'})])
-    env = dict(PARKML_GOVERNANCE_URI=f"sqlite:///{db}", PARKML_TRUSTED_KEYS=str(tmp_path/'keys.json'))
+    env = dict(PARKML_GOVERNANCE_URI=db, PARKML_TRUSTED_KEYS=str(tmp_path/'keys.json'))
     return dict(db=db, env=env, key=key, tmp=tmp_path)
 
 def verify(log, *extra):
@@ -58,7 +60,7 @@ def test_clean_chain_verifies(log):
     v = verdict(log)
     assert v['ok'] and v['count'] == 5 and v['first_bad_id'] is None and v['unfinished'] == [] and len(v['head']) == 64
     assert run_cli('audit', '--verify', env=log['env']).returncode == 0
-    with open_governance(f"sqlite:///{log['db']}") as st:  # a release whose outcome was never written: a warning only
+    with open_governance(log['db']) as st:  # a release whose outcome was never written: a warning only
         st.append([dict(actor='olu', role='owner', action='rollback', model='m', version='1', alias='champion',
                         from_version='2', to_version='1', extra={'request': 'q2', 'phase': 'intent'})])
     r = verify(log)
@@ -78,8 +80,7 @@ def test_edited_record_is_named(log):
 
 def test_edited_and_rehashed_record_breaks_the_next_link(log):
     drop_triggers(log['db'])
-    with closing(sqlite3.connect(log['db'])) as con:
-        rec = dict(zip(AUDIT_COLS, con.execute('SELECT * FROM audit WHERE id = 1').fetchone()))
+    rec = row(log['db'], 1)
     rec['to_version'] = '9'
     sql(log['db'], ("UPDATE audit SET to_version = '9', hash = ? WHERE id = 1", (record_hash(rec),)))
     v = verdict(log)
@@ -94,8 +95,7 @@ def test_deleted_record_is_named_by_the_gap(log):
 
 def test_forged_records_are_caught(log):
     drop_triggers(log['db'])
-    with closing(sqlite3.connect(log['db'])) as con:
-        rec = dict(zip(AUDIT_COLS, con.execute('SELECT * FROM audit WHERE id = 3').fetchone()))
+    rec = row(log['db'], 3)
     forged = {**rec, 'id': 6, 'note': 'also approved', 'ts': rec['ts'] + 1}
     forged['hash'] = record_hash(forged)  # the forger hashes the record correctly, at a position already taken
     cols = ','.join(AUDIT_COLS)
@@ -106,23 +106,23 @@ def test_forged_records_are_caught(log):
     drop_triggers(log['db'])
     sql(log['db'], 'DELETE FROM audit WHERE id = 6',  # outside the chain, as an old-style row
         "INSERT INTO audit(ts, actor, role, action, model, version) VALUES(1, 'mallory', 'qa', 'approve', 'm', '3')")
+    mallory = run_sql(log['db'], "SELECT id FROM audit WHERE actor = 'mallory'")[0][0]  # 7 (SQLite), 6 (PostgreSQL)
     assert verdict(log)['problems'] == [
-        'record 7 has no place in the chain (no seq) but was written after it began: it was inserted']
+        f'record {mallory} has no place in the chain (no seq) but was written after it began: it was inserted']
 
 def test_a_forger_cannot_sign(log):
     "A correctly chained approval at the end, signed with a key the park does not trust"
     mallory = Ed25519PrivateKey.generate()
-    with open_governance(f"sqlite:///{log['db']}") as st: st.append([approval(mallory, signer='mallory', version='3')])
+    with open_governance(log['db']) as st: st.append([approval(mallory, signer='mallory', version='3')])
     r = verify(log)
     assert r.returncode == 1
     assert r.stdout.startswith('TAMPERED: record 6 is signed by mallory, who is not among the trusted keys')
 
 def test_edited_statement_fails_its_signature(log):
-    with open_governance(f"sqlite:///{log['db']}") as st:
+    with open_governance(log['db']) as st:
         st.append([approval(log['key'], version='3')])  # record 6, the last
     drop_triggers(log['db'])
-    with closing(sqlite3.connect(log['db'])) as con:
-        rec = dict(zip(AUDIT_COLS, con.execute('SELECT * FROM audit WHERE id = 6').fetchone()))
+    rec = row(log['db'], 6)
     extra = json.loads(rec['extra'])
     extra['statement']['onnx_sha256'] = 'ff' * 32  # another model file, hash re-computed: only the signature can tell
     rec['extra'] = json.dumps(extra, sort_keys=True)
@@ -143,14 +143,13 @@ LEGACY = ("CREATE TABLE audit(id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT 
 
 def test_legacy_store_is_migrated_and_verified(tmp_path):
     db = tmp_path/'old.db'
-    sql(db, *LEGACY, *(("INSERT INTO audit(ts, actor, role, action, model, version, extra) VALUES(?, 'ana', 'qa', "
+    sql(f"sqlite:///{db}", *LEGACY, *(("INSERT INTO audit(ts, actor, role, action, model, version, extra) VALUES(?, 'ana', 'qa', "
                         "'approve', 'm', ?, '{}')", (1000. + i, str(i))) for i in (1, 2)))
     env = dict(PARKML_GOVERNANCE_URI=f"sqlite:///{db}", PARKML_TRUSTED_KEYS=str(tmp_path/'none.json'))
     r = run_cli('audit', 'verify', env=env)
     assert r.returncode == 0 and r.stdout.startswith('OK: 0 records, chain intact')
     assert '2 legacy records precede the chain' in r.stdout
-    with closing(sqlite3.connect(db)) as con:
-        assert con.execute('PRAGMA user_version').fetchone()[0] == AUDIT_SCHEMA_VERSION
+    assert run_sql(f"sqlite:///{db}", 'PRAGMA user_version') == [(AUDIT_SCHEMA_VERSION,)]
     with open_governance(f"sqlite:///{db}") as st:
         st.append([dict(actor='olu', role='owner', action='release', model='m', version='2', alias='champion',
                         to_version='2')])
@@ -159,7 +158,7 @@ def test_legacy_store_is_migrated_and_verified(tmp_path):
     r = run_cli('audit', 'verify', '--json', env=env)
     v = json.loads(r.stdout)
     assert r.returncode == 0 and (v['ok'], v['count'], v['legacy']) == (True, 1, 2)
-    sql(db, 'PRAGMA user_version = 7')
+    sql(f"sqlite:///{db}", 'PRAGMA user_version = 7')
     r = run_cli('audit', 'verify', env=env)
     assert r.returncode == 2 and 'schema version 7, newer than' in r.stderr and 'Traceback' not in r.stderr
 
@@ -176,8 +175,8 @@ for i in range(n):
     time.sleep(0.002)  # let the other writer take the lock in between
 """
 
-def test_two_processes_appending_at_once_leave_one_chain(tmp_path):
-    uri, n = f"sqlite:///{tmp_path}/governance.db", 150
+def test_two_processes_appending_at_once_leave_one_chain(store_uri, tmp_path):
+    uri, n = store_uri, 150
     open_governance(uri)
     procs = [subprocess.Popen([sys.executable, '-c', APPENDER, uri, who, str(n), str(tmp_path)], cwd=ROOT)
              for who in 'ab']
@@ -188,3 +187,29 @@ def test_two_processes_appending_at_once_leave_one_chain(tmp_path):
     assert sum(a != b for a, b in zip(who, who[1:])) > 2, 'the two writers did not interleave: the test proves nothing'
     r = run_cli('audit', 'verify', env=dict(PARKML_GOVERNANCE_URI=uri, PARKML_TRUSTED_KEYS=str(tmp_path/'k.json')))
     assert r.returncode == 0 and r.stdout.startswith(f"OK: {2 * n} records, chain intact"), r.stdout + r.stderr
+
+
+def test_store_of_the_previous_release_opens_and_verifies(tmp_path):
+    "An audit store written by the code of 8ec4ebb (tests/data/v0: chain, schema version 1) opens, appends, verifies"
+    import shutil
+    db = shutil.copy(ROOT/'tests'/'data'/'v0'/'governance.db', tmp_path/'governance.db')
+    uri = f"sqlite:///{db}"
+    before = run_sql(uri, 'SELECT * FROM audit ORDER BY id')
+    with open_governance(uri) as st:
+        st.append([dict(actor='olu', role='owner', action='rollback', model='m', version='1', alias='champion')])
+    assert run_sql(uri, 'SELECT * FROM audit ORDER BY id')[:len(before)] == before and len(before) == 2
+    r = run_cli('audit', 'verify', env=dict(PARKML_GOVERNANCE_URI=uri, PARKML_TRUSTED_KEYS=str(tmp_path/'k.json')))
+    assert r.returncode == 0 and r.stdout.startswith('OK: 3 records, chain intact'), r.stdout + r.stderr
+
+def test_postgres_guards_refuse_edits_and_come_back(pg_db):
+    "On PostgreSQL the triggers refuse UPDATE, DELETE, TRUNCATE and an unchained INSERT; dropped, they return on open"
+    import psycopg
+    with open_governance(pg_db) as st: st.append([dict(actor='olu', role='owner', action='release', model='m')])
+    for stmt, why in [("UPDATE audit SET actor = 'eve'", 'append-only'), ('DELETE FROM audit', 'append-only'),
+                      ('TRUNCATE audit', 'append-only'),
+                      ("INSERT INTO audit(ts, actor, role, action, model) VALUES(1, 'eve', 'qa', 'approve', 'm')", 'chain')]:
+        with pytest.raises(psycopg.Error, match=why): run_sql(pg_db, stmt)
+    drop_triggers(pg_db)
+    run_sql(pg_db, "UPDATE audit SET note = 'quietly' WHERE id = 1")
+    with open_governance(pg_db): pass
+    with pytest.raises(psycopg.Error, match='append-only'): run_sql(pg_db, "UPDATE audit SET note = 'again'")

@@ -1,10 +1,13 @@
-"Prediction log: real SQLite files and real petpark frames in tmp_path, real threads and a real kill -9."
-import hashlib, os, signal, sqlite3, subprocess, sys, textwrap, threading, time
+"""Prediction log on both engines (each test runs on a SQLite file and on a real PostgreSQL database): real petpark
+frames in tmp_path, real threads and a real kill -9."""
+import hashlib, os, signal, subprocess, sys, textwrap, threading, time
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from parkml.config import get_settings
-from parkml.predlog import (open_store, SQLiteStore, PredictionStore, proj_matrix, keep_sample, frame_sha,
+from parkml.predlog import (open_store, SQLiteStore, PostgresStore, PredictionStore, proj_matrix, keep_sample, frame_sha,
                             new_prediction_id, LABELS)
+from parkml.stores import StoreUnavailable, StoreTooNew
+from pg_fixture import pg_server, pg_db, store_uri, sql  # noqa: F401 (fixtures)
 
 @pytest.fixture(scope='module')
 def frames():
@@ -14,8 +17,8 @@ def frames():
     return [(cfg.data/p).read_bytes() for p in paths]
 
 @pytest.fixture
-def store(tmp_path):
-    s = open_store(f"sqlite:///{tmp_path}/predlog.db", tmp_path/'frames')
+def store(store_uri, tmp_path):
+    s = open_store(store_uri, tmp_path/'frames')
     yield s
     s.close()
 
@@ -30,7 +33,7 @@ def rec(i, frame=None, ts=None, camera='cam-01'):
     return r
 
 def test_round_trip(store, frames):
-    assert isinstance(store, SQLiteStore) and isinstance(store, PredictionStore)
+    assert isinstance(store, (SQLiteStore, PostgresStore)) and isinstance(store, PredictionStore)
     recs = [rec(i, frames[i]) for i in range(20)]
     ids = store.log_predictions(recs)
     rej = store.log_prediction(dict(ts=1.75e9 + 5.5, status='rejected', error='corrupt image', frame=b'\xff\xd8garbage'))
@@ -85,8 +88,8 @@ def test_concurrent_writers_lose_nothing(store, frames):
 CHILD = textwrap.dedent("""
     import sys, pandas as pd
     from parkml.predlog import open_store, new_prediction_id
-    db, frames_dir, data = sys.argv[1:]
-    store = open_store(f"sqlite:///{db}", frames_dir)
+    uri, frames_dir, data = sys.argv[1:]
+    store = open_store(uri, frames_dir)
     paths = pd.read_csv(f"{data}/manifest.csv").path
     i = 0
     while True:
@@ -98,9 +101,9 @@ CHILD = textwrap.dedent("""
         for pid in store.log_predictions(batch): print(pid, flush=True)
 """)
 
-def test_answered_predictions_survive_kill9(tmp_path):
-    db, frames_dir = tmp_path/'predlog.db', tmp_path/'frames'
-    proc = subprocess.Popen([sys.executable, '-c', CHILD, str(db), str(frames_dir), str(get_settings().data)],
+def test_answered_predictions_survive_kill9(store_uri, tmp_path):
+    frames_dir = tmp_path/'frames'
+    proc = subprocess.Popen([sys.executable, '-c', CHILD, store_uri, str(frames_dir), str(get_settings().data)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     printed, deadline = [], time.time() + 60
     try:
@@ -116,8 +119,8 @@ def test_answered_predictions_survive_kill9(tmp_path):
     printed += proc.stdout.read().splitlines(keepends=True)
     ids = [l.strip() for l in printed if l.endswith('\n')]
     assert len(ids) >= 400
-    with sqlite3.connect(db) as con: assert con.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
-    store = open_store(f"sqlite:///{db}", frames_dir)
+    if store_uri.startswith('sqlite:'): assert sql(store_uri, 'PRAGMA integrity_check') == [('ok',)]
+    store = open_store(store_uri, frames_dir)
     try:
         for pid in ids:
             p = store.get_prediction(pid)
@@ -165,8 +168,8 @@ def test_retention_keeps_sample_and_labelled(store, frames, tmp_path):
     with pytest.raises(ValueError): store.apply_retention(sample_rate=2)
 
 def test_open_store_schemes(tmp_path, monkeypatch):
-    for uri in ['postgresql://parkml@db/predlog', 'mysql://x/y', f'{tmp_path}/predlog.db']:
-        with pytest.raises(NotImplementedError, match='sqlite://'): open_store(uri, tmp_path)
+    for uri in ['mysql://x/y', f'{tmp_path}/predlog.db']:
+        with pytest.raises(NotImplementedError, match='sqlite://, postgresql://'): open_store(uri, tmp_path)
     with pytest.raises(ValueError): open_store('sqlite://', tmp_path)
     monkeypatch.setenv('PARKML_PREDLOG_URI', f'sqlite:///{tmp_path}/from-settings.db')
     monkeypatch.setenv('PARKML_FRAMES_DIR', str(tmp_path/'fr'))
@@ -175,3 +178,101 @@ def test_open_store_schemes(tmp_path, monkeypatch):
         s.log_prediction(rec(0, b'frame bytes'))
     assert (tmp_path/'from-settings.db').exists() and len(list((tmp_path/'fr').rglob('*.jpg'))) == 1
     with pytest.raises(RuntimeError): s.log_prediction(rec(1))  # closed
+
+def test_server_down_is_one_clear_line(tmp_path):
+    "No server on the port: the store, the server and the setting are named, the password is not; the CLI says it in one line"
+    from receivers import free_port
+    uri = f"postgresql://parkml:hunter2hunter2@127.0.0.1:{free_port()}/park"
+    with pytest.raises(StoreUnavailable) as e: open_store(uri, tmp_path)
+    msg = str(e.value)
+    assert msg.startswith('prediction store postgresql://parkml@127.0.0.1:') and '(setting predlog_uri): connection refused' in msg
+    assert 'hunter2' not in msg
+    from conftest import run_cli
+    r = run_cli('trace', 'p0000000000000000000000', env=dict(PARKML_PREDLOG_URI=uri), timeout=60)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr and 'hunter2' not in r.stderr + r.stdout
+    assert '(setting predlog_uri): connection refused' in r.stderr, r.stderr
+
+def test_store_made_before_versions_opens_with_every_row(tmp_path):
+    "A log written by parkml before schema versions (tests/data/v0, made by the code of 8ec4ebb) migrates in place"
+    import shutil
+    from conftest import ROOT
+    db = shutil.copy(ROOT/'tests'/'data'/'v0'/'predlog.db', tmp_path/'predlog.db')
+    assert sql(f"sqlite:///{db}", 'PRAGMA user_version') == [(0,)]
+    before = sql(f"sqlite:///{db}", 'SELECT * FROM predictions ORDER BY id')
+    with open_store(f"sqlite:///{db}", tmp_path/'frames') as st:
+        assert st.db.schema_version() == 1 and len(before) == st.counts()['predictions'] > 0
+        assert st.feedback().true_label.notna().all() and len(st.feedback()) == st.counts()['labelled'] > 0
+    assert sql(f"sqlite:///{db}", 'SELECT * FROM predictions ORDER BY id') == before
+    sql(f"sqlite:///{db}", 'PRAGMA user_version = 5')
+    with pytest.raises(StoreTooNew, match='schema version 5, newer than this parkml'): open_store(f"sqlite:///{db}", tmp_path)
+    assert sql(f"sqlite:///{db}", 'SELECT * FROM predictions ORDER BY id') == before
+
+def test_postgres_store_keeps_its_schema_version(pg_db, tmp_path):
+    with open_store(pg_db, tmp_path/'frames') as st: st.log_prediction(rec(1))
+    assert sql(pg_db, "SELECT version FROM parkml_schema WHERE store = 'predlog'") == [(1,)]
+    sql(pg_db, "UPDATE parkml_schema SET version = 2 WHERE store = 'predlog'")
+    with pytest.raises(StoreTooNew, match='prediction store postgresql://.*schema version 2'): open_store(pg_db, tmp_path)
+
+def test_large_batch_round_trip(store):
+    "A batch large enough for PostgreSQL's COPY comes back exactly as logged (rejected inputs and empty fields too)"
+    recs = [rec(i) if i % 10 else dict(id=new_prediction_id(), ts=1.75e9 + i, status='rejected', error=f'bad {i}')
+            for i in range(500)]
+    assert store.log_predictions(recs) == [r['id'] for r in recs]
+    df = store.predictions()
+    assert df.id.tolist() == [r['id'] for r in recs] and (df.status == 'rejected').sum() == 50
+    ok = df[df.status == 'ok']
+    assert np.array_equal(proj_matrix(ok), np.stack([r['proj'] for r in recs if 'proj' in r]))
+    assert ok.p_dog.tolist() == [r['p_dog'] for r in recs if 'p_dog' in r] and df.error.iloc[10] == 'bad 10'
+    assert pd.isna(df.label.iloc[0]) and pd.isna(df.camera.iloc[0]) and df.camera.iloc[1] == 'cam-01'
+    with pytest.raises(Exception): store.log_predictions([rec(i) for i in range(100)] + [recs[3]])  # a duplicate id
+    assert store.counts()['predictions'] == 500  # the whole batch was rolled back
+
+@pytest.fixture(scope='module')
+def s3(tmp_path_factory):
+    "A real S3 gateway (SeaweedFS) on loopback for this module, with its bucket `parkml`"
+    from parkml.s3store import start_seaweed, stop_seaweed
+    folder = tmp_path_factory.mktemp('s3')
+    yield start_seaweed(folder, bucket='parkml')
+    stop_seaweed(folder)
+
+def test_frames_in_s3(s3, pg_db, frames, tmp_path, monkeypatch):
+    "The central log: rows in PostgreSQL, frames in the bucket (each stored once), read back, retired, and a clear error"
+    key = s3.keys['parkml']  # the bucket-scoped identity parkml uses, through boto3's own variables
+    monkeypatch.setenv('AWS_ACCESS_KEY_ID', key['accessKey'])
+    monkeypatch.setenv('AWS_SECRET_ACCESS_KEY', key['secretKey'])
+    monkeypatch.setenv('PARKML_S3_ENDPOINT', s3.endpoint)
+    monkeypatch.setenv('PARKML_CACHE', str(tmp_path/'cache'))
+    st = open_store(pg_db, 's3://parkml/frames')
+    ids = st.log_predictions([rec(i, frames[i % 3]) for i in range(6)])  # three frames, each sent twice
+    shas = [frame_sha(f) for f in frames[:3]]
+    listed = lambda: sorted(o['Key'] for o in s3.client().list_objects_v2(Bucket='parkml', Prefix='frames/').get('Contents', []))
+    assert listed() == sorted(f"frames/{s[:2]}/{s}.jpg" for s in shas)
+    p = st.get_prediction(ids[4])
+    assert p['frame_retained'] and p['frame_path'] == f"s3://parkml/frames/{shas[1][:2]}/{shas[1]}.jpg"
+    assert st.get_frame(shas[1]) == frames[1] and st.frame_path(shas[1]).is_relative_to(tmp_path/'cache')
+    res = st.apply_retention(now=time.time(), retention_days=7, sample_rate=0)
+    assert res['removed'] == 3 and listed() == [] and not st.get_prediction(ids[4])['frame_retained']
+    assert st.frame_path(shas[2]) is None and st.counts()['predictions'] == 6
+    st.close()
+    monkeypatch.setenv('PARKML_S3_ENDPOINT', f"http://127.0.0.1:{__import__('receivers').free_port()}")
+    with open_store(pg_db, 's3://parkml/frames') as st:
+        with pytest.raises(StoreUnavailable, match=r'frame store s3://parkml/frames \(setting frames_dir'):
+            st.log_prediction(rec(9, frames[5]))
+        assert st.counts()['predictions'] == 6  # nothing half-written
+
+def test_stores_opened_at_once_migrate_once(pg_db, tmp_path):
+    "Three processes open the three stores of one new PostgreSQL database at the same moment: each schema is made once"
+    code = textwrap.dedent("""
+        import sys, time
+        from parkml.predlog import open_store
+        from parkml.alerts import open_alert_store
+        from parkml.auditlog import open_governance
+        uri, go = sys.argv[1], float(sys.argv[2])
+        time.sleep(max(0, go - time.time()))
+        for opener in (open_store, open_alert_store, open_governance): opener(uri).close()
+    """)
+    go = str(time.time() + 3)
+    procs = [subprocess.Popen([sys.executable, '-c', code, pg_db, go], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+             for _ in range(3)]
+    assert [p.wait(60) for p in procs] == [0, 0, 0], [p.stderr.read() for p in procs]
+    assert sorted(sql(pg_db, 'SELECT store, version FROM parkml_schema')) == [('alerts', 1), ('audit', 1), ('predlog', 1)]
