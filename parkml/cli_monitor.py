@@ -30,7 +30,8 @@ def _fail(cmd: str, e: Exception) -> int:
 def cmd_analyze(a):
     "Run the daily analysis notebook for one day; deliver its alerts; retrain when a rule may and did ask"
     from parkml.daily import run_daily
-    from parkml.alerts import auto_retrain, open_alert_store
+    from parkml.alerts import open_alert_store
+    from parkml.retraining import auto_retrain
     try: res = run_daily(a.day, window_h=a.window, start=a.start, end=a.end, thresholds=parse_sets(a.set), model=a.model,
                          send=not a.no_deliver, progress=not a.quiet)
     except (ValueError, KeyError) as e: return _fail('analyze', e)
@@ -82,7 +83,7 @@ def pd_time(s):
 
 def cmd_retrain(a):
     "Retrain with the labelled production frames, then stage the new version"
-    from parkml.alerts import retrain
+    from parkml.retraining import retrain
     from parkml.cli_governance import signed_in
     if (me := signed_in(a, 'retrain')) is None: return 2
     try: res = retrain(a.reason, a.alert, me, a.limit, stage=not a.no_stage, progress=not a.quiet)

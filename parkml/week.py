@@ -346,7 +346,8 @@ def run_week(opts: WeekOptions = None, fresh: bool = False, progress: bool = Tru
 def week_in(home: Path, opts: WeekOptions, progress: bool = True) -> WeekResult:
     "The week itself, on the stores of the current settings (`run_week` points them at the week's own folder)"
     from parkml.notebooks import run_notebook, warm_kernels
-    from parkml.alerts import open_alert_store, retrain, run_staging
+    from parkml.alerts import open_alert_store
+    from parkml.retraining import retrain, stage_version
     from parkml.predlog import open_store
     cfg, t0 = get_settings(), time.time()
     plans = scenario(opts.days, opts.frames_per_day, opts.end)
@@ -362,7 +363,7 @@ def week_in(home: Path, opts: WeekOptions, progress: bool = True) -> WeekResult:
         tr = run_notebook('50_train', dict(limit=opts.train_limit, run_name='week-day0'), progress=progress)
         v1 = versions['first'] = str(tr['version'])
         say(0, f"trained version {v1}: test accuracy {tr['test_accuracy']:.3f}, recall gap {tr['test_recall_gap']:+.3f}")
-        st = run_staging(v1, opts.staging, progress)
+        st = stage_version(v1, opts.staging, progress)
         say(0, f"staging of version {v1}: {st['status']}" + (f" ({st.get('reasons') or st.get('validation_reasons')})" if st['status'] != 'passed' else ''))
         if st['status'] != 'passed':
             raise RuntimeError(f"the first model failed staging, so the week cannot start: see {st.get('html')}")

@@ -2,7 +2,8 @@
 import pandas as pd
 import streamlit as st
 import appkit as k
-from parkml.alerts import open_alert_store, start_retrain_job, handle_alert, SEVERITIES, STATES
+from parkml.alerts import open_alert_store, handle_alert, SEVERITIES, STATES
+from parkml.retraining import start_retrain_job
 from parkml.governance import check_role, rollback, Refused
 
 st.title('Alerts')
