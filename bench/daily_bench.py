@@ -34,7 +34,7 @@ def main():
                       PARKML_ALERTS_URI=f"sqlite:///{day_dir}/alerts.db", PARKML_ALERT_WEBHOOK_URL='', PARKML_SMTP_HOST='')
     from parkml.config import get_settings
     from parkml.predlog import open_store
-    from parkml.monitor import synthetic_day
+    from parkml.simulate import synthetic_day
     cfg = get_settings()
     mv = get_version(a.limit)
     print(f"model version {mv.version} (run {mv.run_id}); shap_frames {cfg.shap_frames} x {cfg.shap_max_evals} evaluations; "

@@ -45,7 +45,8 @@ def main():
     from parkml.data import read_imageset, assign_splits
     from parkml.model import OnnxModel
     from parkml.tracking import local_onnx
-    from parkml.monitor import load_reference, cached_outputs, drift_tests
+    from parkml.monitor import load_reference, drift_tests
+    from parkml.simulate import cached_outputs
     cfg = get_settings()
     mv = get_version(a.limit)
     ref = load_reference(mv, cfg=cfg)

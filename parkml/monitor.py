@@ -6,15 +6,13 @@ Docs: https://parkml.github.io/parkml/monitor.html.md"""
 
 # %% ../nbs/20_monitor.ipynb #517b24b0
 from __future__ import annotations
-import hashlib, io, math, os, time, warnings
+import math, os, time
 from dataclasses import dataclass, field, asdict
-from pathlib import Path
 import numpy as np, pandas as pd
 from scipy import stats
-from tqdm.auto import tqdm
 from .config import get_settings, ensure_dir, Settings
-from .data import CLASSES, read_imageset, assign_splits
-from .predlog import proj_matrix, to_epoch, new_prediction_id
+from .data import CLASSES
+from .predlog import proj_matrix, to_epoch
 from .evaluate import (ReportFigure, wilson_ci, fairness_frame, fairness_table, fairness_figure,
                              recall_gap_sentence, lighting_band, shap_explain, shap_figure, CLASS_COLORS)
 
@@ -27,8 +25,7 @@ __all__ = ['FEATURES', 'DECODE_CODES', 'PERF_KEYS', 'TREND_LIMITS', 'load_refere
            'labels_of', 'labelled_performance', 'performance_by_day', 'Calibrator', 'fit_calibrator',
            'estimate_performance', 'estimated_by_day', 'estimate_error', 'robust_trend', 'telemetry_summary',
            'telemetry_checks', 'fairness_by_group', 'explain_frames', 'drift_figure', 'integrity_figure',
-           'performance_figure', 'telemetry_figure', 'frame_bytes', 'model_outputs', 'cached_outputs', 'traffic_times',
-           'synthetic_day']
+           'performance_figure', 'telemetry_figure']
 
 # %% ../nbs/20_monitor.ipynb #195e0c3a
 def _subsets(subsets, cfg) -> list | None:
@@ -653,141 +650,3 @@ def telemetry_figure(telemetry: pd.DataFrame, cfg: Settings = None) -> ReportFig
             a.legend(fontsize=7)
         a.axhline(cfg[TREND_LIMITS[col]], ls='--', c='k', lw=0.8); a.set(ylabel=col)
     return fig
-
-# %% ../nbs/20_monitor.ipynb #9f64e6be
-def frame_bytes(path, condition: str = None, severity: float = 3, seed: int = 0, quality: int = 90) -> bytes:
-    "The file's bytes, or the image under a CCTV condition re-encoded as a camera JPEG"
-    data = Path(path).read_bytes()
-    if not condition: return data
-    from parkml.cctv import apply_condition
-    from parkml.data import decode_image
-    buf = io.BytesIO()
-    apply_condition(decode_image(data), condition, severity, seed).save(buf, 'JPEG', quality=quality)
-    return buf.getvalue()
-
-def _seed_of(sha: str) -> int: return int(sha[:8], 16)
-
-def model_outputs(onnx_model, frames, batch: int = 64, progress: bool = True) -> pd.DataFrame:
-    "What the service computes for each frame (bytes): frame_sha, status, error, P(dog), proj and integrity features"
-    from parkml.service import analyse_frame, InputError
-    from parkml.predlog import frame_sha
-    cfg = get_settings(); rows, X, where = [], [], []
-    def flush():
-        if not X: return
-        out = onnx_model.run(np.stack(X), ['p_dog', 'proj'])
-        for i, p, v in zip(where, out['p_dog'].reshape(-1), out['proj']): rows[i].update(p_dog=float(p), proj=v.astype('<f4').tobytes())
-        X.clear(); where.clear()
-    for data in tqdm(frames, desc='model outputs', disable=not progress, leave=False):
-        r = dict(frame_sha=frame_sha(data) if data else None, status='ok', error=None, p_dog=None, proj=None, **dict.fromkeys(FEATURES))
-        try:
-            x, feats = analyse_frame(data, onnx_model.size, cfg.max_megapixels); r.update(feats)
-            X.append(x); where.append(len(rows))
-        except InputError as e: r.update(status='rejected', error=f"{e.code}: {e}")
-        rows.append(r)
-        if len(X) >= batch: flush()
-    flush()
-    return pd.DataFrame(rows)
-
-# %% ../nbs/20_monitor.ipynb #23548265
-def cached_outputs(om, run_id: str, pool: pd.DataFrame, condition, severity, cfg, progress) -> tuple[pd.DataFrame, int]:
-    "Model outputs of every image of `pool` (clean or under `condition`) indexed by image sha, cached on disk; and how many were computed"
-    tag = f"{condition}-{severity:g}" if condition else 'clean'
-    f = ensure_dir(cfg.runs/'cache'/'monitor'/run_id)/f"{tag}.parquet"
-    have = pd.read_parquet(f) if f.is_file() else pd.DataFrame()
-    todo = pool[~pool.sha.isin(have.index)] if len(have) else pool
-    if len(todo):
-        new = model_outputs(om, (frame_bytes(p, condition, severity, _seed_of(s)) for p, s in zip(todo.path, todo.sha)), progress=progress)
-        new.index = todo.sha.values
-        have = pd.concat([have, new]) if len(have) else new
-        tmp = f.with_suffix(f'.{os.getpid()}.tmp'); have.to_parquet(tmp); os.replace(tmp, f)
-    return have.loc[pool.sha].reset_index(drop=True), len(todo)
-
-def traffic_times(n: int, day, rng, cfg: Settings) -> np.ndarray:
-    "`n` sorted capture times over the day's traffic hours, busiest at midday"
-    start, _ = day_window(day, cfg)
-    spans = parse_hours(cfg.traffic_hours)
-    h = np.concatenate([rng.uniform(a, b, n) for a, b in spans])
-    w = np.concatenate([np.full(n, (b - a) / sum(b - a for a, b in spans)) for a, b in spans])
-    w = w * (1 + 0.8 * np.sin(np.pi * (h - spans[0][0]) / (spans[-1][1] - spans[0][0])))
-    h = rng.choice(h, n, replace=False, p=w / w.sum())
-    return np.sort(start + h * 3600)  # hours after local midnight (a clock change shifts them by an hour)
-
-def _telemetry_day(store, start: float, end: float, ts, latency, rejected, rng, mem_leak_pct_per_h: float, interval_s: float):
-    "One telemetry sample every `interval_s` over `[start, end)` consistent with the day's traffic"
-    edges = np.arange(start, end + interval_s, interval_s)
-    idx = np.searchsorted(ts, edges)
-    for k, t in enumerate(edges[:-1]):
-        lat = latency[idx[k]:idx[k + 1]]; load = len(lat) / interval_s
-        hours = (t - start) / 3600
-        store.log_telemetry(dict(ts=t, host='synthetic-edge', cpu_pct=min(100, 8 + 4 * load + rng.normal(0, 2)),
-                                 mem_pct=42 + mem_leak_pct_per_h * hours + rng.normal(0, 0.5),
-                                 mem_used_mb=3000 + 70 * mem_leak_pct_per_h * hours, disk_pct=35 + 0.05 * hours,
-                                 temp_c=48 + 3 * load + rng.normal(0, 0.7), rss_mb=420 + 30 * mem_leak_pct_per_h * hours + rng.normal(0, 3),
-                                 latency_p50_ms=float(np.percentile(lat, 50)) if len(lat) else None,
-                                 latency_p95_ms=float(np.percentile(lat, 95)) if len(lat) else None,
-                                 requests=len(lat), errors=int(rejected[idx[k]:idx[k + 1]].sum())))
-
-def synthetic_day(store, version=None, n: int = 10_000, day: str = '2026-06-01', n_images: int = 2000,
-                  cameras=('cam-01',), condition: str = None, severity: float = 3, condition_hours: tuple = None,
-                  dog_share: float = None, decode_failure_rate: float = 0.002, label_share: float = 0.02,
-                  label_delay_h: float = 2.0, telemetry: bool = True, telemetry_interval_s: float = 60,
-                  mem_leak_pct_per_h: float = 0.0, store_frames: bool = True, seed: int = 0, progress: bool = True,
-                  cfg: Settings = None) -> dict:
-    "Write a realistic day of `n` logged predictions (real frames through a real version's ONNX graph) into `store`"
-    from parkml.tracking import mlflow_client, resolve_version, local_onnx
-    from parkml.model import OnnxModel
-    cfg = cfg or get_settings(); t0 = time.perf_counter()
-    if condition_hours is not None and condition is None: raise ValueError("condition_hours needs a condition")
-    if not 0 <= label_share <= 1 or not 0 <= decode_failure_rate < 1: raise ValueError("label_share and decode_failure_rate are shares in [0, 1)")
-    client = mlflow_client(cfg)
-    mv = version if hasattr(version, 'run_id') else resolve_version(version, client, cfg)
-    om = OnnxModel(local_onnx(mv, client, cfg))
-    rng = np.random.default_rng(seed)
-    hold = assign_splits(read_imageset()).df.query("subset == 'holdout'")
-    pool = hold.sample(min(n_images, len(hold)), random_state=seed).reset_index(drop=True)
-    clean, passes = cached_outputs(om, mv.run_id, pool, None, severity, cfg, progress)
-    ts = traffic_times(n, day, rng, cfg)
-    if dog_share is None: pick = rng.integers(0, len(pool), n)
-    else:
-        dogs, cats = np.flatnonzero(pool.y.values == 1), np.flatnonzero(pool.y.values == 0)
-        pick = np.where(rng.random(n) < dog_share, rng.choice(dogs, n), rng.choice(cats, n))
-    local_h = (ts - day_window(day, cfg)[0]) / 3600
-    cond_mask = np.zeros(n, bool)
-    if condition:
-        a, b = condition_hours or (0, 24)
-        cond_mask = (local_h >= a) & (local_h < b)
-    out_c = None
-    if cond_mask.any():
-        out_c, k = cached_outputs(om, mv.run_id, pool, condition, severity, cfg, progress); passes += k
-    failing = rng.random(n) < decode_failure_rate
-    broken = model_outputs(om, [b'\xff\xd8\xff\xe0 truncated camera frame'], progress=False).iloc[0]
-    latency = rng.lognormal(np.log(8), 0.35, n)
-    cams = np.asarray(cameras)[rng.integers(0, len(cameras), n)]
-    if store_frames:
-        for src, cond in ((clean, None), (out_c, condition)):
-            if src is None: continue
-            used = pool.iloc[np.unique(pick[(cond_mask if cond else ~cond_mask) & ~failing])]
-            for p, s in tqdm(zip(used.path, used.sha), total=len(used), desc='frames', disable=not progress, leave=False):
-                store.put_frame(frame_bytes(p, cond, severity, _seed_of(s)), ts=ts[0])
-    ids = [new_prediction_id(t) for t in ts]
-    base = dict(model_name=mv.name, model_version=str(mv.version), run_id=mv.run_id, alias=None)
-    ocols = ['frame_sha', 'status', 'error', 'p_dog', 'proj', 'width', 'height', 'brightness', 'contrast', 'sharpness']
-    C, Cc = clean[ocols].to_dict('records'), out_c[ocols].to_dict('records') if out_c is not None else None
-    def records():
-        for i in range(n):
-            o = broken if failing[i] else (Cc if cond_mask[i] else C)[pick[i]]
-            rec = {**base, **{k: o[k] for k in ocols}, 'id': ids[i], 'ts': ts[i], 'received': ts[i], 'camera': cams[i], 'latency_ms': latency[i]}
-            if rec['status'] == 'ok': rec['label'] = CLASSES[int(rec['p_dog'] >= 0.5)]
-            else: rec.update({k: None for k in ('p_dog', 'proj', 'width', 'height', 'brightness', 'contrast', 'sharpness')})
-            if not store_frames: rec['frame_sha'] = None
-            yield {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in rec.items()}
-    store.bulk_insert(records(), total=n)
-    ok = ~failing
-    lab = np.flatnonzero(ok & (rng.random(n) < label_share))
-    for i in tqdm(lab, desc='labels', disable=not progress or not len(lab), leave=False):
-        store.add_feedback(ids[i], CLASSES[int(pool.y.iloc[pick[i]])], source='synthetic', ts=ts[i] + label_delay_h * 3600)
-    start, end = day_window(day, cfg)
-    if telemetry: _telemetry_day(store, start, end, ts, latency, failing, rng, mem_leak_pct_per_h, telemetry_interval_s)
-    return dict(day=day, start=start, end=end, n=n, n_rejected=int(failing.sum()), n_labels=len(lab),
-                n_condition=int(cond_mask.sum()), n_images=len(pool), forward_passes=passes, version=str(mv.version),
-                run_id=mv.run_id, seconds=time.perf_counter() - t0)

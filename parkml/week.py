@@ -15,7 +15,8 @@ import numpy as np, pandas as pd, httpx
 from tqdm.auto import tqdm
 from .config import get_settings, ensure_dir, write_atomic, Settings
 from .data import read_imageset, assign_splits, CLASSES
-from .monitor import day_window, traffic_times, frame_bytes, _seed_of
+from .monitor import day_window
+from .simulate import traffic_times, frame_bytes, seed_of
 from .evaluate import lighting_band
 
 # %% auto #0
@@ -114,7 +115,7 @@ class FrameCache:
         key = (sha, condition, float(severity))
         with self.lock:
             if key in self.d: self.d.move_to_end(key); return self.d[key]
-        data = frame_bytes(path, condition, severity, _seed_of(sha)) if condition and severity > 0 else Path(path).read_bytes()
+        data = frame_bytes(path, condition, severity, seed_of(sha)) if condition and severity > 0 else Path(path).read_bytes()
         with self.lock:
             self.d[key] = data
             if len(self.d) > self.size: self.d.popitem(last=False)

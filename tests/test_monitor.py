@@ -10,6 +10,7 @@ from parkml.model import OnnxModel
 from parkml.predlog import open_store, new_prediction_id
 from parkml.tracking import local_onnx, resolve_version
 from parkml import monitor as mon
+from parkml import simulate as sim
 
 DAY = '2026-03-02'
 T10 = pd.Timestamp(f'{DAY} 10:00', tz='UTC').timestamp()  # traffic hours are 7-21 UTC
@@ -24,7 +25,7 @@ def env(trained):
     om = OnnxModel(local_onnx(mv))
     hold = assign_splits(read_imageset()).df.query("subset == 'holdout'")
     pool = hold.sample(300, random_state=0).reset_index(drop=True)
-    clean, _ = mon.cached_outputs(om, mv.run_id, pool, None, 3, cfg, False)
+    clean, _ = sim.cached_outputs(om, mv.run_id, pool, None, 3, cfg, False)
     return dict(cfg=cfg, mv=mv, ref=ref, om=om, pool=pool, clean=clean.assign(y=pool.y.values))
 
 
@@ -58,7 +59,7 @@ def crafted(env, case) -> tuple[list, dict]:
         return [jpeg(photo(env, i).resize((24, 18))) for i in range(4)] + [jpeg(photo(env, 5).resize((4200, 120)))], {}
     if case in ('brightness_range', 'contrast_range', 'blurred'):
         cond = dict(brightness_range='night', contrast_range='fog', blurred='motion_blur')[case]
-        return [mon.frame_bytes(pool.path[i], cond, 3, seed=i) for i in range(150, 165)], {}
+        return [sim.frame_bytes(pool.path[i], cond, 3, seed=i) for i in range(150, 165)], {}
     if case == 'blank':  # lens covered: real photos crushed to near black, and one fully black
         return [jpeg(photo(env, i).point(lambda v: v // 60)) for i in range(4)] + [jpeg(photo(env, 4).point(lambda v: 0))], {}
     if case == 'frozen_camera':  # the camera keeps sending one picture, every 2 s for a minute
@@ -91,7 +92,7 @@ def test_clean_window_passes_every_check(env, store):
 @pytest.mark.parametrize('case', CASES)
 def test_integrity_check_fails_on_crafted_frames(env, store, case):
     frames, how = crafted(env, case)
-    outs = mon.model_outputs(env['om'], frames, progress=False)  # the service's decode, features and ONNX path
+    outs = sim.model_outputs(env['om'], frames, progress=False)  # the service's decode, features and ONNX path
     clean_window(env, store)
     at = T10 + 1801 + how.get('step', 3) * np.arange(len(frames))  # between two clean frames (one a minute) at 10:30
     log_window(store, outs, at, mv=env['mv'])
@@ -121,7 +122,7 @@ def test_frozen_for_minutes_with_few_frames(env, store):
     "A second camera sends eight copies of one frame over ten minutes: under the frame count, over the time limit"
     clean_window(env, store)
     frame = open(env['pool'].path[9], 'rb').read()
-    log_window(store, mon.model_outputs(env['om'], [frame] * 8, progress=False), T10 + 3000 + 85 * np.arange(8), 'cam-02', env['mv'])
+    log_window(store, sim.model_outputs(env['om'], [frame] * 8, progress=False), T10 + 3000 + 85 * np.arange(8), 'cam-02', env['mv'])
     c = mon.check_frozen(store.predictions(), env['cfg'])
     run, = c.evidence['runs']
     assert not c.passed and (run['camera'], run['frames']) == ('cam-02', 8) and 9.5 < run['minutes'] < 10
@@ -183,7 +184,7 @@ def test_drift_detected_under_severity_3(env, cond):
     "150 frames under fog, night or motion blur (parkml.cctv, severity 3) are flagged, the embedding test first among them"
     cfg = env['cfg']
     pool = env['pool'].iloc[150:300]
-    out, _ = mon.cached_outputs(env['om'], env['mv'].run_id, pool, cond, 3, cfg, False)
+    out, _ = sim.cached_outputs(env['om'], env['mv'].run_id, pool, cond, 3, cfg, False)
     r = mon.drift_tests(env['ref'], out.assign(ts=0.0, status='ok'), cfg)
     assert r.drift and 'embedding' in r.fired and r.n_window == 150, r.summary()
     assert r.get('embedding').p_adjusted <= cfg.drift_alpha and 'DRIFT' in r.summary()
