@@ -6,12 +6,15 @@ Docs: https://parkml.github.io/parkml/staging.html.md"""
 
 # %% ../nbs/24_staging.ipynb #c80b0139
 from __future__ import annotations
-import io, json, logging, math, os, socket, subprocess, sys, threading, time, zlib
+import inspect, io, json, logging, math, os, socket, subprocess, sys, threading, time, zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 import numpy as np, pandas as pd
 from PIL import Image
+from fastcore.basics import store_attr, basic_repr
+from fastcore.meta import delegates
 from tqdm.auto import tqdm
 from .config import get_settings, ensure_dir, Settings
 from .data import read_imageset, assign_splits, decode_image, preprocess, load_images, ImageError, CLASSES
@@ -25,8 +28,12 @@ __all__ = ['DOG_GROUPS', 'stratified_sample', 'staging_images', 'fairness_extra'
            'condition_frames', 'bad_inputs', 'schema_problems', 'answer_problems', 'free_port', 'StagingService',
            'http_client', 'post_frame', 'replay', 'probe_bad_inputs', 'gate_specs', 'mlflow_gate', 'judge',
            'latency_table', 'latency_figure', 'dusk_figure', 'engine_agreement', 'reference_images',
-           'reference_agreement', 'engine_reference_check', 'engine_figure', 'StagingResult', 'champion_of',
-           'score_frames', 'run_staging', 'start_staging_run', 'log_staging', 'record_verdict', 'format_gates', 'stage']
+           'reference_agreement', 'engine_reference_check', 'engine_figure', 'StagingOptions', 'StagingResult',
+           'champion_of', 'score_frames', 'pick_rows', 'staging_frames', 'replay_staging', 'peak_rss_mb',
+           'all_answered', 'frame_answers', 'clean_quality', 'robustness_part', 'fairness_part', 'error_analysis',
+           'service_summary', 'champion_comparison', 'engine_check', 'gate_measures', 'staging_summary',
+           'start_staging', 'run_staging', 'start_staging_run', 'log_staging', 'record_verdict', 'format_gates',
+           'stage']
 
 # %% ../nbs/24_staging.ipynb #5e99af92
 def stratified_sample(df: pd.DataFrame, n: int = 0, seed: int = 0, by: str = 'label') -> pd.DataFrame:
@@ -420,7 +427,32 @@ def engine_figure(p_engine, p_onnx, engine: str = 'the engine') -> ReportFigure:
     ax.legend(fontsize=8)
     return fig
 
-# %% ../nbs/24_staging.ipynb #d5e3a8f9
+# %% ../nbs/24_staging.ipynb #ee70c616
+class StagingOptions:
+    "What a staging run replays and explains"
+    def __init__(self,
+        sample: int = 0, # staging images replayed clean (0: all of the stage subset)
+        robust_sample: int = -1, # images replayed under each condition but night, per severity (-1: setting stage_robust_sample; 0: all)
+        dusk_sample: int = -1, # images replayed under night (dusk), per severity (-1: setting stage_dusk_sample; 0: all)
+        concurrency: int = 0, # requests in flight (0: setting stage_concurrency)
+        seed: int = 0, # seed of the samples and of the camera-condition transforms
+        shap_errors: int = 6, # worst misclassified images shown and explained with SHAP (0: none)
+        shap_max_evals: int = 120, # SHAP evaluations per explained image (0: show the worst errors without SHAP)
+        severities: str = '', # camera-condition severities replayed, e.g. "2" or "1,3" ("": all; the gate severity always)
+    ): store_attr()
+    __repr__ = basic_repr('sample,robust_sample,dusk_sample,concurrency,seed,shap_errors,shap_max_evals,severities')
+
+    def as_dict(self) -> dict:
+        "The options by name, in their order"
+        return {k: getattr(self, k) for k in inspect.signature(type(self)).parameters}
+
+    def severity_list(self, cfg: Settings) -> list[int]:
+        "The severities replayed: those asked for (default: all), always with the gate severity"
+        s = self.severities
+        asked = [int(x) for x in s.split(',') if x.strip()] if isinstance(s, str) else [int(x) for x in s or []]
+        return sorted(set(asked or SEVERITIES) | {cfg.stage_gate_severity})
+
+# %% ../nbs/24_staging.ipynb #2d1b44d4
 @dataclass
 class StagingResult:
     "Everything one staging run measured: `summary` (JSON-ready, with the gates), tables, figures and per-frame answers"
@@ -435,6 +467,7 @@ class StagingResult:
     @property
     def passed(self) -> bool: return bool(self.summary['passed'])
 
+# %% ../nbs/24_staging.ipynb #e69ea861
 def champion_of(version, client, cfg) -> object | None:
     "The champion's ModelVersion, unless there is none or it is `version` itself"
     from parkml.tracking import resolve_version, RegistryError
@@ -442,6 +475,7 @@ def champion_of(version, client, cfg) -> object | None:
     except RegistryError: return None
     return None if str(ch.version) == str(version) else ch
 
+# %% ../nbs/24_staging.ipynb #c25454d7
 def score_frames(om, frames: list, batch: int = 64) -> np.ndarray:
     "P(dog) of encoded frames, in-process (for the champion's comparison)"
     out = []
@@ -453,221 +487,328 @@ def _gap_points(y, p) -> float:
     m = classification_metrics(y, p)
     return abs(100 * m['recall_gap'])
 
-# %% ../nbs/24_staging.ipynb #14966b58
-def run_staging(version='latest', sample: int = 0, robust_sample: int = -1, dusk_sample: int = -1, concurrency: int = 0,
-                seed: int = 0, shap_errors: int = 6, shap_max_evals: int = 120, severities=None, url: str = None, service_pid: int = None,
-                set_alias: bool = True, home=None, progress: bool = True, cfg: Settings = None) -> StagingResult:
-    """Stage model `version` (number, alias or 'latest'): mark it `challenger`, serve it on loopback (or use the service
-    at `url`), replay `sample` staging images (0: all) clean, then `dusk_sample` of them under night and `robust_sample`
-    under each other camera condition, at each of `severities` (default: all; the gate severity is always among them)
-    (-1: settings; 0: all), probe bad inputs, compare with the champion, and judge the gates."""
-    from parkml.tracking import mlflow_client, resolve_version, local_onnx
-    from parkml.governance import set_challenger
-    from parkml.model import OnnxModel, open_model, serving_engine
-    cfg = cfg or get_settings(); client = mlflow_client(cfg)
-    t_start, timings = time.time(), {}
-    mv = resolve_version(version, client, cfg); v = str(mv.version)
-    concurrency = concurrency or cfg.stage_concurrency
-    sevs = sorted({int(s) for s in (severities or SEVERITIES)} | {cfg.stage_gate_severity})
-    alias = 'challenger' if set_alias else None
-    home = ensure_dir(home or cfg.runs/'staging'/f"v{v}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if set_alias: set_challenger(v, note='staging run', cfg=cfg)
-    # the service boots in its own process while this one prepares every frame it will send
-    svc = None if url else StagingService('challenger', home/'service', cfg).launch()
+# %% ../nbs/24_staging.ipynb #8d026b0f
+def pick_rows(imgs: pd.DataFrame, n: int, seed: int) -> np.ndarray:
+    "Row numbers of a class-stratified sample of `n` images of `imgs` (all rows for 0)"
+    return stratified_sample(imgs.assign(i=np.arange(len(imgs))), n, seed).i.values if n else np.arange(len(imgs))
+
+# %% ../nbs/24_staging.ipynb #7077e7a4
+def staging_frames(s, o: StagingOptions, progress: bool = True):
+    "Add the images, their features and frames, the samples per condition and every condition's frames to `s`"
+    cfg = s.cfg
+    s.imgs = imgs = staging_images(o.sample, o.seed)
+    s.X, s.feats, _ = load_images(imgs.path, cfg.image_size, progress=progress)
+    s.frames = [Path(p).read_bytes() for p in imgs.path]
+    s.y = imgs.y.values.astype(int)
+    s.fx = fairness_extra(imgs, cfg.stage_fairness_extra, o.seed)
+    dusk_n = cfg.stage_dusk_sample if o.dusk_sample < 0 else o.dusk_sample
+    robust_n = cfg.stage_robust_sample if o.robust_sample < 0 else o.robust_sample
+    s.sel = {c: pick_rows(imgs, dusk_n if c == 'night' else robust_n, o.seed) for c in CONDITIONS}
+    s.lat_idx = np.arange(min(len(imgs), cfg.stage_latency_frames))
+    s.timings['images_s'] = time.time() - s.t_start
+    t1 = time.time()
+    s.cond = {(c, v): condition_frames([s.frames[i] for i in s.sel[c]], list(imgs.sha.values[s.sel[c]]), c, v, o.seed)
+              for c in tqdm(CONDITIONS, desc='camera conditions', disable=not progress, leave=False) for v in s.sevs}
+    s.timings['transform_s'] = time.time() - t1
+    return s
+
+# %% ../nbs/24_staging.ipynb #61941d36
+def replay_staging(s, progress: bool = True):
+    "Replay every frame of `s` to the service at `s.url`; add the passes, the bad-input probe and the service's health"
+    v, alias, n, t0 = s.v, s.alias, s.concurrency, time.time()
+    s.passes = passes = {}
     try:
-        # the images, decoded once in-process for their lighting band, the SHAP explanations and the champion
-        imgs = staging_images(sample, seed)
-        X, feats, _ = load_images(imgs.path, cfg.image_size, progress=progress)
-        frames = [Path(p).read_bytes() for p in imgs.path]
-        y = imgs.y.values.astype(int)
-        fx = fairness_extra(imgs, cfg.stage_fairness_extra, seed)
-        pick = lambda n: stratified_sample(imgs.assign(i=np.arange(len(imgs))), n, seed).i.values if n else np.arange(len(imgs))
-        sel = {c: pick(cfg.stage_dusk_sample if dusk_sample < 0 else dusk_sample) if c == 'night' else
-                  pick(cfg.stage_robust_sample if robust_sample < 0 else robust_sample) for c in CONDITIONS}
-        lat_idx = np.arange(min(len(imgs), cfg.stage_latency_frames))
-        timings['images_s'] = time.time() - t_start
-        t1 = time.time()
-        cond = {(c, s): condition_frames([frames[i] for i in sel[c]], list(imgs.sha.values[sel[c]]), c, s, seed)
-                for c in tqdm(CONDITIONS, desc='camera conditions', disable=not progress, leave=False) for s in sevs}
-        timings['transform_s'] = time.time() - t1
-        if svc: svc.wait_ready()
-    except BaseException:
-        if svc: svc.stop()
-        raise
-    url = url or svc.url
-    passes, t0 = {}, time.time()
-    try:
-        with http_client(url, concurrency, cfg) as http:
+        with http_client(s.url, n, s.cfg) as http:
             spec = http.get('/openapi.json').raise_for_status().json()
-            passes['one camera'] = replay(http, [frames[i] for i in lat_idx], spec, v, alias, 1, 'one camera', progress)
-            passes['clean'] = replay(http, frames, spec, v, alias, concurrency, 'clean', progress)
-            if len(fx): passes['fairness extra'] = replay(http, [Path(q).read_bytes() for q in fx.path], spec, v, alias, concurrency,
-                                                         'fairness extra', progress)
-            timings['clean_replay_s'] = time.time() - t0
-            dusk_frames = {s: cond['night', s] for s in sevs}
-            for (c, s), cf in cond.items():
-                passes[f"{c} {s}"] = replay(http, cf, spec, v, alias, concurrency, f"{c} {s}", progress)
-            timings['condition_replay_s'] = time.time() - t0 - timings['clean_replay_s']
-            bad = probe_bad_inputs(http, frames[0], cfg)
-            health = http.get('/health').json()
+            passes['one camera'] = replay(http, [s.frames[i] for i in s.lat_idx], spec, v, alias, 1, 'one camera', progress)
+            passes['clean'] = replay(http, s.frames, spec, v, alias, n, 'clean', progress)
+            if len(s.fx):
+                extra = [Path(q).read_bytes() for q in s.fx.path]
+                passes['fairness extra'] = replay(http, extra, spec, v, alias, n, 'fairness extra', progress)
+            s.timings['clean_replay_s'] = time.time() - t0
+            for (c, sev), cf in s.cond.items():
+                passes[f"{c} {sev}"] = replay(http, cf, spec, v, alias, n, f"{c} {sev}", progress)
+            s.timings['condition_replay_s'] = time.time() - t0 - s.timings['clean_replay_s']
+            s.bad = probe_bad_inputs(http, s.frames[0], s.cfg)
+            s.health = http.get('/health').json()
     finally:
-        if svc: svc.stop()
-    timings['service_s'] = time.time() - t0
-    peak_rss = svc.peak_rss_mb if svc else None
-    if service_pid and peak_rss is None:
+        if s.svc: s.svc.stop()
+    s.timings['service_s'] = time.time() - t0
+    return s
+
+# %% ../nbs/24_staging.ipynb #10dde2c7
+def peak_rss_mb(svc, service_pid: int = None) -> float | None:
+    "The service's peak memory: measured by our `StagingService`, else the current RSS of the process `service_pid`"
+    peak = svc.peak_rss_mb if svc else None
+    if service_pid and peak is None:
         import psutil
-        try: peak_rss = psutil.Process(service_pid).memory_info().rss / 2**20
+        try: peak = psutil.Process(service_pid).memory_info().rss / 2**20
         except psutil.Error: pass
-    # per-frame answers
+    return peak
+
+# %% ../nbs/24_staging.ipynb #822863f6
+def all_answered(r: pd.DataFrame) -> bool:
+    "Did the service answer every frame of a replay pass (HTTP 200)?"
+    return bool((r.status == 200).all())
+
+def frame_answers(s) -> pd.DataFrame:
+    "Every answer of every pass, one row per frame: condition, severity, image relpath, sha and true class"
     preds = []
-    for name, r in passes.items():
-        c, s = (name.rsplit(' ', 1)[0], int(name.rsplit(' ', 1)[1])) if name[-1].isdigit() else (name, 0)
+    for name, r in s.passes.items():
+        c, sev = (name.rsplit(' ', 1)[0], int(name.rsplit(' ', 1)[1])) if name[-1].isdigit() else (name, 0)
         if name == 'fairness extra':
-            preds.append(r.assign(condition=c, severity=s, relpath=fx.relpath.values, sha=fx.sha.values, y=fx.y.values)); continue
-        idx = sel[c] if c in sel else lat_idx if name == 'one camera' else np.arange(len(imgs))
-        preds.append(r.assign(condition=c, severity=s, relpath=imgs.relpath.values[idx], sha=imgs.sha.values[idx], y=y[idx]))
-    preds = pd.concat(preds, ignore_index=True)
-    answered = lambda r: (r.status == 200).all()
-    cl = passes['clean']
-    if not answered(cl): raise RuntimeError(f"the service did not answer every clean staging image: {cl.status.value_counts().to_dict()}")
-    p = cl.p_dog.values.astype(float)
-    yp = (p >= 0.5).astype(int)
-    metrics = classification_metrics(y, p)
-    tables, figures, texts = {}, {}, {}
-    tables['per_class'] = pd.DataFrame({c: [metrics[f'precision_{c}'], metrics[f'recall_{c}'], metrics[f'f1_{c}']] for c in (*CLASSES, 'macro')},
-                                       index=['precision', 'recall', 'F1']).T
-    tables['confusion'] = pd.crosstab(pd.Series(imgs.label.values, name='true'), pd.Series(np.array(CLASSES)[yp], name='predicted'))
-    figures['confusion.png'] = confusion_figure(y, p, title=f"Staging images, clean (n={len(y)})")
-    figures['reliability.png'] = reliability_figure(y, p)
-    # robustness: drops against the clean answers of the same images (night may use more images than the others)
+            preds.append(r.assign(condition=c, severity=sev, relpath=s.fx.relpath.values, sha=s.fx.sha.values, y=s.fx.y.values))
+            continue
+        idx = s.sel[c] if c in s.sel else s.lat_idx if name == 'one camera' else np.arange(len(s.imgs))
+        preds.append(r.assign(condition=c, severity=sev, relpath=s.imgs.relpath.values[idx], sha=s.imgs.sha.values[idx],
+                              y=s.y[idx]))
+    return pd.concat(preds, ignore_index=True)
+
+# %% ../nbs/24_staging.ipynb #c7127d85
+def clean_quality(s):
+    "Add the clean answers' P(dog), decisions and metrics, the per-class and confusion tables and their figures to `s`"
+    cl = s.passes['clean']
+    if not all_answered(cl):
+        raise RuntimeError(f"the service did not answer every clean staging image: {cl.status.value_counts().to_dict()}")
+    s.p = p = cl.p_dog.values.astype(float)
+    s.yp = (p >= 0.5).astype(int)
+    s.metrics = m = classification_metrics(s.y, p)
+    s.tables['per_class'] = pd.DataFrame({c: [m[f'precision_{c}'], m[f'recall_{c}'], m[f'f1_{c}']] for c in (*CLASSES, 'macro')},
+                                         index=['precision', 'recall', 'F1']).T
+    s.tables['confusion'] = pd.crosstab(pd.Series(s.imgs.label.values, name='true'),
+                                        pd.Series(np.array(CLASSES)[s.yp], name='predicted'))
+    s.figures['confusion.png'] = confusion_figure(s.y, p, title=f"Staging images, clean (n={len(s.y)})")
+    s.figures['reliability.png'] = reliability_figure(s.y, p)
+    return s
+
+# %% ../nbs/24_staging.ipynb #e8fc29ca
+def robustness_part(s):
+    "Add the robustness table (drops against the clean answers of the same images), its figures and the gate rows"
     parts = []
-    for idx in {tuple(ix) for ix in sel.values()}:
+    for idx in {tuple(ix) for ix in s.sel.values()}:
         idx = np.array(idx)
-        res = {(c, s): (y[idx], passes[f"{c} {s}"].p_dog.values.astype(float)) for c in CONDITIONS for s in sevs
-               if np.array_equal(sel[c], idx) and answered(passes[f"{c} {s}"])}
-        if res: parts.append(robustness_table(res, (y[idx], p[idx])))
-    rt = pd.concat(parts).sort_values(['condition', 'severity'], ignore_index=True)
-    tables['robustness'] = rt
-    figures['robustness.png'] = robustness_figure(rt)
-    dk = sel['night']
-    figures['dusk.png'] = dusk_figure(rt, classification_metrics(y[dk], p[dk]))
-    gs = cfg.stage_gate_severity
-    at = rt[rt.severity == gs].set_index('condition')
-    # fairness, on the clean replay; lighting band also over clean + dusk frames, where the dark bands are populated
-    light = lighting_band(feats.brightness.values)
-    both = pd.concat([imgs, fx], ignore_index=True)
-    src = both['source'].values if 'source' in both else np.full(len(both), 'unknown')
-    fe = passes.get('fairness extra')
-    fok = fe is not None and answered(fe)
-    by, byp = (np.concatenate([y, fx.y.values]), np.concatenate([yp, (fe.p_dog.values >= 0.5).astype(int)])) if fok else (y, yp)
+        res = {(c, v): (s.y[idx], s.passes[f"{c} {v}"].p_dog.values.astype(float)) for c in CONDITIONS for v in s.sevs
+               if np.array_equal(s.sel[c], idx) and all_answered(s.passes[f"{c} {v}"])}
+        if res: parts.append(robustness_table(res, (s.y[idx], s.p[idx])))
+    s.rt = rt = pd.concat(parts).sort_values(['condition', 'severity'], ignore_index=True)
+    s.tables['robustness'] = rt
+    s.figures['robustness.png'] = robustness_figure(rt)
+    s.dk = s.sel['night']
+    s.figures['dusk.png'] = dusk_figure(rt, classification_metrics(s.y[s.dk], s.p[s.dk]))
+    s.gs = s.cfg.stage_gate_severity
+    s.at = rt[rt.severity == s.gs].set_index('condition')
+    s.night_ok = [v for v in s.sevs if all_answered(s.passes[f"night {v}"])]
+    s.dusk_p = s.passes[f"night {s.gs}"].p_dog.values.astype(float) if s.gs in s.night_ok else None
+    return s
+
+# %% ../nbs/24_staging.ipynb #ee36073f
+def _dusk_bands(s) -> dict:
+    "Fairness by lighting band over the clean and the dusk frames together"
+    from parkml.data import image_features
+    bright = lambda f: image_features(preprocess(decode_image(f), s.cfg.image_size))['brightness']
+    nb = np.concatenate([s.light, [lighting_band([bright(f)])[0] for v in s.night_ok for f in s.cond['night', v]]])
+    ny = np.concatenate([s.y, *[s.y[s.dk] for _ in s.night_ok]])
+    nyp = np.concatenate([s.yp, *[(s.passes[f"night {v}"].p_dog.values >= 0.5).astype(int) for v in s.night_ok]])
+    return fairness_frame(ny, nyp, {'lighting band (clean + dusk)': nb})
+
+def fairness_part(s):
+    "Add the fairness table and figure (by class, source, breed group and lighting band) and the recall-gap texts"
+    s.light = lighting_band(s.feats.brightness.values)
+    both = pd.concat([s.imgs, s.fx], ignore_index=True)
+    s.src = both['source'].values if 'source' in both else np.full(len(both), 'unknown')
+    fe = s.passes.get('fairness extra')
+    fok = fe is not None and all_answered(fe)
+    by, byp = (np.concatenate([s.y, s.fx.y.values]), np.concatenate([s.yp, (fe.p_dog.values >= 0.5).astype(int)])) if fok \
+        else (s.y, s.yp)
     n = len(by)
-    a = fairness_frame(y, yp, {'class': imgs.label.values, 'lighting band': light})
-    b = fairness_frame(by, byp, {'source': src[:n], 'breed group': [breed_group(l, b_) for l, b_ in
-                                                                      zip(both.label[:n], both['breed'][:n] if 'breed' in both else [None] * n)]})
-    frames_fair = {'class': a['class'], 'source': b['source'], 'breed group': b['breed group'], 'lighting band': a['lighting band']}
-    night_ok = [s for s in sevs if answered(passes[f"night {s}"])]
-    if night_ok:
-        from parkml.data import image_features
-        nb = np.concatenate([light, [lighting_band([image_features(preprocess(decode_image(f), cfg.image_size))['brightness']])[0]
-                                     for s in night_ok for f in dusk_frames[s]]])
-        ny = np.concatenate([y, *[y[dk] for _ in night_ok]])
-        nyp = np.concatenate([yp, *[(passes[f"night {s}"].p_dog.values >= 0.5).astype(int) for s in night_ok]])
-        frames_fair |= fairness_frame(ny, nyp, {'lighting band (clean + dusk)': nb})
-    tables['fairness'] = fairness_table(frames_fair)
-    figures['fairness.png'] = fairness_figure(tables['fairness'])
-    texts['recall_gap'] = recall_gap_sentence(y, yp)
-    dusk_p = passes[f"night {gs}"].p_dog.values.astype(float) if gs in night_ok else None
-    texts['dusk'] = (f"At dusk (night, severity {gs}, n={len(dk)}): " + recall_gap_sentence(y[dk], (dusk_p >= 0.5).astype(int))
-                     if dusk_p is not None else 'dusk not measured')
-    # error analysis: the most confidently wrong clean images, with SHAP on the candidate's own ONNX graph
-    worst = worst_errors(y, p, shap_errors) if shap_errors else np.zeros(0, int)
-    tables['worst_errors'] = pd.DataFrame(dict(relpath=imgs.relpath.values[worst], label=imgs.label.values[worst], p_dog=p[worst],
-                                               source=src[worst]))
+    breeds = both['breed'][:n] if 'breed' in both else [None] * n
+    a = fairness_frame(s.y, s.yp, {'class': s.imgs.label.values, 'lighting band': s.light})
+    b = fairness_frame(by, byp, {'source': s.src[:n], 'breed group': [breed_group(l, b_) for l, b_ in zip(both.label[:n], breeds)]})
+    frames = {'class': a['class'], 'source': b['source'], 'breed group': b['breed group'], 'lighting band': a['lighting band']}
+    if s.night_ok: frames |= _dusk_bands(s)
+    s.tables['fairness'] = fairness_table(frames)
+    s.figures['fairness.png'] = fairness_figure(s.tables['fairness'])
+    s.texts['recall_gap'] = recall_gap_sentence(s.y, s.yp)
+    s.texts['dusk'] = (f"At dusk (night, severity {s.gs}, n={len(s.dk)}): "
+                       + recall_gap_sentence(s.y[s.dk], (s.dusk_p >= 0.5).astype(int)) if s.dusk_p is not None
+                       else 'dusk not measured')
+    return s
+
+# %% ../nbs/24_staging.ipynb #65eed53e
+def error_analysis(s, o: StagingOptions):
+    "Add the worst errors' table, their gallery and their SHAP explanations to `s`"
+    from parkml.model import open_model
+    from parkml.tracking import local_onnx
+    y, p = s.y, s.p
+    worst = worst_errors(y, p, o.shap_errors) if o.shap_errors else np.zeros(0, int)
+    s.tables['worst_errors'] = pd.DataFrame(dict(relpath=s.imgs.relpath.values[worst], label=s.imgs.label.values[worst],
+                                                 p_dog=p[worst], source=s.src[worst]))
     t1 = time.time()
     if len(worst):
-        figures['worst_errors.png'] = error_gallery(X, y, p, worst)
-        if shap_max_evals:
-            att = shap_explain(open_model(local_onnx(mv, client, cfg)).predict, X[worst], max_evals=shap_max_evals)
-            figures['shap.png'] = shap_figure(list(X[worst]), att, [f"true {CLASSES[y[i]]}, P(dog) {p[i]:.2f}" for i in worst])
-    timings['shap_s'] = time.time() - t1
-    # service behaviour
-    tables['service'] = latency_table(passes)
-    tables['bad_inputs'] = bad
-    one = passes['one camera']
-    figures['latency.png'] = latency_figure(one, cfg.stage_max_p95_ms)
-    allp = pd.concat(passes.values())
-    service = dict(requests=int(len(allp) + len(bad)), latency_p50_ms=_pct(one.client_ms, 50), latency_p95_ms=_pct(one.client_ms, 95),
-                   latency_p99_ms=_pct(one.client_ms, 99), loaded_latency_p50_ms=_pct(cl.client_ms, 50),
-                   loaded_latency_p95_ms=_pct(cl.client_ms, 95), loaded_latency_p99_ms=_pct(cl.client_ms, 99),
-                   service_latency_p50_ms=_pct(one.service_ms, 50), service_latency_p95_ms=_pct(one.service_ms, 95),
-                   throughput_per_s=len(cl) / cl.attrs['wall_s'], errors_5xx=int((allp.status >= 500).sum() + (bad.status >= 500).sum()),
-                   broken_connections=int((allp.status == 0).sum() + (bad.status == 0).sum()),
-                   good_images_refused=int(allp.status.between(400, 499).sum()),
-                   malformed_answers=int((allp.problems != '').sum()), bad_inputs=len(bad), bad_inputs_4xx=int(bad.answered_4xx.sum()),
-                   bad_inputs_as_expected=int(bad.as_expected.sum()), peak_rss_mb=peak_rss, concurrency=concurrency,
-                   startup_s=getattr(svc, 'startup_s', None), url=url, served=health.get('model'),
-                   predlog=getattr(svc, 'predlog_uri', None))
-    # the champion, in-process on the same frames (clean and dusk)
-    champ, ch = None, champion_of(v, client, cfg)
-    if ch is not None:
-        om_c = open_model(local_onnx(ch, client, cfg))
-        mc = classification_metrics(y, om_c.predict(X))
-        dusk_c = classification_metrics(y[dk], score_frames(om_c, dusk_frames[gs])) if dusk_p is not None else None
-        dusk_m = classification_metrics(y[dk], dusk_p) if dusk_p is not None else None
-        champ = dict(version=str(ch.version), accuracy=mc['accuracy'], f1_macro=mc['f1_macro'], recall_gap=mc['recall_gap'],
-                     dusk_accuracy=dusk_c['accuracy'] if dusk_c else float('nan'))
-        rows = [('accuracy', metrics['accuracy'], mc['accuracy']), ('macro F1', metrics['f1_macro'], mc['f1_macro']),
-                ('cat recall', metrics['recall_cat'], mc['recall_cat']), ('dog recall', metrics['recall_dog'], mc['recall_dog'])]
-        if dusk_c: rows += [(f'dusk accuracy (night {gs})', dusk_m['accuracy'], dusk_c['accuracy']),
-                            (f'dusk cat recall (night {gs})', dusk_m['recall_cat'], dusk_c['recall_cat']),
-                            (f'dusk dog recall (night {gs})', dusk_m['recall_dog'], dusk_c['recall_dog'])]
-        tables['champion'] = pd.DataFrame(rows, columns=['metric', f'candidate v{v}', f'champion v{ch.version}']).assign(
-            difference=lambda d: d.iloc[:, 1] - d.iloc[:, 2])
-    # the engine: its served decisions against ONNX Runtime's on the same images, its answers against the reference
-    t1 = time.time()
-    onnx_path = local_onnx(mv, client, cfg)
-    engine = (health.get('model') or {}).get('engine') or serving_engine(onnx_path, cfg)
-    p_onnx = OnnxModel(onnx_path).predict(X)
-    eng, texts['engine'] = engine_agreement(p, p_onnx, engine)
-    figures['engine.png'] = engine_figure(p, p_onnx, engine)
-    ref_check, texts['engine_reference'] = engine_reference_check(mv, onnx_path, client, cfg)
-    timings['engine_s'] = time.time() - t1
-    # the gates
-    measured = dict(accuracy=metrics['accuracy'], f1_macro=metrics['f1_macro'], recall_gap_points=_gap_points(y, p),
-                    **{f"drop_{c}": float(at.loc[c, 'accuracy_drop']) if c in at.index else float('nan') for c in CONDITIONS},
-                    dusk_recall_gap_points=_gap_points(y[dk], dusk_p) if dusk_p is not None else float('nan'),
-                    dusk_accuracy=float(at.loc['night', 'accuracy']) if 'night' in at.index else float('nan'),
-                    latency_p95_ms=service['latency_p95_ms'], server_errors=service['errors_5xx'] + service['broken_connections'],
-                    malformed_answers=service['malformed_answers'] + service['good_images_refused'],
-                    bad_inputs_not_4xx=len(bad) - service['bad_inputs_4xx'], **eng, **ref_check)
-    notes = dict(recall_gap_points=texts['recall_gap'], dusk_recall_gap_points=texts['dusk'], dusk_accuracy=texts['dusk'],
-                 engine_agreement=texts['engine'], engine_drift_p=texts['engine_reference'])
-    for c in CONDITIONS:
-        if c in at.index:
-            r = at.loc[c]
-            notes[f"drop_{c}"] = (f"accuracy {r.accuracy:.3f} under {c} against {r.accuracy + r.accuracy_drop / 100:.3f} clean "
-                                  f"(n={int(r.n)}; cat recall {r.recall_cat:.2f}, dog recall {r.recall_dog:.2f})")
-    gates = judge(measured, cfg, champ, notes)
-    tables['gates'] = gates
-    passed = bool(gates.passed.all())
-    timings['total_s'] = time.time() - t_start
-    summary = dict(model=mv.name, version=v, verdict='passed' if passed else 'failed', passed=passed,
-                   failed_gates=[g for g in gates.gate[~gates.passed]], reasons=[r for r in gates.reason[~gates.passed]],
-                   gates=gates.drop(columns=['mlflow']).to_dict('records'), measured=measured, metrics=metrics,
-                   per_class=tables['per_class'].to_dict('index'), confusion=tables['confusion'].to_dict(),
-                   recall_gap_sentence=texts['recall_gap'], dusk_sentence=texts['dusk'],
-                   engine=dict(name=engine, openvino_precision=cfg.openvino_precision, agreement=texts['engine'],
-                               reference=texts['engine_reference']),
-                   robustness=rt.to_dict('records'), fairness=tables['fairness'].to_dict('records'),
-                   service=service, bad_inputs=bad.drop(columns=['message']).to_dict('records'), champion=champ,
-                   sizes=dict(clean=len(imgs), fairness_extra=len(fx), per_condition={c: len(ix) for c, ix in sel.items()}, one_camera=len(lat_idx),
-                              conditions=list(CONDITIONS), severities=sevs, gate_severity=gs, frames=int(len(allp)),
-                              seed=seed),
-                   worst_errors=tables['worst_errors'].to_dict('records'), timings=timings, home=str(home))
-    preds.to_parquet(home/'predictions.parquet')
-    (home/'summary.json').write_text(json.dumps(summary, indent=1, default=_json_default))
-    return StagingResult(v, summary, gates, tables, figures, preds, home, texts)
+        s.figures['worst_errors.png'] = error_gallery(s.X, y, p, worst)
+        if o.shap_max_evals:
+            att = shap_explain(open_model(local_onnx(s.mv, s.client, s.cfg)).predict, s.X[worst], max_evals=o.shap_max_evals)
+            titles = [f"true {CLASSES[y[i]]}, P(dog) {p[i]:.2f}" for i in worst]
+            s.figures['shap.png'] = shap_figure(list(s.X[worst]), att, titles)
+    s.timings['shap_s'] = time.time() - t1
+    return s
 
+# %% ../nbs/24_staging.ipynb #1a5c3351
+def service_summary(s) -> dict:
+    "The service's behaviour over every pass of `s` (and its tables and latency figure)"
+    bad, one, cl = s.bad, s.passes['one camera'], s.passes['clean']
+    s.tables['service'] = latency_table(s.passes)
+    s.tables['bad_inputs'] = bad
+    s.figures['latency.png'] = latency_figure(one, s.cfg.stage_max_p95_ms)
+    s.allp = allp = pd.concat(s.passes.values())
+    return dict(requests=int(len(allp) + len(bad)), latency_p50_ms=_pct(one.client_ms, 50),
+                latency_p95_ms=_pct(one.client_ms, 95), latency_p99_ms=_pct(one.client_ms, 99),
+                loaded_latency_p50_ms=_pct(cl.client_ms, 50), loaded_latency_p95_ms=_pct(cl.client_ms, 95),
+                loaded_latency_p99_ms=_pct(cl.client_ms, 99), service_latency_p50_ms=_pct(one.service_ms, 50),
+                service_latency_p95_ms=_pct(one.service_ms, 95), throughput_per_s=len(cl) / cl.attrs['wall_s'],
+                errors_5xx=int((allp.status >= 500).sum() + (bad.status >= 500).sum()),
+                broken_connections=int((allp.status == 0).sum() + (bad.status == 0).sum()),
+                good_images_refused=int(allp.status.between(400, 499).sum()),
+                malformed_answers=int((allp.problems != '').sum()), bad_inputs=len(bad),
+                bad_inputs_4xx=int(bad.answered_4xx.sum()), bad_inputs_as_expected=int(bad.as_expected.sum()),
+                peak_rss_mb=s.peak_rss, concurrency=s.concurrency, startup_s=getattr(s.svc, 'startup_s', None),
+                url=s.url, served=s.health.get('model'), predlog=getattr(s.svc, 'predlog_uri', None))
+
+# %% ../nbs/24_staging.ipynb #01926b5b
+def champion_comparison(s) -> dict | None:
+    "The champion's metrics on the same frames (clean and dusk) and the comparison table; None without a champion"
+    from parkml.model import open_model
+    from parkml.tracking import local_onnx
+    ch = champion_of(s.v, s.client, s.cfg)
+    if ch is None: return None
+    y, dk, gs, m = s.y, s.dk, s.gs, s.metrics
+    om_c = open_model(local_onnx(ch, s.client, s.cfg))
+    mc = classification_metrics(y, om_c.predict(s.X))
+    dusk_c = classification_metrics(y[dk], score_frames(om_c, s.cond['night', gs])) if s.dusk_p is not None else None
+    dusk_m = classification_metrics(y[dk], s.dusk_p) if s.dusk_p is not None else None
+    rows = [('accuracy', m['accuracy'], mc['accuracy']), ('macro F1', m['f1_macro'], mc['f1_macro']),
+            ('cat recall', m['recall_cat'], mc['recall_cat']), ('dog recall', m['recall_dog'], mc['recall_dog'])]
+    if dusk_c: rows += [(f'dusk {k} (night {gs})', dusk_m[x], dusk_c[x])
+                        for k, x in (('accuracy', 'accuracy'), ('cat recall', 'recall_cat'), ('dog recall', 'recall_dog'))]
+    s.tables['champion'] = pd.DataFrame(rows, columns=['metric', f'candidate v{s.v}', f'champion v{ch.version}']).assign(
+        difference=lambda d: d.iloc[:, 1] - d.iloc[:, 2])
+    return dict(version=str(ch.version), accuracy=mc['accuracy'], f1_macro=mc['f1_macro'], recall_gap=mc['recall_gap'],
+                dusk_accuracy=dusk_c['accuracy'] if dusk_c else float('nan'))
+
+# %% ../nbs/24_staging.ipynb #dd3addc3
+def engine_check(s) -> dict:
+    "The engine's agreement with ONNX Runtime and with the reference (measures), with their texts and figure in `s`"
+    from parkml.model import OnnxModel, serving_engine
+    from parkml.tracking import local_onnx
+    t1 = time.time()
+    onnx_path = local_onnx(s.mv, s.client, s.cfg)
+    s.engine = (s.health.get('model') or {}).get('engine') or serving_engine(onnx_path, s.cfg)
+    p_onnx = OnnxModel(onnx_path).predict(s.X)
+    eng, s.texts['engine'] = engine_agreement(s.p, p_onnx, s.engine)
+    s.figures['engine.png'] = engine_figure(s.p, p_onnx, s.engine)
+    ref_check, s.texts['engine_reference'] = engine_reference_check(s.mv, onnx_path, s.client, s.cfg)
+    s.timings['engine_s'] = time.time() - t1
+    return {**eng, **ref_check}
+
+# %% ../nbs/24_staging.ipynb #b468fdae
+def gate_measures(s, service: dict, engine: dict) -> tuple[dict, dict]:
+    "What the gates judge (measured) and the words beside a failed gate (notes)"
+    at, dk, nan = s.at, s.dk, float('nan')
+    measured = dict(accuracy=s.metrics['accuracy'], f1_macro=s.metrics['f1_macro'], recall_gap_points=_gap_points(s.y, s.p),
+                    **{f"drop_{c}": float(at.loc[c, 'accuracy_drop']) if c in at.index else nan for c in CONDITIONS},
+                    dusk_recall_gap_points=_gap_points(s.y[dk], s.dusk_p) if s.dusk_p is not None else nan,
+                    dusk_accuracy=float(at.loc['night', 'accuracy']) if 'night' in at.index else nan,
+                    latency_p95_ms=service['latency_p95_ms'],
+                    server_errors=service['errors_5xx'] + service['broken_connections'],
+                    malformed_answers=service['malformed_answers'] + service['good_images_refused'],
+                    bad_inputs_not_4xx=len(s.bad) - service['bad_inputs_4xx'], **engine)
+    t = s.texts
+    notes = dict(recall_gap_points=t['recall_gap'], dusk_recall_gap_points=t['dusk'], dusk_accuracy=t['dusk'],
+                 engine_agreement=t['engine'], engine_drift_p=t['engine_reference'])
+    for c in (c for c in CONDITIONS if c in at.index):
+        r = at.loc[c]
+        notes[f"drop_{c}"] = (f"accuracy {r.accuracy:.3f} under {c} against {r.accuracy + r.accuracy_drop / 100:.3f} clean "
+                              f"(n={int(r.n)}; cat recall {r.recall_cat:.2f}, dog recall {r.recall_dog:.2f})")
+    return measured, notes
+
+# %% ../nbs/24_staging.ipynb #9d48f7df
+def staging_summary(s, gates: pd.DataFrame, service: dict, champ: dict | None, measured: dict, seed: int) -> dict:
+    "The run's summary: verdict, failed gates and reasons, measures, tables as records, sizes and timings"
+    passed = bool(gates.passed.all())
+    cfg, sel = s.cfg, s.sel
+    sizes = dict(clean=len(s.imgs), fairness_extra=len(s.fx), per_condition={c: len(ix) for c, ix in sel.items()},
+                 one_camera=len(s.lat_idx), conditions=list(CONDITIONS), severities=s.sevs, gate_severity=s.gs,
+                 frames=int(len(s.allp)), seed=seed)
+    engine = dict(name=s.engine, openvino_precision=cfg.openvino_precision, agreement=s.texts['engine'],
+                  reference=s.texts['engine_reference'])
+    return dict(model=s.mv.name, version=s.v, verdict='passed' if passed else 'failed', passed=passed,
+                failed_gates=[g for g in gates.gate[~gates.passed]], reasons=[r for r in gates.reason[~gates.passed]],
+                gates=gates.drop(columns=['mlflow']).to_dict('records'), measured=measured, metrics=s.metrics,
+                per_class=s.tables['per_class'].to_dict('index'), confusion=s.tables['confusion'].to_dict(),
+                recall_gap_sentence=s.texts['recall_gap'], dusk_sentence=s.texts['dusk'], engine=engine,
+                robustness=s.rt.to_dict('records'), fairness=s.tables['fairness'].to_dict('records'),
+                service=service, bad_inputs=s.bad.drop(columns=['message']).to_dict('records'), champion=champ,
+                sizes=sizes, worst_errors=s.tables['worst_errors'].to_dict('records'), timings=s.timings,
+                home=str(s.home))
+
+# %% ../nbs/24_staging.ipynb #7fe807d7
+def start_staging(version, o: StagingOptions, url: str = None, set_alias: bool = True, home=None, cfg: Settings = None):
+    "The run record `s` of a new staging of `version`: resolved, marked challenger, its service booting (unless `url`)"
+    from parkml.tracking import mlflow_client, resolve_version
+    from parkml.governance import set_challenger
+    cfg = cfg or get_settings()
+    s = SimpleNamespace(cfg=cfg, client=mlflow_client(cfg), t_start=time.time(), timings={}, tables={}, figures={}, texts={})
+    s.mv = resolve_version(version, s.client, cfg)
+    s.v = str(s.mv.version)
+    s.concurrency = o.concurrency or cfg.stage_concurrency
+    s.sevs = o.severity_list(cfg)
+    s.alias = 'challenger' if set_alias else None
+    s.home = ensure_dir(home or cfg.runs/'staging'/f"v{s.v}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if set_alias: set_challenger(s.v, note='staging run', cfg=cfg)
+    # the service boots in its own process while this one prepares every frame it will send
+    s.svc = None if url else StagingService('challenger', s.home/'service', cfg).launch()
+    s.url = url
+    return s
+
+# %% ../nbs/24_staging.ipynb #2669238c
+@delegates(StagingOptions)
+def run_staging(
+    version='latest', # model version: a number, an alias or 'latest'
+    url: str = None, # the service to replay to (default: start one on loopback serving `challenger`)
+    service_pid: int = None, # the pid of the service at `url`, for its memory
+    set_alias: bool = True, # mark the version `challenger` first
+    home=None, # folder of the run's files (default: runs/staging/v<version>-<time>)
+    progress: bool = True, # show progress bars
+    cfg: Settings = None, # settings
+    opts: StagingOptions = None, # what to replay and explain (default: `StagingOptions(**kwargs)`)
+    **kwargs,
+) -> StagingResult:
+    """Stage model `version`: mark it `challenger`, serve it on loopback (or use the service at `url`), replay the
+    staging images clean and under every camera condition, probe bad inputs, compare with the champion, judge the gates"""
+    o = opts or StagingOptions(**kwargs)
+    s = start_staging(version, o, url, set_alias, home, cfg)
+    try:
+        staging_frames(s, o, progress)
+        if s.svc: s.svc.wait_ready()
+    except BaseException:
+        if s.svc: s.svc.stop()
+        raise
+    s.url = s.url or s.svc.url
+    replay_staging(s, progress)
+    s.peak_rss = peak_rss_mb(s.svc, service_pid)
+    preds = frame_answers(s)
+    for step in (clean_quality, robustness_part, fairness_part): step(s)
+    error_analysis(s, o)
+    service, champ = service_summary(s), champion_comparison(s)
+    measured, notes = gate_measures(s, service, engine_check(s))
+    gates = s.tables['gates'] = judge(measured, s.cfg, champ, notes)
+    s.timings['total_s'] = time.time() - s.t_start
+    summary = staging_summary(s, gates, service, champ, measured, o.seed)
+    preds.to_parquet(s.home/'predictions.parquet')
+    (s.home/'summary.json').write_text(json.dumps(summary, indent=1, default=_json_default))
+    return StagingResult(s.v, summary, gates, s.tables, s.figures, preds, s.home, s.texts)
+
+# %% ../nbs/24_staging.ipynb #f36210b0
 def _json_default(o):
     if isinstance(o, (np.integer,)): return int(o)
     if isinstance(o, (np.floating,)): return float(o)
@@ -733,23 +874,33 @@ def format_gates(summary: dict) -> str:
     lines += [f"  - {r}" for r in summary['reasons']]
     return '\n'.join(lines)
 
-# %% ../nbs/24_staging.ipynb #5a62b382
-def stage(version='latest', sample: int = 0, robust_sample: int = -1, dusk_sample: int = -1, concurrency: int = 0,
-          seed: int = 0, shap_errors: int = 6, shap_max_evals: int = 120, severities: str = '', progress: bool = True) -> dict:
+# %% ../nbs/24_staging.ipynb #3fcb6797
+def _papermill_severities(s) -> str:
+    "Severities as the notebook's string parameter"
+    return s if isinstance(s, str) else ','.join(str(int(x)) for x in s or [])
+
+@delegates(StagingOptions)
+def stage(
+    version='latest', # model version: a number, an alias or 'latest'
+    progress: bool = True, # show progress bars
+    opts: StagingOptions = None, # what to replay and explain (default: `StagingOptions(**kwargs)`)
+    **kwargs,
+) -> dict:
     "Run the staging notebook for `version`; returns its result (summary, run id, notebook and HTML paths)"
     from parkml.notebooks import run_notebook, NotebookError
     from parkml.tracking import mlflow_client, resolve_version
-    cfg = get_settings(); client = mlflow_client(cfg)
-    mv = resolve_version(version, client, cfg); v = str(mv.version)
+    o = opts or StagingOptions(**kwargs)
+    cfg = get_settings()
+    client = mlflow_client(cfg)
+    v = str(resolve_version(version, client, cfg).version)
     run_id = start_staging_run(v, cfg)
-    params = dict(version=v, run_id=run_id, sample=sample, robust_sample=robust_sample, dusk_sample=dusk_sample,
-                  concurrency=concurrency, seed=seed, shap_errors=shap_errors, shap_max_evals=shap_max_evals,
-                  severities=severities)
+    params = dict(version=v, run_id=run_id, **{**o.as_dict(), 'severities': _papermill_severities(o.severities)})
     try: res = run_notebook('51_staging', params, tag=f"v{v}-{time.strftime('%Y%m%d-%H%M%S')}", progress=progress)
     except BaseException as e:
         client.set_terminated(run_id, 'KILLED' if isinstance(e, KeyboardInterrupt) else 'FAILED')
         if isinstance(e, NotebookError):
-            record_verdict(v, run_id, dict(passed=False, failed_gates=['staging run'], gates=[], reasons=[f"the staging run did not complete: {e}"]), cfg)
+            why = f"the staging run did not complete: {e}"
+            record_verdict(v, run_id, dict(passed=False, failed_gates=['staging run'], gates=[], reasons=[why]), cfg)
         raise
     client.set_terminated(run_id, 'FINISHED')
     return res
