@@ -97,7 +97,7 @@ def cmd_retrain(a):
 
 def cmd_schedule(a):
     "Print (or write under runs/) the cron line or systemd timer for the daily analysis"
-    from parkml.daily import schedule_entries, install_schedule
+    from parkml.schedule import schedule_entries, install_schedule
     try:
         for name, text in schedule_entries(a.kind, a.at).items(): print(f"# {name}\n{text}")
         if a.install:

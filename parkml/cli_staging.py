@@ -14,7 +14,8 @@ __all__ = ['cmd_stage', 'add_commands']
 # %% ../nbs/34_cli_staging.ipynb #df52c137
 def cmd_stage(a) -> int:
     "Stage a model version: print the verdict per gate and where the report is"
-    from parkml.staging import stage, format_gates
+    from parkml.staging import stage
+    from parkml.staging_record import format_gates
     from parkml.notebooks import NotebookError
     try: res = stage(a.version, sample=a.sample, robust_sample=a.robust_sample, dusk_sample=a.dusk_sample,
                      concurrency=a.concurrency, seed=a.seed, shap_errors=a.shap_errors, shap_max_evals=a.shap_max_evals,

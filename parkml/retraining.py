@@ -95,16 +95,19 @@ def retrain(
     who = retraining_actor(actor)
     actor, action = str(who), None
     if alert_id:
-        with open_alert_store() as st: action = st.add_action(alert_id, 'retrain', actor, 'running', note=reason or None)
+        with open_alert_store() as st:
+            action = st.add_action(alert_id, 'retrain', actor, 'running', note=reason or None)
     request = retrain_requested(who, reason, alert_id)
     try:
         with warm_kernels() if stage else nullcontext():   # the staging notebook's kernel starts while retraining runs
             params = dict(reason=reason, alert_id=alert_id or '', actor=actor, limit=limit)
             res = run_notebook('53_retrain', params, progress=progress)
-            res['staging'] = stage_version(res['version'], staging_params, progress) if stage else dict(status='skipped')
+            res['staging'] = stage_version(res['version'], staging_params,
+                                           progress) if stage else dict(status='skipped')
     except Exception as e:
         if action:
-            with open_alert_store() as st: st.update_action(action, status='failed', note=f"{type(e).__name__}: {e}"[:500])
+            with open_alert_store() as st:
+                st.update_action(action, status='failed', note=f"{type(e).__name__}: {e}"[:500])
         raise
     if action:
         with open_alert_store() as st:
@@ -162,6 +165,7 @@ def start_retrain_job(
     env.update(PARKML_SETTINGS=str(cfg.path), PARKML_RUNS=str(cfg.runs), PARKML_USER=who.name, PARKML_TOKEN=token)
     with open(log, 'ab') as out:
         proc = subprocess.Popen(cmd, cwd=str(cfg.root), env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)   # a signal to the app does not reach it
+                                # a signal to the app does not reach it
+                                stderr=subprocess.STDOUT, start_new_session=True)
     threading.Thread(target=proc.wait, daemon=True, name='parkml-retrain-reaper').start()   # no zombie once it ends
     return dict(pid=proc.pid, command=cmd, log=str(log))

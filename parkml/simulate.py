@@ -141,7 +141,8 @@ class DayOptions:
     seed: int = 0 # random seed (the same seed writes the same day)
 
     def __post_init__(self):
-        if self.condition_hours is not None and self.condition is None: raise ValueError("condition_hours needs a condition")
+        if self.condition_hours is not None and self.condition is None:
+            raise ValueError("condition_hours needs a condition")
         if not 0 <= self.label_share <= 1 or not 0 <= self.decode_failure_rate < 1:
             raise ValueError("label_share and decode_failure_rate are shares in [0, 1)")
 
@@ -188,7 +189,8 @@ def _store_frames(store, pool, d, outs, o: DayOptions, progress: bool):
             store.put_frame(frame_bytes(p, cond, o.severity, seed_of(s)), ts=d.ts[0])
 
 # %% ../nbs/18_simulate.ipynb #95c3f172
-OUTPUT_COLS = ('frame_sha', 'status', 'error', 'p_dog', 'proj', 'width', 'height', 'brightness', 'contrast', 'sharpness')
+OUTPUT_COLS = ('frame_sha', 'status', 'error', 'p_dog', 'proj', 'width', 'height', 'brightness', 'contrast',
+               'sharpness')
 
 def _day_records(mv, d, outs, broken, store_frames: bool):
     "The prediction records of the day, as the service logs them"

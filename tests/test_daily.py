@@ -108,7 +108,7 @@ def test_cat_recall_drop_alert_retried_while_receiver_down_then_delivered(day_en
 
 
 def test_schedule_prints_cron_and_systemd_lines(tmp_path, monkeypatch):
-    from parkml.daily import schedule_entries, install_schedule
+    from parkml.schedule import schedule_entries, install_schedule
     r = run_cli('schedule', check=True)
     line = [x for x in r.stdout.splitlines() if x and not x.startswith('#')]
     assert len(line) == 1 and re.match(r'^30 2 \* \* \* mkdir -p .+ && cd .+ && PARKML_SETTINGS=.+/settings\.ini .+/parkml analyze '
