@@ -1,6 +1,6 @@
 """Daily analysis at production scale: a day of 100,000 logged predictions judged end to end.
 
-A model version is trained (or reused) in the benchmark's own runs folder. `parkml.monitor.synthetic_day` writes one
+A model version is trained (or reused) in the benchmark's own runs folder. `parkml.simulate.synthetic_day` writes one
 day of real petpark holdout frames resampled to 100,000 predictions (every frame through the version's ONNX graph,
 as the service computes it; 2% labelled; one telemetry sample a minute) into a fresh prediction log. Then the daily
 analysis runs as `parkml analyze` runs it: the papermill notebook `52_daily` (integrity, drift, performance, host,

@@ -9,7 +9,7 @@ In its own runs folder (default /tmp/parkml-sentry-bench/runs) it trains a model
    (dusk) at severity 2 and 1 (`parkml.cctv`), until the sentry raises its alert or the stream ends. The delay is
    the alert's clock minus the onset, in seconds and frames. Targets: frozen <= 120 s at 1 frame/s; fog and night
    at severity 2 <= 200 frames; severity 1 reported.
-2. False alarms, offline on logged records: `monitor.synthetic_day` writes `--days` clean days of traffic
+2. False alarms, offline on logged records: `simulate.synthetic_day` writes `--days` clean days of traffic
    (`--fps` frames per second over the traffic hours, real holdout frames through the version's ONNX graph, 0.2%
    broken frames, telemetry every minute) and `sentry.replay` judges them on their capture clock. Target: 0.
 3. CPU: the service and `parkml sentry` (wall clock, default settings) with a camera posting 10 frames/s for
