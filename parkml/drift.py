@@ -156,7 +156,8 @@ def drift_tests(
             r = ks_bonferroni(Xr, Xw, [f'proj_{j}' for j in range(Xr.shape[1])])
             add('embedding', 'KS per component, Bonferroni', r, worst=r['worst'])
     if 'p_dog' in tests:
-        r = stats.ks_2samp(pr, pw); add('p_dog', 'KS on P(dog) (BBSD)', dict(statistic=r.statistic, p_value=r.pvalue),
+        r = stats.ks_2samp(pr, pw)
+        add('p_dog', 'KS on P(dog) (BBSD)', dict(statistic=r.statistic, p_value=r.pvalue),
                                         ref_mean=float(pr.mean()), window_mean=float(pw.mean()))
     if 'dog_share' in tests:
         kr, kw = int((pr >= 0.5).sum()), int((pw >= 0.5).sum())
