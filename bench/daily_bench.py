@@ -1,6 +1,6 @@
 """Daily analysis at production scale: a day of 100,000 logged predictions judged end to end.
 
-A model version is trained (or reused) in the benchmark's own runs folder. `parkml.monitor.synthetic_day` writes one
+A model version is trained (or reused) in the benchmark's own runs folder. `parkml.simulate.synthetic_day` writes one
 day of real petpark holdout frames resampled to 100,000 predictions (every frame through the version's ONNX graph,
 as the service computes it; 2% labelled; one telemetry sample a minute) into a fresh prediction log. Then the daily
 analysis runs as `parkml analyze` runs it: the papermill notebook `52_daily` (integrity, drift, performance, host,
@@ -34,7 +34,7 @@ def main():
                       PARKML_ALERTS_URI=f"sqlite:///{day_dir}/alerts.db", PARKML_ALERT_WEBHOOK_URL='', PARKML_SMTP_HOST='')
     from parkml.config import get_settings
     from parkml.predlog import open_store
-    from parkml.monitor import synthetic_day
+    from parkml.simulate import synthetic_day
     cfg = get_settings()
     mv = get_version(a.limit)
     print(f"model version {mv.version} (run {mv.run_id}); shap_frames {cfg.shap_frames} x {cfg.shap_max_evals} evaluations; "

@@ -1,4 +1,4 @@
-"""Drift power and false alarms of parkml.monitor.drift_tests, against the Evidently figures in PEERS.md.
+"""Drift power and false alarms of parkml.drift.drift_tests, against the Evidently figures in PEERS.md.
 
 A model version is trained (or reused) in its own runs folder; its reference is the `stage` subset. Windows are
 drawn from the `holdout` subset (the same kaggle-test distribution, never seen by the reference), clean or under
@@ -45,7 +45,9 @@ def main():
     from parkml.data import read_imageset, assign_splits
     from parkml.model import OnnxModel
     from parkml.tracking import local_onnx
-    from parkml.monitor import load_reference, cached_outputs, drift_tests
+    from parkml.monitor import load_reference
+    from parkml.drift import drift_tests
+    from parkml.simulate import cached_outputs
     cfg = get_settings()
     mv = get_version(a.limit)
     ref = load_reference(mv, cfg=cfg)

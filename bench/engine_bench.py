@@ -57,7 +57,7 @@ def main():
     from parkml.config import get_settings, ensure_dir
     from parkml.data import read_imageset, assign_splits, load_images
     from parkml.model import OnnxModel, OpenVinoModel, engine_box
-    from parkml.staging import stratified_sample
+    from parkml.staging_inputs import stratified_sample
     cfg = get_settings()
     home = ensure_dir(cfg.runs/'bench_engine')
     ds = assign_splits(read_imageset()).df

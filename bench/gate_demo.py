@@ -23,7 +23,7 @@ def dusk_cats_as_dogs(ds, folder: Path, n: int, severity: float = 2):
     from PIL import Image
     from parkml.cctv import apply_condition
     from parkml.data import read_imageset
-    from parkml.staging import frame_seed
+    from parkml.staging_inputs import frame_seed
     cats = ds.df[(ds.df.subset == 'train') & (ds.df.label == 'cat')].sort_values('sha').head(n)
     (folder/'images').mkdir(parents=True, exist_ok=True)
     rows = []
@@ -47,7 +47,8 @@ def main():
         for f in src.glob('*.onnx'): (runs/'cache').mkdir(parents=True, exist_ok=True); shutil.copy(f, runs/'cache'/f.name)
     os.environ['PARKML_RUNS'] = str(runs)
     from parkml.train import train_and_register, training_set
-    from parkml.staging import stage, format_gates
+    from parkml.staging import stage
+    from parkml.staging_record import format_gates
     print(f"runs folder: {runs}")
     limit = a.limit or None
     t = time.time()

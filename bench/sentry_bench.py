@@ -9,7 +9,7 @@ In its own runs folder (default /tmp/parkml-sentry-bench/runs) it trains a model
    (dusk) at severity 2 and 1 (`parkml.cctv`), until the sentry raises its alert or the stream ends. The delay is
    the alert's clock minus the onset, in seconds and frames. Targets: frozen <= 120 s at 1 frame/s; fog and night
    at severity 2 <= 200 frames; severity 1 reported.
-2. False alarms, offline on logged records: `monitor.synthetic_day` writes `--days` clean days of traffic
+2. False alarms, offline on logged records: `simulate.synthetic_day` writes `--days` clean days of traffic
    (`--fps` frames per second over the traffic hours, real holdout frames through the version's ONNX graph, 0.2%
    broken frames, telemetry every minute) and `sentry.replay` judges them on their capture clock. Target: 0.
 3. CPU: the service and `parkml sentry` (wall clock, default settings) with a camera posting 10 frames/s for
@@ -61,7 +61,7 @@ def stop(p):
 # ---------------------------------------------------------------- 1. detection delays through the real processes
 
 def condition_frames(pool: pd.DataFrame, condition, severity) -> list:
-    from parkml.monitor import frame_bytes
+    from parkml.simulate import frame_bytes
     return [frame_bytes(p, condition, severity, int(s[:8], 16)) for p, s in zip(pool.path, pool.sha)]
 
 def raised(alerts_uri: str, camera: str, rule: str):
@@ -122,7 +122,8 @@ def false_alarms(a, mv, home: Path) -> dict:
     "Write `a.days` clean synthetic days into a prediction log, replay them through a fresh sentry, count what it raises"
     from parkml.config import get_settings
     from parkml.predlog import open_store
-    from parkml.monitor import synthetic_day, day_window
+    from parkml.monitor import day_window
+    from parkml.simulate import synthetic_day
     from parkml.sentry import replay
     cfg = get_settings()
     n = int(a.fps * 14 * 3600)  # frames of one day: the traffic hours 7-21 at --fps

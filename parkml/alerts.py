@@ -20,9 +20,7 @@ from .config import get_settings, ensure_dir, Settings, store_opener, sqlite_fil
 __all__ = ['SEVERITIES', 'STATES', 'ACTIONS', 'TRANSITIONS', 'ALERT_COLS', 'ALERT_SCHEMA', 'ALERT_STEPS', 'ALERT_SCHEMES',
            'DELIVERY_ERRORS', 'new_alert_id', 'plain', 'Alert', 'AlertStore', 'SQLAlertStore', 'SQLiteAlertStore',
            'PostgresAlertStore', 'open_alert_store', 'ChannelError', 'Channel', 'alert_payload', 'WebhookChannel',
-           'EmailChannel', 'channels_from_settings', 'deliver', 'deliver_pending', 'raise_alerts',
-           'labelled_production_set', 'champion_run', 'run_staging', 'retrain', 'auto_retrain', 'start_retrain_job',
-           'handle_alert']
+           'EmailChannel', 'channels_from_settings', 'deliver', 'deliver_pending', 'raise_alerts', 'handle_alert']
 
 # %% ../nbs/21_alerts.ipynb #c996678c
 SEVERITIES = ('info', 'warning', 'critical')
@@ -429,118 +427,6 @@ def raise_alerts(alerts: list[Alert], store: AlertStore = None, channels: dict =
     for x in loud: store.enqueue(x.id, list(channels))
     if send and loud: deliver(store, [x.id for x in loud], channels)
     return new
-
-# %% ../nbs/21_alerts.ipynb #0d3cf715
-def labelled_production_set(store=None, start=None, end=None, exclude=None):
-    """Production frames with a true label whose frame file is still kept, as an `ImageSet` of training images.
-    `exclude`: image shas to leave out (default: those of the configured image set). A frame that no longer decodes
-    (a damaged file) is left out and listed in the set's `skipped`, so one bad file cannot stop a retraining."""
-    from parkml.predlog import open_store
-    from parkml.data import ImageSet, read_imageset, decode_image, ImageError, _problem
-    if store is None:
-        with open_store() as store: return labelled_production_set(store, start, end, exclude)
-    fb = store.feedback(start, end).sort_values('feedback_ts')
-    fb = fb[fb.frame_sha.notna()].drop_duplicates('frame_sha', keep='last')  # the latest label of each frame wins
-    skip = set(read_imageset().df.sha) if exclude is None else set(exclude)
-    rows, skipped = [], []
-    for r in fb.itertuples():
-        p = store.frame_path(r.frame_sha) if r.frame_sha not in skip else None
-        if p is None: continue
-        try: decode_image(p.read_bytes())
-        except (ImageError, OSError) as e:
-            _problem(True, skipped, p, f"labelled production frame {r.frame_sha[:12]} does not decode: {e}"); continue
-        rows.append(dict(path=str(p), relpath=f"production/{p.relative_to(store.frames_dir)}", label=r.true_label,
-                         y=int(r.true_label == 'dog'), sha=r.frame_sha, source='production', camera=r.camera))
-    cols = ['path', 'relpath', 'label', 'y', 'sha', 'source', 'camera']
-    return ImageSet(pd.DataFrame(rows, columns=cols), store.frames_dir, skipped)
-
-# %% ../nbs/21_alerts.ipynb #ed031c56
-def champion_run(cfg: Settings = None) -> str | None:
-    "MLflow run of the version serving now (champion, else the newest); None when nothing is registered"
-    from parkml.tracking import resolve_version, RegistryError
-    try: return resolve_version(None, cfg=cfg).run_id
-    except RegistryError: return None
-
-def run_staging(version, params: dict = None, progress: bool = True) -> dict:
-    """Stage `version` exactly as `parkml stage` does (`parkml.staging.stage`, keyword `params` such as sample sizes);
-    the result's `status` is 'passed' or 'failed'"""
-    from parkml.staging import stage
-    res = stage(str(version), progress=progress, **(params or {}))
-    res['status'] = 'passed' if res.get('passed') else 'failed'
-    return res
-
-def _governance_request(actor, reason: str, alert_id: str | None):
-    "Record the retraining request in the audit store: who asked (a `governance.Actor`), why, for which alert"
-    from parkml.governance import retrain_requested
-    return retrain_requested(actor, reason, alert_id)
-
-def _owner(actor):
-    "`actor` as a `governance.Actor`: a signed-in person as given, or an alert rule `rule:<name>` (a pipeline)"
-    from parkml.governance import Actor
-    if isinstance(actor, Actor): return actor
-    if isinstance(actor, str) and actor.startswith('rule:'): return Actor(actor, 'owner', proof='pipeline')
-    raise TypeError(f"a retraining needs a signed-in person (users.authenticate) or an alert rule, got {actor!r}")
-
-def retrain(reason: str = '', alert_id: str = None, actor=None, limit: int = 0, stage: bool = True, progress: bool = True,
-            staging_params: dict = None) -> dict:
-    """Retrain on the training data plus labelled production frames, stage the new version, link it to `alert_id`.
-    `actor` is a signed-in person's `governance.Actor`, or `rule:<name>` for an automatic retraining"""
-    from contextlib import nullcontext
-    from parkml.notebooks import run_notebook, warm_kernels
-    who = _owner(actor)
-    actor = str(who)
-    action = None
-    if alert_id:
-        with open_alert_store() as st: action = st.add_action(alert_id, 'retrain', actor, 'running', note=reason or None)
-    request = _governance_request(who, reason, alert_id)
-    try:
-        with warm_kernels() if stage else nullcontext():   # the staging notebook's kernel starts while retraining runs
-            res = run_notebook('53_retrain', dict(reason=reason, alert_id=alert_id or '', actor=actor, limit=limit), progress=progress)
-            res['staging'] = run_staging(res['version'], staging_params, progress) if stage else dict(status='skipped')
-    except Exception as e:
-        if action:
-            with open_alert_store() as st: st.update_action(action, status='failed', note=f"{type(e).__name__}: {e}"[:500])
-        raise
-    if action:
-        with open_alert_store() as st:
-            st.update_action(action, status=f"done, staging {res['staging']['status']}", version=res['version'], ref=res['run_id'])
-    return {**res, 'action_id': action, 'governance': plain(request)}
-
-def auto_retrain(alerts: list[Alert], cfg: Settings = None, **kw) -> dict | None:
-    "Retrain for the first alert whose rule is listed in `auto_retrain_rules` and that has no retraining yet; None otherwise"
-    cfg = cfg or get_settings()
-    allowed = {r.strip() for r in str(cfg.auto_retrain_rules).split(',') if r.strip()}
-    for a in alerts:
-        if a.action != 'retrain' or a.rule not in allowed or a.id is None: continue
-        with open_alert_store() as st:
-            if (st.actions(a.id).kind == 'retrain').any(): continue
-        return retrain(reason=f"automatic, rule {a.rule}: {a.message}", alert_id=a.id, actor=f"rule:{a.rule}", **kw)
-    return None
-
-# %% ../nbs/21_alerts.ipynb #cd363099
-def start_retrain_job(reason: str, alert_id: str = None, actor=None, cfg: Settings = None) -> dict:
-    """Start `parkml retrain` for `alert_id` in a process of its own that outlives the caller, after checking the person,
-    the role, the reason and the alert. The job proves who asked with a token of its own (6 hours, passed in its
-    environment, never on its command line); its output goes to `runs/jobs/`. Returns the pid, command and log path."""
-    import os, subprocess, sys
-    from parkml.governance import check_plan, plan_action
-    cfg = cfg or get_settings()
-    who = _owner(actor)
-    check_plan(plan_action('retrain_requested', None, who, reason, alert_id, cfg=cfg))   # the rules the job will meet
-    if alert_id:
-        with open_alert_store(cfg.alerts_uri) as st: st.get(alert_id)   # KeyError for an unknown alert
-    from parkml.users import new_token
-    log = ensure_dir(cfg.runs/'jobs')/f"retrain-{alert_id or 'manual'}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    cmd = [sys.executable, '-c', 'import sys; from parkml.cli import main; sys.exit(main())',
-           'retrain', '--reason', reason, '--user', who.name, '--quiet', *(['--alert', alert_id] if alert_id else [])]
-    token = new_token(who.name, f"retrain job for alert {alert_id or '-'}", ttl_s=6 * 3600)   # the job proves who asked
-    env = {k: v for k, v in os.environ.items() if k not in ('PARKML_PASSWORD', 'PARKML_TOKEN')}
-    env.update(PARKML_SETTINGS=str(cfg.path), PARKML_RUNS=str(cfg.runs), PARKML_USER=who.name, PARKML_TOKEN=token)
-    with open(log, 'ab') as out:
-        proc = subprocess.Popen(cmd, cwd=str(cfg.root), env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)   # its own session: a signal to the app does not reach it
-    threading.Thread(target=proc.wait, daemon=True, name='parkml-retrain-reaper').start()   # no zombie once it ends
-    return dict(pid=proc.pid, command=cmd, log=str(log))
 
 # %% ../nbs/21_alerts.ipynb #1e5612b3
 def handle_alert(

@@ -33,7 +33,8 @@ def _fail(cmd: str, e: Exception) -> int:
 def cmd_analyze(a):
     "Run the daily analysis notebook for one day; deliver its alerts; retrain when a rule may and did ask"
     from parkml.daily import run_daily
-    from parkml.alerts import auto_retrain, open_alert_store
+    from parkml.alerts import open_alert_store
+    from parkml.retraining import auto_retrain
     try: res = run_daily(a.day, window_h=a.window, start=a.start, end=a.end, thresholds=parse_sets(a.set),
                          model=a.model,
                          send=not a.no_deliver, progress=not a.quiet)
@@ -113,7 +114,7 @@ def alerts_deliver(st, a=None) -> int:
 # %% ../nbs/35_cli_monitor.ipynb #a0a319e8
 def cmd_retrain(a):
     "Retrain with the labelled production frames, then stage the new version"
-    from parkml.alerts import retrain
+    from parkml.retraining import retrain
     from parkml.cli_governance import signed_in
     if (me := signed_in(a, 'retrain')) is None: return 2
     try: res = retrain(a.reason, a.alert, me, a.limit, stage=not a.no_stage, progress=not a.quiet)
@@ -129,7 +130,7 @@ def cmd_retrain(a):
 # %% ../nbs/35_cli_monitor.ipynb #3f9d50f3
 def cmd_schedule(a):
     "Print (or write under runs/) the cron line or systemd timer for the daily analysis"
-    from parkml.daily import schedule_entries, install_schedule
+    from parkml.schedule import schedule_entries, install_schedule
     try:
         for name, text in schedule_entries(a.kind, a.at).items(): print(f"# {name}\n{text}")
         if a.install:

@@ -15,7 +15,7 @@ __all__ = ['cmd_stage', 'add_commands']
 # %% ../nbs/34_cli_staging.ipynb #df52c137
 def cmd_stage(a) -> int:
     "Stage a model version: print the verdict per gate and where the report is"
-    from parkml.staging import format_gates
+    from parkml.staging_record import format_gates
     from parkml.notebooks import NotebookError
     try:
         res = call_with('parkml.staging:stage', a, skip=('progress',), progress=not a.quiet)

@@ -14,7 +14,8 @@ __all__ = ['cmd_week', 'add_commands']
 def cmd_week(a) -> int:
     "Run the week and print its table"
     import sys
-    from parkml.week import WeekOptions, WeekError, run_week, print_week
+    from parkml.week import WeekOptions, run_week, print_week
+    from parkml.week_home import WeekError
     opts = WeekOptions.make(a.quick, days=a.days, frames_per_day=a.frames_per_day, seed=a.seed, end=a.end,
                             train_limit=a.train_limit)
     try: res = run_week(opts, fresh=a.fresh, progress=not a.quiet)

@@ -6,25 +6,27 @@ Docs: https://parkml.github.io/parkml/daily.html.md"""
 
 # %% ../nbs/25_daily.ipynb #5836d5bb
 from __future__ import annotations
-import base64, html, io, json, shlex, sys, tempfile, time
+import io, json, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
-from tqdm.auto import tqdm
-from .config import get_settings, ensure_dir, Settings, SettingsError
+from .config import get_settings, ensure_dir, Settings
 from .predlog import open_store, to_epoch
-from .evaluate import wilson_ci
 from . import monitor as mon
-from .alerts import Alert, raise_alerts, deliver_pending, open_alert_store, plain
+from .drift import drift_tests
+from .monitor_figures import explain_frames
+from .estimate import fit_calibrator, estimate_performance, estimate_error
+from .host_health import telemetry_checks, telemetry_summary
+from .alerts import raise_alerts, deliver_pending, open_alert_store, plain
+from .daily_rules import day_alerts, run_link
+from .day_report import day_figures, day_report_html
 
 # %% auto #0
-__all__ = ['RULE_KEYS', 'CRITICAL_INTEGRITY', 'RULES', 'resolve_day', 'day_bounds', 'threshold_keys', 'run_settings',
-           'DayResults', 'daily_runs', 'judged_version', 'label_counts', 'analyse_day', 'estimate_history',
-           'day_figures', 'rule_integrity', 'rule_drift', 'rule_prediction_drift', 'rule_accuracy', 'rule_recall_drop',
-           'rule_fairness', 'rule_telemetry', 'run_link', 'day_alerts', 'day_run', 'day_metrics', 'day_report_html',
-           'log_day', 'finish_day', 'run_daily', 'parse_at', 'schedule_command', 'schedule_entries', 'install_schedule']
+__all__ = ['RULE_KEYS', 'resolve_day', 'day_bounds', 'threshold_keys', 'run_settings', 'DayResults', 'daily_runs',
+           'judged_version', 'label_counts', 'day_counts', 'Laps', 'load_day', 'analyse_day', 'day_run', 'day_metrics',
+           'log_day', 'finish_day', 'run_daily']
 
-# %% ../nbs/25_daily.ipynb #f95eb16f
+# %% ../nbs/25_daily.ipynb #7ee94e48
 RULE_KEYS = ('min_accuracy', 'min_labels', 'min_class_labels', 'recall_drop_points', 'recall_gap_max_points',
              'dog_share_jump', 'perf_history_days', 'expected_cameras')
 
@@ -37,10 +39,17 @@ def resolve_day(day: str, cfg: Settings = None) -> str:
     try: return pd.Timestamp(str(day)).strftime('%Y-%m-%d') if len(str(day)) == 10 else _bad_day(day)
     except ValueError: return _bad_day(day)
 
+# %% ../nbs/25_daily.ipynb #d2694bd4
 def _bad_day(day):
     raise ValueError(f"day must be YYYY-MM-DD, 'today' or 'yesterday', got {day!r}")
 
-def day_bounds(day: str, window_h: float = None, start=None, end=None, cfg: Settings = None) -> tuple[float, float]:
+def day_bounds(
+    day: str, # the calendar day (YYYY-MM-DD)
+    window_h: float = None, # only its first hours (default: the whole day)
+    start = None, # epoch seconds where the window starts (default: the day window)
+    end = None, # epoch seconds where the window ends (default: the day window)
+    cfg: Settings = None, # settings (default: the current ones)
+) -> tuple[float, float]:
     "Epoch `[start, end)` of the analysed window: the day, its first `window_h` hours, or explicit times"
     cfg = cfg or get_settings()
     s, e = mon.day_window(day, cfg)
@@ -49,11 +58,13 @@ def day_bounds(day: str, window_h: float = None, start=None, end=None, cfg: Sett
     if not e > s: raise ValueError(f"the window must end after it starts, got {start or s} to {end or e}")
     return s, e
 
+# %% ../nbs/25_daily.ipynb #aafd8fde
 def threshold_keys(cfg: Settings = None) -> list[str]:
     "Settings a run may override: every `[monitor]` key and the alert rules' thresholds"
     cfg = cfg or get_settings()
     return sorted({*cfg.sections.get('monitor', []), *RULE_KEYS})
 
+# %% ../nbs/25_daily.ipynb #f2cc0df6
 def run_settings(thresholds: dict = None) -> Settings:
     "Settings with `thresholds` overriding their keys for this run (unknown keys and wrong kinds are refused)"
     thresholds = dict(thresholds or {})
@@ -65,11 +76,31 @@ def run_settings(thresholds: dict = None) -> Settings:
 @dataclass
 class DayResults:
     "All checks of one day of the prediction log against one model version"
-    day: str; start: float; end: float; model_version: str; model_run_id: str; model_name: str
-    counts: dict; cameras: list; integrity: list; drift: object; performance: pd.DataFrame; estimate: dict
-    estimate_error: pd.DataFrame; telemetry: dict; telemetry_checks: list; fairness: dict | None; shap: dict | None
-    reference: dict; label_counts: dict; thresholds: dict; figures: dict = field(default_factory=dict); seconds: dict = field(default_factory=dict)
-    run_id: str | None = None; run_link: str | None = None; previous: dict | None = None
+    day: str
+    start: float
+    end: float
+    model_version: str
+    model_run_id: str
+    model_name: str
+    counts: dict
+    cameras: list
+    integrity: list
+    drift: object
+    performance: pd.DataFrame
+    estimate: dict
+    estimate_error: pd.DataFrame
+    telemetry: dict
+    telemetry_checks: list
+    fairness: dict | None
+    shap: dict | None
+    reference: dict
+    label_counts: dict
+    thresholds: dict
+    figures: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    run_id: str | None = None
+    run_link: str | None = None
+    previous: dict | None = None
 
     @property
     def day_performance(self) -> dict | None:
@@ -85,13 +116,16 @@ class DayResults:
         if not hasattr(self, '_pngs'):
             self._pngs = {}
             for k, f in self.figures.items():
-                buf = io.BytesIO(); f.savefig(buf, format='png', dpi=90); self._pngs[k] = buf.getvalue()
+                buf = io.BytesIO()
+                f.savefig(buf, format='png', dpi=90)
+                self._pngs[k] = buf.getvalue()
         return self._pngs
     def summary(self) -> str:
         "A few lines for the notebook and the command line"
         dp, est = self.day_performance, self.estimate
         lines = [f"{self.day}: version {self.model_version}, {self.counts['predictions']} logged frames "
-                 f"({self.counts['judged']} by this version, {self.counts['rejected']} rejected) from {', '.join(self.cameras) or 'no camera'}",
+                 f"({self.counts['judged']} by this version, {self.counts['rejected']} rejected) from "
+                 f"{', '.join(self.cameras) or 'no camera'}",
                  f"integrity: {', '.join(c.name for c in self.failed()) or 'all checks passed'}",
                  f"drift: {self.drift.summary()}",
                  f"accuracy from labels: {dp['accuracy']:.3f} on {int(dp['n_labels'])} labels" if dp else 'accuracy from labels: no labels',
@@ -101,28 +135,41 @@ class DayResults:
         return '\n'.join(lines)
 
 # %% ../nbs/25_daily.ipynb #babdeba7
-def daily_runs(before: str = None, days: int = None, cfg: Settings = None) -> pd.DataFrame:
+def daily_runs(
+    before: str = None, # only days before this one (YYYY-MM-DD)
+    days: int = None, # how many days back (default: all)
+    cfg: Settings = None, # settings (default: the current ones)
+) -> pd.DataFrame:
     "Earlier daily-analysis runs (one row per day, the latest run of a day): day, version, run_id and their metrics"
     from parkml.tracking import mlflow_client
-    cfg = cfg or get_settings(); client = mlflow_client(cfg)
+    cfg = cfg or get_settings()
+    client = mlflow_client(cfg)
     exp = client.get_experiment_by_name(cfg.experiment)
-    runs = client.search_runs([exp.experiment_id], "tags.`parkml.kind` = 'daily'", max_results=1000, order_by=['start_time DESC'])
-    rows = [dict(day=r.data.tags.get('parkml.day'), version=r.data.tags.get('parkml.model_version'), run_id=r.info.run_id,
+    runs = client.search_runs([exp.experiment_id], "tags.`parkml.kind` = 'daily'", max_results=1000,
+                              order_by=['start_time DESC'])
+    rows = [dict(day=r.data.tags.get('parkml.day'), version=r.data.tags.get('parkml.model_version'),
+                 run_id=r.info.run_id,
                  start_time=r.info.start_time, **r.data.metrics) for r in runs]
     df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=['day', 'version', 'run_id', 'start_time'])
     if before: df = df[df.day < before]
     if before and days: df = df[df.day >= (pd.Timestamp(before) - pd.Timedelta(days=days)).strftime('%Y-%m-%d')]
     return df.sort_values(['day', 'start_time']).drop_duplicates('day', keep='last').reset_index(drop=True)
 
-# %% ../nbs/25_daily.ipynb #1e45e3dd
-def judged_version(window: pd.DataFrame, model=None, cfg: Settings = None):
+# %% ../nbs/25_daily.ipynb #da833c64
+def judged_version(
+    window: pd.DataFrame, # rows of the prediction log
+    model = None, # the version judged: a number or alias (default: the one that answered most)
+    cfg: Settings = None, # settings (default: the current ones)
+):
     "ModelVersion judged: `model` (number or alias) if given, else the one that answered most frames, else the champion"
     from parkml.tracking import resolve_version, mlflow_client
-    cfg = cfg or get_settings(); client = mlflow_client(cfg)
+    cfg = cfg or get_settings()
+    client = mlflow_client(cfg)
     if model not in (None, ''): return resolve_version(str(model), client, cfg)
     served = mon.answered(window).model_version.dropna().astype(str)
     return resolve_version(served.value_counts().index[0] if len(served) else None, client, cfg)
 
+# %% ../nbs/25_daily.ipynb #9491b3fc
 def label_counts(labelled: pd.DataFrame) -> dict:
     "{class: (frames of that class called right, labelled frames of that class)} over answered labelled rows"
     w = mon.answered(labelled)
@@ -137,24 +184,45 @@ def _expected_cameras(window: pd.DataFrame, cfg: Settings) -> list:
 def _reference_summary(ref: pd.DataFrame) -> dict:
     "Share called dog and per-class recall of the version on its reference"
     y, yp = ref.y.to_numpy(int), (ref.p_dog.to_numpy(float) >= 0.5).astype(int)
-    rec = {f'recall_{c}': float((yp[y == i] == i).mean()) if (y == i).any() else float('nan') for i, c in enumerate(('cat', 'dog'))}
+    rec = {f'recall_{c}': float((yp[y == i] == i).mean()) if (y == i).any() else float('nan') for i,
+           c in enumerate(('cat', 'dog'))}
     return dict(n=len(ref), dog_share=float(yp.mean()), accuracy=float((y == yp).mean()), **rec,
                 n_cat=int((y == 0).sum()), n_dog=int((y == 1).sum()))
 
-# %% ../nbs/25_daily.ipynb #05ec45d3
-def analyse_day(day: str, window_h: float = None, start=None, end=None, model=None, thresholds: dict = None,
-                store=None, shap: bool = True, figures: bool = True, progress: bool = True) -> DayResults:
-    "Run every monitoring check of `parkml.monitor` on one day of the prediction log against one model version"
-    from parkml.tracking import local_onnx
-    from parkml.model import open_model
-    cfg = run_settings(thresholds); day = resolve_day(day, cfg)
-    if store is None:
-        with open_store() as store:
-            return analyse_day(day, window_h, start, end, model, thresholds, store, shap, figures, progress)
-    t, sec = time.perf_counter(), {}
-    def lap(name):
-        nonlocal t; now = time.perf_counter(); sec[name] = now - t; t = now
-    s, e = day_bounds(day, window_h, start, end, cfg)
+# %% ../nbs/25_daily.ipynb #53ba0ddc
+def day_counts(
+    window: pd.DataFrame, # the day's predictions
+    mine: pd.DataFrame, # those of the judged version
+    ok: pd.DataFrame, # those of them answered
+    labelled: pd.DataFrame, # the day's labelled predictions of the judged version
+    labelled_all: pd.DataFrame, # the same over the performance history
+    telemetry: pd.DataFrame, # the day's telemetry samples
+) -> dict:
+    "How much the day holds: predictions, judged, answered, the dog share, rejected, labels, telemetry, versions"
+    return dict(predictions=len(window), judged=len(mine), answered=len(ok),
+                dog_share=float((ok.p_dog >= 0.5).mean()) if len(ok) else None,
+                rejected=int(window.status.eq('rejected').sum()) if len(window) else 0,
+                labels=len(labelled), labels_history=len(labelled_all), telemetry_samples=len(telemetry),
+                versions=window.model_version.astype(str).value_counts().to_dict() if len(window) else {})
+
+# %% ../nbs/25_daily.ipynb #b84538a1
+class Laps:
+    "Seconds spent in each named step, one step after the other: call it with the name of the step just done"
+    def __init__(self): self.t, self.sec = time.perf_counter(), {}
+    def __call__(self, name: str):
+        now = time.perf_counter()
+        self.sec[name], self.t = now - self.t, now
+
+# %% ../nbs/25_daily.ipynb #ca167708
+def load_day(
+    store, # the prediction store (`predlog.open_store`)
+    s: float, # where the window starts (epoch seconds)
+    e: float, # where it ends
+    model=None, # the version judged (default: the one that answered most)
+    cfg: Settings = None, # settings (default: the current ones)
+) -> tuple:
+    "The window's rows, the judged version, its reference and rows, its labelled rows (history, window), telemetry, cameras"
+    cfg = cfg or get_settings()
     window = store.predictions(s, e)
     mv = judged_version(window, model, cfg)
     ref = mon.load_reference(mv, cfg=cfg)
@@ -164,232 +232,93 @@ def analyse_day(day: str, window_h: float = None, start=None, end=None, model=No
     labelled_all = labelled_all[labelled_all.model_version.astype(str) == str(mv.version)]
     labelled = labelled_all[labelled_all.ts >= s]
     telemetry = store.telemetry(s, e)
-    cams = _expected_cameras(window, cfg)
+    return window, mv, ref, mine, labelled_all, labelled, telemetry, _expected_cameras(window, cfg)
+
+# %% ../nbs/25_daily.ipynb #05ec45d3
+def analyse_day(
+    day: str, # the calendar day (YYYY-MM-DD, 'today' or 'yesterday')
+    window_h: float = None, # only its first hours
+    start = None, # epoch seconds where the window starts (default: the day window)
+    end = None, # epoch seconds where the window ends (default: the day window)
+    model = None, # the version judged (default: the one that answered most)
+    thresholds: dict = None, # rule thresholds overridden for this run
+    store = None, # the prediction store (`predlog.open_store`)
+    shap: bool = True, # explain frames with SHAP
+    figures: bool = True, # make the report's figures
+    progress: bool = True, # show progress bars
+) -> DayResults:
+    "Run every monitoring check of `parkml.monitor` on one day of the prediction log against one model version"
+    from parkml.tracking import local_onnx
+    from parkml.model import open_model
+    cfg = run_settings(thresholds)
+    day = resolve_day(day, cfg)
+    if store is None:
+        with open_store() as store:
+            return analyse_day(day, window_h, start, end, model, thresholds, store, shap, figures, progress)
+    lap = Laps()
+    s, e = day_bounds(day, window_h, start, end, cfg)
+    window, mv, ref, mine, labelled_all, labelled, telemetry, cams = load_day(store, s, e, model, cfg)
     lap('load')
-    integrity = mon.integrity_checks(window, ref, s, e, cams, cfg); lap('integrity')
-    drift = mon.drift_tests(ref, mine, cfg); lap('drift')
+    integrity = mon.integrity_checks(window, ref, s, e, cams, cfg)
+    lap('integrity')
+    drift = drift_tests(ref, mine, cfg)
+    lap('drift')
     perf = mon.performance_by_day(labelled_all, cfg)
-    cal = mon.fit_calibrator(ref, cfg=cfg)
+    cal = fit_calibrator(ref, cfg=cfg)
     ok = mon.answered(mine)
-    est = mon.estimate_performance(ok.p_dog.to_numpy(float), cal, cfg.perf_ci_alpha) if len(ok) else None
-    est_err = mon.estimate_error(mon.answered(labelled), cal, cfg); lap('performance')
-    tel = mon.telemetry_summary(telemetry, window)
-    tel_checks = mon.telemetry_checks(telemetry, window, cfg); lap('telemetry')
-    fair = mon.fairness_by_group(labelled) if len(mon.answered(labelled)) else None; lap('fairness')
+    est = estimate_performance(ok.p_dog.to_numpy(float), cal, cfg.perf_ci_alpha) if len(ok) else None
+    est_err = estimate_error(mon.answered(labelled), cal, cfg)
+    lap('performance')
+    tel = telemetry_summary(telemetry, window)
+    tel_checks = telemetry_checks(telemetry, window, cfg)
+    lap('telemetry')
+    fair = mon.fairness_by_group(labelled) if len(mon.answered(labelled)) else None
+    lap('fairness')
     expl = None
     if shap and cfg.shap_frames > 0 and len(ok):
         om = open_model(local_onnx(mv, cfg=cfg), cfg=cfg)
-        expl = mon.explain_frames(store, mine, om, cfg.shap_frames, cfg.drift_seed, cfg=cfg)
+        expl = explain_frames(store, mine, om, cfg.shap_frames, cfg.drift_seed, cfg=cfg)
     lap('shap')
-    counts = dict(predictions=len(window), judged=len(mine), answered=len(ok), dog_share=float((ok.p_dog >= 0.5).mean()) if len(ok) else None, rejected=int(window.status.eq('rejected').sum()) if len(window) else 0,
-                  labels=len(labelled), labels_history=len(labelled_all), telemetry_samples=len(telemetry),
-                  versions=window.model_version.astype(str).value_counts().to_dict() if len(window) else {})
+    counts = day_counts(window, mine, ok, labelled, labelled_all, telemetry)
     prev = daily_runs(before=day, days=cfg.perf_history_days, cfg=cfg)
     res = DayResults(day, s, e, str(mv.version), mv.run_id, mv.name, counts, cams, integrity, drift, perf, est, est_err,
-                     tel, tel_checks, fair, expl, _reference_summary(ref), label_counts(labelled), dict(thresholds or {}),
+                     tel, tel_checks, fair, expl, _reference_summary(ref), label_counts(labelled),
+                     dict(thresholds or {}),
                      previous=prev.iloc[-1].to_dict() if len(prev) else None)
     res._history = prev
     if figures: res.figures = day_figures(res, window, mine, ref, telemetry, cfg)
     lap('figures')
-    res.seconds = sec
+    res.seconds = lap.sec
     return res
 
-# %% ../nbs/25_daily.ipynb #3b75bb92
-def estimate_history(res: DayResults) -> pd.DataFrame:
-    "Label-free estimates per day: earlier daily runs of the same version (from MLflow) and this day"
-    prev = getattr(res, '_history', pd.DataFrame())
-    rows = []
-    if len(prev) and 'est_accuracy' in prev:
-        p = prev[(prev.version == res.model_version) & prev.est_accuracy.notna()]
-        rows += [dict(day=r.day, accuracy=r.est_accuracy, recall_cat=r.get('est_recall_cat'), recall_dog=r.get('est_recall_dog'))
-                 for _, r in p.iterrows()]
-    if res.estimate: rows.append(dict(day=res.day, **{k: res.estimate[k] for k in ('accuracy', 'recall_cat', 'recall_dog')}))
-    return pd.DataFrame(rows, columns=['day', 'accuracy', 'recall_cat', 'recall_dog'])
-
-def day_figures(res: DayResults, window, mine, ref, telemetry, cfg: Settings = None) -> dict:
-    "The report's figures, by file name"
-    import matplotlib.pyplot as plt
-    figs = {'integrity.png': mon.integrity_figure(window, res.integrity, ref),
-            'drift.png': mon.drift_figure(ref, mine, res.drift) if len(mon.answered(mine)) else None,
-            'performance.png': mon.performance_figure(res.performance, estimate_history(res)),
-            'telemetry.png': mon.telemetry_figure(telemetry, cfg),
-            'fairness.png': res.fairness['figure'] if res.fairness else None,
-            'shap.png': res.shap['figure'] if res.shap and res.shap.get('figure') is not None else None}
-    plt.close('all')
-    return {k: f for k, f in figs.items() if f is not None}
-
-# %% ../nbs/25_daily.ipynb #90d3c479
-CRITICAL_INTEGRITY = {'blank', 'frozen_camera', 'traffic_gap', 'decode_failures'}
-
-def _pct(x) -> str: return f"{100 * x:.1f}%"
-
-def _main_camera(c) -> str | None:
-    "The camera a check's evidence points at (the one with most bad frames, or of the first run/gap)"
-    ev = c.evidence
-    if ev.get('by_camera'): return max(ev['by_camera'], key=ev['by_camera'].get)
-    for k in ('runs', 'gaps'):
-        if ev.get(k): return ev[k][0]['camera']
-    return None
-
-def _integrity_text(c) -> str:
-    ev = c.evidence
-    if c.name == 'frozen_camera':
-        r = ev['runs'][0]
-        return f"camera {r['camera']} sent the same frame {r['frames']} times in a row over {r['minutes']} minutes ({r['start']} to {r['end']})"
-    if c.name == 'traffic_gap':
-        g = ev['gaps'][0]
-        return f"camera {g['camera']} sent nothing for {g['minutes']:.0f} minutes while traffic was expected ({g['start']} to {g['end']})"
-    cams = ', '.join(f"{k} ({v})" for k, v in ev.get('by_camera', {}).items())
-    return (f"{ev['count']} of {ev['n']} frames ({_pct(c.statistic)}, limit {_pct(c.threshold)}) failed the {c.name.replace('_', ' ')} check"
-            + (f", from {cams}" if cams else '') + (f", between {ev['first']} and {ev['last']}" if ev.get('first') else ''))
-
-def rule_integrity(res: DayResults, cfg: Settings) -> list[Alert]:
-    "A failed integrity check: look at the camera"
-    return [Alert(f'integrity_{c.name}', 'critical' if c.name in CRITICAL_INTEGRITY else 'warning',
-                  f"Data integrity: {_integrity_text(c)}. Check the camera.", 'check the camera',
-                  dict(check=c.name, statistic=c.statistic, threshold=c.threshold, **c.evidence), camera=_main_camera(c))
-            for c in res.failed('integrity')]
-
-def rule_drift(res: DayResults, cfg: Settings) -> list[Alert]:
-    "The drift verdict; with failed integrity checks the camera is the first suspect"
-    d = res.drift
-    if not d.drift: return []
-    bad = [c.name for c in res.failed('integrity')]
-    fired = {t.name: t for t in d.tests if t.drift}
-    msg = (f"The day's frames differ from the model's reference ({d.n_window} frames vs {d.n_ref}): "
-           + ', '.join(f"{n} (Holm-adjusted p {t.p_adjusted:.2g})" for n, t in fired.items()) + f", family-wise alpha {d.alpha:g}.")
-    msg += (f" Integrity checks failed too ({', '.join(bad)}): check the camera before retraining." if bad
-            else " Label some of the day's frames and retrain on them.")
-    ev = dict(alpha=d.alpha, n_window=d.n_window, n_ref=d.n_ref, integrity_failed=bad,
-              tests={t.name: dict(statistic=t.statistic, p_value=t.p_value, p_adjusted=t.p_adjusted, drift=t.drift) for t in d.tests})
-    return [Alert('drift', 'warning', msg, 'check the camera' if bad else 'retrain', ev)]
-
-def _version_changed(res: DayResults) -> bool:
-    return bool(res.previous and res.previous.get('version') not in (None, res.model_version))
-
-def rule_prediction_drift(res: DayResults, cfg: Settings) -> list[Alert]:
-    "The share of the day's frames called dog moved more than `dog_share_jump` from the reference, and the drift test confirms it"
-    t = next((t for t in res.drift.tests if t.name == 'dog_share'), None)
-    now, ref = res.counts.get('dog_share'), res.reference['dog_share']
-    if t is None or now is None or not t.drift or abs(now - ref) < cfg.dog_share_jump: return []
-    changed = _version_changed(res)
-    msg = (f"The share of frames called dog {'rose' if now > ref else 'fell'} from {_pct(ref)} on the reference to {_pct(now)} "
-           f"of the day's {res.counts['answered']} frames ({100 * (now - ref):+.0f} points; Fisher p {t.p_value:.2g} on {t.n_window} distinct frames). ")
-    msg += (f"The judged version {res.model_version} replaced version {res.previous['version']} since the day before: consider rolling back."
-            if changed else "If the park really had more dogs this is fine; the day's labels will tell.")
-    ev = dict(dog_share=now, reference_dog_share=ref, change=now - ref, n_frames=res.counts['answered'], test_p_value=t.p_value,
-              test_p_adjusted=t.p_adjusted, test_window_share=t.details.get('window_share'), n_distinct=t.n_window,
-              dog_share_jump=cfg.dog_share_jump, previous_version=(res.previous or {}).get('version'))
-    return [Alert('prediction_drift', 'warning', msg, 'roll back' if changed else 'watch', ev)]
-
-def rule_accuracy(res: DayResults, cfg: Settings) -> list[Alert]:
-    "Accuracy from labels (with enough of them) or estimated without labels under the floor"
-    out, dp, est = [], res.day_performance, res.estimate
-    if dp and dp['n_labels'] >= cfg.min_labels and dp['accuracy'] < cfg.min_accuracy:
-        sure = dp['accuracy_hi'] < cfg.min_accuracy
-        out.append(Alert('accuracy', 'critical' if sure else 'warning',
-                         f"Accuracy on {int(dp['n_labels'])} labelled frames was {_pct(dp['accuracy'])} (95% interval "
-                         f"{_pct(dp['accuracy_lo'])} to {_pct(dp['accuracy_hi'])}), under the {_pct(cfg.min_accuracy)} the park expects. Retrain.",
-                         'retrain', dict(accuracy=dp['accuracy'], accuracy_lo=dp['accuracy_lo'], accuracy_hi=dp['accuracy_hi'],
-                                         n_labels=dp['n_labels'], min_accuracy=cfg.min_accuracy,
-                                         recall_cat=dp['recall_cat'], recall_dog=dp['recall_dog'])))
-    if est and est['accuracy'] < cfg.min_accuracy:
-        out.append(Alert('accuracy_estimate', 'warning',
-                         f"Estimated accuracy without labels (CBPE, from the model's calibrated confidence on {est['n']} frames) is "
-                         f"{_pct(est['accuracy'])}, under {_pct(cfg.min_accuracy)}. It is an estimate: label some frames to confirm, then retrain.",
-                         'retrain', dict(estimated=True, accuracy=est['accuracy'], accuracy_lo=est['accuracy_lo'], accuracy_hi=est['accuracy_hi'],
-                                         n=est['n'], min_accuracy=cfg.min_accuracy)))
-    return out
-
-def rule_recall_drop(res: DayResults, cfg: Settings) -> list[Alert]:
-    "A class's recall from the day's labels well under the version's recall on its reference (the whole interval below)"
-    out = []
-    for c, (k, n) in res.label_counts.items():
-        if n < cfg.min_class_labels: continue
-        now, ref = k / n, res.reference[f'recall_{c}']
-        lo, hi = wilson_ci(k, n)
-        drop = 100 * (ref - now)
-        if drop >= cfg.recall_drop_points and hi < ref:
-            out.append(Alert(f'recall_drop_{c}', 'critical',
-                             f"{c.capitalize()} recall fell by {drop:.0f} points: {now:.2f} on {n} labelled {c}s today "
-                             f"(95% interval {lo:.2f} to {hi:.2f}) against {ref:.2f} on the model's reference. Retrain.",
-                             'retrain', {'class': c, 'recall': now, 'recall_lo': lo, 'recall_hi': hi, 'reference_recall': ref,
-                                         'drop_points': drop, 'n_labels_class': n, 'recall_drop_points': cfg.recall_drop_points}))
-    return out
-
-def rule_fairness(res: DayResults, cfg: Settings) -> list[Alert]:
-    "The cat-vs-dog recall gap in words"
-    f, dp = res.fairness, res.day_performance
-    if not f or not dp or dp['n_labels'] < cfg.min_labels: return []
-    gap = 100 * (dp['recall_dog'] - dp['recall_cat'])
-    if not abs(gap) > cfg.recall_gap_max_points: return []
-    by = f['table'][f['table'].grouping == 'lighting'][['group', 'recall_cat', 'recall_dog', 'n']].to_dict('records')
-    return [Alert('fairness_gap', 'warning',
-                  f"{f['sentence']} That is more than the {cfg.recall_gap_max_points:g} points the park accepts "
-                  f"({int(dp['n_labels'])} labelled frames). Retrain with more labelled {'cats' if gap > 0 else 'dogs'}.",
-                  'retrain', dict(recall_gap_points=gap, recall_cat=dp['recall_cat'], recall_dog=dp['recall_dog'],
-                                  n_labels=dp['n_labels'], limit_points=cfg.recall_gap_max_points, by_lighting=by))]
-
-def rule_telemetry(res: DayResults, cfg: Settings) -> list[Alert]:
-    "The host is overloaded or heading for trouble"
-    out = []
-    for c in res.failed('telemetry'):
-        ev = c.evidence
-        if c.name.endswith('_trend'):
-            res_name = c.name[:-len('_trend')]
-            msg = (f"The host's {res_name} is rising {ev['slope_per_h']:+.2f} per hour (now {ev['level']:.1f}) and would reach "
-                   f"its limit {ev['limit']:g} in about {c.statistic:.0f} hours. Check the host before it fails.")
-            sev = 'critical' if c.statistic < 12 else 'warning'
-        else:
-            msg, sev = f"The service's {c.name.replace('_', ' ')} was {c.statistic:.3g}, over the limit {c.threshold:g}. Check the host.", 'warning'
-        out.append(Alert(f'telemetry_{c.name}', sev, msg, 'check the host', dict(check=c.name, statistic=c.statistic, threshold=c.threshold, **ev)))
-    return out
-
-RULES = {'integrity': rule_integrity, 'drift': rule_drift, 'prediction_drift': rule_prediction_drift, 'accuracy': rule_accuracy,
-         'recall_drop': rule_recall_drop, 'fairness': rule_fairness, 'telemetry': rule_telemetry}
-
-def run_link(run_id: str, cfg: Settings = None) -> str:
-    "Link to an MLflow run: in the UI at `mlflow_ui_url`, or a runs:/ URI when that is empty"
-    from parkml.tracking import mlflow_client
-    cfg = cfg or get_settings()
-    if not cfg.mlflow_ui_url: return f"runs:/{run_id}"
-    exp = mlflow_client(cfg).get_run(run_id).info.experiment_id
-    return f"{cfg.mlflow_ui_url.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
-
-def day_alerts(res: DayResults, cfg: Settings = None, rules: dict = None) -> list[Alert]:
-    "Every rule's alerts for the day, each with the day, the judged version and the link to the day's MLflow run"
-    cfg = cfg or run_settings(res.thresholds)
-    common = dict(run_id=res.run_id, run_link=res.run_link, window=[mon._iso(res.start), mon._iso(res.end)])
-    out = []
-    for rule in (rules or RULES).values():
-        for a in rule(res, cfg):
-            a.day, a.model_version = res.day, res.model_version
-            a.evidence = plain({**a.evidence, **common})
-            out.append(a)
-    return out
-
-# %% ../nbs/25_daily.ipynb #d249b5aa
+# %% ../nbs/25_daily.ipynb #6288faf8
 def day_run(res: DayResults, cfg: Settings = None) -> str:
     "The MLflow run of this day and judged version, created if needed and tagged; sets `res.run_id` and `res.run_link`"
     from parkml.tracking import mlflow_client, lineage_tags
-    cfg = cfg or get_settings(); client = mlflow_client(cfg)
+    cfg = cfg or get_settings()
+    client = mlflow_client(cfg)
     exp = client.get_experiment_by_name(cfg.experiment).experiment_id
     found = client.search_runs([exp], f"tags.`parkml.kind` = 'daily' and tags.`parkml.day` = '{res.day}' and "
                                       f"tags.`parkml.model_version` = '{res.model_version}'", max_results=1)
-    run_id = found[0].info.run_id if found else client.create_run(exp, run_name=f"daily-{res.day}-v{res.model_version}").info.run_id
+    run_id = found[0].info.run_id if found else client.create_run(exp,
+                                                                  run_name=f"daily-{res.day}-v{res.model_version}").info.run_id
     tags = {**lineage_tags(parent_run=res.model_run_id), 'parkml.kind': 'daily', 'parkml.day': res.day,
-            'parkml.model_version': res.model_version, 'parkml.model_name': res.model_name, 'parkml.model_run_id': res.model_run_id,
-            'parkml.window_start': mon._iso(res.start), 'parkml.window_end': mon._iso(res.end)}
+            'parkml.model_version': res.model_version, 'parkml.model_name': res.model_name,
+            'parkml.model_run_id': res.model_run_id,
+            'parkml.window_start': mon.iso_utc(res.start), 'parkml.window_end': mon.iso_utc(res.end)}
     for k, v in tags.items(): client.set_tag(run_id, k, v)
     res.run_id, res.run_link = run_id, run_link(run_id, cfg)
     return run_id
 
+# %% ../nbs/25_daily.ipynb #b052af5e
 def day_metrics(res: DayResults) -> dict:
     "The day's numbers as flat MLflow metrics"
     m = {(k if k == 'dog_share' else f'n_{k}'): v for k, v in res.counts.items() if isinstance(v, (int, float))}
     for c in [*res.integrity, *res.telemetry_checks]:
-        m[f'{c.kind}_{c.name}'] = c.statistic; m[f'{c.kind}_{c.name}_passed'] = float(c.passed)
-    m['integrity_failed'] = len(res.failed('integrity')); m['telemetry_failed'] = len(res.failed('telemetry'))
+        m[f'{c.kind}_{c.name}'] = c.statistic
+        m[f'{c.kind}_{c.name}_passed'] = float(c.passed)
+    m['integrity_failed'] = len(res.failed('integrity'))
+    m['telemetry_failed'] = len(res.failed('telemetry'))
     m['drift'] = float(res.drift.drift)
     for t in res.drift.tests: m[f'drift_{t.name}_stat'], m[f'drift_{t.name}_p_adjusted'] = t.statistic, t.p_adjusted
     if (dp := res.day_performance):
@@ -397,42 +326,23 @@ def day_metrics(res: DayResults) -> dict:
     if res.estimate: m.update({f'est_{k}': v for k, v in res.estimate.items() if k != 'estimated'})
     err = res.estimate_error
     if len(err) and (err.day == res.day).any():
-        m.update({f'est_error_{k[:-len("_error")]}': v for k, v in err[err.day == res.day].iloc[0].items() if k.endswith('_error')})
+        m.update({f'est_error_{k[:-len("_error")]}': v for k,
+                  v in err[err.day == res.day].iloc[0].items() if k.endswith('_error')})
     m.update({f'tel_{k}': v for k, v in res.telemetry.items()})
     for c, (k, n) in res.label_counts.items(): m[f'label_n_{c}'] = n
     m.update({f'time_{k}_s': v for k, v in res.seconds.items()})
     return {k: float(v) for k, v in m.items() if isinstance(v, (int, float, np.number)) and np.isfinite(v)}
 
-# %% ../nbs/25_daily.ipynb #51856c18
-def _table_html(df: pd.DataFrame, title: str) -> str:
-    if df is None or not len(df): return ''
-    return f"<h2>{html.escape(title)}</h2>" + df.to_html(index=False, float_format=lambda x: f"{x:.4g}", border=0, classes='t')
-
-def day_report_html(res: DayResults, alerts: list = ()) -> str:
-    "A self-contained HTML report of the day: summary, alerts, every table, every figure"
-    al = pd.DataFrame([dict(severity=a.severity, rule=a.rule, camera=a.camera, action=a.action, message=a.message, id=a.id)
-                       for a in alerts])
-    checks = res.checks_table().assign(evidence=lambda d: d.evidence.map(lambda e: json.dumps(plain(e))[:300]))
-    parts = [f"<h1>parkml daily analysis: {res.day}</h1>",
-             f"<p>Model {html.escape(res.model_name)} version {res.model_version} (run {res.model_run_id}); "
-             f"window {mon._iso(res.start)} to {mon._iso(res.end)}; MLflow run <a href='{res.run_link}'>{res.run_id}</a></p>",
-             f"<pre>{html.escape(res.summary())}</pre>",
-             _table_html(al, f'Alerts ({len(al)})') or '<h2>Alerts</h2><p>none</p>',
-             _table_html(checks, 'Integrity and host checks'),
-             _table_html(res.drift.table().drop(columns=['details'], errors='ignore') if res.drift.tests else None, 'Drift tests'),
-             _table_html(res.performance, 'Performance from labels'),
-             _table_html(pd.DataFrame([res.estimate]) if res.estimate else None, 'Estimated performance without labels (CBPE)'),
-             _table_html(res.estimate_error, 'Estimate against labels'),
-             _table_html(pd.DataFrame([res.telemetry]), 'Host and service'),
-             _table_html(res.fairness['table'] if res.fairness else None, 'Fairness') + (f"<p>{html.escape(res.fairness['sentence'])}</p>" if res.fairness else '')]
-    parts += [f"<h2>{k[:-4]}</h2><img src='data:image/png;base64,{base64.b64encode(v).decode()}'/>" for k, v in res.pngs().items()]
-    style = "<style>body{font-family:sans-serif;max-width:1200px} .t{border-collapse:collapse;font-size:12px} .t td,.t th{padding:2px 6px;border-bottom:1px solid #ddd}</style>"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>parkml {res.day}</title>{style}</head><body>{''.join(parts)}</body></html>"
-
-def log_day(res: DayResults, alerts: list = (), cfg: Settings = None) -> str:
+# %% ../nbs/25_daily.ipynb #d91ae9de
+def log_day(
+    res: DayResults, # the day's results
+    alerts: list = (), # the day's alerts
+    cfg: Settings = None, # settings (default: the current ones)
+) -> str:
     "Log the day's metrics, figures, tables, thresholds, alerts and HTML report to its MLflow run"
     from parkml.tracking import mlflow_client
-    cfg = cfg or get_settings(); client = mlflow_client(cfg)
+    cfg = cfg or get_settings()
+    client = mlflow_client(cfg)
     run_id = res.run_id or day_run(res, cfg)
     m = {**day_metrics(res), 'alerts': float(len(alerts)),
          **{f'alerts_{s}': float(sum(a.severity == s for a in alerts)) for s in ('info', 'warning', 'critical')}}
@@ -444,7 +354,8 @@ def log_day(res: DayResults, alerts: list = (), cfg: Settings = None) -> str:
         for sub in ('plots', 'tables', 'report'): ensure_dir(d/sub)
         for k, v in res.pngs().items(): (d/'plots'/k).write_bytes(v)
         res.checks_table().assign(evidence=lambda t: t.evidence.map(lambda e: json.dumps(plain(e)))).to_csv(d/'tables'/'checks.csv', index=False)
-        if res.drift.tests: res.drift.table().assign(details=lambda t: t.details.map(lambda e: json.dumps(plain(e)))).to_csv(d/'tables'/'drift.csv', index=False)
+        if res.drift.tests:
+            res.drift.table().assign(details=lambda t: t.details.map(lambda e: json.dumps(plain(e)))).to_csv(d/'tables'/'drift.csv', index=False)
         res.performance.to_csv(d/'tables'/'performance.csv', index=False)
         res.estimate_error.to_csv(d/'tables'/'estimate_error.csv', index=False)
         if res.fairness: res.fairness['table'].to_csv(d/'tables'/'fairness.csv', index=False)
@@ -459,8 +370,12 @@ def log_day(res: DayResults, alerts: list = (), cfg: Settings = None) -> str:
         client.log_artifacts(run_id, tmp)
     return run_id
 
-# %% ../nbs/25_daily.ipynb #722c5c16
-def finish_day(res: DayResults, send: bool = True, cfg: Settings = None) -> dict:
+# %% ../nbs/25_daily.ipynb #ed09296e
+def finish_day(
+    res: DayResults, # the day's results
+    send: bool = True, # deliver the alerts now
+    cfg: Settings = None, # settings (default: the current ones)
+) -> dict:
     "Deliver pending alerts, log the day to MLflow, raise its alerts; return the run, the alerts and the delivery outcome"
     cfg = cfg or run_settings(res.thresholds)
     with open_alert_store() as st:
@@ -476,8 +391,17 @@ def finish_day(res: DayResults, send: bool = True, cfg: Settings = None) -> dict
                 delivered=int(mine.delivered.notna().sum()), undelivered=int(mine.delivered.isna().sum()),
                 earlier_delivered=int(earlier.delivered.sum()) if len(earlier) else 0)
 
-def run_daily(day: str, window_h: float = None, start=None, end=None, thresholds: dict = None, model=None,
-              send: bool = True, progress: bool = True) -> dict:
+# %% ../nbs/25_daily.ipynb #05f59398
+def run_daily(
+    day: str, # the calendar day (YYYY-MM-DD, 'today' or 'yesterday')
+    window_h: float = None, # only its first hours
+    start = None, # epoch seconds where the window starts (default: the day window)
+    end = None, # epoch seconds where the window ends (default: the day window)
+    thresholds: dict = None, # rule thresholds overridden for this run
+    model = None, # the version judged (default: the one that answered most)
+    send: bool = True, # deliver the alerts now
+    progress: bool = True, # show progress bars
+) -> dict:
     "Run the daily notebook `52_daily` with papermill for `day`; returns its result (run id, alerts, report paths)"
     from parkml.notebooks import run_notebook
     cfg = run_settings(thresholds)  # refuse bad thresholds before starting a kernel
@@ -485,42 +409,3 @@ def run_daily(day: str, window_h: float = None, start=None, end=None, thresholds
     params = dict(day=day, window_h=float(window_h or 0), start=str(start or ''), end=str(end or ''),
                   thresholds=json.dumps(thresholds or {}), model=str(model or ''), send=bool(send))
     return run_notebook('52_daily', params, tag=f"{day}-{time.strftime('%Y%m%d-%H%M%S')}", progress=progress)
-
-# %% ../nbs/25_daily.ipynb #730c0323
-def parse_at(at: str) -> tuple[int, int]:
-    "'HH:MM' -> (hour, minute)"
-    try: h, m = (int(x) for x in str(at).split(':'))
-    except ValueError: h = m = -1
-    if not (0 <= h < 24 and 0 <= m < 60): raise ValueError(f"the time of the daily run must be HH:MM, got {at!r}")
-    return h, m
-
-def schedule_command(cfg: Settings = None) -> str:
-    "The shell command the scheduler runs: yesterday's analysis with this settings file, appended to runs/logs/daily.log"
-    cfg = cfg or get_settings()
-    exe, logs = Path(sys.executable).parent/'parkml', cfg.runs/'logs'
-    q = lambda p: shlex.quote(str(p))
-    return (f"mkdir -p {q(logs)} && cd {q(cfg.root)} && PARKML_SETTINGS={q(cfg.path)} {q(exe)} analyze --day yesterday --quiet "
-            f">> {q(logs/'daily.log')} 2>&1")
-
-def schedule_entries(kind: str = 'cron', at: str = None, cfg: Settings = None) -> dict[str, str]:
-    "File name -> content: a crontab line, or a systemd service and timer"
-    cfg = cfg or get_settings()
-    h, m = parse_at(at or cfg.daily_at)
-    exe = Path(sys.executable).parent/'parkml'
-    if kind == 'cron':
-        return {'parkml-daily.crontab': f"# parkml: analyse yesterday's predictions every day at {h:02d}:{m:02d}\n{m} {h} * * * {schedule_command(cfg)}\n"}
-    if kind == 'systemd':  # the same units as an edge box's deploy/systemd files, as user units (parkml.units)
-        from parkml.units import daily_units
-        return daily_units(str(exe), str(cfg.path), str(cfg.root), h, m)
-    raise ValueError(f"schedule kind must be 'cron' or 'systemd', got {kind!r}")
-
-def install_schedule(kind: str = 'cron', at: str = None, cfg: Settings = None) -> tuple[list[Path], str]:
-    "Write the schedule files under runs/cron or runs/systemd; return them and how to activate them"
-    cfg = cfg or get_settings()
-    d = ensure_dir(cfg.runs/('cron' if kind == 'cron' else 'systemd'))
-    paths = []
-    for name, text in schedule_entries(kind, at, cfg).items():
-        (d/name).write_text(text); paths.append(d/name)
-    hint = (f"activate: (crontab -l 2>/dev/null; cat {shlex.quote(str(paths[0]))}) | crontab -" if kind == 'cron' else
-            f"activate: systemctl --user link {' '.join(shlex.quote(str(p)) for p in paths)} && systemctl --user enable --now parkml-daily.timer")
-    return paths, hint

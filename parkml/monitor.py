@@ -6,29 +6,21 @@ Docs: https://parkml.github.io/parkml/monitor.html.md"""
 
 # %% ../nbs/20_monitor.ipynb #517b24b0
 from __future__ import annotations
-import hashlib, io, math, os, time, warnings
+import os
 from dataclasses import dataclass, field, asdict
-from pathlib import Path
 import numpy as np, pandas as pd
-from scipy import stats
-from tqdm.auto import tqdm
 from .config import get_settings, ensure_dir, Settings
-from .data import CLASSES, read_imageset, assign_splits
-from .predlog import proj_matrix, to_epoch, new_prediction_id
-from .evaluate import (ReportFigure, wilson_ci, fairness_frame, fairness_table, fairness_figure,
-                             recall_gap_sentence, lighting_band, shap_explain, shap_figure, CLASS_COLORS)
+from .data import CLASSES
+from .predlog import proj_matrix, to_epoch
+from .evaluate import (wilson_ci, fairness_frame, fairness_table, fairness_figure, recall_gap_sentence,
+                             lighting_band)
 
 # %% auto #0
-__all__ = ['FEATURES', 'DECODE_CODES', 'PERF_KEYS', 'TREND_LIMITS', 'load_reference', 'answered', 'proj_of', 'day_window',
-           'day_of', 'Check', 'checks_table', 'error_codes', 'check_decode_failures', 'check_image_size',
-           'reference_range', 'check_range', 'check_blurred', 'check_blank', 'frozen_runs', 'check_frozen',
-           'parse_hours', 'expected_seconds', 'traffic_gaps', 'check_gaps', 'integrity_checks', 'mmd_test',
-           'ks_bonferroni', 'holm', 'DriftTest', 'DriftReport', 'drift_inputs', 'drift_tests', 'metrics_from_counts',
-           'labels_of', 'labelled_performance', 'performance_by_day', 'Calibrator', 'fit_calibrator',
-           'estimate_performance', 'estimated_by_day', 'estimate_error', 'robust_trend', 'telemetry_summary',
-           'telemetry_checks', 'fairness_by_group', 'explain_frames', 'drift_figure', 'integrity_figure',
-           'performance_figure', 'telemetry_figure', 'frame_bytes', 'model_outputs', 'cached_outputs', 'traffic_times',
-           'synthetic_day']
+__all__ = ['FEATURES', 'DECODE_CODES', 'PERF_KEYS', 'load_reference', 'answered', 'proj_of', 'day_window', 'day_of', 'Check',
+           'checks_table', 'iso_utc', 'error_codes', 'check_decode_failures', 'check_image_size', 'reference_range',
+           'check_range', 'check_blurred', 'check_blank', 'frozen_runs', 'check_frozen', 'parse_hours',
+           'expected_seconds', 'traffic_gaps', 'check_gaps', 'integrity_checks', 'metrics_from_counts', 'labels_of',
+           'labelled_performance', 'performance_by_day', 'fairness_by_group']
 
 # %% ../nbs/20_monitor.ipynb #195e0c3a
 def _subsets(subsets, cfg) -> list | None:
@@ -36,7 +28,12 @@ def _subsets(subsets, cfg) -> list | None:
     if isinstance(s, str): s = [x.strip() for x in s.split(',') if x.strip()]
     return None if list(s) == ['all'] else list(s)
 
-def load_reference(version=None, subsets=None, cfg: Settings = None, client=None) -> pd.DataFrame:
+def load_reference(
+    version = None, # model version: a number, an alias or a ModelVersion
+    subsets = None, # reference subsets kept (default: setting `reference_subsets`; 'all': every one)
+    cfg: Settings = None, # settings (default: the current ones)
+    client = None, # an MLflow client (default: one for the settings)
+) -> pd.DataFrame:
     "The reference rows of a model version (ModelVersion, number, alias or None), cached under runs/cache/reference"
     import mlflow
     from parkml.tracking import mlflow_client, resolve_version
@@ -45,11 +42,15 @@ def load_reference(version=None, subsets=None, cfg: Settings = None, client=None
     dest = cfg.runs/'cache'/'reference'/mv.run_id/'reference.parquet'
     if not dest.is_file():
         tmp = ensure_dir(dest.parent/f".tmp{os.getpid()}")
-        try: got = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path='reference/reference.parquet', dst_path=str(tmp))
+        try:
+            got = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path='reference/reference.parquet',
+                                                      dst_path=str(tmp))
         except Exception as e:
-            raise FileNotFoundError(f"version {mv.version} (run {mv.run_id}) has no reference/reference.parquet: retrain it ({e})") from None
+            raise FileNotFoundError(f"version {mv.version} (run {mv.run_id}) has no reference/reference.parquet: "
+                                    f"retrain it ({e})") from None
         os.replace(got, dest)
-        import shutil; shutil.rmtree(tmp, ignore_errors=True)
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
     ref = pd.read_parquet(dest)
     keep = _subsets(subsets, cfg)
     if keep is not None: ref = ref[ref.subset.isin(keep)]
@@ -58,7 +59,7 @@ def load_reference(version=None, subsets=None, cfg: Settings = None, client=None
     ref.attrs.update(version=str(mv.version), run_id=mv.run_id)
     return ref
 
-# %% ../nbs/20_monitor.ipynb #718f2453
+# %% ../nbs/20_monitor.ipynb #d6bb5fe2
 FEATURES = ('brightness', 'contrast', 'sharpness', 'width', 'height')
 
 def answered(df: pd.DataFrame) -> pd.DataFrame:
@@ -67,6 +68,7 @@ def answered(df: pd.DataFrame) -> pd.DataFrame:
     if 'status' in df: m &= df.status.eq('ok')
     return df[m]
 
+# %% ../nbs/20_monitor.ipynb #dc4913bd
 def proj_of(df: pd.DataFrame) -> np.ndarray:
     "The embedding projection of each row, (n, k) float32: from `proj_0..` columns or the log's packed `proj`"
     cols = sorted((c for c in df.columns if c.startswith('proj_') and c[5:].isdigit()), key=lambda c: int(c[5:]))
@@ -74,12 +76,14 @@ def proj_of(df: pd.DataFrame) -> np.ndarray:
     if 'proj' in df: return proj_matrix(df)
     raise ValueError("no projection: expected columns proj_0.. (reference) or proj (prediction log)")
 
+# %% ../nbs/20_monitor.ipynb #380f870d
 def day_window(day, cfg: Settings = None) -> tuple[float, float]:
     "Epoch seconds `[start, end)` of calendar day `day` (YYYY-MM-DD) in the `monitor_tz` time zone"
     tz = (cfg or get_settings()).monitor_tz
     d = pd.Timestamp(str(day)).normalize()
     return _local(d, tz), _local(d + pd.Timedelta(days=1), tz)
 
+# %% ../nbs/20_monitor.ipynb #58b11193
 def _local(t: pd.Timestamp, tz: str) -> float:
     "Epoch seconds of naive local time `t` in `tz` (a time skipped by a clock change moves forward)"
     return t.tz_localize(tz, nonexistent='shift_forward', ambiguous=False).timestamp()
@@ -89,32 +93,42 @@ def day_of(ts, cfg: Settings = None) -> pd.Series:
     tz = (cfg or get_settings()).monitor_tz
     return pd.Series(pd.to_datetime(np.asarray(ts, float), unit='s', utc=True).tz_convert(tz).strftime('%Y-%m-%d'))
 
-# %% ../nbs/20_monitor.ipynb #e5d42419
+# %% ../nbs/20_monitor.ipynb #8b8f7f15
 @dataclass
 class Check:
     "One monitoring check: what was measured, the threshold, the verdict and the evidence behind it"
-    name: str; statistic: float; threshold: float; passed: bool
-    evidence: dict = field(default_factory=dict); kind: str = 'integrity'
+    name: str
+    statistic: float
+    threshold: float
+    passed: bool
+    evidence: dict = field(default_factory=dict)
+    kind: str = 'integrity'
     def as_dict(self) -> dict: return asdict(self)
 
+# %% ../nbs/20_monitor.ipynb #111cc6c0
 def checks_table(checks) -> pd.DataFrame:
     "One row per check (kind, name, statistic, threshold, passed, evidence)"
-    return pd.DataFrame([c.as_dict() for c in checks], columns=['kind', 'name', 'statistic', 'threshold', 'passed', 'evidence'])
+    return pd.DataFrame([c.as_dict() for c in checks],
+                        columns=['kind', 'name', 'statistic', 'threshold', 'passed', 'evidence'])
 
-def _iso(t) -> str | None: return None if t is None or pd.isna(t) else pd.Timestamp(float(t), unit='s', tz='UTC').isoformat()
+def iso_utc(t) -> str | None:
+    "Epoch seconds `t` as an ISO 8601 time in UTC; None when missing"
+    return None if t is None or pd.isna(t) else pd.Timestamp(float(t), unit='s', tz='UTC').isoformat()
 
 def _rate_check(name: str, df: pd.DataFrame, bad, threshold: float, cfg, **extra) -> Check:
     "Share of rows of `df` flagged by boolean `bad`; fails above `threshold` with at least `integrity_min_count` of them"
-    bad = np.asarray(bad, bool); n, k = len(df), int(bad.sum())
+    bad = np.asarray(bad, bool)
+    n, k = len(df), int(bad.sum())
     rate = k / n if n else 0.0
     hit = df[bad]
     ev = dict(n=n, count=k, **extra)
     if k:
-        ev.update(first=_iso(hit.ts.min()), last=_iso(hit.ts.max()), examples=hit.id.head(5).tolist() if 'id' in hit else [])
+        ev.update(first=iso_utc(hit.ts.min()), last=iso_utc(hit.ts.max()),
+                  examples=hit.id.head(5).tolist() if 'id' in hit else [])
         if 'camera' in hit: ev['by_camera'] = hit.camera.value_counts().to_dict()
     return Check(name, rate, threshold, not (rate > threshold and k >= cfg.integrity_min_count), ev)
 
-# %% ../nbs/20_monitor.ipynb #a4787f4b
+# %% ../nbs/20_monitor.ipynb #e272ee1f
 DECODE_CODES = ('empty', 'not_an_image', 'corrupt', 'too_large', 'unsupported_mode')
 
 def error_codes(df: pd.DataFrame) -> pd.Series:
@@ -122,6 +136,7 @@ def error_codes(df: pd.DataFrame) -> pd.Series:
     err = df['error'] if 'error' in df else pd.Series(None, index=df.index, dtype=object)
     return err.fillna('').astype(str).str.split(':', n=1).str[0].str.strip()
 
+# %% ../nbs/20_monitor.ipynb #6e0a40c6
 def check_decode_failures(window: pd.DataFrame, cfg: Settings = None) -> Check:
     "Share of all logged inputs that could not be decoded as an image"
     cfg = cfg or get_settings()
@@ -130,42 +145,61 @@ def check_decode_failures(window: pd.DataFrame, cfg: Settings = None) -> Check:
     return _rate_check('decode_failures', window, bad, cfg.decode_failure_max_rate, cfg,
                        by_code=codes[bad].value_counts().to_dict())
 
+# %% ../nbs/20_monitor.ipynb #f9e06ce1
 def check_image_size(window: pd.DataFrame, cfg: Settings = None) -> Check:
     "Share of answered frames with a side outside [image_side_min, image_side_max] pixels"
-    cfg = cfg or get_settings(); w = answered(window)
+    cfg = cfg or get_settings()
+    w = answered(window)
     side_lo, side_hi = np.minimum(w.width, w.height), np.maximum(w.width, w.height)
     bad = (side_lo < cfg.image_side_min) | (side_hi > cfg.image_side_max)
     return _rate_check('image_size', w, bad, cfg.bad_size_max_rate, cfg, range=[cfg.image_side_min, cfg.image_side_max])
 
-def reference_range(reference: pd.DataFrame, feature: str, cfg: Settings = None) -> tuple[float, float]:
+# %% ../nbs/20_monitor.ipynb #062c4c2b
+def reference_range(
+    reference: pd.DataFrame, # the model version's reference rows (`monitor.load_reference`)
+    feature: str, # an integrity feature: 'brightness', 'contrast' or 'sharpness'
+    cfg: Settings = None, # settings (default: the current ones)
+) -> tuple[float, float]:
     """The reference's range of `feature`: its `range_quantile` and 1 - `range_quantile` quantiles, each widened by
     `range_margin_iqr` times the interquartile range (a reference of a few hundred frames estimates its tails poorly)"""
-    cfg = cfg or get_settings(); q = cfg.range_quantile
+    cfg = cfg or get_settings()
+    q = cfg.range_quantile
     lo, q1, q3, hi = np.quantile(reference[feature].dropna(), [q, 0.25, 0.75, 1 - q])
     m = cfg.range_margin_iqr * (q3 - q1)
     return float(lo - m), float(hi + m)
 
-def check_range(window: pd.DataFrame, reference: pd.DataFrame, feature: str, cfg: Settings = None) -> Check:
+# %% ../nbs/20_monitor.ipynb #3e6d2a4e
+def check_range(
+    window: pd.DataFrame, # rows of the prediction log
+    reference: pd.DataFrame, # the model version's reference rows (`monitor.load_reference`)
+    feature: str, # an integrity feature: 'brightness', 'contrast' or 'sharpness'
+    cfg: Settings = None, # settings (default: the current ones)
+) -> Check:
     "Share of answered frames whose `feature` lies outside the reference range"
-    cfg = cfg or get_settings(); w = answered(window)
+    cfg = cfg or get_settings()
+    w = answered(window)
     lo, hi = reference_range(reference, feature, cfg)
     v = w[feature].to_numpy(float)
     return _rate_check(f'{feature}_range', w, (v < lo) | (v > hi), cfg.out_of_range_max_rate, cfg,
                        range=[lo, hi], below=int((v < lo).sum()), above=int((v > hi).sum()))
 
+# %% ../nbs/20_monitor.ipynb #3891a7c1
 def check_blurred(window: pd.DataFrame, cfg: Settings = None) -> Check:
     "Share of answered frames with sharpness (Laplacian variance) under `blur_sharpness`"
-    cfg = cfg or get_settings(); w = answered(window)
+    cfg = cfg or get_settings()
+    w = answered(window)
     return _rate_check('blurred', w, w.sharpness.to_numpy(float) < cfg.blur_sharpness, cfg.blurred_max_rate, cfg,
                        sharpness_below=cfg.blur_sharpness)
 
+# %% ../nbs/20_monitor.ipynb #c5d92ae4
 def check_blank(window: pd.DataFrame, cfg: Settings = None) -> Check:
     "Share of answered frames that are blank: contrast (luma std) under `blank_contrast`"
-    cfg = cfg or get_settings(); w = answered(window)
+    cfg = cfg or get_settings()
+    w = answered(window)
     return _rate_check('blank', w, w.contrast.to_numpy(float) < cfg.blank_contrast, cfg.blank_max_rate, cfg,
                        contrast_below=cfg.blank_contrast)
 
-# %% ../nbs/20_monitor.ipynb #168a1f72
+# %% ../nbs/20_monitor.ipynb #cb0bb427
 _SAME_COLS = ('brightness', 'contrast', 'sharpness', 'p_dog')
 
 def frozen_runs(window: pd.DataFrame, tolerance: float) -> pd.DataFrame:
@@ -179,10 +213,12 @@ def frozen_runs(window: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     near = np.r_[False, (np.abs(np.diff(v, axis=0)) <= tolerance * np.maximum(np.abs(v[1:]), 1e-3)).all(1)]
     run = np.cumsum(new_cam | ~(same | near))
     g = w.assign(run=run).groupby('run')
-    out = pd.DataFrame(dict(camera=g.camera.first(), frames=g.size(), start=g.ts.min(), end=g.ts.max(), frame_sha=g.frame_sha.first()))
+    out = pd.DataFrame(dict(camera=g.camera.first(), frames=g.size(), start=g.ts.min(), end=g.ts.max(),
+                            frame_sha=g.frame_sha.first()))
     out['minutes'] = (out.end - out.start) / 60
     return out[out.frames > 1][cols].sort_values('frames', ascending=False, ignore_index=True)
 
+# %% ../nbs/20_monitor.ipynb #14efaf65
 def check_frozen(window: pd.DataFrame, cfg: Settings = None) -> Check:
     "No camera repeats the same frame for more than `frozen_max_frames` frames or `frozen_max_minutes` minutes"
     cfg = cfg or get_settings()
@@ -190,22 +226,28 @@ def check_frozen(window: pd.DataFrame, cfg: Settings = None) -> Check:
     bad = runs[(runs.frames > cfg.frozen_max_frames) |
                ((runs.minutes > cfg.frozen_max_minutes) & (runs.frames >= cfg.integrity_min_count))]
     ev = dict(max_frames=cfg.frozen_max_frames, max_minutes=cfg.frozen_max_minutes,
-              runs=[dict(camera=r.camera, frames=int(r.frames), start=_iso(r.start), end=_iso(r.end),
+              runs=[dict(camera=r.camera, frames=int(r.frames), start=iso_utc(r.start), end=iso_utc(r.end),
                          minutes=round(float(r.minutes), 1), frame_sha=r.frame_sha) for r in bad.head(10).itertuples()])
     return Check('frozen_camera', int(runs.frames.max()) if len(runs) else 1, cfg.frozen_max_frames, bad.empty, ev)
 
-# %% ../nbs/20_monitor.ipynb #afff9920
+# %% ../nbs/20_monitor.ipynb #22f09215
 def parse_hours(text: str) -> list[tuple[float, float]]:
     "'7-12,13-21' -> [(7, 12), (13, 21)]: local hours when traffic is expected"
     out = []
     for part in str(text).replace(' ', '').split(','):
         try: a, b = (float(x) for x in part.split('-'))
-        except ValueError: raise ValueError(f"traffic_hours {text!r}: write ranges like '7-21' or '0-24,' separated by commas") from None
+        except ValueError:
+            raise ValueError(f"traffic_hours {text!r}: write ranges like '7-21' or '0-24,' separated by commas") from None
         if not 0 <= a < b <= 24: raise ValueError(f"traffic_hours {text!r}: need 0 <= start < end <= 24 in {part!r}")
         out.append((a, b))
     return out
 
-def expected_seconds(a: float, b: float, cfg: Settings = None) -> float:
+# %% ../nbs/20_monitor.ipynb #fae17523
+def expected_seconds(
+    a: float, # interval start (epoch seconds)
+    b: float, # interval end (epoch seconds)
+    cfg: Settings = None, # settings (default: the current ones)
+) -> float:
     "Seconds of the interval [a, b) (epoch) that fall in the traffic hours"
     cfg = cfg or get_settings()
     hours = parse_hours(cfg.traffic_hours)
@@ -218,7 +260,14 @@ def expected_seconds(a: float, b: float, cfg: Settings = None) -> float:
         d += pd.Timedelta(days=1)
     return total
 
-def traffic_gaps(window: pd.DataFrame, start=None, end=None, cameras=None, cfg: Settings = None) -> pd.DataFrame:
+# %% ../nbs/20_monitor.ipynb #3949b7a3
+def traffic_gaps(
+    window: pd.DataFrame, # rows of the prediction log
+    start = None, # epoch seconds where the window starts (default: the day window)
+    end = None, # epoch seconds where the window ends (default: the day window)
+    cameras = None, # camera ids expected to send (default: those in the window)
+    cfg: Settings = None, # settings (default: the current ones)
+) -> pd.DataFrame:
     "Silences per camera longer than `gap_max_minutes` within the traffic hours: camera, start, end, minutes (expected-traffic minutes)"
     cfg = cfg or get_settings()
     start, end = to_epoch(start), to_epoch(end)
@@ -232,17 +281,31 @@ def traffic_gaps(window: pd.DataFrame, start=None, end=None, cameras=None, cfg: 
                 rows.append(dict(camera=cam, start=a, end=b, minutes=m))
     return pd.DataFrame(rows, columns=['camera', 'start', 'end', 'minutes'])
 
-def check_gaps(window: pd.DataFrame, start=None, end=None, cameras=None, cfg: Settings = None) -> Check:
+# %% ../nbs/20_monitor.ipynb #40820567
+def check_gaps(
+    window: pd.DataFrame, # rows of the prediction log
+    start = None, # epoch seconds where the window starts (default: the day window)
+    end = None, # epoch seconds where the window ends (default: the day window)
+    cameras = None, # camera ids expected to send (default: those in the window)
+    cfg: Settings = None, # settings (default: the current ones)
+) -> Check:
     "No camera is silent for longer than `gap_max_minutes` while traffic is expected"
     cfg = cfg or get_settings()
     gaps = traffic_gaps(window, start, end, cameras, cfg)
-    ev = dict(traffic_hours=cfg.traffic_hours, gaps=[dict(camera=g.camera, start=_iso(g.start), end=_iso(g.end),
-                                                           minutes=round(float(g.minutes), 1)) for g in gaps.head(10).itertuples()])
+    ev = dict(traffic_hours=cfg.traffic_hours, gaps=[dict(camera=g.camera, start=iso_utc(g.start), end=iso_utc(g.end),
+                                                           minutes=round(float(g.minutes),
+                                                                         1)) for g in gaps.head(10).itertuples()])
     return Check('traffic_gap', float(gaps.minutes.max()) if len(gaps) else 0.0, cfg.gap_max_minutes, gaps.empty, ev)
 
 # %% ../nbs/20_monitor.ipynb #55a7fa16
-def integrity_checks(window: pd.DataFrame, reference: pd.DataFrame, start=None, end=None, cameras=None,
-                     cfg: Settings = None) -> list[Check]:
+def integrity_checks(
+    window: pd.DataFrame, # rows of the prediction log
+    reference: pd.DataFrame, # the model version's reference rows (`monitor.load_reference`)
+    start = None, # epoch seconds where the window starts (default: the day window)
+    end = None, # epoch seconds where the window ends (default: the day window)
+    cameras = None, # camera ids expected to send (default: those in the window)
+    cfg: Settings = None, # settings (default: the current ones)
+) -> list[Check]:
     "All data-integrity checks over a window of the prediction log"
     cfg = cfg or get_settings()
     return [check_decode_failures(window, cfg), check_image_size(window, cfg),
@@ -250,126 +313,18 @@ def integrity_checks(window: pd.DataFrame, reference: pd.DataFrame, start=None, 
             check_blurred(window, cfg), check_blank(window, cfg), check_frozen(window, cfg),
             check_gaps(window, start, end, cameras, cfg)]
 
-# %% ../nbs/20_monitor.ipynb #99449646
-def _sqdist(Z: np.ndarray) -> np.ndarray:
-    sq = (Z * Z).sum(1)
-    return np.maximum(sq[:, None] + sq[None, :] - 2 * (Z @ Z.T), 0)
-
-def mmd_test(X, Y, n_perm: int = 1000, seed: int = 0) -> dict:
-    "MMD² (biased, Gaussian kernel, median heuristic on the pooled, scaled sample) and its permutation p-value"
-    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
-    if X.ndim != 2 or Y.ndim != 2 or X.shape[1] != Y.shape[1] or min(len(X), len(Y)) < 2:
-        raise ValueError(f"need two samples of at least 2 rows with the same columns, got {X.shape} and {Y.shape}")
-    Z = np.vstack([X, Y]); Z = (Z - Z.mean(0)) / (Z.std(0) + 1e-12)
-    D = _sqdist(Z)
-    n, N = len(X), len(Z)
-    k = N + N * (N - 1) // 2  # the median pairwise distance: skip the N zeros of the diagonal, each pair counts twice
-    med = float(np.partition(D.ravel(), k)[k])
-    K = np.exp(-D / max(med, 1e-12)).astype(np.float32)
-    a = np.r_[np.full(n, 1 / n), np.full(N - n, -1 / (N - n))].astype(np.float32)
-    obs = float(a @ K @ a)
-    A = np.random.default_rng(seed).permuted(np.tile(a, (n_perm, 1)), axis=1).T  # (N, n_perm) signed weights
-    null = np.einsum('ip,ip->p', K @ A, A)
-    p = (1 + int((null >= obs * (1 - 1e-6)).sum())) / (1 + n_perm)
-    return dict(statistic=obs, p_value=p, bandwidth=math.sqrt(med / 2), n_perm=n_perm)
-
-def ks_bonferroni(A, B, names=None) -> dict:
-    "KS per column of A vs B; the Bonferroni p-value is the smallest p times the number of columns"
-    A, B = np.atleast_2d(np.asarray(A, float).T).T, np.atleast_2d(np.asarray(B, float).T).T
-    res = [stats.ks_2samp(A[:, j], B[:, j]) for j in range(A.shape[1])]
-    ps = np.array([r.pvalue for r in res]); ds = np.array([r.statistic for r in res])
-    names = list(names) if names is not None else [f'x{j}' for j in range(A.shape[1])]
-    return dict(statistic=float(ds.max()), p_value=float(min(1.0, ps.min() * len(ps))), worst=names[int(ps.argmin())],
-                per_column={k: dict(ks=round(float(d), 4), p=float(p)) for k, d, p in zip(names, ds, ps)})
-
-def holm(p_values) -> np.ndarray:
-    "Holm step-down adjusted p-values (same order as given)"
-    p = np.asarray(p_values, float); k = len(p)
-    order = np.argsort(p)
-    adj = np.minimum(1, np.maximum.accumulate(p[order] * (k - np.arange(k))))
-    out = np.empty(k); out[order] = adj
-    return out
-
-# %% ../nbs/20_monitor.ipynb #ae33077d
-@dataclass
-class DriftTest:
-    "One drift test of a window against the reference"
-    name: str; method: str; statistic: float; p_value: float; n_ref: int; n_window: int
-    details: dict = field(default_factory=dict); p_adjusted: float = float('nan'); drift: bool = False
-
-@dataclass
-class DriftReport:
-    "All drift tests of one window, Holm-adjusted at `alpha`; `drift` is the overall verdict"
-    tests: list; alpha: float; drift: bool; seed: int; seconds: float; n_ref: int; n_window: int
-    def table(self) -> pd.DataFrame:
-        "One row per test"
-        return pd.DataFrame([asdict(t) for t in self.tests])
-    def get(self, name: str) -> DriftTest: return next(t for t in self.tests if t.name == name)
-    @property
-    def fired(self) -> list: return [t.name for t in self.tests if t.drift]
-    def summary(self) -> str:
-        "One line for a report or an alert"
-        if not self.tests: return f"drift not tested: {self.n_window} frames in the window"
-        return (f"{'DRIFT' if self.drift else 'no drift'} at family-wise alpha {self.alpha:g} "
-                f"({self.n_window} frames vs {self.n_ref} reference){': ' + ', '.join(self.fired) if self.fired else ''}")
-
-def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    return df if len(df) <= n else df.sample(n, random_state=seed)
-
-def drift_inputs(df: pd.DataFrame, n: int, seed: int, dedupe: bool = True) -> pd.DataFrame:
-    "Answered rows, one per distinct frame when `dedupe`, subsampled to at most `n` rows with `seed`"
-    w = answered(df)
-    if dedupe and 'frame_sha' in w and w.frame_sha.notna().any():
-        w = pd.concat([w[w.frame_sha.isna()], w[w.frame_sha.notna()].drop_duplicates('frame_sha')])
-    return _sample(w, n, seed)
-
-def drift_tests(reference: pd.DataFrame, window: pd.DataFrame, cfg: Settings = None, seed: int = None,
-                tests=('embedding', 'p_dog', 'dog_share', 'confidence', 'features')) -> DriftReport:
-    "Drift of a window of the prediction log against a reference, each test and a Holm-combined verdict"
-    cfg = cfg or get_settings(); t0 = time.perf_counter()
-    seed = cfg.drift_seed if seed is None else seed
-    R = drift_inputs(reference, cfg.drift_ref_size, seed, dedupe=False)
-    W = drift_inputs(window, cfg.drift_window_size, seed + 1, cfg.drift_dedupe)
-    nr, nw = len(R), len(W)
-    if nw < cfg.drift_min_window or nr < cfg.drift_min_window:
-        return DriftReport([], cfg.drift_alpha, False, seed, time.perf_counter() - t0, nr, nw)
-    pr, pw = R.p_dog.to_numpy(float), W.p_dog.to_numpy(float)
-    out = []
-    def add(name, method, r, **details):
-        out.append(DriftTest(name, method, float(r['statistic']), float(r['p_value']), nr, nw, details))
-    if 'embedding' in tests:
-        Xr, Xw = proj_of(R), proj_of(W)
-        if cfg.drift_proj_test == 'mmd':
-            r = mmd_test(Xr, Xw, cfg.drift_permutations, seed); add('embedding', 'MMD permutation (RBF, median heuristic)', r, bandwidth=r['bandwidth'], n_perm=r['n_perm'])
-        else:
-            r = ks_bonferroni(Xr, Xw, [f'proj_{j}' for j in range(Xr.shape[1])]); add('embedding', 'KS per component, Bonferroni', r, worst=r['worst'])
-    if 'p_dog' in tests:
-        r = stats.ks_2samp(pr, pw); add('p_dog', 'KS on P(dog) (BBSD)', dict(statistic=r.statistic, p_value=r.pvalue),
-                                        ref_mean=float(pr.mean()), window_mean=float(pw.mean()))
-    if 'dog_share' in tests:
-        kr, kw = int((pr >= 0.5).sum()), int((pw >= 0.5).sum())
-        r = stats.fisher_exact([[kr, nr - kr], [kw, nw - kw]])
-        add('dog_share', "Fisher's exact test on the share called dog", dict(statistic=kw / nw - kr / nr, p_value=r.pvalue),
-            ref_share=kr / nr, window_share=kw / nw)
-    if 'confidence' in tests:
-        cr, cw = np.maximum(pr, 1 - pr), np.maximum(pw, 1 - pw)
-        r = stats.mannwhitneyu(cr, cw)
-        add('confidence', 'Mann-Whitney on confidence max(P, 1-P)', dict(statistic=cw.mean() - cr.mean(), p_value=r.pvalue),
-            ref_mean=float(cr.mean()), window_mean=float(cw.mean()))
-    if 'features' in tests:
-        feats = [f.strip() for f in cfg.drift_features.split(',') if f.strip()]
-        r = ks_bonferroni(R[feats].to_numpy(float), W[feats].to_numpy(float), feats)
-        add('features', 'KS per integrity feature, Bonferroni', r, worst=r['worst'], per_feature=r['per_column'])
-    for t, pa in zip(out, holm([t.p_value for t in out])): t.p_adjusted, t.drift = float(pa), bool(pa <= cfg.drift_alpha)
-    return DriftReport(out, cfg.drift_alpha, any(t.drift for t in out), seed, time.perf_counter() - t0, nr, nw)
-
-# %% ../nbs/20_monitor.ipynb #62076da6
+# %% ../nbs/20_monitor.ipynb #ed92d27b
 PERF_KEYS = ('accuracy', 'precision_cat', 'recall_cat', 'f1_cat', 'precision_dog', 'recall_dog', 'f1_dog', 'f1_macro')
 
 def _ratio(a, b):
     with np.errstate(invalid='ignore', divide='ignore'): return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
 
-def metrics_from_counts(tn, fp, fn, tp) -> dict:
+def metrics_from_counts(
+    tn, # cats called cat
+    fp, # cats called dog
+    fn, # dogs called cat
+    tp, # dogs called dog
+) -> dict:
     "Accuracy, per-class precision/recall/F1 and macro F1 from confusion counts (dog = positive); arrays broadcast"
     tn, fp, fn, tp = (np.asarray(v, float) for v in (tn, fp, fn, tp))
     m = dict(accuracy=_ratio(tn + tp, tn + fp + fn + tp),
@@ -382,6 +337,7 @@ def metrics_from_counts(tn, fp, fn, tp) -> dict:
     m['f1_macro'] = (m['f1_cat'] + m['f1_dog']) / 2
     return m
 
+# %% ../nbs/20_monitor.ipynb #222b0c60
 def labels_of(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     "True and predicted labels (0 cat, 1 dog) of labelled log rows (`true_label`, and `label` or `p_dog`)"
     if 'true_label' not in df: raise ValueError("labelled rows need a true_label column (from store.feedback())")
@@ -390,7 +346,14 @@ def labels_of(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     yp = df.label.map({c: i for i, c in enumerate(CLASSES)}) if 'label' in df else (df.p_dog >= 0.5).astype(int)
     return y.to_numpy(int), yp.to_numpy(int)
 
-def labelled_performance(y, y_pred, alpha: float = 0.05, n_boot: int = 1000, seed: int = 0) -> dict:
+# %% ../nbs/20_monitor.ipynb #c03ab19a
+def labelled_performance(
+    y, # true classes (1: dog)
+    y_pred, # predicted classes (1: dog)
+    alpha: float = 0.05, # 1 - the confidence of the intervals
+    n_boot: int = 1000, # bootstrap samples for the F1 intervals
+    seed: int = 0, # random seed
+) -> dict:
     "Metrics with `_lo`/`_hi` bounds (Wilson for proportions, count bootstrap for F1) and `n_labels`"
     y, yp = np.asarray(y, int), np.asarray(y_pred, int)
     tn, fp, fn, tp = (int(((y == a) & (yp == b)).sum()) for a, b in ((0, 0), (0, 1), (1, 0), (1, 1)))
@@ -406,130 +369,17 @@ def labelled_performance(y, y_pred, alpha: float = 0.05, n_boot: int = 1000, see
             out[f'{k}_lo'], out[f'{k}_hi'] = (float(v) for v in np.nanquantile(bm[k], [alpha / 2, 1 - alpha / 2]))
     return out
 
+# %% ../nbs/20_monitor.ipynb #3486abd0
 def performance_by_day(labelled: pd.DataFrame, cfg: Settings = None) -> pd.DataFrame:
     "Per day of capture (in `monitor_tz`): metrics from the labels with intervals and `n_labels`"
     cfg = cfg or get_settings()
     if not len(labelled): return pd.DataFrame(columns=['day', 'n_labels', *PERF_KEYS, 'estimated'])
     y, yp = labels_of(labelled)
     days = day_of(labelled.ts, cfg).to_numpy()
-    rows = [dict(day=d, **labelled_performance(y[days == d], yp[days == d], cfg.perf_ci_alpha, cfg.perf_bootstrap, cfg.perf_seed))
+    rows = [dict(day=d, **labelled_performance(y[days == d], yp[days == d], cfg.perf_ci_alpha, cfg.perf_bootstrap,
+                                               cfg.perf_seed))
             for d in sorted(set(days))]
     return pd.DataFrame(rows).assign(estimated=False)
-
-# %% ../nbs/20_monitor.ipynb #fd441bd8
-class Calibrator:
-    "Maps P(dog) to a calibrated P(dog), fitted on the reference's labels (`isotonic` or `platt`)"
-    def __init__(self, p_dog, y, method: str = 'isotonic'):
-        p, y = np.asarray(p_dog, float), np.asarray(y, int)
-        if len(p) != len(y) or len(set(y)) < 2: raise ValueError("calibration needs labels of both classes, one per P(dog)")
-        self.method, self.n = method, len(p)
-        if method == 'isotonic':
-            from sklearn.isotonic import IsotonicRegression
-            self._m = IsotonicRegression(y_min=0, y_max=1, out_of_bounds='clip').fit(p, y)
-        elif method == 'platt':
-            from sklearn.linear_model import LogisticRegression
-            self._m = LogisticRegression(C=1e4).fit(self._logit(p), y)
-        else: raise ValueError(f"calibration method must be 'isotonic' or 'platt', got {method!r}")
-    @staticmethod
-    def _logit(p): p = np.clip(p, 1e-7, 1 - 1e-7); return np.log(p / (1 - p))[:, None]
-    def __call__(self, p_dog) -> np.ndarray:
-        p = np.asarray(p_dog, float)
-        return self._m.predict(p) if self.method == 'isotonic' else self._m.predict_proba(self._logit(p))[:, 1]
-    def __repr__(self): return f"Calibrator({self.method}, fitted on {self.n} reference frames)"
-
-def fit_calibrator(reference: pd.DataFrame, method: str = None, cfg: Settings = None) -> Calibrator:
-    "Calibrate P(dog) on the reference's labels (`y`)"
-    return Calibrator(reference.p_dog, reference.y, method or (cfg or get_settings()).calibration_method)
-
-def estimate_performance(p_dog, calibrator: Calibrator, alpha: float = 0.05) -> dict:
-    "Expected accuracy, precision, recall and F1 of predictions with P(dog) `p_dog`, from calibrated probabilities"
-    p = np.asarray(p_dog, float); q = calibrator(p); dog = p >= 0.5
-    tp, fp = q[dog].sum(), (1 - q[dog]).sum()
-    fn, tn = q[~dog].sum(), (1 - q[~dog]).sum()
-    out = dict(n=len(p), **{k: float(v) for k, v in metrics_from_counts(tn, fp, fn, tp).items()}, estimated=True)
-    right = np.where(dog, q, 1 - q)  # chance each prediction is right
-    se = math.sqrt((right * (1 - right)).sum()) / max(len(p), 1)
-    z = stats.norm.ppf(1 - alpha / 2)
-    out['accuracy_lo'], out['accuracy_hi'] = max(0.0, out['accuracy'] - z * se), min(1.0, out['accuracy'] + z * se)
-    return out
-
-def estimated_by_day(predictions: pd.DataFrame, calibrator: Calibrator, cfg: Settings = None) -> pd.DataFrame:
-    "Per day: label-free estimate of the metrics over all answered predictions (`estimated=True`)"
-    cfg = cfg or get_settings(); w = answered(predictions)
-    if not len(w): return pd.DataFrame(columns=['day', 'n', *PERF_KEYS, 'estimated'])
-    days = day_of(w.ts, cfg).to_numpy(); p = w.p_dog.to_numpy(float)
-    return pd.DataFrame([dict(day=d, **estimate_performance(p[days == d], calibrator, cfg.perf_ci_alpha)) for d in sorted(set(days))])
-
-def estimate_error(labelled: pd.DataFrame, calibrator: Calibrator, cfg: Settings = None) -> pd.DataFrame:
-    "Per day, on the labelled frames: metric from labels, the estimate on the same frames, and estimate - actual"
-    cfg = cfg or get_settings()
-    keys = ('accuracy', 'recall_cat', 'recall_dog', 'f1_macro')
-    if not len(labelled): return pd.DataFrame(columns=['day', 'n_labels'] + [f'{k}{s}' for k in keys for s in ('', '_est', '_error')])
-    y, yp = labels_of(labelled)
-    days = day_of(labelled.ts, cfg).to_numpy(); p = labelled.p_dog.to_numpy(float)
-    rows = []
-    for d in sorted(set(days)):
-        m = days == d
-        act = metrics_from_counts(*(((y[m] == a) & (yp[m] == b)).sum() for a, b in ((0, 0), (0, 1), (1, 0), (1, 1))))
-        est = estimate_performance(p[m], calibrator)
-        rows.append(dict(day=d, n_labels=int(m.sum()), **{f'{k}{s}': v for k in keys
-                    for s, v in (('', float(act[k])), ('_est', est[k]), ('_error', est[k] - float(act[k])))}))
-    return pd.DataFrame(rows)
-
-# %% ../nbs/20_monitor.ipynb #e0b2fafa
-TREND_LIMITS = {'mem_pct': 'mem_limit_pct', 'rss_mb': 'rss_limit_mb', 'temp_c': 'temp_limit_c', 'disk_pct': 'disk_limit_pct'}
-
-def robust_trend(ts, values, limit: float = None, bin_s: float = None, horizon_h: float = None, cfg: Settings = None) -> dict:
-    "Theil-Sen slope per hour of binned medians, its 90% interval, the current level and hours until `limit`"
-    cfg = cfg or get_settings()
-    bin_s = cfg.trend_bin_s if bin_s is None else bin_s
-    horizon_h = cfg.trend_horizon_h if horizon_h is None else horizon_h
-    s = pd.Series(np.asarray(values, float), index=np.asarray(ts, float)).dropna()
-    out = dict(slope_per_h=np.nan, slope_lo=np.nan, slope_hi=np.nan, level=np.nan, limit=limit, hours_to_limit=np.inf,
-               flagged=False, n_bins=0)
-    if s.empty: return out
-    b = s.groupby((s.index // bin_s) * bin_s).median()
-    out.update(level=float(b.iloc[-1]), n_bins=len(b))
-    if len(b) < 3: return out
-    x = (b.index.to_numpy(float) - b.index[0]) / 3600
-    slope, icpt, lo, hi = stats.theilslopes(b.to_numpy(), x, alpha=0.90)
-    level = float(icpt + slope * x[-1])
-    out.update(slope_per_h=float(slope), slope_lo=float(lo), slope_hi=float(hi), level=level)
-    if limit is not None and slope > 0:
-        out['hours_to_limit'] = max(0.0, (limit - level) / slope)
-        out['flagged'] = bool(lo > 0 and out['hours_to_limit'] < horizon_h)
-    return out
-
-def telemetry_summary(telemetry: pd.DataFrame, predictions: pd.DataFrame = None) -> dict:
-    "Latency p50/p95/p99 ms, error rate, requests and mean/max of CPU, memory, RSS, disk and temperature"
-    out = {}
-    lat = answered(predictions).latency_ms.dropna().to_numpy(float) if predictions is not None and 'latency_ms' in predictions else np.array([])
-    if len(lat): out.update(zip(('latency_p50_ms', 'latency_p95_ms', 'latency_p99_ms'), map(float, np.percentile(lat, [50, 95, 99]))))
-    elif len(telemetry):
-        out.update(latency_p50_ms=float(telemetry.latency_p50_ms.median()), latency_p95_ms=float(telemetry.latency_p95_ms.quantile(0.95)),
-                   latency_p99_ms=float(telemetry.latency_p95_ms.max()))
-    req = float(telemetry.requests.sum()) if len(telemetry) else 0.0
-    out.update(requests=int(req), errors=int(telemetry.errors.sum()) if len(telemetry) else 0, samples=len(telemetry))
-    out['error_rate'] = out['errors'] / req if req else 0.0
-    for c in ('cpu_pct', 'mem_pct', 'rss_mb', 'disk_pct', 'temp_c'):
-        v = telemetry[c].dropna() if c in telemetry else pd.Series(dtype=float)
-        out[f'{c}_mean'], out[f'{c}_max'] = (float(v.mean()), float(v.max())) if len(v) else (np.nan, np.nan)
-    return out
-
-def telemetry_checks(telemetry: pd.DataFrame, predictions: pd.DataFrame = None, cfg: Settings = None) -> list[Check]:
-    "Latency, error rate, CPU and the trend of each resource that has a limit"
-    cfg = cfg or get_settings()
-    s = telemetry_summary(telemetry, predictions)
-    lim = lambda name, stat, thr, **ev: Check(name, stat, thr, bool(np.isnan(stat) or stat <= thr), ev, 'telemetry')
-    out = [lim('latency_p95', s.get('latency_p95_ms', np.nan), cfg.latency_p95_max_ms, p50=s.get('latency_p50_ms'), p99=s.get('latency_p99_ms')),
-           lim('error_rate', s['error_rate'], cfg.error_rate_max, requests=s['requests'], errors=s['errors']),
-           lim('cpu', s['cpu_pct_mean'], cfg.cpu_max_pct, max=s['cpu_pct_max'])]
-    for col, key in TREND_LIMITS.items():
-        if col not in telemetry or telemetry[col].isna().all(): continue
-        tr = robust_trend(telemetry.ts, telemetry[col], cfg[key], cfg=cfg)
-        out.append(Check(f'{col}_trend', tr['hours_to_limit'], cfg.trend_horizon_h, not tr['flagged'],
-                         {k: (round(v, 4) if isinstance(v, float) and np.isfinite(v) else v) for k, v in tr.items()}, 'telemetry'))
-    return out
 
 # %% ../nbs/20_monitor.ipynb #e431be17
 def fairness_by_group(labelled: pd.DataFrame) -> dict:
@@ -540,254 +390,5 @@ def fairness_by_group(labelled: pd.DataFrame) -> dict:
     groups = {'class': w.true_label.to_numpy(), 'lighting': lighting_band(w.brightness.clip(0, 1).to_numpy())}
     frames = fairness_frame(y, yp, groups)
     table = fairness_table(frames)
-    return dict(frames=frames, table=table, sentence=recall_gap_sentence(y, yp), figure=fairness_figure(table), n=len(w))
-
-# %% ../nbs/20_monitor.ipynb #6a89a423
-def explain_frames(store, window: pd.DataFrame, onnx_model, n: int = None, seed: int = 0, max_evals: int = None,
-                   cfg: Settings = None) -> dict:
-    "SHAP maps of up to `n` answered frames of the window whose files are retained: ids, images, attributions, figure"
-    from parkml.data import decode_image, preprocess
-    cfg = cfg or get_settings()
-    n = cfg.shap_frames if n is None else n
-    w = answered(window)
-    w = w[w.frame_sha.notna()].drop_duplicates('frame_sha').sample(frac=1, random_state=seed)
-    ids, images, titles = [], [], []
-    for r in w.itertuples():
-        if len(ids) >= n: break
-        data = store.get_frame(r.frame_sha)
-        if data is None: continue
-        images.append(preprocess(decode_image(data), onnx_model.size)); ids.append(r.id)
-        titles.append(f"{r.label} P(dog) {r.p_dog:.2f}")
-    if not ids: return dict(ids=[], images=None, attributions=None, figure=None, reason='no retained frames in the window')
-    X = np.stack(images)
-    att = shap_explain(onnx_model.predict, X, max_evals=cfg.shap_max_evals if max_evals is None else max_evals, seed=seed)
-    return dict(ids=ids, images=X, attributions=att, figure=shap_figure(X, att, titles), reason=None)
-
-# %% ../nbs/20_monitor.ipynb #0180f19c
-def _hist(ax, a, b, bins, label_a='reference', label_b='window', title=''):
-    ax.hist(a, bins=bins, density=True, alpha=0.5, label=label_a, color='tab:grey')
-    ax.hist(b, bins=bins, density=True, alpha=0.5, label=label_b, color='tab:orange')
-    ax.set_title(title, fontsize=9); ax.legend(fontsize=7)
-
-def drift_figure(reference: pd.DataFrame, window: pd.DataFrame, report: DriftReport = None, max_points: int = 2000) -> ReportFigure:
-    "Reference vs window: P(dog), a 2-D view of the projection, the integrity features, and each test's p-value"
-    R, W = answered(reference), _sample(answered(window), max_points, 0)
-    fig = ReportFigure(figsize=(12, 6.5), layout='constrained')
-    ax = fig.subplots(2, 3).ravel()
-    _hist(ax[0], R.p_dog, W.p_dog, np.linspace(0, 1, 21), title='P(dog)')
-    Pr, Pw = proj_of(R), proj_of(W)
-    ax[1].scatter(Pr[:, 0], Pr[:, 1], s=4, alpha=0.4, c='tab:grey', label='reference')
-    ax[1].scatter(Pw[:, 0], Pw[:, 1], s=4, alpha=0.4, c='tab:orange', label='window')
-    ax[1].set(xlabel='proj_0', ylabel='proj_1'); ax[1].set_title('embedding projection', fontsize=9); ax[1].legend(fontsize=7)
-    if report is not None and report.tests:
-        t = report.table()
-        ax[2].barh(t.name, -np.log10(np.maximum(t.p_adjusted, 1e-300)), color=np.where(t.drift, 'tab:red', 'tab:green'))
-        ax[2].axvline(-np.log10(report.alpha), ls='--', c='k', label=f'alpha {report.alpha:g}')
-        ax[2].set(xlabel='-log10 Holm-adjusted p'); ax[2].set_title(report.summary(), fontsize=8); ax[2].legend(fontsize=7)
-    else: ax[2].axis('off')
-    for a, f in zip(ax[3:], ('brightness', 'contrast', 'sharpness')):
-        lo, hi = np.nanquantile(np.r_[R[f], W[f]], [0, 0.995])
-        _hist(a, R[f], W[f], np.linspace(lo, hi, 30), title=f)
-    return fig
-
-def integrity_figure(window: pd.DataFrame, checks=None, reference: pd.DataFrame = None, bin_minutes: float = 30) -> ReportFigure:
-    "Timelines: frames per camera, rejected inputs, and median brightness/contrast/sharpness per bin, with frozen runs and gaps"
-    fig = ReportFigure(figsize=(12, 7), layout='constrained')
-    ax = fig.subplots(3, 1, sharex=True)
-    if not len(window): ax[0].set_title('no frames in the window'); return fig
-    t = pd.to_datetime(window.ts, unit='s', utc=True)
-    b = t.dt.floor(f'{int(bin_minutes)}min')
-    for cam, n in window.groupby([b, window.camera]).size().unstack(fill_value=0).items(): ax[0].plot(n.index, n.values, label=cam)
-    ax[0].set(ylabel=f'frames / {bin_minutes:g} min'); ax[0].legend(fontsize=7, ncol=4)
-    rej = window.status.eq('rejected').groupby(b).sum()
-    ax[1].bar(rej.index, rej.values, width=bin_minutes / 1440, color='tab:red'); ax[1].set(ylabel='rejected inputs')
-    ok = answered(window); bo = b[ok.index]
-    for f, c in zip(('brightness', 'contrast', 'sharpness'), ('tab:orange', 'tab:blue', 'tab:green')):
-        m = ok[f].groupby(bo).median(); ax[2].plot(m.index, m.values, c=c, label=f'{f} (median)')
-        if reference is not None and f != 'sharpness':
-            lo, hi = reference_range(reference, f); ax[2].axhspan(lo, hi, color=c, alpha=0.06)
-    ax[2].set(ylabel='feature'); ax[2].legend(fontsize=7)
-    for c in checks or []:
-        for r in c.evidence.get('runs', []) + c.evidence.get('gaps', []):
-            for a in ax: a.axvspan(pd.Timestamp(r['start']), pd.Timestamp(r['end']), color='tab:purple' if 'runs' in c.evidence else 'tab:red', alpha=0.15)
-    failed = [c.name for c in checks or [] if not c.passed]
-    ax[0].set_title(f"integrity: {'failed ' + ', '.join(failed) if failed else 'all checks passed'} (shaded: frozen runs, gaps)", fontsize=9)
-    return fig
-
-def performance_figure(by_day: pd.DataFrame, estimated: pd.DataFrame = None, metrics=('accuracy', 'recall_cat', 'recall_dog')) -> ReportFigure:
-    "Per day: each metric from labels with its interval, the label-free estimate (dashed), and the number of labels"
-    fig = ReportFigure(figsize=(max(6, 0.6 * len(by_day) + 4), 6), layout='constrained')
-    ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    days = sorted(set(by_day.day) | set(estimated.day if estimated is not None else []))
-    x = {d: i for i, d in enumerate(days)}
-    for j, m in enumerate(metrics):
-        c = f'C{j}'
-        if len(by_day):
-            xs = by_day.day.map(x).to_numpy() + (j - 1) * 0.08
-            ax[0].errorbar(xs, by_day[m], yerr=[by_day[m] - by_day[f'{m}_lo'], by_day[f'{m}_hi'] - by_day[m]], fmt='o', c=c, capsize=3, label=f'{m} (labels)')
-        if estimated is not None and len(estimated):
-            ax[0].plot(estimated.day.map(x), estimated[m], ls='--', marker='x', c=c, label=f'{m} (estimated)')
-    ax[0].set(ylabel='metric', ylim=(0, 1.02)); ax[0].legend(fontsize=7, ncol=2); ax[0].set_title('performance per day', fontsize=9)
-    if len(by_day): ax[1].bar(by_day.day.map(x), by_day.n_labels, color='tab:grey')
-    ax[1].set(ylabel='labels'); ax[1].set_xticks(range(len(days)), days, rotation=30, fontsize=8)
-    return fig
-
-def telemetry_figure(telemetry: pd.DataFrame, cfg: Settings = None) -> ReportFigure:
-    "Latency, CPU, memory and temperature over time, each resource with its Theil-Sen trend"
-    cfg = cfg or get_settings()
-    fig = ReportFigure(figsize=(12, 7), layout='constrained')
-    ax = fig.subplots(2, 2, sharex=True).ravel()
-    if not len(telemetry): ax[0].set_title('no telemetry in the window'); return fig
-    t = pd.to_datetime(telemetry.ts, unit='s', utc=True)
-    ax[0].plot(t, telemetry.latency_p50_ms, lw=0.8, label='p50'); ax[0].plot(t, telemetry.latency_p95_ms, lw=0.8, label='p95')
-    ax[0].set(ylabel='latency ms'); ax[0].legend(fontsize=7)
-    ax[1].plot(t, telemetry.cpu_pct, lw=0.8, c='tab:grey'); ax[1].set(ylabel='CPU %')
-    for a, col in zip(ax[2:], ('mem_pct', 'temp_c')):
-        if telemetry[col].isna().all(): a.set_title(f'no {col}', fontsize=9); continue
-        a.plot(t, telemetry[col], lw=0.6, c='tab:grey')
-        tr = robust_trend(telemetry.ts, telemetry[col], cfg[TREND_LIMITS[col]], cfg=cfg)
-        if np.isfinite(tr['slope_per_h']):
-            hrs = (telemetry.ts - telemetry.ts.iloc[-1]) / 3600
-            a.plot(t, tr['level'] + tr['slope_per_h'] * hrs, c='tab:red' if tr['flagged'] else 'tab:green',
-                   label=f"{tr['slope_per_h']:+.2f}/h" + (f", limit in {tr['hours_to_limit']:.0f} h" if np.isfinite(tr['hours_to_limit']) else ''))
-            a.legend(fontsize=7)
-        a.axhline(cfg[TREND_LIMITS[col]], ls='--', c='k', lw=0.8); a.set(ylabel=col)
-    return fig
-
-# %% ../nbs/20_monitor.ipynb #9f64e6be
-def frame_bytes(path, condition: str = None, severity: float = 3, seed: int = 0, quality: int = 90) -> bytes:
-    "The file's bytes, or the image under a CCTV condition re-encoded as a camera JPEG"
-    data = Path(path).read_bytes()
-    if not condition: return data
-    from parkml.cctv import apply_condition
-    from parkml.data import decode_image
-    buf = io.BytesIO()
-    apply_condition(decode_image(data), condition, severity, seed).save(buf, 'JPEG', quality=quality)
-    return buf.getvalue()
-
-def _seed_of(sha: str) -> int: return int(sha[:8], 16)
-
-def model_outputs(onnx_model, frames, batch: int = 64, progress: bool = True) -> pd.DataFrame:
-    "What the service computes for each frame (bytes): frame_sha, status, error, P(dog), proj and integrity features"
-    from parkml.service import analyse_frame, InputError
-    from parkml.predlog import frame_sha
-    cfg = get_settings(); rows, X, where = [], [], []
-    def flush():
-        if not X: return
-        out = onnx_model.run(np.stack(X), ['p_dog', 'proj'])
-        for i, p, v in zip(where, out['p_dog'].reshape(-1), out['proj']): rows[i].update(p_dog=float(p), proj=v.astype('<f4').tobytes())
-        X.clear(); where.clear()
-    for data in tqdm(frames, desc='model outputs', disable=not progress, leave=False):
-        r = dict(frame_sha=frame_sha(data) if data else None, status='ok', error=None, p_dog=None, proj=None, **dict.fromkeys(FEATURES))
-        try:
-            x, feats = analyse_frame(data, onnx_model.size, cfg.max_megapixels); r.update(feats)
-            X.append(x); where.append(len(rows))
-        except InputError as e: r.update(status='rejected', error=f"{e.code}: {e}")
-        rows.append(r)
-        if len(X) >= batch: flush()
-    flush()
-    return pd.DataFrame(rows)
-
-# %% ../nbs/20_monitor.ipynb #23548265
-def cached_outputs(om, run_id: str, pool: pd.DataFrame, condition, severity, cfg, progress) -> tuple[pd.DataFrame, int]:
-    "Model outputs of every image of `pool` (clean or under `condition`) indexed by image sha, cached on disk; and how many were computed"
-    tag = f"{condition}-{severity:g}" if condition else 'clean'
-    f = ensure_dir(cfg.runs/'cache'/'monitor'/run_id)/f"{tag}.parquet"
-    have = pd.read_parquet(f) if f.is_file() else pd.DataFrame()
-    todo = pool[~pool.sha.isin(have.index)] if len(have) else pool
-    if len(todo):
-        new = model_outputs(om, (frame_bytes(p, condition, severity, _seed_of(s)) for p, s in zip(todo.path, todo.sha)), progress=progress)
-        new.index = todo.sha.values
-        have = pd.concat([have, new]) if len(have) else new
-        tmp = f.with_suffix(f'.{os.getpid()}.tmp'); have.to_parquet(tmp); os.replace(tmp, f)
-    return have.loc[pool.sha].reset_index(drop=True), len(todo)
-
-def traffic_times(n: int, day, rng, cfg: Settings) -> np.ndarray:
-    "`n` sorted capture times over the day's traffic hours, busiest at midday"
-    start, _ = day_window(day, cfg)
-    spans = parse_hours(cfg.traffic_hours)
-    h = np.concatenate([rng.uniform(a, b, n) for a, b in spans])
-    w = np.concatenate([np.full(n, (b - a) / sum(b - a for a, b in spans)) for a, b in spans])
-    w = w * (1 + 0.8 * np.sin(np.pi * (h - spans[0][0]) / (spans[-1][1] - spans[0][0])))
-    h = rng.choice(h, n, replace=False, p=w / w.sum())
-    return np.sort(start + h * 3600)  # hours after local midnight (a clock change shifts them by an hour)
-
-def _telemetry_day(store, start: float, end: float, ts, latency, rejected, rng, mem_leak_pct_per_h: float, interval_s: float):
-    "One telemetry sample every `interval_s` over `[start, end)` consistent with the day's traffic"
-    edges = np.arange(start, end + interval_s, interval_s)
-    idx = np.searchsorted(ts, edges)
-    for k, t in enumerate(edges[:-1]):
-        lat = latency[idx[k]:idx[k + 1]]; load = len(lat) / interval_s
-        hours = (t - start) / 3600
-        store.log_telemetry(dict(ts=t, host='synthetic-edge', cpu_pct=min(100, 8 + 4 * load + rng.normal(0, 2)),
-                                 mem_pct=42 + mem_leak_pct_per_h * hours + rng.normal(0, 0.5),
-                                 mem_used_mb=3000 + 70 * mem_leak_pct_per_h * hours, disk_pct=35 + 0.05 * hours,
-                                 temp_c=48 + 3 * load + rng.normal(0, 0.7), rss_mb=420 + 30 * mem_leak_pct_per_h * hours + rng.normal(0, 3),
-                                 latency_p50_ms=float(np.percentile(lat, 50)) if len(lat) else None,
-                                 latency_p95_ms=float(np.percentile(lat, 95)) if len(lat) else None,
-                                 requests=len(lat), errors=int(rejected[idx[k]:idx[k + 1]].sum())))
-
-def synthetic_day(store, version=None, n: int = 10_000, day: str = '2026-06-01', n_images: int = 2000,
-                  cameras=('cam-01',), condition: str = None, severity: float = 3, condition_hours: tuple = None,
-                  dog_share: float = None, decode_failure_rate: float = 0.002, label_share: float = 0.02,
-                  label_delay_h: float = 2.0, telemetry: bool = True, telemetry_interval_s: float = 60,
-                  mem_leak_pct_per_h: float = 0.0, store_frames: bool = True, seed: int = 0, progress: bool = True,
-                  cfg: Settings = None) -> dict:
-    "Write a realistic day of `n` logged predictions (real frames through a real version's ONNX graph) into `store`"
-    from parkml.tracking import mlflow_client, resolve_version, local_onnx
-    from parkml.model import OnnxModel
-    cfg = cfg or get_settings(); t0 = time.perf_counter()
-    if condition_hours is not None and condition is None: raise ValueError("condition_hours needs a condition")
-    if not 0 <= label_share <= 1 or not 0 <= decode_failure_rate < 1: raise ValueError("label_share and decode_failure_rate are shares in [0, 1)")
-    client = mlflow_client(cfg)
-    mv = version if hasattr(version, 'run_id') else resolve_version(version, client, cfg)
-    om = OnnxModel(local_onnx(mv, client, cfg))
-    rng = np.random.default_rng(seed)
-    hold = assign_splits(read_imageset()).df.query("subset == 'holdout'")
-    pool = hold.sample(min(n_images, len(hold)), random_state=seed).reset_index(drop=True)
-    clean, passes = cached_outputs(om, mv.run_id, pool, None, severity, cfg, progress)
-    ts = traffic_times(n, day, rng, cfg)
-    if dog_share is None: pick = rng.integers(0, len(pool), n)
-    else:
-        dogs, cats = np.flatnonzero(pool.y.values == 1), np.flatnonzero(pool.y.values == 0)
-        pick = np.where(rng.random(n) < dog_share, rng.choice(dogs, n), rng.choice(cats, n))
-    local_h = (ts - day_window(day, cfg)[0]) / 3600
-    cond_mask = np.zeros(n, bool)
-    if condition:
-        a, b = condition_hours or (0, 24)
-        cond_mask = (local_h >= a) & (local_h < b)
-    out_c = None
-    if cond_mask.any():
-        out_c, k = cached_outputs(om, mv.run_id, pool, condition, severity, cfg, progress); passes += k
-    failing = rng.random(n) < decode_failure_rate
-    broken = model_outputs(om, [b'\xff\xd8\xff\xe0 truncated camera frame'], progress=False).iloc[0]
-    latency = rng.lognormal(np.log(8), 0.35, n)
-    cams = np.asarray(cameras)[rng.integers(0, len(cameras), n)]
-    if store_frames:
-        for src, cond in ((clean, None), (out_c, condition)):
-            if src is None: continue
-            used = pool.iloc[np.unique(pick[(cond_mask if cond else ~cond_mask) & ~failing])]
-            for p, s in tqdm(zip(used.path, used.sha), total=len(used), desc='frames', disable=not progress, leave=False):
-                store.put_frame(frame_bytes(p, cond, severity, _seed_of(s)), ts=ts[0])
-    ids = [new_prediction_id(t) for t in ts]
-    base = dict(model_name=mv.name, model_version=str(mv.version), run_id=mv.run_id, alias=None)
-    ocols = ['frame_sha', 'status', 'error', 'p_dog', 'proj', 'width', 'height', 'brightness', 'contrast', 'sharpness']
-    C, Cc = clean[ocols].to_dict('records'), out_c[ocols].to_dict('records') if out_c is not None else None
-    def records():
-        for i in range(n):
-            o = broken if failing[i] else (Cc if cond_mask[i] else C)[pick[i]]
-            rec = {**base, **{k: o[k] for k in ocols}, 'id': ids[i], 'ts': ts[i], 'received': ts[i], 'camera': cams[i], 'latency_ms': latency[i]}
-            if rec['status'] == 'ok': rec['label'] = CLASSES[int(rec['p_dog'] >= 0.5)]
-            else: rec.update({k: None for k in ('p_dog', 'proj', 'width', 'height', 'brightness', 'contrast', 'sharpness')})
-            if not store_frames: rec['frame_sha'] = None
-            yield {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in rec.items()}
-    store.bulk_insert(records(), total=n)
-    ok = ~failing
-    lab = np.flatnonzero(ok & (rng.random(n) < label_share))
-    for i in tqdm(lab, desc='labels', disable=not progress or not len(lab), leave=False):
-        store.add_feedback(ids[i], CLASSES[int(pool.y.iloc[pick[i]])], source='synthetic', ts=ts[i] + label_delay_h * 3600)
-    start, end = day_window(day, cfg)
-    if telemetry: _telemetry_day(store, start, end, ts, latency, failing, rng, mem_leak_pct_per_h, telemetry_interval_s)
-    return dict(day=day, start=start, end=end, n=n, n_rejected=int(failing.sum()), n_labels=len(lab),
-                n_condition=int(cond_mask.sum()), n_images=len(pool), forward_passes=passes, version=str(mv.version),
-                run_id=mv.run_id, seconds=time.perf_counter() - t0)
+    return dict(frames=frames, table=table, sentence=recall_gap_sentence(y, yp), figure=fairness_figure(table),
+                n=len(w))

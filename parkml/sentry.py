@@ -12,74 +12,17 @@ import numpy as np, pandas as pd
 from fastcore.basics import patch
 from .config import get_settings, Settings
 from .monitor import (Check, answered, proj_of, check_decode_failures, check_blank, check_range, frozen_runs,
-                            traffic_gaps, telemetry_checks, drift_tests)
+                            traffic_gaps)
+from .host_health import telemetry_checks
+from .drift import drift_tests
+from .sequential import STREAMS, DriftScorer, mixture_bet, cusum_threshold, cusum_run
 
 # %% auto #0
-__all__ = ['STREAMS', 'RULES', 'mixture_bet', 'DriftScorer', 'cusum_threshold', 'cusum_run', 'ongoing_frozen', 'ongoing_gap',
-           'integrity_now', 'level_checks', 'performance_now', 'rule_of', 'condition_message', 'CameraWatch',
-           'feed_camera', 'Sentry', 'drift_check', 'drift_evidence', 'condition_event', 'replay', 'detection_delays']
+__all__ = ['RULES', 'ongoing_frozen', 'ongoing_gap', 'integrity_now', 'level_checks', 'performance_now', 'rule_of',
+           'condition_message', 'CameraWatch', 'feed_camera', 'Sentry', 'drift_check', 'drift_evidence',
+           'condition_event', 'replay', 'detection_delays']
 
-# %% ../nbs/26_sentry.ipynb #455e0698
-STREAMS = ('embedding', 'p_dog_high', 'p_dog_low', 'confidence_low', 'brightness_low', 'brightness_high',
-           'contrast_low', 'contrast_high', 'sharpness_low', 'sharpness_high')
-_EPS = (np.arange(20) + 0.5) / 20  # the power bets mixed, uniformly over (0, 1)
-
-def mixture_bet(p, p_min: float = 0.0) -> np.ndarray:
-    "Mean over e in (0, 1) of the power bet `e * p**(e-1)`: mean 1 for uniform p; `p` is first raised to `p_min`"
-    p = np.clip(np.asarray(p, float), max(p_min, 1e-12), 1.0)
-    return (_EPS * p[..., None] ** (_EPS - 1)).mean(-1)
-
-# %% ../nbs/26_sentry.ipynb #89549487
-class DriftScorer:
-    "Per-frame scores of `STREAMS` and their conformal p-values against a model version's reference rows"
-    def __init__(self, reference: pd.DataFrame, k: int = 5, seed: int = 0):
-        R = answered(reference)
-        if len(R) < 10: raise ValueError(f"a drift reference needs at least 10 answered rows, got {len(R)}")
-        P = proj_of(R).astype(float)
-        self.mu, self.sd, self.k = P.mean(0), P.std(0) + 1e-9, max(1, min(k, len(R) - 2))
-        self.Z = (P - self.mu) / self.sd
-        self.n, self.rng = len(R), np.random.default_rng(seed)
-        self.cal = np.sort(self.scores(R, loo=True), axis=0)
-
-    def _knn(self, Z: np.ndarray, loo: bool) -> np.ndarray:
-        d = (Z * Z).sum(1)[:, None] + (self.Z * self.Z).sum(1)[None] - 2 * Z @ self.Z.T
-        return np.sqrt(np.maximum(np.partition(d, self.k - 1 + loo, axis=1)[:, self.k - 1 + loo], 0))
-
-    def scores(self, df: pd.DataFrame, loo: bool = False) -> np.ndarray:
-        "(n, len(STREAMS)) scores of answered rows `df`"
-        p = df.p_dog.to_numpy(float)
-        cols = [self._knn((proj_of(df).astype(float) - self.mu) / self.sd, loo), p, -p, -np.maximum(p, 1 - p)]
-        for f in ('brightness', 'contrast', 'sharpness'):
-            v = df[f].to_numpy(float)
-            cols += [-v, v]
-        return np.stack(cols, 1)
-
-    def p_values(self, scores: np.ndarray) -> np.ndarray:
-        "Randomised conformal p-values of `scores` (upper tail), one column per stream"
-        lo = np.stack([np.searchsorted(self.cal[:, j], scores[:, j], 'left') for j in range(scores.shape[1])], 1)
-        hi = np.stack([np.searchsorted(self.cal[:, j], scores[:, j], 'right') for j in range(scores.shape[1])], 1)
-        return (self.n - hi + self.rng.random(scores.shape) * (hi - lo + 1)) / (self.n + 1)
-
-# %% ../nbs/26_sentry.ipynb #3a2a1033
-def cusum_threshold(ert_frames: float, streams: int = len(STREAMS)) -> float:
-    "Alarm level of each stream's CUSUM so that a clean stream alarms at most once per `ert_frames` frames on average"
-    if ert_frames <= 1: raise ValueError(f"sentry_drift_ert_frames must be more than 1, got {ert_frames}")
-    return math.log(streams * ert_frames)
-
-def cusum_run(s: np.ndarray, log_bets: np.ndarray, threshold: float, cap: float, zero=None, base: int = 0):
-    """Feed rows of `log_bets` to the statistics `s`. Returns the new statistics, the first row where one crossed
-    `threshold` (or None), and for each stream the last row (counted from `base`) where it was 0: the CUSUM's own
-    estimate of when a change began"""
-    s, first = np.asarray(s, float).copy(), None
-    zero = np.zeros(len(s), int) if zero is None else np.asarray(zero, int).copy()
-    for i, row in enumerate(np.asarray(log_bets, float)):
-        was = s.max() >= threshold
-        s = np.clip(s + row, 0, cap)
-        zero[s == 0] = base + i + 1
-        if first is None and not was and s.max() >= threshold: first = i
-    return s, first, zero
-
-# %% ../nbs/26_sentry.ipynb #1abf8de8
+# %% ../nbs/26_sentry.ipynb #9f051c4d
 def ongoing_frozen(window: pd.DataFrame, cfg: Settings = None) -> Check:
     """The run of repeated frames that includes the camera's newest frame (within its last `frozen_max_frames` + 1),
     judged like `monitor.check_frozen`"""
@@ -94,7 +37,13 @@ def ongoing_frozen(window: pd.DataFrame, cfg: Settings = None) -> Check:
     if r is not None: ev.update(since=float(r.start), frame_sha=r.frame_sha)
     return Check('frozen_camera', frames, cfg.frozen_max_frames, not bad, ev)
 
-def ongoing_gap(camera: str, last_ts: float, now: float, cfg: Settings = None) -> Check:
+# %% ../nbs/26_sentry.ipynb #d2269fed
+def ongoing_gap(
+    camera: str, # the camera
+    last_ts: float, # its last capture time
+    now: float, # the clock now
+    cfg: Settings = None, # settings (default: the current ones)
+) -> Check:
     "The silence of `camera` from its last frame to `now`, judged like `monitor.check_gaps`"
     cfg = cfg or get_settings()
     if now - last_ts <= cfg.gap_max_minutes * 60:  # too short to be a gap: no need to look at the traffic hours
@@ -117,7 +66,7 @@ def integrity_now(window: pd.DataFrame, # one camera's recent rows of the predic
         out += [check_range(window, reference, 'brightness', cfg), check_range(window, reference, 'contrast', cfg)]
     return out
 
-# %% ../nbs/26_sentry.ipynb #36750961
+# %% ../nbs/26_sentry.ipynb #0f7fbfc0
 def level_checks(telemetry: pd.DataFrame, cfg: Settings = None) -> list[Check]:
     "Median temperature and disk use of the recent telemetry against `temp_limit_c` and `disk_limit_pct`"
     cfg = cfg or get_settings()
@@ -128,6 +77,7 @@ def level_checks(telemetry: pd.DataFrame, cfg: Settings = None) -> list[Check]:
             out.append(Check(name, float(v.median()), lim, bool(v.median() <= lim), dict(samples=len(v)), 'telemetry'))
     return out
 
+# %% ../nbs/26_sentry.ipynb #5d7af581
 def performance_now(predictions: pd.DataFrame, # rows of the last `sentry_perf_window_s` (ts, latency_ms, status)
                     telemetry: pd.DataFrame, # samples of the last `sentry_trend_window_h`
                     now_tel: float, # the newest telemetry time
@@ -142,7 +92,7 @@ def performance_now(predictions: pd.DataFrame, # rows of the last `sentry_perf_w
         out += [c for c in telemetry_checks(telemetry, None, cfg) if c.name.endswith('_trend')]
     return out + level_checks(short, cfg)
 
-# %% ../nbs/26_sentry.ipynb #a037ffc0
+# %% ../nbs/26_sentry.ipynb #41b3645e
 RULES = {'frozen_camera': ('critical', 'check the camera', 'repeats the same frame'),
          'traffic_gap': ('warning', 'check the camera', 'has sent no frame during traffic hours'),
          'blank': ('warning', 'check the camera', 'sends blank frames'),
@@ -163,6 +113,7 @@ def rule_of(check: str) -> tuple[str, str, str]:
     if check.endswith('_trend'): return ('warning', *_TREND)
     raise KeyError(f"no sentry rule for check {check!r}")
 
+# %% ../nbs/26_sentry.ipynb #46909a27
 def condition_message(check: Check, camera: str | None) -> str:
     "One sentence for an alert: who, what, the measurement and its limit"
     who = f"Camera {camera}" if camera else 'The edge service'
@@ -206,8 +157,13 @@ def _proj_bytes(df: pd.DataFrame) -> list:
     if 'proj' in df: return list(df['proj'])
     return [v.astype('<f4').tobytes() for v in proj_of(df)]
 
-def feed_camera(cw: CameraWatch, df: pd.DataFrame, scorer: DriftScorer | None, threshold: float,
-                cap: float) -> float | None:
+def feed_camera(
+    cw: CameraWatch, # the camera's watch
+    df: pd.DataFrame, # the camera's new rows, oldest first
+    scorer: DriftScorer | None, # the version's `sequential.DriftScorer`
+    threshold: float, # the CUSUM alarm level
+    cap: float, # the CUSUM ceiling
+) -> float | None:
     "Add one camera's new rows (oldest first) to its watch; return the capture time where drift was first found"
     rows = df.assign(proj=_proj_bytes(df)).reindex(columns=list(_KEEP)).to_dict('records')
     cw.rows.extend(rows)
@@ -251,7 +207,7 @@ class Sentry:
                 self.last['reference_error'] = f"version {version}: {e}"
         return self.refs[run_id]
 
-# %% ../nbs/26_sentry.ipynb #3115ca39
+# %% ../nbs/26_sentry.ipynb #18647f75
 def _feed(self: Sentry, df: pd.DataFrame) -> None:
     "Add rows (any cameras, oldest first) to the watches and to the recent-latency window"
     self.clock = max(self.clock or -np.inf, float(df.ts.max()))
@@ -287,7 +243,7 @@ def observe(self: Sentry, df: pd.DataFrame, capture: bool = None) -> list[dict]:
         df = df.iloc[now:]
     return events
 
-
+# %% ../nbs/26_sentry.ipynb #92a51c5d
 @patch
 def add_telemetry(self: Sentry, tel: pd.DataFrame) -> None:
     "Take new telemetry samples; keep the last `sentry_trend_window_h` hours"
@@ -295,7 +251,7 @@ def add_telemetry(self: Sentry, tel: pd.DataFrame) -> None:
     t = pd.concat([self.tel, tel], ignore_index=True) if len(self.tel) else tel.reset_index(drop=True)
     self.tel = t[t.ts > t.ts.max() - self.cfg.sentry_trend_window_h * 3600].reset_index(drop=True)
 
-# %% ../nbs/26_sentry.ipynb #0ce476ab
+# %% ../nbs/26_sentry.ipynb #bec85655
 def drift_check(cw: CameraWatch, threshold: float) -> Check:
     "The drift condition of a camera: its CUSUM alarm, with the statistics per stream as a share of the threshold"
     share = {k: round(float(v) / threshold, 3) for k, v in zip(STREAMS, cw.s)}
@@ -303,6 +259,7 @@ def drift_check(cw: CameraWatch, threshold: float) -> Check:
     return Check('drift', float(cw.s.max() / threshold), 1.0, not cw.alarm,
                  dict(top_stream=top, streams=share, since=cw.alarm_ts, distinct_frames=cw.distinct), 'drift')
 
+# %% ../nbs/26_sentry.ipynb #d946ce0a
 @patch
 def conditions_now(self: Sentry, now: float) -> dict:
     "Every check at clock `now`: {(camera or None, check name): Check}"
@@ -322,18 +279,26 @@ def conditions_now(self: Sentry, now: float) -> dict:
     return out
 
 # %% ../nbs/26_sentry.ipynb #558282dc
-def drift_evidence(cw: CameraWatch, reference: pd.DataFrame, cfg: Settings) -> dict:
-    """The daily run's drift tests (`monitor.drift_tests`) on the camera's distinct frames since the alarming stream's
+def drift_evidence(
+    cw: CameraWatch, # the camera's watch
+    reference: pd.DataFrame, # the model version's reference rows (`monitor.load_reference`)
+    cfg: Settings, # settings (default: the current ones)
+) -> dict:
+    """The daily run's drift tests (`drift.drift_tests`) on the camera's distinct frames since the alarming stream's
     CUSUM was last 0 (at least `drift_min_window` of them): the evidence of a drift alert"""
     n = int(np.clip(cw.distinct - cw.zero[int(cw.s.argmax())], cfg.drift_min_window, len(cw.drift)))
     if reference is None or len(cw.drift) < cfg.drift_min_window: return dict(summary='too few distinct frames to test')
     r = drift_tests(reference, pd.DataFrame(list(cw.drift)[-n:]), cfg)
     return dict(summary=r.summary(), frames=n, tests={t.name: round(t.p_adjusted, 6) for t in r.tests})
 
-# %% ../nbs/26_sentry.ipynb #f84330f9
-def condition_event(kind: str, # 'raised' or 'resolved'
-                    key: tuple, # (camera or None, check name)
-                    check: Check, now: float, since: float) -> dict:
+# %% ../nbs/26_sentry.ipynb #b5200bd4
+def condition_event(
+    kind: str, # 'raised' or 'resolved'
+    key: tuple, # the condition (check and camera)
+    check: Check, # the check
+    now: float, # the clock now
+    since: float, # when the condition began
+) -> dict:
     "One event of the sentry: the condition, its rule, severity and action, the clock and the check's evidence"
     cam, name = key
     sev, action, _ = rule_of(name)
@@ -341,6 +306,7 @@ def condition_event(kind: str, # 'raised' or 'resolved'
                 action=action, message=condition_message(check, cam), statistic=check.statistic,
                 threshold=check.threshold, evidence=check.evidence)
 
+# %% ../nbs/26_sentry.ipynb #f7af0ab8
 @patch
 def check(self: Sentry, now: float) -> list[dict]:
     "Judge everything at clock `now`; return the conditions that started and ended"
@@ -366,7 +332,7 @@ def check(self: Sentry, now: float) -> list[dict]:
                 del self.active[k]
     return events
 
-# %% ../nbs/26_sentry.ipynb #a00581a9
+# %% ../nbs/26_sentry.ipynb #a83094e7
 def _jsonable(v):
     if isinstance(v, (bytes, bytearray)): return {'hex': bytes(v).hex()}
     if isinstance(v, np.generic): v = v.item()
@@ -388,6 +354,7 @@ def state(self: Sentry) -> dict:
     return dict(clock=self.clock, next_check=self.next_check, checks=self.checks, active=self.active, cameras=cams,
                 perf=[list(map(_jsonable, x)) for x in self.perf])
 
+# %% ../nbs/26_sentry.ipynb #bfd9057f
 @patch
 def restore(self: Sentry, state: dict) -> Sentry:
     "Take back a `state()`"
@@ -424,8 +391,13 @@ def status(self: Sentry) -> dict:
                 reference_error=self.last.get('reference_error'))
 
 # %% ../nbs/26_sentry.ipynb #ba8cf268
-def replay(rows: pd.DataFrame, telemetry: pd.DataFrame = None, end: float = None, cfg: Settings = None,
-           reference=None) -> pd.DataFrame:
+def replay(
+    rows: pd.DataFrame, # logged prediction rows
+    telemetry: pd.DataFrame = None, # telemetry samples
+    end: float = None, # check through silences until this time (default: the last row)
+    cfg: Settings = None, # settings (default: the current ones)
+    reference = None, # the model version's reference rows (`monitor.load_reference`)
+) -> pd.DataFrame:
     "Events of a fresh sentry over logged `rows` on their capture clock, checking through silences until `end`"
     cfg = cfg or get_settings()
     se, out = Sentry(cfg, reference), []
@@ -442,7 +414,11 @@ def replay(rows: pd.DataFrame, telemetry: pd.DataFrame = None, end: float = None
     return pd.DataFrame(out, columns=cols)
 
 # %% ../nbs/26_sentry.ipynb #9d5dabe7
-def detection_delays(events: pd.DataFrame, onsets: list[dict], frame_s: float = None) -> pd.DataFrame:
+def detection_delays(
+    events: pd.DataFrame, # the sentry's events
+    onsets: list[dict], # when each trouble began: dict(name, check, camera, ts)
+    frame_s: float = None, # seconds between frames (default: from the traffic)
+) -> pd.DataFrame:
     """For each onset (dict(name, check, camera, ts)): the first `raised` event of that check and camera at or after
     it, and the delay in seconds of the clock (and in frames at one frame per `frame_s` seconds); NaN when not raised"""
     rows = []

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest, CONTENT_TYPE_L
 from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
 from .config import get_settings, Settings, write_atomic
 from .alerts import Alert, SEVERITIES, open_alert_store, raise_alerts, channels_from_settings, deliver
+from .monitor import iso_utc
 from .sentry import Sentry
 
 log = logging.getLogger(__name__)
@@ -23,20 +24,32 @@ __all__ = ['log', 'id_at', 'state_path', 'save_state', 'load_state', 'sentry_sta
            'apply_events', 'adopt_open_alerts', 'SentryCollector', 'Endpoint', 'read_new', 'one_round', 'start_sentry',
            'run_sentry']
 
-# %% ../nbs/27_sentry_run.ipynb #4e61a71d
+# %% ../nbs/27_sentry_run.ipynb #7dcd867f
 def id_at(t: float) -> str:
     "The smallest prediction id of epoch time `t` (ids are 'p' + 12 hex digits of epoch ms + random digits)"
     return f"p{int(t * 1000):012x}"
 
+# %% ../nbs/27_sentry_run.ipynb #6139dcf2
 def state_path(cfg: Settings = None) -> Path:
     "The sentry's state file: `sentry_state_dir`/state.json"
     return Path((cfg or get_settings()).sentry_state_dir)/'state.json'
 
-def save_state(path: Path, sentry: Sentry, cursor: dict) -> None:
+# %% ../nbs/27_sentry_run.ipynb #ae8dd28f
+def save_state(
+    path: Path, # the state file
+    sentry: Sentry, # the sentry (`sentry.Sentry`)
+    cursor: dict, # where reading stopped (predictions and telemetry)
+) -> None:
     "Write the cursor and the sentry's state in one atomic replace"
-    write_atomic(path, json.dumps(dict(saved=time.time(), cursor=cursor, sentry=sentry.state(), status=sentry.status())))
+    write_atomic(path, json.dumps(dict(saved=time.time(), cursor=cursor, sentry=sentry.state(),
+                                       status=sentry.status())))
 
-def load_state(path: Path, cfg: Settings, reference=None) -> tuple[Sentry, dict] | None:
+# %% ../nbs/27_sentry_run.ipynb #24de55f8
+def load_state(
+    path: Path, # the state file
+    cfg: Settings, # settings (default: the current ones)
+    reference = None, # the model version's reference rows (`monitor.load_reference`)
+) -> tuple[Sentry, dict] | None:
     "The sentry and cursor saved at `path`, or None when there is no state yet"
     if not Path(path).is_file(): return None
     try: d = json.loads(Path(path).read_text())
@@ -52,16 +65,21 @@ def sentry_status(cfg: Settings = None) -> dict | None:
     d = json.loads(p.read_text())
     return {**d.get('status', {}), 'saved': d['saved']}
 
-# %% ../nbs/27_sentry_run.ipynb #45c992a7
-def _iso(t) -> str | None: return None if t is None else pd.Timestamp(float(t), unit='s', tz='UTC').isoformat()
-
+# %% ../nbs/27_sentry_run.ipynb #df35d77b
 def alert_of(event: dict) -> Alert:
     "The alert of a `raised` sentry event"
-    ev = {**(event['evidence'] or {}), 'source': 'sentry', 'clock': _iso(event['clock']),
+    ev = {**(event['evidence'] or {}), 'source': 'sentry', 'clock': iso_utc(event['clock']),
           'statistic': event['statistic'], 'threshold': event['threshold']}
     return Alert(event['rule'], event['severity'], event['message'], event['action'], ev, camera=event['camera'])
 
-def notify_resolved(store, alert_id: str, channels: dict, note: str, send: bool = True):
+# %% ../nbs/27_sentry_run.ipynb #fe409663
+def notify_resolved(
+    store, # the prediction store (`predlog.open_store`)
+    alert_id: str, # the alert
+    channels: dict, # alert channels by name (`alerts.channels_from_settings`)
+    note: str, # why it is resolved
+    send: bool = True, # deliver the alerts now
+):
     "Resolve an alert as the sentry and send it once more, resolved; an alert a person resolved already is left alone"
     a = store.get(alert_id)
     if a.state == 'resolved': return a
@@ -71,8 +89,14 @@ def notify_resolved(store, alert_id: str, channels: dict, note: str, send: bool 
     if send: deliver(store, [alert_id], {f"{c}:resolved": ch for c, ch in channels.items()})
     return a
 
-# %% ../nbs/27_sentry_run.ipynb #4bcc9f9a
-def apply_events(events: list[dict], sentry: Sentry, store, channels: dict, send: bool = True) -> list[dict]:
+# %% ../nbs/27_sentry_run.ipynb #94371b75
+def apply_events(
+    events: list[dict], # the sentry's events
+    sentry: Sentry, # the sentry (`sentry.Sentry`)
+    store, # the prediction store (`predlog.open_store`)
+    channels: dict, # alert channels by name (`alerts.channels_from_settings`)
+    send: bool = True, # deliver the alerts now
+) -> list[dict]:
     "Raise or resolve the alert of each event; record the alert id on the sentry's open condition"
     ids = {}  # a condition may start and end within one batch of events
     for e in events:
@@ -84,10 +108,11 @@ def apply_events(events: list[dict], sentry: Sentry, store, channels: dict, send
             e['alert_id'] = ids[key] = a.id
         elif (aid := e.get('alert_id') or ids.get(key)):
             e['alert_id'] = aid
-            notify_resolved(store, aid, channels, f"condition ended at {_iso(e['clock'])}", send)
+            notify_resolved(store, aid, channels, f"condition ended at {iso_utc(e['clock'])}", send)
         log.info("sentry %s %s %s", e['event'], e['rule'], e['camera'] or '')
     return events
 
+# %% ../nbs/27_sentry_run.ipynb #688be011
 def adopt_open_alerts(sentry: Sentry, store) -> int:
     "Take the store's open sentry alerts as open conditions (a crash between raising and saving raises nothing twice)"
     n = 0
@@ -150,8 +175,13 @@ class Endpoint:
         self.srv.shutdown()
         self.srv.server_close()
 
-# %% ../nbs/27_sentry_run.ipynb #6df7cfa5
-def read_new(store, cursor: dict, cfg: Settings, limit: int = 5000) -> tuple[pd.DataFrame, pd.DataFrame]:
+# %% ../nbs/27_sentry_run.ipynb #780619de
+def read_new(
+    store, # the prediction store (`predlog.open_store`)
+    cursor: dict, # where reading stopped (predictions and telemetry)
+    cfg: Settings, # settings (default: the current ones)
+    limit: int = 5000, # most predictions read at a time
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     "New predictions after the cursor (settled) and new telemetry; the cursor moves past them"
     preds = store.predictions_after(cursor['prediction'], id_at(time.time() - cfg.sentry_settle_s), limit)
     since = cursor['telemetry'] if cursor['telemetry'] is not None else time.time() - cfg.sentry_trend_window_h * 3600
@@ -160,8 +190,16 @@ def read_new(store, cursor: dict, cfg: Settings, limit: int = 5000) -> tuple[pd.
     if len(tel): cursor['telemetry'] = float(tel.ts.max())
     return preds, tel
 
-def one_round(sentry: Sentry, store, alerts, channels: dict, cursor: dict, cfg: Settings,
-              limit: int = 5000) -> tuple[int, list]:
+# %% ../nbs/27_sentry_run.ipynb #00ab4d2b
+def one_round(
+    sentry: Sentry, # the sentry (`sentry.Sentry`)
+    store, # the prediction store (`predlog.open_store`)
+    alerts, # the alert store
+    channels: dict, # alert channels by name (`alerts.channels_from_settings`)
+    cursor: dict, # where reading stopped (predictions and telemetry)
+    cfg: Settings, # settings (default: the current ones)
+    limit: int = 5000, # most predictions read at a time
+) -> tuple[int, list]:
     "Read, judge and alert once; return how many predictions were read and the events"
     preds, tel = read_new(store, cursor, cfg, limit)
     sentry.add_telemetry(tel)
@@ -171,8 +209,12 @@ def one_round(sentry: Sentry, store, alerts, channels: dict, cursor: dict, cfg: 
         cursor['next_wall_check'] = time.time() + cfg.sentry_check_s
     return len(preds), apply_events(events, sentry, alerts, channels)
 
-# %% ../nbs/27_sentry_run.ipynb #35f1e5f5
-def start_sentry(cfg: Settings, from_start: bool = False, reference=None) -> tuple[Sentry, dict]:
+# %% ../nbs/27_sentry_run.ipynb #12312058
+def start_sentry(
+    cfg: Settings, # settings (default: the current ones)
+    from_start: bool = False, # read from the beginning of the log (default: from now on)
+    reference = None, # the model version's reference rows (`monitor.load_reference`)
+) -> tuple[Sentry, dict]:
     "The saved sentry and cursor, or a new sentry reading from now on (`from_start`: from the beginning of the log)"
     if cfg.sentry_clock not in ('wall', 'capture'):
         raise ValueError(f"sentry_clock must be wall or capture, got {cfg.sentry_clock!r}")
@@ -180,8 +222,16 @@ def start_sentry(cfg: Settings, from_start: bool = False, reference=None) -> tup
     if got: return got
     return Sentry(cfg, reference), dict(prediction='' if from_start else id_at(time.time()), telemetry=None)
 
-def run_sentry(cfg: Settings = None, from_start: bool = False, stop: threading.Event = None, once: bool = False,
-               port: int = None, reference=None, save_s: float = 10.0) -> dict:
+# %% ../nbs/27_sentry_run.ipynb #dac01179
+def run_sentry(
+    cfg: Settings = None, # settings (default: the current ones)
+    from_start: bool = False, # read from the beginning of the log (default: from now on)
+    stop: threading.Event = None, # an event that ends the watch
+    once: bool = False, # one pass over what is there, then return
+    port: int = None, # port of the /metrics endpoint (0: none)
+    reference = None, # the model version's reference rows (`monitor.load_reference`)
+    save_s: float = 10.0, # seconds between state saves
+) -> dict:
     """Watch until `stop` is set (or one pass over what is there with `once`); return counts of the run. The state is
     saved after a round with events, else every `save_s` seconds: a restart from an older state reads those frames
     again, and the alert store (`adopt_open_alerts`, `notify_resolved`) keeps it from alerting twice"""

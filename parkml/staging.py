@@ -6,421 +6,60 @@ Docs: https://parkml.github.io/parkml/staging.html.md"""
 
 # %% ../nbs/24_staging.ipynb #c80b0139
 from __future__ import annotations
-import io, json, logging, math, os, socket, subprocess, sys, threading, time, zlib
-from concurrent.futures import ThreadPoolExecutor
+import inspect, json, time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 import numpy as np, pandas as pd
-from PIL import Image
+from fastcore.basics import store_attr, basic_repr
+from fastcore.meta import delegates
 from tqdm.auto import tqdm
 from .config import get_settings, ensure_dir, Settings
-from .data import read_imageset, assign_splits, decode_image, preprocess, load_images, ImageError, CLASSES
-from .cctv import CONDITIONS, SEVERITIES, apply_condition
-from .evaluate import (classification_metrics, robustness_table, robustness_figure, fairness_frame, fairness_table,
-                             fairness_figure, lighting_band, recall_gap_sentence, worst_errors, error_gallery, shap_explain,
-                             shap_figure, confusion_figure, reliability_figure, ReportFigure, CLASS_COLORS)
+from .data import decode_image, preprocess, load_images, CLASSES
+from .cctv import CONDITIONS, SEVERITIES
+from .evaluate import (classification_metrics, robustness_table, robustness_figure, fairness_frame,
+                             fairness_table,
+                             fairness_figure, lighting_band, recall_gap_sentence, worst_errors, error_gallery,
+                             shap_explain,
+                             shap_figure, confusion_figure, reliability_figure)
+from .staging_inputs import staging_images, fairness_extra, breed_group, condition_frames, pick_rows
+from .staging_service import StagingService, http_client, replay, probe_bad_inputs, peak_rss_mb
+from .staging_checks import (judge, percentile, latency_table, latency_figure, dusk_figure, engine_agreement,
+                                   engine_reference_check, engine_figure, score_frames, recall_gap_points,
+                                   champion_comparison)
+from .staging_record import start_staging_run, record_verdict
 
 # %% auto #0
-__all__ = ['DOG_GROUPS', 'stratified_sample', 'staging_images', 'fairness_extra', 'breed_group', 'encode_jpeg', 'frame_seed',
-           'condition_frames', 'bad_inputs', 'schema_problems', 'answer_problems', 'free_port', 'StagingService',
-           'http_client', 'post_frame', 'replay', 'probe_bad_inputs', 'gate_specs', 'mlflow_gate', 'judge',
-           'latency_table', 'latency_figure', 'dusk_figure', 'engine_agreement', 'reference_images',
-           'reference_agreement', 'engine_reference_check', 'engine_figure', 'StagingResult', 'champion_of',
-           'score_frames', 'run_staging', 'start_staging_run', 'log_staging', 'record_verdict', 'format_gates', 'stage']
+__all__ = ['StagingOptions', 'StagingResult', 'staging_frames', 'replay_staging', 'all_answered', 'frame_answers',
+           'clean_quality', 'robustness_part', 'fairness_part', 'error_analysis', 'service_summary', 'engine_check',
+           'gate_measures', 'staging_summary', 'start_staging', 'run_staging', 'stage']
 
-# %% ../nbs/24_staging.ipynb #5e99af92
-def stratified_sample(df: pd.DataFrame, n: int = 0, seed: int = 0, by: str = 'label') -> pd.DataFrame:
-    "`n` rows of `df` with the shares of each `by` group kept (all rows when `n` is 0 or not smaller), in sha order"
-    if n and n < len(df):
-        df = df.groupby(by, group_keys=False).sample(frac=n / len(df), random_state=seed)
-    return df.sort_values('sha').reset_index(drop=True)
+# %% ../nbs/24_staging.ipynb #26c26a45
+class StagingOptions:
+    "What a staging run replays and explains"
+    def __init__(self,
+        sample: int = 0, # staging images replayed clean (0: all of the stage subset)
+        robust_sample: int = -1, # images replayed under each condition but night, per severity (-1: setting stage_robust_sample; 0: all)
+        dusk_sample: int = -1, # images replayed under night (dusk), per severity (-1: setting stage_dusk_sample; 0: all)
+        concurrency: int = 0, # requests in flight (0: setting stage_concurrency)
+        seed: int = 0, # seed of the samples and of the camera-condition transforms
+        shap_errors: int = 6, # worst misclassified images shown and explained with SHAP (0: none)
+        shap_max_evals: int = 120, # SHAP evaluations per explained image (0: show the worst errors without SHAP)
+        severities: str = '', # camera-condition severities replayed, e.g. "2" or "1,3" ("": all; the gate severity always)
+    ): store_attr()
+    __repr__ = basic_repr('sample,robust_sample,dusk_sample,concurrency,seed,shap_errors,shap_max_evals,severities')
 
-def staging_images(n: int = 0, seed: int = 0, folder=None) -> pd.DataFrame:
-    "Image table of the `stage` subset (or a stratified sample of `n` of its images)"
-    ds = assign_splits(read_imageset(folder))
-    return stratified_sample(ds.df[ds.df.subset == 'stage'], n, seed)
+    def as_dict(self) -> dict:
+        "The options by name, in their order"
+        return {k: getattr(self, k) for k in inspect.signature(type(self)).parameters}
 
-def fairness_extra(stage: pd.DataFrame, n: int = 0, seed: int = 0, folder=None) -> pd.DataFrame:
-    "Validation images (never trained on) of the sources `stage` lacks, `n` of them (0: all), for fairness by source and breed"
-    if 'source' not in stage.columns: return stage.iloc[:0]
-    ds = assign_splits(read_imageset(folder))
-    df = ds.df[(ds.df.subset == 'val') & ~ds.df.source.isin(stage.source.unique())]
-    return stratified_sample(df, n, seed)
+    def severity_list(self, cfg: Settings) -> list[int]:
+        "The severities replayed: those asked for (default: all), always with the gate severity"
+        s = self.severities
+        asked = [int(x) for x in s.split(',') if x.strip()] if isinstance(s, str) else [int(x) for x in s or []]
+        return sorted(set(asked or SEVERITIES) | {cfg.stage_gate_severity})
 
-# %% ../nbs/24_staging.ipynb #f9765219
-DOG_GROUPS = {
-    'terrier': ('terrier', 'schnauzer', 'airedale', 'cairn', 'lakeland', 'dandie', 'sealyham', 'bedlington'),
-    'hound': ('hound', 'beagle', 'basset', 'borzoi', 'whippet', 'saluki', 'greyhound', 'redbone', 'bluetick', 'basenji',
-              'ridgeback', 'ibizan', 'dingo', 'dhole', 'african_hunting'),
-    'gundog': ('retriever', 'setter', 'spaniel', 'pointer', 'vizsla', 'weimaraner', 'clumber', 'springer', 'brittany'),
-    'herding': ('collie', 'sheepdog', 'shepherd', 'kelpie', 'briard', 'malinois', 'groenendael', 'cardigan', 'pembroke',
-                'bouvier', 'komondor', 'kuvasz', 'schipperke'),
-    'toy': ('chihuahua', 'pekinese', 'pug', 'papillon', 'maltese', 'toy_', 'pomeranian', 'shih-tzu', 'lhasa', 'japanese',
-            'blenheim', 'affenpinscher', 'brabancon', 'yorkshire', 'miniature_pinscher', 'miniature_poodle', 'silky'),
-}
-
-def breed_group(label: str, breed) -> str:
-    "Breed group of one photo: the cat breed, a dog breed's group ('dog: hound', ... 'dog: working/other'), or 'unknown'"
-    if not isinstance(breed, str) or not breed.strip(): return 'unknown'
-    if label != 'dog': return f"{label}: {breed}"
-    b = breed.lower()
-    return 'dog: ' + next((g for g, keys in DOG_GROUPS.items() if any(k in b for k in keys)), 'working/other')
-
-# %% ../nbs/24_staging.ipynb #a728e5ef
-def encode_jpeg(img: Image.Image, quality: int = 95) -> bytes:
-    "JPEG bytes of an RGB image"
-    buf = io.BytesIO(); img.convert('RGB').save(buf, 'JPEG', quality=quality); return buf.getvalue()
-
-def frame_seed(sha: str, condition: str, severity, seed: int = 0) -> int:
-    "Stable seed of one transformed frame"
-    return zlib.crc32(f"{seed}:{sha}:{condition}:{severity}".encode())
-
-def condition_frames(frames: list, shas: list, condition: str, severity, seed: int = 0, workers: int = 2) -> list[bytes]:
-    "JPEG frames of the encoded images `frames` under `condition` at `severity`"
-    def one(a):
-        data, sha = a
-        return encode_jpeg(apply_condition(decode_image(data), condition, severity, frame_seed(sha, condition, severity, seed)))
-    with ThreadPoolExecutor(workers) as ex: return list(ex.map(one, zip(frames, shas)))
-
-# %% ../nbs/24_staging.ipynb #79a1fc4f
-def _png(img: Image.Image, fmt: str = 'PNG') -> bytes:
-    buf = io.BytesIO(); img.save(buf, fmt); return buf.getvalue()
-
-def _garble_scan(jpg: bytes) -> bytes:
-    """The JPEG with a scan that asks for Huffman tables the file never defines: the header reads as an image, the pixel
-    data cannot be decoded by any reader (bytes inserted mid-stream, by contrast, often still decode to a smeared picture)"""
-    i = jpg.find(b'\xff\xda')
-    if i < 0: raise ValueError("not a JPEG: no start of scan")
-    body = bytearray(jpg)
-    for k in range(jpg[i + 4]): body[i + 6 + 2 * k] = 0x33   # components' DC/AC table selectors -> 3/3
-    return bytes(body)
-
-def bad_inputs(jpg: bytes, max_upload_mb: float = None) -> dict:
-    "name -> (body, content type, expected status, expected code) of the inputs the service must refuse"
-    mb = get_settings().max_upload_mb if max_upload_mb is None else max_upload_mb
-    return {
-        'truncated': (jpg[:len(jpg) // 2], 'image/jpeg', 422, 'corrupt'),
-        'corrupt': (_garble_scan(jpg), 'image/jpeg', 422, 'corrupt'),
-        'not_an_image': (b'%PDF-1.4\n1 0 obj <<>> endobj\n', 'image/jpeg', 415, 'unsupported_format'),
-        'empty': (b'', 'image/jpeg', 400, 'empty'),
-        'too_big': (jpg + os.urandom(int((mb + 1) * 2**20)), 'image/jpeg', 413, 'body_too_large'),
-        'decompression_bomb': (_png(Image.new('L', (10_000, 10_000))), 'image/png', 413, 'too_large'),
-        'cmyk': (_png(Image.new('CMYK', (64, 64), (0, 50, 100, 0)), 'JPEG'), 'image/jpeg', 422, 'unsupported_mode'),
-        '16bit': (_png(Image.new('I;16', (64, 64), 300)), 'image/png', 422, 'unsupported_mode'),
-        'palette': (_png(Image.new('RGB', (64, 64), 'red').convert('P')), 'image/png', 422, 'unsupported_mode'),
-        'alpha': (_png(Image.new('RGBA', (64, 64), (9, 9, 9, 128))), 'image/png', 422, 'unsupported_mode'),
-        'wrong_content_type': (jpg, 'text/plain', 415, 'unsupported_media_type'),
-    }
-
-# %% ../nbs/24_staging.ipynb #4369afa4
-_TYPES = {'string': lambda v: isinstance(v, str), 'integer': lambda v: isinstance(v, int) and not isinstance(v, bool),
-          'number': lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-          'object': lambda v: isinstance(v, dict), 'array': lambda v: isinstance(v, list), 'boolean': lambda v: isinstance(v, bool)}
-
-def schema_problems(value, schema: dict, spec: dict, path: str = '$') -> list[str]:
-    "What is wrong with `value` against an OpenAPI 3.0 `schema` (refs resolved in `spec`): type, enum, range, required keys"
-    if '$ref' in schema: schema = spec['components']['schemas'][schema['$ref'].rsplit('/', 1)[-1]]
-    if value is None: return [] if schema.get('nullable') else [f"{path} is null"]
-    t = schema.get('type')
-    if t and not _TYPES[t](value): return [f"{path} is {type(value).__name__} {str(value)[:40]!r}, not {t}"]
-    out = []
-    if 'enum' in schema and value not in schema['enum']: out.append(f"{path} = {value!r} is not one of {schema['enum']}")
-    if 'minimum' in schema and value < schema['minimum']: out.append(f"{path} = {value} < {schema['minimum']}")
-    if 'maximum' in schema and value > schema['maximum']: out.append(f"{path} = {value} > {schema['maximum']}")
-    if t == 'object':
-        out += [f"{path}.{k} is missing" for k in schema.get('required', []) if k not in value]
-        for k, sub in schema.get('properties', {}).items():
-            if k in value: out += schema_problems(value[k], sub, spec, f"{path}.{k}")
-    if t == 'array' and 'items' in schema:
-        for i, v in enumerate(value): out += schema_problems(v, schema['items'], spec, f"{path}[{i}]")
-    return out
-
-def answer_problems(answer, spec: dict, version: str = None, alias: str = None) -> list[str]:
-    "Problems of one /predict answer: schema, label against P(dog), and the model that answered"
-    out = schema_problems(answer, {'$ref': '#/components/schemas/Prediction'}, spec)
-    if out: return out
-    if answer['label'] != CLASSES[int(answer['p_dog'] >= 0.5)]: out.append(f"label {answer['label']} disagrees with P(dog) {answer['p_dog']:.4f}")
-    if version is not None and str(answer['model']['version']) != str(version): out.append(f"answered by version {answer['model']['version']}, not {version}")
-    if alias is not None and answer['model']['alias'] != alias: out.append(f"answered under alias {answer['model']['alias']}, not {alias}")
-    return out
-
-# %% ../nbs/24_staging.ipynb #6ee5b9b7
-def free_port(host: str = '127.0.0.1') -> int:
-    "A TCP port free on `host` now"
-    with socket.socket() as s: s.bind((host, 0)); return s.getsockname()[1]
-
-class StagingService:
-    "The real edge service for `alias` in a subprocess on loopback, its own prediction log under `home`"
-    def __init__(self, alias: str, home, cfg: Settings = None, host: str = '127.0.0.1', timeout: float = 120, **env):
-        self.cfg, self.alias, self.home, self.host = cfg or get_settings(), alias, ensure_dir(home), host
-        self.port = free_port(host)
-        self.url = f"http://{host}:{self.port}"
-        self.predlog_uri = f"sqlite:///{self.home/'predlog.db'}"
-        self.env = {**os.environ, 'PARKML_SETTINGS': str(self.cfg.path), 'PARKML_RUNS': str(self.cfg.runs),
-                    'PARKML_PREDLOG_URI': self.predlog_uri, 'PARKML_FRAMES_DIR': str(self.home/'frames'),
-                    'PARKML_TELEMETRY_INTERVAL_S': '1.0', **{k: str(v) for k, v in env.items()}}
-        self.timeout, self.proc, self.peak_rss_mb, self._stop = timeout, None, None, threading.Event()
-
-    def _sample(self):
-        import psutil
-        try: p = psutil.Process(self.proc.pid)
-        except psutil.Error: return
-        while not self._stop.wait(0.1):
-            try: self.peak_rss_mb = max(self.peak_rss_mb or 0, p.memory_info().rss / 2**20)
-            except psutil.Error: return
-
-    def launch(self) -> StagingService:
-        "Start the process and return at once: `wait_ready` waits for it (the caller can prepare its frames meanwhile)"
-        self.log = open(self.home/'service.log', 'a')
-        code = (f"from parkml.service import serve; "
-                f"serve({self.alias!r}, {self.host!r}, {self.port}, log_level='warning', parent_pid={os.getpid()})")
-        self.proc = subprocess.Popen([sys.executable, '-c', code], env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        threading.Thread(target=self._sample, daemon=True, name='parkml-stage-rss').start()
-        self._t_launch = time.time()
-        return self
-
-    def start(self) -> StagingService:
-        "Start the process and wait until it answers /health"
-        return self.launch().wait_ready()
-
-    def wait_ready(self) -> StagingService:
-        "Wait until the launched service answers /health; `startup_s` is the time from launch"
-        import httpx
-        t0 = self._t_launch
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the staging service exited with code {self.proc.returncode}:\n{self.log_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + '/health', timeout=2).status_code == 200: break
-            except httpx.TransportError: pass
-            if time.time() - t0 > self.timeout:
-                self.stop(); raise RuntimeError(f"the staging service did not answer /health within {self.timeout:g} s")
-            time.sleep(0.2)
-        self.startup_s = time.time() - t0
-        return self
-
-    def stop(self):
-        self._stop.set()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try: self.proc.wait(60)
-            except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
-        if getattr(self, 'log', None): self.log.close()
-
-    def log_text(self) -> str:
-        p = self.home/'service.log'
-        return p.read_text(errors='replace') if p.is_file() else ''
-
-    def __enter__(self): return self.start()
-    def __exit__(self, *exc): self.stop()
-
-# %% ../nbs/24_staging.ipynb #3e720069
-_MEDIA = {'jpg': 'image/jpeg', 'png': 'image/png', 'gif': 'image/gif', 'bmp': 'image/bmp', 'tif': 'image/tiff', 'webp': 'image/webp'}
-
-def http_client(url: str, concurrency: int = 8, cfg: Settings = None):
-    "An httpx client for the service at `url` (with the API key when one is configured)"
-    import httpx
-    cfg = cfg or get_settings()
-    key = str(cfg.api_key or '')
-    return httpx.Client(base_url=url, timeout=60, headers={'X-API-Key': key} if key else {},
-                        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency))
-
-def post_frame(client, data: bytes, content_type: str = None, camera: str = 'staging') -> tuple[int, dict | None, float]:
-    "(status, JSON answer or None, client latency ms) of one POST /predict; status 0 when the connection failed"
-    import httpx
-    from parkml.service import frame_ext
-    t0 = time.perf_counter()
-    try: r = client.post('/predict', content=data, params={'camera': camera},
-                         headers={'Content-Type': content_type or _MEDIA.get(frame_ext(data), 'application/octet-stream')})
-    except httpx.HTTPError as e: return 0, {'code': 'transport_error', 'error': f"{type(e).__name__}: {e}"}, (time.perf_counter() - t0) * 1000
-    ms = (time.perf_counter() - t0) * 1000
-    try: return r.status_code, r.json(), ms
-    except ValueError: return r.status_code, None, ms
-
-def replay(client, frames: list, spec: dict, version: str = None, alias: str = None, concurrency: int = 8,
-           desc: str = 'replay', progress: bool = True) -> pd.DataFrame:
-    "POST every frame, `concurrency` at a time; one row per frame in order (`attrs['wall_s']`: time taken)"
-    def one(data):
-        st, d, ms = post_frame(client, data)
-        ok = st == 200 and isinstance(d, dict)
-        probs = answer_problems(d, spec, version, alias) if ok else ([] if st and 400 <= st < 500 else [f"HTTP {st}"])
-        return dict(status=st, code=None if ok else (d or {}).get('code'), p_dog=d.get('p_dog') if ok else np.nan,
-                    label=d.get('label') if ok else None, service_ms=d.get('latency_ms') if ok else np.nan, client_ms=ms,
-                    prediction_id=(d or {}).get('prediction_id'), problems='; '.join(probs))
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as ex:
-        rows = list(tqdm(ex.map(one, frames), total=len(frames), desc=desc, disable=not progress, leave=False))
-    out = pd.DataFrame(rows, columns=['status', 'code', 'p_dog', 'label', 'service_ms', 'client_ms', 'prediction_id', 'problems'])
-    out.attrs['wall_s'] = time.perf_counter() - t0
-    return out
-
-def probe_bad_inputs(client, jpg: bytes, cfg: Settings = None) -> pd.DataFrame:
-    "Send every `bad_inputs` case; one row each with the expected and the received status and code"
-    rows = []
-    for name, (body, ctype, status, code) in bad_inputs(jpg, (cfg or get_settings()).max_upload_mb).items():
-        st, d, ms = post_frame(client, body, ctype)
-        rows.append(dict(input=name, content_type=ctype, bytes=len(body), expected_status=status, expected_code=code,
-                         status=st, code=(d or {}).get('code'), answered_4xx=400 <= st < 500,
-                         as_expected=(st, (d or {}).get('code')) == (status, code), message=str((d or {}).get('error', ''))[:160]))
-    return pd.DataFrame(rows)
-
-# %% ../nbs/24_staging.ipynb #33fe7161
-def gate_specs(cfg: Settings = None, champion: dict = None) -> list[dict]:
-    "The gates: name, measured metric, setting, threshold value, direction (and the champion gates when there is one)"
-    cfg = cfg or get_settings()
-    sev = cfg.stage_gate_severity
-    lo = lambda gate, metric, setting, unit='': dict(gate=gate, metric=metric, setting=setting, value=float(cfg[setting]), greater_is_better=True, unit=unit)
-    hi = lambda gate, metric, setting, unit='': dict(gate=gate, metric=metric, setting=setting, value=float(cfg[setting]), greater_is_better=False, unit=unit)
-    g = [lo('accuracy', 'accuracy', 'stage_min_accuracy'), lo('macro F1', 'f1_macro', 'stage_min_f1_macro'),
-         hi('cat/dog recall gap', 'recall_gap_points', 'stage_max_recall_gap', ' points')]
-    g += [hi(f"accuracy drop under {c} (severity {sev})", f"drop_{c}", f"stage_max_drop_{c}", ' points') for c in CONDITIONS]
-    g += [hi(f"cat/dog recall gap at dusk (night, severity {sev})", 'dusk_recall_gap_points', 'stage_max_dusk_recall_gap', ' points'),
-          hi('p95 latency, one camera', 'latency_p95_ms', 'stage_max_p95_ms', ' ms'), hi('5xx answers and broken connections', 'server_errors', 'stage_max_5xx'),
-          dict(gate='malformed answers', metric='malformed_answers', setting=None, value=0.0, greater_is_better=False, unit=''),
-          dict(gate='bad inputs not answered 4xx', metric='bad_inputs_not_4xx', setting=None, value=0.0, greater_is_better=False, unit=''),
-          lo('served decisions equal to ONNX Runtime', 'engine_agreement', 'stage_min_engine_agreement'),
-          lo("served answers look like the version's reference (drift test p)", 'engine_drift_p',
-             'stage_min_engine_drift_p')]
-    if champion:
-        m = cfg.stage_champion_margin / 100
-        g += [dict(gate=f"no worse than champion v{champion['version']} (clean accuracy)", metric='accuracy', setting='stage_champion_margin',
-                   value=champion['accuracy'] - m, greater_is_better=True, unit=''),
-              dict(gate=f"no worse than champion v{champion['version']} (dusk accuracy)", metric='dusk_accuracy', setting='stage_champion_margin',
-                   value=champion['dusk_accuracy'] - m, greater_is_better=True, unit='')]
-    return g
-
-def mlflow_gate(metric: str, measured: float, value: float, greater_is_better: bool) -> str | None:
-    "MLflow's verdict on one threshold: None when it passes, else MLflow's message"
-    import mlflow
-    from mlflow.models import MetricThreshold, EvaluationResult
-    from mlflow.models.evaluation.validation import ModelValidationFailedException
-    if measured is None or not math.isfinite(measured): return f"{metric} was not measured"
-    quiet = logging.getLogger('mlflow.models.evaluation.validation')
-    level = quiet.level; quiet.setLevel(logging.WARNING)  # one INFO line per gate otherwise
-    try: mlflow.validate_evaluation_results({metric: MetricThreshold(threshold=float(value), greater_is_better=greater_is_better)},
-                                            EvaluationResult({metric: float(measured)}, {}))
-    except ModelValidationFailedException as e: return str(e).strip()
-    finally: quiet.setLevel(level)
-    return None
-
-def _fmt(v: float, unit: str = '') -> str:
-    return 'n/a' if v is None or not math.isfinite(v) else f"{v:.4g}{unit}" if unit else (f"{v:.4f}" if abs(v) < 1 else f"{v:g}")
-
-def judge(measured: dict, cfg: Settings = None, champion: dict = None, notes: dict = None) -> pd.DataFrame:
-    "One row per gate: measured value, threshold, passed, and the reason in words when it failed"
-    rows = []
-    for g in gate_specs(cfg, champion):
-        m = measured.get(g['metric'])
-        m = float(m) if m is not None else float('nan')
-        why = mlflow_gate(g['metric'], m, g['value'], g['greater_is_better'])
-        op = '>=' if g['greater_is_better'] else '<='
-        reason = '' if why is None else (f"{g['gate']} {_fmt(m, g['unit'])} is not {op} {_fmt(g['value'], g['unit'])}"
-                                         + (f" (setting {g['setting']})" if g['setting'] else '')
-                                         + (f": {notes[g['metric']]}" if notes and notes.get(g['metric']) else ''))
-        rows.append(dict(gate=g['gate'], metric=g['metric'], setting=g['setting'], rule=f"{op} {_fmt(g['value'], g['unit'])}",
-                         value=g['value'], measured=m, passed=why is None, reason=reason, mlflow=why or ''))
-    return pd.DataFrame(rows)
-
-# %% ../nbs/24_staging.ipynb #df27d79d
-def _pct(x, q): return float(np.percentile(x, q)) if len(x) else float('nan')
-
-def latency_table(passes: dict) -> pd.DataFrame:
-    "Per replay pass: requests, answered, 4xx, 5xx, broken connections, client latency p50/p95/p99, service p50, throughput"
-    rows = []
-    for name, r in passes.items():
-        ok = r[r.status == 200]
-        rows.append(dict(traffic=name, requests=len(r), answered=len(ok), rejected_4xx=int(r.status.between(400, 499).sum()),
-                         errors_5xx=int((r.status >= 500).sum()), broken=int((r.status == 0).sum()),
-                         malformed=int((r.problems != '').sum()), p50_ms=_pct(r.client_ms, 50), p95_ms=_pct(r.client_ms, 95),
-                         p99_ms=_pct(r.client_ms, 99), service_p50_ms=_pct(ok.service_ms.dropna(), 50),
-                         throughput_per_s=len(r) / r.attrs['wall_s'] if r.attrs.get('wall_s') else float('nan')))
-    return pd.DataFrame(rows)
-
-def latency_figure(clean: pd.DataFrame, limit_ms: float = None) -> ReportFigure:
-    "Client latency of one replay pass: histogram with p50/p95/p99 (and the gate)"
-    fig = ReportFigure(figsize=(6, 3.2), layout='constrained'); ax = fig.subplots()
-    ms = clean.client_ms.values
-    ax.hist(ms, bins=50, color='grey')
-    for q, ls in ((50, ':'), (95, '--'), (99, '-.')): ax.axvline(_pct(ms, q), c='k', ls=ls, label=f"p{q} {_pct(ms, q):.1f} ms")
-    if limit_ms: ax.axvline(limit_ms, c='tab:red', label=f"gate p95 <= {limit_ms:g} ms")
-    ax.set(xlabel='latency seen by the client, ms', ylabel='requests', title=f"One camera (one request at a time), {len(ms)} requests")
-    ax.legend(fontsize=8)
-    return fig
-
-def dusk_figure(table: pd.DataFrame, clean: dict) -> ReportFigure:
-    "Cat and dog recall, clean and at each night (dusk) severity"
-    t = table[table.condition == 'night'].sort_values('severity')
-    names = ['clean', *[f"night {s}" for s in t.severity]]
-    fig = ReportFigure(figsize=(6, 3.2), layout='constrained'); ax = fig.subplots()
-    x = np.arange(len(names))
-    for j, c in enumerate(CLASSES):
-        ax.bar(x + (j - 0.5) * 0.4, [clean[f'recall_{c}'], *t[f'recall_{c}']], width=0.4, color=CLASS_COLORS[c], label=f"{c} recall")
-    ax.set_xticks(x, names); ax.set(ylim=(0, 1), ylabel='recall', title='Dusk: recall by class as the light falls')
-    ax.legend(fontsize=8, loc='lower left')
-    return fig
-
-# %% ../nbs/24_staging.ipynb #b413d339
-def engine_agreement(p_engine, p_onnx, engine: str = 'the engine') -> tuple[dict, str]:
-    "Decisions and largest |delta P(dog)| of an engine against ONNX Runtime on the same images: measured, a sentence"
-    a, b = np.asarray(p_engine, float), np.asarray(p_onnx, float)
-    differ = int(((a >= 0.5) != (b >= 0.5)).sum())
-    delta = float(np.abs(a - b).max()) if len(a) else float('nan')
-    share = 1 - differ / len(a) if len(a) else float('nan')
-    text = (f"{engine} decided {differ} of {len(a)} clean staging images otherwise than ONNX Runtime "
-            f"(largest |delta P(dog)| {delta:.2g})")
-    return dict(engine_agreement=share, engine_decisions_differ=differ, engine_max_delta_p_dog=delta), text
-
-# %% ../nbs/24_staging.ipynb #c4d6ac7b
-def reference_images(ref: pd.DataFrame, folder=None, size: int = None) -> np.ndarray:
-    "The network inputs of a version's reference rows, in the reference's order (found by content sha in the image set)"
-    ds = assign_splits(read_imageset(folder))
-    paths = ds.df.drop_duplicates('sha').set_index('sha').path
-    missing = set(ref.sha) - set(paths.index)
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} reference images are not in the image set, e.g. {sorted(missing)[0]}")
-    X, _, _ = load_images(paths.loc[ref.sha].values, size or get_settings().image_size, progress=False)
-    return X
-
-def reference_agreement(om, ref: pd.DataFrame, X: np.ndarray, cfg: Settings = None) -> tuple[dict, str]:
-    "Engine model `om` on the reference's images `X` against the reference (drift test, largest deltas)"
-    from parkml.monitor import drift_tests, proj_of
-    cfg = cfg or get_settings()
-    out = om.run(X, ['p_dog', 'proj'])
-    mine = ref.drop(columns=[c for c in ref.columns if c.startswith('proj_')]).assign(p_dog=out['p_dog'])
-    for j in range(out['proj'].shape[1]): mine[f'proj_{j}'] = out['proj'][:, j]
-    rep = drift_tests(ref, mine, cfg, tests=('embedding', 'p_dog', 'dog_share', 'confidence'))
-    p = min((t.p_adjusted for t in rep.tests), default=float('nan'))
-    dp = float(np.abs(out['p_dog'] - ref.p_dog.to_numpy(float)).max())
-    dproj = float((np.abs(out['proj'] - proj_of(ref)).max(0) / proj_of(ref).std(0)).max())
-    text = (f"the daily drift test on {om.engine}'s answers for the reference's {len(ref)} images: {rep.summary()}; "
-            f"largest |delta P(dog)| {dp:.2g}, largest |delta proj| {dproj:.2g} reference standard deviations")
-    return dict(engine_drift_p=p, reference_max_delta_p_dog=dp, reference_max_delta_proj_sd=dproj), text
-
-def engine_reference_check(mv, onnx_path, client=None, cfg: Settings = None) -> tuple[dict, str]:
-    "`reference_agreement` of the configured engine on version `mv`'s reference (NaN and the reason when it has none)"
-    from parkml.monitor import load_reference
-    from parkml.model import open_model
-    cfg = cfg or get_settings()
-    try: ref = load_reference(mv, cfg=cfg, client=client)
-    except (FileNotFoundError, ValueError) as e: return dict(engine_drift_p=float('nan')), f"not checked: {e}"
-    return reference_agreement(open_model(onnx_path, cfg=cfg), ref, reference_images(ref, size=cfg.image_size), cfg)
-
-# %% ../nbs/24_staging.ipynb #f964c349
-def engine_figure(p_engine, p_onnx, engine: str = 'the engine') -> ReportFigure:
-    "Served P(dog) minus ONNX Runtime's against ONNX Runtime's, per clean staging image (decisions that differ in red)"
-    a, b = np.asarray(p_engine, float), np.asarray(p_onnx, float)
-    differ = (a >= 0.5) != (b >= 0.5)
-    fig = ReportFigure(figsize=(6, 3.2), layout='constrained')
-    ax = fig.subplots()
-    ax.scatter(b[~differ], (a - b)[~differ], s=6, c='grey', label='same decision')
-    ax.scatter(b[differ], (a - b)[differ], s=18, c='tab:red', label=f'other decision ({differ.sum()})')
-    ax.axvline(0.5, c='k', ls=':')
-    ax.set(xlabel='P(dog) by ONNX Runtime', ylabel=f'P(dog) by {engine} minus ONNX Runtime',
-           title=f'{engine} against ONNX Runtime, {len(a)} clean staging images')
-    ax.legend(fontsize=8)
-    return fig
-
-# %% ../nbs/24_staging.ipynb #d5e3a8f9
+# %% ../nbs/24_staging.ipynb #0426dec2
 @dataclass
 class StagingResult:
     "Everything one staging run measured: `summary` (JSON-ready, with the gates), tables, figures and per-frame answers"
@@ -435,239 +74,326 @@ class StagingResult:
     @property
     def passed(self) -> bool: return bool(self.summary['passed'])
 
-def champion_of(version, client, cfg) -> object | None:
-    "The champion's ModelVersion, unless there is none or it is `version` itself"
-    from parkml.tracking import resolve_version, RegistryError
-    try: ch = resolve_version('champion', client, cfg)
-    except RegistryError: return None
-    return None if str(ch.version) == str(version) else ch
+# %% ../nbs/24_staging.ipynb #4c8906af
+def staging_frames(
+    s, # the staging run record (see `run_staging`)
+    o: StagingOptions, # the staging options
+    progress: bool = True, # show progress bars
+):
+    "Add the images, their features and frames, the samples per condition and every condition's frames to `s`"
+    cfg = s.cfg
+    s.imgs = imgs = staging_images(o.sample, o.seed)
+    s.X, s.feats, _ = load_images(imgs.path, cfg.image_size, progress=progress)
+    s.frames = [Path(p).read_bytes() for p in imgs.path]
+    s.y = imgs.y.values.astype(int)
+    s.fx = fairness_extra(imgs, cfg.stage_fairness_extra, o.seed)
+    dusk_n = cfg.stage_dusk_sample if o.dusk_sample < 0 else o.dusk_sample
+    robust_n = cfg.stage_robust_sample if o.robust_sample < 0 else o.robust_sample
+    s.sel = {c: pick_rows(imgs, dusk_n if c == 'night' else robust_n, o.seed) for c in CONDITIONS}
+    s.lat_idx = np.arange(min(len(imgs), cfg.stage_latency_frames))
+    s.timings['images_s'] = time.time() - s.t_start
+    t1 = time.time()
+    s.cond = {(c, v): condition_frames([s.frames[i] for i in s.sel[c]], list(imgs.sha.values[s.sel[c]]), c, v, o.seed)
+              for c in tqdm(CONDITIONS, desc='camera conditions', disable=not progress, leave=False) for v in s.sevs}
+    s.timings['transform_s'] = time.time() - t1
+    return s
 
-def score_frames(om, frames: list, batch: int = 64) -> np.ndarray:
-    "P(dog) of encoded frames, in-process (for the champion's comparison)"
-    out = []
-    for i in range(0, len(frames), batch):
-        out.append(om.predict(np.stack([preprocess(decode_image(f), om.size) for f in frames[i:i + batch]])))
-    return np.concatenate(out) if out else np.zeros(0)
-
-def _gap_points(y, p) -> float:
-    m = classification_metrics(y, p)
-    return abs(100 * m['recall_gap'])
-
-# %% ../nbs/24_staging.ipynb #14966b58
-def run_staging(version='latest', sample: int = 0, robust_sample: int = -1, dusk_sample: int = -1, concurrency: int = 0,
-                seed: int = 0, shap_errors: int = 6, shap_max_evals: int = 120, severities=None, url: str = None, service_pid: int = None,
-                set_alias: bool = True, home=None, progress: bool = True, cfg: Settings = None) -> StagingResult:
-    """Stage model `version` (number, alias or 'latest'): mark it `challenger`, serve it on loopback (or use the service
-    at `url`), replay `sample` staging images (0: all) clean, then `dusk_sample` of them under night and `robust_sample`
-    under each other camera condition, at each of `severities` (default: all; the gate severity is always among them)
-    (-1: settings; 0: all), probe bad inputs, compare with the champion, and judge the gates."""
-    from parkml.tracking import mlflow_client, resolve_version, local_onnx
-    from parkml.governance import set_challenger
-    from parkml.model import OnnxModel, open_model, serving_engine
-    cfg = cfg or get_settings(); client = mlflow_client(cfg)
-    t_start, timings = time.time(), {}
-    mv = resolve_version(version, client, cfg); v = str(mv.version)
-    concurrency = concurrency or cfg.stage_concurrency
-    sevs = sorted({int(s) for s in (severities or SEVERITIES)} | {cfg.stage_gate_severity})
-    alias = 'challenger' if set_alias else None
-    home = ensure_dir(home or cfg.runs/'staging'/f"v{v}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if set_alias: set_challenger(v, note='staging run', cfg=cfg)
-    # the service boots in its own process while this one prepares every frame it will send
-    svc = None if url else StagingService('challenger', home/'service', cfg).launch()
+# %% ../nbs/24_staging.ipynb #814b7ec7
+def replay_staging(s, progress: bool = True):
+    "Replay every frame of `s` to the service at `s.url`; add the passes, the bad-input probe and the service's health"
+    v, alias, n, t0 = s.v, s.alias, s.concurrency, time.time()
+    s.passes = passes = {}
     try:
-        # the images, decoded once in-process for their lighting band, the SHAP explanations and the champion
-        imgs = staging_images(sample, seed)
-        X, feats, _ = load_images(imgs.path, cfg.image_size, progress=progress)
-        frames = [Path(p).read_bytes() for p in imgs.path]
-        y = imgs.y.values.astype(int)
-        fx = fairness_extra(imgs, cfg.stage_fairness_extra, seed)
-        pick = lambda n: stratified_sample(imgs.assign(i=np.arange(len(imgs))), n, seed).i.values if n else np.arange(len(imgs))
-        sel = {c: pick(cfg.stage_dusk_sample if dusk_sample < 0 else dusk_sample) if c == 'night' else
-                  pick(cfg.stage_robust_sample if robust_sample < 0 else robust_sample) for c in CONDITIONS}
-        lat_idx = np.arange(min(len(imgs), cfg.stage_latency_frames))
-        timings['images_s'] = time.time() - t_start
-        t1 = time.time()
-        cond = {(c, s): condition_frames([frames[i] for i in sel[c]], list(imgs.sha.values[sel[c]]), c, s, seed)
-                for c in tqdm(CONDITIONS, desc='camera conditions', disable=not progress, leave=False) for s in sevs}
-        timings['transform_s'] = time.time() - t1
-        if svc: svc.wait_ready()
-    except BaseException:
-        if svc: svc.stop()
-        raise
-    url = url or svc.url
-    passes, t0 = {}, time.time()
-    try:
-        with http_client(url, concurrency, cfg) as http:
+        with http_client(s.url, n, s.cfg) as http:
             spec = http.get('/openapi.json').raise_for_status().json()
-            passes['one camera'] = replay(http, [frames[i] for i in lat_idx], spec, v, alias, 1, 'one camera', progress)
-            passes['clean'] = replay(http, frames, spec, v, alias, concurrency, 'clean', progress)
-            if len(fx): passes['fairness extra'] = replay(http, [Path(q).read_bytes() for q in fx.path], spec, v, alias, concurrency,
-                                                         'fairness extra', progress)
-            timings['clean_replay_s'] = time.time() - t0
-            dusk_frames = {s: cond['night', s] for s in sevs}
-            for (c, s), cf in cond.items():
-                passes[f"{c} {s}"] = replay(http, cf, spec, v, alias, concurrency, f"{c} {s}", progress)
-            timings['condition_replay_s'] = time.time() - t0 - timings['clean_replay_s']
-            bad = probe_bad_inputs(http, frames[0], cfg)
-            health = http.get('/health').json()
+            passes['one camera'] = replay(http, [s.frames[i] for i in s.lat_idx], spec, v, alias, 1, 'one camera',
+                                          progress)
+            passes['clean'] = replay(http, s.frames, spec, v, alias, n, 'clean', progress)
+            if len(s.fx):
+                extra = [Path(q).read_bytes() for q in s.fx.path]
+                passes['fairness extra'] = replay(http, extra, spec, v, alias, n, 'fairness extra', progress)
+            s.timings['clean_replay_s'] = time.time() - t0
+            for (c, sev), cf in s.cond.items():
+                passes[f"{c} {sev}"] = replay(http, cf, spec, v, alias, n, f"{c} {sev}", progress)
+            s.timings['condition_replay_s'] = time.time() - t0 - s.timings['clean_replay_s']
+            s.bad = probe_bad_inputs(http, s.frames[0], s.cfg)
+            s.health = http.get('/health').json()
     finally:
-        if svc: svc.stop()
-    timings['service_s'] = time.time() - t0
-    peak_rss = svc.peak_rss_mb if svc else None
-    if service_pid and peak_rss is None:
-        import psutil
-        try: peak_rss = psutil.Process(service_pid).memory_info().rss / 2**20
-        except psutil.Error: pass
-    # per-frame answers
+        if s.svc: s.svc.stop()
+    s.timings['service_s'] = time.time() - t0
+    return s
+
+# %% ../nbs/24_staging.ipynb #d8532274
+def all_answered(r: pd.DataFrame) -> bool:
+    "Did the service answer every frame of a replay pass (HTTP 200)?"
+    return bool((r.status == 200).all())
+
+# %% ../nbs/24_staging.ipynb #2d015405
+def frame_answers(s) -> pd.DataFrame:
+    "Every answer of every pass, one row per frame: condition, severity, image relpath, sha and true class"
     preds = []
-    for name, r in passes.items():
-        c, s = (name.rsplit(' ', 1)[0], int(name.rsplit(' ', 1)[1])) if name[-1].isdigit() else (name, 0)
+    for name, r in s.passes.items():
+        c, sev = (name.rsplit(' ', 1)[0], int(name.rsplit(' ', 1)[1])) if name[-1].isdigit() else (name, 0)
         if name == 'fairness extra':
-            preds.append(r.assign(condition=c, severity=s, relpath=fx.relpath.values, sha=fx.sha.values, y=fx.y.values)); continue
-        idx = sel[c] if c in sel else lat_idx if name == 'one camera' else np.arange(len(imgs))
-        preds.append(r.assign(condition=c, severity=s, relpath=imgs.relpath.values[idx], sha=imgs.sha.values[idx], y=y[idx]))
-    preds = pd.concat(preds, ignore_index=True)
-    answered = lambda r: (r.status == 200).all()
-    cl = passes['clean']
-    if not answered(cl): raise RuntimeError(f"the service did not answer every clean staging image: {cl.status.value_counts().to_dict()}")
-    p = cl.p_dog.values.astype(float)
-    yp = (p >= 0.5).astype(int)
-    metrics = classification_metrics(y, p)
-    tables, figures, texts = {}, {}, {}
-    tables['per_class'] = pd.DataFrame({c: [metrics[f'precision_{c}'], metrics[f'recall_{c}'], metrics[f'f1_{c}']] for c in (*CLASSES, 'macro')},
-                                       index=['precision', 'recall', 'F1']).T
-    tables['confusion'] = pd.crosstab(pd.Series(imgs.label.values, name='true'), pd.Series(np.array(CLASSES)[yp], name='predicted'))
-    figures['confusion.png'] = confusion_figure(y, p, title=f"Staging images, clean (n={len(y)})")
-    figures['reliability.png'] = reliability_figure(y, p)
-    # robustness: drops against the clean answers of the same images (night may use more images than the others)
+            preds.append(r.assign(condition=c, severity=sev, relpath=s.fx.relpath.values, sha=s.fx.sha.values,
+                                  y=s.fx.y.values))
+            continue
+        idx = s.sel[c] if c in s.sel else s.lat_idx if name == 'one camera' else np.arange(len(s.imgs))
+        preds.append(r.assign(condition=c, severity=sev, relpath=s.imgs.relpath.values[idx], sha=s.imgs.sha.values[idx],
+                              y=s.y[idx]))
+    return pd.concat(preds, ignore_index=True)
+
+# %% ../nbs/24_staging.ipynb #82736915
+def clean_quality(s):
+    "Add the clean answers' P(dog), decisions and metrics, the per-class and confusion tables and their figures to `s`"
+    cl = s.passes['clean']
+    if not all_answered(cl):
+        raise RuntimeError(f"the service did not answer every clean staging image: {cl.status.value_counts().to_dict()}")
+    s.p = p = cl.p_dog.values.astype(float)
+    s.yp = (p >= 0.5).astype(int)
+    s.metrics = m = classification_metrics(s.y, p)
+    s.tables['per_class'] = pd.DataFrame({c: [m[f'precision_{c}'], m[f'recall_{c}'], m[f'f1_{c}']] for c in (*CLASSES,
+            'macro')},
+                                         index=['precision', 'recall', 'F1']).T
+    s.tables['confusion'] = pd.crosstab(pd.Series(s.imgs.label.values, name='true'),
+                                        pd.Series(np.array(CLASSES)[s.yp], name='predicted'))
+    s.figures['confusion.png'] = confusion_figure(s.y, p, title=f"Staging images, clean (n={len(s.y)})")
+    s.figures['reliability.png'] = reliability_figure(s.y, p)
+    return s
+
+# %% ../nbs/24_staging.ipynb #65866769
+def robustness_part(s):
+    "Add the robustness table (drops against the clean answers of the same images), its figures and the gate rows"
     parts = []
-    for idx in {tuple(ix) for ix in sel.values()}:
+    for idx in {tuple(ix) for ix in s.sel.values()}:
         idx = np.array(idx)
-        res = {(c, s): (y[idx], passes[f"{c} {s}"].p_dog.values.astype(float)) for c in CONDITIONS for s in sevs
-               if np.array_equal(sel[c], idx) and answered(passes[f"{c} {s}"])}
-        if res: parts.append(robustness_table(res, (y[idx], p[idx])))
-    rt = pd.concat(parts).sort_values(['condition', 'severity'], ignore_index=True)
-    tables['robustness'] = rt
-    figures['robustness.png'] = robustness_figure(rt)
-    dk = sel['night']
-    figures['dusk.png'] = dusk_figure(rt, classification_metrics(y[dk], p[dk]))
-    gs = cfg.stage_gate_severity
-    at = rt[rt.severity == gs].set_index('condition')
-    # fairness, on the clean replay; lighting band also over clean + dusk frames, where the dark bands are populated
-    light = lighting_band(feats.brightness.values)
-    both = pd.concat([imgs, fx], ignore_index=True)
-    src = both['source'].values if 'source' in both else np.full(len(both), 'unknown')
-    fe = passes.get('fairness extra')
-    fok = fe is not None and answered(fe)
-    by, byp = (np.concatenate([y, fx.y.values]), np.concatenate([yp, (fe.p_dog.values >= 0.5).astype(int)])) if fok else (y, yp)
+        res = {(c, v): (s.y[idx], s.passes[f"{c} {v}"].p_dog.values.astype(float)) for c in CONDITIONS for v in s.sevs
+               if np.array_equal(s.sel[c], idx) and all_answered(s.passes[f"{c} {v}"])}
+        if res: parts.append(robustness_table(res, (s.y[idx], s.p[idx])))
+    s.rt = rt = pd.concat(parts).sort_values(['condition', 'severity'], ignore_index=True)
+    s.tables['robustness'] = rt
+    s.figures['robustness.png'] = robustness_figure(rt)
+    s.dk = s.sel['night']
+    s.figures['dusk.png'] = dusk_figure(rt, classification_metrics(s.y[s.dk], s.p[s.dk]))
+    s.gs = s.cfg.stage_gate_severity
+    s.at = rt[rt.severity == s.gs].set_index('condition')
+    s.night_ok = [v for v in s.sevs if all_answered(s.passes[f"night {v}"])]
+    s.dusk_p = s.passes[f"night {s.gs}"].p_dog.values.astype(float) if s.gs in s.night_ok else None
+    return s
+
+# %% ../nbs/24_staging.ipynb #deb9d646
+def _dusk_bands(s) -> dict:
+    "Fairness by lighting band over the clean and the dusk frames together"
+    from parkml.data import image_features
+    bright = lambda f: image_features(preprocess(decode_image(f), s.cfg.image_size))['brightness']
+    nb = np.concatenate([s.light, [lighting_band([bright(f)])[0] for v in s.night_ok for f in s.cond['night', v]]])
+    ny = np.concatenate([s.y, *[s.y[s.dk] for _ in s.night_ok]])
+    nyp = np.concatenate([s.yp, *[(s.passes[f"night {v}"].p_dog.values >= 0.5).astype(int) for v in s.night_ok]])
+    return fairness_frame(ny, nyp, {'lighting band (clean + dusk)': nb})
+
+def fairness_part(s):
+    "Add the fairness table and figure (by class, source, breed group and lighting band) and the recall-gap texts"
+    s.light = lighting_band(s.feats.brightness.values)
+    both = pd.concat([s.imgs, s.fx], ignore_index=True)
+    s.src = both['source'].values if 'source' in both else np.full(len(both), 'unknown')
+    fe = s.passes.get('fairness extra')
+    fok = fe is not None and all_answered(fe)
+    by, byp = (np.concatenate([s.y, s.fx.y.values]), np.concatenate([s.yp,
+                                                                     (fe.p_dog.values >= 0.5).astype(int)])) if fok \
+        else (s.y, s.yp)
     n = len(by)
-    a = fairness_frame(y, yp, {'class': imgs.label.values, 'lighting band': light})
-    b = fairness_frame(by, byp, {'source': src[:n], 'breed group': [breed_group(l, b_) for l, b_ in
-                                                                      zip(both.label[:n], both['breed'][:n] if 'breed' in both else [None] * n)]})
-    frames_fair = {'class': a['class'], 'source': b['source'], 'breed group': b['breed group'], 'lighting band': a['lighting band']}
-    night_ok = [s for s in sevs if answered(passes[f"night {s}"])]
-    if night_ok:
-        from parkml.data import image_features
-        nb = np.concatenate([light, [lighting_band([image_features(preprocess(decode_image(f), cfg.image_size))['brightness']])[0]
-                                     for s in night_ok for f in dusk_frames[s]]])
-        ny = np.concatenate([y, *[y[dk] for _ in night_ok]])
-        nyp = np.concatenate([yp, *[(passes[f"night {s}"].p_dog.values >= 0.5).astype(int) for s in night_ok]])
-        frames_fair |= fairness_frame(ny, nyp, {'lighting band (clean + dusk)': nb})
-    tables['fairness'] = fairness_table(frames_fair)
-    figures['fairness.png'] = fairness_figure(tables['fairness'])
-    texts['recall_gap'] = recall_gap_sentence(y, yp)
-    dusk_p = passes[f"night {gs}"].p_dog.values.astype(float) if gs in night_ok else None
-    texts['dusk'] = (f"At dusk (night, severity {gs}, n={len(dk)}): " + recall_gap_sentence(y[dk], (dusk_p >= 0.5).astype(int))
-                     if dusk_p is not None else 'dusk not measured')
-    # error analysis: the most confidently wrong clean images, with SHAP on the candidate's own ONNX graph
-    worst = worst_errors(y, p, shap_errors) if shap_errors else np.zeros(0, int)
-    tables['worst_errors'] = pd.DataFrame(dict(relpath=imgs.relpath.values[worst], label=imgs.label.values[worst], p_dog=p[worst],
-                                               source=src[worst]))
+    breeds = both['breed'][:n] if 'breed' in both else [None] * n
+    a = fairness_frame(s.y, s.yp, {'class': s.imgs.label.values, 'lighting band': s.light})
+    b = fairness_frame(by, byp, {'source': s.src[:n],
+                                 'breed group': [breed_group(l, b_) for l, b_ in zip(both.label[:n], breeds)]})
+    frames = {'class': a['class'], 'source': b['source'], 'breed group': b['breed group'],
+              'lighting band': a['lighting band']}
+    if s.night_ok: frames |= _dusk_bands(s)
+    s.tables['fairness'] = fairness_table(frames)
+    s.figures['fairness.png'] = fairness_figure(s.tables['fairness'])
+    s.texts['recall_gap'] = recall_gap_sentence(s.y, s.yp)
+    s.texts['dusk'] = (f"At dusk (night, severity {s.gs}, n={len(s.dk)}): "
+                       + recall_gap_sentence(s.y[s.dk], (s.dusk_p >= 0.5).astype(int)) if s.dusk_p is not None
+                       else 'dusk not measured')
+    return s
+
+# %% ../nbs/24_staging.ipynb #c7fa521a
+def error_analysis(s, o: StagingOptions):
+    "Add the worst errors' table, their gallery and their SHAP explanations to `s`"
+    from parkml.model import open_model
+    from parkml.tracking import local_onnx
+    y, p = s.y, s.p
+    worst = worst_errors(y, p, o.shap_errors) if o.shap_errors else np.zeros(0, int)
+    s.tables['worst_errors'] = pd.DataFrame(dict(relpath=s.imgs.relpath.values[worst], label=s.imgs.label.values[worst],
+                                                 p_dog=p[worst], source=s.src[worst]))
     t1 = time.time()
     if len(worst):
-        figures['worst_errors.png'] = error_gallery(X, y, p, worst)
-        if shap_max_evals:
-            att = shap_explain(open_model(local_onnx(mv, client, cfg)).predict, X[worst], max_evals=shap_max_evals)
-            figures['shap.png'] = shap_figure(list(X[worst]), att, [f"true {CLASSES[y[i]]}, P(dog) {p[i]:.2f}" for i in worst])
-    timings['shap_s'] = time.time() - t1
-    # service behaviour
-    tables['service'] = latency_table(passes)
-    tables['bad_inputs'] = bad
-    one = passes['one camera']
-    figures['latency.png'] = latency_figure(one, cfg.stage_max_p95_ms)
-    allp = pd.concat(passes.values())
-    service = dict(requests=int(len(allp) + len(bad)), latency_p50_ms=_pct(one.client_ms, 50), latency_p95_ms=_pct(one.client_ms, 95),
-                   latency_p99_ms=_pct(one.client_ms, 99), loaded_latency_p50_ms=_pct(cl.client_ms, 50),
-                   loaded_latency_p95_ms=_pct(cl.client_ms, 95), loaded_latency_p99_ms=_pct(cl.client_ms, 99),
-                   service_latency_p50_ms=_pct(one.service_ms, 50), service_latency_p95_ms=_pct(one.service_ms, 95),
-                   throughput_per_s=len(cl) / cl.attrs['wall_s'], errors_5xx=int((allp.status >= 500).sum() + (bad.status >= 500).sum()),
-                   broken_connections=int((allp.status == 0).sum() + (bad.status == 0).sum()),
-                   good_images_refused=int(allp.status.between(400, 499).sum()),
-                   malformed_answers=int((allp.problems != '').sum()), bad_inputs=len(bad), bad_inputs_4xx=int(bad.answered_4xx.sum()),
-                   bad_inputs_as_expected=int(bad.as_expected.sum()), peak_rss_mb=peak_rss, concurrency=concurrency,
-                   startup_s=getattr(svc, 'startup_s', None), url=url, served=health.get('model'),
-                   predlog=getattr(svc, 'predlog_uri', None))
-    # the champion, in-process on the same frames (clean and dusk)
-    champ, ch = None, champion_of(v, client, cfg)
-    if ch is not None:
-        om_c = open_model(local_onnx(ch, client, cfg))
-        mc = classification_metrics(y, om_c.predict(X))
-        dusk_c = classification_metrics(y[dk], score_frames(om_c, dusk_frames[gs])) if dusk_p is not None else None
-        dusk_m = classification_metrics(y[dk], dusk_p) if dusk_p is not None else None
-        champ = dict(version=str(ch.version), accuracy=mc['accuracy'], f1_macro=mc['f1_macro'], recall_gap=mc['recall_gap'],
-                     dusk_accuracy=dusk_c['accuracy'] if dusk_c else float('nan'))
-        rows = [('accuracy', metrics['accuracy'], mc['accuracy']), ('macro F1', metrics['f1_macro'], mc['f1_macro']),
-                ('cat recall', metrics['recall_cat'], mc['recall_cat']), ('dog recall', metrics['recall_dog'], mc['recall_dog'])]
-        if dusk_c: rows += [(f'dusk accuracy (night {gs})', dusk_m['accuracy'], dusk_c['accuracy']),
-                            (f'dusk cat recall (night {gs})', dusk_m['recall_cat'], dusk_c['recall_cat']),
-                            (f'dusk dog recall (night {gs})', dusk_m['recall_dog'], dusk_c['recall_dog'])]
-        tables['champion'] = pd.DataFrame(rows, columns=['metric', f'candidate v{v}', f'champion v{ch.version}']).assign(
-            difference=lambda d: d.iloc[:, 1] - d.iloc[:, 2])
-    # the engine: its served decisions against ONNX Runtime's on the same images, its answers against the reference
-    t1 = time.time()
-    onnx_path = local_onnx(mv, client, cfg)
-    engine = (health.get('model') or {}).get('engine') or serving_engine(onnx_path, cfg)
-    p_onnx = OnnxModel(onnx_path).predict(X)
-    eng, texts['engine'] = engine_agreement(p, p_onnx, engine)
-    figures['engine.png'] = engine_figure(p, p_onnx, engine)
-    ref_check, texts['engine_reference'] = engine_reference_check(mv, onnx_path, client, cfg)
-    timings['engine_s'] = time.time() - t1
-    # the gates
-    measured = dict(accuracy=metrics['accuracy'], f1_macro=metrics['f1_macro'], recall_gap_points=_gap_points(y, p),
-                    **{f"drop_{c}": float(at.loc[c, 'accuracy_drop']) if c in at.index else float('nan') for c in CONDITIONS},
-                    dusk_recall_gap_points=_gap_points(y[dk], dusk_p) if dusk_p is not None else float('nan'),
-                    dusk_accuracy=float(at.loc['night', 'accuracy']) if 'night' in at.index else float('nan'),
-                    latency_p95_ms=service['latency_p95_ms'], server_errors=service['errors_5xx'] + service['broken_connections'],
-                    malformed_answers=service['malformed_answers'] + service['good_images_refused'],
-                    bad_inputs_not_4xx=len(bad) - service['bad_inputs_4xx'], **eng, **ref_check)
-    notes = dict(recall_gap_points=texts['recall_gap'], dusk_recall_gap_points=texts['dusk'], dusk_accuracy=texts['dusk'],
-                 engine_agreement=texts['engine'], engine_drift_p=texts['engine_reference'])
-    for c in CONDITIONS:
-        if c in at.index:
-            r = at.loc[c]
-            notes[f"drop_{c}"] = (f"accuracy {r.accuracy:.3f} under {c} against {r.accuracy + r.accuracy_drop / 100:.3f} clean "
-                                  f"(n={int(r.n)}; cat recall {r.recall_cat:.2f}, dog recall {r.recall_dog:.2f})")
-    gates = judge(measured, cfg, champ, notes)
-    tables['gates'] = gates
-    passed = bool(gates.passed.all())
-    timings['total_s'] = time.time() - t_start
-    summary = dict(model=mv.name, version=v, verdict='passed' if passed else 'failed', passed=passed,
-                   failed_gates=[g for g in gates.gate[~gates.passed]], reasons=[r for r in gates.reason[~gates.passed]],
-                   gates=gates.drop(columns=['mlflow']).to_dict('records'), measured=measured, metrics=metrics,
-                   per_class=tables['per_class'].to_dict('index'), confusion=tables['confusion'].to_dict(),
-                   recall_gap_sentence=texts['recall_gap'], dusk_sentence=texts['dusk'],
-                   engine=dict(name=engine, openvino_precision=cfg.openvino_precision, agreement=texts['engine'],
-                               reference=texts['engine_reference']),
-                   robustness=rt.to_dict('records'), fairness=tables['fairness'].to_dict('records'),
-                   service=service, bad_inputs=bad.drop(columns=['message']).to_dict('records'), champion=champ,
-                   sizes=dict(clean=len(imgs), fairness_extra=len(fx), per_condition={c: len(ix) for c, ix in sel.items()}, one_camera=len(lat_idx),
-                              conditions=list(CONDITIONS), severities=sevs, gate_severity=gs, frames=int(len(allp)),
-                              seed=seed),
-                   worst_errors=tables['worst_errors'].to_dict('records'), timings=timings, home=str(home))
-    preds.to_parquet(home/'predictions.parquet')
-    (home/'summary.json').write_text(json.dumps(summary, indent=1, default=_json_default))
-    return StagingResult(v, summary, gates, tables, figures, preds, home, texts)
+        s.figures['worst_errors.png'] = error_gallery(s.X, y, p, worst)
+        if o.shap_max_evals:
+            att = shap_explain(open_model(local_onnx(s.mv, s.client, s.cfg)).predict, s.X[worst],
+                               max_evals=o.shap_max_evals)
+            titles = [f"true {CLASSES[y[i]]}, P(dog) {p[i]:.2f}" for i in worst]
+            s.figures['shap.png'] = shap_figure(list(s.X[worst]), att, titles)
+    s.timings['shap_s'] = time.time() - t1
+    return s
 
+# %% ../nbs/24_staging.ipynb #978dd47f
+def service_summary(s) -> dict:
+    "The service's behaviour over every pass of `s` (and its tables and latency figure)"
+    bad, one, cl = s.bad, s.passes['one camera'], s.passes['clean']
+    s.tables['service'] = latency_table(s.passes)
+    s.tables['bad_inputs'] = bad
+    s.figures['latency.png'] = latency_figure(one, s.cfg.stage_max_p95_ms)
+    s.allp = allp = pd.concat(s.passes.values())
+    return dict(requests=int(len(allp) + len(bad)), latency_p50_ms=percentile(one.client_ms, 50),
+                latency_p95_ms=percentile(one.client_ms, 95), latency_p99_ms=percentile(one.client_ms, 99),
+                loaded_latency_p50_ms=percentile(cl.client_ms, 50), loaded_latency_p95_ms=percentile(cl.client_ms, 95),
+                loaded_latency_p99_ms=percentile(cl.client_ms, 99), service_latency_p50_ms=percentile(one.service_ms,
+                        50),
+                service_latency_p95_ms=percentile(one.service_ms, 95), throughput_per_s=len(cl) / cl.attrs['wall_s'],
+                errors_5xx=int((allp.status >= 500).sum() + (bad.status >= 500).sum()),
+                broken_connections=int((allp.status == 0).sum() + (bad.status == 0).sum()),
+                good_images_refused=int(allp.status.between(400, 499).sum()),
+                malformed_answers=int((allp.problems != '').sum()), bad_inputs=len(bad),
+                bad_inputs_4xx=int(bad.answered_4xx.sum()), bad_inputs_as_expected=int(bad.as_expected.sum()),
+                peak_rss_mb=s.peak_rss, concurrency=s.concurrency, startup_s=getattr(s.svc, 'startup_s', None),
+                url=s.url, served=s.health.get('model'), predlog=getattr(s.svc, 'predlog_uri', None))
+
+# %% ../nbs/24_staging.ipynb #a9d6e11c
+def engine_check(s) -> dict:
+    "The engine's agreement with ONNX Runtime and with the reference (measures), with their texts and figure in `s`"
+    from parkml.model import OnnxModel, serving_engine
+    from parkml.tracking import local_onnx
+    t1 = time.time()
+    onnx_path = local_onnx(s.mv, s.client, s.cfg)
+    s.engine = (s.health.get('model') or {}).get('engine') or serving_engine(onnx_path, s.cfg)
+    p_onnx = OnnxModel(onnx_path).predict(s.X)
+    eng, s.texts['engine'] = engine_agreement(s.p, p_onnx, s.engine)
+    s.figures['engine.png'] = engine_figure(s.p, p_onnx, s.engine)
+    ref_check, s.texts['engine_reference'] = engine_reference_check(s.mv, onnx_path, s.client, s.cfg)
+    s.timings['engine_s'] = time.time() - t1
+    return {**eng, **ref_check}
+
+# %% ../nbs/24_staging.ipynb #cff9bfe4
+def gate_measures(
+    s, # the staging run record (see `run_staging`)
+    service: dict, # `service_summary` of the run
+    engine: dict, # `engine_check` of the run
+) -> tuple[dict, dict]:
+    "What the gates judge (measured) and the words beside a failed gate (notes)"
+    at, dk, nan = s.at, s.dk, float('nan')
+    measured = dict(accuracy=s.metrics['accuracy'], f1_macro=s.metrics['f1_macro'],
+                    recall_gap_points=recall_gap_points(s.y, s.p),
+                    **{f"drop_{c}": float(at.loc[c, 'accuracy_drop']) if c in at.index else nan for c in CONDITIONS},
+                    dusk_recall_gap_points=recall_gap_points(s.y[dk], s.dusk_p) if s.dusk_p is not None else nan,
+                    dusk_accuracy=float(at.loc['night', 'accuracy']) if 'night' in at.index else nan,
+                    latency_p95_ms=service['latency_p95_ms'],
+                    server_errors=service['errors_5xx'] + service['broken_connections'],
+                    malformed_answers=service['malformed_answers'] + service['good_images_refused'],
+                    bad_inputs_not_4xx=len(s.bad) - service['bad_inputs_4xx'], **engine)
+    t = s.texts
+    notes = dict(recall_gap_points=t['recall_gap'], dusk_recall_gap_points=t['dusk'], dusk_accuracy=t['dusk'],
+                 engine_agreement=t['engine'], engine_drift_p=t['engine_reference'])
+    for c in (c for c in CONDITIONS if c in at.index):
+        r = at.loc[c]
+        notes[f"drop_{c}"] = (f"accuracy {r.accuracy:.3f} under {c} against {r.accuracy + r.accuracy_drop / 100:.3f} "
+                              f"clean "
+                              f"(n={int(r.n)}; cat recall {r.recall_cat:.2f}, dog recall {r.recall_dog:.2f})")
+    return measured, notes
+
+# %% ../nbs/24_staging.ipynb #77041de5
+def staging_summary(
+    s, # the staging run record (see `run_staging`)
+    gates: pd.DataFrame, # the gates as judged (`judge`)
+    service: dict, # `service_summary` of the run
+    champ: dict | None, # the champion comparison, or None
+    measured: dict, # what the gates judged
+    seed: int, # random seed
+) -> dict:
+    "The run's summary: verdict, failed gates and reasons, measures, tables as records, sizes and timings"
+    passed = bool(gates.passed.all())
+    cfg, sel = s.cfg, s.sel
+    sizes = dict(clean=len(s.imgs), fairness_extra=len(s.fx), per_condition={c: len(ix) for c, ix in sel.items()},
+                 one_camera=len(s.lat_idx), conditions=list(CONDITIONS), severities=s.sevs, gate_severity=s.gs,
+                 frames=int(len(s.allp)), seed=seed)
+    engine = dict(name=s.engine, openvino_precision=cfg.openvino_precision, agreement=s.texts['engine'],
+                  reference=s.texts['engine_reference'])
+    return dict(model=s.mv.name, version=s.v, verdict='passed' if passed else 'failed', passed=passed,
+                failed_gates=[g for g in gates.gate[~gates.passed]], reasons=[r for r in gates.reason[~gates.passed]],
+                gates=gates.drop(columns=['mlflow']).to_dict('records'), measured=measured, metrics=s.metrics,
+                per_class=s.tables['per_class'].to_dict('index'), confusion=s.tables['confusion'].to_dict(),
+                recall_gap_sentence=s.texts['recall_gap'], dusk_sentence=s.texts['dusk'], engine=engine,
+                robustness=s.rt.to_dict('records'), fairness=s.tables['fairness'].to_dict('records'),
+                service=service, bad_inputs=s.bad.drop(columns=['message']).to_dict('records'), champion=champ,
+                sizes=sizes, worst_errors=s.tables['worst_errors'].to_dict('records'), timings=s.timings,
+                home=str(s.home))
+
+# %% ../nbs/24_staging.ipynb #4c7e1afe
+def start_staging(
+    version, # model version: a number, an alias or a ModelVersion
+    o: StagingOptions, # the staging options
+    url: str = None, # a service to replay to (default: start one)
+    set_alias: bool = True, # mark the version `challenger` first
+    home = None, # folder of the run's files (default: under runs/staging)
+    cfg: Settings = None, # settings (default: the current ones)
+):
+    "The run record `s` of a new staging of `version`: resolved, marked challenger, its service booting (unless `url`)"
+    from parkml.tracking import mlflow_client, resolve_version
+    from parkml.governance import set_challenger
+    cfg = cfg or get_settings()
+    s = SimpleNamespace(cfg=cfg, client=mlflow_client(cfg), t_start=time.time(), timings={}, tables={}, figures={},
+                        texts={})
+    s.mv = resolve_version(version, s.client, cfg)
+    s.v = str(s.mv.version)
+    s.concurrency = o.concurrency or cfg.stage_concurrency
+    s.sevs = o.severity_list(cfg)
+    s.alias = 'challenger' if set_alias else None
+    s.home = ensure_dir(home or cfg.runs/'staging'/f"v{s.v}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if set_alias: set_challenger(s.v, note='staging run', cfg=cfg)
+    # the service boots in its own process while this one prepares every frame it will send
+    s.svc = None if url else StagingService('challenger', s.home/'service', cfg).launch()
+    s.url = url
+    return s
+
+# %% ../nbs/24_staging.ipynb #4c4c6918
+@delegates(StagingOptions)
+def run_staging(
+    version='latest', # model version: a number, an alias or 'latest'
+    url: str = None, # the service to replay to (default: start one on loopback serving `challenger`)
+    service_pid: int = None, # the pid of the service at `url`, for its memory
+    set_alias: bool = True, # mark the version `challenger` first
+    home=None, # folder of the run's files (default: runs/staging/v<version>-<time>)
+    progress: bool = True, # show progress bars
+    cfg: Settings = None, # settings
+    opts: StagingOptions = None, # what to replay and explain (default: `StagingOptions(**kwargs)`)
+    **kwargs,
+) -> StagingResult:
+    """Stage model `version`: mark it `challenger`, serve it on loopback (or use the service at `url`), replay the
+    staging images clean and under every camera condition, probe bad inputs, compare with the champion, judge the gates"""
+    o = opts or StagingOptions(**kwargs)
+    s = start_staging(version, o, url, set_alias, home, cfg)
+    try:
+        staging_frames(s, o, progress)
+        if s.svc: s.svc.wait_ready()
+    except BaseException:
+        if s.svc: s.svc.stop()
+        raise
+    s.url = s.url or s.svc.url
+    replay_staging(s, progress)
+    s.peak_rss = peak_rss_mb(s.svc, service_pid)
+    preds = frame_answers(s)
+    for step in (clean_quality, robustness_part, fairness_part): step(s)
+    error_analysis(s, o)
+    service, champ = service_summary(s), champion_comparison(s)
+    measured, notes = gate_measures(s, service, engine_check(s))
+    gates = s.tables['gates'] = judge(measured, s.cfg, champ, notes)
+    s.timings['total_s'] = time.time() - s.t_start
+    summary = staging_summary(s, gates, service, champ, measured, o.seed)
+    preds.to_parquet(s.home/'predictions.parquet')
+    (s.home/'summary.json').write_text(json.dumps(summary, indent=1, default=_json_default))
+    return StagingResult(s.v, summary, gates, s.tables, s.figures, preds, s.home, s.texts)
+
+# %% ../nbs/24_staging.ipynb #4a869bd9
 def _json_default(o):
     if isinstance(o, (np.integer,)): return int(o)
     if isinstance(o, (np.floating,)): return float(o)
@@ -675,90 +401,33 @@ def _json_default(o):
     if isinstance(o, (Path, pd.Timestamp)): return str(o)
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
-# %% ../nbs/24_staging.ipynb #abde3050
-def start_staging_run(version, cfg: Settings = None, run_name: str = None) -> str:
-    "Create the MLflow run of a staging of `version`, linked to it by tags; returns its id"
-    from parkml.tracking import mlflow_client, resolve_version, lineage_tags
-    cfg = cfg or get_settings(); client = mlflow_client(cfg)
-    mv = resolve_version(version, client, cfg)
-    exp = client.get_experiment_by_name(cfg.experiment)
-    run = client.create_run(exp.experiment_id, run_name=run_name or f"stage-v{mv.version}-{time.strftime('%Y%m%d-%H%M%S')}",
-                            tags={**lineage_tags(mv.tags.get('parkml.data_version')), 'parkml.kind': 'staging',
-                                  'parkml.model_name': mv.name, 'parkml.model_version': str(mv.version), 'parkml.model_run_id': mv.run_id})
-    return run.info.run_id
+# %% ../nbs/24_staging.ipynb #5aa3753d
+def _papermill_severities(s) -> str:
+    "Severities as the notebook's string parameter"
+    return s if isinstance(s, str) else ','.join(str(int(x)) for x in s or [])
 
-def log_staging(r: StagingResult, run_id: str, cfg: Settings = None) -> None:
-    "Log a staging result's metrics, gates, figures, tables, summary and per-frame answers to run `run_id`"
-    from mlflow.entities import Metric, Param
-    from parkml.tracking import mlflow_client
-    cfg = cfg or get_settings(); client = mlflow_client(cfg)
-    now = int(time.time() * 1000)
-    vals = {**{f"stage_{k}": v for k, v in r.summary['measured'].items()}, **{f"clean_{k}": v for k, v in r.summary['metrics'].items()},
-            **{f"service_{k}": v for k, v in r.summary['service'].items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
-            **{f"time_{k}": v for k, v in r.summary['timings'].items()}, 'stage_passed': float(r.passed)}
-    metrics = [Metric(k, float(v), now, 0) for k, v in vals.items() if v is not None and math.isfinite(float(v))]
-    params = [Param(k, str(v)) for k, v in r.summary['sizes'].items()]
-    client.log_batch(run_id, metrics=metrics, params=params)
-    client.set_tag(run_id, 'validation_status', r.summary['verdict'])
-    for name, fig in r.figures.items(): client.log_figure(run_id, fig, f"plots/{name}")
-    for name, t in r.tables.items(): client.log_text(run_id, t.to_csv(), f"tables/{name}.csv")
-    client.log_artifact(run_id, str(r.home/'summary.json'), 'staging')
-    client.log_artifact(run_id, str(r.home/'predictions.parquet'), 'staging')
-
-def record_verdict(version, run_id: str, summary: dict, cfg: Settings = None) -> dict:
-    "Tag the version with the staging verdict, its run and the sha256 of the ONNX bytes it tested; returns the tags"
-    from parkml.tracking import mlflow_client
-    from parkml.governance import TAG_LIMIT
-    from parkml.signing import file_sha256
-    from parkml.tracking import local_onnx
-    cfg = cfg or get_settings(); client = mlflow_client(cfg)
-    n = len(summary.get('gates', []))
-    mv = client.get_model_version(cfg.model_name, str(version))
-    tags = {'validation_status': 'passed' if summary['passed'] else 'failed', 'staging_run_id': run_id,
-            'staging_onnx_sha256': file_sha256(local_onnx(mv, client, cfg)),   # the bytes this run tested
-            'validation_time': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
-            'validation_gates': f"{n - len(summary['failed_gates'])}/{n} passed"}
-    if not summary['passed']: tags['validation_reasons'] = '; '.join(summary['reasons'])[:TAG_LIMIT]
-    for k, v in tags.items(): client.set_model_version_tag(cfg.model_name, str(version), k, v)
-    if summary['passed'] and 'validation_reasons' in client.get_model_version(cfg.model_name, str(version)).tags:
-        client.delete_model_version_tag(cfg.model_name, str(version), 'validation_reasons')
-    return tags
-
-def format_gates(summary: dict) -> str:
-    "The verdict per gate, as `parkml stage` prints it"
-    lines = [f"{'PASS' if g['passed'] else 'FAIL'}  {g['gate']}: {_fmt(g['measured'])} (gate {g['rule']})" for g in summary['gates']]
-    lines.append(f"verdict: version {summary['version']} {summary['verdict'].upper()}"
-                 + (f" ({len(summary['failed_gates'])} of {len(summary['gates'])} gates failed)" if not summary['passed'] else
-                    f" (all {len(summary['gates'])} gates)"))
-    lines += [f"  - {r}" for r in summary['reasons']]
-    return '\n'.join(lines)
-
-# %% ../nbs/24_staging.ipynb #5a62b382
-def stage(version='latest', # version number, alias or latest
-          sample: int = 0, # staging images replayed clean (0: all)
-          robust_sample: int = -1, # images per severity under each condition but night (-1: stage_robust_sample; 0: all)
-          dusk_sample: int = -1, # images per severity under night (dusk) (-1: setting stage_dusk_sample; 0: all)
-          concurrency: int = 0, # requests in flight (0: setting stage_concurrency)
-          seed: int = 0, # seed of the samples and transforms
-          shap_errors: int = 6, # worst errors explained with SHAP (0: none)
-          shap_max_evals: int = 120, # SHAP evaluations per explained error (0: show the errors without SHAP)
-          severities: str = '', # condition severities replayed, e.g. 2 or 1,3 (default: all; the gate severity always)
-          progress: bool = True, # show progress bars
-         ) -> dict:
+@delegates(StagingOptions)
+def stage(
+    version='latest', # model version: a number, an alias or 'latest'
+    progress: bool = True, # show progress bars
+    opts: StagingOptions = None, # what to replay and explain (default: `StagingOptions(**kwargs)`)
+    **kwargs,
+) -> dict:
     "Run the staging notebook for `version`; returns its result (summary, run id, notebook and HTML paths)"
     from parkml.notebooks import run_notebook, NotebookError
     from parkml.tracking import mlflow_client, resolve_version
-    cfg = get_settings(); client = mlflow_client(cfg)
-    mv = resolve_version(version, client, cfg); v = str(mv.version)
+    o = opts or StagingOptions(**kwargs)
+    cfg = get_settings()
+    client = mlflow_client(cfg)
+    v = str(resolve_version(version, client, cfg).version)
     run_id = start_staging_run(v, cfg)
-    params = dict(version=v, run_id=run_id, sample=sample, robust_sample=robust_sample, dusk_sample=dusk_sample,
-                  concurrency=concurrency, seed=seed, shap_errors=shap_errors, shap_max_evals=shap_max_evals,
-                  severities=severities)
+    params = dict(version=v, run_id=run_id, **{**o.as_dict(), 'severities': _papermill_severities(o.severities)})
     try: res = run_notebook('51_staging', params, tag=f"v{v}-{time.strftime('%Y%m%d-%H%M%S')}", progress=progress)
     except BaseException as e:
         client.set_terminated(run_id, 'KILLED' if isinstance(e, KeyboardInterrupt) else 'FAILED')
         if isinstance(e, NotebookError):
-            record_verdict(v, run_id, dict(passed=False, failed_gates=['staging run'], gates=[], reasons=[f"the staging run did not complete: {e}"]), cfg)
+            why = f"the staging run did not complete: {e}"
+            record_verdict(v, run_id, dict(passed=False, failed_gates=['staging run'], gates=[], reasons=[why]), cfg)
         raise
     client.set_terminated(run_id, 'FINISHED')
     return res

@@ -11,222 +11,38 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
+from types import SimpleNamespace
 import numpy as np, pandas as pd, httpx
 from tqdm.auto import tqdm
 from .config import get_settings, ensure_dir, write_atomic, Settings
 from .data import read_imageset, assign_splits, CLASSES
-from .monitor import day_window, traffic_times, frame_bytes, _seed_of
+from .monitor import day_window
+from .simulate import traffic_times, frame_bytes, seed_of
 from .evaluate import lighting_band
+from .week_scenario import (DUSK_FROM, DayPlan, scenario, camera_pools, day_frames, FrameCache, Camera,
+                                  staff_feedback)
+from .week_home import demo_env, prepare_week_dir, week_environment
 
 # %% auto #0
-__all__ = ['DUSK_FROM', 'WEEK_MARKER', 'DEMO_QA_NAME', 'DEMO_OWNER_NAME', 'RETRAIN_RULES', 'TABLE_COLS', 'DayPlan', 'scenario',
-           'camera_pools', 'day_frames', 'FrameCache', 'Camera', 'staff_feedback', 'edge_service', 'served_version',
-           'WeekError', 'demo_env', 'prepare_week_dir', 'week_environment', 'demo_people', 'approve_and_release',
-           'WeekOptions', 'trouble_onsets', 'sentry_delays', 'WeekResult', 'run_week', 'week_in', 'week_figure',
+__all__ = ['DEMO_QA_NAME', 'DEMO_OWNER_NAME', 'RETRAIN_RULES', 'TABLE_COLS', 'edge_service', 'served_version', 'demo_people',
+           'approve_and_release', 'WeekOptions', 'trouble_onsets', 'sentry_delays', 'WeekResult', 'run_week',
+           'first_release', 'answer_alerts', 'morning', 'camera_day', 'week_result', 'week_in', 'week_figure',
            'open_commands', 'week_report', 'print_week']
 
-# %% ../nbs/60_week.ipynb #6bf36656
-@dataclass
-class DayPlan:
-    "What the camera sends on one simulated day (the system decides everything else)"
-    n: int                      # day number, 1..days
-    date: str                   # calendar day, YYYY-MM-DD
-    frames: int                 # frames the camera sends
-    kind: str                   # 'clean', 'camera trouble' or 'dusk'
-    dusk: float = 0.0           # night severity reached at closing time (0: no dusk)
-    fog_until: float = 0.0      # fog rising from opening until this hour (0: none)
-    frozen: tuple = ()          # (from hour, to hour) the camera repeats one frame
-    gap: tuple = ()             # (from hour, to hour) with no traffic at all
-    def describe(self) -> str:
-        parts = []
-        if self.fog_until: parts.append(f"fog until {self.fog_until:g}:00")
-        if self.frozen: parts.append(f"camera frozen {self.frozen[0]:g}:00-{self.frozen[1]:g}:00")
-        if self.gap: parts.append(f"no traffic {self.gap[0]:g}:00-{self.gap[1]:g}:00")
-        if self.dusk: parts.append(f"dark evenings (night severity up to {self.dusk:g} from 17:00)")
-        return ', '.join(parts) or 'clean'
-
-DUSK_FROM = 17.0  # local hour when evenings start to darken
-
-def scenario(days: int = 7, frames_per_day: int = 2000, end: str = None, quick: bool = False) -> list[DayPlan]:
-    """The week's plan: clean days, a day of camera trouble, then evenings that darken and settle.
-    Days are the `days` calendar days up to `end` (default: yesterday)."""
-    if days < 4: raise ValueError(f"a week needs at least 4 days (clean, camera trouble, two dusk days), got {days}")
-    if frames_per_day < 200: raise ValueError(f"frames_per_day must be at least 200 for the daily checks to mean something, got {frames_per_day}")
-    last = pd.Timestamp(end).normalize() if end else pd.Timestamp.now('UTC').tz_localize(None).normalize() - pd.Timedelta(days=1)
-    dates = [(last - pd.Timedelta(days=days - 1 - i)).strftime('%Y-%m-%d') for i in range(days)]
-    n_clean = 1 if days < 7 else 2
-    plans, dusk_days = [], 0
-    for i, d in enumerate(dates, 1):
-        if i <= n_clean: plans.append(DayPlan(i, d, frames_per_day, 'clean'))
-        elif i == n_clean + 1:
-            plans.append(DayPlan(i, d, frames_per_day, 'camera trouble', fog_until=11.0, frozen=(12.0, 13.0), gap=(14.0, 16.0)))
-        else:
-            dusk_days += 1
-            plans.append(DayPlan(i, d, frames_per_day, 'dusk', dusk=min(3.0, 1.0 + dusk_days)))  # 2, 3, 3, ...
-    return plans
-
-# %% ../nbs/60_week.ipynb #87516a68
-def camera_pools(seed: int = 0) -> dict[str, pd.DataFrame]:
-    "The holdout photos (path, sha, label, y) split by content hash into 'early' and 'late' halves"
-    hold = assign_splits(read_imageset()).df.query("subset == 'holdout'").reset_index(drop=True)
-    late = hold.sha.map(lambda s: int(s[-4:], 16) % 2 == 1)
-    return {'early': hold[~late].reset_index(drop=True), 'late': hold[late].reset_index(drop=True)}
-
-def _hours(ts: np.ndarray, date: str, cfg: Settings) -> np.ndarray:
-    return (ts - day_window(date, cfg)[0]) / 3600
-
-def day_frames(plan: DayPlan, pool: pd.DataFrame, seed: int = 0, cfg: Settings = None) -> pd.DataFrame:
-    """The frames the camera sends on `plan`'s day, in time order: capture time, photo, and the condition applied.
-    Frozen hours repeat one photo's exact bytes; gap hours send nothing."""
-    cfg = cfg or get_settings()
-    rng = np.random.default_rng([seed, plan.n])
-    ts = traffic_times(plan.frames, plan.date, rng, cfg)
-    h = _hours(ts, plan.date, cfg)
-    if plan.gap: ts, h = ts[(h < plan.gap[0]) | (h >= plan.gap[1])], h[(h < plan.gap[0]) | (h >= plan.gap[1])]
-    pick = rng.integers(0, len(pool), len(ts))
-    df = pool.iloc[pick][['path', 'sha', 'label']].reset_index(drop=True)
-    df.insert(0, 'ts', ts); df['hour'] = h
-    df['condition'], df['severity'] = None, 0.0
-    if plan.fog_until:
-        m = h < plan.fog_until     # thick at opening, thinning towards fog_until
-        first = h.min() if len(h) else 0
-        df.loc[m, 'condition'] = 'fog'
-        df.loc[m, 'severity'] = np.round(3 * (plan.fog_until - h[m]) / max(plan.fog_until - first, 1e-9), 1)
-    if plan.frozen:
-        m = (h >= plan.frozen[0]) & (h < plan.frozen[1])
-        if m.any():
-            first = int(np.flatnonzero(m)[0])
-            for c in ('path', 'sha', 'label', 'condition', 'severity'): df.loc[m, c] = df.at[first, c]
-            df.loc[m, 'frozen'] = True
-    if plan.dusk:
-        m = h >= DUSK_FROM
-        close = max(float(h.max()) if len(h) else DUSK_FROM + 1, DUSK_FROM + 1)
-        df.loc[m, 'condition'] = 'night'
-        df.loc[m, 'severity'] = np.round(plan.dusk * np.clip(0.5 + 0.5 * (h[m] - DUSK_FROM) / (close - DUSK_FROM), 0, 1), 1)
-    df['frozen'] = df.get('frozen', pd.Series(False, index=df.index)).fillna(False).astype(bool)
-    return df
-
-# %% ../nbs/60_week.ipynb #c412912c
-class FrameCache:
-    "The JPEG bytes of (photo, condition, severity), rendered once and kept for the most recent `size` keys"
-    def __init__(self, size: int = 4000): self.size, self.d, self.lock = size, OrderedDict(), threading.Lock()
-    def get(self, path, sha: str, condition, severity: float) -> bytes:
-        key = (sha, condition, float(severity))
-        with self.lock:
-            if key in self.d: self.d.move_to_end(key); return self.d[key]
-        data = frame_bytes(path, condition, severity, _seed_of(sha)) if condition and severity > 0 else Path(path).read_bytes()
-        with self.lock:
-            self.d[key] = data
-            if len(self.d) > self.size: self.d.popitem(last=False)
-        return data
-
-# %% ../nbs/60_week.ipynb #6f67f9a0
-class Camera:
-    "A simulated CCTV camera posting frames to the edge service at `url`"
-    def __init__(self, url: str, camera: str = 'cam-01', concurrency: int = 8, api_key: str = None, cache: FrameCache = None):
-        self.url, self.camera, self.concurrency = url.rstrip('/'), camera, concurrency
-        self.headers = {'X-API-Key': api_key} if api_key else {}
-        self.cache = cache or FrameCache()
-        self.client = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=concurrency * 2))
-
-    def _one(self, r) -> dict:
-        data = self.cache.get(r.path, r.sha, r.condition, r.severity)
-        try:
-            resp = self.client.post(f"{self.url}/predict", content=data, params={'camera': self.camera, 'ts': f"{r.ts:.3f}"},
-                                    headers={**self.headers, 'content-type': 'image/jpeg'})
-            body = resp.json() if resp.headers.get('content-type', '').startswith('application/json') else {}
-            return dict(status=resp.status_code, prediction_id=body.get('prediction_id'), predicted=body.get('label'),
-                        p_dog=body.get('p_dog'), version=(body.get('model') or {}).get('version'), error=body.get('code'))
-        except httpx.HTTPError as e: return dict(status=0, error=f"{type(e).__name__}: {e}")
-
-    def send(self, frames: pd.DataFrame, desc: str = 'camera', progress: bool = True, during=None) -> pd.DataFrame:
-        "Post every frame (in capture order, `concurrency` in flight); `during(k)` is called after the k-th answer"
-        out = [None] * len(frames)
-        with ThreadPoolExecutor(self.concurrency) as ex, tqdm(total=len(frames), desc=desc, unit='frame', disable=not progress) as bar:
-            futs = {ex.submit(self._one, r): i for i, r in enumerate(frames.itertuples(index=False))}
-            for k, fu in enumerate(futs, 1):
-                out[futs[fu]] = fu.result(); bar.update(1)
-                if during: during(k)
-        return pd.concat([frames.reset_index(drop=True), pd.DataFrame(out)], axis=1)
-
-    def close(self): self.client.close()
-
-# %% ../nbs/60_week.ipynb #3b40cf43
-def staff_feedback(url: str, answered: pd.DataFrame, share: float, seed: int = 0, api_key: str = None,
-                   progress: bool = True, staff_key: str = None) -> int:
-    "Send the true label of a random `share` of the answered frames to `/feedback` (staff key default: setting)"
-    ok = answered[(answered.status == 200) & answered.prediction_id.notna()]
-    pick = ok.sample(frac=share, random_state=seed) if len(ok) else ok
-    n, staff_key = 0, str(get_settings().staff_key or '') if staff_key is None else staff_key
-    keys = {k: v for k, v in (('X-API-Key', api_key), ('X-Staff-Key', staff_key)) if v}
-    with httpx.Client(base_url=url, timeout=30, headers=keys) as c:
-        for r in tqdm(pick.itertuples(), total=len(pick), desc='staff labels', disable=not progress, leave=False):
-            resp = c.post('/feedback', json=dict(prediction_id=r.prediction_id, label=r.label, source='park-staff (simulated)'))
-            n += resp.status_code == 200
-    return n
-
-# %% ../nbs/60_week.ipynb #e9656055
+# %% ../nbs/60_week.ipynb #f94404cd
 def edge_service(cfg: Settings = None):
     "The edge service for `champion` on the configured stores, as a process on a free loopback port (a context manager)"
-    from parkml.staging import StagingService
+    from parkml.staging_service import StagingService
     cfg = cfg or get_settings()
     return StagingService('champion', cfg.runs/'week'/'service', cfg, PARKML_PREDLOG_URI=cfg.predlog_uri,
                           PARKML_FRAMES_DIR=str(cfg.frames_dir), PARKML_ALIAS_POLL_S='1.0')
 
+# %% ../nbs/60_week.ipynb #e47fa111
 def served_version(url: str) -> str:
     "The model version the service at `url` answers with, from its /health"
     return str(httpx.get(url + '/health', timeout=10).json()['model']['version'])
 
-# %% ../nbs/60_week.ipynb #d0f654b4
-WEEK_MARKER = '.parkml-week'   # the file that says `parkml week` made a folder (and may empty it)
-
-class WeekError(RuntimeError):
-    "The week cannot run where it was asked to"
-
-def demo_env(cfg: Settings = None) -> dict:
-    "The `PARKML_*` variables that put every store of the week in its own folder (setting `week_dir`)"
-    cfg = cfg or get_settings()
-    h = Path(str(cfg.week_dir)).expanduser().resolve()
-    db = lambda name: f"sqlite:///{h/name}.db"
-    return dict(PARKML_RUNS=str(h), PARKML_CACHE=str(cfg.cache), PARKML_TRACKING_URI=db('mlflow'), PARKML_REGISTRY_URI='',
-                PARKML_ARTIFACT_ROOT=str(h/'mlartifacts'), PARKML_PREDLOG_URI=db('predlog'),
-                PARKML_FRAMES_DIR=str(h/'frames'), PARKML_ALERTS_URI=db('alerts'), PARKML_GOVERNANCE_URI=db('governance'),
-                PARKML_USERS_FILE=str(h/'users.yaml'), PARKML_TRUSTED_KEYS=str(h/'trusted_keys.json'),
-                PARKML_KEYS_DIR=str(h/'keys'))
-
-# %% ../nbs/60_week.ipynb #ac3f884b
-def prepare_week_dir(
-    cfg: Settings = None,
-    fresh: bool = False, # empty the folder first (only one the week made)
-) -> Path:
-    "The week's folder, made with its marker (or emptied for `fresh`); `WeekError` for a folder the week did not make"
-    import shutil
-    cfg = cfg or get_settings()
-    home = Path(str(cfg.week_dir)).expanduser().resolve()
-    mine = (home/WEEK_MARKER).is_file()
-    if home.is_dir() and any(home.iterdir()) and not mine:
-        raise WeekError(f"{home} (setting week_dir) holds files that `parkml week` did not make (no {WEEK_MARKER}): "
-                        "nothing was touched; the week runs only in a folder of its own (set PARKML_WEEK_DIR)")
-    if fresh and mine: shutil.rmtree(home)
-    ensure_dir(home)
-    (home/WEEK_MARKER).write_text("made by `parkml week`, which may empty this folder (--fresh)\n")
-    return home
-
-# %% ../nbs/60_week.ipynb #9be296b4
-from contextlib import contextmanager
-
-@contextmanager
-def week_environment(env: dict):
-    "Set the `env` variables for the duration of the block, then restore what was there"
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try: yield
-    finally:
-        for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
-
-# %% ../nbs/60_week.ipynb #c20fbf8c
+# %% ../nbs/60_week.ipynb #ec2e5cb1
 DEMO_QA_NAME, DEMO_OWNER_NAME = 'demo-qa', 'demo-owner'
 
 def demo_people(home: Path) -> tuple:
@@ -244,7 +60,14 @@ def demo_people(home: Path) -> tuple:
         add_user(DEMO_QA_NAME, 'qa', pw[DEMO_QA_NAME], by=sign_in(DEMO_OWNER_NAME), simulated=True)
     return sign_in(DEMO_QA_NAME), sign_in(DEMO_OWNER_NAME)
 
-def approve_and_release(version, staging: dict, qa, owner, when: str) -> list[dict]:
+# %% ../nbs/60_week.ipynb #6d7c48cc
+def approve_and_release(
+    version, # model version: a number, an alias or a ModelVersion
+    staging: dict, # its staging result
+    qa, # the QA person
+    owner, # the owner
+    when: str, # the day, for the notes
+) -> list[dict]:
     "QA approves the staged version, then the owner releases it; both simulated and recorded as such"
     from parkml.governance import approve, release
     recs = approve(version, qa, f"simulated approval in the week-in-the-park demo ({when}): staging run "
@@ -252,12 +75,16 @@ def approve_and_release(version, staging: dict, qa, owner, when: str) -> list[di
     return recs + release(version, owner, f"simulated release in the week-in-the-park demo ({when})")
 
 # %% ../nbs/60_week.ipynb #b6b2447f
-RETRAIN_RULES = ('fairness_gap', 'recall_drop_cat', 'recall_drop_dog')  # alerts the demo's owner answers with a retraining
+# alerts the demo's owner answers with a retraining
+RETRAIN_RULES = ('fairness_gap', 'recall_drop_cat', 'recall_drop_dog')
 
 @dataclass
 class WeekOptions:
     "How big the week is"
-    days: int = 7; frames_per_day: int = 2000; seed: int = 0; label_share: float = 0.3
+    days: int = 7
+    frames_per_day: int = 2000
+    seed: int = 0
+    label_share: float = 0.3
     train_limit: int = 0                   # images per subset for training and retraining (0: all)
     staging: dict = field(default_factory=dict)   # staging notebook parameters (sample sizes)
     daily: dict = field(default_factory=dict)     # threshold overrides of the daily analysis runs
@@ -285,10 +112,13 @@ def _day_row(plan: DayPlan, daily: dict, answered: pd.DataFrame, cfg: Settings) 
     return dict(day=plan.n, date=plan.date, scenario=plan.describe(), frames=int(m.get('n_predictions', 0)),
                 failed_requests=int(((answered.status == 0) | (answered.status >= 500)).sum()),
                 versions='+'.join(sorted(answered.version.dropna().astype(str).unique(), key=int)),
-                labelled_acc=m.get('label_accuracy'), n_labels=int(m.get('label_n_labels', 0)), est_acc=m.get('est_accuracy'),
-                recall_cat=m.get('label_recall_cat'), recall_dog=m.get('label_recall_dog'), dog_share=m.get('dog_share'),
+                labelled_acc=m.get('label_accuracy'), n_labels=int(m.get('label_n_labels',
+                                                                         0)), est_acc=m.get('est_accuracy'),
+                recall_cat=m.get('label_recall_cat'), recall_dog=m.get('label_recall_dog'),
+                dog_share=m.get('dog_share'),
                 drift=bool(m.get('drift', 0)), integrity_failed=int(m.get('integrity_failed', 0)),
-                alerts=', '.join(sorted({a.rule for a in alerts})), alert_list=[dict(id=a.id, rule=a.rule, severity=a.severity,
+                alerts=', '.join(sorted({a.rule for a in alerts})), alert_list=[dict(id=a.id, rule=a.rule,
+                        severity=a.severity,
                 message=a.message) for a in alerts], daily_run=daily['run_id'], report=daily.get('html'))
 
 def _answered_dark(store, version: str, days: list[DayPlan], cfg: Settings) -> dict:
@@ -302,12 +132,18 @@ def _answered_dark(store, version: str, days: list[DayPlan], cfg: Settings) -> d
     out = dict(version=str(version), n=len(fb))
     for c in CLASSES:
         k = fb[fb.true_label == c]
-        out[f'recall_{c}'] = float((k.label == c).mean()) if len(k) else float('nan'); out[f'n_{c}'] = len(k)
+        out[f'recall_{c}'] = float((k.label == c).mean()) if len(k) else float('nan')
+        out[f'n_{c}'] = len(k)
     out['gap_points'] = 100 * (out['recall_dog'] - out['recall_cat'])
     return out
 
-# %% ../nbs/60_week.ipynb #8e61e5b7
-def trouble_onsets(plan: DayPlan, first_ts: float, camera: str, cfg: Settings) -> list[dict]:
+# %% ../nbs/60_week.ipynb #8f00bd22
+def trouble_onsets(
+    plan: DayPlan, # the day's plan
+    first_ts: float, # the day's first capture time
+    camera: str, # the camera
+    cfg: Settings, # settings (default: the current ones)
+) -> list[dict]:
     "When the day's camera trouble starts, named as the sentry's checks name it"
     start, _ = day_window(plan.date, cfg)
     at = lambda name, check, ts: dict(name=name, check=check, camera=camera, ts=ts)
@@ -316,7 +152,13 @@ def trouble_onsets(plan: DayPlan, first_ts: float, camera: str, cfg: Settings) -
     if plan.gap: out.append(at('no traffic', 'traffic_gap', start + plan.gap[0] * 3600))
     return out
 
-def sentry_delays(plan: DayPlan, store, camera: str, cfg: Settings) -> list[dict]:
+# %% ../nbs/60_week.ipynb #c1ff4e3c
+def sentry_delays(
+    plan: DayPlan, # the day's plan
+    store, # the prediction store (`predlog.open_store`)
+    camera: str, # the camera
+    cfg: Settings, # settings (default: the current ones)
+) -> list[dict]:
     "How long after each trouble of the day the sentry, replayed on the capture clock, raised its alert"
     from parkml.sentry import replay, detection_delays
     start, end = day_window(plan.date, cfg)
@@ -328,14 +170,27 @@ def sentry_delays(plan: DayPlan, store, camera: str, cfg: Settings) -> list[dict
     return [dict(day=plan.n, name=r.name, delay_min=round(r.delay_s / 60, 1), delay_frames=round(r.delay_frames, 1))
             for r in d.itertuples()]
 
-# %% ../nbs/60_week.ipynb #f73ea59c
+# %% ../nbs/60_week.ipynb #09733780
 @dataclass
 class WeekResult:
     "What the week did: the day table, the events, the versions, the dusk comparison and where the report is"
-    table: pd.DataFrame; events: list; versions: dict; dusk: list; failed_requests: int; seconds: float
-    report: Path = None; options: dict = None; commands: list = None; sentry: list = None
+    table: pd.DataFrame
+    events: list
+    versions: dict
+    dusk: list
+    failed_requests: int
+    seconds: float
+    report: Path = None
+    options: dict = None
+    commands: list = None
+    sentry: list = None
 
-def run_week(opts: WeekOptions = None, fresh: bool = False, progress: bool = True) -> WeekResult:
+# %% ../nbs/60_week.ipynb #0c30c4fc
+def run_week(
+    opts: WeekOptions = None, # the week's size and settings
+    fresh: bool = False, # empty the week's folder first (only one the week made)
+    progress: bool = True, # show progress bars
+) -> WeekResult:
     "Run the week in its own folder (setting `week_dir`; `fresh`: emptied first); returns the result, writes the report"
     cfg = get_settings()
     home = prepare_week_dir(cfg, fresh)
@@ -343,92 +198,141 @@ def run_week(opts: WeekOptions = None, fresh: bool = False, progress: bool = Tru
     (home/'demo.env').write_text(''.join(f"{k}={v}\n" for k, v in env.items()))
     with week_environment(env): return week_in(home, opts or WeekOptions(), progress)
 
-def week_in(home: Path, opts: WeekOptions, progress: bool = True) -> WeekResult:
-    "The week itself, on the stores of the current settings (`run_week` points them at the week's own folder)"
-    from parkml.notebooks import run_notebook, warm_kernels
-    from parkml.alerts import open_alert_store, retrain, run_staging
+# %% ../nbs/60_week.ipynb #1bfbfd4d
+def first_release(w) -> str:
+    "Day 0: train the first model, stage it, and have QA approve and the owner release it; returns its version"
+    from parkml.notebooks import run_notebook
+    from parkml.retraining import stage_version
+    o, say = w.opts, w.say
+    tr = run_notebook('50_train', dict(limit=o.train_limit, run_name='week-day0'), progress=w.progress)
+    v1 = w.versions['first'] = str(tr['version'])
+    say(0, f"trained version {v1}: test accuracy {tr['test_accuracy']:.3f}, recall gap {tr['test_recall_gap']:+.3f}")
+    st = stage_version(v1, o.staging, w.progress)
+    why = f" ({st.get('reasons') or st.get('validation_reasons')})" if st['status'] != 'passed' else ''
+    say(0, f"staging of version {v1}: {st['status']}" + why)
+    if st['status'] != 'passed':
+        raise RuntimeError(f"the first model failed staging, so the week cannot start: see {st.get('html')}")
+    approve_and_release(v1, st, w.qa, w.owner, 'day 0')
+    say(0, f"version {v1} approved by {w.qa} and released by {w.owner}: champion")
+    return v1
+
+# %% ../nbs/60_week.ipynb #7991580f
+def answer_alerts(
+    w, # the week record
+    pplan: DayPlan, # yesterday's plan
+    row: dict, # yesterday's table row
+) -> None:
+    "The owner answers the first alert that asks for a retraining (once a week); a passed candidate waits for release"
+    from parkml.retraining import retrain
+    asks = [a for a in row['alert_list'] if a['rule'] in RETRAIN_RULES] if w.retrained is None else []
+    if not asks: return
+    aid, text = asks[0]['id'], asks[0]['message']
+    w.say(pplan.n, f"{w.owner} answers alert {aid} with a retraining: {text}")
+    rt = retrain(reason=f"answering alert {aid}: {text}", alert_id=aid, actor=w.owner, limit=w.opts.train_limit,
+                 progress=w.progress, staging_params=w.opts.staging)
+    w.retrained = w.versions['retrained'] = str(rt['version'])
+    stg = rt['staging']
+    w.say(pplan.n, f"retrained version {w.retrained} on {rt.get('n_extra')} labelled production frames; "
+                   f"staging: {stg['status']}")
+    if stg['status'] == 'passed': w.pending_release = (w.retrained, stg)
+    else: w.say(pplan.n, f"version {w.retrained} stays out of production: {stg.get('reasons') or stg.get('html')}")
+
+# %% ../nbs/60_week.ipynb #69bed9f1
+def morning(w, prev: tuple) -> None:
+    "Yesterday's labels arrive, then its daily analysis runs; an alert may ask for a retraining"
+    from parkml.notebooks import run_notebook
+    pplan, pans = prev
+    o, cfg = w.opts, w.cfg
+    n = staff_feedback(w.svc.url, pans, o.label_share, o.seed + pplan.n, cfg.api_key or None, w.progress)
+    daily = run_notebook('52_daily', dict(day=pplan.date, send=True, thresholds=json.dumps(o.daily)),
+                         tag=f"{pplan.date}-week", progress=False)
+    row = _day_row(pplan, daily, pans, cfg)
+    w.rows.append(row)
+    w.say(pplan.n, f"{n} staff labels; daily analysis: alerts {row['alerts'] or 'none'}")
+    answer_alerts(w, pplan, row)
+
+# %% ../nbs/60_week.ipynb #eb5214fc
+def camera_day(w, plan: DayPlan) -> pd.DataFrame:
+    "The camera sends the day's frames (a waiting release happens a third of the way in); returns the answers"
     from parkml.predlog import open_store
-    cfg, t0 = get_settings(), time.time()
-    plans = scenario(opts.days, opts.frames_per_day, opts.end)
-    log, rows, versions, dusk, sentry = [], [], {}, [], []
-    say = lambda day, text: _events(log, day, text, progress)
-    if progress:
-        tqdm.write(f"A week in the park: {opts.days} days of {opts.frames_per_day} frames, labels on {opts.label_share:.0%} a day late")
-        for p in plans: tqdm.write(f"  day {p.n} {p.date}: {p.describe()}")
-    say(0, f"the week's own stores, people and keys: {home}")
-    with warm_kernels():   # each notebook run starts the next kernel, whose start and imports overlap its work
-        qa, owner = demo_people(home)
-        # day 0: the first model, trained, staged, approved and released
-        tr = run_notebook('50_train', dict(limit=opts.train_limit, run_name='week-day0'), progress=progress)
-        v1 = versions['first'] = str(tr['version'])
-        say(0, f"trained version {v1}: test accuracy {tr['test_accuracy']:.3f}, recall gap {tr['test_recall_gap']:+.3f}")
-        st = run_staging(v1, opts.staging, progress)
-        say(0, f"staging of version {v1}: {st['status']}" + (f" ({st.get('reasons') or st.get('validation_reasons')})" if st['status'] != 'passed' else ''))
-        if st['status'] != 'passed':
-            raise RuntimeError(f"the first model failed staging, so the week cannot start: see {st.get('html')}")
-        approve_and_release(v1, st, qa, owner, 'day 0')
-        say(0, f"version {v1} approved by {qa} and released by {owner}: champion")
-        pools, cache = camera_pools(opts.seed), FrameCache()
-        pending_release, retrained, failed, prev = None, None, 0, None
-        with edge_service(cfg) as svc:
-            say(0, f"edge service up at {svc.url} serving version {served_version(svc.url)}")
-            cam = Camera(svc.url, cfg.camera, api_key=cfg.api_key or None, cache=cache)
-            try:
-                for plan in plans + [None]:          # None: the morning after the last day (its labels and analysis)
-                    if prev is not None:             # the morning: yesterday's labels arrive, then its daily analysis
-                        pplan, pans = prev
-                        n = staff_feedback(svc.url, pans, opts.label_share, opts.seed + pplan.n, cfg.api_key or None, progress)
-                        daily = run_notebook('52_daily', dict(day=pplan.date, send=True, thresholds=json.dumps(opts.daily)),
-                                             tag=f"{pplan.date}-week", progress=False)
-                        row = _day_row(pplan, daily, pans, cfg); rows.append(row)
-                        say(pplan.n, f"{n} staff labels; daily analysis: alerts {row['alerts'] or 'none'}")
-                        asks = [a for a in row['alert_list'] if a['rule'] in RETRAIN_RULES] if retrained is None else []
-                        if asks:
-                            aid, text = asks[0]['id'], asks[0]['message']
-                            say(pplan.n, f"{owner} answers alert {aid} with a retraining: {text}")
-                            rt = retrain(reason=f"answering alert {aid}: {text}", alert_id=aid, actor=owner, limit=opts.train_limit,
-                                         progress=progress, staging_params=opts.staging)
-                            retrained = versions['retrained'] = str(rt['version'])
-                            stg = rt['staging']
-                            say(pplan.n, f"retrained version {retrained} on {rt.get('n_extra')} labelled production frames; "
-                                         f"staging: {stg['status']}")
-                            if stg['status'] == 'passed': pending_release = (retrained, stg)
-                            else: say(pplan.n, f"version {retrained} stays out of production: {stg.get('reasons') or stg.get('html')}")
-                    if plan is not None:
-                        frames = day_frames(plan, pools['late' if retrained else 'early'], opts.seed, cfg)
-                        during = None
-                        if pending_release:
-                            v, stg = pending_release
-                            def during(k, v=v, stg=stg, at=len(frames) // 3):
-                                if k == at:
-                                    approve_and_release(v, stg, qa, owner, f'day {plan.n}')
-                                    say(plan.n, f"version {v} approved by {qa} and released by {owner} while the camera kept sending")
-                        answered = cam.send(frames, desc=f"day {plan.n} {plan.date}", progress=progress, during=during)
-                        if plan.kind == 'camera trouble':
-                            with open_store() as store: got = sentry_delays(plan, store, cfg.camera, cfg)
-                            sentry += got
-                            say(plan.n, 'real-time sentry (replayed on the capture clock): ' + ', '.join(
-                                f"{d['name']} raised after {d['delay_min']:g} min ({d['delay_frames']:g} frames)" for d in got))
-                        bad = int(((answered.status == 0) | (answered.status >= 500)).sum()); failed += bad
-                        if pending_release:
-                            now = served_version(svc.url)
-                            say(plan.n, f"the service now serves version {now}; failed requests today: {bad}")
-                            versions['released'] = pending_release[0]; pending_release = None
-                    prev = (plan, answered) if plan is not None else None
-            finally: cam.close()
-    table = pd.DataFrame(rows)
+    frames = day_frames(plan, w.pools['late' if w.retrained else 'early'], w.opts.seed, w.cfg)
+    during = None
+    if w.pending_release:
+        v, stg = w.pending_release
+        def during(k, v=v, stg=stg, at=len(frames) // 3):
+            if k == at:
+                approve_and_release(v, stg, w.qa, w.owner, f'day {plan.n}')
+                w.say(plan.n, f"version {v} approved by {w.qa} and released by {w.owner} while the camera kept sending")
+    answered = w.cam.send(frames, desc=f"day {plan.n} {plan.date}", progress=w.progress, during=during)
+    if plan.kind == 'camera trouble':
+        with open_store() as store: got = sentry_delays(plan, store, w.cfg.camera, w.cfg)
+        w.sentry += got
+        w.say(plan.n, 'real-time sentry (replayed on the capture clock): ' + ', '.join(
+            f"{d['name']} raised after {d['delay_min']:g} min ({d['delay_frames']:g} frames)" for d in got))
+    bad = int(((answered.status == 0) | (answered.status >= 500)).sum())
+    w.failed += bad
+    if w.pending_release:
+        w.say(plan.n, f"the service now serves version {served_version(w.svc.url)}; failed requests today: {bad}")
+        w.versions['released'] = w.pending_release[0]
+        w.pending_release = None
+    return answered
+
+# %% ../nbs/60_week.ipynb #96b8972f
+def week_result(
+    w, # the week record
+    plans: list, # the plans of the days
+    t0: float, # when the week started
+) -> WeekResult:
+    "The week's table, the dark evenings of each released version, the commands to open it all, and the report"
+    from parkml.predlog import open_store
+    table = pd.DataFrame(w.rows)
     with open_store() as store:
         dusk_days = [p for p in plans if p.dusk >= max(q.dusk for q in plans)]   # the darkest, settled evenings
-        for v in [versions['first']] + ([versions['released']] if 'released' in versions else []):
-            dusk.append(_answered_dark(store, v, dusk_days, cfg))
+        for v in [w.versions['first']] + ([w.versions['released']] if 'released' in w.versions else []):
+            w.dusk.append(_answered_dark(store, v, dusk_days, w.cfg))
         last = store.predictions(time.time() - 30 * 86400)
-    res = WeekResult(table, log, versions, dusk, failed, time.time() - t0, options=asdict(opts), sentry=sentry)
-    res.commands = open_commands(cfg, home, last.id.iloc[-1] if len(last) else None)
-    res.report = week_report(res, plans, cfg)
+    res = WeekResult(table, w.log, w.versions, w.dusk, w.failed, time.time() - t0, options=asdict(w.opts),
+                     sentry=w.sentry)
+    res.commands = open_commands(w.cfg, w.home, last.id.iloc[-1] if len(last) else None)
+    res.report = week_report(res, plans, w.cfg)
     return res
 
-# %% ../nbs/60_week.ipynb #8c20e1fe
-TABLE_COLS = ['day', 'date', 'frames', 'labelled_acc', 'n_labels', 'est_acc', 'recall_cat', 'recall_dog', 'drift', 'alerts',
+# %% ../nbs/60_week.ipynb #d1aaa2d7
+def week_in(
+    home: Path, # the week's own folder
+    opts: WeekOptions, # the week's size and settings
+    progress: bool = True, # show progress and the events as they happen
+) -> WeekResult:
+    "The week itself, on the stores of the current settings (`run_week` points them at the week's own folder)"
+    from parkml.notebooks import warm_kernels
+    cfg, t0 = get_settings(), time.time()
+    plans = scenario(opts.days, opts.frames_per_day, opts.end)
+    w = SimpleNamespace(cfg=cfg, opts=opts, home=home, progress=progress, log=[], rows=[], versions={}, dusk=[],
+                        sentry=[],
+                        pending_release=None, retrained=None, failed=0)
+    w.say = lambda day, text: _events(w.log, day, text, progress)
+    if progress:
+        tqdm.write(f"A week in the park: {opts.days} days of {opts.frames_per_day} frames, labels on "
+                   f"{opts.label_share:.0%} a day late")
+        for p in plans: tqdm.write(f"  day {p.n} {p.date}: {p.describe()}")
+    w.say(0, f"the week's own stores, people and keys: {home}")
+    with warm_kernels():   # each notebook run starts the next kernel, whose start and imports overlap its work
+        w.qa, w.owner = demo_people(home)
+        first_release(w)
+        w.pools, prev = camera_pools(opts.seed), None
+        with edge_service(cfg) as w.svc:
+            w.say(0, f"edge service up at {w.svc.url} serving version {served_version(w.svc.url)}")
+            w.cam = Camera(w.svc.url, cfg.camera, api_key=cfg.api_key or None, cache=FrameCache())
+            try:
+                for plan in plans + [None]:          # None: the morning after the last day (its labels and analysis)
+                    if prev is not None: morning(w, prev)   # yesterday's labels arrive, then its daily analysis
+                    prev = (plan, camera_day(w, plan)) if plan is not None else None
+            finally: w.cam.close()
+    return week_result(w, plans, t0)
+
+# %% ../nbs/60_week.ipynb #6b8504a3
+TABLE_COLS = ['day', 'date', 'frames', 'labelled_acc', 'n_labels', 'est_acc', 'recall_cat', 'recall_dog', 'drift',
+              'alerts',
               'versions', 'failed_requests']
 
 def week_figure(table: pd.DataFrame, versions: dict):
@@ -437,19 +341,28 @@ def week_figure(table: pd.DataFrame, versions: dict):
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
     a.plot(table.day, table.labelled_acc, 'o-', label='accuracy (labels)')
     a.plot(table.day, table.est_acc, 's--', label='accuracy (estimated, no labels)')
-    b.plot(table.day, table.recall_cat, 'o-', c='tab:orange', label='cat recall'); b.plot(table.day, table.recall_dog, 'o-', c='tab:blue', label='dog recall')
+    b.plot(table.day, table.recall_cat, 'o-', c='tab:orange', label='cat recall')
+    b.plot(table.day, table.recall_dog, 'o-', c='tab:blue', label='dog recall')
     for ax in (a, b):
         for r in table.itertuples():
             if r.alerts: ax.axvline(r.day, c='tab:red', alpha=0.25, lw=6)
         if 'released' in versions:
             day = table[table.versions.str.contains(r'\+')].day
             if len(day): ax.axvline(day.iloc[0], c='k', ls=':', label=f"release of version {versions['released']}")
-        ax.set(xlabel='day', ylim=(0, 1.02)); ax.legend(fontsize=8, loc='lower left'); ax.grid(alpha=0.3)
-    a.set_title('accuracy (red: days with alerts)'); b.set_title('recall by class')
+        ax.set(xlabel='day', ylim=(0, 1.02))
+        ax.legend(fontsize=8, loc='lower left')
+        ax.grid(alpha=0.3)
+    a.set_title('accuracy (red: days with alerts)')
+    b.set_title('recall by class')
     fig.tight_layout()
     return fig
 
-def open_commands(cfg: Settings, home: Path, trace_id: str = None) -> list[str]:
+# %% ../nbs/60_week.ipynb #472f1e18
+def open_commands(
+    cfg: Settings, # settings (default: the current ones)
+    home: Path, # the week's folder
+    trace_id: str = None, # a prediction to trace
+) -> list[str]:
     "Commands that open what the week made in its own folder `home` (its settings first, in the same shell)"
     art = f" --default-artifact-root {cfg.artifact_root}" if cfg.tracking_uri.startswith('sqlite') else ''
     return [f"set -a; . {home}/demo.env; set +a    # the week's settings, for the commands below",
@@ -458,27 +371,39 @@ def open_commands(cfg: Settings, home: Path, trace_id: str = None) -> list[str]:
             ".venv/bin/parkml audit champion", ".venv/bin/parkml audit verify",
             f".venv/bin/parkml trace {trace_id or '<prediction id>'}", ".venv/bin/parkml alerts list"]
 
-def week_report(res: WeekResult, plans: list, cfg: Settings = None) -> Path:
+# %% ../nbs/60_week.ipynb #65afdea9
+def week_report(
+    res: WeekResult, # the week's result
+    plans: list, # the plans of the days
+    cfg: Settings = None, # settings (default: the current ones)
+) -> Path:
     "The HTML summary of the week (table, plot, events, the dusk comparison) under runs/week/"
     import base64, io, html
     cfg = cfg or get_settings()
     out = ensure_dir(cfg.runs/'week')/'week.html'
-    parts = [f"<h1>A week in the park</h1><p>{len(plans)} days, {res.failed_requests} failed requests, {res.seconds/60:.1f} minutes.</p>"]
+    parts = [f"<h1>A week in the park</h1><p>{len(plans)} days, {res.failed_requests} failed requests, "
+             f"{res.seconds/60:.1f} minutes.</p>"]
     if len(res.table):
-        buf = io.BytesIO(); fig = week_figure(res.table, res.versions); fig.savefig(buf, format='png', dpi=90)
-        import matplotlib.pyplot as plt; plt.close(fig)
+        buf = io.BytesIO()
+        fig = week_figure(res.table, res.versions)
+        fig.savefig(buf, format='png', dpi=90)
+        import matplotlib.pyplot as plt
+        plt.close(fig)
         parts.append(res.table[TABLE_COLS].round(3).to_html(index=False, na_rep='-'))
         parts.append(f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">')
-    if res.dusk: parts.append('<h2>Dark evenings, labelled frames</h2>' + pd.DataFrame(res.dusk).round(3).to_html(index=False))
+    if res.dusk:
+        parts.append('<h2>Dark evenings, labelled frames</h2>' + pd.DataFrame(res.dusk).round(3).to_html(index=False))
     parts.append('<h2>What happened</h2><ul>' + ''.join(f"<li>day {e['day']}: {html.escape(e['event'])}</li>" for e in res.events) + '</ul>')
     parts.append('<h2>Open it</h2><pre>' + html.escape('\n'.join(res.commands or [])) + '</pre>')
     out.write_text('<html><head><meta charset="utf-8"><title>parkml week</title></head><body>' + ''.join(parts) + '</body></html>')
-    (out.with_suffix('.json')).write_text(json.dumps(dict(table=res.table.drop(columns=['alert_list'], errors='ignore').to_dict('records'),
+    (out.with_suffix('.json')).write_text(json.dumps(dict(table=res.table.drop(columns=['alert_list'],
+                                                                               errors='ignore').to_dict('records'),
         events=res.events, versions=res.versions, dusk=res.dusk, sentry=res.sentry, failed_requests=res.failed_requests,
         seconds=res.seconds,
         options=res.options), default=str, indent=1))
     return out
 
+# %% ../nbs/60_week.ipynb #7c08c73a
 def print_week(res: WeekResult, cfg: Settings = None) -> None:
     "The day-by-day table and what to open next"
     t = res.table[TABLE_COLS].copy() if len(res.table) else pd.DataFrame(columns=TABLE_COLS)
@@ -486,7 +411,8 @@ def print_week(res: WeekResult, cfg: Settings = None) -> None:
         print(t.to_string(index=False, na_rep='-', float_format=lambda x: f"{x:.3f}"))
     for d in res.dusk:
         print(f"dark evenings, version {d['version']}: cat recall {d['recall_cat']:.3f} (n={d['n_cat']}), dog recall "
-              f"{d['recall_dog']:.3f} (n={d['n_dog']}): favours {'dogs' if d['gap_points'] > 0 else 'cats'} by {abs(d['gap_points']):.0f} points")
+              f"{d['recall_dog']:.3f} (n={d['n_dog']}): favours {'dogs' if d['gap_points'] > 0 else 'cats'} by "
+              f"{abs(d['gap_points']):.0f} points")
     for d in res.sentry or []:
         print(f"real-time sentry, day {d['day']}: {d['name']} raised {d['delay_min']:g} min after it began "
               f"({d['delay_frames']:g} frames)")

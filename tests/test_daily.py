@@ -9,7 +9,7 @@ from parkml.alerts import open_alert_store
 from parkml.config import get_settings
 from parkml.predlog import open_store
 from parkml.tracking import mlflow_client
-from parkml import monitor as mon
+from parkml import simulate as sim
 
 # 600 holdout images: their model outputs are computed once per session (cached), 1-2k frames a day
 DAY_KW = dict(n=1500, n_images=600, seed=0, progress=False)
@@ -27,7 +27,7 @@ def day_env(trained, tmp_path, monkeypatch):
 
 
 def write_day(version, day, **kw):
-    with open_store() as st: return mon.synthetic_day(st, version, day=day, **{**DAY_KW, **kw})
+    with open_store() as st: return sim.synthetic_day(st, version, day=day, **{**DAY_KW, **kw})
 
 
 def test_dog_share_jump_full_run_alert_reaches_webhook_and_mail(day_env, receiver, mailbox, monkeypatch):
@@ -108,7 +108,7 @@ def test_cat_recall_drop_alert_retried_while_receiver_down_then_delivered(day_en
 
 
 def test_schedule_prints_cron_and_systemd_lines(tmp_path, monkeypatch):
-    from parkml.daily import schedule_entries, install_schedule
+    from parkml.schedule import schedule_entries, install_schedule
     r = run_cli('schedule', check=True)
     line = [x for x in r.stdout.splitlines() if x and not x.startswith('#')]
     assert len(line) == 1 and re.match(r'^30 2 \* \* \* mkdir -p .+ && cd .+ && PARKML_SETTINGS=.+/settings\.ini .+/parkml analyze '

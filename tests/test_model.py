@@ -47,7 +47,7 @@ def test_serving_modules_do_not_load_torch():
 
 # the engines: the same registry ONNX file through ONNX Runtime or OpenVINO
 def staging_arrays(n: int = 0):
-    from parkml.staging import staging_images
+    from parkml.staging_inputs import staging_images
     imgs = staging_images(n)
     X, _, _ = load_images(imgs.path)
     return imgs, X

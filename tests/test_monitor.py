@@ -10,6 +10,9 @@ from parkml.model import OnnxModel
 from parkml.predlog import open_store, new_prediction_id
 from parkml.tracking import local_onnx, resolve_version
 from parkml import monitor as mon
+from parkml import simulate as sim
+from parkml.drift import drift_tests
+from parkml.estimate import estimate_error, estimate_performance, estimated_by_day, fit_calibrator
 
 DAY = '2026-03-02'
 T10 = pd.Timestamp(f'{DAY} 10:00', tz='UTC').timestamp()  # traffic hours are 7-21 UTC
@@ -24,7 +27,7 @@ def env(trained):
     om = OnnxModel(local_onnx(mv))
     hold = assign_splits(read_imageset()).df.query("subset == 'holdout'")
     pool = hold.sample(300, random_state=0).reset_index(drop=True)
-    clean, _ = mon.cached_outputs(om, mv.run_id, pool, None, 3, cfg, False)
+    clean, _ = sim.cached_outputs(om, mv.run_id, pool, None, 3, cfg, False)
     return dict(cfg=cfg, mv=mv, ref=ref, om=om, pool=pool, clean=clean.assign(y=pool.y.values))
 
 
@@ -58,7 +61,7 @@ def crafted(env, case) -> tuple[list, dict]:
         return [jpeg(photo(env, i).resize((24, 18))) for i in range(4)] + [jpeg(photo(env, 5).resize((4200, 120)))], {}
     if case in ('brightness_range', 'contrast_range', 'blurred'):
         cond = dict(brightness_range='night', contrast_range='fog', blurred='motion_blur')[case]
-        return [mon.frame_bytes(pool.path[i], cond, 3, seed=i) for i in range(150, 165)], {}
+        return [sim.frame_bytes(pool.path[i], cond, 3, seed=i) for i in range(150, 165)], {}
     if case == 'blank':  # lens covered: real photos crushed to near black, and one fully black
         return [jpeg(photo(env, i).point(lambda v: v // 60)) for i in range(4)] + [jpeg(photo(env, 4).point(lambda v: 0))], {}
     if case == 'frozen_camera':  # the camera keeps sending one picture, every 2 s for a minute
@@ -91,7 +94,7 @@ def test_clean_window_passes_every_check(env, store):
 @pytest.mark.parametrize('case', CASES)
 def test_integrity_check_fails_on_crafted_frames(env, store, case):
     frames, how = crafted(env, case)
-    outs = mon.model_outputs(env['om'], frames, progress=False)  # the service's decode, features and ONNX path
+    outs = sim.model_outputs(env['om'], frames, progress=False)  # the service's decode, features and ONNX path
     clean_window(env, store)
     at = T10 + 1801 + how.get('step', 3) * np.arange(len(frames))  # between two clean frames (one a minute) at 10:30
     log_window(store, outs, at, mv=env['mv'])
@@ -121,7 +124,7 @@ def test_frozen_for_minutes_with_few_frames(env, store):
     "A second camera sends eight copies of one frame over ten minutes: under the frame count, over the time limit"
     clean_window(env, store)
     frame = open(env['pool'].path[9], 'rb').read()
-    log_window(store, mon.model_outputs(env['om'], [frame] * 8, progress=False), T10 + 3000 + 85 * np.arange(8), 'cam-02', env['mv'])
+    log_window(store, sim.model_outputs(env['om'], [frame] * 8, progress=False), T10 + 3000 + 85 * np.arange(8), 'cam-02', env['mv'])
     c = mon.check_frozen(store.predictions(), env['cfg'])
     run, = c.evidence['runs']
     assert not c.passed and (run['camera'], run['frames']) == ('cam-02', 8) and 9.5 < run['minutes'] < 10
@@ -157,7 +160,7 @@ def test_drift_calibrated_on_clean_windows(env):
     pool of 300 frames, so their p-values are correlated; the next test checks uniformity where it is exact.)"""
     cfg, ref = env['cfg'], env['ref']
     for size in (50, 150):
-        reps = [mon.drift_tests(ref, w, cfg, seed=k) for k, w in enumerate(windows(env['clean'], size, 20, seed=size))]
+        reps = [drift_tests(ref, w, cfg, seed=k) for k, w in enumerate(windows(env['clean'], size, 20, seed=size))]
         assert sum(r.drift for r in reps) <= 1, [r.summary() for r in reps if r.drift]
         p = pd.DataFrame([{t.name: t.p_value for t in r.tests} for r in reps])
         assert list(p.columns) == ['embedding', 'p_dog', 'dog_share', 'confidence', 'features']
@@ -171,7 +174,7 @@ def test_drift_p_values_uniform_when_exchangeable(env):
     rng, ps = np.random.default_rng(1), []
     for k in range(20):
         i = rng.permutation(len(clean))
-        r = mon.drift_tests(clean.iloc[i[:150]], clean.iloc[i[150:]].assign(ts=0.0, status='ok'), cfg, seed=k)
+        r = drift_tests(clean.iloc[i[:150]], clean.iloc[i[150:]].assign(ts=0.0, status='ok'), cfg, seed=k)
         ps.append({t.name: t.p_value for t in r.tests})
     p = pd.DataFrame(ps)
     for name in ('embedding', 'p_dog', 'confidence'):
@@ -183,8 +186,8 @@ def test_drift_detected_under_severity_3(env, cond):
     "150 frames under fog, night or motion blur (parkml.cctv, severity 3) are flagged, the embedding test first among them"
     cfg = env['cfg']
     pool = env['pool'].iloc[150:300]
-    out, _ = mon.cached_outputs(env['om'], env['mv'].run_id, pool, cond, 3, cfg, False)
-    r = mon.drift_tests(env['ref'], out.assign(ts=0.0, status='ok'), cfg)
+    out, _ = sim.cached_outputs(env['om'], env['mv'].run_id, pool, cond, 3, cfg, False)
+    r = drift_tests(env['ref'], out.assign(ts=0.0, status='ok'), cfg)
     assert r.drift and 'embedding' in r.fired and r.n_window == 150, r.summary()
     assert r.get('embedding').p_adjusted <= cfg.drift_alpha and 'DRIFT' in r.summary()
 
@@ -232,16 +235,16 @@ def test_performance_matches_hand_count(env, store):
 def test_label_free_estimate_marked_and_close_to_labels(env, store):
     "CBPE calibrated on the reference: marked estimated, within a few points of the labels on clean frames; its error is reported"
     cfg, clean = env['cfg'], env['clean']
-    cal = mon.fit_calibrator(env['ref'], cfg=cfg)
-    est = mon.estimate_performance(clean.p_dog, cal)
+    cal = fit_calibrator(env['ref'], cfg=cfg)
+    est = estimate_performance(clean.p_dog, cal)
     actual = ((clean.p_dog >= 0.5).astype(int) == clean.y).mean()
     assert est['estimated'] is True and est['n'] == 300 and est['accuracy_lo'] <= est['accuracy'] <= est['accuracy_hi']
     assert abs(est['accuracy'] - actual) < 0.05, (est['accuracy'], actual)
     ids = log_window(store, clean, T10 + 100 * np.arange(300), mv=env['mv'])
     for i, y in zip(ids, clean.y): store.add_feedback(i, 'dog' if y else 'cat')
-    err = mon.estimate_error(store.feedback(), cal, cfg)
+    err = estimate_error(store.feedback(), cal, cfg)
     row = err.iloc[0]
     assert row.day == DAY and row.n_labels == 300 and row.accuracy == pytest.approx(actual)
     assert row.accuracy_error == pytest.approx(row.accuracy_est - row.accuracy) and abs(row.accuracy_error) < 0.05
-    by_day = mon.estimated_by_day(store.predictions(), cal, cfg)
+    by_day = estimated_by_day(store.predictions(), cal, cfg)
     assert by_day.estimated.all() and by_day.accuracy.iloc[0] == pytest.approx(est['accuracy'])

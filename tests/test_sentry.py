@@ -27,7 +27,7 @@ def holdout():
     return hold.sample(200, random_state=1).reset_index(drop=True)
 
 def frames(pool, condition=None, severity=2):
-    from parkml.monitor import frame_bytes
+    from parkml.simulate import frame_bytes
     return [frame_bytes(p, condition, severity, int(s[:8], 16)) for p, s in zip(pool.path, pool.sha)]
 
 @pytest.fixture(scope='module')

@@ -221,7 +221,7 @@ def test_feedback_is_linked_to_its_prediction_and_frame(http, store, photos):
     assert store.get_prediction(a['prediction_id'])['true_label'] == label   # the refused ones changed nothing
 
 # the bad inputs the staging run sends too (one table, in parkml.staging): name -> (body from a photo, content type, status, code)
-from parkml.staging import bad_inputs
+from parkml.staging_inputs import bad_inputs
 BAD_NAMES = list(bad_inputs(b'\xff\xd8\xff\xda\x00\x08\x01' + bytes(64), 8.0))
 
 @pytest.mark.parametrize('name', BAD_NAMES)

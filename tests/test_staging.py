@@ -112,7 +112,8 @@ def test_report_run_and_summary(staged):
 
 def test_relaxed_threshold_passes_and_release_follows(staged, monkeypatch, tmp_path):
     "The same version, the accuracy gate back at a value it meets: passed; QA approves; release moves champion"
-    from parkml.staging import run_staging, start_staging_run, record_verdict
+    from parkml.staging import run_staging
+    from parkml.staging_record import start_staging_run, record_verdict
     v, _, s1 = staged
     for k, val in lenient_env().items(): monkeypatch.setenv(k, val)
     r = run_staging(v, home=tmp_path/'stage', **SMALL)
@@ -135,7 +136,9 @@ def test_relaxed_threshold_passes_and_release_follows(staged, monkeypatch, tmp_p
 
 def test_summary_matches_a_separate_client_against_the_same_server(staged, tmp_path, monkeypatch):
     "The staging measures against a running service; a plain httpx client posting the same photos measures the same"
-    from parkml.staging import run_staging, StagingService, staging_images
+    from parkml.staging import run_staging
+    from parkml.staging_service import StagingService
+    from parkml.staging_inputs import staging_images
     v, _, _ = staged
     monkeypatch.setenv('PARKML_STAGE_FAIRNESS_EXTRA', '8'); monkeypatch.setenv('PARKML_STAGE_LATENCY_FRAMES', '10')
     with StagingService('challenger', tmp_path/'svc') as svc:
@@ -158,7 +161,8 @@ def biased(trained):
     return train_and_register(limit=120, cat_fraction=0.05, run_name='biased', progress=False)
 
 def test_biased_candidate_fails_the_recall_gap_gate_in_words(biased, tmp_path, monkeypatch):
-    from parkml.staging import run_staging, record_verdict, start_staging_run
+    from parkml.staging import run_staging
+    from parkml.staging_record import record_verdict, start_staging_run
     from parkml.governance import release_refusals
     v = biased.version
     env = lenient_env()
@@ -186,7 +190,8 @@ def test_engine_gates_fail_an_altered_engine_output_with_the_reason(trained, tmp
     from parkml.data import load_images
     from parkml.model import OnnxModel, OpenVinoModel
     from parkml.monitor import load_reference
-    from parkml.staging import staging_images, engine_agreement, reference_agreement, reference_images, judge
+    from parkml.staging_inputs import staging_images
+    from parkml.staging_checks import engine_agreement, reference_agreement, reference_images, judge
     from parkml.tracking import resolve_version, local_onnx
     from test_model import perturb_head
     import onnx

@@ -2,7 +2,8 @@
 import pandas as pd
 import streamlit as st
 import appkit as k
-from parkml.alerts import start_retrain_job, handle_alert, SEVERITIES, STATES
+from parkml.alerts import handle_alert, SEVERITIES, STATES
+from parkml.retraining import start_retrain_job
 from parkml.governance import check_role, Refused
 from parkml.appviews import rollback_for_alert
 
