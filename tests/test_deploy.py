@@ -105,7 +105,7 @@ def test_manifests_reference_secrets_run_unprivileged_and_probe_real_endpoints(o
 def test_systemd_units_are_parkml_schedules_units(tmp_path):
     "deploy/systemd holds what parkml.units writes; `parkml schedule --kind systemd` prints the same timer and command"
     from parkml.units import box_units
-    from parkml.daily import parse_at
+    from parkml.schedule import parse_at
     from parkml.config import Settings
     at = Settings(ROOT/'settings.ini', environ={}).daily_at
     units = box_units(*parse_at(at))
