@@ -73,7 +73,7 @@ def test_link_check_finds_a_broken_link(site, tmp_path):
 
 def test_generated_references_are_in_the_pages(site):
     "Exported functions are documented with their docments; the front page is there"
-    staging = (site / 'staging.html').read_text()
+    staging = (site / 'staging_inputs.html').read_text()
     assert 'id="stratified_sample"' in staging
     assert (site / 'index.html').exists() and (site / 'index.html.md').exists()
 

@@ -40,7 +40,7 @@ def strip_directives(src: str) -> str:
 
 def page_name(nb: Path) -> str:
     "`24_staging.ipynb` -> `staging` (nbdev's page names: the numeric prefix dropped)"
-    return re.sub(r'^\d+_', '', nb.stem)
+    return re.sub(r'^\d+[a-z]*_', '', nb.stem)
 
 
 def notebooks(root: Path) -> list:
@@ -203,7 +203,7 @@ def sidebar(pages: list, here: str) -> str:
     for nb, page in pages:
         if page == 'index':
             continue
-        num = int(m.group(1)) if (m := re.match(r'(\d+)_', nb.name)) else 0
+        num = int(m.group(1)) if (m := re.match(r'(\d+)[a-z]*_', nb.name)) else 0
         g = [name for start, name in GROUPS if num >= start][-1]
         if g != group:
             items.append(f'<h4>{g}</h4>')
