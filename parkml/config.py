@@ -11,7 +11,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['ENV_PREFIX', 'PATH_KEYS', 'SettingsError', 'find_settings', 'parse_value', 'Settings', 'get_settings', 'ensure_dir',
-           'data_dir', 'write_atomic', 'store_opener', 'sqlite_file']
+           'data_dir', 'write_atomic', 'file_sha256', 'iso_utc', 'store_opener', 'sqlite_file']
 
 # %% ../nbs/00_config.ipynb #8db96764
 class SettingsError(ValueError):
@@ -147,6 +147,30 @@ def write_atomic(
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
+
+# %% ../nbs/00_config.ipynb #f4a732ff
+def file_sha256(
+    path, # the file to hash (read in 1 MiB blocks)
+) -> str:
+    "Hex sha256 of the bytes of `path`"
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return h.hexdigest()
+
+# %% ../nbs/00_config.ipynb #fe00d14b
+def iso_utc(
+    t, # epoch seconds (None or NaN: no time)
+    timespec: str = 'auto', # 'auto' (full precision) or a `datetime.isoformat` timespec such as 'seconds'
+) -> str | None:
+    "Epoch seconds `t` as ISO 8601 text in UTC"
+    if t is None or t != t: return None
+    if timespec == 'auto':
+        import pandas as pd
+        return pd.Timestamp(float(t), unit='s', tz='UTC').isoformat()
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(float(t), timezone.utc).isoformat(timespec=timespec)
 
 # %% ../nbs/00_config.ipynb #3b1b36ef
 def store_opener(uri: str, schemes: dict, what: str):

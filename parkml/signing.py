@@ -8,27 +8,16 @@ Docs: https://parkml.github.io/parkml/signing.html.md"""
 from __future__ import annotations
 import base64, hashlib, json, os, tempfile
 from pathlib import Path
-from .config import get_settings, ensure_dir, write_atomic, Settings
+from .config import get_settings, ensure_dir, write_atomic, file_sha256, Settings
 from .auditlog import canonical_json, sign_statement, verify_signature, load_trusted_keys, trusted_keys_path
 
 # %% auto #0
-__all__ = ['SigningError', 'file_sha256', 'key_path', 'public_b64', 'new_key', 'private_key', 'sign', 'trusted_keys',
-           'write_trusted_keys', 'signed_refusal', 'serving_refusal', 'Unapproved', 'verified_alias', 'parse_signed',
-           'serving_proof']
+__all__ = ['SigningError', 'key_path', 'public_b64', 'new_key', 'private_key', 'sign', 'trusted_keys', 'write_trusted_keys',
+           'signed_refusal', 'serving_refusal', 'Unapproved', 'verified_alias', 'parse_signed', 'serving_proof']
 
 # %% ../nbs/28_signing.ipynb #3a894263
 class SigningError(PermissionError):
     "A signing key that is missing or unsafe, or a signed statement that cannot be trusted"
-
-# %% ../nbs/28_signing.ipynb #bc5c8c76
-def file_sha256(
-    path, # the file to hash (read in 1 MiB blocks)
-) -> str:
-    "Hex sha256 of the bytes of `path`"
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
-    return h.hexdigest()
 
 # %% ../nbs/28_signing.ipynb #1f4b9522
 def key_path(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json, os, platform, subprocess, sys, time
 from importlib import metadata
 from pathlib import Path
-from .config import get_settings, ensure_dir, Settings
+from .config import get_settings, ensure_dir, file_sha256, Settings
 import parkml
 
 # %% auto #0
@@ -119,7 +119,6 @@ def local_onnx(mv, client=None, cfg=None) -> Path:
 def registry_sha256(mv, cfg=None) -> str:
     "sha256 of the ONNX graph model version `mv` holds in the artifact store now (downloaded afresh)"
     import mlflow, tempfile
-    from parkml.signing import file_sha256
     uri = mv.tags.get('parkml.onnx_uri')
     if not uri: raise RegistryError(f"version {mv.version} of {mv.name} has no ONNX graph (tag parkml.onnx_uri)")
     quiet = os.environ.get('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR')

@@ -15,9 +15,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from .config import get_settings, ensure_dir
 from .data import ImageSet, data_version, read_imageset, assign_splits, split_summary, load_images, CLASSES
-from .model import (compute_embeddings, fit_head, fit_projection, predict_from_embeddings, OnnxModel, BACKBONE_ID,
-                          WEIGHTS_SHA256, PROJ_DIM)
-from .network import build_parknet, export_onnx, check_agreement, cached_torch_embeddings
+from .model import fit_head, fit_projection, predict_from_embeddings, OnnxModel, BACKBONE_ID, WEIGHTS_SHA256, PROJ_DIM
+from .network import build_parknet, export_onnx, check_agreement, cached_torch_embeddings, compute_embeddings
 from .tracking import mlflow_client, lineage_tags, package_versions
 from .evaluate import classification_metrics, confusion_figure, reliability_figure, bootstrap_ci
 
