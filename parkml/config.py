@@ -17,11 +17,13 @@ __all__ = ['ENV_PREFIX', 'PATH_KEYS', 'SettingsError', 'find_settings', 'parse_v
 class SettingsError(ValueError):
     "A setting is missing or has a value of the wrong kind; the message names the key and where it came from."
 
+# %% ../nbs/00_config.ipynb #f6453231
 ENV_PREFIX = 'PARKML_'
 PATH_KEYS = {'data', 'runs', 'cache', 'artifact_root', 'frames_dir'}
 
 def find_settings(start=None) -> Path:
-    "Locate `settings.ini`: `$PARKML_SETTINGS`, else `start` (or cwd) and its parents, else the project holding the package"
+    """Locate `settings.ini`: `$PARKML_SETTINGS`, else `start` (or cwd) and its parents, else the project holding
+    the package"""
     if env := os.environ.get(ENV_PREFIX + 'SETTINGS'):
         p = Path(env).expanduser()
         if not p.is_file(): raise SettingsError(f"PARKML_SETTINGS points at {p}, which is not a file")
@@ -44,6 +46,7 @@ def parse_value(text: str):
     if re.fullmatch(r'[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?', t): return float(t)
     return t
 
+# %% ../nbs/00_config.ipynb #15cff41e
 def _same_kind(default, value) -> bool:
     if isinstance(default, bool): return isinstance(value, bool)
     if isinstance(default, int): return isinstance(value, int) and not isinstance(value, bool)
@@ -98,8 +101,12 @@ class Settings:
     def as_dict(self) -> dict: return {k: (str(v) if isinstance(v, Path) else v) for k, v in self._vals.items()}
     def __repr__(self): return f"Settings({self.path}, {len(self._vals)} keys)"
 
-def _stamp(p: Path): st = p.stat(); return st.st_mtime_ns, st.st_size
+# %% ../nbs/00_config.ipynb #176a6a56
+def _stamp(p: Path):
+    st = p.stat()
+    return st.st_mtime_ns, st.st_size
 
+# %% ../nbs/00_config.ipynb #79b9dd7f
 _LOADED = {}  # (cwd, PARKML_* variables) -> (Settings, (mtime, size) of its file)
 
 def get_settings(**environ) -> Settings:
@@ -119,8 +126,11 @@ def get_settings(**environ) -> Settings:
 # %% ../nbs/00_config.ipynb #26b0af66
 def ensure_dir(p) -> Path:
     "Create folder `p` (and parents) if needed and return it as a `Path`"
-    p = Path(p); p.mkdir(parents=True, exist_ok=True); return p
+    p = Path(p)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
 
+# %% ../nbs/00_config.ipynb #d9430005
 def data_dir(cfg: Settings = None) -> Path:
     "The configured image folder, with a clear error when it is not there"
     cfg = cfg or get_settings()
@@ -181,6 +191,7 @@ def store_opener(uri: str, schemes: dict, what: str):
                                   f"supported: {', '.join(s + '://' for s in schemes)} (e.g. sqlite:///abs/path.db)")
     return schemes[scheme]
 
+# %% ../nbs/00_config.ipynb #0e3fb478
 def sqlite_file(uri: str, what: str) -> Path:
     "The file named by a `sqlite:///` URI; an empty or in-memory path is refused, since `what` must outlive the process"
     path = uri[len('sqlite://'):]

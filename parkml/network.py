@@ -69,6 +69,7 @@ class _EmbedOnly(nn.Module):
         self.net = net
     def forward(self, x): return self.net.embed(x)
 
+# %% ../nbs/07_network.ipynb #c0fb1374
 def export_onnx(net: ParkNet, path, size: int = None, embed_only: bool = False) -> Path:
     "Export `net` (or only its embedding part) to ONNX with a dynamic batch dimension"
     size = size or get_settings().image_size

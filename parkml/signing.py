@@ -28,6 +28,7 @@ def key_path(
     cfg = cfg or get_settings()
     return Path(str(cfg.keys_dir)).expanduser()/f"{name}.pem"
 
+# %% ../nbs/28_signing.ipynb #09ce564c
 def public_b64(key) -> str:
     "The raw 32-byte public key of an Ed25519 private or public key, as base64"
     from cryptography.hazmat.primitives import serialization as ser
@@ -80,6 +81,7 @@ def trusted_keys(cfg: Settings = None) -> dict:
     try: return load_trusted_keys(trusted_keys_path(cfg)) or {}
     except ValueError as e: raise SigningError(str(e)) from None
 
+# %% ../nbs/28_signing.ipynb #c5718e43
 def write_trusted_keys(
     keys: dict, # name -> {'role', 'public_key'}
     cfg: Settings = None,
@@ -131,11 +133,13 @@ def serving_refusal(
 class Unapproved(SigningError):
     "A version the edge must not serve: its approval, its release or its bytes do not verify"
 
+# %% ../nbs/28_signing.ipynb #5fdbace0
 def verified_alias(alias: str, cfg: Settings = None) -> bool:
     "Is `alias` served only with signed proofs (setting `verified_aliases`)?"
     cfg = cfg or get_settings()
     return alias in [a.strip() for a in str(cfg.verified_aliases).split(',') if a.strip()]
 
+# %% ../nbs/28_signing.ipynb #90c24b70
 def parse_signed(text) -> dict | None:
     "A signed statement from a tag's JSON text (None when absent or not one)"
     try: d = json.loads(text) if text else None

@@ -23,9 +23,11 @@ __all__ = ['SIGNING_ROLES', 'UserError', 'AuthError', 'users_path', 'load_users'
 class UserError(ValueError):
     "A bad user name, role or password, or a broken users file"
 
+# %% ../nbs/42_users.ipynb #0301bea6
 class AuthError(PermissionError):
     "Credentials that are missing or wrong, or a name that is locked out"
 
+# %% ../nbs/42_users.ipynb #3afd4519
 def users_path(cfg: Settings = None) -> Path:
     "Where the users file lives (setting `users_file`)"
     return Path(str((cfg or get_settings()).users_file)).expanduser()
@@ -42,6 +44,7 @@ def load_users(path=None) -> dict:
         raise UserError(f"users file {p} lacks credentials.usernames: make users with `parkml users add`")
     return d
 
+# %% ../nbs/42_users.ipynb #e327c37f
 def save_users(d: dict, path=None) -> Path:
     "Write the users file atomically, readable by its owner only"
     return write_atomic(Path(path) if path else users_path(), yaml.safe_dump(d, sort_keys=True), 0o600)
@@ -52,6 +55,7 @@ def hash_password(password: str, cfg: Settings = None) -> str:
     import bcrypt
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(int((cfg or get_settings()).password_rounds))).decode()
 
+# %% ../nbs/42_users.ipynb #99c87fb4
 def password_matches(password: str, hashed: str) -> bool:
     "Does `password` match the bcrypt hash `hashed`?"
     import bcrypt
@@ -67,6 +71,7 @@ def sync_trusted_keys(d: dict, cfg: Settings = None) -> Path:
             if u.get('public_key') and u['roles'][0] in SIGNING_ROLES}
     return write_trusted_keys(keys, cfg)
 
+# %% ../nbs/42_users.ipynb #40784b25
 def check_new_user(name: str, role: str, password: str) -> str:
     "`name`, stripped, if name, role and password are acceptable; else `UserError` saying why"
     name = (name or '').strip()
@@ -86,6 +91,7 @@ def admin_refusal(d: dict, role: str, by: Actor = None) -> str | None:
     if by.role != 'owner': return f"{by.name} has role {by.role!r}; only an owner adds or changes users"
     return None
 
+# %% ../nbs/42_users.ipynb #1d4d1bb7
 def add_user(
     name: str, # 1-64 letters, digits, '-', '_' or '.'
     role: str, # qa, owner or viewer
@@ -117,6 +123,7 @@ def add_user(
 # %% ../nbs/42_users.ipynb #4108e7e4
 def token_hash(token: str) -> str: return hashlib.sha256(token.encode()).hexdigest()
 
+# %% ../nbs/42_users.ipynb #7ca935f3
 def new_token(
     name: str, # the user the token proves
     label: str = '', # what it is for (shown by `parkml users list`)
@@ -137,12 +144,14 @@ def new_token(
 # %% ../nbs/42_users.ipynb #5ac56ac4
 def failures_path(path) -> Path: return Path(path).with_name(Path(path).name + '.failures.json')
 
+# %% ../nbs/42_users.ipynb #9b1b4fff
 def locked_for(name: str, path, now: float = None) -> float:
     "Seconds `name` is still locked out (0: not locked)"
     p = failures_path(path)
     f = json.loads(p.read_text()).get(name, {}) if p.is_file() else {}
     return max(0.0, float(f.get('locked_until', 0)) - (time.time() if now is None else now))
 
+# %% ../nbs/42_users.ipynb #7ebb4169
 def note_attempt(name: str, ok: bool, path, cfg: Settings = None) -> None:
     "Count a failed attempt of `name` (locking it after `lockout_after`), or clear the count after a success"
     cfg, p = cfg or get_settings(), failures_path(path)
@@ -162,6 +171,7 @@ def credential_ok(u: dict, password: str = None, token: str = None) -> bool:
                    if not t.get('expires') or t['expires'] > time.time())
     return password_matches(password, u.get('password', ''))
 
+# %% ../nbs/42_users.ipynb #7d784798
 def ask_password(name: str) -> str | None:
     "The password of `name`, asked in a terminal (None when there is none)"
     return getpass.getpass(f"password of {name}: ") if sys.stdin.isatty() else None
@@ -210,6 +220,7 @@ def rekey(name: str, by: Actor, path=None, cfg: Settings = None) -> str:
     sync_trusted_keys(d, cfg)
     return u['public_key']
 
+# %% ../nbs/42_users.ipynb #c7d8f42a
 def list_users(path=None) -> list[dict]:
     "Name, role, whether simulated and how many tokens, of every user (no hashes)"
     return [dict(name=k, role=u['roles'][0], email=u.get('email'), simulated=bool(u.get('simulated')),

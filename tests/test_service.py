@@ -144,7 +144,7 @@ def metric(text: str, name: str, /, **labels) -> float:
 def test_predict_answers_after_logging_prediction_and_frame(server, http, store, photos, registry):
     from parkml.config import get_settings
     from parkml.model import OnnxModel
-    from parkml.service import analyse_frame
+    from parkml.pipeline import analyse_frame
     from parkml.tracking import resolve_version, local_onnx
     answers = []
     for i, (data, label) in enumerate(photos):
