@@ -34,7 +34,11 @@ def KV(d: dict) -> tuple: return ('kv', {str(k): v for k, v in d.items()})
 def T(df: pd.DataFrame, empty: str = 'none') -> tuple: return ('table', df, empty)
 
 # %% ../nbs/41_audit.ipynb #07acf629
-def F(name: str, png: bytes, caption: str = '') -> tuple: return ('img', name, png, caption)
+def F(
+    name: str, # file name
+    png: bytes, # PNG bytes
+    caption: str = '', # what it shows
+) -> tuple: return ('img', name, png, caption)
 
 # %% ../nbs/41_audit.ipynb #fd7ea955
 def _fmt(v) -> str:
@@ -47,7 +51,11 @@ def _fmt(v) -> str:
 def _md_cell(v) -> str: return _fmt(v).replace('|', '\\|').replace('\n', ' ')
 
 # %% ../nbs/41_audit.ipynb #3fe7d2e6
-def render_markdown(title: str, sections: list, img_dir: str = 'plots') -> tuple[str, dict]:
+def render_markdown(
+    title: str, # the title
+    sections: list, # (heading, blocks) pairs
+    img_dir: str = 'plots', # where the figures are written
+) -> tuple[str, dict]:
     "Markdown of `sections` and the PNG files it refers to ({relative path: bytes})"
     out, files = [f"# {title}", ''], {}
     for head, blocks in sections:
@@ -140,7 +148,11 @@ def _pngs(client, run_id: str, tmp: Path, under: str = 'plots') -> dict:
     return out
 
 # %% ../nbs/41_audit.ipynb #476ebf31
-def staging_summary(client, run_id: str, tmp: Path) -> tuple[str | None, dict | None]:
+def staging_summary(
+    client, # an MLflow client (default: one for the settings)
+    run_id: str, # the staging run
+    tmp: Path, # a scratch folder for downloads
+) -> tuple[str | None, dict | None]:
     "The staging run's summary JSON (its path and content), or (None, None)"
     for f in sorted(_walk(client, run_id), key=lambda f: ('summary' not in f.split('/')[-1], f.count('/'), f)):
         if f.endswith('.json') and 'summary' in f.split('/')[-1]:
@@ -217,7 +229,8 @@ def model_card(d: dict) -> list:
     rob = (st.get('summary') or {}).get('robustness')
     blocks.append(P('Robustness under camera conditions (from the staging run):'))
     unmeasured = 'the staging summary has no robustness table' if st.get('run_id') else 'not staged'
-    blocks.append(T(pd.DataFrame(rob) if isinstance(rob, list) else pd.DataFrame(rob or {}), 'not measured: ' + unmeasured))
+    rob_table = pd.DataFrame(rob) if isinstance(rob, list) else pd.DataFrame(rob or {})
+    blocks.append(T(rob_table, 'not measured: ' + unmeasured))
     blocks += [F(f"training-{k}", v, f"training run: {k}") for k, v in d['train_pngs'].items()]
     blocks += [P('Known limits:')] + [P('- ' + x) for x in KNOWN_LIMITS]
     return blocks
@@ -327,7 +340,11 @@ def _traffic_figure(by_day: pd.DataFrame) -> bytes:
     return _png(fig)
 
 # %% ../nbs/41_audit.ipynb #872ca024
-def production_since(version: str, since: float | None, cfg: Settings) -> dict:
+def production_since(
+    version: str, # the registered model version
+    since: float | None, # epoch seconds (None: not released)
+    cfg: Settings, # the settings (default: the current ones)
+) -> dict:
     "Traffic, labelled accuracy, alerts and actions of `version` from `since` (epoch s) on"
     out = dict(since=None if since is None else pd.Timestamp(since, unit='s', tz='UTC').isoformat(timespec='seconds'),
                n=0, rejected=0,
@@ -365,7 +382,12 @@ def production_since(version: str, since: float | None, cfg: Settings) -> dict:
     return out
 
 # %% ../nbs/41_audit.ipynb #312ad39d
-def collect_audit(version, cfg: Settings = None, client=None, tmp: Path = None) -> dict:
+def collect_audit(
+    version, # the registered model version
+    cfg: Settings = None, # the settings (default: the current ones)
+    client=None, # an MLflow client (default: one for the settings)
+    tmp: Path = None, # a scratch folder for downloads
+) -> dict:
     "Every fact the audit report of `version` (number or alias) shows, read from MLflow and the stores"
     from parkml.daily import daily_runs, run_link
     cfg = cfg or get_settings()
@@ -415,7 +437,12 @@ def audit_sections(d: dict) -> list:
     return [(name, fn(d)) for name, fn in SECTIONS.items()]
 
 # %% ../nbs/41_audit.ipynb #f127967c
-def audit_report(version, out_dir=None, log: bool = True, cfg: Settings = None) -> dict:
+def audit_report(
+    version, # the registered model version
+    out_dir=None, # where the report is written
+    log: bool = True, # attach it to an MLflow run
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> dict:
     "Write the audit report of `version` as HTML and Markdown, log it to MLflow; return paths and run id"
     import mlflow
     cfg = cfg or get_settings()

@@ -54,7 +54,11 @@ def _smooth_field(h: int, w: int, rng: np.random.Generator, cells: int = 4) -> n
     return cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
 
 # %% ../nbs/02_cctv.ipynb #11597aad
-def night(img: Image.Image, severity: float, rng: np.random.Generator) -> Image.Image:
+def night(
+    img: Image.Image, # a PIL image
+    severity: float, # 0 (unchanged), 1-3 (the standard levels) or in between
+    rng: np.random.Generator, # the random generator
+) -> Image.Image:
     "Dark, low-contrast, noisy, slightly blue-green frame"
     p = {k: level(severity, v) for k, v in LEVELS['night'].items()}
     z = _noise_field((img.height, img.width, 3), rng)
@@ -67,7 +71,11 @@ def night(img: Image.Image, severity: float, rng: np.random.Generator) -> Image.
     return _to_image(x + (p['read_noise'] + p['shot_noise'] * np.sqrt(x)) * z)
 
 # %% ../nbs/02_cctv.ipynb #87444822
-def fog(img: Image.Image, severity: float, rng: np.random.Generator) -> Image.Image:
+def fog(
+    img: Image.Image, # a PIL image
+    severity: float, # 0 (unchanged), 1-3 (the standard levels) or in between
+    rng: np.random.Generator, # the random generator
+) -> Image.Image:
     "Blend toward a bright grey haze, denser at the top and slightly patchy"
     h, w = img.height, img.width
     haze = rng.uniform(0.8, 0.9) * np.array([0.98, 1.0, 1.02], np.float32)
@@ -92,13 +100,21 @@ def line_kernel(length: float, angle: float) -> np.ndarray:
     return k / k.sum()
 
 # %% ../nbs/02_cctv.ipynb #1e1949e8
-def motion_blur(img: Image.Image, severity: float, rng: np.random.Generator) -> Image.Image:
+def motion_blur(
+    img: Image.Image, # a PIL image
+    severity: float, # 0 (unchanged), 1-3 (the standard levels) or in between
+    rng: np.random.Generator, # the random generator
+) -> Image.Image:
     "Linear motion blur, longer with severity, at an angle from `rng`"
     k = line_kernel(level(severity, LEVELS['motion_blur']['length']), rng.uniform(0, math.pi))
     return Image.fromarray(cv2.filter2D(np.asarray(img), -1, k, borderType=cv2.BORDER_REFLECT_101), 'RGB')
 
 # %% ../nbs/02_cctv.ipynb #608c04bd
-def noise(img: Image.Image, severity: float, rng: np.random.Generator) -> Image.Image:
+def noise(
+    img: Image.Image, # a PIL image
+    severity: float, # 0 (unchanged), 1-3 (the standard levels) or in between
+    rng: np.random.Generator, # the random generator
+) -> Image.Image:
     "Gaussian sensor noise plus salt-and-pepper pixels"
     h, w = img.height, img.width
     z, u, salt = _noise_field((h, w, 3), rng), rng.random((h, w)), rng.random((h, w)) < 0.5
@@ -108,7 +124,11 @@ def noise(img: Image.Image, severity: float, rng: np.random.Generator) -> Image.
     return _to_image(x)
 
 # %% ../nbs/02_cctv.ipynb #43a005c3
-def jpeg(img: Image.Image, severity: float, rng: np.random.Generator) -> Image.Image:
+def jpeg(
+    img: Image.Image, # a PIL image
+    severity: float, # 0 (unchanged), 1-3 (the standard levels) or in between
+    rng: np.random.Generator, # the random generator
+) -> Image.Image:
     "Downscale, JPEG re-encode at a low quality and upscale back"
     quality = int(np.clip(round(level(severity, LEVELS['jpeg']['quality'])), 1, 95))
     scale = max(level(severity, LEVELS['jpeg']['scale']), 0.1)
@@ -129,7 +149,12 @@ def _span(centre: float, size: int, total: int) -> slice:
     return slice(start, start + size)
 
 # %% ../nbs/02_cctv.ipynb #981079a3
-def occlusion_boxes(width: int, height: int, share: float, rng: np.random.Generator) -> list:
+def occlusion_boxes(
+    width: int, # image width
+    height: int, # image height
+    share: float, # share of the image to cover
+    rng: np.random.Generator, # the random generator
+) -> list:
     "Boxes `(rows, cols)` as slices covering about `share` of a `width` x `height` frame, kind and anchor from `rng`"
     kind, (a, b, c) = OCCLUDERS[rng.integers(len(OCCLUDERS))], rng.random(3)
     share = min(share, 0.9)
@@ -148,7 +173,11 @@ def occlusion_boxes(width: int, height: int, share: float, rng: np.random.Genera
     return [(rows, cols)]
 
 # %% ../nbs/02_cctv.ipynb #10b90d62
-def occlusion(img: Image.Image, severity: float, rng: np.random.Generator) -> Image.Image:
+def occlusion(
+    img: Image.Image, # a PIL image
+    severity: float, # 0 (unchanged), 1-3 (the standard levels) or in between
+    rng: np.random.Generator, # the random generator
+) -> Image.Image:
     "Cover a growing share of the frame with a dark, slightly textured object placed from `rng`"
     h, w = img.height, img.width
     boxes = occlusion_boxes(w, h, level(severity, LEVELS['occlusion']['share']), rng)
@@ -162,7 +191,12 @@ def occlusion(img: Image.Image, severity: float, rng: np.random.Generator) -> Im
 CONDITIONS = {'night': night, 'fog': fog, 'motion_blur': motion_blur, 'noise': noise, 'jpeg': jpeg,
               'occlusion': occlusion}
 
-def apply_condition(img: Image.Image, name: str, severity: float = 1.0, seed: int = 0) -> Image.Image:
+def apply_condition(
+    img: Image.Image, # a PIL image
+    name: str, # one of `CONDITIONS`
+    severity: float = 1.0, # 0 (unchanged), 1-3 (the standard levels) or in between
+    seed: int = 0, # random seed of the condition
+) -> Image.Image:
     "Apply condition `name` at `severity` (0 = unchanged, 1/2/3 standard levels, floats interpolate) with `seed`"
     if name not in CONDITIONS:
         raise ValueError(f"unknown condition {name!r}: choose one of {', '.join(CONDITIONS)}")
@@ -183,7 +217,11 @@ def condition_strength(original: Image.Image, transformed: Image.Image) -> float
     return float(np.abs(a - b).mean() / 255)
 
 # %% ../nbs/02_cctv.ipynb #aae38681
-def show_conditions(img: Image.Image, seed: int = 0, severities=(0, *SEVERITIES)):
+def show_conditions(
+    img: Image.Image, # a PIL image
+    seed: int = 0, # random seed of the conditions
+    severities=(0, *SEVERITIES), # the severities shown, one column each
+):
     "Grid of `img` under every condition (rows) at each of `severities` (columns); returns the matplotlib Figure"
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(len(CONDITIONS), len(severities), figsize=(1.8 * len(severities), 1.8 * len(CONDITIONS)),

@@ -183,7 +183,11 @@ def iso_utc(
     return datetime.fromtimestamp(float(t), timezone.utc).isoformat(timespec=timespec)
 
 # %% ../nbs/00_config.ipynb #3b1b36ef
-def store_opener(uri: str, schemes: dict, what: str):
+def store_opener(
+    uri: str, # the store URI
+    schemes: dict, # scheme -> opener
+    what: str, # what the store is, for the error message
+):
     "The opener registered in `schemes` for the scheme of `uri`, or a clear error naming the `what` store"
     scheme = uri.split('://', 1)[0] if '://' in uri else ''
     if scheme not in schemes:

@@ -68,7 +68,11 @@ def preprocess(img: Image.Image, size: int = None) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 # %% ../nbs/01_data.ipynb #b97ad87c
-def image_features(x: np.ndarray, width: int = None, height: int = None) -> dict:
+def image_features(
+    x: np.ndarray, # a uint8 image (H, W, 3) as the network sees it
+    width: int = None, # the original width
+    height: int = None, # the original height
+) -> dict:
     "Integrity features of a preprocessed uint8 image: size, brightness, contrast, sharpness (all floats)"
     g = x[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.
     lap = g[1:-1, 1:-1] * 4 - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
@@ -81,7 +85,12 @@ def _sha256(p) -> str: return hashlib.sha256(Path(p).read_bytes()).hexdigest()
 # %% ../nbs/01_data.ipynb #b2136846
 class ImageSet:
     "A labelled image set: `df` has path (absolute), relpath, label, y, sha and the manifest's extra columns"
-    def __init__(self, df: pd.DataFrame, root: Path, skipped: list = None):
+    def __init__(
+        self,
+        df: pd.DataFrame, # the image table
+        root: Path, # the folder the relative paths start from
+        skipped: list = None, # files left out, with the reason
+    ):
         self.df, self.root, self.skipped = df.reset_index(drop=True), Path(root), list(skipped or [])
     def __len__(self): return len(self.df)
     def __repr__(self):
@@ -98,7 +107,11 @@ def _problem(skip: bool, skipped: list, path, reason: str):
     skipped.append(dict(path=str(path), reason=reason))
 
 # %% ../nbs/01_data.ipynb #f6ec0c21
-def read_imageset(folder=None, skip_bad: bool = None, check_decode: bool = False) -> ImageSet:
+def read_imageset(
+    folder=None, # a manifest or folder-per-class image set (default: setting data)
+    skip_bad: bool = None, # skip unreadable files instead of failing (default: setting skip_bad_images)
+    check_decode: bool = False, # also decode every image
+) -> ImageSet:
     "Read a manifest or folder-per-class image set; `check_decode` also decodes every image"
     cfg = get_settings()
     root = Path(folder) if folder else data_dir(cfg)
@@ -149,8 +162,12 @@ def _unit(sha: str, seed: int, salt: str) -> float:
     return int(hashlib.sha256(f"{seed}:{salt}:{sha}".encode()).hexdigest()[:12], 16) / 16**12
 
 # %% ../nbs/01_data.ipynb #e337e4d5
-def assign_splits(ds: ImageSet, val_fraction: float = None, staging_fraction: float = None,
-                  seed: int = None) -> ImageSet:
+def assign_splits(
+    ds: ImageSet, # the image set
+    val_fraction: float = None, # share of train held out for validation (default: setting)
+    staging_fraction: float = None, # share of test kept for staging (default: setting)
+    seed: int = None, # split seed (default: setting split_seed)
+) -> ImageSet:
     "Add a `subset` column (train/val/stage/holdout); the manifest `split` column is kept when present"
     cfg = get_settings()
     vf = cfg.val_fraction if val_fraction is None else val_fraction
@@ -169,7 +186,12 @@ def split_summary(ds: ImageSet) -> pd.DataFrame:
     return ds.df.groupby(['subset', 'label']).size().unstack(fill_value=0)
 
 # %% ../nbs/01_data.ipynb #b7caf32e
-def load_images(paths, size: int = None, skip_bad: bool = False, progress: bool = False):
+def load_images(
+    paths, # image files
+    size: int = None, # side of the square network input (default: setting image_size)
+    skip_bad: bool = False, # skip unreadable files instead of failing
+    progress: bool = False, # show a progress bar
+):
     "Decode and preprocess `paths` -> (uint8 array (n,size,size,3), features DataFrame, list of (path, reason))"
     size = size or get_settings().image_size
     xs, feats, bad = [], [], []

@@ -60,7 +60,11 @@ def _bin_stats(y: np.ndarray, p: np.ndarray, n_bins: int):
     with np.errstate(invalid='ignore'): return n, np.bincount(b, p, n_bins)/n, np.bincount(b, y, n_bins)/n
 
 # %% ../nbs/05_evaluate.ipynb #a75ffb50
-def calibration_bins(y_true, p_dog, n_bins=10) -> pd.DataFrame:
+def calibration_bins(
+    y_true, # true labels (0 cat, 1 dog)
+    p_dog, # probabilities of dog
+    n_bins=10, # number of probability bins
+) -> pd.DataFrame:
     "Per equal-width bin of P(dog): edges, count `n`, mean predicted P(dog) and observed dog rate (NaN when empty)"
     n, p_mean, dog_rate = _bin_stats(*_check(y_true, p_dog), n_bins)
     edges = np.linspace(0, 1, n_bins + 1)
@@ -68,7 +72,11 @@ def calibration_bins(y_true, p_dog, n_bins=10) -> pd.DataFrame:
                          'dog_rate': dog_rate}).rename_axis('bin')
 
 # %% ../nbs/05_evaluate.ipynb #bad34534
-def expected_calibration_error(y_true, p_dog, n_bins=10) -> float:
+def expected_calibration_error(
+    y_true, # true labels (0 cat, 1 dog)
+    p_dog, # probabilities of dog
+    n_bins=10, # number of probability bins
+) -> float:
     "Share-weighted mean gap between predicted P(dog) and observed dog rate over equal-width bins"
     n, p_mean, dog_rate = _bin_stats(*_check(y_true, p_dog), n_bins)
     return float(np.nansum(n*np.abs(p_mean - dog_rate))/n.sum())
@@ -77,7 +85,11 @@ def expected_calibration_error(y_true, p_dog, n_bins=10) -> float:
 METRIC_KEYS = ('accuracy', 'precision_cat', 'recall_cat', 'f1_cat', 'precision_dog', 'recall_dog', 'f1_dog',
                'precision_macro', 'recall_macro', 'f1_macro', 'recall_gap', 'log_loss', 'brier', 'ece', 'n')
 
-def classification_metrics(y_true, p_dog, threshold=0.5) -> dict:
+def classification_metrics(
+    y_true, # true labels (0 cat, 1 dog)
+    p_dog, # probabilities of dog
+    threshold=0.5, # P(dog) from which the answer is dog
+) -> dict:
     "Flat dict of float metrics (keys `METRIC_KEYS`) for labels `y_true` and probabilities of dog `p_dog`"
     y, p = _check(y_true, p_dog)
     yp = (p >= threshold).astype(int)
@@ -91,8 +103,15 @@ def classification_metrics(y_true, p_dog, threshold=0.5) -> dict:
     return {k: float(m[k]) for k in METRIC_KEYS}
 
 # %% ../nbs/05_evaluate.ipynb #92450d56
-def bootstrap_ci(y_true, p_dog, metric='accuracy', n_boot=1000, alpha=0.05, seed=0,
-                 threshold=0.5) -> tuple[float, float]:
+def bootstrap_ci(
+    y_true, # true labels (0 cat, 1 dog)
+    p_dog, # probabilities of dog
+    metric='accuracy', # a metric name or fn(y, p)
+    n_boot=1000, # bootstrap resamples
+    alpha=0.05, # one minus the interval's confidence
+    seed=0, # random seed
+    threshold=0.5, # P(dog) from which the answer is dog
+) -> tuple[float, float]:
     "Percentile bootstrap `(lo, hi)` at level 1-`alpha` for a `classification_metrics` key or a callable `f(y, p)`"
     y, p = _check(y_true, p_dog)
     if callable(metric): fn = metric
@@ -106,7 +125,11 @@ def bootstrap_ci(y_true, p_dog, metric='accuracy', n_boot=1000, alpha=0.05, seed
     return float(lo), float(hi)
 
 # %% ../nbs/05_evaluate.ipynb #f67b215e
-def wilson_ci(k: int, n: int, alpha=0.05) -> tuple[float, float]:
+def wilson_ci(
+    k: int, # successes
+    n: int, # trials
+    alpha=0.05, # one minus the interval's confidence
+) -> tuple[float, float]:
     "Wilson score interval `(lo, hi)` for `k` successes out of `n`; (0, 1) when `n` is 0"
     if not (int(k) == k and int(n) == n and 0 <= k <= n):
         raise ValueError(f"need integers 0 <= k <= n, got k={k}, n={n}")
@@ -125,7 +148,12 @@ class ReportFigure(Figure):
         return buf.getvalue()
 
 # %% ../nbs/05_evaluate.ipynb #6f76b066
-def confusion_figure(y_true, p_dog, threshold=0.5, title=None) -> Figure:
+def confusion_figure(
+    y_true, # true labels (0 cat, 1 dog)
+    p_dog, # probabilities of dog
+    threshold=0.5, # P(dog) from which the answer is dog
+    title=None, # the title
+) -> Figure:
     "Confusion matrix as counts and as shares of each true class"
     y, p = _check(y_true, p_dog)
     yp = (p >= threshold).astype(int)
@@ -140,7 +168,11 @@ def confusion_figure(y_true, p_dog, threshold=0.5, title=None) -> Figure:
     return fig
 
 # %% ../nbs/05_evaluate.ipynb #2e79bfd7
-def reliability_figure(y_true, p_dog, n_bins=10) -> Figure:
+def reliability_figure(
+    y_true, # true labels (0 cat, 1 dog)
+    p_dog, # probabilities of dog
+    n_bins=10, # number of probability bins
+) -> Figure:
     "Reliability diagram (observed dog rate against mean P(dog) per bin) above a histogram of P(dog)"
     t = calibration_bins(y_true, p_dog, n_bins)
     fig = ReportFigure(figsize=(5, 5.5), layout='constrained')
@@ -156,7 +188,11 @@ def reliability_figure(y_true, p_dog, n_bins=10) -> Figure:
     return fig
 
 # %% ../nbs/05_evaluate.ipynb #ba75f748
-def robustness_table(results: dict, clean, threshold=0.5) -> pd.DataFrame:
+def robustness_table(
+    results: dict, # condition -> severity -> scores under that condition
+    clean, # scores on the clean images
+    threshold=0.5, # P(dog) from which the answer is dog
+) -> pd.DataFrame:
     "Rows per (condition, severity) with accuracy, macro F1, class recalls and drops from `clean` in points"
     if not results: raise ValueError("results is empty: give {(condition, severity): (y_true, p_dog)}")
     c = classification_metrics(*clean, threshold=threshold)
@@ -197,7 +233,11 @@ def _group_labels(values, n: int, name: str) -> pd.Series:
     return s.where(s.notna(), 'unknown').astype(str)
 
 # %% ../nbs/05_evaluate.ipynb #62405522
-def fairness_frame(y_true, y_pred, groups) -> dict[str, MetricFrame]:
+def fairness_frame(
+    y_true, # true labels (0 cat, 1 dog)
+    y_pred, # predicted labels
+    groups, # group of each image
+) -> dict[str, MetricFrame]:
     "One fairlearn `MetricFrame` of `FAIRNESS_METRICS` per grouping in `groups` (dict of arrays or DataFrame)"
     y, yp = _pair(y_true, y_pred)
     if not isinstance(groups, (dict, pd.DataFrame)) or len(groups.keys()) == 0:
@@ -262,7 +302,12 @@ def fairness_figure(table: pd.DataFrame) -> Figure:
     return fig
 
 # %% ../nbs/05_evaluate.ipynb #64b0a793
-def worst_errors(y_true, p_dog, k=8, threshold=0.5) -> np.ndarray:
+def worst_errors(
+    y_true, # true labels (0 cat, 1 dog)
+    p_dog, # probabilities of dog
+    k=8, # how many
+    threshold=0.5, # P(dog) from which the answer is dog
+) -> np.ndarray:
     "Indices of up to `k` misclassified images, most confidently wrong first"
     y, p = _check(y_true, p_dog)
     wrong = np.flatnonzero((p >= threshold).astype(int) != y)
@@ -301,7 +346,14 @@ def _colorbar(fig, axes, vmax):
     cb.set_ticks([-vmax, 0, vmax], labels=[f'towards {CLASSES[0]}', '0', f'towards {CLASSES[1]}'])
 
 # %% ../nbs/05_evaluate.ipynb #4e6f97bc
-def error_gallery(images, y_true, p_dog, idx, attributions=None, ncols=4) -> Figure:
+def error_gallery(
+    images, # PIL images or uint8 arrays
+    y_true, # true labels (0 cat, 1 dog)
+    p_dog, # probabilities of dog
+    idx, # which images to show
+    attributions=None, # SHAP maps, one per index
+    ncols=4, # images per row
+) -> Figure:
     """Images `idx` (PIL or uint8 HxWx3) with true label and P(dog), over their SHAP map if `attributions`
     (one per index)"""
     y, p = _check(y_true, p_dog)
@@ -319,7 +371,14 @@ def error_gallery(images, y_true, p_dog, idx, attributions=None, ncols=4) -> Fig
     return fig
 
 # %% ../nbs/05_evaluate.ipynb #a53387dc
-def shap_explain(predict_fn, images, max_evals=200, batch_size=50, seed=0, masker='blur(16,16)') -> np.ndarray:
+def shap_explain(
+    predict_fn, # uint8 images -> P(dog)
+    images, # uint8 images (N, H, W, 3)
+    max_evals=200, # model calls per image
+    batch_size=50, # images per model call
+    seed=0, # random seed
+    masker='blur(16,16)', # SHAP masker (default: a blur)
+) -> np.ndarray:
     "SHAP attribution of P(dog) per pixel, shape (N, H, W), for uint8 NHWC `images` and `predict_fn(images) -> P(dog)`"
     import shap  # heavy; only error analysis needs it
     x = np.asarray(images)
@@ -341,7 +400,12 @@ def shap_explain(predict_fn, images, max_evals=200, batch_size=50, seed=0, maske
     return out
 
 # %% ../nbs/05_evaluate.ipynb #40ffe2aa
-def shap_figure(images, attributions, titles=None, ncols=8) -> Figure:
+def shap_figure(
+    images, # the explained images
+    attributions, # their SHAP maps
+    titles=None, # one per image
+    ncols=8, # images per row
+) -> Figure:
     "Grid of images, each above its SHAP map on a shared red (dog) / blue (cat) scale"
     if len(images) != len(attributions) or len(images) == 0: raise ValueError("need one attribution map per image")
     titles = titles or [f'#{i}' for i in range(len(images))]

@@ -77,7 +77,6 @@ def check_proof(actor: Actor, action: str) -> None:
 class Refused(PermissionError):
     "The rules do not allow this action on this version; the message says why"
 
-# %% ../nbs/22_governance.ipynb #e0541d84
 # version tags where the staging run may put the reasons a version failed, first found wins
 FAILURE_TAGS = ('validation_reasons', 'validation_failures', 'validation_summary')
 
@@ -91,13 +90,17 @@ def _staged(version, tags) -> list[str]:
     if st in ('passed', 'failed') and tags.get('staging_run_id'): return []
     return [f"version {version} has no staging run yet (validation_status {st!r}): run `parkml stage {version}` first"]
 
-# %% ../nbs/22_governance.ipynb #5eff57ae
 def _failed(version, tags) -> str:
     why = failure_reasons(tags)
     return f"version {version} failed staging" + (f": {why}" if why else f" (staging run {tags.get('staging_run_id')})")
 
 # %% ../nbs/22_governance.ipynb #a25f3ade
-def decision_refusals(version, tags: dict, decision: str, note: str = '') -> list[str]:
+def decision_refusals(
+    version, # the registered model version
+    tags: dict, # the version's tags
+    decision: str, # approve or reject
+    note: str = '', # why, in the actor's words
+) -> list[str]:
     "Why QA may not record `decision` ('approved' or 'rejected') for a version with these tags (empty: allowed)"
     if decision not in ('approved', 'rejected'):
         raise ValueError(f"decision must be 'approved' or 'rejected', got {decision!r}")
@@ -108,7 +111,11 @@ def decision_refusals(version, tags: dict, decision: str, note: str = '') -> lis
     return out
 
 # %% ../nbs/22_governance.ipynb #87fe4677
-def release_refusals(version, tags: dict, champion=None) -> list[str]:
+def release_refusals(
+    version, # the registered model version
+    tags: dict, # the version's tags
+    champion=None, # the version serving now
+) -> list[str]:
     "Why `version` may not become champion: it must have passed staging and been approved by QA for that staging run"
     st, out = tags.get('validation_status') or 'pending', []
     if st == 'failed': out.append(_failed(version, tags))
@@ -127,7 +134,11 @@ def release_refusals(version, tags: dict, champion=None) -> list[str]:
     return out
 
 # %% ../nbs/22_governance.ipynb #7cdc1c48
-def bytes_refusals(version, tags: dict, onnx_sha256: str) -> list[str]:
+def bytes_refusals(
+    version, # the registered model version
+    tags: dict, # the version's tags
+    onnx_sha256: str, # sha256 of its ONNX bytes now
+) -> list[str]:
     "Why QA may not approve `version` with these ONNX bytes: staging must have tested exactly them (empty: it did)"
     tested = tags.get('staging_onnx_sha256')
     if not tested:
@@ -265,7 +276,6 @@ def _alias_statement(action, mv, cfg) -> tuple[dict, str | None]:
                      approval=hashlib.sha256(canonical_json(approval)).hexdigest() if approval else None)
     return statement, why
 
-# %% ../nbs/22_governance.ipynb #14a0c881
 def _recorded(al: dict, cfg) -> dict:
     "The aliases as the audit store's recorded moves leave them (a move made by hand in MLflow is not one of them)"
     return {**al, **aliases_at(time.time(), cfg=cfg)} if al else {}
@@ -300,7 +310,6 @@ def _plan_challenger(mv, actor, note, client, cfg):
     return Plan('alias_set', actor, cfg.model_name, v, note=note,
                 moves=[('challenger', _aliases(client, cfg.model_name).get('challenger'), v)])
 
-# %% ../nbs/22_governance.ipynb #bdd575ea
 def _plan_retrain(actor, note, alert_id, client, cfg):
     champ = _aliases(client, cfg.model_name).get('champion')
     return Plan('retrain_requested', actor, cfg.model_name, champ, note=note, extra={'alert_id': alert_id},
@@ -315,8 +324,8 @@ def plan_action(
     version=None, # a version number or alias (unused by rollback and retrain_requested)
     actor: Actor = None, # who acts (from `users.authenticate`)
     note: str = '', # why
-    alert_id: str = None, # the alert a retraining request answers
-    cfg: Settings = None,
+    alert_id: str = None, # the alert a retraining answers
+    cfg: Settings = None, # the settings (default: the current ones)
 ) -> Plan:
     "The `Plan` of `action` on `version` by `actor`: what will happen and the rules' refusals"
     roles_allowed(action)  # unknown actions are refused here
@@ -331,7 +340,13 @@ def plan_action(
     return _PLANNERS[action](mv, actor, note, client, cfg)
 
 # %% ../nbs/22_governance.ipynb #cd958334
-def explain_action(action: str, version=None, actor: Actor = None, note: str = '', cfg: Settings = None) -> str:
+def explain_action(
+    action: str, # approve, reject, release, rollback, alias_set or retrain_requested
+    version=None, # the registered model version
+    actor: Actor = None, # who acts (an `Actor`, as `users.authenticate` returns it)
+    note: str = '', # why, in the actor's words
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> str:
     "What `action` will do, and whether the rules and `actor`'s role allow it, before anything happens"
     return plan_action(action, version, actor, note, cfg=cfg).explain()
 
@@ -344,7 +359,6 @@ def _fit_json(items: list, limit: int = TAG_LIMIT) -> str:
     while items and len(dump(items)) > limit: items = items[1:]
     return dump(items)
 
-# %% ../nbs/22_governance.ipynb #ebb547b5
 def _move_entry(r: dict) -> dict:
     return {'time': iso_utc(r['ts'], 'seconds'), 'action': r['action'], 'alias': r['alias'], 'from': r['from_version'],
             'to': r['to_version'], 'by': r['actor'], 'role': r['role'], 'simulated': r['simulated'],
@@ -369,7 +383,12 @@ def check_plan(plan: Plan) -> Plan:
     return plan
 
 # %% ../nbs/22_governance.ipynb #c90e667f
-def sign_plan(plan: Plan, now: float, request: str, cfg: Settings = None) -> dict | None:
+def sign_plan(
+    plan: Plan, # the checked plan
+    now: float, # the time recorded
+    request: str, # the request id of the records
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> dict | None:
     "The plan's statement with who, when and the request, signed by the actor (None when the plan signs nothing)"
     if plan.statement is None: return None
     a = plan.actor
@@ -382,7 +401,13 @@ def sign_plan(plan: Plan, now: float, request: str, cfg: Settings = None) -> dic
 # %% ../nbs/22_governance.ipynb #44d16d53
 SIGNED_TAGS = {'approve': 'approval_signed', 'reject': 'approval_signed'}   # version tag of a signed decision
 
-def apply_plan(plan: Plan, signed: dict | None, recs: list[dict], now: float, client) -> None:
+def apply_plan(
+    plan: Plan, # the checked plan
+    signed: dict | None, # the actor's signed statement
+    recs: list[dict], # the intent records written
+    now: float, # the time recorded
+    client, # an MLflow client (default: one for the settings)
+) -> None:
     "The registry's part of `plan`: version tags, signed statements, alias moves and their MLflow record"
     old = client.get_model_version(plan.model, plan.version).tags if plan.tags else {}
     for k, v in plan.tags.items():
@@ -399,7 +424,12 @@ def apply_plan(plan: Plan, signed: dict | None, recs: list[dict], now: float, cl
     if plan.moves: _tag_moves(client, plan.model, recs)
 
 # %% ../nbs/22_governance.ipynb #a5f881b7
-def intent_records(plan: Plan, signed: dict | None, now: float, request: str) -> list[dict]:
+def intent_records(
+    plan: Plan, # the checked plan
+    signed: dict | None, # the actor's signed statement
+    now: float, # the time recorded
+    request: str, # the request id shared by the records
+) -> list[dict]:
     "The audit records of what `plan` is about to do"
     base = dict(ts=now, actor=plan.actor.name, role=plan.actor.role, action=plan.action, model=plan.model,
                 version=plan.version, note=plan.note or None, staging_run_id=plan.staging_run_id,
@@ -411,7 +441,11 @@ def intent_records(plan: Plan, signed: dict | None, now: float, request: str) ->
     return recs
 
 # %% ../nbs/22_governance.ipynb #4da0f73f
-def outcome_record(plan: Plan, request: str, error: BaseException = None) -> dict:
+def outcome_record(
+    plan: Plan, # the plan carried out
+    request: str, # the request id of its intent records
+    error: BaseException = None, # what went wrong (None: it was done)
+) -> dict:
     "The audit record of how `request` ended"
     return dict(actor=plan.actor.name, role=plan.actor.role, action='outcome', model=plan.model, version=plan.version,
                 simulated=plan.actor.simulated, note=f"{type(error).__name__}: {error}"[:500] if error else None,
@@ -437,42 +471,70 @@ def govern(plan: Plan, cfg: Settings = None) -> list[dict]:
     return [{**r, 'id': i} for r, i in zip(recs, ids)]
 
 # %% ../nbs/22_governance.ipynb #6ece1121
-def approve(version, actor: Actor, note: str = '', cfg: Settings = None) -> list[dict]:
+def approve(
+    version, # the registered model version
+    actor: Actor, # who acts (an `Actor`, as `users.authenticate` returns it)
+    note: str = '', # why, in the actor's words
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> list[dict]:
     "QA approves a staged version that passed (tags approval_status=approved, approved_by, approval_time, ...)"
     return govern(plan_action('approve', version, actor, note, cfg=cfg), cfg)
 
-# %% ../nbs/22_governance.ipynb #4eebadf8
-def reject(version, actor: Actor, note: str, cfg: Settings = None) -> list[dict]:
+def reject(
+    version, # the registered model version
+    actor: Actor, # who acts (an `Actor`, as `users.authenticate` returns it)
+    note: str, # why, in the actor's words
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> list[dict]:
     "QA rejects a staged version, saying why (the note is required)"
     return govern(plan_action('reject', version, actor, note, cfg=cfg), cfg)
 
-# %% ../nbs/22_governance.ipynb #ce471cf4
-def release(version, actor: Actor, note: str = '', cfg: Settings = None) -> list[dict]:
+def release(
+    version, # the registered model version
+    actor: Actor, # who acts (an `Actor`, as `users.authenticate` returns it)
+    note: str = '', # why, in the actor's words
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> list[dict]:
     "Move `champion` to a version that passed staging and was approved; the old champion becomes `previous`"
     return govern(plan_action('release', version, actor, note, cfg=cfg), cfg)
 
-# %% ../nbs/22_governance.ipynb #801e6aa2
-def rollback(actor: Actor, note: str, cfg: Settings = None) -> list[dict]:
+def rollback(
+    actor: Actor, # who acts (an `Actor`, as `users.authenticate` returns it)
+    note: str, # why, in the actor's words
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> list[dict]:
     "Move `champion` back to `previous`, and `previous` to the champion before it (or remove it)"
     return govern(plan_action('rollback', None, actor, note, cfg=cfg), cfg)
 
-# %% ../nbs/22_governance.ipynb #383fff76
-def set_challenger(version, actor: Actor = None, note: str = '', cfg: Settings = None) -> list[dict]:
+def set_challenger(
+    version, # the registered model version
+    actor: Actor = None, # who acts (an `Actor`, as `users.authenticate` returns it)
+    note: str = '', # why, in the actor's words
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> list[dict]:
     "Point `challenger` at `version` (the staging run does this for its candidate; default actor `STAGING_ACTOR`)"
     return govern(plan_action('alias_set', version, actor or STAGING_ACTOR, note, cfg=cfg), cfg)
 
-# %% ../nbs/22_governance.ipynb #a203b304
-def retrain_requested(actor: Actor, reason: str, alert_id: str = None, cfg: Settings = None) -> dict:
+def retrain_requested(
+    actor: Actor, # who acts (an `Actor`, as `users.authenticate` returns it)
+    reason: str, # why a retraining is needed
+    alert_id: str = None, # the alert it answers
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> dict:
     "Record that `actor` asks for a retraining (the retraining itself runs elsewhere); returns the audit record"
     return govern(plan_action('retrain_requested', None, actor, reason, alert_id, cfg=cfg), cfg)[0]
 
 # %% ../nbs/22_governance.ipynb #5e766332
-def audit_records(version=None, action: str = None, alias: str = None, cfg: Settings = None) -> pd.DataFrame:
+def audit_records(
+    version=None, # the registered model version
+    action: str = None, # only this action
+    alias: str = None, # only moves of this alias
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> pd.DataFrame:
     "Audit records of the configured model, oldest first: touching `version`, of `action`, moving `alias`"
     cfg = cfg or get_settings()
     with open_governance(cfg.governance_uri) as st: return st.audit_records(cfg.model_name, version, action, alias)
 
-# %% ../nbs/22_governance.ipynb #723a9747
 def alias_history(alias: str = None, cfg: Settings = None) -> pd.DataFrame:
     "Every move of `alias` (or of every alias) of the configured model: from, to, who, role, why, when"
     cfg = cfg or get_settings()
@@ -490,7 +552,11 @@ def aliases_from(moves, t: float) -> dict:
     return out
 
 # %% ../nbs/22_governance.ipynb #4604add5
-def aliases_at(when, history: pd.DataFrame = None, cfg: Settings = None) -> dict:
+def aliases_at(
+    when, # epoch seconds, datetime or ISO text (no zone: UTC)
+    history: pd.DataFrame = None, # `alias_history()` (default: read it)
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> dict:
     "Which version each alias pointed at, at time `when` (epoch seconds, datetime or ISO text; no zone: UTC)"
     import pandas as pd
     h = alias_history(cfg=cfg) if history is None else history

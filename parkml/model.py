@@ -32,7 +32,12 @@ class ServingModel:
     engine = None
     def feed(self, x: np.ndarray, names: list) -> list: raise NotImplementedError
 
-    def run(self, images: np.ndarray, outputs=None, batch: int = 64) -> dict:
+    def run(
+        self,
+        images: np.ndarray, # uint8 images (N, H, W, 3)
+        outputs=None, # output names (default: all)
+        batch: int = 64, # images per call, to bound memory
+    ) -> dict:
         "Requested outputs for uint8 images (N, H, W, 3), computed `batch` images at a time to bound memory"
         names = list(outputs or self.outputs)
         feed = lambda x: self.feed(np.ascontiguousarray(x, dtype=np.uint8), names)
@@ -71,7 +76,12 @@ def openvino_cache_dir(sha: str, cfg: Settings = None) -> Path:
 # %% ../nbs/03_model.ipynb #fef69537
 _COMPILED, _COMPILE_LOCK = {}, threading.Lock()   # (sha256, threads, precision) -> CompiledModel, for this process
 
-def openvino_compiled(path, threads: int = None, precision: str = None, cfg: Settings = None):
+def openvino_compiled(
+    path, # the ONNX graph
+    threads: int = None, # threads per inference (default: setting onnx_threads)
+    precision: str = None, # auto, f32 or bf16 (default: setting openvino_precision)
+    cfg: Settings = None, # the settings (default: the current ones)
+):
     "The CPU compilation of the ONNX graph at `path`: made once per process, its blob cached by the graph's sha256"
     try: import openvino as ov
     except ImportError: raise ModelError("engine openvino needs the openvino package: pip install openvino") from None
@@ -94,7 +104,13 @@ def openvino_compiled(path, threads: int = None, precision: str = None, cfg: Set
 class OpenVinoModel(ServingModel):
     "The graph compiled by OpenVINO for the CPU; each calling thread gets its own infer request"
     engine = 'openvino'
-    def __init__(self, path, threads: int = None, precision: str = None, cfg: Settings = None):
+    def __init__(
+        self,
+        path, # the ONNX graph
+        threads: int = None, # threads per inference (default: setting onnx_threads)
+        precision: str = None, # auto, f32 or bf16 (default: setting openvino_precision)
+        cfg: Settings = None, # the settings (default: the current ones)
+    ):
         self.path = Path(path)
         if not self.path.is_file(): raise ModelError(f"ONNX model not found at {self.path}")
         self.compiled = openvino_compiled(self.path, threads, precision, cfg)
@@ -111,14 +127,23 @@ class OpenVinoModel(ServingModel):
 # %% ../nbs/03_model.ipynb #b5613e99
 ENGINES = ('onnxruntime', 'openvino')
 
-def engine_model(path, engine: str, threads: int = None, cfg: Settings = None) -> ServingModel:
+def engine_model(
+    path, # the ONNX graph
+    engine: str, # onnxruntime or openvino
+    threads: int = None, # threads per inference (default: setting onnx_threads)
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> ServingModel:
     "A model over the ONNX graph at `path` run by `engine` (onnxruntime or openvino)"
     if engine not in ENGINES:
         raise ModelError(f"unknown engine {engine!r}: the engine setting must be one of {', '.join(ENGINES)} or auto")
     return OnnxModel(path, threads) if engine == 'onnxruntime' else OpenVinoModel(path, threads, cfg=cfg)
 
 # %% ../nbs/03_model.ipynb #cbe11f91
-def engine_speed(models: list, batch: int = 8, seconds: float = 1.0) -> float:
+def engine_speed(
+    models: list, # models to run side by side, one thread each
+    batch: int = 8, # images per call
+    seconds: float = 1.0, # how long to measure
+) -> float:
     "Images per second of `models` side by side (one thread each, as the service's workers) on random images of `batch`"
     X = np.random.default_rng(0).integers(0, 256, (batch, models[0].size, models[0].size, 3), dtype=np.uint8)
     for om in models: om.run(X, ['p_dog'])
@@ -146,7 +171,12 @@ def engine_box(cfg: Settings = None) -> dict:
                 solo_threads=cfg.solo_threads, precision=cfg.openvino_precision)
 
 # %% ../nbs/03_model.ipynb #ffbdf011
-def choose_engine(path, cfg: Settings = None, rounds: int = 2, seconds: float = 1.0) -> dict:
+def choose_engine(
+    path, # the ONNX graph
+    cfg: Settings = None, # the settings (default: the current ones)
+    rounds: int = 2, # measurements per engine; the best counts
+    seconds: float = 1.0, # length of one measurement
+) -> dict:
     """Benchmark both engines on the graph at `path` as the loaded service runs it (`infer_workers` models of
     `infer_threads` threads side by side, batches of `max_batch`; best of `rounds`); record the faster in
     cache/engine.json, with the lone-frame path (`solo_threads`, batch 1) measured alongside for the record"""
@@ -186,12 +216,22 @@ def serving_engine(path=None, cfg: Settings = None) -> str:
     return choose_engine(path, cfg)['engine']
 
 # %% ../nbs/03_model.ipynb #d38433e8
-def open_model(path, threads: int = None, engine: str = None, cfg: Settings = None) -> ServingModel:
+def open_model(
+    path, # the ONNX graph
+    threads: int = None, # threads per inference (default: setting onnx_threads)
+    engine: str = None, # onnxruntime or openvino (default: setting engine, auto resolved)
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> ServingModel:
     "The ONNX graph at `path` ready to run by `engine` (default: the `engine` setting, `auto` resolved)"
     return engine_model(path, engine or serving_engine(path, cfg), threads, cfg)
 
 # %% ../nbs/03_model.ipynb #69209ddd
-def fit_head(E: np.ndarray, y: np.ndarray, C: float = None, seed: int = 0):
+def fit_head(
+    E: np.ndarray, # embeddings (N, EMB_DIM)
+    y: np.ndarray, # labels (0 cat, 1 dog)
+    C: float = None, # inverse regularisation (default: setting head_c)
+    seed: int = 0, # random seed
+):
     "Fit the logistic head; returns (w, b) acting on raw embeddings"
     from sklearn.linear_model import LogisticRegression
     C = get_settings().head_c if C is None else C
@@ -201,7 +241,11 @@ def fit_head(E: np.ndarray, y: np.ndarray, C: float = None, seed: int = 0):
     return w.astype(np.float32), np.float32(clf.intercept_[0] - (w * mu).sum())
 
 # %% ../nbs/03_model.ipynb #9e1c5521
-def predict_from_embeddings(E, w, b) -> np.ndarray:
+def predict_from_embeddings(
+    E, # embeddings (N, EMB_DIM)
+    w, # head weights
+    b, # head bias
+) -> np.ndarray:
     "p_dog from embeddings with a head (w, b), as the network computes it"
     return 1 / (1 + np.exp(-(E @ w + b)))
 

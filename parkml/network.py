@@ -44,7 +44,14 @@ def load_backbone(path=None) -> nn.Module:
 # %% ../nbs/07_network.ipynb #224d5c14
 class ParkNet(nn.Module):
     "Backbone + logistic head + drift projection; uint8 NHWC in, (p_dog, proj, emb) out"
-    def __init__(self, backbone: nn.Module, head_w=None, head_b=0., proj_mean=None, proj_basis=None):
+    def __init__(
+        self,
+        backbone: nn.Module, # the checked EfficientNet-Lite0
+        head_w=None, # head weights (EMB_DIM,)
+        head_b=0., # head bias
+        proj_mean=None, # mean of the training embeddings
+        proj_basis=None, # drift projection (EMB_DIM, PROJ_DIM)
+    ):
         super().__init__()
         self.backbone = backbone
         f = lambda v, shape: torch.as_tensor(np.zeros(shape) if v is None else v, dtype=torch.float32).reshape(shape)
@@ -70,7 +77,12 @@ class _EmbedOnly(nn.Module):
     def forward(self, x): return self.net.embed(x)
 
 # %% ../nbs/07_network.ipynb #c0fb1374
-def export_onnx(net: ParkNet, path, size: int = None, embed_only: bool = False) -> Path:
+def export_onnx(
+    net: ParkNet, # the network
+    path, # where the graph is written
+    size: int = None, # input side (default: setting image_size)
+    embed_only: bool = False, # export the backbone only (output emb)
+) -> Path:
     "Export `net` (or only its embedding part) to ONNX with a dynamic batch dimension"
     size = size or get_settings().image_size
     path = Path(path)
@@ -97,7 +109,11 @@ def backbone_onnx(size: int = None) -> Path:
     return p
 
 # %% ../nbs/07_network.ipynb #4a26e9de
-def embed_arrays(om: ServingModel, X: np.ndarray, batch: int = None) -> np.ndarray:
+def embed_arrays(
+    om: ServingModel, # a serving model of a graph with output emb
+    X: np.ndarray, # uint8 images (N, H, W, 3)
+    batch: int = None, # images per call (default: setting embed_batch)
+) -> np.ndarray:
     "Embeddings of uint8 images through an ONNX model, in batches"
     b = batch or get_settings().embed_batch
     return om.run(X, ['emb'], batch=b)['emb'] if len(X) else np.zeros((0, EMB_DIM), np.float32)
@@ -182,12 +198,21 @@ def compute_embeddings(
     return out
 
 # %% ../nbs/07_network.ipynb #72976f23
-def build_parknet(w, b, proj_mean, proj_basis) -> ParkNet:
+def build_parknet(
+    w, # head weights
+    b, # head bias
+    proj_mean, # mean of the training embeddings
+    proj_basis, # drift projection
+) -> ParkNet:
     "The park's network: the checked backbone with head (`w`, `b`) and drift projection (`proj_mean`, `proj_basis`)"
     return ParkNet(load_backbone(), w, b, proj_mean, proj_basis).eval()
 
 # %% ../nbs/07_network.ipynb #2df76250
-def torch_embeddings(net: ParkNet, X: np.ndarray, batch: int = 32) -> np.ndarray:
+def torch_embeddings(
+    net: ParkNet, # the network
+    X: np.ndarray, # uint8 images (N, H, W, 3)
+    batch: int = 32, # images per call
+) -> np.ndarray:
     "Embeddings of uint8 images computed by the torch network itself"
     with torch.no_grad():
         out = [net.embed(torch.from_numpy(np.ascontiguousarray(X[i:i+batch]))).numpy() for i in range(0, len(X), batch)]

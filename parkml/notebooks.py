@@ -108,7 +108,13 @@ def current_spare() -> SpareKernel | None:
     return _spare
 
 # %% ../nbs/08_notebooks.ipynb #9b578dd6
-def run_notebook(name: str, params: dict = None, tag: str = None, log: bool = True, progress: bool = True) -> dict:
+def run_notebook(
+    name: str, # notebook name in nbs/, without .ipynb
+    params: dict = None, # papermill parameters
+    tag: str = None, # part of the output names (default: the time)
+    log: bool = True, # attach the executed notebook to its MLflow run
+    progress: bool = True, # show a progress bar
+) -> dict:
     """Execute `nbs/{name}.ipynb` with papermill into `runs/notebooks/`; the notebook must write its result JSON
     to the path given in its `result_file` parameter (with `run_id` when it logged an MLflow run).
     Inside `warm_kernels` it runs on the spare kernel when that suits, and starts the next spare first."""

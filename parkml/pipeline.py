@@ -29,7 +29,13 @@ __all__ = ['log', 'IMAGE_ERROR_STATUS', 'ACCEPTED_FORMATS', 'CAMERA_RE', 'TS_PAT
 # %% ../nbs/13_pipeline.ipynb #74a3e15d
 class InputError(ValueError):
     "A refused request: HTTP `status`, short `code`, a clear message; `prediction_id` of its integrity-log row"
-    def __init__(self, status: int, code: str, msg: str, headers: dict = None):
+    def __init__(
+        self,
+        status: int, # HTTP status
+        code: str, # short machine-readable reason
+        msg: str, # the sentence for the sender
+        headers: dict = None, # extra response headers
+    ):
         super().__init__(msg)
         self.status, self.code, self.prediction_id, self.headers = status, code, None, headers or {}
     def as_dict(self) -> dict:
@@ -73,7 +79,11 @@ def format_error(data: bytes) -> InputError | None:
                                                  f"{kind}: nothing was classified or logged")
 
 # %% ../nbs/13_pipeline.ipynb #14d76b28
-def analyse_frame(data: bytes, size: int, max_megapixels: float) -> tuple[np.ndarray, dict]:
+def analyse_frame(
+    data: bytes, # the received bytes
+    size: int, # side of the network input
+    max_megapixels: float, # largest image decoded
+) -> tuple[np.ndarray, dict]:
     "Decode and check one frame: (uint8 network input (size, size, 3), integrity features); raises `InputError`"
     try: img = decode_image(data, max_megapixels)
     except ImageError as e: raise image_input_error(e) from None
@@ -83,7 +93,13 @@ def analyse_frame(data: bytes, size: int, max_megapixels: float) -> tuple[np.nda
 # %% ../nbs/13_pipeline.ipynb #22ee3334
 class Stage:
     "`workers` threads that each take everything queued (at most `max_items`) and call `fn(batch, worker_index)`"
-    def __init__(self, name: str, fn, max_items: int, workers: int = 1):
+    def __init__(
+        self,
+        name: str, # thread name prefix
+        fn, # fn(batch, worker_index)
+        max_items: int, # most items per batch
+        workers: int = 1, # worker threads
+    ):
         self.name, self.fn, self.max_items, self.workers = name, fn, max(1, int(max_items)), max(1, int(workers))
         self.q, self.threads, self.batches = queue.SimpleQueue(), [], 0
 
@@ -128,16 +144,30 @@ class Job:
     "One frame on its way through the pipeline; `future` resolves to the answer after the commit"
     __slots__ = ('id', 'data', 'camera', 'ts', 'received', 't0', 'error', 'x', 'feats', 'model', 'p_dog', 'proj',
                  'latency_ms', 'future')
-    def __init__(self, data, camera, ts, received, t0, error=None):
-        self.id, self.data, self.camera, self.ts, self.received = new_prediction_id(received), data, camera, ts, received
-        self.t0, self.error = t0, error
+    def __init__(
+        self,
+        data, # frame bytes
+        camera, # camera id
+        ts, # capture time (epoch s)
+        received, # receive time (epoch s)
+        t0, # `perf_counter` at arrival
+        error=None, # an `InputError` found before decoding
+    ):
+        self.id, self.data, self.camera = new_prediction_id(received), data, camera
+        self.ts, self.received, self.t0, self.error = ts, received, t0, error
         self.x = self.feats = self.model = self.p_dog = self.proj = self.latency_ms = None
         self.future = Future()
 
 # %% ../nbs/13_pipeline.ipynb #e263f371
 class Service:
     "The prediction core: model behind an alias, micro-batched inference, group-committed log, telemetry, metrics"
-    def __init__(self, alias: str = None, store=None, cfg: Settings = None, store_frames: bool = None):
+    def __init__(
+        self,
+        alias: str = None, # the registry alias
+        store=None, # the prediction log (None: the configured one; False: none)
+        cfg: Settings = None, # the settings (default: the current ones)
+        store_frames: bool = None, # keep each frame (default: setting store_frames)
+    ):
         import psutil
         self.cfg = cfg = cfg or get_settings()
         self.alias = alias or cfg.serve_alias
@@ -183,10 +213,16 @@ class Service:
 
 # %% ../nbs/13_pipeline.ipynb #69f84b34
 @patch
-def submit(self: Service, data: bytes, camera: str = None, ts: float = None, received: float = None,
-            error: InputError = None, t0: float = None,
-            admitted: bool = False, # its room in the queue was reserved with `admit`
-           ) -> Future:
+def submit(
+    self: Service,
+    data: bytes, # frame bytes
+    camera: str = None, # camera id (default: setting camera)
+    ts: float = None, # capture time (default: received)
+    received: float = None, # receive time (default: now)
+    error: InputError = None, # an `InputError` found before decoding: logged as rejected
+    t0: float = None, # `perf_counter` at arrival (default: now)
+    admitted: bool = False, # its room in the queue was reserved with `admit`
+) -> Future:
     "Queue one frame; the future gives the answer dict once its record is committed (or raises InputError/StoreError)"
     received = time.time() if received is None else received
     job = Job(data or b'', camera or self.cfg.camera, received if ts is None else ts, received,
@@ -366,7 +402,11 @@ def parse_capture_time(value: str | None, received: float | None) -> float | Non
     return t
 
 # %% ../nbs/13_pipeline.ipynb #15e0da89
-def request_meta(request: Request, cfg: Settings, received: float) -> tuple[str, float]:
+def request_meta(
+    request: Request, # the HTTP request
+    cfg: Settings, # the settings (default: the current ones)
+    received: float, # receive time (epoch s), the default capture time
+) -> tuple[str, float]:
     "(camera, capture time) of a request, from query parameters or headers"
     q, h = request.query_params, request.headers
     cams = [parse_camera(v, None) for v in (q.get('camera'), h.get('x-camera-id'))]  # both checked, the query wins
@@ -384,9 +424,11 @@ def _too_slow(timeout_s) -> InputError:
                                            "body_timeout_s): the connection is closed", {'Connection': 'close'})
 
 # %% ../nbs/13_pipeline.ipynb #98b2b630
-async def read_body(request: Request, limit: int,
-                    timeout_s: float = None, # seconds the whole body may take (None: no deadline)
-                   ) -> bytes:
+async def read_body(
+    request: Request, # the HTTP request
+    limit: int, # most bytes accepted
+    timeout_s: float = None, # seconds the whole body may take (None: no deadline)
+) -> bytes:
     "The request body, refused (413) as soon as it grows past `limit` bytes, or (408) when it takes over `timeout_s`"
     n = request.headers.get('content-length', '')
     if n.isdigit() and int(n) > limit: raise _too_big(int(n), limit)
@@ -402,7 +444,12 @@ async def read_body(request: Request, limit: int,
 # %% ../nbs/13_pipeline.ipynb #f1bab2a7
 IMAGE_FIELDS = ('file', 'files')
 
-async def request_images(request: Request, limit: int, max_files: int, timeout_s: float = None) -> list[bytes]:
+async def request_images(
+    request: Request, # the HTTP request
+    limit: int, # most bytes accepted
+    max_files: int, # most images in one request
+    timeout_s: float = None, # seconds the whole body may take
+) -> list[bytes]:
     "The images of a request: the raw body, or the multipart fields `file`/`files` in order"
     media = request.headers.get('content-type', '').split(';', 1)[0].strip().lower()
     if media and media not in ('multipart/form-data', 'application/octet-stream') and not media.startswith('image/'):

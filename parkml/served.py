@@ -55,7 +55,13 @@ def _open_sessions(path, cfg: Settings) -> tuple[list[ServingModel], ServingMode
     return per_worker, (_warm_session(path, cfg.solo_threads) if cfg.solo_threads else None)
 
 # %% ../nbs/12_served.ipynb #3fea4c12
-def load_served(alias: str, cfg: Settings = None, client=None, mv=None, not_before: float = 0) -> ServedModel:
+def load_served(
+    alias: str, # the registry alias
+    cfg: Settings = None, # the settings (default: the current ones)
+    client=None, # an MLflow client (default: one for the settings)
+    mv=None, # the ModelVersion to load (default: the one behind `alias`)
+    not_before: float = 0, # time of the release statement served before: an older one is a replay
+) -> ServedModel:
     "Load the version behind `alias` (or the given ModelVersion `mv`) ready to serve, and remember it"
     cfg = cfg or get_settings()
     client = client or mlflow_client(cfg)
@@ -97,7 +103,12 @@ def remembered_since(alias: str, cfg: Settings) -> float:
 # %% ../nbs/12_served.ipynb #09251471
 class ModelWatcher:
     "Holds the served model for `alias` and swaps in the new version when the alias moves"
-    def __init__(self, alias: str, cfg: Settings = None, poll_s: float = None):
+    def __init__(
+        self,
+        alias: str, # the registry alias
+        cfg: Settings = None, # the settings (default: the current ones)
+        poll_s: float = None, # seconds between registry checks (default: setting alias_poll_s)
+    ):
         self.alias, self.cfg = alias, cfg or get_settings()
         self.poll_s = float(self.cfg.alias_poll_s if poll_s is None else poll_s)
         self.registry = dict(ok=None, error=None, last_check=None, last_ok=None)

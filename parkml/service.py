@@ -35,13 +35,16 @@ def setting_key(value) -> str:
     "A key setting as text ('' when unset)"
     return '' if value is None else str(value)
 
-# %% ../nbs/14_service.ipynb #c828d708
 def key_matches(given: str, key: str) -> bool:
     "Does a presented key equal the configured one? Constant time; never true when none is configured"
     return bool(key) and hmac.compare_digest(given.encode(), key.encode())
 
 # %% ../nbs/14_service.ipynb #cf4835ef
-def authorized(cfg: Settings, headers, staff: bool = False) -> bool:
+def authorized(
+    cfg: Settings, # the settings (default: the current ones)
+    headers, # the request's headers
+    staff: bool = False, # the request posts labels (needs the staff key)
+) -> bool:
     "May a request with `headers` go on: no key set, the API key (X-API-Key), or for labels (`staff`) the X-Staff-Key"
     api, st = setting_key(cfg.api_key), setting_key(cfg.staff_key)
     if not (api or st): return True
@@ -62,7 +65,6 @@ def key_refusal(cfg: Settings, staff: bool = False) -> InputError:
 def _error(status: int, code: str, msg: str) -> JSONResponse:
     return JSONResponse(dict(error=msg, code=code, status=status, prediction_id=None), status)
 
-# %% ../nbs/14_service.ipynb #8f0f89b2
 def _exposed() -> InputError:
     return InputError(403, 'keys_required', 'this service is reachable beyond loopback without good keys (settings '
                                             'api_key and staff_key): it answers nothing but /health')
@@ -195,12 +197,10 @@ async def health(svc: Service, request: Request):
     h = svc.health()
     return JSONResponse(h, 200 if h['store']['ok'] else 503)
 
-# %% ../nbs/14_service.ipynb #5cddc4b4
 @_endpoint('metrics')
 async def metrics(svc: Service, request: Request):
     return Response(await run_in_threadpool(svc.metrics.text), media_type=CONTENT_TYPE_LATEST)
 
-# %% ../nbs/14_service.ipynb #2ec6b2a8
 @_endpoint('openapi')
 async def openapi(svc: Service, request: Request): return JSONResponse(openapi_spec(svc.cfg))
 
@@ -218,21 +218,16 @@ _RETRY = {'Retry-After': {'description': 'seconds to wait when the queue was ful
 
 def _ref(name): return {'$ref': f'#/components/schemas/{name}'}
 
-# %% ../nbs/14_service.ipynb #a9baa5d7
 def _json(schema): return {'application/json': {'schema': schema}}
 
-# %% ../nbs/14_service.ipynb #11bafbb3
 def _errors(codes, auth): return {str(c): {'description': _STATUS_TEXT[c], 'content': _json(_ref('Error')),
                                            **({'headers': _RETRY} if c == 503 else {})}
                                   for c in sorted(set(codes) | ({401} if auth else set()))}
 
-# %% ../nbs/14_service.ipynb #4894016f
 def _str(**kw): return {'type': 'string', **kw}
 
-# %% ../nbs/14_service.ipynb #dca3c28e
 def _num(**kw): return {'type': 'number', **kw}
 
-# %% ../nbs/14_service.ipynb #361412b4
 def _obj(required, **props): return {'type': 'object', 'required': list(required), 'properties': props}
 
 # %% ../nbs/14_service.ipynb #08bd4ad3
@@ -273,6 +268,7 @@ _META_PARAMS = [
 _BIN = {'type': 'string', 'format': 'binary'}
 _RAW = {t: {'schema': _BIN} for t in ('image/jpeg', 'image/png', 'application/octet-stream')}
 
+# %% ../nbs/14_service.ipynb #2c9963ec
 def openapi_spec(cfg: Settings = None) -> dict:
     "The service's OpenAPI 3.0 document (with key security when `api_key` or `staff_key` is set)"
     cfg = cfg or get_settings()
@@ -401,7 +397,12 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
                              status=exc.status_code, prediction_id=None), exc.status_code, headers=exc.headers)
 
 # %% ../nbs/14_service.ipynb #47481c2b
-def create_app(alias: str = None, store=None, cfg: Settings = None, service: Service = None) -> Starlette:
+def create_app(
+    alias: str = None, # the registry alias to serve (default: setting serve_alias)
+    store=None, # see `Service`
+    cfg: Settings = None, # the settings (default: the current ones)
+    service: Service = None, # a `Service` to serve (default: a new one)
+) -> Starlette:
     "The ASGI app serving the model behind `alias` (default: setting serve_alias); see `Service` for `store`"
     svc = service or Service(alias, store, cfg)
     @asynccontextmanager
@@ -439,8 +440,14 @@ def _stop_with_parent(pid: int, every_s: float = 1.0) -> None:
     threading.Thread(target=watch, daemon=True, name='parkml-parent-watch').start()
 
 # %% ../nbs/14_service.ipynb #1c778152
-def serve(alias: str = None, host: str = None, port: int = None, record: bool = True, log_level: str = 'info',
-          parent_pid: int = None) -> None:
+def serve(
+    alias: str = None, # the registry alias to serve (default: setting serve_alias)
+    host: str = None, # address to bind (default: setting host)
+    port: int = None, # port (default: setting port)
+    record: bool = True, # keep the prediction log, frames and telemetry
+    log_level: str = 'info', # uvicorn's log level
+    parent_pid: int = None, # stop when this process ends
+) -> None:
     """Run the service under uvicorn (what `parkml serve` calls); `record=False` disables log, frames and telemetry.
     Refuses (`ExposureError`) to face the network without keys; uvicorn gets the limits of `uvicorn_options`.
     With `parent_pid` (a staging run's or the week's own service) it stops when that parent process ends, so it never

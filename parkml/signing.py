@@ -69,8 +69,8 @@ def private_key(
 # %% ../nbs/28_signing.ipynb #e2955e78
 def sign(
     statement: dict, # the facts signed (JSON-serialisable)
-    name: str, # the signer, whose key is used
-    cfg: Settings = None,
+    name: str, # the signer, whose private key signs
+    cfg: Settings = None, # the settings (default: the current ones)
 ) -> dict:
     "`statement` signed with `name`'s key: `{'statement', 'signer', 'signature'}`"
     return dict(statement=statement, signer=name, signature=sign_statement(statement, private_key(name, cfg)))

@@ -8,6 +8,9 @@ Docs: https://parkml.github.io/parkml/stream.html.md"""
 from __future__ import annotations
 import logging, time
 from collections import Counter, deque
+from dataclasses import dataclass
+from fastcore.meta import delegates
+from fastcore.basics import patch
 from pathlib import Path
 import cv2
 from tqdm.auto import tqdm
@@ -19,7 +22,7 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'SourceError', 'source_kind', 'open_capture', 'encode_jpeg', 'video_frames', 'folder_frames', 'Backoff',
-           'watch']
+           'WatchOptions', 'StreamRun', 'watch']
 
 # %% ../nbs/19_stream.ipynb #5ba90cf3
 class SourceError(RuntimeError):
@@ -38,7 +41,11 @@ def source_kind(source) -> str:
                       "folder")
 
 # %% ../nbs/19_stream.ipynb #9639ddd3
-def open_capture(source, kind: str, timeout_s: float) -> cv2.VideoCapture:
+def open_capture(
+    source, # camera index, URL or video file
+    kind: str, # what `source_kind` says it is
+    timeout_s: float, # seconds to wait for it to open and for each frame
+) -> cv2.VideoCapture:
     "An opened `cv2.VideoCapture` for a camera index, URL or video file; raises SourceError"
     ms = int(timeout_s * 1000)
     cap = cv2.VideoCapture(int(source) if kind == 'camera' else str(source), cv2.CAP_ANY,
@@ -56,7 +63,12 @@ def encode_jpeg(frame, quality: int) -> bytes:
     return buf.tobytes()
 
 # %% ../nbs/19_stream.ipynb #9068908a
-def video_frames(cap: cv2.VideoCapture, rate: float, live: bool, quality: int):
+def video_frames(
+    cap: cv2.VideoCapture, # an opened capture
+    rate: float, # frames per second
+    live: bool, # a live source (camera, stream): drop stale frames
+    quality: int, # JPEG quality of the frames
+):
     "JPEG bytes of one frame per 1/`rate` seconds (wall clock when `live`, video clock otherwise) until a read fails"
     step, due = 1.0 / rate, None
     while cap.grab():
@@ -79,7 +91,12 @@ def folder_frames(folder, rate: float = None):
 # %% ../nbs/19_stream.ipynb #736c86d2
 class Backoff:
     "Growing pauses between reconnect attempts: `initial`, doubled per failure, capped at `maximum`"
-    def __init__(self, initial: float, maximum: float, max_retries: int = None):
+    def __init__(
+        self,
+        initial: float, # first pause (s)
+        maximum: float, # longest pause (s)
+        max_retries: int = None, # attempts before giving up (None: no limit)
+    ):
         self.initial, self.maximum, self.max_retries = float(initial), float(maximum), max_retries
         self.failures = 0
     def reset(self): self.failures = 0
@@ -99,72 +116,124 @@ def _frames(source, kind: str, rate: float, cfg: Settings):
         finally: cap.release()
     return gen()
 
-# %% ../nbs/19_stream.ipynb #3d7f4472
-def watch(source, rate: float = None, camera: str = None, alias: str = None, store=None, cfg: Settings = None,
-          max_frames: int = None, duration_s: float = None, follow: bool = None, max_retries: int = None,
-          service: Service = None, in_flight: int = 8, progress: bool = True) -> dict:
+# %% ../nbs/19_stream.ipynb #af538bb9
+@dataclass
+class WatchOptions:
+    "How fast, how long and how patiently `watch` reads its source"
+    rate: float = None         # frames per second (default: setting stream_rate)
+    camera: str = None         # the camera id the frames are logged under (default: setting camera)
+    max_frames: int = None     # stop after this many frames
+    duration_s: float = None   # stop after this many seconds
+    follow: bool = None        # reopen a source that ends (default: for cameras and stream URLs)
+    max_retries: int = None    # reconnect attempts before giving up (default: no limit)
+    in_flight: int = 8         # frames submitted and not yet answered, at most
+    progress: bool = True      # show a progress bar
+
+# %% ../nbs/19_stream.ipynb #557ab59d
+class StreamRun:
+    "One `watch`: frames of `source` submitted to `svc`, answers tallied in `out`, reconnects with backoff"
+    def __init__(
+        self,
+        source, # what is watched
+        kind: str, # what `source_kind` says it is
+        svc: Service, # the service frames go to
+        opts: WatchOptions, # `WatchOptions`
+        cfg: Settings, # the settings (default: the current ones)
+    ):
+        self.source, self.kind, self.svc, self.o, self.cfg = source, kind, svc, opts, cfg
+        self.out = dict(source=str(source), kind=kind, camera=opts.camera, model=svc.watcher.current.info, frames=0,
+                        ok=0, rejected=0, labels=Counter(), reconnects=0, stopped='end of source')
+        self.backoff = Backoff(cfg.stream_backoff_s, cfg.stream_backoff_max_s, opts.max_retries)
+        self.pending, self.t0 = deque(), time.monotonic()
+        self.bar = tqdm(desc=f"watching {source}", unit='frame', disable=not opts.progress)
+
+    def settle(self, limit: int):
+        "Wait for answers until at most `limit` frames are in flight, tallying them"
+        while len(self.pending) > limit:
+            try:
+                ans = self.pending.popleft().result()
+                self.out['ok'] += 1
+                self.out['labels'][ans['label']] += 1
+            except InputError: self.out['rejected'] += 1
+            self.bar.update(1)
+
+    def done(self) -> str | None:
+        "Why to stop now (the frames or the time are used up), or None"
+        o = self.o
+        if o.max_frames is not None and self.out['frames'] >= o.max_frames: return f"{o.max_frames} frames"
+        if o.duration_s is not None and time.monotonic() - self.t0 >= o.duration_s: return f"{o.duration_s:g} s"
+        return None
+
+# %% ../nbs/19_stream.ipynb #35f8fb57
+@patch
+def one_pass(self: StreamRun) -> str | None:
+    "Submit the frames of one pass over the source; the reason to stop, if one came up"
+    for data in _frames(self.source, self.kind, self.o.rate, self.cfg):
+        self.pending.append(self.svc.submit(data, self.o.camera))
+        self.out['frames'] += 1
+        self.backoff.reset()
+        self.settle(self.o.in_flight)
+        if (why := self.done()): return why
+    return None
+
+# %% ../nbs/19_stream.ipynb #a88f35c7
+@patch
+def reconnect(self: StreamRun, problem: str):
+    "Wait the next backoff delay before the source is reopened, or give up with `SourceError`"
+    delay = self.backoff.next_delay()
+    if delay is None:
+        raise SourceError(f"gave up on {self.kind} {self.source} after {self.backoff.failures - 1} reconnect attempts: "
+                          f"{problem}")
+    self.out['reconnects'] += 1
+    log.warning("%s; reconnecting in %.1f s (attempt %d)", problem, delay, self.backoff.failures)
+    time.sleep(delay)
+
+# %% ../nbs/19_stream.ipynb #357e46b3
+@patch
+def run(self: StreamRun):
+    "Pass over the source until it is done; a source that fails, or ends while followed, is reopened"
+    while True:
+        try:
+            if (why := self.one_pass()):
+                self.out['stopped'] = why
+                return
+            if not self.o.follow: return
+            problem = f"{self.kind} {self.source} stalled or ended after {self.out['frames']} frames"
+        except SourceError as e: problem = str(e)
+        self.settle(0)
+        if (why := self.done()):
+            self.out['stopped'] = why
+            return
+        self.reconnect(problem)
+
+# %% ../nbs/19_stream.ipynb #9c228cee
+@delegates(WatchOptions)
+def watch(
+    source, # camera index, stream URL, video file or folder of images
+    alias: str = None, # the registry alias to serve (default: setting serve_alias)
+    store=None, # the prediction log (default: the configured one; False: none)
+    cfg: Settings = None,
+    service: Service = None, # a running service to submit to instead of starting one
+    **kwargs, # `WatchOptions`
+) -> dict:
     """Classify frames of `source` at `rate` per second (default: setting stream_rate) and log them like the service.
     Returns counts: frames, ok, rejected, labels, reconnects, seconds, and why it stopped."""
     cfg = cfg or get_settings()
     kind = source_kind(source)
-    rate = float(rate or cfg.stream_rate)
-    if rate <= 0: raise ValueError(f"rate must be positive, got {rate}")
-    follow = kind in ('camera', 'url') if follow is None else follow
-    camera = camera or cfg.camera
+    o = WatchOptions(**kwargs)
+    o.rate = float(o.rate or cfg.stream_rate)
+    if o.rate <= 0: raise ValueError(f"rate must be positive, got {o.rate}")
+    o.follow = kind in ('camera', 'url') if o.follow is None else o.follow
+    o.camera = o.camera or cfg.camera
     svc = service or Service(alias, store, cfg)
-    own = service is None
-    if own: svc.start()
-    out = dict(source=str(source), kind=kind, camera=camera, model=svc.watcher.current.info, frames=0, ok=0, rejected=0,
-               labels=Counter(), reconnects=0, stopped='end of source')
-    backoff = Backoff(cfg.stream_backoff_s, cfg.stream_backoff_max_s, max_retries)
-    pending, t0 = deque(), time.monotonic()
-    bar = tqdm(desc=f"watching {source}", unit='frame', disable=not progress)
-
-    def settle(limit: int):
-        while len(pending) > limit:
-            try:
-                ans = pending.popleft().result()
-                out['ok'] += 1
-                out['labels'][ans['label']] += 1
-            except InputError: out['rejected'] += 1
-            bar.update(1)
-
-    def done() -> str | None:
-        if max_frames is not None and out['frames'] >= max_frames: return f"{max_frames} frames"
-        if duration_s is not None and time.monotonic() - t0 >= duration_s: return f"{duration_s:g} s"
-        return None
-
-    try:
-        while True:
-            try:
-                for data in _frames(source, kind, rate, cfg):
-                    pending.append(svc.submit(data, camera))
-                    out['frames'] += 1
-                    backoff.reset()
-                    settle(in_flight)
-                    if (why := done()):
-                        out['stopped'] = why
-                        break
-                else: why = None
-                if why or not follow: break
-                problem = f"{kind} {source} stalled or ended after {out['frames']} frames"
-            except SourceError as e: problem = str(e)
-            settle(0)
-            if (why := done()):
-                out['stopped'] = why
-                break
-            delay = backoff.next_delay()
-            if delay is None:
-                raise SourceError(f"gave up on {kind} {source} after {backoff.failures - 1} reconnect attempts: "
-                                  f"{problem}")
-            out['reconnects'] += 1
-            log.warning("%s; reconnecting in %.1f s (attempt %d)", problem, delay, backoff.failures)
-            time.sleep(delay)
-    except KeyboardInterrupt: out['stopped'] = 'interrupted'
+    if service is None: svc.start()
+    run = StreamRun(source, kind, svc, o, cfg)
+    try: run.run()
+    except KeyboardInterrupt: run.out['stopped'] = 'interrupted'
     finally:
-        try: settle(0)
+        try: run.settle(0)
         finally:
-            bar.close()
-            if own: svc.stop()
-    out.update(labels=dict(out['labels']), seconds=round(time.monotonic() - t0, 3))
-    return out
+            run.bar.close()
+            if service is None: svc.stop()
+    run.out.update(labels=dict(run.out['labels']), seconds=round(time.monotonic() - run.t0, 3))
+    return run.out

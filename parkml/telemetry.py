@@ -98,7 +98,13 @@ def latency_summary(drained: dict) -> dict:
 # %% ../nbs/11_telemetry.ipynb #b1bc76c3
 class TelemetrySampler:
     "Daemon thread writing `sample_host()` plus the drained service `stats` to `store` every `interval_s` seconds"
-    def __init__(self, store, interval_s: float = None, stats=None, path=None):
+    def __init__(
+        self,
+        store, # where rows are written (a prediction log)
+        interval_s: float = None, # seconds between samples
+        stats=None, # the service's `LatencyStats`, drained each sample
+        path=None, # a path on the disk to watch (default: runs)
+    ):
         cfg = get_settings()
         self.interval_s = float(cfg.telemetry_interval_s if interval_s is None else interval_s)
         if self.interval_s <= 0: raise ValueError(f"interval_s must be positive, got {self.interval_s}")
@@ -207,7 +213,12 @@ class ServiceMetrics:
                                 buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
         r.register(_LiveCollector(svc))
 
-    def observe(self, endpoint: str, status: int, seconds: float):
+    def observe(
+        self,
+        endpoint: str, # the endpoint name
+        status: int, # HTTP status of the answer
+        seconds: float, # time to answer
+    ):
         o = outcome(status)
         self.requests.labels(endpoint, o).inc()
         self.latency.labels(endpoint, o).observe(seconds)

@@ -37,7 +37,12 @@ def _prediction_part(p: dict) -> dict:
                 served_alias=p['alias'])
 
 # %% ../nbs/40_trace.ipynb #7eaf2138
-def version_facts(name: str, version, client=None, cfg: Settings = None) -> dict:
+def version_facts(
+    name: str, # the registered model name
+    version, # the registered model version
+    client=None, # an MLflow client (default: one for the settings)
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> dict:
     """What MLflow knows of `version` of model `name` that a trace shows (JSON-safe); `RegistryError` if it is not
     registered"""
     cfg = cfg or get_settings()
@@ -76,7 +81,11 @@ def stores_signature(cfg: Settings) -> tuple[list | None, bool]:
     return sig, now - newest > SETTLE_S
 
 # %% ../nbs/40_trace.ipynb #b7ba9fc1
-def snapshot_path(name: str, version, cfg: Settings) -> Path:
+def snapshot_path(
+    name: str, # the registered model name
+    version, # the registered model version
+    cfg: Settings, # the settings (default: the current ones)
+) -> Path:
     "Where the trace keeps the snapshot of `version` of `name`: `{runs}/trace_snapshots/<name>-v<N>.json`"
     return cfg.runs/'trace_snapshots'/f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-v{version}.json"
 
@@ -107,8 +116,14 @@ def _write_snapshot(path: Path, key: dict, facts: dict) -> None:
     except OSError: pass
 
 # %% ../nbs/40_trace.ipynb #5466b3bf
-def cached_version_facts(name: str, version, audit_id=None, cfg: Settings = None, client=None,
-                         fresh: bool = False) -> tuple[dict, str]:
+def cached_version_facts(
+    name: str, # the registered model name
+    version, # the registered model version
+    audit_id=None, # id of the last audit record of the version
+    cfg: Settings = None, # the settings (default: the current ones)
+    client=None, # an MLflow client (default: one for the settings)
+    fresh: bool = False, # ask MLflow, not the snapshot
+) -> tuple[dict, str]:
     """The version's facts and where they came from: 'snapshot' while nothing changed since it was written, else
     'mlflow' (and a new snapshot)"""
     cfg = cfg or get_settings()
@@ -137,7 +152,13 @@ def _model_part(facts: dict, version, ts: float, recs: list[dict], moves: list[d
     return m
 
 # %% ../nbs/40_trace.ipynb #82c1575a
-def trace(prediction_id: str, store=None, cfg: Settings = None, client=None, fresh: bool = False) -> dict:
+def trace(
+    prediction_id: str, # the id an answer carried
+    store=None, # the prediction log (default: the configured one)
+    cfg: Settings = None, # the settings (default: the current ones)
+    client=None, # an MLflow client (default: one for the settings)
+    fresh: bool = False, # ask MLflow, not the snapshot
+) -> dict:
     """Everything behind one logged prediction: frame, time, camera, output, feedback, model version, run, code, data,
     params, staging, approval, alias. `fresh`: ask MLflow, not the snapshot"""
     cfg = cfg or get_settings()

@@ -76,7 +76,11 @@ class RegistryError(LookupError):
     "A model version or alias that does not exist, or a registry that cannot be reached"
 
 # %% ../nbs/04_tracking.ipynb #7c866299
-def resolve_version(ref=None, client=None, cfg: Settings = None):
+def resolve_version(
+    ref=None, # a version number, an alias or None (the default alias)
+    client=None, # an MLflow client (default: one for the settings)
+    cfg: Settings = None, # the settings (default: the current ones)
+):
     "ModelVersion for `ref`: a number, an alias, 'latest', or None (champion, else latest)"
     from mlflow.exceptions import MlflowException
     cfg = cfg or get_settings()
@@ -102,14 +106,22 @@ def default_ref(client=None, cfg=None) -> str:
     except MlflowException: return 'latest'
 
 # %% ../nbs/04_tracking.ipynb #d1e21dc7
-def aliases_of(version, client=None, cfg=None) -> list:
+def aliases_of(
+    version, # the registered model version
+    client=None, # an MLflow client (default: one for the settings)
+    cfg=None, # the settings (default: the current ones)
+) -> list:
     "Aliases currently pointing at `version`"
     cfg = cfg or get_settings()
     client = client or mlflow_client(cfg)
     return sorted(a for a, v in client.get_registered_model(cfg.model_name).aliases.items() if str(v) == str(version))
 
 # %% ../nbs/04_tracking.ipynb #12ad83d5
-def local_onnx(mv, client=None, cfg=None) -> Path:
+def local_onnx(
+    mv, # the model version (an MLflow `ModelVersion`)
+    client=None, # an MLflow client (default: one for the settings)
+    cfg=None, # the settings (default: the current ones)
+) -> Path:
     "Local path of the ONNX graph of model version `mv`, downloaded once"
     import mlflow
     cfg = cfg or get_settings()
@@ -145,7 +157,11 @@ def registry_sha256(mv, cfg=None) -> str:
         else: os.environ['MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR'] = quiet
 
 # %% ../nbs/04_tracking.ipynb #878e6913
-def lineage(ref, client=None, cfg=None) -> dict:
+def lineage(
+    ref, # a version number or an alias
+    client=None, # an MLflow client (default: one for the settings)
+    cfg=None, # the settings (default: the current ones)
+) -> dict:
     "The chain behind model version `ref` (number or alias), from MLflow alone"
     cfg = cfg or get_settings()
     client = client or mlflow_client(cfg)

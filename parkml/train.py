@@ -28,7 +28,12 @@ __all__ = ['AGREEMENT_IMAGES', 'REFERENCE_COLS', 'training_set', 'DogProbability
            'register_version', 'train_and_register']
 
 # %% ../nbs/06_train.ipynb #01d7eaa0
-def training_set(limit: int = None, extra: ImageSet = None, folder=None, cat_fraction: float = None) -> ImageSet:
+def training_set(
+    limit: int = None, # images per subset and class (None: all)
+    extra: ImageSet = None, # production images added to the training subset
+    folder=None, # the image set (default: setting data)
+    cat_fraction: float = None, # share of the training cats kept (a biased set, for demonstrations)
+) -> ImageSet:
     """The split image set, optionally sampled to `limit` images per subset and extended with `extra` training images;
     `cat_fraction` keeps only that share of the training cats (a deliberately biased set, for staging demonstrations)"""
     ds = assign_splits(read_imageset(folder))
@@ -60,7 +65,12 @@ def _stack(emb: pd.DataFrame, shas, col='emb') -> np.ndarray:
                                                                                                    np.float32)
 
 # %% ../nbs/06_train.ipynb #c4d7f553
-def fit(ds: ImageSet, emb: pd.DataFrame, C: float = None, flip: bool = None):
+def fit(
+    ds: ImageSet, # the image set
+    emb: pd.DataFrame, # its embeddings (`network.compute_embeddings`)
+    C: float = None, # inverse regularisation (default: setting head_c)
+    flip: bool = None, # also fit on mirrored images (default: setting flip_augment)
+):
     "Head (w, b) and projection (mean, basis) from the training subset's embeddings"
     cfg = get_settings()
     flip = cfg.flip_augment if flip is None else flip
@@ -72,7 +82,11 @@ def fit(ds: ImageSet, emb: pd.DataFrame, C: float = None, flip: bool = None):
     return (w, b), (mu, basis)
 
 # %% ../nbs/06_train.ipynb #38d3143e
-def evaluate_subsets(ds: ImageSet, emb: pd.DataFrame, head) -> pd.DataFrame:
+def evaluate_subsets(
+    ds: ImageSet, # the image set
+    emb: pd.DataFrame, # its embeddings (`network.compute_embeddings`)
+    head, # the head (w, b)
+) -> pd.DataFrame:
     "Per-image scores for every image: the image table with p_dog, proj and integrity features"
     df = ds.df.copy()
     df['p_dog'] = predict_from_embeddings(_stack(emb, df.sha), *head)
@@ -220,6 +234,7 @@ def register_version(
     run_id: str, # the training run
     ds: ImageSet, # the image set it trained on
     metrics: dict, # its metrics (the description quotes test accuracy)
+    client, # the MLflow client of the run (`tracking.mlflow_client`)
     parent_run: str = None, # the run it continues, for the lineage tags
     tags: dict = None, # extra version tags
 ):
@@ -229,7 +244,7 @@ def register_version(
     vtags = {**lineage_tags(ds.version, parent_run), 'parkml.run_id': run_id, 'parkml.onnx_uri': oinfo.model_uri,
              'validation_status': 'pending', **(tags or {})}
     mv = mlflow.register_model(info.model_uri, cfg.model_name, tags=vtags)
-    mlflow_client(cfg).update_model_version(cfg.model_name, mv.version, description=(
+    client.update_model_version(cfg.model_name, mv.version, description=(
         f"Cat/dog head on EfficientNet-Lite0 embeddings; data {ds.version[:12]}; "
         f"test accuracy {metrics.get('test_accuracy', float('nan')):.4f}"))
     return mv
@@ -247,7 +262,9 @@ def train_and_register(
 ) -> TrainResult:
     "Train on the configured image set, evaluate, log everything to MLflow and register a new model version"
     import mlflow
-    cfg, t0, timings = get_settings(), time.time(), {}
+    cfg = get_settings()
+    client = mlflow_client(cfg)   # points MLflow at the configured stores before the run starts
+    t0, timings = time.time(), {}
     ds = training_set(**kwargs)
     flip = cfg.flip_augment if flip is None else flip
     emb = compute_embeddings(ds, flip, progress)
@@ -271,6 +288,6 @@ def train_and_register(
         info, oinfo = log_models(net, om, onnx_path, Xs)
         timings.update(total_s=time.time() - t0, peak_rss_mb=peak_rss_mb())
         mlflow.log_metrics({f"time_{k}": v for k, v in timings.items()})
-        mv = register_version(info, oinfo, run.info.run_id, ds, metrics, parent_run, tags)
+        mv = register_version(info, oinfo, run.info.run_id, ds, metrics, client, parent_run, tags)
     return TrainResult(run.info.run_id, str(mv.version), ds.version, metrics, params, scores, figures, timings,
                        ds.skipped)
