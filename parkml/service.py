@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'MIN_KEY_CHARS', 'setting_key', 'key_matches', 'authorized', 'key_refusal', 'exposed_without_keys', 'predict',
            'predict_batch', 'feedback', 'health', 'metrics', 'openapi', 'openapi_spec', 'is_loopback', 'ExposureError',
-           'key_problems', 'check_exposure', 'guarded_h11', 'uvicorn_options', 'create_app', 'app_factory', 'serve']
+           'key_problems', 'check_exposure', 'guarded_h11', 'uvicorn_options', 'create_app', 'app_factory',
+           'stop_with_parent', 'serve']
 
 # %% ../nbs/14_service.ipynb #8a44cc6c
 def setting_key(value) -> str:
@@ -430,7 +431,7 @@ def app_factory() -> Starlette:
     return create_app()
 
 # %% ../nbs/14_service.ipynb #c9eddfe1
-def _stop_with_parent(pid: int, every_s: float = 1.0) -> None:
+def stop_with_parent(pid: int, every_s: float = 1.0) -> None:
     "Send this process SIGTERM (a graceful stop) once its parent, process `pid`, has ended"
     import signal
     def watch():
@@ -457,7 +458,7 @@ def serve(
     host = host or cfg.host
     check_exposure(host, cfg)  # before anything is loaded or bound
     _bound_registry_calls()
-    if parent_pid: _stop_with_parent(int(parent_pid))
+    if parent_pid: stop_with_parent(int(parent_pid))
     app = create_app(alias, None if record else False, cfg)
     log.info("serving %s version %s (alias %s) on %s:%s", *list(app.state.service.watcher.current.info.values())[:2],
              app.state.service.alias, host, port or cfg.port)
