@@ -27,13 +27,10 @@ __all__ = ['INTENDED_USE', 'KNOWN_LIMITS', 'SECTIONS', 'P', 'KV', 'T', 'F', 'ren
 # %% ../nbs/41_audit.ipynb #d52ca701
 def P(text) -> tuple: return ('p', str(text))
 
-# %% ../nbs/41_audit.ipynb #a4868c56
 def KV(d: dict) -> tuple: return ('kv', {str(k): v for k, v in d.items()})
 
-# %% ../nbs/41_audit.ipynb #a123e3f5
 def T(df: pd.DataFrame, empty: str = 'none') -> tuple: return ('table', df, empty)
 
-# %% ../nbs/41_audit.ipynb #07acf629
 def F(
     name: str, # file name
     png: bytes, # PNG bytes
@@ -112,8 +109,8 @@ def render_html(title: str, sections: list) -> str:
 # %% ../nbs/41_audit.ipynb #643327e4
 def _link(v) -> str:
     s = _fmt(v)
-    return f"<a href='{html.escape(s)}'>{html.escape(s)}</a>" if s.startswith(('http://',
-                                                                               'https://')) else html.escape(s)
+    if s.startswith(('http://', 'https://')): return f"<a href='{html.escape(s)}'>{html.escape(s)}</a>"
+    return html.escape(s)
 
 # %% ../nbs/41_audit.ipynb #2fccba0a
 def _artifact(client, run_id: str, path: str, tmp: Path) -> Path | None:

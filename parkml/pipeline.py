@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from .config import get_settings, Settings
 from .data import decode_image, preprocess, image_features, ImageError, CLASSES
 from .predlog import open_store, new_prediction_id, to_epoch, frame_sha
-from .telemetry import TelemetrySampler, LatencyStats, ServiceMetrics
+from .telemetry import TelemetrySampler, LatencyStats, ServiceMetrics, service_health
 from .served import ModelWatcher
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,6 @@ class InputError(ValueError):
 # %% ../nbs/13_pipeline.ipynb #c104ebd4
 class StoreError(RuntimeError):
     "The prediction log could not commit a record: the request is not answered"
-
-# %% ../nbs/13_pipeline.ipynb #1e5e8b94
 class Overloaded(InputError):
     "The work queue is full: 503 with `Retry-After`, nothing queued and nothing logged"
     def __init__(self, msg: str, retry_after_s: float):
@@ -67,9 +65,7 @@ def frame_ext(data: bytes) -> str:
     if data[:4] == b'RIFF' and data[8:12] == b'WEBP': return 'webp'
     return next((ext for magic, ext in _MAGIC if data.startswith(magic)), 'bin')
 
-# %% ../nbs/13_pipeline.ipynb #b28bb971
 ACCEPTED_FORMATS = ('jpg', 'png', 'webp')
-
 def format_error(data: bytes) -> InputError | None:
     "The 415 for bytes that are not JPEG, PNG or WebP by their first bytes; None otherwise (empty bytes too)"
     ext = frame_ext(data)
@@ -102,7 +98,6 @@ class Stage:
     ):
         self.name, self.fn, self.max_items, self.workers = name, fn, max(1, int(max_items)), max(1, int(workers))
         self.q, self.threads, self.batches = queue.SimpleQueue(), [], 0
-
     def put(self, item): self.q.put(item)
 
     def _run(self, k: int):
@@ -207,7 +202,6 @@ class Service:
         for s in (self.infer, self.write): s.stop()
         if self._own_store and self.store is not None: self.store.close()
         self.running = False
-
     def __enter__(self): return self.start()
     def __exit__(self, *exc): self.stop()
 
@@ -239,7 +233,6 @@ def _reserve(self: Service, n: int):
         self.pending += n
         self.peak = max(self.peak, self.pending)
 
-# %% ../nbs/13_pipeline.ipynb #c77d0f1a
 @patch
 def _finished(self: Service, fut: Future):
     with self._pending_lock: self.pending -= 1
@@ -260,7 +253,6 @@ def admit(self: Service, n: int = 1,
         self.peak = max(self.peak, self.pending)
     return n
 
-# %% ../nbs/13_pipeline.ipynb #fd232d75
 @patch
 def release(self: Service, n: int = 1) -> None:
     "Give back room reserved with `admit` and not used"
@@ -305,7 +297,6 @@ def _record(self: Service, j: Job) -> dict:
     if self.store_frames and j.data: rec.update(frame=j.data, frame_ext=frame_ext(j.data), frame_sha=frame_sha(j.data))
     return rec
 
-# %% ../nbs/13_pipeline.ipynb #93b04fa8
 @patch
 def _answer(self: Service, j: Job, rec: dict) -> dict:
     return dict(prediction_id=j.id, label=rec['label'], p_dog=j.p_dog, camera=j.camera, ts=j.ts, received=j.received,
@@ -353,21 +344,8 @@ def _write(self: Service, jobs: list, k: int = 0):
 # %% ../nbs/13_pipeline.ipynb #e82ea830
 @patch
 def health(self: Service) -> dict:
-    "What `/health` reports: status, served model, registry, store, telemetry, work queue, uptime"
-    m, reg = self.watcher.current, dict(self.watcher.registry)
-    store = dict(enabled=self.store is not None, ok=self.store_error is None, committed=self.committed,
-                 last_commit=self.last_commit, error=self.store_error and self.store_error[1],
-                 uri=str(getattr(self.store, 'path', '')) or None, frames=self.store_frames)
-    tel = dict(enabled=self.telemetry is not None, samples=self.telemetry.samples if self.telemetry else 0,
-               failures=self.telemetry.failures if self.telemetry else 0)
-    status = 'ok' if store['ok'] and reg['ok'] and not self.watcher.refused else 'degraded'
-    work = dict(pending=self.pending, max=self.queue_max, peak=self.peak, overloads=self.overloads)
-    approval = (dict(verified=True, **{k: m.proof[k] for k in ('sha256', 'approved_by', 'released_by')}) if m.proof else
-                dict(verified=False, why=f"alias {m.alias!r} is not a verified alias (setting verified_aliases)"))
-    return dict(status=status, model=dict(m.info, engine=m.sessions[0].engine, loaded_at=m.loaded_at, source=m.source),
-                registry=reg, store=store,
-                approval=dict(approval, refused=self.watcher.refused), telemetry=tel, queue=work,
-                uptime_s=round(time.time() - self.started, 3), swaps=self.watcher.swaps)
+    "What `/health` reports (`telemetry.service_health`)"
+    return service_health(self)
 
 # %% ../nbs/13_pipeline.ipynb #958fedfb
 CAMERA_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9._:@/-]{0,63}')
@@ -375,7 +353,6 @@ _EPOCH_RE = re.compile(r'[+-]?\d{1,12}(\.\d*)?')
 _ISO_RE = re.compile(r'\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?(Z|[+-]\d{2}:?\d{2})?')
 TS_PATTERN = rf'^\s*({_EPOCH_RE.pattern}|{_ISO_RE.pattern})?\s*$'  # empty: not given
 MIN_CAPTURE_TS = 946684800.0  # 2000-01-01 UTC
-
 def parse_camera(value: str | None, default: str) -> str:
     "A camera id: 1-64 letters, digits or ._:@/- (starting with a letter or digit)"
     if value is None or value == '': return default
@@ -417,8 +394,6 @@ def request_meta(
 def _too_big(n, limit) -> InputError:
     return InputError(413, 'body_too_large', f"request body of {n} bytes or more is over the limit of {limit} bytes "
                                              f"({limit / 2**20:g} MiB, setting max_upload_mb)")
-
-# %% ../nbs/13_pipeline.ipynb #6aeb6d49
 def _too_slow(timeout_s) -> InputError:
     return InputError(408, 'body_timeout', f"the request body did not arrive within {timeout_s:g} s (setting "
                                            "body_timeout_s): the connection is closed", {'Connection': 'close'})
@@ -443,7 +418,6 @@ async def read_body(
 
 # %% ../nbs/13_pipeline.ipynb #f1bab2a7
 IMAGE_FIELDS = ('file', 'files')
-
 async def request_images(
     request: Request, # the HTTP request
     limit: int, # most bytes accepted

@@ -8,6 +8,7 @@ Docs: https://parkml.github.io/parkml/served.html.md"""
 from __future__ import annotations
 import json, logging, threading, time
 from dataclasses import dataclass
+from fastcore.basics import patch
 from pathlib import Path
 import numpy as np
 from .config import get_settings, write_atomic, Settings
@@ -124,76 +125,86 @@ class ModelWatcher:
         now = time.time()
         self.registry.update(ok=ok, error=error, last_check=now, **({'last_ok': now} if ok else {}))
 
-    def _first(self) -> ServedModel:
-        try:   # an older signed statement than the one served before the restart is a replay
-            m = load_served(self.alias, self.cfg, self._client_or_new(),
-                            not_before=remembered_since(self.alias, self.cfg))
-            self._note(True)
-            return m
-        except Exception as e:
-            self._client = None
-            try: m = load_remembered(self.alias, self.cfg)
-            except Unapproved as cached: e, m = Unapproved(f"{e}; the cached version is refused too: {cached}"), None
-            if m is None:
-                raise NothingToServe(f"cannot load the model behind alias {self.alias!r} of {self.cfg.model_name} "
-                                     f"and none is cached on this host: {e}") from e
-            if isinstance(e, Unapproved):
-                self.refused = dict(version=None, reason=str(e), at=time.time())
-                log.error("alias %r is refused (%s); serving cached version %s", self.alias, e, m.version)
-            else:
-                self._note(False, f"registry unreachable at start, serving cached version {m.version}: {e}")
-                log.warning("registry unreachable (%s); serving cached version %s of %s", e, m.version, m.name)
-            return m
-
-    def poll_once(self) -> bool:
-        "Ask the registry once; load and swap in the alias's new version if it moved. True when it swapped"
-        try: mv = resolve_version(self.alias, self._client_or_new(), self.cfg)
-        except Exception as e:
-            self._client = None
-            self._note(False, f"registry unreachable or failing, still serving version {self.current.version}: "
-                              f"{type(e).__name__}: {e}")
-            log.warning("registry check for alias %r failed, still serving version %s: %s", self.alias,
-                        self.current.version, e)
-            return False
-        if str(mv.version) == self.current.version:
-            self._note(True)
-            self.refused = None
-            return False
-        since = (self.current.proof or {}).get('time', 0)
-        try: new = load_served(self.alias, self.cfg, self._client, mv, since)
-        except Unapproved as e:
-            self._refuse(str(mv.version), str(e))
-            return False
-        except Exception as e:
-            self._note(False, f"alias {self.alias!r} moved to version {mv.version}, which cannot be loaded: {e}")
-            log.exception("cannot load version %s; still serving %s", mv.version, self.current.version)
-            return False
-        old, self.current, self.refused = self.current, new, None
-        self.swaps += 1
+# %% ../nbs/12_served.ipynb #41269c4e
+@patch
+def _first(self: ModelWatcher) -> ServedModel:
+    try:   # an older signed statement than the one served before the restart is a replay
+        m = load_served(self.alias, self.cfg, self._client_or_new(),
+                        not_before=remembered_since(self.alias, self.cfg))
         self._note(True)
-        log.info("alias %r moved: now serving version %s (was %s)", self.alias, new.version, old.version)
-        return True
+        return m
+    except Exception as e:
+        self._client = None
+        try: m = load_remembered(self.alias, self.cfg)
+        except Unapproved as cached: e, m = Unapproved(f"{e}; the cached version is refused too: {cached}"), None
+        if m is None:
+            raise NothingToServe(f"cannot load the model behind alias {self.alias!r} of {self.cfg.model_name} "
+                                 f"and none is cached on this host: {e}") from e
+        if isinstance(e, Unapproved):
+            self.refused = dict(version=None, reason=str(e), at=time.time())
+            log.error("alias %r is refused (%s); serving cached version %s", self.alias, e, m.version)
+        else:
+            self._note(False, f"registry unreachable at start, serving cached version {m.version}: {e}")
+            log.warning("registry unreachable (%s); serving cached version %s of %s", e, m.version, m.name)
+        return m
 
-    def _refuse(self, version: str, why: str):
-        "Keep serving the current version; say (and log once) why the alias's new version is refused"
-        if (self.refused or {}).get('reason') != why:
-            log.error("alias %r points at version %s, which is refused (still serving %s): %s", self.alias, version,
-                      self.current.version, why)
-        self.refused = dict(version=version, reason=why, at=time.time())
+# %% ../nbs/12_served.ipynb #5e56c916
+@patch
+def poll_once(self: ModelWatcher) -> bool:
+    "Ask the registry once; load and swap in the alias's new version if it moved. True when it swapped"
+    try: mv = resolve_version(self.alias, self._client_or_new(), self.cfg)
+    except Exception as e:
+        self._client = None
+        self._note(False, f"registry unreachable or failing, still serving version {self.current.version}: "
+                          f"{type(e).__name__}: {e}")
+        log.warning("registry check for alias %r failed, still serving version %s: %s", self.alias,
+                    self.current.version, e)
+        return False
+    if str(mv.version) == self.current.version:
         self._note(True)
+        self.refused = None
+        return False
+    since = (self.current.proof or {}).get('time', 0)
+    try: new = load_served(self.alias, self.cfg, self._client, mv, since)
+    except Unapproved as e:
+        self._refuse(str(mv.version), str(e))
+        return False
+    except Exception as e:
+        self._note(False, f"alias {self.alias!r} moved to version {mv.version}, which cannot be loaded: {e}")
+        log.exception("cannot load version %s; still serving %s", mv.version, self.current.version)
+        return False
+    old, self.current, self.refused = self.current, new, None
+    self.swaps += 1
+    self._note(True)
+    log.info("alias %r moved: now serving version %s (was %s)", self.alias, new.version, old.version)
+    return True
 
-    def _run(self):
-        while not self._stop.wait(self.poll_s): self.poll_once()
+# %% ../nbs/12_served.ipynb #1a4c8bb0
+@patch
+def _refuse(self: ModelWatcher, version: str, why: str):
+    "Keep serving the current version; say (and log once) why the alias's new version is refused"
+    if (self.refused or {}).get('reason') != why:
+        log.error("alias %r points at version %s, which is refused (still serving %s): %s", self.alias, version,
+                  self.current.version, why)
+    self.refused = dict(version=version, reason=why, at=time.time())
+    self._note(True)
 
-    def start(self) -> ModelWatcher:
-        if self._thread is None and self.poll_s > 0:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name='parkml-alias-watch', daemon=True)
-            self._thread.start()
-        return self
+# %% ../nbs/12_served.ipynb #877df287
+@patch
+def _run(self: ModelWatcher):
+    while not self._stop.wait(self.poll_s): self.poll_once()
 
-    def stop(self):
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
-            self._thread = None
+@patch
+def start(self: ModelWatcher) -> ModelWatcher:
+    if self._thread is None and self.poll_s > 0:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name='parkml-alias-watch', daemon=True)
+        self._thread.start()
+    return self
+
+@patch
+def stop(self: ModelWatcher):
+    self._stop.set()
+    if self._thread is not None:
+        self._thread.join(30)
+        self._thread = None

@@ -35,7 +35,6 @@ __all__ = ['log', 'MIN_KEY_CHARS', 'setting_key', 'key_matches', 'authorized', '
 def setting_key(value) -> str:
     "A key setting as text ('' when unset)"
     return '' if value is None else str(value)
-
 def key_matches(given: str, key: str) -> bool:
     "Does a presented key equal the configured one? Constant time; never true when none is configured"
     return bool(key) and hmac.compare_digest(given.encode(), key.encode())
@@ -52,7 +51,6 @@ def authorized(
     if staff: return key_matches(headers.get('x-staff-key', ''), st)
     return not api or key_matches(headers.get('x-api-key', ''), api)
 
-# %% ../nbs/14_service.ipynb #d5afee8f
 def key_refusal(cfg: Settings, staff: bool = False) -> InputError:
     "The 401 for a request `authorized` turned away"
     if not staff: return InputError(401, 'unauthorized', 'missing or wrong API key: send it in the X-API-Key header')
@@ -65,7 +63,6 @@ def key_refusal(cfg: Settings, staff: bool = False) -> InputError:
 # %% ../nbs/14_service.ipynb #235800f2
 def _error(status: int, code: str, msg: str) -> JSONResponse:
     return JSONResponse(dict(error=msg, code=code, status=status, prediction_id=None), status)
-
 def _exposed() -> InputError:
     return InputError(403, 'keys_required', 'this service is reachable beyond loopback without good keys (settings '
                                             'api_key and staff_key): it answers nothing but /health')
@@ -102,7 +99,6 @@ async def _refuse(svc: Service, e: InputError, camera: str, ts: float, received:
     "Log a request refused before its image could be read as a rejected row, then raise its error"
     await asyncio.wrap_future(svc.submit(b'', camera, ts, received, e, t0))
 
-# %% ../nbs/14_service.ipynb #78c086d7
 async def _incoming(svc: Service, request: Request, max_files: int, one: bool = False) -> tuple:
     """(images, camera, capture time, received, start) of a predict request; a refused request is logged, then its
     error raised"""
@@ -131,7 +127,6 @@ def _admit_more(svc: Service, n: int) -> None:
         svc.release()
         raise
 
-# %% ../nbs/14_service.ipynb #d52a5d73
 def _screen(svc: Service, data: bytes) -> InputError | None:
     "`format_error` of an upload, counted in the metrics (it is never logged)"
     e = format_error(data)
@@ -147,7 +142,6 @@ async def predict(svc: Service, request: Request):
         raise e
     return JSONResponse(await asyncio.wrap_future(svc.submit(images[0], camera, ts, received, None, t0, admitted=True)))
 
-# %% ../nbs/14_service.ipynb #4f8477d2
 @_endpoint('predict_batch', timed=True)
 async def predict_batch(svc: Service, request: Request):
     images, camera, ts, received, t0 = await _incoming(svc, request, svc.cfg.max_batch_files)
@@ -218,17 +212,12 @@ _STATUS_TEXT = {400: 'Bad request: unreadable body, parameter or empty image', 4
 _RETRY = {'Retry-After': {'description': 'seconds to wait when the queue was full', 'schema': {'type': 'integer'}}}
 
 def _ref(name): return {'$ref': f'#/components/schemas/{name}'}
-
 def _json(schema): return {'application/json': {'schema': schema}}
-
 def _errors(codes, auth): return {str(c): {'description': _STATUS_TEXT[c], 'content': _json(_ref('Error')),
                                            **({'headers': _RETRY} if c == 503 else {})}
                                   for c in sorted(set(codes) | ({401} if auth else set()))}
-
 def _str(**kw): return {'type': 'string', **kw}
-
 def _num(**kw): return {'type': 'number', **kw}
-
 def _obj(required, **props): return {'type': 'object', 'required': list(required), 'properties': props}
 
 # %% ../nbs/14_service.ipynb #08bd4ad3
@@ -337,9 +326,7 @@ def is_loopback(host: str) -> bool:
 class ExposureError(ValueError):
     "The service would face the network without the keys that guard it"
 
-# %% ../nbs/14_service.ipynb #df7c4adb
 MIN_KEY_CHARS = 16
-
 def key_problems(cfg: Settings) -> list[str]:
     "What is wrong with the keys for a service that faces the network (empty: nothing)"
     api, staff = setting_key(cfg.api_key), setting_key(cfg.staff_key)
@@ -384,7 +371,6 @@ def guarded_h11(header_timeout_s: float) -> type:
             if idle and not self.transport.is_closing(): self.transport.close()
     return GuardedH11
 
-# %% ../nbs/14_service.ipynb #e24d22d2
 def uvicorn_options(cfg: Settings = None) -> dict:
     "uvicorn's limits and timeouts from the settings, as `serve` passes them to `uvicorn.run`"
     cfg = cfg or get_settings()
@@ -397,7 +383,6 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return JSONResponse(dict(error=str(exc.detail), code='not_found' if exc.status_code == 404 else 'http_error',
                              status=exc.status_code, prediction_id=None), exc.status_code, headers=exc.headers)
 
-# %% ../nbs/14_service.ipynb #47481c2b
 def create_app(
     alias: str = None, # the registry alias to serve (default: setting serve_alias)
     store=None, # see `Service`
@@ -424,7 +409,6 @@ def _bound_registry_calls():
     os.environ.setdefault('MLFLOW_HTTP_REQUEST_MAX_RETRIES', '1')
     os.environ.setdefault('MLFLOW_HTTP_REQUEST_TIMEOUT', '10')
 
-# %% ../nbs/14_service.ipynb #f8344147
 def app_factory() -> Starlette:
     "The app for `uvicorn parkml.service:app_factory --factory`, configured by settings and PARKML_* variables"
     _bound_registry_calls()

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'hottest_temperature', 'cpu_percent', 'sample_host', 'LatencyStats', 'latency_summary', 'TelemetrySampler',
-           'outcome', 'ServiceMetrics']
+           'outcome', 'ServiceMetrics', 'service_health']
 
 # %% ../nbs/11_telemetry.ipynb #370e2415
 def _measure(name: str, fn):
@@ -224,3 +224,21 @@ class ServiceMetrics:
         self.latency.labels(endpoint, o).observe(seconds)
 
     def text(self) -> bytes: return generate_latest(self.registry)
+
+# %% ../nbs/11_telemetry.ipynb #5d981ad0
+def service_health(svc) -> dict:
+    "What `/health` reports of `svc` (a `pipeline.Service`): status, model, registry, store, telemetry, queue, uptime"
+    m, reg = svc.watcher.current, dict(svc.watcher.registry)
+    store = dict(enabled=svc.store is not None, ok=svc.store_error is None, committed=svc.committed,
+                 last_commit=svc.last_commit, error=svc.store_error and svc.store_error[1],
+                 uri=str(getattr(svc.store, 'path', '')) or None, frames=svc.store_frames)
+    tel = dict(enabled=svc.telemetry is not None, samples=svc.telemetry.samples if svc.telemetry else 0,
+               failures=svc.telemetry.failures if svc.telemetry else 0)
+    status = 'ok' if store['ok'] and reg['ok'] and not svc.watcher.refused else 'degraded'
+    work = dict(pending=svc.pending, max=svc.queue_max, peak=svc.peak, overloads=svc.overloads)
+    approval = (dict(verified=True, **{k: m.proof[k] for k in ('sha256', 'approved_by', 'released_by')}) if m.proof else
+                dict(verified=False, why=f"alias {m.alias!r} is not a verified alias (setting verified_aliases)"))
+    return dict(status=status, model=dict(m.info, engine=m.sessions[0].engine, loaded_at=m.loaded_at, source=m.source),
+                registry=reg, store=store,
+                approval=dict(approval, refused=svc.watcher.refused), telemetry=tel, queue=work,
+                uptime_s=round(time.time() - svc.started, 3), swaps=svc.watcher.swaps)
