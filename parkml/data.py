@@ -79,9 +79,6 @@ def image_features(
     return dict(width=float(width or x.shape[1]), height=float(height or x.shape[0]), brightness=float(g.mean()),
                 contrast=float(g.std()), sharpness=float(lap.var() * 100))
 
-# %% ../nbs/01_data.ipynb #0210997a
-def _sha256(p) -> str: return hashlib.sha256(Path(p).read_bytes()).hexdigest()
-
 # %% ../nbs/01_data.ipynb #b2136846
 class ImageSet:
     "A labelled image set: `df` has path (absolute), relpath, label, y, sha and the manifest's extra columns"
