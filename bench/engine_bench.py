@@ -18,7 +18,7 @@ def parknet(out: Path) -> Path:
     "The ONNX graph of a head fitted on every train image's cached embedding (exported once)"
     if out.is_file(): return out
     from parkml.train import training_set, fit
-    from parkml.model import compute_embeddings
+    from parkml.network import compute_embeddings
     from parkml.network import build_parknet, export_onnx
     ds = training_set()
     emb = compute_embeddings(ds, False)

@@ -24,7 +24,7 @@ STEPS = ['read request', 'inference queue', 'decode', 'resize', 'features', 'eng
 
 def instrumented_server(out: str, port: int):
     "Run the service with timers on its steps; SIGUSR1 writes the per-request step times to `out` and starts afresh"
-    import parkml.service as S, parkml.model as M
+    import parkml.pipeline as S, parkml.service as H, parkml.model as M   # the steps live in pipeline, the app in service
     T, born, inferred, lock = defaultdict(list), {}, {}, threading.Lock()
     def add(step, ms):
         with lock: T[step].append(ms)
@@ -63,7 +63,7 @@ def instrumented_server(out: str, port: int):
             T.clear()
     signal.signal(signal.SIGUSR1, dump)
     import uvicorn
-    uvicorn.run(S.app_factory(), host='127.0.0.1', port=port, log_level='warning', access_log=False)
+    uvicorn.run(H.app_factory(), host='127.0.0.1', port=port, log_level='warning', access_log=False)
 
 def start(engine: str, runs: Path, logdir: Path):
     "The instrumented service with `engine` in its own process: (url, process, timings file)"

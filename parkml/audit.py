@@ -26,19 +26,33 @@ __all__ = ['INTENDED_USE', 'KNOWN_LIMITS', 'SECTIONS', 'P', 'KV', 'T', 'F', 'ren
 
 # %% ../nbs/41_audit.ipynb #d52ca701
 def P(text) -> tuple: return ('p', str(text))
-def KV(d: dict) -> tuple: return ('kv', {str(k): v for k, v in d.items()})
-def T(df: pd.DataFrame, empty: str = 'none') -> tuple: return ('table', df, empty)
-def F(name: str, png: bytes, caption: str = '') -> tuple: return ('img', name, png, caption)
 
+def KV(d: dict) -> tuple: return ('kv', {str(k): v for k, v in d.items()})
+
+def T(df: pd.DataFrame, empty: str = 'none') -> tuple: return ('table', df, empty)
+
+def F(
+    name: str, # file name
+    png: bytes, # PNG bytes
+    caption: str = '', # what it shows
+) -> tuple: return ('img', name, png, caption)
+
+# %% ../nbs/41_audit.ipynb #fd7ea955
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)): return '-'
     if isinstance(v, float): return f"{v:.4g}"
     if isinstance(v, (dict, list)): return json.dumps(v, default=str)
     return str(v)
 
+# %% ../nbs/41_audit.ipynb #0ad7576d
 def _md_cell(v) -> str: return _fmt(v).replace('|', '\\|').replace('\n', ' ')
 
-def render_markdown(title: str, sections: list, img_dir: str = 'plots') -> tuple[str, dict]:
+# %% ../nbs/41_audit.ipynb #3fe7d2e6
+def render_markdown(
+    title: str, # the title
+    sections: list, # (heading, blocks) pairs
+    img_dir: str = 'plots', # where the figures are written
+) -> tuple[str, dict]:
     "Markdown of `sections` and the PNG files it refers to ({relative path: bytes})"
     out, files = [f"# {title}", ''], {}
     for head, blocks in sections:
@@ -48,14 +62,18 @@ def render_markdown(title: str, sections: list, img_dir: str = 'plots') -> tuple
             elif b[0] == 'kv': out += [f"- **{k}**: {_md_cell(v)}" for k, v in b[1].items()] + ['']
             elif b[0] == 'table':
                 df = b[1]
-                if df is None or not len(df): out += [f"_{b[2]}_", '']; continue
+                if df is None or not len(df):
+                    out += [f"_{b[2]}_", '']
+                    continue
                 out += ['| ' + ' | '.join(map(str, df.columns)) + ' |', '|' + '---|' * len(df.columns)]
                 out += ['| ' + ' | '.join(_md_cell(v) for v in r) + ' |' for r in df.itertuples(index=False)] + ['']
             elif b[0] == 'img':
-                rel = f"{img_dir}/{b[1]}"; files[rel] = b[2]
+                rel = f"{img_dir}/{b[1]}"
+                files[rel] = b[2]
                 out += [f"![{b[3] or b[1]}]({rel})", '']
     return '\n'.join(out), files
 
+# %% ../nbs/41_audit.ipynb #f48e1f36
 def render_html(title: str, sections: list) -> str:
     "A self-contained HTML page of `sections` (figures embedded)"
     e, parts = html.escape, [f"<h1>{html.escape(title)}</h1>"]
@@ -70,20 +88,29 @@ def render_html(title: str, sections: list) -> str:
                 parts.append(f"<table class='kv'>{rows}</table>")
             elif b[0] == 'table':
                 df = b[1]
-                if df is None or not len(df): parts.append(f"<p><i>{e(b[2])}</i></p>"); continue
+                if df is None or not len(df):
+                    parts.append(f"<p><i>{e(b[2])}</i></p>")
+                    continue
                 head_ = ''.join(f"<th>{e(str(c))}</th>" for c in df.columns)
-                body = ''.join('<tr>' + ''.join(f"<td>{_link(v)}</td>" for v in r) + '</tr>' for r in df.itertuples(index=False))
+                body = ''.join(
+                    '<tr>' + ''.join(f"<td>{_link(v)}</td>" for v in r) + '</tr>' for r in df.itertuples(index=False))
                 parts.append(f"<table class='t'><tr>{head_}</tr>{body}</table>")
             elif b[0] == 'img':
-                parts.append(f"<figure><img alt='{e(b[1])}' src='data:image/png;base64,{base64.b64encode(b[2]).decode()}'/>"
+                png = base64.b64encode(b[2]).decode()
+                parts.append(f"<figure><img alt='{e(b[1])}' src='data:image/png;base64,{png}'/>"
                              f"<figcaption>{e(b[3] or b[1])}</figcaption></figure>")
-    style = ("<style>body{font-family:sans-serif;max-width:1100px;margin:auto} table{border-collapse:collapse;font-size:13px;margin:6px 0}"
-             " td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top} img{max-width:100%}</style>")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>{style}</head><body>{''.join(parts)}</body></html>"
+    style = ("<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+             " table{border-collapse:collapse;font-size:13px;margin:6px 0}"
+             " td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}"
+             " img{max-width:100%}</style>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>{style}</head>"
+            f"<body>{''.join(parts)}</body></html>")
 
+# %% ../nbs/41_audit.ipynb #643327e4
 def _link(v) -> str:
     s = _fmt(v)
-    return f"<a href='{html.escape(s)}'>{html.escape(s)}</a>" if s.startswith(('http://', 'https://')) else html.escape(s)
+    if s.startswith(('http://', 'https://')): return f"<a href='{html.escape(s)}'>{html.escape(s)}</a>"
+    return html.escape(s)
 
 # %% ../nbs/41_audit.ipynb #2fccba0a
 def _artifact(client, run_id: str, path: str, tmp: Path) -> Path | None:
@@ -91,6 +118,7 @@ def _artifact(client, run_id: str, path: str, tmp: Path) -> Path | None:
     try: return Path(client.download_artifacts(run_id, path, str(tmp)))
     except Exception: return None
 
+# %% ../nbs/41_audit.ipynb #42a6c738
 def _walk(client, run_id: str, path: str = None, depth: int = 2) -> list[str]:
     "Artifact file paths of a run, a few folders deep"
     try: items = client.list_artifacts(run_id, path)
@@ -102,11 +130,13 @@ def _walk(client, run_id: str, path: str = None, depth: int = 2) -> list[str]:
         else: out.append(it.path)
     return out
 
+# %% ../nbs/41_audit.ipynb #8fdd4a5a
 def _json(client, run_id, path, tmp):
     p = _artifact(client, run_id, path, tmp)
     try: return json.loads(p.read_text()) if p else None
     except ValueError: return None
 
+# %% ../nbs/41_audit.ipynb #6b117ccd
 def _pngs(client, run_id: str, tmp: Path, under: str = 'plots') -> dict:
     "{file name: PNG bytes} of the run's figures under `under`"
     out = {}
@@ -114,7 +144,12 @@ def _pngs(client, run_id: str, tmp: Path, under: str = 'plots') -> dict:
         if f.endswith('.png') and (p := _artifact(client, run_id, f, tmp)): out[f.split('/')[-1]] = p.read_bytes()
     return out
 
-def staging_summary(client, run_id: str, tmp: Path) -> tuple[str | None, dict | None]:
+# %% ../nbs/41_audit.ipynb #476ebf31
+def staging_summary(
+    client, # an MLflow client (default: one for the settings)
+    run_id: str, # the staging run
+    tmp: Path, # a scratch folder for downloads
+) -> tuple[str | None, dict | None]:
     "The staging run's summary JSON (its path and content), or (None, None)"
     for f in sorted(_walk(client, run_id), key=lambda f: ('summary' not in f.split('/')[-1], f.count('/'), f)):
         if f.endswith('.json') and 'summary' in f.split('/')[-1]:
@@ -122,8 +157,11 @@ def staging_summary(client, run_id: str, tmp: Path) -> tuple[str | None, dict | 
             if isinstance(d, dict): return f, d
     return None, None
 
+# %% ../nbs/41_audit.ipynb #3f77e318
 def _png(fig) -> bytes:
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=90); return buf.getvalue()
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=90)
+    return buf.getvalue()
 
 # %% ../nbs/41_audit.ipynb #038013d4
 INTENDED_USE = ("Classify the animals in frames of the pet park's CCTV camera as cat or dog, to count visits and "
@@ -139,16 +177,21 @@ def _scores_frame(client, run_id, tmp) -> pd.DataFrame | None:
     p = _artifact(client, run_id, 'evaluation/scores.parquet', tmp)
     return pd.read_parquet(p) if p else None
 
+# %% ../nbs/41_audit.ipynb #62b08bf7
 def _as_labelled(s: pd.DataFrame) -> pd.DataFrame:
     "Evaluation scores in the prediction log's shape, for the monitor's performance and fairness functions"
-    return pd.DataFrame(dict(true_label=s.label.values, label=np.where(s.p_dog >= .5, 'dog', 'cat'), p_dog=s.p_dog.values,
+    return pd.DataFrame(dict(true_label=s.label.values, label=np.where(s.p_dog >= .5, 'dog', 'cat'),
+                             p_dog=s.p_dog.values,
                              brightness=s.brightness.values, status='ok'))
 
+# %% ../nbs/41_audit.ipynb #2da69ea6
 def _perf_table(perf: dict) -> pd.DataFrame:
     rows = [dict(metric=k, value=perf[k], ci_lo=perf.get(f'{k}_lo'), ci_hi=perf.get(f'{k}_hi'))
-            for k in ('accuracy', 'recall_cat', 'recall_dog', 'precision_cat', 'precision_dog', 'f1_macro') if k in perf]
+            for k in ('accuracy', 'recall_cat', 'recall_dog', 'precision_cat', 'precision_dog',
+                      'f1_macro') if k in perf]
     return pd.DataFrame(rows)
 
+# %% ../nbs/41_audit.ipynb #db4023f2
 def model_card(d: dict) -> list:
     "Blocks of the model card"
     lin, run, s, st = d['lineage'], d['run'], d['scores'], d['staging']
@@ -158,14 +201,15 @@ def model_card(d: dict) -> list:
                                    'training images (n_train)': lin['params'].get('n_train'),
                                    'production images added (n_extra)': lin['params'].get('n_extra'),
                                    'data root': lin['params'].get('data_root')})]
-    blocks.append(P('Training data: ' + ('; '.join(f"{x['name']} [{x['context']}] digest {x['digest']} from {x['source']}"
-                                                for x in lin['datasets']) or 'no dataset input logged')))
+    inputs = '; '.join(f"{x['name']} [{x['context']}] digest {x['digest']} from {x['source']}" for x in lin['datasets'])
+    blocks.append(P('Training data: ' + (inputs or 'no dataset input logged')))
     if dv.get('splits'): blocks.append(T(pd.DataFrame(dv['splits']).reset_index(names='subset'), 'no split table'))
     blocks.append(P("Evaluation data: the petpark `test` split (never trained on) for the metrics below; its `stage` "
                     "subset is kept for the staging run."))
     m = run.data.metrics
     blocks.append(KV({'test accuracy (logged)': m.get('test_accuracy'), 'bootstrap 95% CI (logged)':
-                      f"{m.get('test_accuracy_ci_lo', float('nan')):.4f} - {m.get('test_accuracy_ci_hi', float('nan')):.4f}"
+                      f"{m.get('test_accuracy_ci_lo', float('nan')):.4f} - "
+                      f"{m.get('test_accuracy_ci_hi', float('nan')):.4f}"
                       if 'test_accuracy_ci_lo' in m else None, 'validation accuracy': m.get('val_accuracy'),
                       'test ECE': m.get('test_ece'), 'test log loss': m.get('test_log_loss')}))
     test = s[s.split == 'test'] if s is not None else None
@@ -176,11 +220,14 @@ def model_card(d: dict) -> list:
         fair = mon.fairness_by_group(lab)
         blocks += [P('Fairness by group (true class and lighting band): ' + fair['sentence']), T(fair['table']),
                    F('fairness_test.png', _png(fair['figure']), 'recall by group on the test split')]
-    else: blocks.append(P('Per-image evaluation scores were not logged: metrics with intervals and fairness cannot be shown.'))
+    else:
+        blocks.append(P('Per-image evaluation scores were not logged: metrics with intervals and fairness cannot be '
+                        'shown.'))
     rob = (st.get('summary') or {}).get('robustness')
     blocks.append(P('Robustness under camera conditions (from the staging run):'))
-    blocks.append(T(pd.DataFrame(rob) if isinstance(rob, list) else pd.DataFrame(rob or {}),
-                    'not measured: ' + ('the staging summary has no robustness table' if st.get('run_id') else 'not staged')))
+    unmeasured = 'the staging summary has no robustness table' if st.get('run_id') else 'not staged'
+    rob_table = pd.DataFrame(rob) if isinstance(rob, list) else pd.DataFrame(rob or {})
+    blocks.append(T(rob_table, 'not measured: ' + unmeasured))
     blocks += [F(f"training-{k}", v, f"training run: {k}") for k, v in d['train_pngs'].items()]
     blocks += [P('Known limits:')] + [P('- ' + x) for x in KNOWN_LIMITS]
     return blocks
@@ -195,14 +242,19 @@ def lineage_blocks(d: dict) -> list:
             P('Package versions (environment/packages.json of the training run):'),
             T(pd.DataFrame(sorted((d['packages'] or {}).items()), columns=['package', 'version']), 'not logged')]
 
+# %% ../nbs/41_audit.ipynb #070ed73a
 def staging_blocks(d: dict) -> list:
     st = d['staging']
-    if not st.get('run_id'): return [P(f"not staged: version {d['lineage']['version']} has no staging run (validation_status {st['status']!r}).")]
+    if not st.get('run_id'):
+        return [P(f"not staged: version {d['lineage']['version']} has no staging run (validation_status "
+                  f"{st['status']!r}).")]
     out = [KV({'verdict': st['status'], 'staging run': st['run_id'], 'reasons': st['reasons'] or '-',
                'summary artifact': st.get('summary_path') or 'none logged'})]
     gates = (st.get('summary') or {}).get('gates')
-    if gates: out += [P('Every gate, measured value against its threshold:'),
-                      T(pd.DataFrame(gates) if isinstance(gates, list) else pd.DataFrame([dict(gate=k, **(v if isinstance(v, dict) else dict(value=v))) for k, v in gates.items()]))]
+    if gates:
+        rows = gates if isinstance(gates, list) else [dict(gate=k, **(v if isinstance(v, dict) else dict(value=v)))
+                                                      for k, v in gates.items()]
+        out += [P('Every gate, measured value against its threshold:'), T(pd.DataFrame(rows))]
     else: out.append(P('The staging run logged no gate table; its metrics:'))
     out.append(T(pd.DataFrame(sorted(st.get('metrics', {}).items()), columns=['metric', 'value']), 'no metrics'))
     s = st.get('summary') or {}
@@ -214,21 +266,27 @@ def staging_blocks(d: dict) -> list:
     out += [F(f"staging-{k}", v, f"staging run: {k}") for k, v in st.get('pngs', {}).items()]
     return out
 
+# %% ../nbs/41_audit.ipynb #1c064e62
 def approval_blocks(d: dict) -> list:
     tags, recs = d['version_tags'], d['audit']
     dec = recs[recs.action.isin(['approve', 'reject'])] if len(recs) else recs
-    out = [KV({'approval status': tags.get('approval_status', 'none'), 'by': tags.get('approved_by') or tags.get('rejected_by') or '-',
+    out = [KV({'approval status': tags.get('approval_status', 'none'),
+               'by': tags.get('approved_by') or tags.get('rejected_by') or '-',
                'role': tags.get('approval_role'), 'when': tags.get('approval_time'), 'note': tags.get('approval_note'),
-               'for staging run': tags.get('approval_staging_run'), 'simulated person': tags.get('approval_simulated')})]
+               'for staging run': tags.get('approval_staging_run'),
+               'simulated person': tags.get('approval_simulated')})]
     cols = ['id', 'ts', 'action', 'actor', 'role', 'simulated', 'staging_run_id', 'note']
-    return out + [P('Decisions in the governance audit store:'), T(dec[cols] if len(dec) else None, 'no approval or rejection recorded')]
+    return out + [P('Decisions in the governance audit store:'), T(dec[cols] if len(dec) else None,
+                                                                   'no approval or rejection recorded')]
 
+# %% ../nbs/41_audit.ipynb #61ea8497
 def alias_blocks(d: dict) -> list:
     h = d['alias_history']
     cols = ['ts', 'alias', 'from_version', 'to_version', 'action', 'actor', 'role', 'simulated', 'note']
     return [P(f"Aliases now: {', '.join(d['lineage']['aliases']) or 'none'}. Every move that involved version "
               f"{d['lineage']['version']}, oldest first:"), T(h[cols] if len(h) else None, 'never moved an alias')]
 
+# %% ../nbs/41_audit.ipynb #ee8fa1f9
 def production_blocks(d: dict) -> list:
     p = d['production']
     if p['since'] is None: return [P(f"never released: version {d['lineage']['version']} has not been champion.")]
@@ -242,6 +300,7 @@ def production_blocks(d: dict) -> list:
             P('Actions taken on those alerts:'), T(p['actions'], 'no actions')]
     return out
 
+# %% ../nbs/41_audit.ipynb #a4e7db0e
 def runs_blocks(d: dict) -> list:
     return [T(pd.DataFrame(d['runs'], columns=['role', 'run_id', 'link']), 'no runs')]
 
@@ -251,6 +310,7 @@ def audit_verification(cfg: Settings) -> AuditVerdict | str:
     try: return verify_audit_log(cfg)
     except (OSError, ValueError, RuntimeError) as e: return str(e)
 
+# %% ../nbs/41_audit.ipynb #4fb2fc7e
 def verification_blocks(d: dict) -> list:
     "Blocks of the audit log's verification: the verdict, its counts, every problem and unfinished alias move"
     v = d['verification']
@@ -265,54 +325,78 @@ def verification_blocks(d: dict) -> list:
 
 # %% ../nbs/41_audit.ipynb #3574976b
 def _traffic_figure(by_day: pd.DataFrame) -> bytes:
-    fig = ReportFigure(figsize=(7, 3), layout='constrained'); ax = fig.subplots()
+    fig = ReportFigure(figsize=(7, 3), layout='constrained')
+    ax = fig.subplots()
     ax.bar(by_day.day, by_day.answered, color='#8aa')
     ax.set(ylabel='answered predictions', title='Production traffic and labelled accuracy')
     ax.tick_params(axis='x', rotation=45, labelsize=7)
     if by_day.accuracy.notna().any():
-        ax2 = ax.twinx(); ax2.plot(by_day.day, by_day.accuracy, 'o-', c='#c33'); ax2.set(ylim=(0, 1.02), ylabel='labelled accuracy')
+        ax2 = ax.twinx()
+        ax2.plot(by_day.day, by_day.accuracy, 'o-', c='#c33')
+        ax2.set(ylim=(0, 1.02), ylabel='labelled accuracy')
     return _png(fig)
 
-def production_since(version: str, since: float | None, cfg: Settings) -> dict:
+# %% ../nbs/41_audit.ipynb #872ca024
+def production_since(
+    version: str, # the registered model version
+    since: float | None, # epoch seconds (None: not released)
+    cfg: Settings, # the settings (default: the current ones)
+) -> dict:
     "Traffic, labelled accuracy, alerts and actions of `version` from `since` (epoch s) on"
-    out = dict(since=None if since is None else pd.Timestamp(since, unit='s', tz='UTC').isoformat(timespec='seconds'), n=0, rejected=0,
+    out = dict(since=None if since is None else pd.Timestamp(since, unit='s', tz='UTC').isoformat(timespec='seconds'),
+               n=0, rejected=0,
                n_labels=0, cameras=[], perf=None, by_day=None, figure=None, alerts=None, actions=None)
     if since is None: return out
     with open_store(cfg.predlog_uri, cfg.frames_dir) as st:
         w = st.predictions(start=since)
         lab = st.feedback(start=since)
-    w = w[w.model_version.astype(str) == str(version)]; lab = lab[lab.model_version.astype(str) == str(version)]
+    w = w[w.model_version.astype(str) == str(version)]
+    lab = lab[lab.model_version.astype(str) == str(version)]
     ok = mon.answered(w)
     out.update(n=len(ok), rejected=int((w.status == 'rejected').sum()), n_labels=len(mon.answered(lab)),
                cameras=sorted(w.camera.dropna().unique().tolist()))
-    if len(mon.answered(lab)): out['perf'] = mon.labelled_performance(*mon.labels_of(mon.answered(lab)), alpha=cfg.perf_ci_alpha)
+    if len(mon.answered(lab)):
+        out['perf'] = mon.labelled_performance(*mon.labels_of(mon.answered(lab)), alpha=cfg.perf_ci_alpha)
     if len(ok):
         day = mon.day_of(ok.ts, cfg)
         by = ok.groupby(day).agg(answered=('id', 'size'), dog_share=('label', lambda s: float((s == 'dog').mean())))
         la = mon.answered(lab)
-        acc = (la.true_label == la.label).groupby(mon.day_of(la.ts, cfg)).agg(['mean', 'size']) if len(la) else pd.DataFrame(columns=['mean', 'size'])
+        acc = ((la.true_label == la.label).groupby(mon.day_of(la.ts, cfg)).agg(['mean', 'size']) if len(la)
+               else pd.DataFrame(columns=['mean', 'size']))
         by = by.join(acc.rename(columns={'mean': 'accuracy', 'size': 'labels'})).reset_index(names='day')
-        by['accuracy'] = by.accuracy.astype(float); by['labels'] = by.labels.fillna(0).astype(int)
+        by['accuracy'] = by.accuracy.astype(float)
+        by['labels'] = by.labels.fillna(0).astype(int)
         out['by_day'], out['figure'] = by, _traffic_figure(by)
     with open_alert_store(cfg.alerts_uri) as al:
         alerts = [a for a in al.query() if a.model_version == str(version)]
-        out['alerts'] = pd.DataFrame([dict(id=a.id, created=pd.Timestamp(a.created, unit='s', tz='UTC').isoformat(timespec='seconds'),
+        created = lambda t: pd.Timestamp(t, unit='s', tz='UTC').isoformat(timespec='seconds')
+        out['alerts'] = pd.DataFrame([dict(id=a.id, created=created(a.created),
                                            severity=a.severity, rule=a.rule, state=a.state, state_by=a.state_by,
                                            suggested=a.action, message=a.message) for a in alerts])
         acts = al.actions()
-        out['actions'] = acts[acts.alert_id.isin([a.id for a in alerts])][['alert_id', 'kind', 'actor', 'status', 'version', 'ref', 'note']] if len(acts) else None
+        out['actions'] = acts[acts.alert_id.isin([a.id for a in alerts])][
+            ['alert_id', 'kind', 'actor', 'status', 'version', 'ref', 'note']] if len(acts) else None
     return out
 
 # %% ../nbs/41_audit.ipynb #312ad39d
-def collect_audit(version, cfg: Settings = None, client=None, tmp: Path = None) -> dict:
+def collect_audit(
+    version, # the registered model version
+    cfg: Settings = None, # the settings (default: the current ones)
+    client=None, # an MLflow client (default: one for the settings)
+    tmp: Path = None, # a scratch folder for downloads
+) -> dict:
     "Every fact the audit report of `version` (number or alias) shows, read from MLflow and the stores"
     from parkml.daily import daily_runs, run_link
-    cfg = cfg or get_settings(); client = client or mlflow_client(cfg)
+    cfg = cfg or get_settings()
+    client = client or mlflow_client(cfg)
     tmp = Path(tmp or tempfile.mkdtemp())
-    mv = resolve_version(version, client, cfg); v = str(mv.version)
-    lin = lineage(v, client, cfg); run = client.get_run(mv.run_id)
+    mv = resolve_version(version, client, cfg)
+    v = str(mv.version)
+    lin = lineage(v, client, cfg)
+    run = client.get_run(mv.run_id)
     tags = dict(mv.tags)
-    st = dict(status=tags.get('validation_status', 'pending'), run_id=tags.get('staging_run_id'), reasons=failure_reasons(tags))
+    st = dict(status=tags.get('validation_status', 'pending'), run_id=tags.get('staging_run_id'),
+              reasons=failure_reasons(tags))
     if st['run_id']:
         try:
             srun = client.get_run(st['run_id'])
@@ -331,7 +415,8 @@ def collect_audit(version, cfg: Settings = None, client=None, tmp: Path = None) 
     except Exception: dr = pd.DataFrame(columns=['version', 'run_id', 'day'])
     runs += [(f"daily {r.day}", r.run_id) for r in dr[dr.version.astype(str) == v].itertuples()]
     if tags.get('audit_run_id'): runs.append(('earlier audit', tags['audit_run_id']))
-    return dict(lineage=lin, run=run, description=mv.description, version_tags=tags, staging=st, audit=recs, alias_history=moves,
+    return dict(lineage=lin, run=run, description=mv.description, version_tags=tags, staging=st, audit=recs,
+                alias_history=moves,
                 data_version_file=_json(client, mv.run_id, 'data/data_version.json', tmp/'train'),
                 packages=_json(client, mv.run_id, 'environment/packages.json', tmp/'train'),
                 scores=_scores_frame(client, mv.run_id, tmp/'train'), train_pngs=_pngs(client, mv.run_id, tmp/'train'),
@@ -339,6 +424,7 @@ def collect_audit(version, cfg: Settings = None, client=None, tmp: Path = None) 
                 verification=audit_verification(cfg),
                 runs=[(role, rid, run_link(rid, cfg)) for role, rid in runs], created=time.time())
 
+# %% ../nbs/41_audit.ipynb #ea8bee1d
 SECTIONS = {'Audit log verification': verification_blocks, 'Model card': model_card, 'Lineage': lineage_blocks,
             'Staging verdict': staging_blocks, 'Approval record': approval_blocks, 'Alias history': alias_blocks,
             'Production since release': production_blocks, 'MLflow runs': runs_blocks}
@@ -348,10 +434,16 @@ def audit_sections(d: dict) -> list:
     return [(name, fn(d)) for name, fn in SECTIONS.items()]
 
 # %% ../nbs/41_audit.ipynb #f127967c
-def audit_report(version, out_dir=None, log: bool = True, cfg: Settings = None) -> dict:
+def audit_report(
+    version, # the registered model version
+    out_dir=None, # where the report is written
+    log: bool = True, # attach it to an MLflow run
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> dict:
     "Write the audit report of `version` as HTML and Markdown, log it to MLflow; return paths and run id"
     import mlflow
-    cfg = cfg or get_settings(); client = mlflow_client(cfg)
+    cfg = cfg or get_settings()
+    client = mlflow_client(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         d = collect_audit(version, cfg, client, Path(tmp))
     v, lin = str(d['lineage']['version']), d['lineage']
@@ -359,14 +451,18 @@ def audit_report(version, out_dir=None, log: bool = True, cfg: Settings = None) 
     run_id = None
     if log:
         exp = client.get_experiment_by_name(cfg.experiment).experiment_id
-        run_id = client.create_run(exp, run_name=f"audit-v{v}", tags={**lineage_tags(lin['data_version'], lin['run_id']),
-                                   'parkml.kind': 'audit', 'parkml.model_version': v, 'parkml.model_name': lin['model']}).info.run_id
+        run_id = client.create_run(exp, run_name=f"audit-v{v}", tags={**lineage_tags(lin['data_version'],
+                                                                                     lin['run_id']),
+                                   'parkml.kind': 'audit', 'parkml.model_version': v,
+                                                                      'parkml.model_name': lin['model']}).info.run_id
         from parkml.daily import run_link
         d['runs'].append(('this audit', run_id, run_link(run_id, cfg)))
     secs = audit_sections(d)
     out = ensure_dir(Path(out_dir) if out_dir else cfg.runs/'audit'/f"v{v}")
     md, files = render_markdown(title, secs)
-    for rel, data in files.items(): ensure_dir((out/rel).parent); (out/rel).write_bytes(data)
+    for rel, data in files.items():
+        ensure_dir((out/rel).parent)
+        (out/rel).write_bytes(data)
     (out/f"audit-v{v}.md").write_text(md, encoding='utf-8')
     (out/f"audit-v{v}.html").write_text(render_html(title, secs), encoding='utf-8')
     if log:

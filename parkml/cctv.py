@@ -37,21 +37,28 @@ def level(severity: float, values) -> float:
 # %% ../nbs/02_cctv.ipynb #814161df
 def _to_float(img: Image.Image) -> np.ndarray: return np.asarray(img, dtype=np.float32) / 255
 
+# %% ../nbs/02_cctv.ipynb #88eb6b3d
 def _to_image(x: np.ndarray) -> Image.Image:
     return Image.fromarray(np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8), 'RGB')
 
+# %% ../nbs/02_cctv.ipynb #b15a759c
 def _noise_field(shape, rng: np.random.Generator) -> np.ndarray:
     "Standard-normal noise of `shape` (H, W, 3): 60% shared by the channels, 80% per channel"
     lum = rng.standard_normal((*shape[:2], 1), dtype=np.float32)
     return 0.6 * lum + 0.8 * rng.standard_normal(shape, dtype=np.float32)
 
+# %% ../nbs/02_cctv.ipynb #2c62aca5
 def _smooth_field(h: int, w: int, rng: np.random.Generator, cells: int = 4) -> np.ndarray:
     "Smooth random field of size (h, w), zero mean and about unit spread, from a `cells` x `cells` grid"
     grid = rng.standard_normal((cells, cells)).astype(np.float32)
     return cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
 
 # %% ../nbs/02_cctv.ipynb #11597aad
-def night(img: Image.Image, severity: float, rng: np.random.Generator) -> Image.Image:
+def night(
+    img: Image.Image, # a PIL image
+    severity: float, # 0 (unchanged), 1-3 (the standard levels) or in between
+    rng: np.random.Generator, # the random generator
+) -> Image.Image:
     "Dark, low-contrast, noisy, slightly blue-green frame"
     p = {k: level(severity, v) for k, v in LEVELS['night'].items()}
     z = _noise_field((img.height, img.width, 3), rng)
@@ -64,7 +71,11 @@ def night(img: Image.Image, severity: float, rng: np.random.Generator) -> Image.
     return _to_image(x + (p['read_noise'] + p['shot_noise'] * np.sqrt(x)) * z)
 
 # %% ../nbs/02_cctv.ipynb #87444822
-def fog(img: Image.Image, severity: float, rng: np.random.Generator) -> Image.Image:
+def fog(
+    img: Image.Image, # a PIL image
+    severity: float, # 0 (unchanged), 1-3 (the standard levels) or in between
+    rng: np.random.Generator, # the random generator
+) -> Image.Image:
     "Blend toward a bright grey haze, denser at the top and slightly patchy"
     h, w = img.height, img.width
     haze = rng.uniform(0.8, 0.9) * np.array([0.98, 1.0, 1.02], np.float32)
@@ -88,13 +99,22 @@ def line_kernel(length: float, angle: float) -> np.ndarray:
         np.add.at(k, (y0 + dy, x0 + dx), wgt)
     return k / k.sum()
 
-def motion_blur(img: Image.Image, severity: float, rng: np.random.Generator) -> Image.Image:
+# %% ../nbs/02_cctv.ipynb #1e1949e8
+def motion_blur(
+    img: Image.Image, # a PIL image
+    severity: float, # 0 (unchanged), 1-3 (the standard levels) or in between
+    rng: np.random.Generator, # the random generator
+) -> Image.Image:
     "Linear motion blur, longer with severity, at an angle from `rng`"
     k = line_kernel(level(severity, LEVELS['motion_blur']['length']), rng.uniform(0, math.pi))
     return Image.fromarray(cv2.filter2D(np.asarray(img), -1, k, borderType=cv2.BORDER_REFLECT_101), 'RGB')
 
 # %% ../nbs/02_cctv.ipynb #608c04bd
-def noise(img: Image.Image, severity: float, rng: np.random.Generator) -> Image.Image:
+def noise(
+    img: Image.Image, # a PIL image
+    severity: float, # 0 (unchanged), 1-3 (the standard levels) or in between
+    rng: np.random.Generator, # the random generator
+) -> Image.Image:
     "Gaussian sensor noise plus salt-and-pepper pixels"
     h, w = img.height, img.width
     z, u, salt = _noise_field((h, w, 3), rng), rng.random((h, w)), rng.random((h, w)) < 0.5
@@ -103,13 +123,20 @@ def noise(img: Image.Image, severity: float, rng: np.random.Generator) -> Image.
     x[hit] = salt[hit, None].astype(np.float32)
     return _to_image(x)
 
-def jpeg(img: Image.Image, severity: float, rng: np.random.Generator) -> Image.Image:
+# %% ../nbs/02_cctv.ipynb #43a005c3
+def jpeg(
+    img: Image.Image, # a PIL image
+    severity: float, # 0 (unchanged), 1-3 (the standard levels) or in between
+    rng: np.random.Generator, # the random generator
+) -> Image.Image:
     "Downscale, JPEG re-encode at a low quality and upscale back"
     quality = int(np.clip(round(level(severity, LEVELS['jpeg']['quality'])), 1, 95))
     scale = max(level(severity, LEVELS['jpeg']['scale']), 0.1)
     small = (max(8, round(img.width * scale)), max(8, round(img.height * scale)))
     x = img.resize(small, Image.BILINEAR) if small != img.size else img
-    buf = io.BytesIO(); x.save(buf, 'JPEG', quality=quality); buf.seek(0)
+    buf = io.BytesIO()
+    x.save(buf, 'JPEG', quality=quality)
+    buf.seek(0)
     x = Image.open(buf).convert('RGB')
     return x.resize(img.size, Image.BILINEAR) if x.size != img.size else x
 
@@ -121,7 +148,13 @@ def _span(centre: float, size: int, total: int) -> slice:
     start = min(max(round(centre - size / 2), 0), total - size)
     return slice(start, start + size)
 
-def occlusion_boxes(width: int, height: int, share: float, rng: np.random.Generator) -> list:
+# %% ../nbs/02_cctv.ipynb #981079a3
+def occlusion_boxes(
+    width: int, # image width
+    height: int, # image height
+    share: float, # share of the image to cover
+    rng: np.random.Generator, # the random generator
+) -> list:
     "Boxes `(rows, cols)` as slices covering about `share` of a `width` x `height` frame, kind and anchor from `rng`"
     kind, (a, b, c) = OCCLUDERS[rng.integers(len(OCCLUDERS))], rng.random(3)
     share = min(share, 0.9)
@@ -130,7 +163,8 @@ def occlusion_boxes(width: int, height: int, share: float, rng: np.random.Genera
     if kind == 'rail': return [(_span((0.15 + 0.7 * a) * height, round(share * height), height), full_w)]
     if kind == 'posts':
         n = round(share * width / 2)
-        return [(full_h, _span((0.15 + 0.2 * a) * width, n, width)), (full_h, _span((0.65 + 0.2 * b) * width, n, width))]
+        return [(full_h, _span((0.15 + 0.2 * a) * width, n, width)), (full_h, _span((0.65 + 0.2 * b) * width, n,
+                                                                                    width))]
     aspect = 0.5 + 1.5 * b                                # corner object: width / height
     bw = min(width, round(math.sqrt(share * width * height * aspect)))
     bh = min(height, round(share * width * height / max(bw, 1)))
@@ -138,7 +172,12 @@ def occlusion_boxes(width: int, height: int, share: float, rng: np.random.Genera
     cols = slice(0, bw) if c < 0.5 else slice(width - bw, width)
     return [(rows, cols)]
 
-def occlusion(img: Image.Image, severity: float, rng: np.random.Generator) -> Image.Image:
+# %% ../nbs/02_cctv.ipynb #10b90d62
+def occlusion(
+    img: Image.Image, # a PIL image
+    severity: float, # 0 (unchanged), 1-3 (the standard levels) or in between
+    rng: np.random.Generator, # the random generator
+) -> Image.Image:
     "Cover a growing share of the frame with a dark, slightly textured object placed from `rng`"
     h, w = img.height, img.width
     boxes = occlusion_boxes(w, h, level(severity, LEVELS['occlusion']['share']), rng)
@@ -149,19 +188,27 @@ def occlusion(img: Image.Image, severity: float, rng: np.random.Generator) -> Im
     return _to_image(x)
 
 # %% ../nbs/02_cctv.ipynb #8bce6e61
-CONDITIONS = {'night': night, 'fog': fog, 'motion_blur': motion_blur, 'noise': noise, 'jpeg': jpeg, 'occlusion': occlusion}
+CONDITIONS = {'night': night, 'fog': fog, 'motion_blur': motion_blur, 'noise': noise, 'jpeg': jpeg,
+              'occlusion': occlusion}
 
-def apply_condition(img: Image.Image, name: str, severity: float = 1.0, seed: int = 0) -> Image.Image:
+def apply_condition(
+    img: Image.Image, # a PIL image
+    name: str, # one of `CONDITIONS`
+    severity: float = 1.0, # 0 (unchanged), 1-3 (the standard levels) or in between
+    seed: int = 0, # random seed of the condition
+) -> Image.Image:
     "Apply condition `name` at `severity` (0 = unchanged, 1/2/3 standard levels, floats interpolate) with `seed`"
     if name not in CONDITIONS:
         raise ValueError(f"unknown condition {name!r}: choose one of {', '.join(CONDITIONS)}")
     if not isinstance(severity, numbers.Real) or not math.isfinite(severity) or severity < 0:
-        raise ValueError(f"severity must be a number >= 0 (0 = unchanged, standard levels {SEVERITIES}), got {severity!r}")
+        raise ValueError(f"severity must be a number >= 0 (0 = unchanged, standard levels {SEVERITIES}), got "
+                         f"{severity!r}")
     if not isinstance(img, Image.Image): raise TypeError(f"expected a PIL image, got {type(img).__name__}")
     img = img.convert('RGB')
     if severity == 0: return img.copy()
     return CONDITIONS[name](img, float(severity), np.random.default_rng(seed))
 
+# %% ../nbs/02_cctv.ipynb #c136f436
 def condition_strength(original: Image.Image, transformed: Image.Image) -> float:
     "How far an image moved: mean absolute pixel difference / 255 (0 = identical, 1 = black <-> white)"
     if original.size != transformed.size:
@@ -170,7 +217,11 @@ def condition_strength(original: Image.Image, transformed: Image.Image) -> float
     return float(np.abs(a - b).mean() / 255)
 
 # %% ../nbs/02_cctv.ipynb #aae38681
-def show_conditions(img: Image.Image, seed: int = 0, severities=(0, *SEVERITIES)):
+def show_conditions(
+    img: Image.Image, # a PIL image
+    seed: int = 0, # random seed of the conditions
+    severities=(0, *SEVERITIES), # the severities shown, one column each
+):
     "Grid of `img` under every condition (rows) at each of `severities` (columns); returns the matplotlib Figure"
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(len(CONDITIONS), len(severities), figsize=(1.8 * len(severities), 1.8 * len(CONDITIONS)),
@@ -178,7 +229,8 @@ def show_conditions(img: Image.Image, seed: int = 0, severities=(0, *SEVERITIES)
     for axrow, name in zip(axs, CONDITIONS):
         for ax, sev in zip(axrow, severities):
             ax.imshow(apply_condition(img, name, sev, seed))
-            ax.set_xticks([]); ax.set_yticks([])
+            ax.set_xticks([])
+            ax.set_yticks([])
         axrow[0].set_ylabel(name)
     for ax, sev in zip(axs[0], severities): ax.set_title(f'severity {sev}')
     fig.tight_layout()

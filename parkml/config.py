@@ -11,17 +11,19 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['ENV_PREFIX', 'PATH_KEYS', 'SettingsError', 'find_settings', 'parse_value', 'Settings', 'get_settings', 'ensure_dir',
-           'data_dir', 'write_atomic', 'store_opener', 'sqlite_file']
+           'data_dir', 'write_atomic', 'file_sha256', 'iso_utc', 'store_opener', 'sqlite_file']
 
 # %% ../nbs/00_config.ipynb #8db96764
 class SettingsError(ValueError):
     "A setting is missing or has a value of the wrong kind; the message names the key and where it came from."
 
+# %% ../nbs/00_config.ipynb #f6453231
 ENV_PREFIX = 'PARKML_'
 PATH_KEYS = {'data', 'runs', 'cache', 'artifact_root', 'frames_dir'}
 
 def find_settings(start=None) -> Path:
-    "Locate `settings.ini`: `$PARKML_SETTINGS`, else `start` (or cwd) and its parents, else the project holding the package"
+    """Locate `settings.ini`: `$PARKML_SETTINGS`, else `start` (or cwd) and its parents, else the project holding
+    the package"""
     if env := os.environ.get(ENV_PREFIX + 'SETTINGS'):
         p = Path(env).expanduser()
         if not p.is_file(): raise SettingsError(f"PARKML_SETTINGS points at {p}, which is not a file")
@@ -44,6 +46,7 @@ def parse_value(text: str):
     if re.fullmatch(r'[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?', t): return float(t)
     return t
 
+# %% ../nbs/00_config.ipynb #15cff41e
 def _same_kind(default, value) -> bool:
     if isinstance(default, bool): return isinstance(value, bool)
     if isinstance(default, int): return isinstance(value, int) and not isinstance(value, bool)
@@ -99,8 +102,12 @@ class Settings:
     def as_dict(self) -> dict: return {k: (str(v) if isinstance(v, Path) else v) for k, v in self._vals.items()}
     def __repr__(self): return f"Settings({self.path}, {len(self._vals)} keys)"
 
-def _stamp(p: Path): st = p.stat(); return st.st_mtime_ns, st.st_size
+# %% ../nbs/00_config.ipynb #176a6a56
+def _stamp(p: Path):
+    st = p.stat()
+    return st.st_mtime_ns, st.st_size
 
+# %% ../nbs/00_config.ipynb #79b9dd7f
 _LOADED = {}  # (cwd, PARKML_* variables) -> (Settings, (mtime, size) of its file)
 
 def get_settings(**environ) -> Settings:
@@ -120,8 +127,11 @@ def get_settings(**environ) -> Settings:
 # %% ../nbs/00_config.ipynb #26b0af66
 def ensure_dir(p) -> Path:
     "Create folder `p` (and parents) if needed and return it as a `Path`"
-    p = Path(p); p.mkdir(parents=True, exist_ok=True); return p
+    p = Path(p)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
 
+# %% ../nbs/00_config.ipynb #d9430005
 def data_dir(cfg: Settings = None) -> Path:
     "The configured image folder, with a clear error when it is not there"
     cfg = cfg or get_settings()
@@ -149,8 +159,36 @@ def write_atomic(
         raise
     return p
 
+# %% ../nbs/00_config.ipynb #f4a732ff
+def file_sha256(
+    path, # the file to hash (read in 1 MiB blocks)
+) -> str:
+    "Hex sha256 of the bytes of `path`"
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return h.hexdigest()
+
+# %% ../nbs/00_config.ipynb #fe00d14b
+def iso_utc(
+    t, # epoch seconds (None or NaN: no time)
+    timespec: str = 'auto', # 'auto' (full precision) or a `datetime.isoformat` timespec such as 'seconds'
+) -> str | None:
+    "Epoch seconds `t` as ISO 8601 text in UTC"
+    if t is None or t != t: return None
+    if timespec == 'auto':
+        import pandas as pd
+        return pd.Timestamp(float(t), unit='s', tz='UTC').isoformat()
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(float(t), timezone.utc).isoformat(timespec=timespec)
+
 # %% ../nbs/00_config.ipynb #3b1b36ef
-def store_opener(uri: str, schemes: dict, what: str):
+def store_opener(
+    uri: str, # the store URI
+    schemes: dict, # scheme -> opener
+    what: str, # what the store is, for the error message
+):
     "The opener registered in `schemes` for the scheme of `uri`, or a clear error naming the `what` store"
     scheme = uri.split('://', 1)[0] if '://' in uri else ''
     if scheme not in schemes:
@@ -158,6 +196,7 @@ def store_opener(uri: str, schemes: dict, what: str):
                                   f"supported: {', '.join(s + '://' for s in schemes)} (e.g. sqlite:///abs/path.db)")
     return schemes[scheme]
 
+# %% ../nbs/00_config.ipynb #0e3fb478
 def sqlite_file(uri: str, what: str) -> Path:
     "The file named by a `sqlite:///` URI; an empty or in-memory path is refused, since `what` must outlive the process"
     path = uri[len('sqlite://'):]

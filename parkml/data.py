@@ -30,8 +30,10 @@ class DataError(ValueError):
 class ImageError(ValueError):
     "An input that is not a usable image; `code` is a short machine-readable reason"
     def __init__(self, code: str, msg: str):
-        super().__init__(msg); self.code = code
+        super().__init__(msg)
+        self.code = code
 
+# %% ../nbs/01_data.ipynb #00b1f905
 ACCEPTED_MODES = {'RGB', 'L'}
 
 def decode_image(data: bytes, max_megapixels: float = None) -> Image.Image:
@@ -43,15 +45,19 @@ def decode_image(data: bytes, max_megapixels: float = None) -> Image.Image:
             warnings.simplefilter('error', Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             w, h = img.size
-            if w * h > limit: raise ImageError('too_large', f'image of {w}x{h} pixels is over the limit of {limit/1e6:g} megapixels')
+            if w * h > limit:
+                raise ImageError('too_large', f'image of {w}x{h} pixels is over the limit of {limit/1e6:g} megapixels')
             if img.mode not in ACCEPTED_MODES:
-                raise ImageError('unsupported_mode', f'image mode {img.mode} is not supported (send 8-bit RGB or greyscale)')
+                raise ImageError('unsupported_mode',
+                                 f'image mode {img.mode} is not supported (send 8-bit RGB or greyscale)')
             img.load()
     except ImageError: raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError('too_large', f'decompression bomb refused: {e}') from None
-    except Image.UnidentifiedImageError: raise ImageError('not_an_image', 'the bytes are not an image format parkml can read') from None
-    except (OSError, SyntaxError, ValueError) as e: raise ImageError('corrupt', f'corrupt or truncated image: {e}') from None
+    except Image.UnidentifiedImageError:
+        raise ImageError('not_an_image', 'the bytes are not an image format parkml can read') from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError('corrupt', f'corrupt or truncated image: {e}') from None
     return img.convert('RGB') if img.mode != 'RGB' else img
 
 # %% ../nbs/01_data.ipynb #a7bc65ab
@@ -61,32 +67,48 @@ def preprocess(img: Image.Image, size: int = None) -> np.ndarray:
     if img.size != (size, size): img = img.resize((size, size), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
 
-def image_features(x: np.ndarray, width: int = None, height: int = None) -> dict:
+# %% ../nbs/01_data.ipynb #b97ad87c
+def image_features(
+    x: np.ndarray, # a uint8 image (H, W, 3) as the network sees it
+    width: int = None, # the original width
+    height: int = None, # the original height
+) -> dict:
     "Integrity features of a preprocessed uint8 image: size, brightness, contrast, sharpness (all floats)"
     g = x[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.
     lap = g[1:-1, 1:-1] * 4 - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
     return dict(width=float(width or x.shape[1]), height=float(height or x.shape[0]), brightness=float(g.mean()),
                 contrast=float(g.std()), sharpness=float(lap.var() * 100))
 
-# %% ../nbs/01_data.ipynb #0210997a
-def _sha256(p) -> str: return hashlib.sha256(Path(p).read_bytes()).hexdigest()
-
+# %% ../nbs/01_data.ipynb #b2136846
 class ImageSet:
     "A labelled image set: `df` has path (absolute), relpath, label, y, sha and the manifest's extra columns"
-    def __init__(self, df: pd.DataFrame, root: Path, skipped: list = None):
+    def __init__(
+        self,
+        df: pd.DataFrame, # the image table
+        root: Path, # the folder the relative paths start from
+        skipped: list = None, # files left out, with the reason
+    ):
         self.df, self.root, self.skipped = df.reset_index(drop=True), Path(root), list(skipped or [])
     def __len__(self): return len(self.df)
-    def __repr__(self): return f"ImageSet({self.root}, {len(self)} images, {len(self.skipped)} skipped, version {self.version[:12]})"
+    def __repr__(self):
+        return f"ImageSet({self.root}, {len(self)} images, {len(self.skipped)} skipped, version {self.version[:12]})"
     def subset(self, mask) -> 'ImageSet': return ImageSet(self.df[np.asarray(mask)], self.root, self.skipped)
 
     @property
     def version(self) -> str: return data_version(self.df)
 
+# %% ../nbs/01_data.ipynb #ee46b16f
 def _problem(skip: bool, skipped: list, path, reason: str):
     if not skip: raise DataError(f"{path}: {reason}")
-    log.warning("skipping %s: %s", path, reason); skipped.append(dict(path=str(path), reason=reason))
+    log.warning("skipping %s: %s", path, reason)
+    skipped.append(dict(path=str(path), reason=reason))
 
-def read_imageset(folder=None, skip_bad: bool = None, check_decode: bool = False) -> ImageSet:
+# %% ../nbs/01_data.ipynb #f6ec0c21
+def read_imageset(
+    folder=None, # a manifest or folder-per-class image set (default: setting data)
+    skip_bad: bool = None, # skip unreadable files instead of failing (default: setting skip_bad_images)
+    check_decode: bool = False, # also decode every image
+) -> ImageSet:
     "Read a manifest or folder-per-class image set; `check_decode` also decodes every image"
     cfg = get_settings()
     root = Path(folder) if folder else data_dir(cfg)
@@ -103,16 +125,25 @@ def read_imageset(folder=None, skip_bad: bool = None, check_decode: bool = False
     skipped, keep, shas = [], [], []
     for i, r in enumerate(tqdm(df.itertuples(index=False), total=len(df), desc='reading images', leave=False)):
         p = root/r.path
-        if r.label not in CLASSES: _problem(skip, skipped, p, f"unknown label {r.label!r} (expected one of {CLASSES})"); continue
-        if not p.is_file(): _problem(skip, skipped, p, "file listed in the manifest does not exist"); continue
+        if r.label not in CLASSES:
+            _problem(skip, skipped, p, f"unknown label {r.label!r} (expected one of {CLASSES})")
+            continue
+        if not p.is_file():
+            _problem(skip, skipped, p, "file listed in the manifest does not exist")
+            continue
         data = p.read_bytes()
         if check_decode:
             try: decode_image(data)
-            except ImageError as e: _problem(skip, skipped, p, str(e)); continue
-        keep.append(i); shas.append(hashlib.sha256(data).hexdigest())
+            except ImageError as e:
+                _problem(skip, skipped, p, str(e))
+                continue
+        keep.append(i)
+        shas.append(hashlib.sha256(data).hexdigest())
     df = df.iloc[keep].copy()
-    df.insert(0, 'relpath', df.pop('path')); df.insert(0, 'path', [str(root/p) for p in df.relpath])
-    df['y'] = (df.label == 'dog').astype(int); df['sha'] = shas
+    df.insert(0, 'relpath', df.pop('path'))
+    df.insert(0, 'path', [str(root/p) for p in df.relpath])
+    df['y'] = (df.label == 'dog').astype(int)
+    df['sha'] = shas
     return ImageSet(df, root, skipped)
 
 # %% ../nbs/01_data.ipynb #89ee8ffb
@@ -127,7 +158,13 @@ SUBSETS = ('train', 'val', 'stage', 'holdout')
 def _unit(sha: str, seed: int, salt: str) -> float:
     return int(hashlib.sha256(f"{seed}:{salt}:{sha}".encode()).hexdigest()[:12], 16) / 16**12
 
-def assign_splits(ds: ImageSet, val_fraction: float = None, staging_fraction: float = None, seed: int = None) -> ImageSet:
+# %% ../nbs/01_data.ipynb #e337e4d5
+def assign_splits(
+    ds: ImageSet, # the image set
+    val_fraction: float = None, # share of train held out for validation (default: setting)
+    staging_fraction: float = None, # share of test kept for staging (default: setting)
+    seed: int = None, # split seed (default: setting split_seed)
+) -> ImageSet:
     "Add a `subset` column (train/val/stage/holdout); the manifest `split` column is kept when present"
     cfg = get_settings()
     vf = cfg.val_fraction if val_fraction is None else val_fraction
@@ -140,12 +177,18 @@ def assign_splits(ds: ImageSet, val_fraction: float = None, staging_fraction: fl
                     else ('stage' if _unit(s, seed, 'stage') < sf else 'holdout') for s, sp in zip(df.sha, df.split)]
     return ImageSet(df, ds.root, ds.skipped)
 
+# %% ../nbs/01_data.ipynb #e7ea2b79
 def split_summary(ds: ImageSet) -> pd.DataFrame:
     "Counts per subset and label, the table recorded with the data version"
     return ds.df.groupby(['subset', 'label']).size().unstack(fill_value=0)
 
 # %% ../nbs/01_data.ipynb #b7caf32e
-def load_images(paths, size: int = None, skip_bad: bool = False, progress: bool = False):
+def load_images(
+    paths, # image files
+    size: int = None, # side of the square network input (default: setting image_size)
+    skip_bad: bool = False, # skip unreadable files instead of failing
+    progress: bool = False, # show a progress bar
+):
     "Decode and preprocess `paths` -> (uint8 array (n,size,size,3), features DataFrame, list of (path, reason))"
     size = size or get_settings().image_size
     xs, feats, bad = [], [], []
@@ -154,7 +197,10 @@ def load_images(paths, size: int = None, skip_bad: bool = False, progress: bool 
             img = decode_image(Path(p).read_bytes())
         except (ImageError, OSError) as e:
             if not skip_bad: raise DataError(f"{p}: {e}") from None
-            bad.append((str(p), str(e))); continue
-        x = preprocess(img, size); xs.append(x); feats.append(image_features(x, *img.size))
+            bad.append((str(p), str(e)))
+            continue
+        x = preprocess(img, size)
+        xs.append(x)
+        feats.append(image_features(x, *img.size))
     arr = np.stack(xs) if xs else np.zeros((0, size, size, 3), np.uint8)
     return arr, pd.DataFrame(feats), bad

@@ -35,6 +35,7 @@ def _labels(a, name='y_true') -> np.ndarray:
         raise ValueError(f"{name} must hold only 0 ({CLASSES[0]}) and 1 ({CLASSES[1]}); found {bad}")
     return a.astype(int)
 
+# %% ../nbs/05_evaluate.ipynb #cd67871a
 def _check(y_true, p_dog) -> tuple[np.ndarray, np.ndarray]:
     "Validated labels and matching probabilities of dog"
     y = _labels(y_true)
@@ -44,6 +45,7 @@ def _check(y_true, p_dog) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("p_dog must be probabilities in [0, 1] without NaN")
     return y, p
 
+# %% ../nbs/05_evaluate.ipynb #363a95cd
 def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     "Validated true and predicted labels of equal length"
     y, yp = _labels(y_true), _labels(y_pred, 'y_pred')
@@ -57,13 +59,24 @@ def _bin_stats(y: np.ndarray, p: np.ndarray, n_bins: int):
     n = np.bincount(b, minlength=n_bins)
     with np.errstate(invalid='ignore'): return n, np.bincount(b, p, n_bins)/n, np.bincount(b, y, n_bins)/n
 
-def calibration_bins(y_true, p_dog, n_bins=10) -> pd.DataFrame:
+# %% ../nbs/05_evaluate.ipynb #a75ffb50
+def calibration_bins(
+    y_true, # true labels (0 cat, 1 dog)
+    p_dog, # probabilities of dog
+    n_bins=10, # number of probability bins
+) -> pd.DataFrame:
     "Per equal-width bin of P(dog): edges, count `n`, mean predicted P(dog) and observed dog rate (NaN when empty)"
     n, p_mean, dog_rate = _bin_stats(*_check(y_true, p_dog), n_bins)
     edges = np.linspace(0, 1, n_bins + 1)
-    return pd.DataFrame({'lo': edges[:-1], 'hi': edges[1:], 'n': n, 'p_mean': p_mean, 'dog_rate': dog_rate}).rename_axis('bin')
+    return pd.DataFrame({'lo': edges[:-1], 'hi': edges[1:], 'n': n, 'p_mean': p_mean,
+                         'dog_rate': dog_rate}).rename_axis('bin')
 
-def expected_calibration_error(y_true, p_dog, n_bins=10) -> float:
+# %% ../nbs/05_evaluate.ipynb #bad34534
+def expected_calibration_error(
+    y_true, # true labels (0 cat, 1 dog)
+    p_dog, # probabilities of dog
+    n_bins=10, # number of probability bins
+) -> float:
     "Share-weighted mean gap between predicted P(dog) and observed dog rate over equal-width bins"
     n, p_mean, dog_rate = _bin_stats(*_check(y_true, p_dog), n_bins)
     return float(np.nansum(n*np.abs(p_mean - dog_rate))/n.sum())
@@ -72,20 +85,33 @@ def expected_calibration_error(y_true, p_dog, n_bins=10) -> float:
 METRIC_KEYS = ('accuracy', 'precision_cat', 'recall_cat', 'f1_cat', 'precision_dog', 'recall_dog', 'f1_dog',
                'precision_macro', 'recall_macro', 'f1_macro', 'recall_gap', 'log_loss', 'brier', 'ece', 'n')
 
-def classification_metrics(y_true, p_dog, threshold=0.5) -> dict:
+def classification_metrics(
+    y_true, # true labels (0 cat, 1 dog)
+    p_dog, # probabilities of dog
+    threshold=0.5, # P(dog) from which the answer is dog
+) -> dict:
     "Flat dict of float metrics (keys `METRIC_KEYS`) for labels `y_true` and probabilities of dog `p_dog`"
     y, p = _check(y_true, p_dog)
     yp = (p >= threshold).astype(int)
     prec, rec, f1, _ = skm.precision_recall_fscore_support(y, yp, labels=[0, 1], zero_division=0)
     m = {'accuracy': skm.accuracy_score(y, yp)}
     for i, c in enumerate(CLASSES): m |= {f'precision_{c}': prec[i], f'recall_{c}': rec[i], f'f1_{c}': f1[i]}
-    m |= {'precision_macro': prec.mean(), 'recall_macro': rec.mean(), 'f1_macro': f1.mean(), 'recall_gap': rec[1] - rec[0],
+    m |= {'precision_macro': prec.mean(), 'recall_macro': rec.mean(), 'f1_macro': f1.mean(),
+          'recall_gap': rec[1] - rec[0],
           'log_loss': skm.log_loss(y, p, labels=[0, 1]), 'brier': skm.brier_score_loss(y, p, labels=[0, 1]),
           'ece': expected_calibration_error(y, p), 'n': len(y)}
     return {k: float(m[k]) for k in METRIC_KEYS}
 
 # %% ../nbs/05_evaluate.ipynb #92450d56
-def bootstrap_ci(y_true, p_dog, metric='accuracy', n_boot=1000, alpha=0.05, seed=0, threshold=0.5) -> tuple[float, float]:
+def bootstrap_ci(
+    y_true, # true labels (0 cat, 1 dog)
+    p_dog, # probabilities of dog
+    metric='accuracy', # a metric name or fn(y, p)
+    n_boot=1000, # bootstrap resamples
+    alpha=0.05, # one minus the interval's confidence
+    seed=0, # random seed
+    threshold=0.5, # P(dog) from which the answer is dog
+) -> tuple[float, float]:
     "Percentile bootstrap `(lo, hi)` at level 1-`alpha` for a `classification_metrics` key or a callable `f(y, p)`"
     y, p = _check(y_true, p_dog)
     if callable(metric): fn = metric
@@ -93,13 +119,20 @@ def bootstrap_ci(y_true, p_dog, metric='accuracy', n_boot=1000, alpha=0.05, seed
     else: raise ValueError(f"unknown metric {metric!r}: use one of {METRIC_KEYS} or a callable")
     if not 0 < alpha < 1 or n_boot < 1: raise ValueError("need 0 < alpha < 1 and n_boot >= 1")
     idx = np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))
-    vals = np.array([fn(y[i], p[i]) for i in tqdm(idx, desc=f'bootstrap {getattr(metric, "__name__", metric)}', leave=False)])
+    vals = np.array([fn(y[i], p[i]) for i in tqdm(idx, desc=f'bootstrap {getattr(metric, "__name__", metric)}',
+                                                  leave=False)])
     lo, hi = np.nanquantile(vals, [alpha/2, 1 - alpha/2])
     return float(lo), float(hi)
 
-def wilson_ci(k: int, n: int, alpha=0.05) -> tuple[float, float]:
+# %% ../nbs/05_evaluate.ipynb #f67b215e
+def wilson_ci(
+    k: int, # successes
+    n: int, # trials
+    alpha=0.05, # one minus the interval's confidence
+) -> tuple[float, float]:
     "Wilson score interval `(lo, hi)` for `k` successes out of `n`; (0, 1) when `n` is 0"
-    if not (int(k) == k and int(n) == n and 0 <= k <= n): raise ValueError(f"need integers 0 <= k <= n, got k={k}, n={n}")
+    if not (int(k) == k and int(n) == n and 0 <= k <= n):
+        raise ValueError(f"need integers 0 <= k <= n, got k={k}, n={n}")
     if n == 0: return 0.0, 1.0
     ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=1 - alpha, method='wilson')
     return float(ci.low), float(ci.high)
@@ -110,21 +143,36 @@ CLASS_COLORS = {'cat': 'tab:blue', 'dog': 'tab:red'}
 class ReportFigure(Figure):
     "A matplotlib `Figure` kept out of pyplot's registry that shows itself as PNG in notebooks and papermill reports"
     def _repr_png_(self) -> bytes:
-        buf = io.BytesIO(); self.savefig(buf, format='png', dpi=100, bbox_inches='tight'); return buf.getvalue()
+        buf = io.BytesIO()
+        self.savefig(buf, format='png', dpi=100, bbox_inches='tight')
+        return buf.getvalue()
 
-def confusion_figure(y_true, p_dog, threshold=0.5, title=None) -> Figure:
+# %% ../nbs/05_evaluate.ipynb #6f76b066
+def confusion_figure(
+    y_true, # true labels (0 cat, 1 dog)
+    p_dog, # probabilities of dog
+    threshold=0.5, # P(dog) from which the answer is dog
+    title=None, # the title
+) -> Figure:
     "Confusion matrix as counts and as shares of each true class"
     y, p = _check(y_true, p_dog)
     yp = (p >= threshold).astype(int)
     fig = ReportFigure(figsize=(8, 3.6), layout='constrained')
-    for ax, norm, fmt, name in zip(fig.subplots(1, 2), (None, 'true'), ('d', '.2f'), ('counts', 'share of each true class')):
+    for ax, norm, fmt, name in zip(fig.subplots(1, 2), (None, 'true'), ('d', '.2f'), ('counts',
+                                                                                      'share of each true class')):
         cm = skm.confusion_matrix(y, yp, labels=[0, 1], normalize=norm)
-        skm.ConfusionMatrixDisplay(cm, display_labels=CLASSES).plot(ax=ax, colorbar=False, values_format=fmt, cmap='Blues')
+        skm.ConfusionMatrixDisplay(cm, display_labels=CLASSES).plot(ax=ax, colorbar=False, values_format=fmt,
+                                                                    cmap='Blues')
         ax.set_title(name)
     fig.suptitle(title or f"Confusion at threshold {threshold:g} (n={len(y)})")
     return fig
 
-def reliability_figure(y_true, p_dog, n_bins=10) -> Figure:
+# %% ../nbs/05_evaluate.ipynb #2e79bfd7
+def reliability_figure(
+    y_true, # true labels (0 cat, 1 dog)
+    p_dog, # probabilities of dog
+    n_bins=10, # number of probability bins
+) -> Figure:
     "Reliability diagram (observed dog rate against mean P(dog) per bin) above a histogram of P(dog)"
     t = calibration_bins(y_true, p_dog, n_bins)
     fig = ReportFigure(figsize=(5, 5.5), layout='constrained')
@@ -140,19 +188,26 @@ def reliability_figure(y_true, p_dog, n_bins=10) -> Figure:
     return fig
 
 # %% ../nbs/05_evaluate.ipynb #ba75f748
-def robustness_table(results: dict, clean, threshold=0.5) -> pd.DataFrame:
+def robustness_table(
+    results: dict, # condition -> severity -> scores under that condition
+    clean, # scores on the clean images
+    threshold=0.5, # P(dog) from which the answer is dog
+) -> pd.DataFrame:
     "Rows per (condition, severity) with accuracy, macro F1, class recalls and drops from `clean` in points"
     if not results: raise ValueError("results is empty: give {(condition, severity): (y_true, p_dog)}")
     c = classification_metrics(*clean, threshold=threshold)
     rows = []
     for key, (yt, pd_) in results.items():
-        if not (isinstance(key, tuple) and len(key) == 2): raise ValueError(f"result key {key!r} is not (condition, severity)")
+        if not (isinstance(key, tuple) and len(key) == 2):
+            raise ValueError(f"result key {key!r} is not (condition, severity)")
         r = classification_metrics(yt, pd_, threshold)
         rows.append({'condition': key[0], 'severity': key[1], 'n': int(r['n']), 'accuracy': r['accuracy'],
                      'f1_macro': r['f1_macro'], 'recall_cat': r['recall_cat'], 'recall_dog': r['recall_dog'],
-                     'accuracy_drop': 100*(c['accuracy'] - r['accuracy']), 'f1_drop': 100*(c['f1_macro'] - r['f1_macro'])})
+                     'accuracy_drop': 100*(c['accuracy'] - r['accuracy']),
+                     'f1_drop': 100*(c['f1_macro'] - r['f1_macro'])})
     return pd.DataFrame(rows).sort_values(['condition', 'severity'], ignore_index=True)
 
+# %% ../nbs/05_evaluate.ipynb #5ff9871e
 def robustness_figure(table: pd.DataFrame) -> Figure:
     "Accuracy against severity, one line per condition, with the clean accuracy as a reference line"
     fig = ReportFigure(figsize=(6, 4), layout='constrained')
@@ -177,7 +232,12 @@ def _group_labels(values, n: int, name: str) -> pd.Series:
     if len(s) != n: raise ValueError(f"grouping {name!r} has {len(s)} labels for {n} images")
     return s.where(s.notna(), 'unknown').astype(str)
 
-def fairness_frame(y_true, y_pred, groups) -> dict[str, MetricFrame]:
+# %% ../nbs/05_evaluate.ipynb #62405522
+def fairness_frame(
+    y_true, # true labels (0 cat, 1 dog)
+    y_pred, # predicted labels
+    groups, # group of each image
+) -> dict[str, MetricFrame]:
     "One fairlearn `MetricFrame` of `FAIRNESS_METRICS` per grouping in `groups` (dict of arrays or DataFrame)"
     y, yp = _pair(y_true, y_pred)
     if not isinstance(groups, (dict, pd.DataFrame)) or len(groups.keys()) == 0:
@@ -185,6 +245,7 @@ def fairness_frame(y_true, y_pred, groups) -> dict[str, MetricFrame]:
     return {name: MetricFrame(metrics=FAIRNESS_METRICS, y_true=y, y_pred=yp,
                               sensitive_features=_group_labels(v, len(y), name)) for name, v in groups.items()}
 
+# %% ../nbs/05_evaluate.ipynb #6a62f4c8
 def fairness_table(frames: dict[str, MetricFrame]) -> pd.DataFrame:
     "Flatten `fairness_frame` output to rows of grouping, group, metric values and `n`"
     parts = []
@@ -209,6 +270,7 @@ def _points(x: float) -> str:
     "Percentage points: one decimal under 10, whole number from 10 (half up)"
     return f"{x:.1f}" if round(x, 1) < 10 else str(math.floor(x + 0.5))
 
+# %% ../nbs/05_evaluate.ipynb #7a751d24
 def recall_gap_sentence(y_true, y_pred) -> str:
     "One sentence stating which species the model favours, by how many points of recall"
     y, yp = _pair(y_true, y_pred)
@@ -227,7 +289,8 @@ def recall_gap_sentence(y_true, y_pred) -> str:
 def fairness_figure(table: pd.DataFrame) -> Figure:
     "Cat and dog recall per group, one panel per grouping, from `fairness_table`"
     names = list(dict.fromkeys(table.grouping))
-    fig = ReportFigure(figsize=(max(5, 0.7*table.groupby('grouping').size().max() + 2), 2.6*len(names)), layout='constrained')
+    fig = ReportFigure(figsize=(max(5, 0.7*table.groupby('grouping').size().max() + 2), 2.6*len(names)),
+                       layout='constrained')
     for ax, name in zip(fig.subplots(len(names), 1, squeeze=False).ravel(), names):
         t = table[table.grouping == name].reset_index(drop=True)
         x = np.arange(len(t))
@@ -239,17 +302,24 @@ def fairness_figure(table: pd.DataFrame) -> Figure:
     return fig
 
 # %% ../nbs/05_evaluate.ipynb #64b0a793
-def worst_errors(y_true, p_dog, k=8, threshold=0.5) -> np.ndarray:
+def worst_errors(
+    y_true, # true labels (0 cat, 1 dog)
+    p_dog, # probabilities of dog
+    k=8, # how many
+    threshold=0.5, # P(dog) from which the answer is dog
+) -> np.ndarray:
     "Indices of up to `k` misclassified images, most confidently wrong first"
     y, p = _check(y_true, p_dog)
     wrong = np.flatnonzero((p >= threshold).astype(int) != y)
     return wrong[np.argsort(-np.abs(p[wrong] - y[wrong]), kind='stable')][:k]
 
+# %% ../nbs/05_evaluate.ipynb #4c508a0c
 def _attr_scale(attributions) -> float:
     "Symmetric colour limit shared by a set of attribution maps"
     v = float(np.nanpercentile(np.abs(np.asarray(attributions, dtype=float)), 99.5)) if len(attributions) else 0.0
     return v if v > 0 else 1e-9
 
+# %% ../nbs/05_evaluate.ipynb #e719670f
 def _show(ax, image, attribution=None, vmax=1.0, title=''):
     "Draw an image, or its grey version under a red/blue attribution map"
     a = np.asarray(image.convert('RGB') if hasattr(image, 'convert') else image)
@@ -258,26 +328,39 @@ def _show(ax, image, attribution=None, vmax=1.0, title=''):
         h, w = a.shape[:2]
         ax.imshow(a[..., :3] @ [0.299, 0.587, 0.114], cmap='gray', vmin=0, vmax=255)
         ax.imshow(attribution, cmap='bwr', vmin=-vmax, vmax=vmax, alpha=0.55, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
-    ax.set_title(title, fontsize=8); ax.axis('off')
+    ax.set_title(title, fontsize=8)
+    ax.axis('off')
 
+# %% ../nbs/05_evaluate.ipynb #578754d2
 def _grid(n_rows, n_cols, size=1.9):
     fig = ReportFigure(figsize=(size*n_cols, size*n_rows + 0.6), layout='constrained')
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for ax in axes.ravel(): ax.axis('off')
     return fig, axes
 
+# %% ../nbs/05_evaluate.ipynb #f2027a17
 def _colorbar(fig, axes, vmax):
     "Shared red/blue scale; per-pixel values are tiny, so the ends are named rather than numbered"
     cb = fig.colorbar(ScalarMappable(Normalize(-vmax, vmax), 'bwr'), ax=axes, orientation='horizontal', shrink=0.5,
                       label='SHAP contribution to P(dog)')
     cb.set_ticks([-vmax, 0, vmax], labels=[f'towards {CLASSES[0]}', '0', f'towards {CLASSES[1]}'])
 
-def error_gallery(images, y_true, p_dog, idx, attributions=None, ncols=4) -> Figure:
-    "Images `idx` (PIL or uint8 HxWx3) with true label and P(dog), over their SHAP map if `attributions` (one per index)"
+# %% ../nbs/05_evaluate.ipynb #4e6f97bc
+def error_gallery(
+    images, # PIL images or uint8 arrays
+    y_true, # true labels (0 cat, 1 dog)
+    p_dog, # probabilities of dog
+    idx, # which images to show
+    attributions=None, # SHAP maps, one per index
+    ncols=4, # images per row
+) -> Figure:
+    """Images `idx` (PIL or uint8 HxWx3) with true label and P(dog), over their SHAP map if `attributions`
+    (one per index)"""
     y, p = _check(y_true, p_dog)
     idx = np.asarray(idx, dtype=int)
     if len(images) != len(y): raise ValueError(f"{len(images)} images for {len(y)} labels")
-    if attributions is not None and len(attributions) != len(idx): raise ValueError("give one attribution map per index")
+    if attributions is not None and len(attributions) != len(idx):
+        raise ValueError("give one attribution map per index")
     if len(idx) == 0: raise ValueError("no images to show: idx is empty")
     vmax = _attr_scale(attributions) if attributions is not None else 1.0
     fig, axes = _grid(math.ceil(len(idx)/ncols), min(ncols, len(idx)))
@@ -288,7 +371,14 @@ def error_gallery(images, y_true, p_dog, idx, attributions=None, ncols=4) -> Fig
     return fig
 
 # %% ../nbs/05_evaluate.ipynb #a53387dc
-def shap_explain(predict_fn, images, max_evals=200, batch_size=50, seed=0, masker='blur(16,16)') -> np.ndarray:
+def shap_explain(
+    predict_fn, # uint8 images -> P(dog)
+    images, # uint8 images (N, H, W, 3)
+    max_evals=200, # model calls per image
+    batch_size=50, # images per model call
+    seed=0, # random seed
+    masker='blur(16,16)', # SHAP masker (default: a blur)
+) -> np.ndarray:
     "SHAP attribution of P(dog) per pixel, shape (N, H, W), for uint8 NHWC `images` and `predict_fn(images) -> P(dog)`"
     import shap  # heavy; only error analysis needs it
     x = np.asarray(images)
@@ -296,7 +386,8 @@ def shap_explain(predict_fn, images, max_evals=200, batch_size=50, seed=0, maske
         raise ValueError(f"images must be a non-empty uint8 array (N, H, W, 3), got {x.dtype} {x.shape}")
     def f(batch):
         out = np.asarray(predict_fn(np.asarray(batch, dtype=np.uint8)), dtype=float)
-        if out.size != len(batch): raise ValueError(f"predict_fn must return one P(dog) per image, got shape {out.shape}")
+        if out.size != len(batch):
+            raise ValueError(f"predict_fn must return one P(dog) per image, got shape {out.shape}")
         return out.reshape(len(batch))
     explainer = shap.Explainer(f, shap.maskers.Image(masker, x.shape[1:]), algorithm='partition')
     out, state = np.empty(x.shape[:3], dtype=np.float32), np.random.get_state()
@@ -308,7 +399,13 @@ def shap_explain(predict_fn, images, max_evals=200, batch_size=50, seed=0, maske
     finally: np.random.set_state(state)
     return out
 
-def shap_figure(images, attributions, titles=None, ncols=8) -> Figure:
+# %% ../nbs/05_evaluate.ipynb #40ffe2aa
+def shap_figure(
+    images, # the explained images
+    attributions, # their SHAP maps
+    titles=None, # one per image
+    ncols=8, # images per row
+) -> Figure:
     "Grid of images, each above its SHAP map on a shared red (dog) / blue (cat) scale"
     if len(images) != len(attributions) or len(images) == 0: raise ValueError("need one attribution map per image")
     titles = titles or [f'#{i}' for i in range(len(images))]

@@ -10,12 +10,13 @@ import hashlib, json, time, uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
-from .config import get_settings, Settings
+from .config import get_settings, iso_utc, Settings
 from .tracking import mlflow_client, resolve_version, registry_sha256
 from .auditlog import (AUDIT_COLS, audit_row, audit_frame, GovernanceStore, SQLiteGovernanceStore,
     GOVERNANCE_SCHEMES, open_governance, canonical_json)
 from .signing import sign, signed_refusal, trusted_keys
-if TYPE_CHECKING: import pandas as pd  # imported where a DataFrame is made: reading plain records (a trace) needs no pandas
+if TYPE_CHECKING:
+    import pandas as pd  # imported where a DataFrame is made: reading plain records (a trace) needs no pandas
 
 # %% auto #0
 __all__ = ['ROLES', 'NEEDS', 'PIPELINE_ACTIONS', 'STAGING_ACTOR', 'FAILURE_TAGS', 'NOW', 'TAG_LIMIT', 'SIGNED_TAGS', 'Actor',
@@ -45,6 +46,7 @@ class Actor:
         if self.role not in ROLES: raise ValueError(f"unknown role {self.role!r}; roles: {', '.join(ROLES)}")
     def __str__(self): return f"{self.name} ({self.role}{', simulated' if self.simulated else ''})"
 
+# %% ../nbs/22_governance.ipynb #2f535e01
 # who moves `challenger` when the staging run is started without a named person
 STAGING_ACTOR = Actor('parkml-stage', 'owner', proof='pipeline')
 
@@ -53,12 +55,14 @@ def roles_allowed(action: str) -> list[str]:
     if action not in NEEDS: raise ValueError(f"unknown governing action {action!r}; known: {', '.join(NEEDS)}")
     return sorted(r for r, perms in ROLES.items() if NEEDS[action] in perms)
 
+# %% ../nbs/22_governance.ipynb #77c068ae
 def check_role(actor: Actor, action: str) -> None:
     "Raise `PermissionError` saying why, unless `actor`'s role may perform `action`"
     allowed = roles_allowed(action)
     if not isinstance(actor, Actor): raise TypeError(f"{action} needs an Actor(name, role), got {actor!r}")
     if actor.role not in allowed:
-        raise PermissionError(f"{actor.name} has role {actor.role!r}, which may not {action}; only {' or '.join(allowed)} may")
+        raise PermissionError(f"{actor.name} has role {actor.role!r}, which may not {action}; only "
+                              f"{' or '.join(allowed)} may")
 
 # %% ../nbs/22_governance.ipynb #d8a3388f
 def check_proof(actor: Actor, action: str) -> None:
@@ -80,6 +84,7 @@ def failure_reasons(tags: dict) -> str:
     "Why a version failed staging, from its tags ('' when the staging run left no reasons)"
     return next((tags[k] for k in FAILURE_TAGS if tags.get(k)), '')
 
+# %% ../nbs/22_governance.ipynb #fb370a53
 def _staged(version, tags) -> list[str]:
     st = tags.get('validation_status') or 'pending'
     if st in ('passed', 'failed') and tags.get('staging_run_id'): return []
@@ -89,41 +94,62 @@ def _failed(version, tags) -> str:
     why = failure_reasons(tags)
     return f"version {version} failed staging" + (f": {why}" if why else f" (staging run {tags.get('staging_run_id')})")
 
-def decision_refusals(version, tags: dict, decision: str, note: str = '') -> list[str]:
+# %% ../nbs/22_governance.ipynb #a25f3ade
+def decision_refusals(
+    version, # the registered model version
+    tags: dict, # the version's tags
+    decision: str, # approve or reject
+    note: str = '', # why, in the actor's words
+) -> list[str]:
     "Why QA may not record `decision` ('approved' or 'rejected') for a version with these tags (empty: allowed)"
-    if decision not in ('approved', 'rejected'): raise ValueError(f"decision must be 'approved' or 'rejected', got {decision!r}")
+    if decision not in ('approved', 'rejected'):
+        raise ValueError(f"decision must be 'approved' or 'rejected', got {decision!r}")
     out = _staged(version, tags)
     if not out and decision == 'approved' and tags.get('validation_status') == 'failed':
         out.append(_failed(version, tags) + '; a failed version cannot be approved (reject it instead)')
     if decision == 'rejected' and not (note or '').strip(): out.append('a rejection must say why: give a note')
     return out
 
-def release_refusals(version, tags: dict, champion=None) -> list[str]:
+# %% ../nbs/22_governance.ipynb #87fe4677
+def release_refusals(
+    version, # the registered model version
+    tags: dict, # the version's tags
+    champion=None, # the version serving now
+) -> list[str]:
     "Why `version` may not become champion: it must have passed staging and been approved by QA for that staging run"
     st, out = tags.get('validation_status') or 'pending', []
     if st == 'failed': out.append(_failed(version, tags))
     elif st != 'passed' or not tags.get('staging_run_id'):
-        out.append(f"version {version} has not passed staging (validation_status {st!r}): run `parkml stage {version}` first")
+        out.append(f"version {version} has not passed staging (validation_status {st!r}): run `parkml stage {version}` "
+                   "first")
     ap = tags.get('approval_status')
-    if ap == 'rejected': out.append(f"version {version} was rejected by QA ({tags.get('rejected_by')}: {tags.get('approval_note')})")
+    if ap == 'rejected':
+        out.append(f"version {version} was rejected by QA ({tags.get('rejected_by')}: {tags.get('approval_note')})")
     elif ap != 'approved': out.append(f"version {version} was not approved by QA")
     elif tags.get('approval_staging_run') not in (None, tags.get('staging_run_id')):
-        out.append(f"version {version} was approved for staging run {tags['approval_staging_run']} but staged again since "
+        out.append(f"version {version} was approved for staging run {tags['approval_staging_run']} but staged again "
+                   "since "
                    f"(run {tags.get('staging_run_id')}): QA must approve the new staging run")
     if champion is not None and str(champion) == str(version): out.append(f"version {version} is already the champion")
     return out
 
 # %% ../nbs/22_governance.ipynb #7cdc1c48
-def bytes_refusals(version, tags: dict, onnx_sha256: str) -> list[str]:
+def bytes_refusals(
+    version, # the registered model version
+    tags: dict, # the version's tags
+    onnx_sha256: str, # sha256 of its ONNX bytes now
+) -> list[str]:
     "Why QA may not approve `version` with these ONNX bytes: staging must have tested exactly them (empty: it did)"
     tested = tags.get('staging_onnx_sha256')
     if not tested:
         return [f"the staging run of version {version} recorded no ONNX hash: run `parkml stage {version}` again"]
     if tested != onnx_sha256:
-        return [f"the ONNX bytes of version {version} changed since staging tested them (sha256 {onnx_sha256[:12]} now, "
+        return [f"the ONNX bytes of version {version} changed since staging tested them "
+                f"(sha256 {onnx_sha256[:12]} now, "
                 f"{tested[:12]} staged): stage it again"]
     return []
 
+# %% ../nbs/22_governance.ipynb #de87b8e2
 def signed_of(rec: dict) -> dict | None:
     "The signed statement an audit record carries (`{'statement', 'signer', 'signature'}`), or None"
     st = (rec.get('extra') or {}).get('statement')
@@ -151,9 +177,9 @@ def approval_refusal(
 # %% ../nbs/22_governance.ipynb #04c40864
 NOW = object()  # a tag value filled in with the time the action is carried out
 
-def _iso(t: float) -> str: return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec='seconds')
 
-_HEADLINES = {'approve': 'approve version {v}', 'reject': 'reject version {v}', 'release': 'release version {v} to production',
+_HEADLINES = {'approve': 'approve version {v}', 'reject': 'reject version {v}',
+              'release': 'release version {v} to production',
               'rollback': 'roll production back to version {v}', 'alias_set': 'mark version {v} as the challenger',
               'retrain_requested': 'request a retraining', 'alert_handled': 'record the handling of an alert'}
 
@@ -188,8 +214,8 @@ class Plan:
         lines = [f"{head} of {self.model} as {self.actor}"]
         if self.staging_run_id: lines.append(f"  staging run {self.staging_run_id}")
         lines += [f"  alias {a}: {f or '(none)'} -> {t or '(removed)'}" for a, f, t in self.moves]
-        if self.tags: lines.append('  version tags: ' + ', '.join(f"{k}={'(now)' if v is NOW else '(removed)' if v is None else v}"
-                                                                for k, v in self.tags.items()))
+        shown = lambda v: '(now)' if v is NOW else '(removed)' if v is None else v
+        if self.tags: lines.append('  version tags: ' + ', '.join(f"{k}={shown(v)}" for k, v in self.tags.items()))
         if self.note: lines.append(f"  note: {self.note}")
         if self.statement:
             lines.append(f"  signed: {self.statement['kind']} of ONNX sha256 {self.statement['onnx_sha256']}")
@@ -199,7 +225,8 @@ class Plan:
     def explain(self) -> str:
         "`describe` plus the verdict: allowed, or refused with every reason"
         why = ([self.role_refusal()] if self.role_refusal() else []) + self.refusals
-        return self.describe() + '\n' + ('allowed: the rules and the role permit it' if not why else 'refused: ' + '; '.join(why))
+        return self.describe() + '\n' + (
+            'allowed: the rules and the role permit it' if not why else 'refused: ' + '; '.join(why))
 
 # %% ../nbs/22_governance.ipynb #302d9e18
 from functools import partial
@@ -212,12 +239,14 @@ def _aliases(client, name) -> dict:
         if e.error_code == 'RESOURCE_DOES_NOT_EXIST': return {}
         raise
 
+# %% ../nbs/22_governance.ipynb #6eee88dd
 def _champion_before(client, name, version) -> str | None:
     "The champion `version` replaced when it was last released, from its `alias_history` tag"
     hist = json.loads(client.get_model_version(name, version).tags.get('alias_history') or '[]')
     rel = [m for m in hist if m['alias'] == 'champion' and m['to'] == str(version) and m['action'] == 'release']
     return rel[-1]['from'] if rel else None
 
+# %% ../nbs/22_governance.ipynb #6662a578
 def _plan_decision(action, mv, actor, note, client, cfg):
     decision, name = 'approved' if action == 'approve' else 'rejected', cfg.model_name
     tags, v, sha = mv.tags, str(mv.version), registry_sha256(mv, cfg)
@@ -231,10 +260,12 @@ def _plan_decision(action, mv, actor, note, client, cfg):
                      staging_run_id=tags.get('staging_run_id'), verdict=tags.get('validation_status', 'pending'))
     return Plan(action, actor, name, v, note=note, staging_run_id=tags.get('staging_run_id'), extra=extra,
                 refusals=refusals, statement=statement,
-                tags={'approval_status': decision, me: actor.name, other: None, 'approval_time': NOW, 'approval_note': note,
+                tags={'approval_status': decision, me: actor.name, other: None, 'approval_time': NOW,
+                      'approval_note': note,
                       'approval_role': actor.role, 'approval_simulated': str(actor.simulated).lower(),
                       'approval_staging_run': tags.get('staging_run_id')})
 
+# %% ../nbs/22_governance.ipynb #f524ee57
 def _alias_statement(action, mv, cfg) -> tuple[dict, str | None]:
     "What the owner signs when `champion` moves to `mv`, and why the audit store does not allow it (None: it does)"
     v, sha = str(mv.version), registry_sha256(mv, cfg)
@@ -249,26 +280,31 @@ def _recorded(al: dict, cfg) -> dict:
     "The aliases as the audit store's recorded moves leave them (a move made by hand in MLflow is not one of them)"
     return {**al, **aliases_at(time.time(), cfg=cfg)} if al else {}
 
+# %% ../nbs/22_governance.ipynb #3ce9fff8
 def _plan_release(mv, actor, note, client, cfg):
     al, v = _aliases(client, cfg.model_name), str(mv.version)
     champ = _recorded(al, cfg).get('champion')   # the version released last, whatever the alias says now
     moves = [('champion', al.get('champion'), v)] + ([('previous', al.get('previous'), champ)] if champ else [])
     refusals = release_refusals(v, mv.tags, champ if al.get('champion') == champ else None)
     statement, why = _alias_statement('release', mv, cfg)
-    return Plan('release', actor, cfg.model_name, v, moves=moves, note=note, staging_run_id=mv.tags.get('staging_run_id'),
+    return Plan('release', actor, cfg.model_name, v, moves=moves, note=note,
+                staging_run_id=mv.tags.get('staging_run_id'),
                 refusals=refusals or ([why] if why else []), statement=statement)
 
+# %% ../nbs/22_governance.ipynb #c9d35a1f
 def _plan_rollback(actor, note, client, cfg):
     al, name = _aliases(client, cfg.model_name), cfg.model_name
     champ, prev = al.get('champion'), _recorded(al, cfg).get('previous')
     if prev is None:
-        return Plan('rollback', actor, name, champ, note=note, refusals=['there is no previous champion to roll back to'])
+        return Plan('rollback', actor, name, champ, note=note,
+                    refusals=['there is no previous champion to roll back to'])
     refusals = [] if (note or '').strip() else ['a rollback must say why: give a note']
     statement, why = _alias_statement('rollback', client.get_model_version(name, prev), cfg)
     before = _champion_before(client, name, prev)
     return Plan('rollback', actor, name, prev, moves=[('champion', champ, prev), ('previous', prev, before)], note=note,
                 refusals=refusals + ([why] if why else []), statement=statement)
 
+# %% ../nbs/22_governance.ipynb #6b68670d
 def _plan_challenger(mv, actor, note, client, cfg):
     v = str(mv.version)
     return Plan('alias_set', actor, cfg.model_name, v, note=note,
@@ -279,6 +315,7 @@ def _plan_retrain(actor, note, alert_id, client, cfg):
     return Plan('retrain_requested', actor, cfg.model_name, champ, note=note, extra={'alert_id': alert_id},
                 refusals=[] if (note or '').strip() else ['a retraining request must say why: give a reason'])
 
+# %% ../nbs/22_governance.ipynb #16856509
 _PLANNERS = {'approve': partial(_plan_decision, 'approve'), 'reject': partial(_plan_decision, 'reject'),
              'release': _plan_release, 'alias_set': _plan_challenger}   # each: (mv, actor, note, client, cfg)
 
@@ -287,8 +324,8 @@ def plan_action(
     version=None, # a version number or alias (unused by rollback and retrain_requested)
     actor: Actor = None, # who acts (from `users.authenticate`)
     note: str = '', # why
-    alert_id: str = None, # the alert a retraining request answers
-    cfg: Settings = None,
+    alert_id: str = None, # the alert a retraining answers
+    cfg: Settings = None, # the settings (default: the current ones)
 ) -> Plan:
     "The `Plan` of `action` on `version` by `actor`: what will happen and the rules' refusals"
     roles_allowed(action)  # unknown actions are refused here
@@ -302,7 +339,14 @@ def plan_action(
     mv = resolve_version(version, client, cfg)
     return _PLANNERS[action](mv, actor, note, client, cfg)
 
-def explain_action(action: str, version=None, actor: Actor = None, note: str = '', cfg: Settings = None) -> str:
+# %% ../nbs/22_governance.ipynb #cd958334
+def explain_action(
+    action: str, # approve, reject, release, rollback, alias_set or retrain_requested
+    version=None, # the registered model version
+    actor: Actor = None, # who acts (an `Actor`, as `users.authenticate` returns it)
+    note: str = '', # why, in the actor's words
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> str:
     "What `action` will do, and whether the rules and `actor`'s role allow it, before anything happens"
     return plan_action(action, version, actor, note, cfg=cfg).explain()
 
@@ -316,10 +360,11 @@ def _fit_json(items: list, limit: int = TAG_LIMIT) -> str:
     return dump(items)
 
 def _move_entry(r: dict) -> dict:
-    return {'time': _iso(r['ts']), 'action': r['action'], 'alias': r['alias'], 'from': r['from_version'],
+    return {'time': iso_utc(r['ts'], 'seconds'), 'action': r['action'], 'alias': r['alias'], 'from': r['from_version'],
             'to': r['to_version'], 'by': r['actor'], 'role': r['role'], 'simulated': r['simulated'],
             'note': (r['note'] or '')[:300]}
 
+# %% ../nbs/22_governance.ipynb #37f8ae5e
 def _tag_moves(client, name: str, recs: list[dict]) -> None:
     "Record alias moves in MLflow: on every version involved, and the last move on the registered model"
     moves = [_move_entry(r) for r in recs]
@@ -329,6 +374,7 @@ def _tag_moves(client, name: str, recs: list[dict]) -> None:
         client.set_model_version_tag(name, v, 'alias_history', _fit_json(old + mine))
     client.set_registered_model_tag(name, 'last_alias_move', _fit_json(moves))
 
+# %% ../nbs/22_governance.ipynb #7ac41e16
 def check_plan(plan: Plan) -> Plan:
     "`plan`, if the actor proved who they are, their role and the rules allow it; else `PermissionError` or `Refused`"
     check_role(plan.actor, plan.action)
@@ -337,7 +383,12 @@ def check_plan(plan: Plan) -> Plan:
     return plan
 
 # %% ../nbs/22_governance.ipynb #c90e667f
-def sign_plan(plan: Plan, now: float, request: str, cfg: Settings = None) -> dict | None:
+def sign_plan(
+    plan: Plan, # the checked plan
+    now: float, # the time recorded
+    request: str, # the request id of the records
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> dict | None:
     "The plan's statement with who, when and the request, signed by the actor (None when the plan signs nothing)"
     if plan.statement is None: return None
     a = plan.actor
@@ -347,15 +398,22 @@ def sign_plan(plan: Plan, now: float, request: str, cfg: Settings = None) -> dic
         raise Refused(f"the park cannot verify {a.name}'s signature, so nothing was done: {why}")
     return signed
 
+# %% ../nbs/22_governance.ipynb #44d16d53
 SIGNED_TAGS = {'approve': 'approval_signed', 'reject': 'approval_signed'}   # version tag of a signed decision
 
-def apply_plan(plan: Plan, signed: dict | None, recs: list[dict], now: float, client) -> None:
+def apply_plan(
+    plan: Plan, # the checked plan
+    signed: dict | None, # the actor's signed statement
+    recs: list[dict], # the intent records written
+    now: float, # the time recorded
+    client, # an MLflow client (default: one for the settings)
+) -> None:
     "The registry's part of `plan`: version tags, signed statements, alias moves and their MLflow record"
     old = client.get_model_version(plan.model, plan.version).tags if plan.tags else {}
     for k, v in plan.tags.items():
         if v is None:
             if k in old: client.delete_model_version_tag(plan.model, plan.version, k)
-        else: client.set_model_version_tag(plan.model, plan.version, k, _iso(now) if v is NOW else str(v))
+        else: client.set_model_version_tag(plan.model, plan.version, k, iso_utc(now, 'seconds') if v is NOW else str(v))
     if signed and plan.action in SIGNED_TAGS:
         client.set_model_version_tag(plan.model, plan.version, SIGNED_TAGS[plan.action], json.dumps(signed))
     if signed and plan.moves:   # the edge serves `champion` only with the newest signed statement about it
@@ -366,7 +424,12 @@ def apply_plan(plan: Plan, signed: dict | None, recs: list[dict], now: float, cl
     if plan.moves: _tag_moves(client, plan.model, recs)
 
 # %% ../nbs/22_governance.ipynb #a5f881b7
-def intent_records(plan: Plan, signed: dict | None, now: float, request: str) -> list[dict]:
+def intent_records(
+    plan: Plan, # the checked plan
+    signed: dict | None, # the actor's signed statement
+    now: float, # the time recorded
+    request: str, # the request id shared by the records
+) -> list[dict]:
     "The audit records of what `plan` is about to do"
     base = dict(ts=now, actor=plan.actor.name, role=plan.actor.role, action=plan.action, model=plan.model,
                 version=plan.version, note=plan.note or None, staging_run_id=plan.staging_run_id,
@@ -377,13 +440,19 @@ def intent_records(plan: Plan, signed: dict | None, now: float, request: str) ->
                    'extra': {**recs[0]['extra'], 'statement': signed['statement']}}
     return recs
 
-def outcome_record(plan: Plan, request: str, error: BaseException = None) -> dict:
+# %% ../nbs/22_governance.ipynb #4da0f73f
+def outcome_record(
+    plan: Plan, # the plan carried out
+    request: str, # the request id of its intent records
+    error: BaseException = None, # what went wrong (None: it was done)
+) -> dict:
     "The audit record of how `request` ended"
     return dict(actor=plan.actor.name, role=plan.actor.role, action='outcome', model=plan.model, version=plan.version,
                 simulated=plan.actor.simulated, note=f"{type(error).__name__}: {error}"[:500] if error else None,
                 extra={'request': request, 'phase': 'outcome', 'of': plan.action,
                        'result': 'failed' if error else 'done'})
 
+# %% ../nbs/22_governance.ipynb #724929c2
 def govern(plan: Plan, cfg: Settings = None) -> list[dict]:
     "Carry out `plan` if the proven actor's role and the rules allow it; return its intent records (with their ids)"
     check_plan(plan)
@@ -402,32 +471,66 @@ def govern(plan: Plan, cfg: Settings = None) -> list[dict]:
     return [{**r, 'id': i} for r, i in zip(recs, ids)]
 
 # %% ../nbs/22_governance.ipynb #6ece1121
-def approve(version, actor: Actor, note: str = '', cfg: Settings = None) -> list[dict]:
+def approve(
+    version, # the registered model version
+    actor: Actor, # who acts (an `Actor`, as `users.authenticate` returns it)
+    note: str = '', # why, in the actor's words
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> list[dict]:
     "QA approves a staged version that passed (tags approval_status=approved, approved_by, approval_time, ...)"
     return govern(plan_action('approve', version, actor, note, cfg=cfg), cfg)
 
-def reject(version, actor: Actor, note: str, cfg: Settings = None) -> list[dict]:
+def reject(
+    version, # the registered model version
+    actor: Actor, # who acts (an `Actor`, as `users.authenticate` returns it)
+    note: str, # why, in the actor's words
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> list[dict]:
     "QA rejects a staged version, saying why (the note is required)"
     return govern(plan_action('reject', version, actor, note, cfg=cfg), cfg)
 
-def release(version, actor: Actor, note: str = '', cfg: Settings = None) -> list[dict]:
+def release(
+    version, # the registered model version
+    actor: Actor, # who acts (an `Actor`, as `users.authenticate` returns it)
+    note: str = '', # why, in the actor's words
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> list[dict]:
     "Move `champion` to a version that passed staging and was approved; the old champion becomes `previous`"
     return govern(plan_action('release', version, actor, note, cfg=cfg), cfg)
 
-def rollback(actor: Actor, note: str, cfg: Settings = None) -> list[dict]:
+def rollback(
+    actor: Actor, # who acts (an `Actor`, as `users.authenticate` returns it)
+    note: str, # why, in the actor's words
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> list[dict]:
     "Move `champion` back to `previous`, and `previous` to the champion before it (or remove it)"
     return govern(plan_action('rollback', None, actor, note, cfg=cfg), cfg)
 
-def set_challenger(version, actor: Actor = None, note: str = '', cfg: Settings = None) -> list[dict]:
+def set_challenger(
+    version, # the registered model version
+    actor: Actor = None, # who acts (an `Actor`, as `users.authenticate` returns it)
+    note: str = '', # why, in the actor's words
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> list[dict]:
     "Point `challenger` at `version` (the staging run does this for its candidate; default actor `STAGING_ACTOR`)"
     return govern(plan_action('alias_set', version, actor or STAGING_ACTOR, note, cfg=cfg), cfg)
 
-def retrain_requested(actor: Actor, reason: str, alert_id: str = None, cfg: Settings = None) -> dict:
+def retrain_requested(
+    actor: Actor, # who acts (an `Actor`, as `users.authenticate` returns it)
+    reason: str, # why a retraining is needed
+    alert_id: str = None, # the alert it answers
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> dict:
     "Record that `actor` asks for a retraining (the retraining itself runs elsewhere); returns the audit record"
     return govern(plan_action('retrain_requested', None, actor, reason, alert_id, cfg=cfg), cfg)[0]
 
 # %% ../nbs/22_governance.ipynb #5e766332
-def audit_records(version=None, action: str = None, alias: str = None, cfg: Settings = None) -> pd.DataFrame:
+def audit_records(
+    version=None, # the registered model version
+    action: str = None, # only this action
+    alias: str = None, # only moves of this alias
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> pd.DataFrame:
     "Audit records of the configured model, oldest first: touching `version`, of `action`, moving `alias`"
     cfg = cfg or get_settings()
     with open_governance(cfg.governance_uri) as st: return st.audit_records(cfg.model_name, version, action, alias)
@@ -437,8 +540,10 @@ def alias_history(alias: str = None, cfg: Settings = None) -> pd.DataFrame:
     cfg = cfg or get_settings()
     with open_governance(cfg.governance_uri) as st: return st.alias_history(cfg.model_name, alias)
 
+# %% ../nbs/22_governance.ipynb #62fb8734
 def aliases_from(moves, t: float) -> dict:
-    "Which version each alias pointed at, at epoch second `t`, replaying `moves` (records oldest first, `ts` in epoch seconds)"
+    """Which version each alias pointed at, at epoch second `t`, replaying `moves` (records oldest first, `ts` in
+    epoch seconds)"""
     out = {}
     for m in moves:
         if m['alias'] is None or m['ts'] > t: continue
@@ -446,10 +551,16 @@ def aliases_from(moves, t: float) -> dict:
         else: out[m['alias']] = m['to_version']
     return out
 
-def aliases_at(when, history: pd.DataFrame = None, cfg: Settings = None) -> dict:
+# %% ../nbs/22_governance.ipynb #4604add5
+def aliases_at(
+    when, # epoch seconds, datetime or ISO text (no zone: UTC)
+    history: pd.DataFrame = None, # `alias_history()` (default: read it)
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> dict:
     "Which version each alias pointed at, at time `when` (epoch seconds, datetime or ISO text; no zone: UTC)"
     import pandas as pd
     h = alias_history(cfg=cfg) if history is None else history
     t = pd.Timestamp(when, unit='s', tz='UTC') if isinstance(when, (int, float)) else pd.Timestamp(when)
     t = t.tz_localize('UTC') if t.tzinfo is None else t
-    return aliases_from(({'ts': r.ts.timestamp(), 'alias': r.alias, 'to_version': r.to_version} for r in h.itertuples()), t.timestamp())
+    return aliases_from(({'ts': r.ts.timestamp(), 'alias': r.alias,
+                          'to_version': r.to_version} for r in h.itertuples()), t.timestamp())

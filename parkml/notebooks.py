@@ -12,25 +12,30 @@ from pathlib import Path
 from .config import get_settings, ensure_dir
 
 # %% auto #0
-__all__ = ['WARM_CODE', 'NotebookError', 'notebook_path', 'to_html', 'SpareKernel', 'warm_kernels', 'run_notebook']
+__all__ = ['WARM_CODE', 'NotebookError', 'notebook_path', 'to_html', 'SpareKernel', 'warm_kernels', 'current_spare',
+           'run_notebook']
 
 # %% ../nbs/08_notebooks.ipynb #cc48a3e8
 class NotebookError(RuntimeError):
     "A papermill notebook failed; the message names the executed copy to open"
 
+# %% ../nbs/08_notebooks.ipynb #b87d3be3
 def notebook_path(name: str) -> Path:
     "Path of papermill notebook `name` (e.g. '50_train') in the project's nbs folder"
     p = get_settings().root/'nbs'/f"{name}.ipynb"
     if not p.is_file(): raise NotebookError(f"notebook {p} not found")
     return p
 
+# %% ../nbs/08_notebooks.ipynb #a7e92b17
 def to_html(nb_path) -> Path:
     "Render an executed notebook to a self-contained HTML file beside it (code hidden, outputs and plots kept)"
     import nbformat
     from nbconvert import HTMLExporter
     nb = nbformat.read(str(nb_path), as_version=4)
-    html, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
-    out = Path(nb_path).with_suffix('.html'); out.write_text(html, encoding='utf-8')
+    html, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+                           exclude_output_prompt=True).from_notebook_node(nb)
+    out = Path(nb_path).with_suffix('.html')
+    out.write_text(html, encoding='utf-8')
     return out
 
 # %% ../nbs/08_notebooks.ipynb #47658642
@@ -43,6 +48,7 @@ WARM_CODE = '\n'.join(["import numpy, pandas, scipy.stats, matplotlib.pyplot, ml
 def _kernel_key(cwd) -> tuple:
     return str(Path(cwd).resolve()), tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith('PARKML_')))
 
+# %% ../nbs/08_notebooks.ipynb #70672ed0
 class SpareKernel:
     "One Python kernel started ahead of need, importing `WARM_CODE` while the caller works"
     def __init__(self): self.km = self.kc = self.key = self.msg_id = None
@@ -53,12 +59,15 @@ class SpareKernel:
         self.drop()
         self.key, self.km = _kernel_key(cwd), KernelManager(kernel_name='python3')
         self.km.start_kernel(cwd=str(cwd))
-        self.kc = self.km.client(); self.kc.start_channels()
-        self.msg_id = self.kc.execute(WARM_CODE, silent=True, store_history=False)   # queued: runs once the kernel is up
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        # queued: runs once the kernel is up
+        self.msg_id = self.kc.execute(WARM_CODE, silent=True, store_history=False)
         return self
 
     def take(self, cwd):
-        "The spare kernel's manager, now the caller's to shut down, if it suits a run in `cwd` with this environment; else None (`cwd` None: shut the spare down)"
+        """The spare kernel's manager, now the caller's to shut down, if it suits a run in `cwd` with this environment;
+        else None (`cwd` None: shut the spare down)"""
         km, kc, key = self.km, self.kc, self.key
         self.km = self.kc = self.key = None
         if km is None: return None
@@ -66,13 +75,17 @@ class SpareKernel:
             try:   # the notebook would wait for the imports anyway; waiting here keeps the request from being dropped
                 while kc.get_shell_msg(timeout=120)['parent_header'].get('msg_id') != self.msg_id: pass
             except Exception: pass   # no answer (the kernel died or hangs): the run finds out and reports it
-            kc.stop_channels(); return km
-        kc.stop_channels(); km.shutdown_kernel(now=True); return None
+            kc.stop_channels()
+            return km
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        return None
 
     def drop(self):
         "Shut the spare kernel down, if there is one"
         self.take(None)
 
+# %% ../nbs/08_notebooks.ipynb #df45dada
 _spare: SpareKernel | None = None
 
 @contextmanager
@@ -81,15 +94,27 @@ def warm_kernels():
     Blocks nest: an inner block uses the outer block's spare."""
     global _spare
     if _spare is not None:
-        yield _spare; return
+        yield _spare
+        return
     _spare = spare = SpareKernel()
     try: yield spare
     finally:
         _spare = None   # cleared first: a spare that fails to shut down must not stay in use
         spare.drop()
 
+# %% ../nbs/08_notebooks.ipynb #398ab100
+def current_spare() -> SpareKernel | None:
+    "The spare kernel of the enclosing `warm_kernels` block (None outside one)"
+    return _spare
+
 # %% ../nbs/08_notebooks.ipynb #9b578dd6
-def run_notebook(name: str, params: dict = None, tag: str = None, log: bool = True, progress: bool = True) -> dict:
+def run_notebook(
+    name: str, # notebook name in nbs/, without .ipynb
+    params: dict = None, # papermill parameters
+    tag: str = None, # part of the output names (default: the time)
+    log: bool = True, # attach the executed notebook to its MLflow run
+    progress: bool = True, # show a progress bar
+) -> dict:
     """Execute `nbs/{name}.ipynb` with papermill into `runs/notebooks/`; the notebook must write its result JSON
     to the path given in its `result_file` parameter (with `run_id` when it logged an MLflow run).
     Inside `warm_kernels` it runs on the spare kernel when that suits, and starts the next spare first."""
@@ -112,7 +137,8 @@ def run_notebook(name: str, params: dict = None, tag: str = None, log: bool = Tr
         if km is not None: km.shutdown_kernel(now=True)
     res = json.loads(result_file.read_text()) if result_file.is_file() else {}
     res.update(notebook=str(out_nb))
-    html = to_html(out_nb); res['html'] = str(html)
+    html = to_html(out_nb)
+    res['html'] = str(html)
     if log and res.get('run_id'):
         from parkml.tracking import mlflow_client
         client = mlflow_client(cfg)

@@ -8,27 +8,16 @@ Docs: https://parkml.github.io/parkml/signing.html.md"""
 from __future__ import annotations
 import base64, hashlib, json, os, tempfile
 from pathlib import Path
-from .config import get_settings, ensure_dir, write_atomic, Settings
+from .config import get_settings, ensure_dir, write_atomic, file_sha256, Settings
 from .auditlog import canonical_json, sign_statement, verify_signature, load_trusted_keys, trusted_keys_path
 
 # %% auto #0
-__all__ = ['SigningError', 'file_sha256', 'key_path', 'public_b64', 'new_key', 'private_key', 'sign', 'trusted_keys',
-           'write_trusted_keys', 'signed_refusal', 'serving_refusal', 'Unapproved', 'verified_alias', 'parse_signed',
-           'serving_proof']
+__all__ = ['SigningError', 'key_path', 'public_b64', 'new_key', 'private_key', 'sign', 'trusted_keys', 'write_trusted_keys',
+           'signed_refusal', 'serving_refusal', 'Unapproved', 'verified_alias', 'parse_signed', 'serving_proof']
 
 # %% ../nbs/28_signing.ipynb #3a894263
 class SigningError(PermissionError):
     "A signing key that is missing or unsafe, or a signed statement that cannot be trusted"
-
-# %% ../nbs/28_signing.ipynb #bc5c8c76
-def file_sha256(
-    path, # the file to hash (read in 1 MiB blocks)
-) -> str:
-    "Hex sha256 of the bytes of `path`"
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
-    return h.hexdigest()
 
 # %% ../nbs/28_signing.ipynb #1f4b9522
 def key_path(
@@ -39,6 +28,7 @@ def key_path(
     cfg = cfg or get_settings()
     return Path(str(cfg.keys_dir)).expanduser()/f"{name}.pem"
 
+# %% ../nbs/28_signing.ipynb #09ce564c
 def public_b64(key) -> str:
     "The raw 32-byte public key of an Ed25519 private or public key, as base64"
     from cryptography.hazmat.primitives import serialization as ser
@@ -79,8 +69,8 @@ def private_key(
 # %% ../nbs/28_signing.ipynb #e2955e78
 def sign(
     statement: dict, # the facts signed (JSON-serialisable)
-    name: str, # the signer, whose key is used
-    cfg: Settings = None,
+    name: str, # the signer, whose private key signs
+    cfg: Settings = None, # the settings (default: the current ones)
 ) -> dict:
     "`statement` signed with `name`'s key: `{'statement', 'signer', 'signature'}`"
     return dict(statement=statement, signer=name, signature=sign_statement(statement, private_key(name, cfg)))
@@ -91,6 +81,7 @@ def trusted_keys(cfg: Settings = None) -> dict:
     try: return load_trusted_keys(trusted_keys_path(cfg)) or {}
     except ValueError as e: raise SigningError(str(e)) from None
 
+# %% ../nbs/28_signing.ipynb #c5718e43
 def write_trusted_keys(
     keys: dict, # name -> {'role', 'public_key'}
     cfg: Settings = None,
@@ -142,11 +133,13 @@ def serving_refusal(
 class Unapproved(SigningError):
     "A version the edge must not serve: its approval, its release or its bytes do not verify"
 
+# %% ../nbs/28_signing.ipynb #5fdbace0
 def verified_alias(alias: str, cfg: Settings = None) -> bool:
     "Is `alias` served only with signed proofs (setting `verified_aliases`)?"
     cfg = cfg or get_settings()
     return alias in [a.strip() for a in str(cfg.verified_aliases).split(',') if a.strip()]
 
+# %% ../nbs/28_signing.ipynb #90c24b70
 def parse_signed(text) -> dict | None:
     "A signed statement from a tag's JSON text (None when absent or not one)"
     try: d = json.loads(text) if text else None

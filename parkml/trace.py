@@ -9,7 +9,7 @@ from __future__ import annotations
 import json, os, re, secrets, time
 from datetime import datetime, timezone
 from pathlib import Path
-from .config import get_settings, Settings, ensure_dir, sqlite_file
+from .config import get_settings, Settings, ensure_dir, sqlite_file, iso_utc
 from .predlog import open_store
 from .tracking import lineage, RegistryError
 from .auditlog import open_governance
@@ -23,30 +23,39 @@ __all__ = ['SETTLE_S', 'TraceError', 'version_facts', 'stores_signature', 'snaps
 class TraceError(LookupError):
     "A prediction id that is not in the log"
 
-def _iso(t, timespec: str = 'milliseconds') -> str | None:
-    "Epoch seconds as ISO 8601 UTC text (None stays None)"
-    return None if t is None or t != t else datetime.fromtimestamp(float(t), timezone.utc).isoformat(timespec=timespec)
-
+# %% ../nbs/40_trace.ipynb #71e2a2fa
 def _prediction_part(p: dict) -> dict:
     "The log's own facts about one prediction"
-    fb = None if p.get('true_label') is None else dict(label=p['true_label'], time=_iso(p['feedback_ts']), source=p['feedback_source'])
-    return dict(prediction_id=p['id'], time=_iso(p['ts']), received=_iso(p['received']), camera=p['camera'], status=p['status'],
+    fb = None if p.get('true_label') is None else dict(
+        label=p['true_label'], time=iso_utc(p['feedback_ts'], 'milliseconds'), source=p['feedback_source'])
+    return dict(prediction_id=p['id'], time=iso_utc(p['ts'], 'milliseconds'),
+                received=iso_utc(p['received'], 'milliseconds'), camera=p['camera'], status=p['status'],
                 error=p['error'], output=dict(label=p['label'], p_dog=p['p_dog'], latency_ms=p['latency_ms']),
                 frame=dict(sha=p['frame_sha'], retained=p['frame_retained'], path=p['frame_path']),
                 feedback=fb, correct=None if fb is None or p['label'] is None else fb['label'] == p['label'],
-                model_name=p['model_name'], model_version=p['model_version'], run_id=p['run_id'], served_alias=p['alias'])
+                model_name=p['model_name'], model_version=p['model_version'], run_id=p['run_id'],
+                served_alias=p['alias'])
 
 # %% ../nbs/40_trace.ipynb #7eaf2138
-def version_facts(name: str, version, client=None, cfg: Settings = None) -> dict:
-    "What MLflow knows of `version` of model `name` that a trace shows (JSON-safe); `RegistryError` if it is not registered"
+def version_facts(
+    name: str, # the registered model name
+    version, # the registered model version
+    client=None, # an MLflow client (default: one for the settings)
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> dict:
+    """What MLflow knows of `version` of model `name` that a trace shows (JSON-safe); `RegistryError` if it is not
+    registered"""
     cfg = cfg or get_settings()
     vcfg = cfg if name == cfg.model_name else get_settings(model_name=name)
     lin = lineage(str(version), client, vcfg)
     tags = lin['tags']
     return dict(
-        run_id=lin['run_id'], run_name=lin['run_name'], experiment_id=lin['experiment_id'], code_commit=lin['code_commit'],
-        code_dirty=lin['code_dirty'], data_version=lin['data_version'], parent_run=lin['parent_run'], params=dict(lin['params']),
-        staging=dict(status=tags.get('validation_status', 'pending'), run_id=tags.get('staging_run_id'), reasons=failure_reasons(tags)),
+        run_id=lin['run_id'], run_name=lin['run_name'], experiment_id=lin['experiment_id'], code_commit=lin[
+            'code_commit'],
+        code_dirty=lin['code_dirty'], data_version=lin['data_version'], parent_run=lin['parent_run'],
+                params=dict(lin['params']),
+        staging=dict(status=tags.get('validation_status', 'pending'), run_id=tags.get('staging_run_id'),
+                     reasons=failure_reasons(tags)),
         approval=dict(status=tags.get('approval_status'), by=tags.get('approved_by') or tags.get('rejected_by'),
                       role=tags.get('approval_role'), time=tags.get('approval_time'), note=tags.get('approval_note'),
                       staging_run=tags.get('approval_staging_run'), simulated=tags.get('approval_simulated')),
@@ -56,45 +65,67 @@ def version_facts(name: str, version, client=None, cfg: Settings = None) -> dict
 SETTLE_S = 1.0  # a snapshot is written only if the MLflow stores were last changed this long before its key was taken
 
 def stores_signature(cfg: Settings) -> tuple[list | None, bool]:
-    "Size and change time of the MLflow stores' SQLite files (and WAL), and whether they are older than `SETTLE_S`; (None, False) for a server store"
+    """Size and change time of the MLflow stores' SQLite files (and WAL), and whether they are older than `SETTLE_S`;
+    (None, False) for a server store"""
     uris = sorted({cfg.tracking_uri, cfg.registry_uri or cfg.tracking_uri})
     if not all(u.startswith('sqlite:///') for u in uris): return None, False
     now, sig = time.time(), []
     for u in uris:
         db = sqlite_file(u, 'MLflow store')
         for p in (db, Path(f"{db}-wal")):
-            try: st = p.stat(); sig.append([str(p), st.st_size, st.st_mtime_ns])
+            try:
+                st = p.stat()
+                sig.append([str(p), st.st_size, st.st_mtime_ns])
             except FileNotFoundError: sig.append([str(p), None, None])
     newest = max((m for *_, m in sig if m is not None), default=0) / 1e9
     return sig, now - newest > SETTLE_S
 
-def snapshot_path(name: str, version, cfg: Settings) -> Path:
+# %% ../nbs/40_trace.ipynb #b7ba9fc1
+def snapshot_path(
+    name: str, # the registered model name
+    version, # the registered model version
+    cfg: Settings, # the settings (default: the current ones)
+) -> Path:
     "Where the trace keeps the snapshot of `version` of `name`: `{runs}/trace_snapshots/<name>-v<N>.json`"
     return cfg.runs/'trace_snapshots'/f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-v{version}.json"
 
+# %% ../nbs/40_trace.ipynb #8e240995
 def _snapshot_key(name: str, version, cfg: Settings, audit_id) -> tuple[dict | None, bool]:
     sig, settled = stores_signature(cfg)
     if sig is None: return None, False
-    return dict(model=name, version=str(version), tracking_uri=cfg.tracking_uri, registry_uri=cfg.registry_uri or cfg.tracking_uri,
+    return dict(model=name, version=str(version), tracking_uri=cfg.tracking_uri,
+                registry_uri=cfg.registry_uri or cfg.tracking_uri,
                 stores=sig, audit_id=audit_id), settled
 
+# %% ../nbs/40_trace.ipynb #f4c78151
 def _read_snapshot(path: Path, key: dict) -> dict | None:
     "The facts of the snapshot at `path` if its key is `key` (a missing, unreadable or stale snapshot: None)"
     try: snap = json.loads(path.read_text())
     except (OSError, ValueError): return None
     return snap.get('facts') if isinstance(snap, dict) and snap.get('key') == key else None
 
+# %% ../nbs/40_trace.ipynb #09787266
 def _write_snapshot(path: Path, key: dict, facts: dict) -> None:
-    "Write atomically (a reader sees the old or the new file, never half of one); a folder that cannot be written only costs speed"
+    """Write atomically (a reader sees the old or the new file, never half of one); a folder that cannot be written
+    only costs speed"""
     try:
         ensure_dir(path.parent)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        tmp.write_text(json.dumps(dict(key=key, facts=facts, written=_iso(time.time(), 'seconds')), indent=1))
+        tmp.write_text(json.dumps(dict(key=key, facts=facts, written=iso_utc(time.time(), 'seconds')), indent=1))
         os.replace(tmp, path)
     except OSError: pass
 
-def cached_version_facts(name: str, version, audit_id=None, cfg: Settings = None, client=None, fresh: bool = False) -> tuple[dict, str]:
-    "The version's facts and where they came from: 'snapshot' while nothing changed since it was written, else 'mlflow' (and a new snapshot)"
+# %% ../nbs/40_trace.ipynb #5466b3bf
+def cached_version_facts(
+    name: str, # the registered model name
+    version, # the registered model version
+    audit_id=None, # id of the last audit record of the version
+    cfg: Settings = None, # the settings (default: the current ones)
+    client=None, # an MLflow client (default: one for the settings)
+    fresh: bool = False, # ask MLflow, not the snapshot
+) -> tuple[dict, str]:
+    """The version's facts and where they came from: 'snapshot' while nothing changed since it was written, else
+    'mlflow' (and a new snapshot)"""
     cfg = cfg or get_settings()
     key, settled = _snapshot_key(name, version, cfg, audit_id)
     path = snapshot_path(name, version, cfg)
@@ -113,13 +144,23 @@ def _model_part(facts: dict, version, ts: float, recs: list[dict], moves: list[d
     at = aliases_from(moves, ts)
     m = json.loads(json.dumps(facts))  # a copy: the snapshot's facts stay as read
     m['approval'].update(audit_id=None if last is None else int(last['id']),
-                         audit=None if last is None else dict(action=last['action'], actor=last['actor'], role=last['role'],
-                                                              time=_iso(last['ts'], 'microseconds'), note=last['note']))
+                         audit=None if last is None else dict(action=last['action'], actor=last['actor'],
+                                                              role=last['role'],
+                                                              time=iso_utc(last['ts'], 'microseconds'),
+                                                              note=last['note']))
     m['aliases_at_time'] = sorted(a for a, v in at.items() if v == str(version))
     return m
 
-def trace(prediction_id: str, store=None, cfg: Settings = None, client=None, fresh: bool = False) -> dict:
-    "Everything behind one logged prediction: frame, time, camera, output, feedback, model version, run, code, data, params, staging, approval, alias. `fresh`: ask MLflow, not the snapshot"
+# %% ../nbs/40_trace.ipynb #82c1575a
+def trace(
+    prediction_id: str, # the id an answer carried
+    store=None, # the prediction log (default: the configured one)
+    cfg: Settings = None, # the settings (default: the current ones)
+    client=None, # an MLflow client (default: one for the settings)
+    fresh: bool = False, # ask MLflow, not the snapshot
+) -> dict:
+    """Everything behind one logged prediction: frame, time, camera, output, feedback, model version, run, code, data,
+    params, staging, approval, alias. `fresh`: ask MLflow, not the snapshot"""
     cfg = cfg or get_settings()
     if store is None:
         with open_store(cfg.predlog_uri, cfg.frames_dir) as st: return trace(prediction_id, st, cfg, client, fresh)
@@ -127,12 +168,19 @@ def trace(prediction_id: str, store=None, cfg: Settings = None, client=None, fre
     if p is None: raise TraceError(f"no prediction {prediction_id!r} in the prediction log {store!r}")
     out = _prediction_part(p)
     out['model_facts_from'] = None
-    if p['model_version'] is None: out['model'] = None; return out  # an input refused before any model saw it
+    if p['model_version'] is None:
+        out['model'] = None
+        return out  # an input refused before any model saw it
     name, version = p['model_name'] or cfg.model_name, str(p['model_version'])
     with open_governance(cfg.governance_uri) as gov: recs, moves = gov.records(name, version), gov.records(name)
-    try: facts, out['model_facts_from'] = cached_version_facts(name, version, max((r['id'] for r in recs), default=0), cfg, client, fresh)
-    except RegistryError as e: out['model'] = dict(missing=str(e)); return out
-    out['model'] = _model_part(facts, version, p['received'] or p['ts'], recs, moves)  # aliases when the service answered (camera clocks may be off)
+    try:
+        facts, out['model_facts_from'] = cached_version_facts(name, version, max((r['id'] for r in recs), default=0),
+                                                              cfg, client, fresh)
+    except RegistryError as e:
+        out['model'] = dict(missing=str(e))
+        return out
+    # aliases when the service answered (camera clocks may be off)
+    out['model'] = _model_part(facts, version, p['received'] or p['ts'], recs, moves)
     return out
 
 # %% ../nbs/40_trace.ipynb #67a212e9
@@ -142,8 +190,10 @@ def format_trace(t: dict) -> str:
     lines = [f"prediction {t['prediction_id']}  ({t['status']}{': ' + t['error'] if t['error'] else ''})",
              f"time       {t['time']}  (received {t['received']})",
              f"camera     {t['camera']}",
-             f"output     {o['label']}  p_dog={o['p_dog'] if o['p_dog'] is None else round(o['p_dog'], 4)}  latency {o['latency_ms']} ms",
-             f"frame      {f['path'] if f['retained'] else ('not retained' if f['sha'] else 'none')}  sha256 {f['sha'] or '-'}",
+             f"output     {o['label']}  p_dog={o['p_dog'] if o['p_dog'] is None else round(o['p_dog'], 4)}  latency "
+             f"{o['latency_ms']} ms",
+             f"frame      {f['path'] if f['retained'] else ('not retained' if f['sha'] else 'none')}  sha256 "
+             f"{f['sha'] or '-'}",
              f"feedback   {fb['label'] + ' (' + str(fb['source']) + ', ' + fb['time'] + ')' if fb else 'no label'}"
              + ('' if t['correct'] is None else ('  -> correct' if t['correct'] else '  -> WRONG'))]
     m = t.get('model')
@@ -151,15 +201,20 @@ def format_trace(t: dict) -> str:
     lines.append(f"model      {t['model_name']} version {t['model_version']}  (served as {t['served_alias'] or '-'})")
     if 'missing' in m: return '\n'.join(lines + [f"           not in the registry: {m['missing']}"])
     st, ap = m['staging'], m['approval']
-    lines += [f"run        {m['run_id']}  ({m['run_name']})", f"code       {m['code_commit']}" + ('  (dirty tree)' if m['code_dirty'] == 'true' else ''),
+    lines += [f"run        {m['run_id']}  ({m['run_name']})",
+              f"code       {m['code_commit']}" + ('  (dirty tree)' if m['code_dirty'] == 'true' else ''),
               f"data       {m['data_version']}", f"parent run {m['parent_run'] or '-'}",
-              f"staging    {st['status']}  run {st['run_id'] or '-'}" + (f"  reasons: {st['reasons']}" if st['reasons'] else ''),
-              f"approval   {ap['status'] or 'none'}" + (f" by {ap['by']} ({ap['role']}) at {ap['time']}" if ap['by'] else '')
-              + (f"  note: {ap['note']}" if ap['note'] else '') + (f"  [audit record {ap['audit_id']}]" if ap['audit_id'] else ''),
-              f"alias then {', '.join(m['aliases_at_time']) or 'none'}   (now: {', '.join(m['aliases_now']) or 'none'})",
+              f"staging    {st['status']}  run {st['run_id'] or '-'}" + (
+                  f"  reasons: {st['reasons']}" if st['reasons'] else ''),
+              f"approval   {ap['status'] or 'none'}" + (
+                  f" by {ap['by']} ({ap['role']}) at {ap['time']}" if ap['by'] else '')
+              + (f"  note: {ap['note']}" if ap['note'] else '') + (
+                  f"  [audit record {ap['audit_id']}]" if ap['audit_id'] else ''),
+              f"alias then {', '.join(m['aliases_at_time']) or 'none'}   "
+              f"(now: {', '.join(m['aliases_now']) or 'none'})",
               'params']
     lines += [f"  {k} = {v}" for k, v in sorted(m['params'].items())]
     src = t.get('model_facts_from')
-    if src: lines.append('(version facts ' + ('from the snapshot: the MLflow stores and the audit record are unchanged since it was read)'
-                                             if src == 'snapshot' else 'read from MLflow)'))
+    snap = 'from the snapshot: the MLflow stores and the audit record are unchanged since it was read)'
+    if src: lines.append('(version facts ' + (snap if src == 'snapshot' else 'read from MLflow)'))
     return '\n'.join(lines)

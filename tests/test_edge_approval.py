@@ -144,7 +144,7 @@ def test_alias_moved_by_hand_or_replayed_is_refused_and_the_approved_version_ser
 
 def test_changed_onnx_bytes_in_the_artifact_store_or_the_local_cache_are_refused(park, tmp_path):
     from parkml.config import get_settings
-    from parkml.service import load_served
+    from parkml.served import load_served
     from parkml.signing import file_sha256
     v = park.variant()   # an ONNX file of its own in the artifact store
     park.ship(v)

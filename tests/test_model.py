@@ -1,8 +1,8 @@
 "The pretrained backbone, its weight check, the embedding cache and ONNX/torch agreement."
 import json, os, shutil
 import numpy as np, pytest, torch
-from parkml.model import ModelError, OnnxModel, compute_embeddings, fit_projection, EMB_DIM
-from parkml.network import load_backbone, weights_path, build_parknet, export_onnx, check_agreement
+from parkml.model import ModelError, OnnxModel, fit_projection, EMB_DIM
+from parkml.network import load_backbone, weights_path, build_parknet, export_onnx, check_agreement, compute_embeddings
 from parkml.data import read_imageset, assign_splits, load_images
 
 def test_weights_are_checked(tmp_path):

@@ -42,9 +42,9 @@ def test_leaving_the_block_shuts_the_spare_down(tmp_path):
     import parkml.notebooks as nbm
     with warm_kernels() as spare:
         spare.fill(tmp_path); pid = _pid(spare)
-        assert psutil.Process(pid).is_running() and nbm._spare is spare
+        assert psutil.Process(pid).is_running() and nbm.current_spare() is spare
         with warm_kernels() as inner:        # a nested block (retrain inside the week) shares the spare
             assert inner is spare and spare.km is not None
         assert psutil.Process(pid).is_running()
-    assert nbm._spare is None and spare.km is None
+    assert nbm.current_spare() is None and spare.km is None
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

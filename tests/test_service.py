@@ -144,7 +144,7 @@ def metric(text: str, name: str, /, **labels) -> float:
 def test_predict_answers_after_logging_prediction_and_frame(server, http, store, photos, registry):
     from parkml.config import get_settings
     from parkml.model import OnnxModel
-    from parkml.service import analyse_frame
+    from parkml.pipeline import analyse_frame
     from parkml.tracking import resolve_version, local_onnx
     answers = []
     for i, (data, label) in enumerate(photos):
@@ -454,7 +454,7 @@ def test_a_service_started_for_a_run_stops_when_that_run_dies():
     a parent killed without cleaning up: here a parent that exits at once, leaving its child to the watch"""
     import psutil
     code = ("import os, subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import sys, time; "
-            "from parkml.service import _stop_with_parent; _stop_with_parent(int(sys.argv[1]), 0.2); time.sleep(120)', "
+            "from parkml.service import stop_with_parent; stop_with_parent(int(sys.argv[1]), 0.2); time.sleep(120)', "
             "str(os.getpid())]); print(p.pid, flush=True); os._exit(0)")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
     child = psutil.Process(int(out.stdout.split()[0]))

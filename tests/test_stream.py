@@ -12,7 +12,7 @@ def env(tmp_path_factory):
     runs, info = service_registry(tmp_path_factory)
     from parkml.config import get_settings
     from parkml.predlog import open_store
-    from parkml.service import Service
+    from parkml.pipeline import Service
     home = tmp_path_factory.mktemp('stream')
     cfg = get_settings(runs=str(runs), stream_backoff_s=0.05, stream_backoff_max_s=0.2, stream_timeout_s=1.5,
                        verified_aliases='')
