@@ -10,7 +10,7 @@ import io, json, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
-from .config import get_settings, ensure_dir, Settings
+from .config import get_settings, ensure_dir, Settings, iso_utc
 from .predlog import open_store, to_epoch
 from . import monitor as mon
 from .drift import drift_tests
@@ -305,7 +305,7 @@ def day_run(res: DayResults, cfg: Settings = None) -> str:
     tags = {**lineage_tags(parent_run=res.model_run_id), 'parkml.kind': 'daily', 'parkml.day': res.day,
             'parkml.model_version': res.model_version, 'parkml.model_name': res.model_name,
             'parkml.model_run_id': res.model_run_id,
-            'parkml.window_start': mon.iso_utc(res.start), 'parkml.window_end': mon.iso_utc(res.end)}
+            'parkml.window_start': iso_utc(res.start), 'parkml.window_end': iso_utc(res.end)}
     for k, v in tags.items(): client.set_tag(run_id, k, v)
     res.run_id, res.run_link = run_id, run_link(run_id, cfg)
     return run_id

@@ -7,7 +7,7 @@ Docs: https://parkml.github.io/parkml/daily_rules.html.md"""
 # %% ../nbs/25a_daily_rules.ipynb #a9924c01
 from __future__ import annotations
 from typing import TYPE_CHECKING
-from .config import get_settings, Settings
+from .config import get_settings, Settings, iso_utc
 from .evaluate import wilson_ci
 from . import monitor as mon
 from .alerts import Alert, plain
@@ -193,7 +193,7 @@ def day_alerts(
     "Every rule's alerts for the day, each with the day, the judged version and the link to the day's MLflow run"
     from parkml.daily import run_settings   # the day's thresholds (daily imports this module)
     cfg = cfg or run_settings(res.thresholds)
-    common = dict(run_id=res.run_id, run_link=res.run_link, window=[mon.iso_utc(res.start), mon.iso_utc(res.end)])
+    common = dict(run_id=res.run_id, run_link=res.run_link, window=[iso_utc(res.start), iso_utc(res.end)])
     out = []
     for rule in (rules or RULES).values():
         for a in rule(res, cfg):

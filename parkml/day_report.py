@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64, html, json
 from typing import TYPE_CHECKING
 import pandas as pd
-from .config import Settings
+from .config import Settings, iso_utc
 from . import monitor as mon
 from .alerts import plain
 from .drift import drift_figure
@@ -68,7 +68,7 @@ def day_report_html(res: DayResults, alerts: list = ()) -> str:
     checks = res.checks_table().assign(evidence=lambda d: d.evidence.map(lambda e: json.dumps(plain(e))[:300]))
     parts = [f"<h1>parkml daily analysis: {res.day}</h1>",
              f"<p>Model {html.escape(res.model_name)} version {res.model_version} (run {res.model_run_id}); "
-             f"window {mon.iso_utc(res.start)} to {mon.iso_utc(res.end)}; MLflow run <a "
+             f"window {iso_utc(res.start)} to {iso_utc(res.end)}; MLflow run <a "
              f"href='{res.run_link}'>{res.run_id}</a></p>",
              f"<pre>{html.escape(res.summary())}</pre>",
              _table_html(al, f'Alerts ({len(al)})') or '<h2>Alerts</h2><p>none</p>',

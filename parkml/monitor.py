@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, asdict
 import numpy as np, pandas as pd
-from .config import get_settings, ensure_dir, Settings
+from .config import get_settings, ensure_dir, Settings, iso_utc
 from .data import CLASSES
 from .predlog import proj_matrix, to_epoch
 from .evaluate import (wilson_ci, fairness_frame, fairness_table, fairness_figure, recall_gap_sentence,
@@ -17,10 +17,10 @@ from .evaluate import (wilson_ci, fairness_frame, fairness_table, fairness_figur
 
 # %% auto #0
 __all__ = ['FEATURES', 'DECODE_CODES', 'PERF_KEYS', 'load_reference', 'answered', 'proj_of', 'day_window', 'day_of', 'Check',
-           'checks_table', 'iso_utc', 'error_codes', 'check_decode_failures', 'check_image_size', 'reference_range',
-           'check_range', 'check_blurred', 'check_blank', 'frozen_runs', 'check_frozen', 'parse_hours',
-           'expected_seconds', 'traffic_gaps', 'check_gaps', 'integrity_checks', 'metrics_from_counts', 'labels_of',
-           'labelled_performance', 'performance_by_day', 'fairness_by_group']
+           'checks_table', 'error_codes', 'check_decode_failures', 'check_image_size', 'reference_range', 'check_range',
+           'check_blurred', 'check_blank', 'frozen_runs', 'check_frozen', 'parse_hours', 'expected_seconds',
+           'traffic_gaps', 'check_gaps', 'integrity_checks', 'metrics_from_counts', 'labels_of', 'labelled_performance',
+           'performance_by_day', 'fairness_by_group']
 
 # %% ../nbs/20_monitor.ipynb #195e0c3a
 def _subsets(subsets, cfg) -> list | None:
@@ -110,10 +110,6 @@ def checks_table(checks) -> pd.DataFrame:
     "One row per check (kind, name, statistic, threshold, passed, evidence)"
     return pd.DataFrame([c.as_dict() for c in checks],
                         columns=['kind', 'name', 'statistic', 'threshold', 'passed', 'evidence'])
-
-def iso_utc(t) -> str | None:
-    "Epoch seconds `t` as an ISO 8601 time in UTC; None when missing"
-    return None if t is None or pd.isna(t) else pd.Timestamp(float(t), unit='s', tz='UTC').isoformat()
 
 def _rate_check(name: str, df: pd.DataFrame, bad, threshold: float, cfg, **extra) -> Check:
     "Share of rows of `df` flagged by boolean `bad`; fails above `threshold` with at least `integrity_min_count` of them"

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest, CONTENT_TYPE_L
 from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
 from .config import get_settings, Settings, write_atomic
 from .alerts import Alert, SEVERITIES, open_alert_store, raise_alerts, channels_from_settings, deliver
-from .monitor import iso_utc
+from .config import iso_utc
 from .sentry import Sentry
 
 log = logging.getLogger(__name__)
