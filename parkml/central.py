@@ -127,7 +127,7 @@ def start_postgres(
     pg.ctl('start', '-w', '-t', '60', '-l', str(pg.data/'server.log'), '-o', f'-p {pg.port}')
     return pg
 
-# %% ../nbs/15_central.ipynb #bca41b84
+# %% ../nbs/15_central.ipynb #e491cccb
 def spawn(
     cmd: list, # the server's command line (no secret on it: `ps` shows it)
     log: Path, # file its output is appended to
@@ -135,10 +135,16 @@ def spawn(
     env: dict = None, # its whole environment (secrets go here, readable only by its user and root)
 ) -> int:
     "Start a server process in a session of its own that outlives us; returns its pid"
+    import time
     with open(log, 'ab') as out:
         p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                              start_new_session=True, cwd=Path(log).parent)
     write_atomic(pidfile, f"{p.pid}\n")
+    for _ in range(100):   # the new program's command line shows in /proc a moment after exec
+        try:
+            if Path(f'/proc/{p.pid}/cmdline').read_bytes(): break
+        except OSError: break
+        time.sleep(0.01)
     return p.pid
 
 # %% ../nbs/15_central.ipynb #0ce77d91

@@ -18,8 +18,8 @@ __all__ = ['PLANE_DBS', 'read_env_file', 'write_env_file', 'load_central_secrets
            'ensure_databases', 'auth_config', 'mlflow_env', 'mlflow_command', 'MlflowRefused', 'mlflow_call',
            'wait_http', 'ensure_account', 'mlflow_schema', 'upgrade_mlflow_db', 'launch_mlflow', 'mlflow_ready',
            'plane_dir', 'plane_ports', 'central_values', 'write_settings', 'up', 'server_handles', 'answers', 'status',
-           'pg_pid', 'down', 'migrate_stores', 'migrate', 'pg_tool', 'backup', 'recreate_database', 'restore',
-           'add_reader']
+           'pg_pid', 'down', 'migrate_stores', 'mlflow_databases', 'migrate', 'pg_tool', 'backup', 'recreate_database',
+           'restore', 'add_reader']
 
 # %% ../nbs/17_plane.ipynb #6feb691b
 def read_env_file(path) -> dict:
@@ -183,26 +183,29 @@ def ensure_account(
                           method='PATCH')
     return False
 
-# %% ../nbs/17_plane.ipynb #90a1053e
-def mlflow_schema(pg: PgServer) -> tuple:
-    "(revision of the `mlflow` database or None when it has no schema yet, head revision of the installed MLflow)"
+# %% ../nbs/17_plane.ipynb #a28ac100
+def mlflow_schema(uri: str) -> tuple:
+    "(revision of MLflow's database at `uri`, None when it has no schema yet; the installed MLflow's head revision)"
     import importlib.util, psycopg
     from alembic.script import ScriptDirectory
     mig = Path(importlib.util.find_spec('mlflow').submodule_search_locations[0])/'store'/'db_migrations'
     head = ScriptDirectory(str(mig)).get_current_head()
-    with psycopg.connect(pg.uri_for('mlflow'), connect_timeout=10) as c:
+    with psycopg.connect(uri.replace('postgresql+psycopg://', 'postgresql://'), connect_timeout=10) as c:
         if not c.execute("select to_regclass('public.alembic_version')").fetchone()[0]: return None, head
         return c.execute('select version_num from alembic_version').fetchone()[0], head
 
-def upgrade_mlflow_db(pg: PgServer, always: bool = False) -> bool:
-    "Run `mlflow db upgrade` on the `mlflow` database when its schema is older than MLflow's (or `always`)"
-    have, head = mlflow_schema(pg)
+def upgrade_mlflow_db(
+    uri: str, # MLflow's database, e.g. postgresql+psycopg://parkml@127.0.0.1:5432/mlflow?passfile=...
+    always: bool = False, # run it even when the revision is MLflow's head
+) -> bool:
+    "Run `mlflow db upgrade` on an MLflow database older than MLflow's schema (a new one is left to the server)"
+    have, head = mlflow_schema(uri)
     if have is None or (have == head and not always): return False
-    run_quiet([sys.executable, '-m', 'mlflow', 'db', 'upgrade', pg.uri_for('mlflow', 'postgresql+psycopg')],
-              'MLflow schema upgrade (mlflow db upgrade)', timeout=600)
+    uri = uri.replace('postgresql://', 'postgresql+psycopg://')
+    run_quiet([sys.executable, '-m', 'mlflow', 'db', 'upgrade', uri], 'MLflow schema upgrade (mlflow db upgrade)', 600)
     return True
 
-# %% ../nbs/17_plane.ipynb #aff31bc4
+# %% ../nbs/17_plane.ipynb #d7f28038
 def launch_mlflow(
     d: Path, # the plane's folder
     pg: PgServer, # its PostgreSQL
@@ -214,7 +217,7 @@ def launch_mlflow(
     (d/'mlflow').mkdir(parents=True, exist_ok=True)
     if not live_pid(d/'mlflow'/'mlflow.pid', str(pg.folder)):
         auth_config(d, pg)
-        upgrade_mlflow_db(pg)
+        upgrade_mlflow_db(pg.uri_for('mlflow'))
         cmd = mlflow_command(d, pg, s3, port, workers)
         spawn(cmd, d/'mlflow'/'mlflow.log', d/'mlflow'/'mlflow.pid', mlflow_env(d, s3))
     return f"http://127.0.0.1:{port}"
@@ -369,7 +372,7 @@ def down(cfg: Settings = None) -> dict:
         res['s3'] = weed.result()
     return res
 
-# %% ../nbs/17_plane.ipynb #02e3521b
+# %% ../nbs/17_plane.ipynb #56777465
 def migrate_stores(cfg: Settings) -> dict:
     "Open (and so migrate) the prediction log, alert store and audit store of `cfg`; their URIs without secrets"
     from parkml.predlog import open_store
@@ -382,15 +385,22 @@ def migrate_stores(cfg: Settings) -> dict:
         done[key] = cfg[key]
     return done
 
-def migrate(cfg: Settings = None) -> dict:
-    "Apply every parkml store's migrations and upgrade MLflow's tracking and auth databases on the plane"
-    cfg = cfg or get_settings()
+def mlflow_databases(cfg: Settings) -> tuple[str, str]:
+    "MLflow's tracking and auth databases: settings `mlflow_backend_uri` / `mlflow_auth_uri`, else the plane's own"
+    if cfg.mlflow_backend_uri: return cfg.mlflow_backend_uri, cfg.mlflow_auth_uri
     _, pg, _, _ = server_handles(cfg)
-    res = migrate_stores(cfg)
-    if mlflow_schema(pg)[0] is not None: upgrade_mlflow_db(pg, always=True)
-    run_quiet([sys.executable, '-m', 'mlflow.server.auth', 'db', 'upgrade', '--url',
-               pg.uri_for('mlflow_auth', 'postgresql+psycopg')], 'MLflow auth schema upgrade', timeout=600)
-    return dict(stores=res, mlflow=pg.uri_for('mlflow'), mlflow_auth=pg.uri_for('mlflow_auth'))
+    return pg.uri_for('mlflow'), pg.uri_for('mlflow_auth')
+
+def migrate(cfg: Settings = None) -> dict:
+    "Apply every parkml store's migrations and upgrade MLflow's tracking and auth databases"
+    cfg = cfg or get_settings()
+    backend, auth = mlflow_databases(cfg)
+    res = dict(stores=migrate_stores(cfg), mlflow=backend, mlflow_auth=auth or None)
+    res['mlflow_upgraded'] = upgrade_mlflow_db(backend)
+    if auth:
+        run_quiet([sys.executable, '-m', 'mlflow.server.auth', 'db', 'upgrade', '--url',
+                   auth.replace('postgresql://', 'postgresql+psycopg://')], 'MLflow auth schema upgrade', timeout=600)
+    return res
 
 # %% ../nbs/17_plane.ipynb #1dabff5d
 def pg_tool(
@@ -425,7 +435,7 @@ def backup(
     write_atomic(dest/'manifest.json', json.dumps(man, indent=1))
     return man
 
-# %% ../nbs/17_plane.ipynb #d458ba74
+# %% ../nbs/17_plane.ipynb #2c402502
 def recreate_database(pg: PgServer, name: str):
     "Drop database `name` (ending its sessions) and create it empty"
     import psycopg
@@ -450,7 +460,7 @@ def restore(
     ports = plane_ports(cfg, d)
     pg = start_postgres(d/'pg', ports['pg'])
     ensure_databases(pg)
-    if mlflow_schema(pg)[0] is not None and not force:
+    if mlflow_schema(pg.uri_for('mlflow'))[0] is not None and not force:
         raise CentralError(f"the central plane in {d} already holds MLflow data: restore into a fresh central_dir "
                            "(or pass --force to replace it)")
     stop_pid(d/'mlflow'/'mlflow.pid', str(pg.folder))

@@ -62,15 +62,16 @@ class S3Server:
     def running(self) -> bool: return bool(live_pid(self.folder/'weed.pid', str(self.folder)))
     def __repr__(self): return f"S3Server({self.endpoint}, bucket {self.bucket})"
 
-# %% ../nbs/16_s3store.ipynb #ee26bd57
+# %% ../nbs/16_s3store.ipynb #7fec42dd
 def weed_command(s3: S3Server) -> list:
     "The `weed server -s3` command line of `s3`: loopback only, its own data folder, nothing but the S3 API exposed"
     ports = [f"-{k}={v}" for k, v in s3.ports.items()]
     return [weed_bin(), 'server', f"-dir={s3.folder/'data'}", '-ip=127.0.0.1', '-ip.bind=127.0.0.1', *ports, '-s3',
             f"-s3.config={s3.folder/'s3.json'}", '-s3.port.iceberg=0', '-s3.port.lance=0',
-            '-master.volumeSizeLimitMB=1024', '-volume.max=0']
+            '-master.volumeSizeLimitMB=1024', '-volume.max=0', '-master.telemetry=false', '-volume.preStopSeconds=1',
+            '-master.resumeState=false']
 
-# %% ../nbs/16_s3store.ipynb #d1dc3bcb
+# %% ../nbs/16_s3store.ipynb #32b5a5c1
 def wait_bucket(
     s3: S3Server, # the store
     timeout: float = 90, # seconds to wait in all
@@ -95,7 +96,7 @@ def wait_bucket(
             progress(f"S3 store: waiting for SeaweedFS to accept writes ({waited:.0f} s)")
         time.sleep(0.5)
 
-# %% ../nbs/16_s3store.ipynb #06b5899e
+# %% ../nbs/16_s3store.ipynb #bf16d022
 def start_seaweed(
     folder, # the store's folder: data, identities (`s3.json`), ports (`weed.json`), log and pid file
     port: int = 0, # the S3 port; 0: the one used before in this folder, else a free one
@@ -122,7 +123,7 @@ def stop_seaweed(folder) -> bool:
     folder = Path(folder).resolve()
     return stop_pid(folder/'weed.pid', str(folder), timeout=60)
 
-# %% ../nbs/16_s3store.ipynb #76e06c88
+# %% ../nbs/16_s3store.ipynb #a17fd4ae
 def bucket_to_dir(
     client, # a boto3 S3 client allowed to read the bucket
     bucket: str, # the bucket to copy

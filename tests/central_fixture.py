@@ -6,7 +6,7 @@ import pytest
 from conftest import run_cli
 
 def plane_up(folder: Path) -> dict:
-    "Start a plane in `folder` with the CLI; its `status --json`, the environment that selects it, and the start-up time"
+    "Start a plane in `folder` with the CLI: its `status --json`, the environment that selects it, its start-up time"
     env = dict(PARKML_CENTRAL_DIR=str(folder))
     t0 = time.monotonic()
     r = run_cli('central', 'up', '--json', '--quiet', env=env, timeout=300, check=True)

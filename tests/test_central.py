@@ -29,7 +29,8 @@ def test_settings_file_points_parkml_at_the_servers(central):
     assert cfg.predlog_uri == cfg.alerts_uri == cfg.governance_uri == central['postgres_uri']
     text = Path(central['settings_file']).read_text()
     assert service_auth(central)[1] not in text and central['s3_secret_access_key'] not in text
-    for f in (cfg.central_secrets, cfg.predlog_uri.split('passfile=')[1]): assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
+    for f in (cfg.central_secrets, cfg.predlog_uri.split('passfile=')[1]):
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
     import psycopg
     with psycopg.connect(cfg.predlog_uri) as c: assert c.execute('select current_database()').fetchone()[0] == 'parkml'
 
@@ -78,14 +79,24 @@ def test_a_person_cannot_move_an_alias(central):
     pw = 'a-reader-password-7'
     run_cli('central', 'reader', 'rosa', env={**central['env'], 'PARKML_NEW_PASSWORD': pw}, check=True)
     move = dict(name='alias-guard', alias='champion', version=v)
-    with pytest.raises(MlflowRefused) as e: rest(central, '/api/2.0/mlflow/registered-models/alias', move, ('rosa', pw))
+    alias = '/api/2.0/mlflow/registered-models/alias'
+    with pytest.raises(MlflowRefused) as e: rest(central, alias, move, ('rosa', pw))
     assert e.value.status == 403
-    with pytest.raises(MlflowRefused) as e: rest(central, '/api/2.0/mlflow/registered-models/alias', move, ('rosa', 'wrong-password-1'))
+    with pytest.raises(MlflowRefused) as e: rest(central, alias, move, ('rosa', 'wrong-password-1'))
     assert e.value.status == 401
     rest(central, '/api/2.0/mlflow/registered-models/alias', move, service_auth(central))
     got = rest(central, '/api/2.0/mlflow/registered-models/alias', dict(name='alias-guard', alias='champion'),
                ('rosa', pw), method='GET')   # people read everything
     assert got['model_version']['version'] == v
+
+def test_migrate_brings_every_store_to_its_schema(central):
+    r = run_cli('central', 'migrate', env=dict(PARKML_SETTINGS=central['settings_file']), timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert sorted(res['stores']) == ['alerts_uri', 'governance_uri', 'predlog_uri'] and res['mlflow_upgraded'] is False
+    import psycopg
+    with psycopg.connect(central['postgres_uri']) as db:   # each store recorded its schema version on the server
+        assert len(db.execute('select store, version from parkml_schema').fetchall()) >= 3
 
 def test_a_plane_never_started_is_one_line(tmp_path):
     r = run_cli('central', 'status', env=dict(PARKML_CENTRAL_DIR=str(tmp_path/'none')))
@@ -100,7 +111,7 @@ def s3_keys(st, bucket=None) -> list:
             for o in p.get('Contents', [])]
 
 def fill_plane(st) -> dict:
-    "A run with an artifact (through MLflow's proxy into the bucket), a version with an alias, a row in parkml's database"
+    "A run with an artifact (through MLflow's proxy to the bucket), a version with an alias, rows in parkml's database"
     import psycopg
     from mlflow import MlflowClient
     c = MlflowClient(st['tracking_uri'])
@@ -130,7 +141,8 @@ def test_backup_then_restore_into_fresh_servers(central, tmp_path, monkeypatch):
     assert any(k.endswith('notes/noon.txt') for k in s3_keys(central))   # the artifact went to S3
     bk = tmp_path/'backup'
     run_cli('central', 'backup', bk, env=central['env'], check=True, timeout=300)
-    assert {'mlflow.dump', 'mlflow_auth.dump', 'parkml.dump', 'manifest.json', 'bucket'} <= {p.name for p in bk.iterdir()}
+    wanted = {'mlflow.dump', 'mlflow_auth.dump', 'parkml.dump', 'manifest.json', 'bucket'}
+    assert wanted <= {p.name for p in bk.iterdir()}
     assert stat.S_IMODE(bk.stat().st_mode) == 0o700 and stat.S_IMODE((bk/'mlflow-secrets.env').stat().st_mode) == 0o600
     refused = run_cli('central', 'restore', bk, env=central['env'])
     assert refused.returncode == 2 and 'fresh central_dir' in refused.stderr   # the live plane is not overwritten
@@ -141,7 +153,8 @@ def test_backup_then_restore_into_fresh_servers(central, tmp_path, monkeypatch):
         r = run_cli('central', 'restore', bk, env=env2, timeout=300)
         assert r.returncode == 0, r.stderr
         st2 = json.loads(run_cli('central', 'status', '--json', env=env2, check=True).stdout)
-        assert answering(st2) == dict(postgres=True, s3=True, mlflow=True) and st2['tracking_uri'] != central['tracking_uri']
+        assert answering(st2) == dict(postgres=True, s3=True, mlflow=True)
+        assert st2['tracking_uri'] != central['tracking_uri']
         c2 = MlflowClient(st2['tracking_uri'])
         assert c2.get_model_version_by_alias('backup-model', 'champion').version == made['version']
         got = c2.download_artifacts(made['run'], 'notes/noon.txt', str(tmp_path))
@@ -167,8 +180,9 @@ def chain(central, tmp_path_factory):
     "Environment of a park whose every store is on the central plane (its own model name), with a QA and an owner"
     from parkml.users import add_user, authenticate
     base = tmp_path_factory.mktemp('central-chain')
-    env = dict(PARKML_SETTINGS=central['settings_file'], PARKML_RUNS=str(base/'runs'), PARKML_MODEL_NAME='central-catdog',
-               PARKML_USERS_FILE=str(base/'users.yaml'), PARKML_KEYS_DIR=str(base/'keys'),
+    env = dict(PARKML_SETTINGS=central['settings_file'], PARKML_RUNS=str(base/'runs'),
+               PARKML_MODEL_NAME='central-catdog', PARKML_USERS_FILE=str(base/'users.yaml'),
+               PARKML_KEYS_DIR=str(base/'keys'),
                PARKML_TRUSTED_KEYS=str(base/'trusted_keys.json'))
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items(): mp.setenv(k, v)
@@ -225,8 +239,10 @@ def test_the_chain_on_the_central_plane(central, chain, manifest, data_root):
             for pid in ids[:200]:
                 assert http.post('/feedback', json=dict(prediction_id=pid, label=truth[pid])).status_code == 200
     finally: p.terminate()
-    assert sql(central, "select count(*) from predictions where model_version = '1'")[0][0] == 1000
-    assert sql(central, 'select count(*) from feedback')[0][0] == 200
+    ours = "p.model_name = 'central-catdog' and p.model_version = '1'"
+    assert sql(central, f"select count(*) from predictions p where {ours}")[0][0] == 1000
+    labelled = f"select count(*) from feedback f join predictions p on p.id = f.prediction_id where {ours}"
+    assert sql(central, labelled)[0][0] == 200
     assert len([k for k in s3_keys(central) if k.startswith('frames/')]) >= 900   # the frames, in S3
     day = time.strftime('%Y-%m-%d', time.gmtime())
     r = run_cli('analyze', '--day', day, '--set', 'shap_frames=2', '--set', 'shap_max_evals=40', '--quiet', env=env,
