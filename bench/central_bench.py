@@ -62,8 +62,10 @@ def ingest(uri: str, tmp: Path, n: int) -> None:
 BIG = """INSERT INTO predictions(id, ts, received, camera, model_name, model_version, run_id, alias, label, p_dog,
   latency_ms, width, height, brightness, contrast, sharpness, status, error, frame_sha, proj)
 SELECT 'p' || lpad(to_hex(({t0} * 1000)::bigint + g * {step}), 12, '0') || lpad(to_hex(g), 10, '0'),
-  {t0} + g * {dt}, {t0} + g * {dt} + 0.04, 'cam-' || lpad((g % 50)::text, 2, '0'), 'parkml-catdog', '3',
-  '0123456789abcdef0123456789abcdef', 'champion', CASE WHEN g % 100 = 7 THEN NULL WHEN g % 2 = 0 THEN 'dog' ELSE 'cat' END,
+  {t0} + g * {dt}, {t0} + g * {dt} + 0.04, 'cam-' || lpad((g % 50)::text, 2, '0'),
+  CASE WHEN g % 100 <> 7 THEN 'parkml-catdog' END, CASE WHEN g % 100 <> 7 THEN '3' END,
+  CASE WHEN g % 100 <> 7 THEN '0123456789abcdef0123456789abcdef' END, CASE WHEN g % 100 <> 7 THEN 'champion' END,
+  CASE WHEN g % 100 = 7 THEN NULL WHEN g % 2 = 0 THEN 'dog' ELSE 'cat' END,
   (g % 1000) / 1000.0, 20.0, 160.0, 120.0, 0.4, 0.2, 3.0, CASE WHEN g % 100 = 7 THEN 'rejected' ELSE 'ok' END,
   CASE WHEN g % 100 = 7 THEN 'not an image' END, lpad(to_hex(g), 64, '0'), decode(repeat('3f', 64), 'hex')
 FROM generate_series({lo}, {hi}) g"""
@@ -123,6 +125,14 @@ def cli_trace(uri: str, pid: str, times: int = 5) -> None:
         assert r.returncode == 0 and pid in r.stdout, r.stderr
     print(f"parkml trace ID (a refused input: store side only), fresh process: median {statistics.median(out):.2f} s, "
           f"best {min(out):.2f} s over {times}")
+    for what, code in (('bare Python', 'pass'), ('imports of the trace path', 'import parkml.cli, parkml.trace'),
+                       ('and psycopg', 'import parkml.cli, parkml.trace, psycopg')):
+        ts = []
+        for _ in range(times):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, '-c', code], check=True, cwd=ROOT)
+            ts.append(time.perf_counter() - t)
+        print(f"  of which {what}: median {statistics.median(ts):.2f} s")
 
 
 def daily_read(uri: str) -> None:

@@ -7,12 +7,11 @@ Docs: https://parkml.github.io/parkml/auditlog.html.md"""
 # %% ../nbs/23_auditlog.ipynb #4f059cb3
 from __future__ import annotations
 import abc, base64, hashlib, json, sqlite3, time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from fastcore.basics import patch
-from .config import get_settings, ensure_dir, Settings, store_opener, sqlite_file
+from .config import get_settings, Settings, store_opener, sqlite_file
 if TYPE_CHECKING: import pandas as pd  # imported where a DataFrame is made: plain records (a trace) need no pandas
 
 # %% auto #0

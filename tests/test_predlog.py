@@ -259,3 +259,20 @@ def test_frames_in_s3(s3, pg_db, frames, tmp_path, monkeypatch):
         with pytest.raises(StoreUnavailable, match=r'frame store s3://parkml/frames \(setting frames_dir'):
             st.log_prediction(rec(9, frames[5]))
         assert st.counts()['predictions'] == 6  # nothing half-written
+
+def test_stores_opened_at_once_migrate_once(pg_db, tmp_path):
+    "Three processes open the three stores of one new PostgreSQL database at the same moment: each schema is made once"
+    code = textwrap.dedent("""
+        import sys, time
+        from parkml.predlog import open_store
+        from parkml.alerts import open_alert_store
+        from parkml.auditlog import open_governance
+        uri, go = sys.argv[1], float(sys.argv[2])
+        time.sleep(max(0, go - time.time()))
+        for opener in (open_store, open_alert_store, open_governance): opener(uri).close()
+    """)
+    go = str(time.time() + 3)
+    procs = [subprocess.Popen([sys.executable, '-c', code, pg_db, go], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+             for _ in range(3)]
+    assert [p.wait(60) for p in procs] == [0, 0, 0], [p.stderr.read() for p in procs]
+    assert sorted(sql(pg_db, 'SELECT store, version FROM parkml_schema')) == [('alerts', 1), ('audit', 1), ('predlog', 1)]
