@@ -14,7 +14,7 @@ def plane_up(folder: Path) -> dict:
 
 def plane_down(st: dict):
     "Stop a plane started by `plane_up`"
-    run_cli('central', 'down', env=st['env'], timeout=300)
+    run_cli('central', 'down', env=st['env'], timeout=300, check=True)
 
 @pytest.fixture(scope='session')
 def central():
