@@ -183,7 +183,8 @@ def test_prometheus_scrapes_parkml_serve_with_the_deploy_config(keyed_server, ph
             try:
                 got = {r['metric']['job']: float(r['value'][1]) for r in query(url, 'up')}
                 pred = query(url, 'sum(parkml_predictions_total{job="parkml-edge"})')
-                if got.get('parkml-edge') == 1 and pred and float(pred[0]['value'][1]) >= n: break
+                if got.get('parkml-edge') == 1 and 'parkml-edge-nokey' in got and pred and float(pred[0]['value'][1]) >= n:
+                    break
             except httpx.TransportError: pass
             assert prom.poll() is None, (tmp_path/'prometheus.log').read_text()[-3000:]
             time.sleep(0.5)
