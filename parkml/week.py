@@ -379,9 +379,9 @@ def open_commands(
 ) -> list[str]:
     "Commands that open what the week made in its own folder `home` (its settings first, in the same shell)"
     art = f" --default-artifact-root {cfg.artifact_root}" if cfg.tracking_uri.startswith('sqlite') else ''
-    return [f"set -a; . {home}/demo.env; set +a    # the week's settings, for the commands below",
-            f"mlflow ui --backend-store-uri {cfg.tracking_uri}{art} --port 5000" if not cfg.tracking_uri.startswith('http')
-            else f"# MLflow: {cfg.tracking_uri} (the central plane's server)",
+    ui = (f"# MLflow: {cfg.tracking_uri} (the central plane's server)" if cfg.tracking_uri.startswith('http')
+          else f"mlflow ui --backend-store-uri {cfg.tracking_uri}{art} --port 5000")
+    return [f"set -a; . {home}/demo.env; set +a    # the week's settings, for the commands below", ui,
             f".venv/bin/parkml app    # sign in as {DEMO_QA_NAME} or {DEMO_OWNER_NAME}: {home}/demo-credentials.json",
             ".venv/bin/parkml audit champion", ".venv/bin/parkml audit verify",
             f".venv/bin/parkml trace {trace_id or '<prediction id>'}", ".venv/bin/parkml alerts list"]

@@ -64,7 +64,8 @@ def central_week(
         reset_database(cfg.predlog_uri)
         write_atomic(f, json.dumps(dict(tag=time.strftime('%Y%m%d-%H%M%S', time.gmtime()))))
     tag, db = json.loads(f.read_text())['tag'], database_uri(cfg.predlog_uri, WEEK_DB)
-    return dict(PARKML_SETTINGS=str(cfg.path), PARKML_TRACKING_URI=cfg.tracking_uri, PARKML_ARTIFACT_ROOT='', PARKML_PREDLOG_URI=db,
+    return dict(PARKML_SETTINGS=str(cfg.path), PARKML_TRACKING_URI=cfg.tracking_uri, PARKML_ARTIFACT_ROOT='',
+                PARKML_PREDLOG_URI=db,
                 PARKML_ALERTS_URI=db, PARKML_GOVERNANCE_URI=db,
                 PARKML_FRAMES_DIR=f"s3://{cfg.s3_bucket}/week/{tag}/frames",
                 PARKML_EXPERIMENT=f"parkml-week-{tag}", PARKML_MODEL_NAME=f"parkml-week-{tag}-catdog")
