@@ -6,17 +6,17 @@ Docs: https://parkml.github.io/parkml/predlog.html.md"""
 
 # %% ../nbs/10_predlog.ipynb #a53a845e
 from __future__ import annotations
-import abc, functools, hashlib, os, secrets, time
+import abc, functools, hashlib, numbers, os, secrets, time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
-import numpy as np
 from fastcore.basics import patch
 from .config import get_settings, ensure_dir, store_opener, sqlite_file, SettingsError
 from .stores import (SQLDB, SQLiteDB, PostgresDB, StoreUnavailable, migrate, statements, pg_ddl, split_s3,
                            s3_client, seal)
-if TYPE_CHECKING: import pandas as pd  # imported where used: a keyed look-up (the trace) needs no pandas
+if TYPE_CHECKING:   # imported where used: a keyed look-up (the trace) needs neither pandas nor numpy
+    import numpy as np, pandas as pd
 
 # %% auto #0
 __all__ = ['LABELS', 'STATUSES', 'PRED_COLS', 'TELEMETRY_COLS', 'SYNC_MODES', 'SCHEMA', 'PREDLOG_STEPS', 'STORE_SCHEMES',
@@ -41,7 +41,7 @@ def new_prediction_id(t: float = None) -> str:
 
 def to_epoch(t) -> float | None:
     "Epoch seconds from a number, `datetime`, pandas `Timestamp` or ISO text (times without a zone are UTC)"
-    if t is None or isinstance(t, (int, float, np.number)): return None if t is None else float(t)
+    if t is None or isinstance(t, numbers.Real): return None if t is None else float(t)
     import pandas as pd
     return pd.Timestamp(t).timestamp()
 
@@ -52,14 +52,17 @@ def encode_proj(v) -> bytes | None:
     if isinstance(v, (bytes, bytearray, memoryview)):
         if len(v) % 4: raise ValueError(f"proj of {len(v)} bytes is not a float32 vector")
         return bytes(v)
+    import numpy as np
     return np.asarray(v, dtype='<f4').ravel().tobytes()
 
 def decode_proj(b) -> np.ndarray | None:
     "The float32 vector packed by `encode_proj`"
+    import numpy as np
     return None if b is None else np.frombuffer(b, dtype='<f4')
 
 def proj_matrix(df: pd.DataFrame) -> np.ndarray:
     "The `proj` column of `df` as an (n, k) float32 array; rows without a projection are NaN"
+    import numpy as np
     vecs = [decode_proj(b) for b in df['proj']]
     ks = {len(v) for v in vecs if v is not None}
     if len(ks) > 1: raise ValueError(f"projections of different lengths {sorted(ks)} cannot form one matrix")
@@ -477,6 +480,7 @@ def log_telemetry(self: SQLStore, rec: dict) -> None:
     extra = set(rec) - set(TELEMETRY_COLS)
     if extra: raise ValueError(f"unknown telemetry fields {sorted(extra)}; known: {', '.join(TELEMETRY_COLS)}")
     rec = {**rec, 'ts': time.time() if rec.get('ts') is None else to_epoch(rec['ts'])}
+    import numpy as np
     row = tuple(v.item() if isinstance(v, np.generic) else v for v in map(rec.get, TELEMETRY_COLS))
     with self.db.write() as con: con.execute(_INSERT_TEL, row)
 

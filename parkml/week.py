@@ -26,8 +26,8 @@ from .week_home import demo_env, prepare_week_dir, week_environment
 # %% auto #0
 __all__ = ['DEMO_QA_NAME', 'DEMO_OWNER_NAME', 'RETRAIN_RULES', 'TABLE_COLS', 'edge_service', 'served_version', 'demo_people',
            'approve_and_release', 'WeekOptions', 'trouble_onsets', 'sentry_delays', 'WeekResult', 'run_week',
-           'first_release', 'answer_alerts', 'morning', 'camera_day', 'week_result', 'week_in', 'week_figure',
-           'open_commands', 'week_report', 'print_week']
+           'first_release', 'answer_alerts', 'morning', 'release_while_sending', 'camera_day', 'week_result', 'week_in',
+           'week_figure', 'open_commands', 'week_report', 'print_week']
 
 # %% ../nbs/60_week.ipynb #f94404cd
 def edge_service(cfg: Settings = None):
@@ -194,7 +194,7 @@ def run_week(
     "Run the week in its own folder (setting `week_dir`; `fresh`: emptied first); returns the result, writes the report"
     cfg = get_settings()
     home = prepare_week_dir(cfg, fresh)
-    env = demo_env(cfg)
+    env = demo_env(cfg, home)
     (home/'demo.env').write_text(''.join(f"{k}={v}\n" for k, v in env.items()))
     with week_environment(env): return week_in(home, opts or WeekOptions(), progress)
 
@@ -251,19 +251,33 @@ def morning(w, prev: tuple) -> None:
     w.say(pplan.n, f"{n} staff labels; daily analysis: alerts {row['alerts'] or 'none'}")
     answer_alerts(w, pplan, row)
 
+# %% ../nbs/60_week.ipynb #70c67b0d
+def release_while_sending(
+    w, # the week record (its `pending_release`)
+    plan: DayPlan, # the day's plan
+    frames: pd.DataFrame, # the day's frames
+    wait_s: float = 120.0, # longest wait for the service to switch
+) -> pd.DataFrame:
+    """Send the day's frames, releasing the waiting version a third of the way in while the camera keeps sending; the
+    last third waits until the service serves it (a central MLflow server may take longer than the day's traffic)"""
+    v, stg = w.pending_release
+    cut, desc = 2 * len(frames) // 3, f"day {plan.n} {plan.date}"
+    def during(k):
+        if k == len(frames) // 3:
+            approve_and_release(v, stg, w.qa, w.owner, f'day {plan.n}')
+            w.say(plan.n, f"version {v} approved by {w.qa} and released by {w.owner} while the camera kept sending")
+    first = w.cam.send(frames.iloc[:cut], desc=desc, progress=w.progress, during=during)
+    t0 = time.monotonic()
+    while served_version(w.svc.url) != str(v) and time.monotonic() - t0 < wait_s: time.sleep(0.5)
+    return pd.concat([first, w.cam.send(frames.iloc[cut:], desc=desc, progress=w.progress)], ignore_index=True)
+
 # %% ../nbs/60_week.ipynb #eb5214fc
 def camera_day(w, plan: DayPlan) -> pd.DataFrame:
     "The camera sends the day's frames (a waiting release happens a third of the way in); returns the answers"
     from parkml.predlog import open_store
     frames = day_frames(plan, w.pools['late' if w.retrained else 'early'], w.opts.seed, w.cfg)
-    during = None
-    if w.pending_release:
-        v, stg = w.pending_release
-        def during(k, v=v, stg=stg, at=len(frames) // 3):
-            if k == at:
-                approve_and_release(v, stg, w.qa, w.owner, f'day {plan.n}')
-                w.say(plan.n, f"version {v} approved by {w.qa} and released by {w.owner} while the camera kept sending")
-    answered = w.cam.send(frames, desc=f"day {plan.n} {plan.date}", progress=w.progress, during=during)
+    if w.pending_release: answered = release_while_sending(w, plan, frames)
+    else: answered = w.cam.send(frames, desc=f"day {plan.n} {plan.date}", progress=w.progress)
     if plan.kind == 'camera trouble':
         with open_store() as store: got = sentry_delays(plan, store, w.cfg.camera, w.cfg)
         w.sentry += got
@@ -365,8 +379,9 @@ def open_commands(
 ) -> list[str]:
     "Commands that open what the week made in its own folder `home` (its settings first, in the same shell)"
     art = f" --default-artifact-root {cfg.artifact_root}" if cfg.tracking_uri.startswith('sqlite') else ''
-    return [f"set -a; . {home}/demo.env; set +a    # the week's settings, for the commands below",
-            f"mlflow ui --backend-store-uri {cfg.tracking_uri}{art} --port 5000",
+    ui = (f"# MLflow: {cfg.tracking_uri} (the central plane's server)" if cfg.tracking_uri.startswith('http')
+          else f"mlflow ui --backend-store-uri {cfg.tracking_uri}{art} --port 5000")
+    return [f"set -a; . {home}/demo.env; set +a    # the week's settings, for the commands below", ui,
             f".venv/bin/parkml app    # sign in as {DEMO_QA_NAME} or {DEMO_OWNER_NAME}: {home}/demo-credentials.json",
             ".venv/bin/parkml audit champion", ".venv/bin/parkml audit verify",
             f".venv/bin/parkml trace {trace_id or '<prediction id>'}", ".venv/bin/parkml alerts list"]

@@ -8,10 +8,11 @@ Docs: https://parkml.github.io/parkml/week_home.html.md"""
 from __future__ import annotations
 import os
 from pathlib import Path
-from .config import get_settings, ensure_dir, Settings
+from .config import get_settings, ensure_dir, write_atomic, Settings
 
 # %% auto #0
-__all__ = ['WEEK_MARKER', 'WeekError', 'demo_env', 'prepare_week_dir', 'week_environment']
+__all__ = ['WEEK_MARKER', 'WEEK_DB', 'WeekError', 'is_central', 'database_uri', 'reset_database', 'central_week', 'demo_env',
+           'prepare_week_dir', 'week_environment']
 
 # %% ../nbs/60b_week_home.ipynb #0d6bd5c4
 WEEK_MARKER = '.parkml-week'   # the file that says `parkml week` made a folder (and may empty it)
@@ -19,19 +20,73 @@ WEEK_MARKER = '.parkml-week'   # the file that says `parkml week` made a folder 
 class WeekError(RuntimeError):
     "The week cannot run where it was asked to"
 
+# %% ../nbs/60b_week_home.ipynb #4bec68b9
+def is_central(cfg: Settings) -> bool:
+    "Do the settings put the prediction log on a PostgreSQL server (as the central plane's settings file does)?"
+    return str(cfg.predlog_uri).startswith('postgresql')
+
+# %% ../nbs/60b_week_home.ipynb #c81a88d7
+def database_uri(
+    uri: str, # a PostgreSQL URI
+    name: str, # another database on the same server
+) -> str:
+    "`uri` with its database replaced by `name` (user, server and query such as `passfile` kept)"
+    from urllib.parse import urlsplit, urlunsplit
+    return urlunsplit(urlsplit(uri)._replace(path='/' + name))
+
+# %% ../nbs/60b_week_home.ipynb #d85449ce
+WEEK_DB = 'parkml_week'   # the week's own database on the central PostgreSQL
+
+def reset_database(
+    uri: str, # a PostgreSQL URI of the server (setting `predlog_uri`)
+    name: str = WEEK_DB, # the database to make anew
+) -> str:
+    "Drop database `name` on the server of `uri` (closing its sessions) and create it empty; returns its URI"
+    import psycopg
+    if name != WEEK_DB: raise WeekError(f"the week resets only its own database {WEEK_DB}, not {name}")
+    try:
+        with psycopg.connect(database_uri(uri, 'postgres'), autocommit=True, connect_timeout=10) as c:
+            c.execute(f'drop database if exists "{name}" with (force)')
+            c.execute(f'create database "{name}"')
+    except psycopg.OperationalError as e:
+        raise WeekError(f"the central PostgreSQL (setting predlog_uri) cannot make the week's database: {e}") from None
+    return database_uri(uri, name)
+
+# %% ../nbs/60b_week_home.ipynb #3bb33c4f
+def central_week(
+    cfg: Settings, # central settings (stores on PostgreSQL, MLflow server, S3 bucket)
+    home: Path, # the week's folder, where its tag is kept (`central-week.json`)
+) -> dict:
+    "The week's own database, frames prefix and MLflow names on the central plane; a new folder gets them anew"
+    import json, time
+    f = home/'central-week.json'
+    if not f.is_file():
+        reset_database(cfg.predlog_uri)
+        write_atomic(f, json.dumps(dict(tag=time.strftime('%Y%m%d-%H%M%S', time.gmtime()))))
+    tag, db = json.loads(f.read_text())['tag'], database_uri(cfg.predlog_uri, WEEK_DB)
+    return dict(PARKML_SETTINGS=str(cfg.path), PARKML_TRACKING_URI=cfg.tracking_uri, PARKML_ARTIFACT_ROOT='',
+                PARKML_PREDLOG_URI=db,
+                PARKML_ALERTS_URI=db, PARKML_GOVERNANCE_URI=db,
+                PARKML_FRAMES_DIR=f"s3://{cfg.s3_bucket}/week/{tag}/frames",
+                PARKML_EXPERIMENT=f"parkml-week-{tag}", PARKML_MODEL_NAME=f"parkml-week-{tag}-catdog")
+
 # %% ../nbs/60b_week_home.ipynb #d7de9ea5
-def demo_env(cfg: Settings = None) -> dict:
+def demo_env(
+    cfg: Settings = None, # settings (default: the current ones)
+    home: Path = None, # the week's folder, made by `prepare_week_dir` (needed on the central plane)
+) -> dict:
     "The `PARKML_*` variables that put every store of the week in its own folder (setting `week_dir`)"
     cfg = cfg or get_settings()
     h = Path(str(cfg.week_dir)).expanduser().resolve()
     db = lambda name: f"sqlite:///{h/name}.db"
-    return dict(PARKML_RUNS=str(h), PARKML_CACHE=str(cfg.cache), PARKML_TRACKING_URI=db('mlflow'),
-                PARKML_REGISTRY_URI='',
-                PARKML_ARTIFACT_ROOT=str(h/'mlartifacts'), PARKML_PREDLOG_URI=db('predlog'),
-                PARKML_FRAMES_DIR=str(h/'frames'), PARKML_ALERTS_URI=db('alerts'),
-                PARKML_GOVERNANCE_URI=db('governance'),
-                PARKML_USERS_FILE=str(h/'users.yaml'), PARKML_TRUSTED_KEYS=str(h/'trusted_keys.json'),
-                PARKML_KEYS_DIR=str(h/'keys'))
+    env = dict(PARKML_RUNS=str(h), PARKML_CACHE=str(cfg.cache), PARKML_TRACKING_URI=db('mlflow'),
+               PARKML_REGISTRY_URI='',
+               PARKML_ARTIFACT_ROOT=str(h/'mlartifacts'), PARKML_PREDLOG_URI=db('predlog'),
+               PARKML_FRAMES_DIR=str(h/'frames'), PARKML_ALERTS_URI=db('alerts'),
+               PARKML_GOVERNANCE_URI=db('governance'),
+               PARKML_USERS_FILE=str(h/'users.yaml'), PARKML_TRUSTED_KEYS=str(h/'trusted_keys.json'),
+               PARKML_KEYS_DIR=str(h/'keys'))
+    return {**env, **central_week(cfg, home or h)} if is_central(cfg) else env
 
 # %% ../nbs/60b_week_home.ipynb #ac3f884b
 def prepare_week_dir(
