@@ -45,7 +45,10 @@ def _git(*args, cwd=None) -> str:
 
 # %% ../nbs/04_tracking.ipynb #eeedc6fd
 def code_version() -> dict:
-    "The git commit of the project and whether tracked files differ from it"
+    "The project's git commit and whether tracked files differ from it; `$PARKML_CODE_VERSION` when set"
+    if baked := os.environ.get('PARKML_CODE_VERSION'):  # `<commit>` or `<commit>-dirty`, set by deploy/build-image
+        commit, _, flag = baked.partition('-')
+        return dict(commit=commit, dirty=flag == 'dirty', branch='unknown')
     commit = _git('rev-parse', 'HEAD')
     dirty = bool(_git('status', '--porcelain', '--untracked-files=no')) if commit else None
     return dict(commit=commit or 'unknown', dirty=dirty, branch=_git('rev-parse', '--abbrev-ref', 'HEAD') or 'unknown')
