@@ -1,4 +1,4 @@
-"""The edge box's units (service, camera stream, daily analysis and its timer) from one place: `parkml schedule --kind systemd` and `deploy/systemd/` both come from here.
+"""The edge box's units (service with the shipper, camera stream, daily analysis and its timer) from one place: `parkml schedule --kind systemd` and `deploy/systemd/` both come from here.
 
 Docs: https://parkml.github.io/parkml/units.html.md"""
 
@@ -15,7 +15,7 @@ __all__ = ['BOX', 'DAILY_SERVICE', 'DAILY_TIMER', 'unit_text', 'sandbox', 'run_l
 
 # %% ../nbs/47_units.ipynb #e29c4f53
 BOX = dict(exe='/opt/parkml/venv/bin/parkml', settings='/opt/parkml/settings.ini', state='/var/lib/parkml',
-           user='parkml', env_file='/etc/parkml/parkml.env')
+           user='parkml', env_file='/etc/parkml/parkml.env', build_env='/opt/parkml/build.env')
 
 # %% ../nbs/47_units.ipynb #7492368a
 def unit_text(
@@ -49,7 +49,8 @@ def run_lines(
 ) -> list[str]:
     "The [Service] lines that run `parkml args`: folder, settings, command; with `box`, its user, state and secrets"
     who = [f"User={box['user']}", f"Group={box['user']}"] if box else []
-    env = [f"Environment=PARKML_RUNS={box['state']}", f"EnvironmentFile=-{box['env_file']}"] if box else []
+    env = [f"Environment=PARKML_RUNS={box['state']}", f"EnvironmentFile=-{box['build_env']}",
+           f"EnvironmentFile=-{box['env_file']}"] if box else []
     return [*who, f"WorkingDirectory={workdir}", f"Environment=PARKML_SETTINGS={settings}", *env,
             f"ExecStart={exe} {args}"]
 
@@ -96,8 +97,9 @@ def box_units(
     box: dict = BOX, # the box layout
 ) -> dict[str, str]:
     "File name -> text of every systemd unit of an edge box"
+    edge = 'parkml edge service: HTTP API, prediction log, telemetry, shipping the log to the centre'
     watch = 'parkml camera stream: classify and log the frames of PARKML_CAMERA_URL'
-    return {'parkml-edge.service': edge_unit('serve', 'parkml edge service: HTTP API, prediction log, telemetry', box),
+    return {'parkml-edge.service': edge_unit('serve --ship', edge, box),
             'parkml-watch.service': edge_unit('watch ${PARKML_CAMERA_URL} --quiet', watch, box, video=True),
             **daily_units(box['exe'], box['settings'], box['state'], hour, minute, box)}
 

