@@ -29,7 +29,8 @@ def darkened(rows: pd.DataFrame, folder: Path) -> pd.DataFrame:
     for r in rows.itertuples():
         p = folder/f"{r.sha[:16]}-{r.severity:g}.jpg"
         if not p.is_file():
-            apply_condition(Image.open(r.path).convert('RGB'), 'night', r.severity, seed=int(r.sha[:8], 16)).save(p, quality=90)
+            img = apply_condition(Image.open(r.path).convert('RGB'), 'night', r.severity, seed=int(r.sha[:8], 16))
+            img.save(p, quality=90)
         paths.append(p.name)
     pd.DataFrame(dict(path=paths, label=rows.label.to_numpy())).to_csv(folder/'manifest.csv', index=False)
     ds = read_imageset(folder)
@@ -45,7 +46,8 @@ def week_frames(pool: pd.DataFrame, days: int, frames: int, folder: Path, seed: 
         dusk = min(3.0, 2.0 + d)
         h = np.sort(rng.uniform(OPEN, CLOSE, frames))
         df = pool.iloc[rng.integers(0, len(pool), frames)][['path', 'sha', 'label']].reset_index(drop=True)
-        sev = np.where(h >= DUSK_FROM, np.round(dusk * np.clip(.5 + .5 * (h - DUSK_FROM) / (CLOSE - DUSK_FROM), 0, 1)), 0)
+        ramp = np.clip(.5 + .5 * (h - DUSK_FROM) / (CLOSE - DUSK_FROM), 0, 1)   # the week's darkening evening
+        sev = np.where(h >= DUSK_FROM, np.round(dusk * ramp), 0)
         out.append(df.assign(day=d, hour=h, severity=sev, camera=rng.choice(['cam-01', 'cam-02'], frames)))
     df = pd.concat(out, ignore_index=True)
     return with_embeddings(df, pool, folder)
@@ -94,8 +96,12 @@ def main():
     ap.add_argument('--budgets', type=int, nargs='+', default=[50, 100], help='labels per day')
     ap.add_argument('--seeds', type=int, default=5)
     ap.add_argument('--train', type=int, default=1000, help='training images of the base head')
+    ap.add_argument('--novelty', type=float, default=None, help='label_novelty_weight (default: the setting)')
+    ap.add_argument('--coverage', type=float, default=None, help='label_coverage (default: the setting)')
     a = ap.parse_args()
-    t0, cfg = time.time(), get_settings(label_novelty_weight='0.5')
+    over = dict(label_novelty_weight=a.novelty, label_coverage=a.coverage)
+    over = {k: str(v) for k, v in over.items() if v is not None}
+    t0, cfg = time.time(), get_settings(**over)
     folder = ensure_dir(cfg.runs/'bench'/'active_labels')
     ds = assign_splits(read_imageset())
     tr = ds.df[ds.df.subset == 'train'].sample(a.train, random_state=0)
@@ -105,14 +111,14 @@ def main():
     ref = (train[0][:500] - mu_basis[0]) @ mu_basis[1]
     test = ds.df[ds.df.split == 'test'].sample(frac=1, random_state=1)
     pool, held = test.iloc[:len(test) // 2], test.iloc[len(test) // 2:]
-    frames = week_frames(pool, a.days, a.frames, folder/'frames')
     ev = with_embeddings(held.head(400).assign(severity=np.tile([2.0, 3.0], 200)[:min(400, len(held))]), held,
                          folder/'eval')
-    print(f"{len(frames)} frames over {a.days} dusk days ({(frames.severity > 0).mean():.0%} dark), "
-          f"{len(ev)} dark-evening frames to judge on; prepared in {time.time() - t0:.0f} s")
+    print(f"{a.days} dusk days of {a.frames} frames a seed; {len(ev)} dark-evening frames to judge on; novelty weight "
+          f"{cfg.label_novelty_weight}, coverage {cfg.label_coverage}; prepared in {time.time() - t0:.0f} s")
     rows = [dict(how='none (base model)', budget=0, seed=0, labels=0, dark_share=np.nan, **judge(*base, ev))]
     plan = [(b, how) for b in a.budgets for how in ('ranked', 'random')] + [(2 * max(a.budgets), 'random')]
     for s in range(a.seeds):
+        frames = week_frames(pool, a.days, a.frames, folder/'frames', seed=s)   # each seed a week of its own
         for b, how in plan:
             rows.append(run(frames, train, base, ref, mu_basis, b, how, s, cfg, ev))
         print(f"seed {s} done, {time.time() - t0:.0f} s", flush=True)
