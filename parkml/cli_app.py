@@ -141,7 +141,7 @@ def add_commands(sub) -> None:
     us = p.add_subparsers(dest='users_cmd', required=True)
     q = us.add_parser('add', help='add a person (password from PARKML_NEW_PASSWORD or a prompt)')
     q.add_argument('name')
-    q.add_argument('--role', required=True, choices=['qa', 'owner', 'viewer'])
+    q.add_argument('--role', required=True, choices=['qa', 'owner', 'staff', 'viewer'])
     q.add_argument('--email', default=None)
     q.add_argument('--replace', action='store_true', help='change an existing person')
     q = us.add_parser('token', help='print a new personal API token of NAME, once')

@@ -27,7 +27,8 @@ __all__ = ['ROLES', 'NEEDS', 'PIPELINE_ACTIONS', 'STAGING_ACTOR', 'FAILURE_TAGS'
            'alias_history', 'aliases_from', 'aliases_at']
 
 # %% ../nbs/22_governance.ipynb #1d2998cc
-ROLES = {'qa': {'approve', 'reject'}, 'owner': {'release', 'rollback', 'retrain', 'handle_alerts'}, 'viewer': set()}
+ROLES = {'qa': {'approve', 'reject'}, 'owner': {'release', 'rollback', 'retrain', 'handle_alerts', 'label'},
+         'staff': {'label'}, 'viewer': set()}   # staff label frames (parkml.labels), which governs nothing
 # the permission each governing action needs (moving `challenger` is the staging pipeline's, run for the owner)
 NEEDS = {'approve': 'approve', 'reject': 'reject', 'release': 'release', 'rollback': 'rollback',
          'alias_set': 'release', 'retrain_requested': 'retrain', 'alert_handled': 'handle_alerts'}

@@ -19,13 +19,15 @@ if TYPE_CHECKING:   # imported where used: a keyed look-up (the trace) needs nei
     import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['LABELS', 'STATUSES', 'PRED_COLS', 'TELEMETRY_COLS', 'SYNC_MODES', 'SCHEMA', 'PREDLOG_STEPS', 'STORE_SCHEMES',
-           'new_prediction_id', 'to_epoch', 'encode_proj', 'decode_proj', 'proj_matrix', 'prediction_row', 'frame_sha',
-           'frame_relpath', 'fsync_path', 'fsync_all', 'write_frame_file', 'keep_sample', 'LocalFrames', 'S3Frames',
-           'frame_files', 'sync_mode', 'PredictionStore', 'SQLStore', 'SQLiteStore', 'PostgresStore', 'open_store']
+__all__ = ['LABELS', 'ANSWERS', 'STATUSES', 'PRED_COLS', 'TELEMETRY_COLS', 'SYNC_MODES', 'SCHEMA', 'PREDLOG_STEPS',
+           'STORE_SCHEMES', 'new_prediction_id', 'to_epoch', 'encode_proj', 'decode_proj', 'proj_matrix',
+           'prediction_row', 'frame_sha', 'frame_relpath', 'fsync_path', 'fsync_all', 'write_frame_file', 'keep_sample',
+           'LocalFrames', 'S3Frames', 'frame_files', 'sync_mode', 'PredictionStore', 'SQLStore', 'SQLiteStore',
+           'PostgresStore', 'open_store']
 
 # %% ../nbs/10_predlog.ipynb #f3e105e7
 LABELS = ('cat', 'dog')  # parkml.data.CLASSES, without importing parkml.data (PIL, pandas) for a look-up
+ANSWERS = (*LABELS, 'neither', 'unsure')  # what staff may say of a frame: a class, no cat or dog, or cannot tell
 STATUSES = ('ok', 'rejected')
 PRED_COLS = ('id', 'ts', 'received', 'camera', 'model_name', 'model_version', 'run_id', 'alias', 'label',
              'p_dog', 'latency_ms', 'width', 'height', 'brightness', 'contrast', 'sharpness', 'status', 'error',
@@ -263,7 +265,7 @@ class PredictionStore(abc.ABC):
         return self.log_predictions([rec])[0]
     @abc.abstractmethod
     def add_feedback(self, prediction_id: str, label: str, source: str = 'user', ts: float = None) -> None:
-        "Record the true label of a prediction (KeyError: unknown id, ValueError: label not cat/dog)"
+        "Record the true label of a prediction (KeyError: unknown id, ValueError: label not in `ANSWERS`)"
     @abc.abstractmethod
     def put_frame(self, data: bytes, ext: str = 'jpg', ts: float = None) -> str:
         "Store a frame's bytes once; return its sha256"
@@ -285,8 +287,8 @@ class PredictionStore(abc.ABC):
     def get_prediction(self, prediction_id: str) -> dict | None:
         "One prediction with its latest feedback and its frame, for a trace"
     @abc.abstractmethod
-    def feedback(self, start=None, end=None, by: str = 'prediction') -> pd.DataFrame:
-        "Labelled predictions (latest feedback each) whose capture (or feedback) time is in the window"
+    def feedback(self, start=None, end=None, by: str = 'prediction', labels=LABELS) -> pd.DataFrame:
+        "Labelled predictions (latest feedback each, one of `labels`) whose capture (or feedback) time is in the window"
     @abc.abstractmethod
     def telemetry(self, start=None, end=None) -> pd.DataFrame:
         "Telemetry samples in `[start, end)`"
@@ -462,12 +464,12 @@ def put_frame(self: SQLStore,
 @patch
 def add_feedback(self: SQLStore,
                  prediction_id: str, # the prediction labelled
-                 label: str, # its true label: cat or dog
+                 label: str, # its true label: cat or dog, or `neither` (no cat or dog) or `unsure`
                  source: str = 'user', # who says so (keeper, governance-app, ...)
                  ts: float = None, # when (default: now)
                 ) -> None:
     "Record the true label of a prediction; the latest feedback wins when reading"
-    if label not in LABELS: raise ValueError(f"feedback label must be one of {LABELS}, got {label!r}")
+    if label not in ANSWERS: raise ValueError(f"feedback label must be one of {ANSWERS}, got {label!r}")
     with self.db.write() as con:
         if con.execute('SELECT 1 FROM predictions WHERE id=?', (prediction_id,)).fetchone() is None:
             raise KeyError(f"no prediction {prediction_id!r} in {self.db.where}")
@@ -533,11 +535,15 @@ def feedback(self: SQLStore,
              start=None, # window start
              end=None, # window end (exclusive)
              by: str = 'prediction', # window on the capture time ('prediction') or the feedback time ('feedback')
+             labels=LABELS, # only predictions whose latest answer is one of these (None: any answer)
             ) -> pd.DataFrame:
     """Predictions with their latest feedback (`true_label`, `feedback_ts`, `feedback_source`), in a window of capture
-    time (`by='prediction'`) or feedback time"""
+    time (`by='prediction'`) or feedback time; by default only cat and dog, what the metrics and retraining use"""
     if by not in ('prediction', 'feedback'): raise ValueError(f"by must be 'prediction' or 'feedback', got {by!r}")
     where, params = [f"f.id = {_LATEST_FEEDBACK.format(pid='f.prediction_id')}"], []
+    if labels is not None:
+        where.append(f"f.label IN ({','.join('?' * len(labels))})")
+        params.extend(labels)
     _window('p.ts' if by == 'prediction' else 'f.ts', start, end, where, params)
     return self.db.frame(f"""SELECT p.*, f.label AS true_label, f.ts AS feedback_ts, f.source AS feedback_source
                              FROM feedback f JOIN predictions p ON p.id = f.prediction_id

@@ -30,10 +30,11 @@ def labelled_production_set(
     cannot stop a retraining."""
     from parkml.predlog import open_store
     from parkml.data import ImageSet, read_imageset, decode_image, ImageError
+    from parkml.labels import training_labels
     if store is None:
         with open_store() as store: return labelled_production_set(store, start, end, exclude)
-    fb = store.feedback(start, end).sort_values('feedback_ts')
-    fb = fb[fb.frame_sha.notna()].drop_duplicates('frame_sha', keep='last')  # the latest label of each frame wins
+    fb = training_labels(store, start, end)  # settled cat/dog answers, one per frame: disputes and neither stay out
+    fb = fb[fb.frame_sha.notna()]
     skip = set(read_imageset().df.sha) if exclude is None else set(exclude)
     rows, skipped = [], []
     for r in fb.itertuples():

@@ -74,7 +74,7 @@ def sync_trusted_keys(d: dict, cfg: Settings = None) -> Path:
 # %% ../nbs/42_users.ipynb #40784b25
 def check_new_user(
     name: str, # 1-64 letters, digits, -, _ or .
-    role: str, # qa, owner or viewer
+    role: str, # qa, owner, staff (labels frames) or viewer
     password: str, # at least 8 characters
 ) -> str:
     "`name`, stripped, if name, role and password are acceptable; else `UserError` saying why"
@@ -102,7 +102,7 @@ def admin_refusal(
 # %% ../nbs/42_users.ipynb #1d4d1bb7
 def add_user(
     name: str, # 1-64 letters, digits, '-', '_' or '.'
-    role: str, # qa, owner or viewer
+    role: str, # qa, owner, staff (labels frames) or viewer
     password: str, # at least 8 characters
     email: str = '',
     replace: bool = False, # change the password and role of an existing user

@@ -1,0 +1,133 @@
+"""Active labelling benchmark: on the week's dusk scenario, staff label a fixed budget of frames per day, chosen by the
+labelling queue (`parkml.label_queue.rank_frames`, setting label_queue=ranked) or at random; the head is retrained on
+the training images plus those labels, and judged on dark evenings (cat/dog recall gap and accuracy), over seeds.
+
+    .venv/bin/python bench/active_labels.py [--days 3] [--frames 400] [--budgets 50 100] [--seeds 5]
+
+The backbone is the real one (EfficientNet-Lite0 embeddings, cached by content under the `cache` setting); dark
+frames are real petpark test photos under the week's `night` condition, written once under runs/bench/active_labels.
+"""
+import argparse, time
+from pathlib import Path
+import numpy as np
+import pandas as pd
+from PIL import Image
+from parkml.config import get_settings, ensure_dir
+from parkml.data import read_imageset, assign_splits
+from parkml.network import compute_embeddings
+from parkml.model import fit_head, predict_from_embeddings, fit_projection
+from parkml.cctv import apply_condition
+from parkml.label_queue import rank_frames
+from parkml.week_scenario import DUSK_FROM
+
+OPEN, CLOSE = 8.0, 20.0   # the park's hours, as in the week
+
+def darkened(rows: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    "Embeddings and brightness of `rows` (path, sha, label, severity) under the night condition, cached by content"
+    ensure_dir(folder)
+    paths = []
+    for r in rows.itertuples():
+        p = folder/f"{r.sha[:16]}-{r.severity:g}.jpg"
+        if not p.is_file():
+            img = apply_condition(Image.open(r.path).convert('RGB'), 'night', r.severity, seed=int(r.sha[:8], 16))
+            img.save(p, quality=90)
+        paths.append(p.name)
+    pd.DataFrame(dict(path=paths, label=rows.label.to_numpy())).to_csv(folder/'manifest.csv', index=False)
+    ds = read_imageset(folder)
+    emb = compute_embeddings(ds, flip=False, progress=True)
+    by_name = ds.df.assign(name=ds.df.path.map(lambda p: Path(p).name)).set_index('name').sha
+    return emb.loc[by_name.loc[paths].to_numpy()].reset_index(drop=True)
+
+def week_frames(pool: pd.DataFrame, days: int, frames: int, folder: Path, seed: int = 0) -> pd.DataFrame:
+    "The dusk days' frames: capture hour, camera, photo, night severity (2, 3, 3...) after DUSK_FROM, embedding"
+    rng = np.random.default_rng(seed)
+    out = []
+    for d in range(days):
+        dusk = min(3.0, 2.0 + d)
+        h = np.sort(rng.uniform(OPEN, CLOSE, frames))
+        df = pool.iloc[rng.integers(0, len(pool), frames)][['path', 'sha', 'label']].reset_index(drop=True)
+        ramp = np.clip(.5 + .5 * (h - DUSK_FROM) / (CLOSE - DUSK_FROM), 0, 1)   # the week's darkening evening
+        sev = np.where(h >= DUSK_FROM, np.round(dusk * ramp), 0)
+        out.append(df.assign(day=d, hour=h, severity=sev, camera=rng.choice(['cam-01', 'cam-02'], frames)))
+    df = pd.concat(out, ignore_index=True)
+    return with_embeddings(df, pool, folder)
+
+def with_embeddings(df: pd.DataFrame, pool: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    "`df` with `emb`, `brightness` and a content key `frame_sha` (photo + severity)"
+    clean = compute_embeddings(read_imageset().subset(read_imageset().df.sha.isin(pool.sha)), flip=False)
+    pairs = df[df.severity > 0].drop_duplicates(['sha', 'severity'])
+    dark = darkened(pairs, folder).set_index(pairs.sha + '-' + pairs.severity.astype(str))
+    key = np.where(df.severity > 0, df.sha + '-' + df.severity.astype(str), df.sha)
+    src = pd.concat([clean[['emb', 'brightness']], dark[['emb', 'brightness']]])
+    return df.assign(frame_sha=key, emb=list(src.loc[key, 'emb']), brightness=src.loc[key, 'brightness'].to_numpy())
+
+def judge(w, b, ev: pd.DataFrame) -> dict:
+    "Accuracy, cat and dog recall and the recall gap (dog minus cat, points) on the dark-evening frames `ev`"
+    p = predict_from_embeddings(np.stack(ev.emb), w, b) >= .5
+    y = ev.label.eq('dog').to_numpy()
+    rc, rd = (~p[~y]).mean(), p[y].mean()
+    return dict(accuracy=float((p == y).mean()), recall_cat=float(rc), recall_dog=float(rd), gap=100 * float(rd - rc))
+
+def choose(day: pd.DataFrame, budget: int, how: str, ref, seed: int, cfg) -> pd.DataFrame:
+    "The `budget` frames of one day the queue (or chance) gives the staff"
+    c = day.drop_duplicates('frame_sha').assign(id=lambda d: d.index.astype(str), disagree=False,
+                                                ts=lambda d: pd.Timestamp('2026-11-20', tz=cfg.monitor_tz).timestamp()
+                                                + 3600 * d.hour)
+    return rank_frames(c, ref, how, seed, cfg).head(budget)
+
+def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str, seed: int, cfg, ev) -> dict:
+    "Label `budget` frames a day by `how`, retrain the head on the training set plus the labels, judge it"
+    mu, basis = mu_basis
+    E = np.stack(frames.emb)
+    frames = frames.assign(p_dog=predict_from_embeddings(E, *base))
+    proj = (E - mu) @ basis
+    frames = pd.concat([frames, pd.DataFrame(proj, columns=[f"proj_{i}" for i in range(proj.shape[1])])], axis=1)
+    picked = pd.concat([choose(d, budget, how, ref, seed + i, cfg) for i, (_, d) in enumerate(frames.groupby('day'))])
+    Et, yt = train
+    w, b = fit_head(np.concatenate([Et, np.stack(picked.emb)]), np.concatenate([yt, picked.label.eq('dog').to_numpy()]),
+                    seed=seed)
+    return dict(how=how, budget=budget, seed=seed, labels=len(picked),
+                dark_share=float((picked.severity > 0).mean()), **judge(w, b, ev))
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--days', type=int, default=3, help='dusk days whose frames are labelled')
+    ap.add_argument('--frames', type=int, default=400, help='frames per day')
+    ap.add_argument('--budgets', type=int, nargs='+', default=[50, 100], help='labels per day')
+    ap.add_argument('--seeds', type=int, default=5)
+    ap.add_argument('--train', type=int, default=1000, help='training images of the base head')
+    ap.add_argument('--novelty', type=float, default=None, help='label_novelty_weight (default: the setting)')
+    ap.add_argument('--coverage', type=float, default=None, help='label_coverage (default: the setting)')
+    a = ap.parse_args()
+    over = dict(label_novelty_weight=a.novelty, label_coverage=a.coverage)
+    over = {k: str(v) for k, v in over.items() if v is not None}
+    t0, cfg = time.time(), get_settings(**over)
+    folder = ensure_dir(cfg.runs/'bench'/'active_labels')
+    ds = assign_splits(read_imageset())
+    tr = ds.df[ds.df.subset == 'train'].sample(a.train, random_state=0)
+    emb = compute_embeddings(ds.subset(ds.df.sha.isin(tr.sha)), flip=False)
+    train = (np.stack(emb.loc[tr.sha, 'emb']), tr.label.eq('dog').to_numpy())
+    base, mu_basis = fit_head(*train), fit_projection(train[0])
+    ref = (train[0][:500] - mu_basis[0]) @ mu_basis[1]
+    test = ds.df[ds.df.split == 'test'].sample(frac=1, random_state=1)
+    pool, held = test.iloc[:len(test) // 2], test.iloc[len(test) // 2:]
+    ev = with_embeddings(held.head(400).assign(severity=np.tile([2.0, 3.0], 200)[:min(400, len(held))]), held,
+                         folder/'eval')
+    print(f"{a.days} dusk days of {a.frames} frames a seed; {len(ev)} dark-evening frames to judge on; novelty weight "
+          f"{cfg.label_novelty_weight}, coverage {cfg.label_coverage}; prepared in {time.time() - t0:.0f} s")
+    rows = [dict(how='none (base model)', budget=0, seed=0, labels=0, dark_share=np.nan, **judge(*base, ev))]
+    plan = [(b, how) for b in a.budgets for how in ('ranked', 'random')] + [(2 * max(a.budgets), 'random')]
+    for s in range(a.seeds):
+        frames = week_frames(pool, a.days, a.frames, folder/'frames', seed=s)   # each seed a week of its own
+        for b, how in plan:
+            rows.append(run(frames, train, base, ref, mu_basis, b, how, s, cfg, ev))
+        print(f"seed {s} done, {time.time() - t0:.0f} s", flush=True)
+    r = pd.DataFrame(rows)
+    summary = r.groupby(['budget', 'how'], sort=False).agg(
+        labels=('labels', 'mean'), dark_share=('dark_share', 'mean'), accuracy=('accuracy', 'mean'),
+        accuracy_sd=('accuracy', 'std'), recall_cat=('recall_cat', 'mean'), recall_dog=('recall_dog', 'mean'),
+        gap=('gap', 'mean'), abs_gap=('gap', lambda g: g.abs().mean()), gap_sd=('gap', 'std'))
+    print(summary.round(3).to_string())
+    print(f"{a.seeds} seeds, {time.time() - t0:.0f} s")
+
+if __name__ == '__main__': main()

@@ -1,0 +1,253 @@
+"""Staff label frames: the Label page under AppTest and in headless Chromium (keyboard included), labels in the store
+with the person, corrections that keep history, disputes held out of training, `neither` out of the cat/dog metrics,
+and the label functions on both store engines (SQLite and PostgreSQL)."""
+import os, subprocess, sys, time
+from pathlib import Path
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from pg_fixture import pg_server, pg_db, store_uri  # noqa: F401 (fixtures)
+
+APP = Path(__file__).resolve().parents[1]/'app'
+CHROMIUM = '/usr/bin/chromium'
+PARKML = str(Path(sys.executable).parent/'parkml')
+USERS = {'olu': ('owner', 'olu-secret-1'), 'sam': ('staff', 'sam-secret-1'), 'tia': ('staff', 'tia-secret-1'),
+         'vic': ('viewer', 'vic-secret-1')}
+
+def petpark_frames(manifest, data_root, n: int) -> list:
+    "(label, bytes) of `n` real test-split photos, cats and dogs"
+    h = manifest[manifest.split == 'test']
+    rows = pd.concat([h[h.label == 'cat'].head(n // 2 + 1), h[h.label == 'dog'].head(n // 2 + 1)]).sort_index()
+    return [(r.label, (data_root/r.path).read_bytes()) for r in rows.head(n).itertuples()]
+
+def log_frames(store, frames, t0: float) -> list:
+    "Log the frames as answered predictions of two cameras, with a spread of P(dog); return their ids"
+    rng = np.random.default_rng(0)
+    recs = []
+    for i, (lab, data) in enumerate(frames):
+        p = float(np.clip((.75 if lab == 'dog' else .25) + rng.normal(0, .2), .01, .99))
+        recs.append(dict(ts=t0 + 60 * i, camera=f"cam-0{1 + i % 2}", model_version='1',
+                         label='dog' if p >= .5 else 'cat', p_dog=p, brightness=.5, contrast=.2, sharpness=.1, width=160, height=160, frame=data))
+    return store.log_predictions(recs)
+
+@pytest.fixture
+def labelpark(tmp_path, monkeypatch, manifest, data_root):
+    "A users file (owner, two staff, a viewer) and a prediction log of 12 real petpark frames of the last hour"
+    from parkml.users import add_user, authenticate
+    from parkml.predlog import open_store
+    env = dict(PARKML_RUNS=str(tmp_path/'runs'), PARKML_MODEL_NAME=f"labels-{tmp_path.name}"[:60],
+               PARKML_PREDLOG_URI=f"sqlite:///{tmp_path}/predlog.db", PARKML_FRAMES_DIR=str(tmp_path/'frames'),
+               PARKML_USERS_FILE=str(tmp_path/'users.yaml'), PARKML_KEYS_DIR=str(tmp_path/'keys'),
+               PARKML_TRUSTED_KEYS=str(tmp_path/'trusted_keys.json'),
+               PARKML_GOVERNANCE_URI=f"sqlite:///{tmp_path}/gov.db",
+               PARKML_LABEL_DOUBLE_SHARE='0')
+    for k, v in env.items(): monkeypatch.setenv(k, v)
+    for name, (role, pw) in USERS.items():
+        add_user(name, role, pw, by=None if name == 'olu' else authenticate('olu', 'olu-secret-1', env=False))
+    frames = petpark_frames(manifest, data_root, 12)
+    assert len(frames) == 12
+    with open_store() as s: ids = log_frames(s, frames, time.time() - 3600)
+    return dict(ids=ids, truth=dict(zip(ids, [lab for lab, _ in frames])), env=env)
+
+def signed_in(name):
+    from streamlit.testing.v1 import AppTest
+    import streamlit as st
+    st.cache_data.clear()
+    at = AppTest.from_file(str(APP/'Home.py'), default_timeout=120)
+    at.run()
+    at.text_input[0].input(name)
+    at.text_input[1].input(USERS[name][1])
+    at.button[0].click().run()
+    at.switch_page(str(APP/'pages'/'label.py')).run()
+    assert not at.exception, at.exception
+    return at
+
+def shown(at) -> str:
+    "The prediction id the Label page shows now"
+    cap = next(c.value for c in at.caption if 'why this frame' in c.value)
+    return cap.rsplit('prediction ', 1)[1]
+
+def history(pid):
+    from parkml.predlog import open_store
+    from parkml.labels import label_history
+    with open_store() as s: return label_history(s, pid)[['person', 'answer']].values.tolist()
+
+def test_staff_label_undo_and_correct_in_the_app(labelpark):
+    """sam labels the queue's frames with the buttons: each answer is in the store with sam as its source; skip records
+    nothing; undo brings the last frame back and the new answer corrects it, keeping the first in the history"""
+    from parkml.predlog import open_store
+    at = signed_in('sam')
+    assert len(at.get('imgs')) or len(at.get('image')), 'no frame shown'
+    first = shown(at)
+    at.button(key='label-cat').click().run()
+    assert history(first) == [['sam', 'cat']]
+    second = shown(at)
+    assert second != first and '1 of today' in at.get('progress')[0].proto.text
+    at.button(key='label-skip').click().run()
+    third = shown(at)
+    assert third not in (first, second) and history(second) == []
+    at.button(key='label-neither').click().run()
+    at.button(key='label-undo').click().run()
+    assert shown(at) == third and any('undo: you answered neither' in c.value for c in at.caption)
+    at.button(key='label-dog').click().run()
+    assert history(third) == [['sam', 'neither'], ['sam', 'dog']]   # corrected: the latest counts, the first stays
+    with open_store() as s:
+        fb = s.feedback(labels=None).set_index('id')
+        assert fb.loc[third, 'true_label'] == 'dog' and fb.loc[third, 'feedback_source'] == 'sam'
+        assert set(fb.index) == {first, third}
+    assert not at.exception and '2 of today' in at.get('progress')[0].proto.text
+
+def test_viewer_cannot_label(labelpark):
+    from parkml.predlog import open_store
+    at = signed_in('vic')
+    assert any("role 'viewer', which may not label frames" in i.value for i in at.info)
+    assert not [b for b in at.button if b.key and b.key.startswith('label-')]
+    with open_store() as s: assert len(s.feedback(labels=None)) == 0
+
+def test_disagreement_holds_a_frame_out_of_training(labelpark):
+    """Two staff who disagree keep a frame out of the retraining set; a third answer settles it; `neither` and
+    `unsure` never enter it"""
+    from parkml.predlog import open_store
+    from parkml.labels import add_label
+    from parkml.users import authenticate
+    from parkml.retraining import labelled_production_set
+    sam, tia, olu = (authenticate(n, USERS[n][1], env=False) for n in ('sam', 'tia', 'olu'))
+    a, b, c, d = labelpark['ids'][:4]
+    with open_store() as s:
+        add_label(s, a, 'cat', sam)
+        add_label(s, a, 'dog', tia)
+        add_label(s, b, 'dog', sam)
+        add_label(s, c, 'neither', sam)
+        add_label(s, d, 'unsure', tia)
+        shas = lambda: sorted(labelled_production_set(s, exclude=[]).df.sha)
+        sha = s.get_prediction(a)['frame_sha']
+        assert shas() == [s.get_prediction(b)['frame_sha']]
+        add_label(s, a, 'cat', olu)
+        got = labelled_production_set(s, exclude=[]).df.set_index('sha')
+        assert sorted(got.index) == sorted([sha, s.get_prediction(b)['frame_sha']]) and got.loc[sha, 'label'] == 'cat'
+
+def test_neither_frames_leave_the_cat_dog_metrics_untouched(labelpark):
+    "Accuracy, recalls and fairness over the labels are the same before and after staff answer `neither` elsewhere"
+    from parkml.predlog import open_store
+    from parkml.labels import add_label, answers, labels_by_day, neither_share_by_camera
+    from parkml.users import authenticate
+    from parkml.monitor import labels_of, labelled_performance, fairness_by_group
+    sam = authenticate('sam', USERS['sam'][1], env=False)
+    ids, truth = labelpark['ids'], labelpark['truth']
+    def metrics(s):
+        fb = s.feedback()
+        perf = labelled_performance(*labels_of(fb))
+        return len(fb), perf['accuracy'], perf['recall_cat'], perf['recall_dog'], fairness_by_group(fb)['sentence']
+    with open_store() as s:
+        for pid in ids[:8]: add_label(s, pid, truth[pid], sam)
+        before = metrics(s)
+        for pid in ids[8:]: add_label(s, pid, 'neither', sam)
+        assert metrics(s) == before and before[0] == 8
+        add_label(s, ids[0], 'neither', sam)   # a cat/dog answer corrected to neither leaves the metrics
+        assert metrics(s)[0] == 7
+        a = answers(s)
+        assert labels_by_day(a).neither_share.sum() == pytest.approx(5 / 12)
+        assert neither_share_by_camera(a).settled.sum() == 12
+
+def test_labels_history_and_queue_on_both_engines(store_uri, tmp_path, manifest, data_root):
+    "The same label functions on SQLite and PostgreSQL: history kept, latest wins, disputes, the queue's order"
+    from parkml.predlog import open_store
+    from parkml.governance import Actor
+    from parkml.labels import add_label, label_history, training_labels, answers, agreement_by_person
+    from parkml.label_queue import next_frames
+    sam, tia = Actor('sam', 'staff', proof='password'), Actor('tia', 'staff', proof='password')
+    with open_store(store_uri, tmp_path/'frames') as s:
+        ids = log_frames(s, petpark_frames(manifest, data_root, 6), time.time() - 3600)
+        add_label(s, ids[0], 'dog', sam)
+        add_label(s, ids[0], 'cat', sam)
+        add_label(s, ids[1], 'dog', sam)
+        add_label(s, ids[1], 'cat', tia)
+        assert label_history(s, ids[0]).answer.tolist() == ['dog', 'cat']
+        assert s.feedback().set_index('id').true_label.to_dict() == {ids[0]: 'cat', ids[1]: 'cat'}
+        assert training_labels(s).id.tolist() == [ids[0]]
+        assert agreement_by_person(answers(s)).set_index('person').double.to_dict() == {'sam': 1, 'tia': 1}
+        nxt = next_frames(s, 'olu', 10)
+        assert nxt.why.iloc[0] == 'dispute' and nxt.id.iloc[0] == ids[1] and set(nxt.id[1:]) == set(ids[2:])
+        p = nxt.set_index('id').p_dog
+        queue = list(nxt.id[1:])
+        assert abs(p[queue[0]] - .5) <= abs(p[queue[-1]] - .5)   # the most uncertain frame before the surest
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+@pytest.mark.skipif(not Path(CHROMIUM).is_file() and not os.environ.get('CI'),
+                    reason='Debian chromium is not installed (bin/setup installs it)')
+def test_browser_staff_labels_with_the_keyboard(labelpark, tmp_path):
+    """In headless Chromium, sam signs in, opens Label and answers with keys: K (cat), then Z (undo) and D (dog) to
+    correct it, N (neither), S (skip); the store holds her answers and the correction's history"""
+    from playwright.sync_api import sync_playwright, expect
+    from parkml.predlog import open_store
+    port = free_port()
+    log = open(tmp_path/'streamlit.log', 'w')
+    proc = subprocess.Popen([PARKML, 'app', '--server.port', str(port), '--server.address', '127.0.0.1',
+                             '--server.headless', 'true', '--browser.gatherUsageStats', 'false'],
+                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            if proc.poll() is not None: break
+            try:
+                if httpx.get(f"{base}/_stcore/health", timeout=1).text == 'ok': break
+            except httpx.HTTPError: pass
+            time.sleep(0.5)
+        assert proc.poll() is None, (tmp_path/'streamlit.log').read_text()
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=['--no-sandbox', '--disable-dev-shm-usage'])
+            page = browser.new_page(viewport={'width': 1400, 'height': 1000})
+            page.goto(base, timeout=60_000)
+            page.get_by_role('textbox', name='Name').fill('sam', timeout=60_000)
+            page.get_by_role('textbox', name='Password').fill(USERS['sam'][1])
+            page.get_by_role('button', name='Sign in').click()
+            page.get_by_role('link', name='Label').click(timeout=60_000)
+            expect(page.get_by_text("0 of today's").first).to_be_visible(timeout=60_000)
+            def pid():
+                t = page.get_by_text('why this frame').first.inner_text()
+                return t.rsplit('prediction ', 1)[1].strip()
+            def idle():
+                page.wait_for_timeout(300)
+                page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                                       timeout=60_000)
+            def press(key, expect_text):
+                idle()
+                page.evaluate('() => document.activeElement && document.activeElement.blur()')   # no widget has focus
+                page.keyboard.press(key)
+                expect(page.get_by_text(expect_text).first).to_be_visible(timeout=60_000)
+            def gone(pid_):
+                page.wait_for_function(f"() => !document.body.innerText.includes('{pid_}')", timeout=60_000)
+                idle()
+            first = pid()
+            press('k', "1 of today's")
+            gone(first)
+            press('z', 'undo: you answered cat')
+            assert pid() == first
+            press('d', "1 of today's")   # a correction answers no new frame
+            gone(first)
+            second = pid()
+            press('n', "2 of today's")
+            gone(second)
+            third = pid()
+            press('s', 'why this frame')
+            gone(third)
+            shots = Path(os.environ['PARKML_RUNS'])/'screenshots'
+            shots.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shots/'label.png'), full_page=True)
+            assert page.locator('[data-testid="stException"]').count() == 0
+            browser.close()
+        assert history(first) == [['sam', 'cat'], ['sam', 'dog']] and history(second) == [['sam', 'neither']]
+        assert history(third) == []
+        with open_store() as s: assert s.feedback(labels=None).feedback_source.unique().tolist() == ['sam']
+    finally:
+        proc.terminate()
+        try: proc.wait(10)
+        except subprocess.TimeoutExpired: proc.kill()
+        log.close()
