@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import httpx
 from tqdm.auto import tqdm
-from .config import get_settings, ensure_dir, Settings, store_opener, sqlite_file
+from .config import get_settings, ensure_dir, Settings
 
 # %% auto #0
-__all__ = ['SEVERITIES', 'STATES', 'ACTIONS', 'TRANSITIONS', 'ALERT_COLS', 'ALERT_SCHEMA', 'ALERT_STEPS', 'ALERT_SCHEMES',
-           'DELIVERY_ERRORS', 'new_alert_id', 'plain', 'Alert', 'AlertStore', 'SQLAlertStore', 'SQLiteAlertStore',
-           'PostgresAlertStore', 'open_alert_store', 'ChannelError', 'Channel', 'alert_payload', 'WebhookChannel',
-           'EmailChannel', 'channels_from_settings', 'deliver', 'deliver_pending', 'raise_alerts', 'handle_alert']
+__all__ = ['SEVERITIES', 'STATES', 'ACTIONS', 'TRANSITIONS', 'ALERT_COLS', 'ALERT_SCHEMA', 'ALERT_STEPS', 'DELIVERY_ERRORS',
+           'new_alert_id', 'plain', 'Alert', 'AlertStore', 'SQLAlertStore', 'open_alert_store', 'ChannelError',
+           'Channel', 'alert_payload', 'WebhookChannel', 'EmailChannel', 'channels_from_settings', 'deliver',
+           'deliver_pending', 'raise_alerts', 'handle_alert']
 
 # %% ../nbs/21_alerts.ipynb #c996678c
 SEVERITIES = ('info', 'warning', 'critical')
@@ -142,7 +142,7 @@ class AlertStore(abc.ABC):
 
 # %% ../nbs/21_alerts.ipynb #a0dc0360
 from fastcore.basics import patch
-from .stores import SQLDB, SQLiteDB, PostgresDB, migrate, statements, pg_ddl, seal
+from .stores import SQLDB, sql_db, migrate, statements, pg_ddl, seal
 
 ALERT_COLS = ('id', 'created', 'day', 'severity', 'rule', 'message', 'evidence', 'action', 'model_version', 'camera',
               'state', 'state_by', 'state_at', 'state_note')
@@ -190,21 +190,6 @@ class SQLAlertStore(AlertStore):
             raise
     def close(self): self.db.close()
     def __repr__(self): return f"{type(self).__name__}({self.db.where})"
-
-# %% ../nbs/21_alerts.ipynb #f6183342
-class SQLiteAlertStore(SQLAlertStore):
-    "The embedded alert store: one SQLite file in WAL mode"
-    def __init__(self, path, # the database file
-                ):
-        self.path = Path(path)
-        super().__init__(SQLiteDB(self.path, 'alert store', 'alerts'))
-
-class PostgresAlertStore(SQLAlertStore):
-    "The central alert store: tables in a PostgreSQL database"
-    def __init__(self, uri: str, # postgresql://user@host:port/database
-                 setting: str = 'alerts_uri', # the setting naming `uri`, for messages
-                ):
-        super().__init__(PostgresDB(uri, 'alert store', 'alerts', setting))
 
 # %% ../nbs/21_alerts.ipynb #d24d3140
 _INSERT_ALERT = (f"INSERT INTO alerts({','.join(ALERT_COLS)}, dedupe) VALUES({','.join('?' * (len(ALERT_COLS) + 1))}) "
@@ -314,18 +299,13 @@ def outbox(self: SQLAlertStore, alert_id=None, pending=False):
     return self.db.frame(sql, (alert_id,) if alert_id else ())
 
 # %% ../nbs/21_alerts.ipynb #250753ef
-for _cls in (SQLAlertStore, SQLiteAlertStore, PostgresAlertStore): seal(_cls)
+seal(SQLAlertStore)
 
 # %% ../nbs/21_alerts.ipynb #374d5523
-def _open_sqlite(uri: str) -> SQLiteAlertStore: return SQLiteAlertStore(sqlite_file(uri, 'alert store'))
-def _open_postgres(uri: str) -> PostgresAlertStore: return PostgresAlertStore(uri)
-
-ALERT_SCHEMES = {'sqlite': _open_sqlite, 'postgresql': _open_postgres}
-
-def open_alert_store(uri: str = None) -> AlertStore:
-    "Open the alert store at `uri` (default: settings `alerts_uri`): sqlite:///path or postgresql://user@host:port/db"
-    uri = uri or get_settings().alerts_uri
-    return store_opener(uri, ALERT_SCHEMES, 'alert store')(uri)
+def open_alert_store(uri: str = None, # sqlite:///path or postgresql://user@host:port/db (default: setting `alerts_uri`)
+                    ) -> AlertStore:
+    "Open the alert store at `uri`, on the engine its scheme names"
+    return SQLAlertStore(sql_db(uri or get_settings().alerts_uri, 'alert store', 'alerts', 'alerts_uri'))
 
 # %% ../nbs/21_alerts.ipynb #bbafe56b
 class ChannelError(RuntimeError):
@@ -379,7 +359,7 @@ def channels_from_settings(cfg: Settings = None) -> dict[str, Channel]:
         out['email'] = EmailChannel(cfg.smtp_host, cfg.smtp_port, cfg.smtp_from, cfg.smtp_to, cfg.alert_timeout_s)
     return out
 
-# %% ../nbs/21_alerts.ipynb #1d3bf55d
+# %% ../nbs/21_alerts.ipynb #6047d31d
 DELIVERY_ERRORS = (ChannelError, OSError, smtplib.SMTPException, httpx.HTTPError)
 
 def _tries(channel: Channel, alert: Alert, retries: int, backoff_s: float):
@@ -388,32 +368,46 @@ def _tries(channel: Channel, alert: Alert, retries: int, backoff_s: float):
         if k: time.sleep(backoff_s * 2**(k - 1))
         try: channel.send(alert)
         except DELIVERY_ERRORS as e: yield f"{type(e).__name__}: {e}"
-        else: yield None; return
+        else:
+            yield None
+            return
 
-def deliver(store: AlertStore, alert_ids=None, channels: dict = None, retries: int = None, backoff_s: float = None) -> pd.DataFrame:
+# %% ../nbs/21_alerts.ipynb #46d5e4d7
+def deliver(store: AlertStore, # the alert store whose outbox is read
+            alert_ids=None, # only the entries of these alerts (default: every undelivered one)
+            channels: dict = None, # name -> `Channel` (default: those configured)
+            retries: int = None, # attempts per entry (default: setting `alert_retries`)
+            backoff_s: float = None, # the first pause between attempts, doubled each time (setting `alert_backoff_s`)
+           ) -> pd.DataFrame:
     "Try every undelivered outbox entry (of `alert_ids`, or all); return one row per entry with the outcome"
     cfg = get_settings()
     channels = channels_from_settings(cfg) if channels is None else channels
-    retries, backoff_s = cfg.alert_retries if retries is None else retries, cfg.alert_backoff_s if backoff_s is None else backoff_s
+    retries = cfg.alert_retries if retries is None else retries
+    backoff_s = cfg.alert_backoff_s if backoff_s is None else backoff_s
     todo = store.outbox(pending=True)
     if alert_ids is not None: todo = todo[todo.alert_id.isin(list(alert_ids))]
     rows = []
     for r in tqdm(todo.itertuples(), total=len(todo), desc='delivering alerts', leave=False, disable=len(todo) < 20):
         ch = channels.get(r.channel) or channels.get(r.channel.split(':')[0])  # '<name>:resolved' goes by <name>
         if ch is None:
-            rows.append(dict(alert_id=r.alert_id, channel=r.channel, delivered=False, attempts=0, error='channel not configured')); continue
+            rows.append(dict(alert_id=r.alert_id, channel=r.channel, delivered=False, attempts=0,
+                             error='channel not configured'))
+            continue
         alert, n, err = store.get(r.alert_id), 0, None
         for err in _tries(ch, alert, retries, backoff_s):
-            n += 1; store.record_attempt(r.alert_id, r.channel, err)
+            n += 1
+            store.record_attempt(r.alert_id, r.channel, err)
         rows.append(dict(alert_id=r.alert_id, channel=r.channel, delivered=err is None, attempts=n, error=err))
     return pd.DataFrame(rows, columns=['alert_id', 'channel', 'delivered', 'attempts', 'error'])
 
+# %% ../nbs/21_alerts.ipynb #e6725306
 def deliver_pending(store: AlertStore = None, channels: dict = None, **kw) -> pd.DataFrame:
     "Retry every alert still waiting in the outbox"
     if store is None:
         with open_alert_store() as store: return deliver(store, None, channels, **kw)
     return deliver(store, None, channels, **kw)
 
+# %% ../nbs/21_alerts.ipynb #041d7ec3
 def raise_alerts(alerts: list[Alert], store: AlertStore = None, channels: dict = None, send: bool = True) -> list[Alert]:
     "Store `alerts` (committed before anything is sent), queue the new ones for every channel, and deliver them"
     if store is None:

@@ -6,111 +6,24 @@ Docs: https://parkml.github.io/parkml/audit.html.md"""
 
 # %% ../nbs/41_audit.ipynb #94461511
 from __future__ import annotations
-import base64, html, io, json, tempfile, time
+import io, json, tempfile, time
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import get_settings, ensure_dir, Settings
 from .tracking import mlflow_client, lineage, resolve_version, lineage_tags
-from .auditlog import open_governance, verify_audit_log, AuditVerdict
+from .auditlog import open_governance
+from .auditverify import verify_audit_log, AuditVerdict
 from .governance import failure_reasons
 from .predlog import open_store
 from .alerts import open_alert_store
 from .evaluate import ReportFigure
+from .report_doc import P, KV, T, F, render_markdown, render_html
 from . import monitor as mon
 
 # %% auto #0
-__all__ = ['INTENDED_USE', 'KNOWN_LIMITS', 'SECTIONS', 'P', 'KV', 'T', 'F', 'render_markdown', 'render_html', 'staging_summary',
-           'model_card', 'lineage_blocks', 'staging_blocks', 'approval_blocks', 'alias_blocks', 'production_blocks',
-           'runs_blocks', 'audit_verification', 'verification_blocks', 'production_since', 'collect_audit',
-           'audit_sections', 'audit_report']
-
-# %% ../nbs/41_audit.ipynb #d52ca701
-def P(text) -> tuple: return ('p', str(text))
-
-def KV(d: dict) -> tuple: return ('kv', {str(k): v for k, v in d.items()})
-
-def T(df: pd.DataFrame, empty: str = 'none') -> tuple: return ('table', df, empty)
-
-def F(
-    name: str, # file name
-    png: bytes, # PNG bytes
-    caption: str = '', # what it shows
-) -> tuple: return ('img', name, png, caption)
-
-# %% ../nbs/41_audit.ipynb #fd7ea955
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)): return '-'
-    if isinstance(v, float): return f"{v:.4g}"
-    if isinstance(v, (dict, list)): return json.dumps(v, default=str)
-    return str(v)
-
-# %% ../nbs/41_audit.ipynb #0ad7576d
-def _md_cell(v) -> str: return _fmt(v).replace('|', '\\|').replace('\n', ' ')
-
-# %% ../nbs/41_audit.ipynb #3fe7d2e6
-def render_markdown(
-    title: str, # the title
-    sections: list, # (heading, blocks) pairs
-    img_dir: str = 'plots', # where the figures are written
-) -> tuple[str, dict]:
-    "Markdown of `sections` and the PNG files it refers to ({relative path: bytes})"
-    out, files = [f"# {title}", ''], {}
-    for head, blocks in sections:
-        out += [f"## {head}", '']
-        for b in blocks:
-            if b[0] == 'p': out += [b[1], '']
-            elif b[0] == 'kv': out += [f"- **{k}**: {_md_cell(v)}" for k, v in b[1].items()] + ['']
-            elif b[0] == 'table':
-                df = b[1]
-                if df is None or not len(df):
-                    out += [f"_{b[2]}_", '']
-                    continue
-                out += ['| ' + ' | '.join(map(str, df.columns)) + ' |', '|' + '---|' * len(df.columns)]
-                out += ['| ' + ' | '.join(_md_cell(v) for v in r) + ' |' for r in df.itertuples(index=False)] + ['']
-            elif b[0] == 'img':
-                rel = f"{img_dir}/{b[1]}"
-                files[rel] = b[2]
-                out += [f"![{b[3] or b[1]}]({rel})", '']
-    return '\n'.join(out), files
-
-# %% ../nbs/41_audit.ipynb #f48e1f36
-def render_html(title: str, sections: list) -> str:
-    "A self-contained HTML page of `sections` (figures embedded)"
-    e, parts = html.escape, [f"<h1>{html.escape(title)}</h1>"]
-    toc = ''.join(f"<li><a href='#s{i}'>{e(h)}</a></li>" for i, (h, _) in enumerate(sections))
-    parts.append(f"<ol class='toc'>{toc}</ol>")
-    for i, (head, blocks) in enumerate(sections):
-        parts.append(f"<h2 id='s{i}'>{e(head)}</h2>")
-        for b in blocks:
-            if b[0] == 'p': parts.append(f"<p>{e(b[1])}</p>")
-            elif b[0] == 'kv':
-                rows = ''.join(f"<tr><th>{e(k)}</th><td>{_link(v)}</td></tr>" for k, v in b[1].items())
-                parts.append(f"<table class='kv'>{rows}</table>")
-            elif b[0] == 'table':
-                df = b[1]
-                if df is None or not len(df):
-                    parts.append(f"<p><i>{e(b[2])}</i></p>")
-                    continue
-                head_ = ''.join(f"<th>{e(str(c))}</th>" for c in df.columns)
-                body = ''.join(
-                    '<tr>' + ''.join(f"<td>{_link(v)}</td>" for v in r) + '</tr>' for r in df.itertuples(index=False))
-                parts.append(f"<table class='t'><tr>{head_}</tr>{body}</table>")
-            elif b[0] == 'img':
-                png = base64.b64encode(b[2]).decode()
-                parts.append(f"<figure><img alt='{e(b[1])}' src='data:image/png;base64,{png}'/>"
-                             f"<figcaption>{e(b[3] or b[1])}</figcaption></figure>")
-    style = ("<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-             " table{border-collapse:collapse;font-size:13px;margin:6px 0}"
-             " td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}"
-             " img{max-width:100%}</style>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>{style}</head>"
-            f"<body>{''.join(parts)}</body></html>")
-
-# %% ../nbs/41_audit.ipynb #643327e4
-def _link(v) -> str:
-    s = _fmt(v)
-    if s.startswith(('http://', 'https://')): return f"<a href='{html.escape(s)}'>{html.escape(s)}</a>"
-    return html.escape(s)
+__all__ = ['INTENDED_USE', 'KNOWN_LIMITS', 'SECTIONS', 'staging_summary', 'model_card', 'lineage_blocks', 'staging_blocks',
+           'approval_blocks', 'alias_blocks', 'production_blocks', 'runs_blocks', 'audit_verification',
+           'verification_blocks', 'production_since', 'collect_audit', 'audit_sections', 'audit_report']
 
 # %% ../nbs/41_audit.ipynb #2fccba0a
 def _artifact(client, run_id: str, path: str, tmp: Path) -> Path | None:

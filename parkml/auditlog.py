@@ -7,19 +7,17 @@ Docs: https://parkml.github.io/parkml/auditlog.html.md"""
 # %% ../nbs/23_auditlog.ipynb #4f059cb3
 from __future__ import annotations
 import abc, base64, hashlib, json, sqlite3, time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from fastcore.basics import patch
-from .config import get_settings, Settings, store_opener, sqlite_file
+from .config import get_settings, Settings
 if TYPE_CHECKING: import pandas as pd  # imported where a DataFrame is made: plain records (a trace) need no pandas
 
 # %% auto #0
 __all__ = ['AUDIT_COLS', 'CHAIN_COLS', 'HASHED_COLS', 'GENESIS', 'AUDIT_SCHEMA_VERSION', 'AuditStoreTooNew', 'AUDIT_SCHEMA',
-           'PG_AUDIT_SCHEMA', 'AUDIT_STEPS', 'GOVERNANCE_SCHEMES', 'canonical_json', 'sign_statement',
-           'verify_signature', 'audit_row', 'record_hash', 'audit_frame', 'GovernanceStore', 'restore_guards',
-           'SQLGovernanceStore', 'SQLiteGovernanceStore', 'PostgresGovernanceStore', 'open_governance', 'AuditVerdict',
-           'unfinished_requests', 'verify_chain', 'trusted_keys_path', 'load_trusted_keys', 'verify_audit_log']
+           'PG_AUDIT_SCHEMA', 'AUDIT_STEPS', 'canonical_json', 'sign_statement', 'verify_signature', 'audit_row',
+           'record_hash', 'audit_frame', 'GovernanceStore', 'restore_guards', 'SQLGovernanceStore', 'open_governance',
+           'trusted_keys_path', 'load_trusted_keys']
 
 # %% ../nbs/23_auditlog.ipynb #3b63eb02
 def canonical_json(obj, # a JSON-able value: dicts, lists, str, int, float, bool, None
@@ -133,7 +131,7 @@ class GovernanceStore(abc.ABC):
     def __exit__(self, *exc): self.close()
 
 # %% ../nbs/23_auditlog.ipynb #5a1de719
-from .stores import SQLDB, SQLiteDB, PostgresDB, StoreTooNew, migrate, db_errors, seal
+from .stores import SQLDB, sql_db, StoreTooNew, migrate, seal
 
 AUDIT_SCHEMA_VERSION = 1  # schema version of a store with the hash chain (0: a SQLite store made before it)
 AuditStoreTooNew = StoreTooNew  # an audit store written by a newer parkml: this code leaves it alone
@@ -264,21 +262,6 @@ class SQLGovernanceStore(GovernanceStore):
     def close(self): self.db.close()
     def __repr__(self): return f"{type(self).__name__}({self.db.where})"
 
-# %% ../nbs/23_auditlog.ipynb #bc343d34
-class SQLiteGovernanceStore(SQLGovernanceStore):
-    "The embedded audit store: one SQLite file in WAL mode"
-    def __init__(self, path, # the database file
-                ):
-        self.path = Path(path)
-        super().__init__(SQLiteDB(self.path, 'audit store', 'audit'))
-
-class PostgresGovernanceStore(SQLGovernanceStore):
-    "The central audit store: a table in a PostgreSQL database"
-    def __init__(self, uri: str, # postgresql://user@host:port/database
-                 setting: str = 'governance_uri', # the setting naming `uri`, for messages
-                ):
-        super().__init__(PostgresDB(uri, 'audit store', 'audit', setting))
-
 # %% ../nbs/23_auditlog.ipynb #021e09e3
 @patch
 def append(self: SQLGovernanceStore, records):
@@ -309,150 +292,13 @@ def chain_records(self: SQLGovernanceStore):
     return [{**d, 'extra': _parsed(d['extra'])} for d in self._rows(_SELECT + ' ORDER BY id')]
 
 # %% ../nbs/23_auditlog.ipynb #8bdc3db9
-for _cls in (SQLGovernanceStore, SQLiteGovernanceStore, PostgresGovernanceStore): seal(_cls)
+seal(SQLGovernanceStore)
 
 # %% ../nbs/23_auditlog.ipynb #f2e3acd2
-def _open_sqlite(uri: str) -> SQLiteGovernanceStore: return SQLiteGovernanceStore(sqlite_file(uri, 'audit store'))
-def _open_postgres(uri: str) -> PostgresGovernanceStore: return PostgresGovernanceStore(uri)
-
-GOVERNANCE_SCHEMES = {'sqlite': _open_sqlite, 'postgresql': _open_postgres}
-
 def open_governance(uri: str = None, # e.g. sqlite:///srv/parkml/governance.db (default: setting `governance_uri`)
                    ) -> GovernanceStore:
-    "Open the audit store at `uri`, chosen by the URI scheme (sqlite:///path or postgresql://user@host:port/db)"
-    uri = uri or get_settings().governance_uri
-    return store_opener(uri, GOVERNANCE_SCHEMES, 'audit store')(uri)
-
-# %% ../nbs/23_auditlog.ipynb #5f9b30c0
-@dataclass
-class AuditVerdict:
-    "What `verify_chain` found; `ok`: no record edited, deleted or inserted, and every checked signature holds"
-    ok: bool = True
-    count: int = 0                 # records in the chain
-    first_bad_id: int | None = None  # the first record found wrong (a deletion: the record after the gap)
-    problems: list = field(default_factory=list)    # every problem, in chain order
-    legacy: int = 0                # records from before the chain (no hash): they precede it, unchecked
-    unfinished: list = field(default_factory=list)  # intents with no outcome: dicts of request, id, action
-    signatures: int = 0            # signatures that verified against the trusted keys
-    unverified: int = 0            # signatures not checked: no trusted keys
-    head: str = GENESIS            # hash of the last record: kept elsewhere, it shows a later truncation
-    keys: str = ''                 # where the trusted keys came from
-
-    def fail(self, rec_id, text: str) -> None:
-        "Note a problem; the first one sets `first_bad_id`"
-        if self.first_bad_id is None: self.first_bad_id = rec_id
-        self.ok = False
-        self.problems.append(text)
-
-# %% ../nbs/23_auditlog.ipynb #c387be75
-@patch
-def headline(self: AuditVerdict) -> str:
-    "One line: OK with the counts, or the first problem"
-    if self.ok: return f"OK: {self.count} records, chain intact, {self.signatures} signatures valid"
-    more = len(self.problems) - 1
-    return f"TAMPERED: {self.problems[0]}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else '')
-
-@patch
-def report(self: AuditVerdict) -> str:
-    "The headline, then every further problem and each warning, one per line"
-    lines = [self.headline()] + [f"problem: {p}" for p in self.problems[1:]]
-    if self.legacy: lines.append(f"{self.legacy} legacy records precede the chain (written before it, not checked)")
-    if self.unverified: lines.append(f"{self.unverified} signatures not checked: {self.keys or 'no trusted keys'}")
-    lines += [f"warning: request {u['request']} ({u['action']}, record {u['id']}) has an intent but no outcome: the "
-              "process stopped between the alias move and its record; check the alias in MLflow"
-              for u in self.unfinished]
-    return '\n'.join(lines + [f"head: {self.head}"])
-
-# %% ../nbs/23_auditlog.ipynb #2be4f1bf
-def _split_legacy(recs: list[dict], v: AuditVerdict, found: list) -> list[dict]:
-    "The chained records; counts legacy ones into `v`, and puts records outside the chain written after it into `found`"
-    recs = sorted(recs, key=lambda r: r['id'])
-    start = next((r['id'] for r in recs if r.get('seq') is not None), None)
-    for r in recs:
-        if r.get('seq') is not None: continue
-        if start is None or r['id'] < start: v.legacy += 1
-        else: found.append((r['id'], f"record {r['id']} has no place in the chain (no seq) but was written after it "
-                                        "began: it was inserted"))
-    return [r for r in recs if r.get('seq') is not None]
-
-def _link_problem(r: dict, prev: dict | None) -> str:
-    "Why `r` does not follow `prev` (None: it should be the first record) in the chain; '' if it does"
-    rid, seq = r['id'], r['seq']
-    want_seq, want_prev, after = (prev['seq'] + 1, prev['hash'], prev['id']) if prev else (1, GENESIS, None)
-    if prev and seq == prev['seq']: return f"record {rid} was inserted: position {seq} is record {after}'s"
-    if seq > want_seq: return (f"a record between {after} and {rid} is missing" if prev else
-                               f"the first {seq - 1} record(s) of the chain are missing, before record {rid}")
-    if seq < want_seq: return f"record {rid} was inserted: position {seq} is before the start of the chain"
-    if r.get('prev_hash') != want_prev:
-        return (f"record {rid} does not follow record {after}: its prev_hash is not that record's hash "
-                "(one of them was inserted, or re-hashed after an edit)")
-    if prev and rid < prev['id']: return f"record {rid} is out of order: it follows record {after} but has a lower id"
-    return ''
-
-# %% ../nbs/23_auditlog.ipynb #d58c3479
-def _walk_links(chain: list[dict], v: AuditVerdict, found: list) -> None:
-    "Check each record's hash and its link to the one before, in `seq` order; problems into `found` as (id, text)"
-    prev = None
-    for r in sorted(chain, key=lambda r: (r['seq'], r['id'])):
-        v.count += 1
-        if r.get('hash') != record_hash(r):
-            found.append((r['id'], f"record {r['id']} was edited: its hash does not match its content"))
-        if (why := _link_problem(r, prev)): found.append((r['id'], why))
-        if prev is None or r['seq'] != prev['seq']: prev = r  # a second claim to a position is not followed
-    v.head = prev['hash'] if prev else GENESIS
-
-# %% ../nbs/23_auditlog.ipynb #db41ef87
-def _signature_problem(r: dict, keys: dict | None) -> str | None:
-    "Why the signature of record `r` fails ('' if it holds; None if it cannot be checked: no trusted keys)"
-    extra, signer = r.get('extra') if isinstance(r.get('extra'), dict) else {}, r.get('signer')
-    st = extra.get('statement')
-    if not signer or not r.get('signature') or not isinstance(st, dict):
-        return 'is signed but lacks its signer or statement'
-    bad = [k for k in ('model', 'version') if str(st.get(k)) != str(r.get(k))]
-    if bad: return 'has a signed statement about another model version: ' + ', '.join(
-        f"{k} {st.get(k)!r} signed, {r.get(k)!r} recorded" for k in bad)
-    if signer != r.get('actor'): return f"is recorded as {r.get('actor')}'s but signed by {signer}"
-    if keys is None: return None
-    key = keys.get(signer)
-    if not isinstance(key, dict) or not key.get('public_key'):
-        return f"is signed by {signer}, who is not among the trusted keys"
-    if not verify_signature(st, r['signature'], key['public_key']):
-        return f"has a signature by {signer} that does not verify: the statement or the signature was changed"
-    if key.get('role') and key['role'] != r.get('role'):
-        return f"says role {r.get('role')}, but {signer}'s trusted key is for {key['role']}"
-    return ''
-
-def _phase(r: dict) -> str | None: return r['extra'].get('phase') if isinstance(r.get('extra'), dict) else None
-
-def unfinished_requests(records: list[dict]) -> list[dict]:
-    "Requests with an intent record and no outcome record: a process stopped between an alias move and its record"
-    done = {r['extra'].get('request') for r in records if _phase(r) == 'outcome'}
-    out = {}
-    for r in records:
-        req = r['extra'].get('request') if _phase(r) == 'intent' else None
-        if req is not None and req not in done and req not in out:
-            out[req] = dict(request=req, id=r['id'], action=r['action'])
-    return list(out.values())
-
-# %% ../nbs/23_auditlog.ipynb #79f041a5
-def verify_chain(store_or_records, # a `GovernanceStore`, or its records as stored (`chain_records()`)
-                 public_keys: dict = None, # signer name -> {'role', 'public_key' (base64)}; None: signatures unchecked
-                ) -> AuditVerdict:
-    "Walk the whole audit log: every hash, every link, every signature; name the first record that is wrong"
-    recs = (store_or_records.chain_records() if isinstance(store_or_records, GovernanceStore)
-            else sorted(store_or_records, key=lambda r: r['id']))
-    v, found = AuditVerdict(), []
-    chain = _split_legacy(recs, v, found)
-    _walk_links(chain, v, found)
-    for r in chain:
-        if not (r.get('signature') or r.get('signer')): continue
-        why = _signature_problem(r, public_keys)
-        if why is None: v.unverified += 1
-        elif why: found.append((r['id'], f"record {r['id']} {why}"))
-        else: v.signatures += 1
-    for rid, text in sorted(found, key=lambda p: p[0]): v.fail(rid, text)  # the first problem: the earliest record
-    v.unfinished = unfinished_requests(chain)
-    return v
+    "Open the audit store at `uri`, on the engine its scheme names (sqlite:///path or postgresql://user@host:port/db)"
+    return SQLGovernanceStore(sql_db(uri or get_settings().governance_uri, 'audit store', 'audit', 'governance_uri'))
 
 # %% ../nbs/23_auditlog.ipynb #dfad67f4
 def trusted_keys_path(cfg: Settings = None) -> Path:
@@ -472,18 +318,3 @@ def load_trusted_keys(path, # a JSON file {"keys": {name: {"role": ..., "public_
     if not isinstance(keys, dict):
         raise ValueError(f'trusted keys file {p} must hold {{"keys": {{name: {{"role", "public_key"}}}}}}')
     return keys
-
-# %% ../nbs/23_auditlog.ipynb #fa522418
-def verify_audit_log(cfg: Settings = None) -> AuditVerdict:
-    "Verify the configured audit store (setting `governance_uri`) against the trusted keys (setting `trusted_keys`)"
-    cfg = cfg or get_settings()
-    uri, kp = cfg.governance_uri, trusted_keys_path(cfg)
-    if uri.startswith('sqlite:') and not sqlite_file(uri, 'audit store').is_file():
-        raise FileNotFoundError(f"no audit store at {uri} (setting governance_uri): nothing was ever recorded there")
-    keys = load_trusted_keys(kp)
-    try:
-        with open_governance(uri) as st: v = verify_chain(st, keys)
-    except db_errors() as e:
-        raise RuntimeError(f"audit store {uri} (setting governance_uri) cannot be read: {e}") from None
-    v.keys = f"trusted keys from {kp}" if keys is not None else f"no trusted keys file at {kp} (setting trusted_keys)"
-    return v

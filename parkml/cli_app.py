@@ -27,7 +27,7 @@ def cmd_trace(a) -> int:
 def cmd_audit_verify(a) -> int:
     "Verify the audit log: OK with the counts (exit 0), the first record edited, deleted or inserted (exit 1)"
     from dataclasses import asdict
-    from parkml.auditlog import verify_audit_log
+    from parkml.auditverify import verify_audit_log
     try: v = verify_audit_log()
     except (OSError, ValueError, RuntimeError) as e:
         print(f"parkml audit verify: {e}", file=sys.stderr)

@@ -12,167 +12,19 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 from .config import get_settings, iso_utc, Settings
 from .tracking import mlflow_client, resolve_version, registry_sha256
-from .auditlog import (AUDIT_COLS, audit_row, audit_frame, GovernanceStore, SQLiteGovernanceStore,
-    GOVERNANCE_SCHEMES, open_governance, canonical_json)
+from .auditlog import (AUDIT_COLS, audit_row, audit_frame, GovernanceStore, open_governance, canonical_json)
 from .signing import sign, signed_refusal, trusted_keys
+# the rules live in parkml.policy; callers may import them from here too
+from .policy import (ROLES, NEEDS, PIPELINE_ACTIONS, STAGING_ACTOR, FAILURE_TAGS, Actor, roles_allowed,
+    check_role, check_proof, Refused, failure_reasons, decision_refusals, release_refusals, bytes_refusals,
+    signed_of, approval_refusal)
 if TYPE_CHECKING:
     import pandas as pd  # imported where a DataFrame is made: reading plain records (a trace) needs no pandas
 
 # %% auto #0
-__all__ = ['ROLES', 'NEEDS', 'PIPELINE_ACTIONS', 'STAGING_ACTOR', 'FAILURE_TAGS', 'NOW', 'TAG_LIMIT', 'SIGNED_TAGS', 'Actor',
-           'roles_allowed', 'check_role', 'check_proof', 'Refused', 'failure_reasons', 'decision_refusals',
-           'release_refusals', 'bytes_refusals', 'signed_of', 'approval_refusal', 'Plan', 'plan_action',
-           'explain_action', 'check_plan', 'sign_plan', 'apply_plan', 'intent_records', 'outcome_record', 'govern',
-           'approve', 'reject', 'release', 'rollback', 'set_challenger', 'retrain_requested', 'audit_records',
-           'alias_history', 'aliases_from', 'aliases_at']
-
-# %% ../nbs/22_governance.ipynb #1d2998cc
-ROLES = {'qa': {'approve', 'reject'}, 'owner': {'release', 'rollback', 'retrain', 'handle_alerts'}, 'viewer': set()}
-# the permission each governing action needs (moving `challenger` is the staging pipeline's, run for the owner)
-NEEDS = {'approve': 'approve', 'reject': 'reject', 'release': 'release', 'rollback': 'rollback',
-         'alias_set': 'release', 'retrain_requested': 'retrain', 'alert_handled': 'handle_alerts'}
-# what a pipeline (not a person) may do: the staging gate moves `challenger`, an alert rule asks for a retraining
-PIPELINE_ACTIONS = ('alias_set', 'retrain_requested')
-
-@dataclass(frozen=True)
-class Actor:
-    "Who acts: a name, a role, whether the person is simulated, and how they proved who they are"
-    name: str
-    role: str
-    simulated: bool = False
-    proof: str = ''   # 'password' or 'token' (from `users.authenticate`), 'pipeline', or '' (not proven)
-    def __post_init__(self):
-        if not isinstance(self.name, str) or not self.name.strip(): raise ValueError("an actor needs a non-empty name")
-        if self.role not in ROLES: raise ValueError(f"unknown role {self.role!r}; roles: {', '.join(ROLES)}")
-    def __str__(self): return f"{self.name} ({self.role}{', simulated' if self.simulated else ''})"
-
-# %% ../nbs/22_governance.ipynb #2f535e01
-# who moves `challenger` when the staging run is started without a named person
-STAGING_ACTOR = Actor('parkml-stage', 'owner', proof='pipeline')
-
-def roles_allowed(action: str) -> list[str]:
-    "Roles whose permissions include what `action` needs"
-    if action not in NEEDS: raise ValueError(f"unknown governing action {action!r}; known: {', '.join(NEEDS)}")
-    return sorted(r for r, perms in ROLES.items() if NEEDS[action] in perms)
-
-# %% ../nbs/22_governance.ipynb #77c068ae
-def check_role(actor: Actor, action: str) -> None:
-    "Raise `PermissionError` saying why, unless `actor`'s role may perform `action`"
-    allowed = roles_allowed(action)
-    if not isinstance(actor, Actor): raise TypeError(f"{action} needs an Actor(name, role), got {actor!r}")
-    if actor.role not in allowed:
-        raise PermissionError(f"{actor.name} has role {actor.role!r}, which may not {action}; only "
-                              f"{' or '.join(allowed)} may")
-
-# %% ../nbs/22_governance.ipynb #d8a3388f
-def check_proof(actor: Actor, action: str) -> None:
-    "Raise `PermissionError` unless `actor` proved who they are (a pipeline only for `PIPELINE_ACTIONS`)"
-    if not actor.proof:
-        raise PermissionError(f"{actor.name} has not proved who they are: "
-                              "sign in (--user NAME, then a password or token)")
-    if actor.proof == 'pipeline' and action not in PIPELINE_ACTIONS:
-        raise PermissionError(f"{actor.name} is a pipeline, and only a person may {action}")
-
-# %% ../nbs/22_governance.ipynb #a7028f6a
-class Refused(PermissionError):
-    "The rules do not allow this action on this version; the message says why"
-
-# version tags where the staging run may put the reasons a version failed, first found wins
-FAILURE_TAGS = ('validation_reasons', 'validation_failures', 'validation_summary')
-
-def failure_reasons(tags: dict) -> str:
-    "Why a version failed staging, from its tags ('' when the staging run left no reasons)"
-    return next((tags[k] for k in FAILURE_TAGS if tags.get(k)), '')
-
-# %% ../nbs/22_governance.ipynb #fb370a53
-def _staged(version, tags) -> list[str]:
-    st = tags.get('validation_status') or 'pending'
-    if st in ('passed', 'failed') and tags.get('staging_run_id'): return []
-    return [f"version {version} has no staging run yet (validation_status {st!r}): run `parkml stage {version}` first"]
-
-def _failed(version, tags) -> str:
-    why = failure_reasons(tags)
-    return f"version {version} failed staging" + (f": {why}" if why else f" (staging run {tags.get('staging_run_id')})")
-
-# %% ../nbs/22_governance.ipynb #a25f3ade
-def decision_refusals(
-    version, # the registered model version
-    tags: dict, # the version's tags
-    decision: str, # approve or reject
-    note: str = '', # why, in the actor's words
-) -> list[str]:
-    "Why QA may not record `decision` ('approved' or 'rejected') for a version with these tags (empty: allowed)"
-    if decision not in ('approved', 'rejected'):
-        raise ValueError(f"decision must be 'approved' or 'rejected', got {decision!r}")
-    out = _staged(version, tags)
-    if not out and decision == 'approved' and tags.get('validation_status') == 'failed':
-        out.append(_failed(version, tags) + '; a failed version cannot be approved (reject it instead)')
-    if decision == 'rejected' and not (note or '').strip(): out.append('a rejection must say why: give a note')
-    return out
-
-# %% ../nbs/22_governance.ipynb #87fe4677
-def release_refusals(
-    version, # the registered model version
-    tags: dict, # the version's tags
-    champion=None, # the version serving now
-) -> list[str]:
-    "Why `version` may not become champion: it must have passed staging and been approved by QA for that staging run"
-    st, out = tags.get('validation_status') or 'pending', []
-    if st == 'failed': out.append(_failed(version, tags))
-    elif st != 'passed' or not tags.get('staging_run_id'):
-        out.append(f"version {version} has not passed staging (validation_status {st!r}): run `parkml stage {version}` "
-                   "first")
-    ap = tags.get('approval_status')
-    if ap == 'rejected':
-        out.append(f"version {version} was rejected by QA ({tags.get('rejected_by')}: {tags.get('approval_note')})")
-    elif ap != 'approved': out.append(f"version {version} was not approved by QA")
-    elif tags.get('approval_staging_run') not in (None, tags.get('staging_run_id')):
-        out.append(f"version {version} was approved for staging run {tags['approval_staging_run']} but staged again "
-                   "since "
-                   f"(run {tags.get('staging_run_id')}): QA must approve the new staging run")
-    if champion is not None and str(champion) == str(version): out.append(f"version {version} is already the champion")
-    return out
-
-# %% ../nbs/22_governance.ipynb #7cdc1c48
-def bytes_refusals(
-    version, # the registered model version
-    tags: dict, # the version's tags
-    onnx_sha256: str, # sha256 of its ONNX bytes now
-) -> list[str]:
-    "Why QA may not approve `version` with these ONNX bytes: staging must have tested exactly them (empty: it did)"
-    tested = tags.get('staging_onnx_sha256')
-    if not tested:
-        return [f"the staging run of version {version} recorded no ONNX hash: run `parkml stage {version}` again"]
-    if tested != onnx_sha256:
-        return [f"the ONNX bytes of version {version} changed since staging tested them "
-                f"(sha256 {onnx_sha256[:12]} now, "
-                f"{tested[:12]} staged): stage it again"]
-    return []
-
-# %% ../nbs/22_governance.ipynb #de87b8e2
-def signed_of(rec: dict) -> dict | None:
-    "The signed statement an audit record carries (`{'statement', 'signer', 'signature'}`), or None"
-    st = (rec.get('extra') or {}).get('statement')
-    return dict(statement=st, signer=rec.get('signer'), signature=rec.get('signature')) if st else None
-
-# %% ../nbs/22_governance.ipynb #a08610dd
-def approval_refusal(
-    records: list[dict], # audit records touching the version, oldest first
-    version, # the version to be released
-    onnx_sha256: str, # sha256 of its ONNX bytes now
-    staging_run_id: str, # its current staging run
-    keys: dict, # the park's trusted keys
-) -> str | None:
-    "Why `records` hold no valid signed QA approval of `version`'s current bytes and staging run (None: they do)"
-    decided = [r for r in records if r['action'] in ('approve', 'reject') and str(r['version']) == str(version)
-               and (r.get('extra') or {}).get('phase', 'intent') == 'intent']
-    if not decided: return f"the audit store holds no QA decision on version {version}"
-    last = decided[-1]
-    if last['action'] == 'reject':
-        return f"QA's last decision on version {version} is a rejection (record {last['id']})"
-    why = signed_refusal(signed_of(last), keys, 'qa', kind='approval', decision='approved', version=version,
-                         onnx_sha256=onnx_sha256, staging_run_id=staging_run_id)
-    return f"no valid signed QA approval of version {version} (audit record {last['id']}): {why}" if why else None
+__all__ = ['NOW', 'TAG_LIMIT', 'SIGNED_TAGS', 'Plan', 'plan_action', 'explain_action', 'check_plan', 'sign_plan', 'apply_plan',
+           'intent_records', 'outcome_record', 'govern', 'approve', 'reject', 'release', 'rollback', 'set_challenger',
+           'retrain_requested', 'audit_records', 'alias_history', 'aliases_from', 'aliases_at']
 
 # %% ../nbs/22_governance.ipynb #04c40864
 NOW = object()  # a tag value filled in with the time the action is carried out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, asdict
 import numpy as np, pandas as pd
+from fastcore.meta import delegates
 from .config import get_settings, ensure_dir, Settings, iso_utc
 from .data import CLASSES
 from .predlog import proj_matrix, to_epoch
@@ -278,16 +279,15 @@ def traffic_gaps(
     return pd.DataFrame(rows, columns=['camera', 'start', 'end', 'minutes'])
 
 # %% ../nbs/20_monitor.ipynb #40820567
+@delegates(traffic_gaps)
 def check_gaps(
     window: pd.DataFrame, # rows of the prediction log
-    start = None, # epoch seconds where the window starts (default: the day window)
-    end = None, # epoch seconds where the window ends (default: the day window)
-    cameras = None, # camera ids expected to send (default: those in the window)
     cfg: Settings = None, # settings (default: the current ones)
+    **kwargs, # `start`, `end`, `cameras`, as `traffic_gaps` takes them
 ) -> Check:
     "No camera is silent for longer than `gap_max_minutes` while traffic is expected"
     cfg = cfg or get_settings()
-    gaps = traffic_gaps(window, start, end, cameras, cfg)
+    gaps = traffic_gaps(window, cfg=cfg, **kwargs)
     ev = dict(traffic_hours=cfg.traffic_hours, gaps=[dict(camera=g.camera, start=iso_utc(g.start), end=iso_utc(g.end),
                                                            minutes=round(float(g.minutes),
                                                                          1)) for g in gaps.head(10).itertuples()])
@@ -307,7 +307,7 @@ def integrity_checks(
     return [check_decode_failures(window, cfg), check_image_size(window, cfg),
             check_range(window, reference, 'brightness', cfg), check_range(window, reference, 'contrast', cfg),
             check_blurred(window, cfg), check_blank(window, cfg), check_frozen(window, cfg),
-            check_gaps(window, start, end, cameras, cfg)]
+            check_gaps(window, cfg, start=start, end=end, cameras=cameras)]
 
 # %% ../nbs/20_monitor.ipynb #ed92d27b
 PERF_KEYS = ('accuracy', 'precision_cat', 'recall_cat', 'f1_cat', 'precision_dog', 'recall_dog', 'f1_dog', 'f1_macro')

@@ -11,13 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
-from .config import ensure_dir
+from .config import ensure_dir, store_opener, sqlite_file
 if TYPE_CHECKING: import pandas as pd  # made only where a table is read: a keyed look-up (the trace) needs no pandas
 
 # %% auto #0
-__all__ = ['SCHEMA_TABLE', 'SCHEMA_LOCK', 'StoreError', 'StoreTooNew', 'StoreUnavailable', 'safe_uri', 'connection_problem',
-           'pg_sql', 'SQLDB', 'SQLiteDB', 'PGTx', 'PostgresDB', 'statements', 'pg_ddl', 'split_s3', 's3_client', 'seal',
-           'db_errors', 'run_step', 'too_new', 'migrate']
+__all__ = ['SCHEMA_TABLE', 'SCHEMA_LOCK', 'DB_ENGINES', 'StoreError', 'StoreTooNew', 'StoreUnavailable', 'safe_uri',
+           'connection_problem', 'pg_sql', 'SQLDB', 'SQLiteDB', 'PGTx', 'PostgresDB', 'statements', 'pg_ddl',
+           'split_s3', 's3_client', 'seal', 'db_errors', 'run_step', 'too_new', 'migrate', 'sql_db']
 
 # %% ../nbs/09_stores.ipynb #cb12535c
 class StoreError(RuntimeError):
@@ -342,3 +342,16 @@ def migrate(db: SQLDB, # the store's database
         for step in steps[done:]: run_step(con, step)
         db.set_version(con, len(steps))
     return len(steps) - done
+
+# %% ../nbs/09_stores.ipynb #e95d4127
+DB_ENGINES = {'sqlite': lambda uri, what, name, setting, **kw: SQLiteDB(sqlite_file(uri, what), what, name, **kw),
+              'postgresql': lambda uri, what, name, setting, **kw: PostgresDB(uri, what, name, setting)}
+
+def sql_db(uri: str, # sqlite:///path or postgresql://user@host:port/db
+           what: str, # the store in messages, e.g. 'alert store'
+           name: str, # the store's name among the schema versions
+           setting: str = '', # the setting that holds `uri`, for messages
+           **kw, # more options of the engine's class (SQLite: `synchronous`)
+          ) -> SQLDB:
+    "The database of a store: a `SQLiteDB` or `PostgresDB`, chosen by the scheme of `uri`"
+    return store_opener(uri, DB_ENGINES, what)(uri, what, name, setting, **kw)
