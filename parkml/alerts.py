@@ -18,11 +18,10 @@ from .config import get_settings, ensure_dir, Settings
 
 # %% auto #0
 __all__ = ['SEVERITIES', 'STATES', 'ACTIONS', 'TRANSITIONS', 'ALERT_COLS', 'ALERT_SCHEMA', 'ALERT_STEPS', 'DELIVERY_ERRORS',
-           'new_alert_id', 'plain', 'Alert', 'AlertStore', 'SQLAlertStore', 'open_alert_store', 'ChannelError',
-           'Channel', 'alert_payload', 'WebhookChannel', 'EmailChannel', 'channels_from_settings', 'deliver',
+           'new_alert_id', 'plain', 'Alert', 'AlertStore', 'SQLAlertStore', 'open_alert_store', 'deliver',
            'deliver_pending', 'raise_alerts', 'handle_alert']
 
-# %% ../nbs/21_alerts.ipynb #c996678c
+# %% ../nbs/21_alerts.ipynb #7038bb0c
 SEVERITIES = ('info', 'warning', 'critical')
 STATES = ('open', 'acknowledged', 'resolved')
 ACTIONS = ('retrain', 'roll back', 'check the camera', 'check the host', 'watch')
@@ -32,6 +31,7 @@ def new_alert_id(t: float = None) -> str:
     "A unique id that sorts by creation time: 'a' + 12 hex digits of epoch ms + 6 random hex digits"
     return f"a{int((time.time() if t is None else t) * 1000):012x}{secrets.token_hex(3)}"
 
+# %% ../nbs/21_alerts.ipynb #7522462f
 def plain(v):
     "`v` with numpy scalars and arrays, paths and non-finite floats turned into plain JSON values"
     if isinstance(v, dict): return {str(k): plain(x) for k, x in v.items()}
@@ -140,10 +140,11 @@ class AlertStore(abc.ABC):
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
-# %% ../nbs/21_alerts.ipynb #a0dc0360
+# %% ../nbs/21_alerts.ipynb #d4292583
 from fastcore.basics import patch
 from .stores import SQLDB, sql_db, migrate, statements, pg_ddl, seal
 
+# %% ../nbs/21_alerts.ipynb #5cfc08e1
 ALERT_COLS = ('id', 'created', 'day', 'severity', 'rule', 'message', 'evidence', 'action', 'model_version', 'camera',
               'state', 'state_by', 'state_at', 'state_note')
 ALERT_SCHEMA = """
@@ -167,6 +168,7 @@ CREATE TABLE IF NOT EXISTS alert_outbox(
 # the store's migration steps on each engine, oldest first
 ALERT_STEPS = {'sqlite': [statements(ALERT_SCHEMA)], 'postgresql': [pg_ddl(ALERT_SCHEMA)]}
 
+# %% ../nbs/21_alerts.ipynb #04b685cb
 def _filter(col: str, v, where: list, params: list):
     "Append `col = v` (or `col IN (...)` for a list) to a WHERE clause"
     if v is None: return
@@ -174,11 +176,12 @@ def _filter(col: str, v, where: list, params: list):
     where.append(f"{col} IN ({','.join('?' * len(vs))})")
     params.extend(str(x) for x in vs)
 
-# %% ../nbs/21_alerts.ipynb #52656484
+# %% ../nbs/21_alerts.ipynb #24a202d0
 def _clean(r: dict) -> dict:
     "A database row with NaN (pandas' missing value) turned back into None"
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
 
+# %% ../nbs/21_alerts.ipynb #91e0363b
 class SQLAlertStore(AlertStore):
     "The alert store on a SQL database (`SQLiteDB` or `PostgresDB`)"
     def __init__(self, db: SQLDB, # the store's database, of either engine
@@ -210,7 +213,7 @@ def add(self: SQLAlertStore, alerts):
             else: a.id = con.execute('SELECT id FROM alerts WHERE dedupe = ?', (a.dedupe_key,)).fetchone()[0]
     return new
 
-# %% ../nbs/21_alerts.ipynb #436013d9
+# %% ../nbs/21_alerts.ipynb #bc7420b1
 @patch
 def query(self: SQLAlertStore, day=None, state=None, severity=None, rule=None, camera=None, limit=None, _id=None):
     where, params = [], []
@@ -221,13 +224,14 @@ def query(self: SQLAlertStore, day=None, state=None, severity=None, rule=None, c
     rows = self.db.frame(sql, params).to_dict('records')
     return [Alert(**{**_clean(r), 'evidence': json.loads(r['evidence'])}) for r in rows]
 
+# %% ../nbs/21_alerts.ipynb #f5ebba8c
 @patch
 def get(self: SQLAlertStore, alert_id):
     found = self.query(_id=alert_id)
     if not found: raise KeyError(f"no alert {alert_id!r} in {self.db.where}")
     return found[0]
 
-# %% ../nbs/21_alerts.ipynb #8b0f1f55
+# %% ../nbs/21_alerts.ipynb #f2eeaabc
 @patch
 def set_state(self: SQLAlertStore, alert_id, state, who=None, note=None):
     if state not in STATES: raise ValueError(f"state must be one of {STATES}, got {state!r}")
@@ -243,17 +247,19 @@ def set_state(self: SQLAlertStore, alert_id, state, who=None, note=None):
         con.execute(_INSERT_HISTORY, (alert_id, now, state, who, note))
     return self.get(alert_id)
 
+# %% ../nbs/21_alerts.ipynb #c1de71fc
 @patch
 def history(self: SQLAlertStore, alert_id):
     sql = 'SELECT ts, state, who, note FROM alert_history WHERE alert_id = ? ORDER BY ts, id'
     return self.db.frame(sql, (alert_id,))
 
-# %% ../nbs/21_alerts.ipynb #95712904
+# %% ../nbs/21_alerts.ipynb #4402e14a
 _INSERT_ACTION = ('INSERT INTO alert_actions(alert_id, ts, kind, actor, status, ref, note, updated) '
                   'VALUES(?,?,?,?,?,?,?,?) RETURNING id')
 _UPDATE_ACTION = ('UPDATE alert_actions SET status=coalesce(?, status), version=coalesce(?, version), '
                   'ref=coalesce(?, ref), note=coalesce(?, note), updated=? WHERE id=?')
 
+# %% ../nbs/21_alerts.ipynb #0b6b2646
 @patch
 def add_action(self: SQLAlertStore, alert_id, kind, actor=None, status='requested', ref=None, note=None):
     self.get(alert_id)
@@ -262,6 +268,7 @@ def add_action(self: SQLAlertStore, alert_id, kind, actor=None, status='requeste
         row = (alert_id, now, kind, actor or getpass.getuser(), status, ref, note, now)
         return con.execute(_INSERT_ACTION, row).fetchone()[0]
 
+# %% ../nbs/21_alerts.ipynb #87d9ee72
 @patch
 def update_action(self: SQLAlertStore, action_id, status=None, version=None, ref=None, note=None):
     with self.db.write() as con:
@@ -269,12 +276,13 @@ def update_action(self: SQLAlertStore, action_id, status=None, version=None, ref
         n = con.execute(_UPDATE_ACTION, (status, version, ref, note, time.time(), action_id)).rowcount
     if not n: raise KeyError(f"no action {action_id} in {self.db.where}")
 
+# %% ../nbs/21_alerts.ipynb #e121aa11
 @patch
 def actions(self: SQLAlertStore, alert_id=None):
     where = 'WHERE alert_id = ?' if alert_id else ''
     return self.db.frame(f"SELECT * FROM alert_actions {where} ORDER BY ts, id", (alert_id,) if alert_id else ())
 
-# %% ../nbs/21_alerts.ipynb #a288f4d6
+# %% ../nbs/21_alerts.ipynb #fc91ec1e
 _ATTEMPT = ('UPDATE alert_outbox SET attempts = attempts + 1, last_attempt = ?, last_error = ?, '
             'delivered = coalesce(?, delivered) WHERE alert_id = ? AND channel = ?')
 
@@ -284,6 +292,7 @@ def enqueue(self: SQLAlertStore, alert_id, channels):
         con.executemany('INSERT INTO alert_outbox(alert_id, channel, queued) VALUES(?,?,?) ON CONFLICT DO NOTHING',
                         [(alert_id, c, time.time()) for c in channels])
 
+# %% ../nbs/21_alerts.ipynb #2d0811f8
 @patch
 def record_attempt(self: SQLAlertStore, alert_id, channel, error=None):
     now = time.time()
@@ -291,6 +300,7 @@ def record_attempt(self: SQLAlertStore, alert_id, channel, error=None):
         n = con.execute(_ATTEMPT, (now, error, now if error is None else None, alert_id, channel)).rowcount
     if not n: raise KeyError(f"alert {alert_id} is not in the {channel} outbox")
 
+# %% ../nbs/21_alerts.ipynb #e056f9e4
 @patch
 def outbox(self: SQLAlertStore, alert_id=None, pending=False):
     where = [w for w, on in (('alert_id = ?', alert_id), ('delivered IS NULL', pending)) if on]
@@ -307,57 +317,9 @@ def open_alert_store(uri: str = None, # sqlite:///path or postgresql://user@host
     "Open the alert store at `uri`, on the engine its scheme names"
     return SQLAlertStore(sql_db(uri or get_settings().alerts_uri, 'alert store', 'alerts', 'alerts_uri'))
 
-# %% ../nbs/21_alerts.ipynb #bbafe56b
-class ChannelError(RuntimeError):
-    "A channel could not deliver an alert"
-
-class Channel(abc.ABC):
-    "Somewhere alerts are sent"
-    name = 'channel'
-    @abc.abstractmethod
-    def send(self, alert: Alert) -> None:
-        "Deliver one alert, or raise"
-
-def alert_payload(alert: Alert) -> dict:
-    "The JSON a webhook receives: every field of the alert plus its text rendering"
-    return {**alert.as_dict(), 'text': alert.text(), 'source': 'parkml'}
-
-class WebhookChannel(Channel):
-    "HTTP POST of the alert as JSON; any answer other than 2xx is a failure"
-    name = 'webhook'
-    def __init__(self, url: str, timeout: float = 5.0):
-        if not url.startswith(('http://', 'https://')): raise ValueError(f"webhook URL must start with http:// or https://, got {url!r}")
-        self.url, self.timeout = url, timeout
-    def send(self, alert):
-        r = httpx.post(self.url, json=alert_payload(alert), timeout=self.timeout)
-        if not r.is_success: raise ChannelError(f"webhook {self.url} answered {r.status_code}")
-    def __repr__(self): return f"WebhookChannel({self.url})"
-
-class EmailChannel(Channel):
-    "Plain-text e-mail through an SMTP server"
-    name = 'email'
-    def __init__(self, host: str, port: int = 25, sender: str = 'parkml@localhost', to=(), timeout: float = 10.0):
-        to = [t.strip() for t in (to.split(',') if isinstance(to, str) else to) if t.strip()]
-        if not host or not to: raise ValueError("an e-mail channel needs an SMTP host and at least one recipient")
-        self.host, self.port, self.sender, self.to, self.timeout = host, int(port), sender, to, timeout
-    def message(self, alert: Alert) -> EmailMessage:
-        m = EmailMessage()
-        m['Subject'] = f"[parkml {alert.severity}] {alert.rule}" + (f" on {alert.day}" if alert.day else '') + f": {alert.action}"
-        m['From'], m['To'] = self.sender, ', '.join(self.to)
-        m.set_content(alert.text() + '\n\nEvidence (JSON):\n' + json.dumps(alert.evidence, indent=1))
-        return m
-    def send(self, alert):
-        with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as s: s.send_message(self.message(alert))
-    def __repr__(self): return f"EmailChannel({self.host}:{self.port} -> {', '.join(self.to)})"
-
-def channels_from_settings(cfg: Settings = None) -> dict[str, Channel]:
-    "The channels switched on in settings: `alert_webhook_url`, and `smtp_host` with `smtp_to`"
-    cfg = cfg or get_settings()
-    out = {}
-    if cfg.alert_webhook_url: out['webhook'] = WebhookChannel(cfg.alert_webhook_url, cfg.alert_timeout_s)
-    if cfg.smtp_host and cfg.smtp_to:
-        out['email'] = EmailChannel(cfg.smtp_host, cfg.smtp_port, cfg.smtp_from, cfg.smtp_to, cfg.alert_timeout_s)
-    return out
+# %% ../nbs/21_alerts.ipynb #874c8522
+# re-exported: callers take the channels from parkml.alerts too
+from .channels import ChannelError, Channel, alert_payload, WebhookChannel, EmailChannel, channels_from_settings
 
 # %% ../nbs/21_alerts.ipynb #6047d31d
 DELIVERY_ERRORS = (ChannelError, OSError, smtplib.SMTPException, httpx.HTTPError)

@@ -37,7 +37,7 @@ class AuditVerdict:
         self.ok = False
         self.problems.append(text)
 
-# %% ../nbs/23a_auditverify.ipynb #c387be75
+# %% ../nbs/23a_auditverify.ipynb #fb820a71
 @patch
 def headline(self: AuditVerdict) -> str:
     "One line: OK with the counts, or the first problem"
@@ -45,6 +45,7 @@ def headline(self: AuditVerdict) -> str:
     more = len(self.problems) - 1
     return f"TAMPERED: {self.problems[0]}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else '')
 
+# %% ../nbs/23a_auditverify.ipynb #d5693f0b
 @patch
 def report(self: AuditVerdict) -> str:
     "The headline, then every further problem and each warning, one per line"
@@ -56,7 +57,7 @@ def report(self: AuditVerdict) -> str:
               for u in self.unfinished]
     return '\n'.join(lines + [f"head: {self.head}"])
 
-# %% ../nbs/23a_auditverify.ipynb #2be4f1bf
+# %% ../nbs/23a_auditverify.ipynb #e5a606a5
 def _split_legacy(recs: list[dict], v: AuditVerdict, found: list) -> list[dict]:
     "The chained records; counts legacy ones into `v`, and puts records outside the chain written after it into `found`"
     recs = sorted(recs, key=lambda r: r['id'])
@@ -68,6 +69,7 @@ def _split_legacy(recs: list[dict], v: AuditVerdict, found: list) -> list[dict]:
                                         "began: it was inserted"))
     return [r for r in recs if r.get('seq') is not None]
 
+# %% ../nbs/23a_auditverify.ipynb #b562edce
 def _link_problem(r: dict, prev: dict | None) -> str:
     "Why `r` does not follow `prev` (None: it should be the first record) in the chain; '' if it does"
     rid, seq = r['id'], r['seq']
@@ -94,7 +96,7 @@ def _walk_links(chain: list[dict], v: AuditVerdict, found: list) -> None:
         if prev is None or r['seq'] != prev['seq']: prev = r  # a second claim to a position is not followed
     v.head = prev['hash'] if prev else GENESIS
 
-# %% ../nbs/23a_auditverify.ipynb #db41ef87
+# %% ../nbs/23a_auditverify.ipynb #925c1f17
 def _signature_problem(r: dict, keys: dict | None) -> str | None:
     "Why the signature of record `r` fails ('' if it holds; None if it cannot be checked: no trusted keys)"
     extra, signer = r.get('extra') if isinstance(r.get('extra'), dict) else {}, r.get('signer')
@@ -115,8 +117,10 @@ def _signature_problem(r: dict, keys: dict | None) -> str | None:
         return f"says role {r.get('role')}, but {signer}'s trusted key is for {key['role']}"
     return ''
 
+# %% ../nbs/23a_auditverify.ipynb #84ec47fc
 def _phase(r: dict) -> str | None: return r['extra'].get('phase') if isinstance(r.get('extra'), dict) else None
 
+# %% ../nbs/23a_auditverify.ipynb #a1f9b49f
 def unfinished_requests(records: list[dict]) -> list[dict]:
     "Requests with an intent record and no outcome record: a process stopped between an alias move and its record"
     done = {r['extra'].get('request') for r in records if _phase(r) == 'outcome'}

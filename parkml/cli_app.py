@@ -90,9 +90,10 @@ def cmd_users(a) -> int:
         return 2
     return 0
 
-# %% ../nbs/43_cli_app.ipynb #b249699d
+# %% ../nbs/43_cli_app.ipynb #75f88ab3
 APP_DEFAULTS = {'--server.address': '127.0.0.1', '--client.toolbarMode': 'minimal'}
 
+# %% ../nbs/43_cli_app.ipynb #d5be9eaa
 def app_command(extra=(), cfg=None) -> list[str]:
     "The `streamlit run` command line of the app: loopback and no Deploy toolbar unless `extra` says otherwise"
     from pathlib import Path

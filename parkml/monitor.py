@@ -23,12 +23,13 @@ __all__ = ['FEATURES', 'DECODE_CODES', 'PERF_KEYS', 'load_reference', 'answered'
            'traffic_gaps', 'check_gaps', 'integrity_checks', 'metrics_from_counts', 'labels_of', 'labelled_performance',
            'performance_by_day', 'fairness_by_group']
 
-# %% ../nbs/20_monitor.ipynb #195e0c3a
+# %% ../nbs/20_monitor.ipynb #1f87942c
 def _subsets(subsets, cfg) -> list | None:
     s = cfg.reference_subsets if subsets is None else subsets
     if isinstance(s, str): s = [x.strip() for x in s.split(',') if x.strip()]
     return None if list(s) == ['all'] else list(s)
 
+# %% ../nbs/20_monitor.ipynb #080f0d93
 def load_reference(
     version = None, # model version: a number, an alias or a ModelVersion
     subsets = None, # reference subsets kept (default: setting `reference_subsets`; 'all': every one)
@@ -106,12 +107,13 @@ class Check:
     kind: str = 'integrity'
     def as_dict(self) -> dict: return asdict(self)
 
-# %% ../nbs/20_monitor.ipynb #111cc6c0
+# %% ../nbs/20_monitor.ipynb #912ab0de
 def checks_table(checks) -> pd.DataFrame:
     "One row per check (kind, name, statistic, threshold, passed, evidence)"
     return pd.DataFrame([c.as_dict() for c in checks],
                         columns=['kind', 'name', 'statistic', 'threshold', 'passed', 'evidence'])
 
+# %% ../nbs/20_monitor.ipynb #1c46dc58
 def _rate_check(name: str, df: pd.DataFrame, bad, threshold: float, cfg, **extra) -> Check:
     "Share of rows of `df` flagged by boolean `bad`; fails above `threshold` with at least `integrity_min_count` of them"
     bad = np.asarray(bad, bool)
@@ -309,12 +311,13 @@ def integrity_checks(
             check_blurred(window, cfg), check_blank(window, cfg), check_frozen(window, cfg),
             check_gaps(window, cfg, start=start, end=end, cameras=cameras)]
 
-# %% ../nbs/20_monitor.ipynb #ed92d27b
+# %% ../nbs/20_monitor.ipynb #e7af17b6
 PERF_KEYS = ('accuracy', 'precision_cat', 'recall_cat', 'f1_cat', 'precision_dog', 'recall_dog', 'f1_dog', 'f1_macro')
 
 def _ratio(a, b):
     with np.errstate(invalid='ignore', divide='ignore'): return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
 
+# %% ../nbs/20_monitor.ipynb #77482981
 def metrics_from_counts(
     tn, # cats called cat
     fp, # cats called dog
