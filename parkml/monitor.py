@@ -19,9 +19,9 @@ from .evaluate import (wilson_ci, fairness_frame, fairness_table, fairness_figur
 # %% auto #0
 __all__ = ['FEATURES', 'DECODE_CODES', 'PERF_KEYS', 'load_reference', 'answered', 'proj_of', 'day_window', 'day_of', 'Check',
            'checks_table', 'error_codes', 'check_decode_failures', 'check_image_size', 'reference_range', 'check_range',
-           'check_blurred', 'check_blank', 'frozen_runs', 'check_frozen', 'parse_hours', 'expected_seconds',
-           'traffic_gaps', 'check_gaps', 'integrity_checks', 'metrics_from_counts', 'labels_of', 'labelled_performance',
-           'performance_by_day', 'fairness_by_group']
+           'check_below', 'check_blurred', 'check_blank', 'frozen_runs', 'check_frozen', 'parse_hours',
+           'expected_seconds', 'traffic_gaps', 'check_gaps', 'integrity_checks', 'metrics_from_counts', 'labels_of',
+           'labelled_performance', 'performance_by_day', 'fairness_by_group']
 
 # %% ../nbs/20_monitor.ipynb #1f87942c
 def _subsets(subsets, cfg) -> list | None:
@@ -182,21 +182,30 @@ def check_range(
     return _rate_check(f'{feature}_range', w, (v < lo) | (v > hi), cfg.out_of_range_max_rate, cfg,
                        range=[lo, hi], below=int((v < lo).sum()), above=int((v > hi).sum()))
 
-# %% ../nbs/20_monitor.ipynb #3891a7c1
+# %% ../nbs/20_monitor.ipynb #c54ff118
+def check_below(
+    name: str, # the check's name, e.g. 'blank'
+    window: pd.DataFrame, # rows of the prediction log
+    feature: str, # an integrity feature, e.g. 'contrast'
+    limit: float, # a frame whose `feature` is under this is bad
+    max_rate: float, # the largest share of bad frames that passes
+    cfg: Settings, # settings
+) -> Check:
+    "Share of answered frames whose `feature` is under `limit`"
+    w = answered(window)
+    return _rate_check(name, w, w[feature].to_numpy(float) < limit, max_rate, cfg, **{f'{feature}_below': limit})
+
+# %% ../nbs/20_monitor.ipynb #f2b78b40
 def check_blurred(window: pd.DataFrame, cfg: Settings = None) -> Check:
     "Share of answered frames with sharpness (Laplacian variance) under `blur_sharpness`"
     cfg = cfg or get_settings()
-    w = answered(window)
-    return _rate_check('blurred', w, w.sharpness.to_numpy(float) < cfg.blur_sharpness, cfg.blurred_max_rate, cfg,
-                       sharpness_below=cfg.blur_sharpness)
+    return check_below('blurred', window, 'sharpness', cfg.blur_sharpness, cfg.blurred_max_rate, cfg)
 
 # %% ../nbs/20_monitor.ipynb #c5d92ae4
 def check_blank(window: pd.DataFrame, cfg: Settings = None) -> Check:
     "Share of answered frames that are blank: contrast (luma std) under `blank_contrast`"
     cfg = cfg or get_settings()
-    w = answered(window)
-    return _rate_check('blank', w, w.contrast.to_numpy(float) < cfg.blank_contrast, cfg.blank_max_rate, cfg,
-                       contrast_below=cfg.blank_contrast)
+    return check_below('blank', window, 'contrast', cfg.blank_contrast, cfg.blank_max_rate, cfg)
 
 # %% ../nbs/20_monitor.ipynb #cb0bb427
 _SAME_COLS = ('brightness', 'contrast', 'sharpness', 'p_dog')
