@@ -46,7 +46,8 @@ def main():
     a = ap.parse_args()
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-    from parkml.auditlog import open_governance, sign_statement, verify_chain
+    from parkml.auditlog import open_governance, sign_statement
+    from parkml.auditverify import verify_chain
     key = Ed25519PrivateKey.generate()
     pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     keys = {'ana': {'role': 'qa', 'public_key': base64.b64encode(pub).decode()}}

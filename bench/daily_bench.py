@@ -9,25 +9,24 @@ building the day, of the analysis and of each of its phases, and the peak memory
 
     .venv/bin/python bench/daily_bench.py [--runs DIR] [--n 100000] [--images 2000] [--limit N] [--inprocess]
 """
-import argparse, os, resource, shutil, sys, time
+import os, resource, shutil, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from drift_power import get_version  # the newest version of the runs folder, or a new one trained
+from bench_args import bench_parser, parse_bench
 
 
 def peak_mb(who) -> float: return resource.getrusage(who).ru_maxrss / 1024
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--runs', default='/tmp/parkml-drift-bench/runs', help='runs folder (model, caches); shared with drift_power.py so one trained version serves both')
-    ap.add_argument('--limit', type=int, default=0, help='images per subset when a model must be trained (0: all)')
+    ap = bench_parser(__doc__, '/tmp/parkml-drift-bench/runs', 0,
+                      'runs folder (model, caches); shared with drift_power.py so one trained version serves both')
     ap.add_argument('--n', type=int, default=100_000, help='logged predictions in the day')
     ap.add_argument('--images', type=int, default=2000, help='distinct holdout images the day resamples (petpark has 1,401)')
     ap.add_argument('--day', default='2026-06-01')
     ap.add_argument('--inprocess', action='store_true', help='run analyse_day + finish_day in this process instead of papermill')
-    a = ap.parse_args()
-    os.environ['PARKML_RUNS'] = str(Path(a.runs).resolve())
+    a = parse_bench(ap)
     day_dir = Path(a.runs).resolve()/'bench-day'
     shutil.rmtree(day_dir, ignore_errors=True)
     os.environ.update(PARKML_PREDLOG_URI=f"sqlite:///{day_dir}/predlog.db", PARKML_FRAMES_DIR=str(day_dir/'frames'),

@@ -16,9 +16,10 @@ In its own runs folder (default /tmp/parkml-sentry-bench/runs) it trains a model
    `--cpu-seconds` (after 20 warm-up frames, while which the sentry loads the version's reference from MLflow); the
    sentry process's CPU time over that time. Target: under 5% of one core.
 """
-import argparse, io, json, os, socket, subprocess, sys, tempfile, time
+import io, json, os, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np, pandas as pd
+from bench_args import bench_parser, parse_bench  # bench/ is on the path: this script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 PARKML = str(Path(sys.executable).parent/'parkml')
@@ -178,16 +179,13 @@ def cpu_cost(a, home: Path, env: dict) -> dict:
                 frames_read=seen)
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--runs', default='/tmp/parkml-sentry-bench/runs', help='runs folder of the benchmark (model, caches)')
-    ap.add_argument('--limit', type=int, default=300, help='images per subset when a model must be trained (0: all)')
+    ap = bench_parser(__doc__, '/tmp/parkml-sentry-bench/runs', 300)
     ap.add_argument('--days', type=int, default=7, help='clean days replayed for the false alarms')
     ap.add_argument('--fps', type=float, default=1.0, help='frames per second of those days over the traffic hours')
     ap.add_argument('--mild-frames', type=int, default=500, help='frames of fog and night at severity 1')
     ap.add_argument('--cpu-seconds', type=float, default=60, help='seconds of the 10 frames/s stream for the CPU cost')
     ap.add_argument('--skip', default='', help='comma-separated parts to skip: delays, false, cpu')
-    a = ap.parse_args()
-    os.environ['PARKML_RUNS'] = str(Path(a.runs).resolve())
+    a = parse_bench(ap)
     os.environ.setdefault('PARKML_CACHE', str(ROOT/'runs'/'cache'))
     from parkml.config import get_settings
     cfg = get_settings()

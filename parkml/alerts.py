@@ -14,15 +14,14 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import httpx
 from tqdm.auto import tqdm
-from .config import get_settings, ensure_dir, Settings, store_opener, sqlite_file
+from .config import get_settings, ensure_dir, Settings
 
 # %% auto #0
-__all__ = ['SEVERITIES', 'STATES', 'ACTIONS', 'TRANSITIONS', 'ALERT_COLS', 'ALERT_SCHEMA', 'ALERT_STEPS', 'ALERT_SCHEMES',
-           'DELIVERY_ERRORS', 'new_alert_id', 'plain', 'Alert', 'AlertStore', 'SQLAlertStore', 'SQLiteAlertStore',
-           'PostgresAlertStore', 'open_alert_store', 'ChannelError', 'Channel', 'alert_payload', 'WebhookChannel',
-           'EmailChannel', 'channels_from_settings', 'deliver', 'deliver_pending', 'raise_alerts', 'handle_alert']
+__all__ = ['SEVERITIES', 'STATES', 'ACTIONS', 'TRANSITIONS', 'ALERT_COLS', 'ALERT_SCHEMA', 'ALERT_STEPS', 'DELIVERY_ERRORS',
+           'new_alert_id', 'plain', 'Alert', 'AlertStore', 'SQLAlertStore', 'open_alert_store', 'deliver',
+           'deliver_pending', 'raise_alerts', 'handle_alert']
 
-# %% ../nbs/21_alerts.ipynb #c996678c
+# %% ../nbs/21_alerts.ipynb #7038bb0c
 SEVERITIES = ('info', 'warning', 'critical')
 STATES = ('open', 'acknowledged', 'resolved')
 ACTIONS = ('retrain', 'roll back', 'check the camera', 'check the host', 'watch')
@@ -32,6 +31,7 @@ def new_alert_id(t: float = None) -> str:
     "A unique id that sorts by creation time: 'a' + 12 hex digits of epoch ms + 6 random hex digits"
     return f"a{int((time.time() if t is None else t) * 1000):012x}{secrets.token_hex(3)}"
 
+# %% ../nbs/21_alerts.ipynb #7522462f
 def plain(v):
     "`v` with numpy scalars and arrays, paths and non-finite floats turned into plain JSON values"
     if isinstance(v, dict): return {str(k): plain(x) for k, x in v.items()}
@@ -140,10 +140,11 @@ class AlertStore(abc.ABC):
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
-# %% ../nbs/21_alerts.ipynb #a0dc0360
+# %% ../nbs/21_alerts.ipynb #d4292583
 from fastcore.basics import patch
-from .stores import SQLDB, SQLiteDB, PostgresDB, migrate, statements, pg_ddl, seal
+from .stores import SQLDB, sql_db, migrate, statements, pg_ddl, seal
 
+# %% ../nbs/21_alerts.ipynb #5cfc08e1
 ALERT_COLS = ('id', 'created', 'day', 'severity', 'rule', 'message', 'evidence', 'action', 'model_version', 'camera',
               'state', 'state_by', 'state_at', 'state_note')
 ALERT_SCHEMA = """
@@ -167,6 +168,7 @@ CREATE TABLE IF NOT EXISTS alert_outbox(
 # the store's migration steps on each engine, oldest first
 ALERT_STEPS = {'sqlite': [statements(ALERT_SCHEMA)], 'postgresql': [pg_ddl(ALERT_SCHEMA)]}
 
+# %% ../nbs/21_alerts.ipynb #04b685cb
 def _filter(col: str, v, where: list, params: list):
     "Append `col = v` (or `col IN (...)` for a list) to a WHERE clause"
     if v is None: return
@@ -174,11 +176,12 @@ def _filter(col: str, v, where: list, params: list):
     where.append(f"{col} IN ({','.join('?' * len(vs))})")
     params.extend(str(x) for x in vs)
 
-# %% ../nbs/21_alerts.ipynb #52656484
+# %% ../nbs/21_alerts.ipynb #24a202d0
 def _clean(r: dict) -> dict:
     "A database row with NaN (pandas' missing value) turned back into None"
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
 
+# %% ../nbs/21_alerts.ipynb #91e0363b
 class SQLAlertStore(AlertStore):
     "The alert store on a SQL database (`SQLiteDB` or `PostgresDB`)"
     def __init__(self, db: SQLDB, # the store's database, of either engine
@@ -190,21 +193,6 @@ class SQLAlertStore(AlertStore):
             raise
     def close(self): self.db.close()
     def __repr__(self): return f"{type(self).__name__}({self.db.where})"
-
-# %% ../nbs/21_alerts.ipynb #f6183342
-class SQLiteAlertStore(SQLAlertStore):
-    "The embedded alert store: one SQLite file in WAL mode"
-    def __init__(self, path, # the database file
-                ):
-        self.path = Path(path)
-        super().__init__(SQLiteDB(self.path, 'alert store', 'alerts'))
-
-class PostgresAlertStore(SQLAlertStore):
-    "The central alert store: tables in a PostgreSQL database"
-    def __init__(self, uri: str, # postgresql://user@host:port/database
-                 setting: str = 'alerts_uri', # the setting naming `uri`, for messages
-                ):
-        super().__init__(PostgresDB(uri, 'alert store', 'alerts', setting))
 
 # %% ../nbs/21_alerts.ipynb #d24d3140
 _INSERT_ALERT = (f"INSERT INTO alerts({','.join(ALERT_COLS)}, dedupe) VALUES({','.join('?' * (len(ALERT_COLS) + 1))}) "
@@ -225,7 +213,7 @@ def add(self: SQLAlertStore, alerts):
             else: a.id = con.execute('SELECT id FROM alerts WHERE dedupe = ?', (a.dedupe_key,)).fetchone()[0]
     return new
 
-# %% ../nbs/21_alerts.ipynb #436013d9
+# %% ../nbs/21_alerts.ipynb #bc7420b1
 @patch
 def query(self: SQLAlertStore, day=None, state=None, severity=None, rule=None, camera=None, limit=None, _id=None):
     where, params = [], []
@@ -236,13 +224,14 @@ def query(self: SQLAlertStore, day=None, state=None, severity=None, rule=None, c
     rows = self.db.frame(sql, params).to_dict('records')
     return [Alert(**{**_clean(r), 'evidence': json.loads(r['evidence'])}) for r in rows]
 
+# %% ../nbs/21_alerts.ipynb #f5ebba8c
 @patch
 def get(self: SQLAlertStore, alert_id):
     found = self.query(_id=alert_id)
     if not found: raise KeyError(f"no alert {alert_id!r} in {self.db.where}")
     return found[0]
 
-# %% ../nbs/21_alerts.ipynb #8b0f1f55
+# %% ../nbs/21_alerts.ipynb #f2eeaabc
 @patch
 def set_state(self: SQLAlertStore, alert_id, state, who=None, note=None):
     if state not in STATES: raise ValueError(f"state must be one of {STATES}, got {state!r}")
@@ -258,17 +247,19 @@ def set_state(self: SQLAlertStore, alert_id, state, who=None, note=None):
         con.execute(_INSERT_HISTORY, (alert_id, now, state, who, note))
     return self.get(alert_id)
 
+# %% ../nbs/21_alerts.ipynb #c1de71fc
 @patch
 def history(self: SQLAlertStore, alert_id):
     sql = 'SELECT ts, state, who, note FROM alert_history WHERE alert_id = ? ORDER BY ts, id'
     return self.db.frame(sql, (alert_id,))
 
-# %% ../nbs/21_alerts.ipynb #95712904
+# %% ../nbs/21_alerts.ipynb #4402e14a
 _INSERT_ACTION = ('INSERT INTO alert_actions(alert_id, ts, kind, actor, status, ref, note, updated) '
                   'VALUES(?,?,?,?,?,?,?,?) RETURNING id')
 _UPDATE_ACTION = ('UPDATE alert_actions SET status=coalesce(?, status), version=coalesce(?, version), '
                   'ref=coalesce(?, ref), note=coalesce(?, note), updated=? WHERE id=?')
 
+# %% ../nbs/21_alerts.ipynb #0b6b2646
 @patch
 def add_action(self: SQLAlertStore, alert_id, kind, actor=None, status='requested', ref=None, note=None):
     self.get(alert_id)
@@ -277,6 +268,7 @@ def add_action(self: SQLAlertStore, alert_id, kind, actor=None, status='requeste
         row = (alert_id, now, kind, actor or getpass.getuser(), status, ref, note, now)
         return con.execute(_INSERT_ACTION, row).fetchone()[0]
 
+# %% ../nbs/21_alerts.ipynb #87d9ee72
 @patch
 def update_action(self: SQLAlertStore, action_id, status=None, version=None, ref=None, note=None):
     with self.db.write() as con:
@@ -284,12 +276,13 @@ def update_action(self: SQLAlertStore, action_id, status=None, version=None, ref
         n = con.execute(_UPDATE_ACTION, (status, version, ref, note, time.time(), action_id)).rowcount
     if not n: raise KeyError(f"no action {action_id} in {self.db.where}")
 
+# %% ../nbs/21_alerts.ipynb #e121aa11
 @patch
 def actions(self: SQLAlertStore, alert_id=None):
     where = 'WHERE alert_id = ?' if alert_id else ''
     return self.db.frame(f"SELECT * FROM alert_actions {where} ORDER BY ts, id", (alert_id,) if alert_id else ())
 
-# %% ../nbs/21_alerts.ipynb #a288f4d6
+# %% ../nbs/21_alerts.ipynb #fc91ec1e
 _ATTEMPT = ('UPDATE alert_outbox SET attempts = attempts + 1, last_attempt = ?, last_error = ?, '
             'delivered = coalesce(?, delivered) WHERE alert_id = ? AND channel = ?')
 
@@ -299,6 +292,7 @@ def enqueue(self: SQLAlertStore, alert_id, channels):
         con.executemany('INSERT INTO alert_outbox(alert_id, channel, queued) VALUES(?,?,?) ON CONFLICT DO NOTHING',
                         [(alert_id, c, time.time()) for c in channels])
 
+# %% ../nbs/21_alerts.ipynb #2d0811f8
 @patch
 def record_attempt(self: SQLAlertStore, alert_id, channel, error=None):
     now = time.time()
@@ -306,6 +300,7 @@ def record_attempt(self: SQLAlertStore, alert_id, channel, error=None):
         n = con.execute(_ATTEMPT, (now, error, now if error is None else None, alert_id, channel)).rowcount
     if not n: raise KeyError(f"alert {alert_id} is not in the {channel} outbox")
 
+# %% ../nbs/21_alerts.ipynb #e056f9e4
 @patch
 def outbox(self: SQLAlertStore, alert_id=None, pending=False):
     where = [w for w, on in (('alert_id = ?', alert_id), ('delivered IS NULL', pending)) if on]
@@ -314,72 +309,19 @@ def outbox(self: SQLAlertStore, alert_id=None, pending=False):
     return self.db.frame(sql, (alert_id,) if alert_id else ())
 
 # %% ../nbs/21_alerts.ipynb #250753ef
-for _cls in (SQLAlertStore, SQLiteAlertStore, PostgresAlertStore): seal(_cls)
+seal(SQLAlertStore)
 
 # %% ../nbs/21_alerts.ipynb #374d5523
-def _open_sqlite(uri: str) -> SQLiteAlertStore: return SQLiteAlertStore(sqlite_file(uri, 'alert store'))
-def _open_postgres(uri: str) -> PostgresAlertStore: return PostgresAlertStore(uri)
+def open_alert_store(uri: str = None, # sqlite:///path or postgresql://user@host:port/db (default: setting `alerts_uri`)
+                    ) -> AlertStore:
+    "Open the alert store at `uri`, on the engine its scheme names"
+    return SQLAlertStore(sql_db(uri or get_settings().alerts_uri, 'alert store', 'alerts', 'alerts_uri'))
 
-ALERT_SCHEMES = {'sqlite': _open_sqlite, 'postgresql': _open_postgres}
+# %% ../nbs/21_alerts.ipynb #874c8522
+# re-exported: callers take the channels from parkml.alerts too
+from .channels import ChannelError, Channel, alert_payload, WebhookChannel, EmailChannel, channels_from_settings
 
-def open_alert_store(uri: str = None) -> AlertStore:
-    "Open the alert store at `uri` (default: settings `alerts_uri`): sqlite:///path or postgresql://user@host:port/db"
-    uri = uri or get_settings().alerts_uri
-    return store_opener(uri, ALERT_SCHEMES, 'alert store')(uri)
-
-# %% ../nbs/21_alerts.ipynb #bbafe56b
-class ChannelError(RuntimeError):
-    "A channel could not deliver an alert"
-
-class Channel(abc.ABC):
-    "Somewhere alerts are sent"
-    name = 'channel'
-    @abc.abstractmethod
-    def send(self, alert: Alert) -> None:
-        "Deliver one alert, or raise"
-
-def alert_payload(alert: Alert) -> dict:
-    "The JSON a webhook receives: every field of the alert plus its text rendering"
-    return {**alert.as_dict(), 'text': alert.text(), 'source': 'parkml'}
-
-class WebhookChannel(Channel):
-    "HTTP POST of the alert as JSON; any answer other than 2xx is a failure"
-    name = 'webhook'
-    def __init__(self, url: str, timeout: float = 5.0):
-        if not url.startswith(('http://', 'https://')): raise ValueError(f"webhook URL must start with http:// or https://, got {url!r}")
-        self.url, self.timeout = url, timeout
-    def send(self, alert):
-        r = httpx.post(self.url, json=alert_payload(alert), timeout=self.timeout)
-        if not r.is_success: raise ChannelError(f"webhook {self.url} answered {r.status_code}")
-    def __repr__(self): return f"WebhookChannel({self.url})"
-
-class EmailChannel(Channel):
-    "Plain-text e-mail through an SMTP server"
-    name = 'email'
-    def __init__(self, host: str, port: int = 25, sender: str = 'parkml@localhost', to=(), timeout: float = 10.0):
-        to = [t.strip() for t in (to.split(',') if isinstance(to, str) else to) if t.strip()]
-        if not host or not to: raise ValueError("an e-mail channel needs an SMTP host and at least one recipient")
-        self.host, self.port, self.sender, self.to, self.timeout = host, int(port), sender, to, timeout
-    def message(self, alert: Alert) -> EmailMessage:
-        m = EmailMessage()
-        m['Subject'] = f"[parkml {alert.severity}] {alert.rule}" + (f" on {alert.day}" if alert.day else '') + f": {alert.action}"
-        m['From'], m['To'] = self.sender, ', '.join(self.to)
-        m.set_content(alert.text() + '\n\nEvidence (JSON):\n' + json.dumps(alert.evidence, indent=1))
-        return m
-    def send(self, alert):
-        with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as s: s.send_message(self.message(alert))
-    def __repr__(self): return f"EmailChannel({self.host}:{self.port} -> {', '.join(self.to)})"
-
-def channels_from_settings(cfg: Settings = None) -> dict[str, Channel]:
-    "The channels switched on in settings: `alert_webhook_url`, and `smtp_host` with `smtp_to`"
-    cfg = cfg or get_settings()
-    out = {}
-    if cfg.alert_webhook_url: out['webhook'] = WebhookChannel(cfg.alert_webhook_url, cfg.alert_timeout_s)
-    if cfg.smtp_host and cfg.smtp_to:
-        out['email'] = EmailChannel(cfg.smtp_host, cfg.smtp_port, cfg.smtp_from, cfg.smtp_to, cfg.alert_timeout_s)
-    return out
-
-# %% ../nbs/21_alerts.ipynb #1d3bf55d
+# %% ../nbs/21_alerts.ipynb #6047d31d
 DELIVERY_ERRORS = (ChannelError, OSError, smtplib.SMTPException, httpx.HTTPError)
 
 def _tries(channel: Channel, alert: Alert, retries: int, backoff_s: float):
@@ -388,32 +330,46 @@ def _tries(channel: Channel, alert: Alert, retries: int, backoff_s: float):
         if k: time.sleep(backoff_s * 2**(k - 1))
         try: channel.send(alert)
         except DELIVERY_ERRORS as e: yield f"{type(e).__name__}: {e}"
-        else: yield None; return
+        else:
+            yield None
+            return
 
-def deliver(store: AlertStore, alert_ids=None, channels: dict = None, retries: int = None, backoff_s: float = None) -> pd.DataFrame:
+# %% ../nbs/21_alerts.ipynb #46d5e4d7
+def deliver(store: AlertStore, # the alert store whose outbox is read
+            alert_ids=None, # only the entries of these alerts (default: every undelivered one)
+            channels: dict = None, # name -> `Channel` (default: those configured)
+            retries: int = None, # attempts per entry (default: setting `alert_retries`)
+            backoff_s: float = None, # the first pause between attempts, doubled each time (setting `alert_backoff_s`)
+           ) -> pd.DataFrame:
     "Try every undelivered outbox entry (of `alert_ids`, or all); return one row per entry with the outcome"
     cfg = get_settings()
     channels = channels_from_settings(cfg) if channels is None else channels
-    retries, backoff_s = cfg.alert_retries if retries is None else retries, cfg.alert_backoff_s if backoff_s is None else backoff_s
+    retries = cfg.alert_retries if retries is None else retries
+    backoff_s = cfg.alert_backoff_s if backoff_s is None else backoff_s
     todo = store.outbox(pending=True)
     if alert_ids is not None: todo = todo[todo.alert_id.isin(list(alert_ids))]
     rows = []
     for r in tqdm(todo.itertuples(), total=len(todo), desc='delivering alerts', leave=False, disable=len(todo) < 20):
         ch = channels.get(r.channel) or channels.get(r.channel.split(':')[0])  # '<name>:resolved' goes by <name>
         if ch is None:
-            rows.append(dict(alert_id=r.alert_id, channel=r.channel, delivered=False, attempts=0, error='channel not configured')); continue
+            rows.append(dict(alert_id=r.alert_id, channel=r.channel, delivered=False, attempts=0,
+                             error='channel not configured'))
+            continue
         alert, n, err = store.get(r.alert_id), 0, None
         for err in _tries(ch, alert, retries, backoff_s):
-            n += 1; store.record_attempt(r.alert_id, r.channel, err)
+            n += 1
+            store.record_attempt(r.alert_id, r.channel, err)
         rows.append(dict(alert_id=r.alert_id, channel=r.channel, delivered=err is None, attempts=n, error=err))
     return pd.DataFrame(rows, columns=['alert_id', 'channel', 'delivered', 'attempts', 'error'])
 
+# %% ../nbs/21_alerts.ipynb #e6725306
 def deliver_pending(store: AlertStore = None, channels: dict = None, **kw) -> pd.DataFrame:
     "Retry every alert still waiting in the outbox"
     if store is None:
         with open_alert_store() as store: return deliver(store, None, channels, **kw)
     return deliver(store, None, channels, **kw)
 
+# %% ../nbs/21_alerts.ipynb #041d7ec3
 def raise_alerts(alerts: list[Alert], store: AlertStore = None, channels: dict = None, send: bool = True) -> list[Alert]:
     "Store `alerts` (committed before anything is sent), queue the new ones for every channel, and deliver them"
     if store is None:

@@ -7,19 +7,17 @@ Docs: https://parkml.github.io/parkml/auditlog.html.md"""
 # %% ../nbs/23_auditlog.ipynb #4f059cb3
 from __future__ import annotations
 import abc, base64, hashlib, json, sqlite3, time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from fastcore.basics import patch
-from .config import get_settings, Settings, store_opener, sqlite_file
+from .config import get_settings, Settings
 if TYPE_CHECKING: import pandas as pd  # imported where a DataFrame is made: plain records (a trace) need no pandas
 
 # %% auto #0
 __all__ = ['AUDIT_COLS', 'CHAIN_COLS', 'HASHED_COLS', 'GENESIS', 'AUDIT_SCHEMA_VERSION', 'AuditStoreTooNew', 'AUDIT_SCHEMA',
-           'PG_AUDIT_SCHEMA', 'AUDIT_STEPS', 'GOVERNANCE_SCHEMES', 'canonical_json', 'sign_statement',
-           'verify_signature', 'audit_row', 'record_hash', 'audit_frame', 'GovernanceStore', 'restore_guards',
-           'SQLGovernanceStore', 'SQLiteGovernanceStore', 'PostgresGovernanceStore', 'open_governance', 'AuditVerdict',
-           'unfinished_requests', 'verify_chain', 'trusted_keys_path', 'load_trusted_keys', 'verify_audit_log']
+           'PG_AUDIT_SCHEMA', 'AUDIT_STEPS', 'canonical_json', 'sign_statement', 'verify_signature', 'audit_row',
+           'record_hash', 'audit_frame', 'GovernanceStore', 'restore_guards', 'SQLGovernanceStore', 'open_governance',
+           'trusted_keys_path', 'load_trusted_keys']
 
 # %% ../nbs/23_auditlog.ipynb #3b63eb02
 def canonical_json(obj, # a JSON-able value: dicts, lists, str, int, float, bool, None
@@ -27,13 +25,14 @@ def canonical_json(obj, # a JSON-able value: dicts, lists, str, int, float, bool
     "The one byte form of `obj` that is hashed and signed: sorted keys, no spaces, UTF-8, floats as `repr`"
     return json.dumps(obj, sort_keys=True, separators=(',', ':'), ensure_ascii=False, allow_nan=False).encode('utf-8')
 
-# %% ../nbs/23_auditlog.ipynb #27877077
+# %% ../nbs/23_auditlog.ipynb #b4c03718
 def sign_statement(statement: dict, # what is signed: model, version, ... (JSON-able)
                    private_key, # a `cryptography` Ed25519PrivateKey
                   ) -> str:
     "Base64 of the Ed25519 signature of `canonical_json(statement)`"
     return base64.b64encode(private_key.sign(canonical_json(statement))).decode('ascii')
 
+# %% ../nbs/23_auditlog.ipynb #de13fe3c
 def verify_signature(statement: dict, # the statement as recorded
                      signature_b64: str, # base64 of the 64-byte signature
                      public_key_b64: str, # base64 of the signer's raw 32-byte Ed25519 public key
@@ -47,7 +46,7 @@ def verify_signature(statement: dict, # the statement as recorded
         return True
     except Exception: return False
 
-# %% ../nbs/23_auditlog.ipynb #c08cc11e
+# %% ../nbs/23_auditlog.ipynb #403b9699
 AUDIT_COLS = ('id', 'ts', 'actor', 'role', 'action', 'model', 'version', 'from_version', 'to_version', 'alias',
               'note', 'staging_run_id', 'simulated', 'extra', 'signer', 'signature', 'seq', 'prev_hash', 'hash')
 CHAIN_COLS = ('seq', 'prev_hash', 'hash')  # written by the store as it appends, never by the caller
@@ -57,10 +56,12 @@ _REQUIRED = ('actor', 'role', 'action', 'model')
 _TEXT = ('actor', 'role', 'action', 'model', 'version', 'from_version', 'to_version', 'alias', 'note', 'staging_run_id',
          'signer', 'signature')
 
+# %% ../nbs/23_auditlog.ipynb #c038e9d8
 def _extra_text(extra) -> str:
     try: return json.dumps(extra or {}, sort_keys=True, default=str, allow_nan=False)
     except ValueError as e: raise ValueError(f"an audit record's extra must be plain JSON: {e}") from None
 
+# %% ../nbs/23_auditlog.ipynb #262491e1
 def audit_row(rec: dict, # actor, role, action, model (required); version, ..., extra, signer, signature
               now: float = None, # the time for a record without `ts` (default: now)
              ) -> dict:
@@ -80,13 +81,14 @@ def audit_row(rec: dict, # actor, role, action, model (required); version, ..., 
              simulated=int(bool(rec.get('simulated'))), extra=_extra_text(rec.get('extra')))
     return {k: str(v) if k in _TEXT and v is not None else v for k, v in r.items()}
 
-# %% ../nbs/23_auditlog.ipynb #6d916ef0
+# %% ../nbs/23_auditlog.ipynb #1b702bd2
 def _parsed(extra):
     "`extra` as parsed JSON; text that does not parse stays text (its hash then cannot match)"
     if not isinstance(extra, str): return extra
     try: return json.loads(extra)
     except ValueError: return extra
 
+# %% ../nbs/23_auditlog.ipynb #9fccc435
 def record_hash(rec: dict, # a record as stored (`extra` as text or parsed), with its `seq` and `prev_hash`
                ) -> str:
     "sha256 (hex) of the canonical JSON of every column of `rec` but `id` and `hash`"
@@ -133,7 +135,7 @@ class GovernanceStore(abc.ABC):
     def __exit__(self, *exc): self.close()
 
 # %% ../nbs/23_auditlog.ipynb #5a1de719
-from .stores import SQLDB, SQLiteDB, PostgresDB, StoreTooNew, migrate, db_errors, seal
+from .stores import SQLDB, sql_db, StoreTooNew, migrate, seal
 
 AUDIT_SCHEMA_VERSION = 1  # schema version of a store with the hash chain (0: a SQLite store made before it)
 AuditStoreTooNew = StoreTooNew  # an audit store written by a newer parkml: this code leaves it alone
@@ -158,12 +160,14 @@ AUDIT_SCHEMA = (  # SQLite, one statement each: run inside the transaction that 
     f"OR NEW.prev_hash IS NOT IFNULL((SELECT hash FROM audit WHERE seq = NEW.seq - 1), '{GENESIS}') "
     + _RAISE.format(_NOT_CHAINED))
 
-# %% ../nbs/23_auditlog.ipynb #b99f36c1
+# %% ../nbs/23_auditlog.ipynb #72cbdcd9
 _PG_GUARDS = {'audit_no_update': 'BEFORE UPDATE', 'audit_no_delete': 'BEFORE DELETE',
               'audit_no_truncate': 'BEFORE TRUNCATE', 'audit_extends_chain': 'BEFORE INSERT'}
 _PG_CHAIN_CHECK = f"""IF NEW.seq IS NULL OR NEW.hash IS NULL OR NEW.seq <> (SELECT coalesce(max(seq), 0) + 1 FROM audit)
   OR NEW.prev_hash IS DISTINCT FROM coalesce((SELECT hash FROM audit WHERE seq = NEW.seq - 1), '{GENESIS}') THEN
   RAISE EXCEPTION '{_NOT_CHAINED}'; END IF; RETURN NEW;"""
+
+# %% ../nbs/23_auditlog.ipynb #3eacaaa0
 PG_AUDIT_SCHEMA = (
     AUDIT_SCHEMA[0].replace('INTEGER PRIMARY KEY AUTOINCREMENT', 'BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY')
     .replace('REAL', 'DOUBLE PRECISION').replace('seq INTEGER', 'seq BIGINT'), *AUDIT_SCHEMA[1:4],
@@ -175,9 +179,10 @@ PG_AUDIT_SCHEMA = (
       f"EXECUTE FUNCTION {'audit_extends_chain' if 'INSERT' in when else 'audit_append_only'}()"
       for name, when in _PG_GUARDS.items()))
 
-# %% ../nbs/23_auditlog.ipynb #0bf900e0
+# %% ../nbs/23_auditlog.ipynb #ba10edc2
 def _columns(con) -> set: return {r[1] for r in con.execute('PRAGMA table_info(audit)')}
 
+# %% ../nbs/23_auditlog.ipynb #d3ba8f96
 def _create_schema(con, schema=AUDIT_SCHEMA) -> None:
     "Create what is missing of the audit table, its indexes and guards"
     for stmt in schema:
@@ -186,6 +191,7 @@ def _create_schema(con, schema=AUDIT_SCHEMA) -> None:
             try: con.execute(stmt)
             except sqlite3.IntegrityError: pass
 
+# %% ../nbs/23_auditlog.ipynb #2015ac36
 def _chain_step(con) -> None:
     "SQLite step 1: the audit table with the hash chain's columns, whether it is new or from before the chain"
     have = _columns(con)
@@ -195,13 +201,14 @@ def _chain_step(con) -> None:
 
 AUDIT_STEPS = {'sqlite': [_chain_step], 'postgresql': [PG_AUDIT_SCHEMA]}
 
-# %% ../nbs/23_auditlog.ipynb #62b6b82e
+# %% ../nbs/23_auditlog.ipynb #5046c813
 _GUARDS = {  # how to count an audit store's guards (triggers and the unique seq index), and how many there are
     'sqlite': ("SELECT COUNT(*) FROM sqlite_master WHERE tbl_name = 'audit' AND (type = 'trigger' OR name = 'audit_seq')",
                4),
     'postgresql': ("SELECT (SELECT COUNT(*) FROM pg_trigger WHERE tgrelid = 'audit'::regclass AND NOT tgisinternal) "
                    "+ (SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'audit_seq')", 5)}
 
+# %% ../nbs/23_auditlog.ipynb #2b3cb3e7
 def _create_pg_guards(con) -> None:
     "PostgreSQL: create what is missing of the guards (each in a savepoint: a tampered store may refuse the index)"
     import psycopg
@@ -210,6 +217,7 @@ def _create_pg_guards(con) -> None:
             with con.con.transaction(): con.execute(stmt)
         except psycopg.errors.UniqueViolation: pass
 
+# %% ../nbs/23_auditlog.ipynb #ff57a36f
 def restore_guards(db: SQLDB) -> bool:
     "Put back dropped triggers and the unique `seq` index of an audit store; True if any was missing"
     sql, want = _GUARDS[db.engine]
@@ -217,12 +225,13 @@ def restore_guards(db: SQLDB) -> bool:
     with db.write() as con: (_create_schema if db.engine == 'sqlite' else _create_pg_guards)(con)
     return True
 
-# %% ../nbs/23_auditlog.ipynb #332846d3
+# %% ../nbs/23_auditlog.ipynb #fa365f93
 _INSERT_AUDIT = (f"INSERT INTO audit({','.join(AUDIT_COLS[1:])}) VALUES({','.join('?' * (len(AUDIT_COLS) - 1))}) "
                  "RETURNING id")
 _LAST = 'SELECT seq, hash FROM audit WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1'
 _APPEND_LOCK = {'sqlite': (), 'postgresql': ('LOCK TABLE audit IN EXCLUSIVE MODE',)}
 
+# %% ../nbs/23_auditlog.ipynb #c685bf9c
 def _insert_chained(con, rows: list[dict]) -> list[int]:
     "Insert `rows` (from `audit_row`), each linked to the one before; call inside the write transaction"
     seq, prev = con.execute(_LAST).fetchone() or (0, GENESIS)
@@ -264,21 +273,6 @@ class SQLGovernanceStore(GovernanceStore):
     def close(self): self.db.close()
     def __repr__(self): return f"{type(self).__name__}({self.db.where})"
 
-# %% ../nbs/23_auditlog.ipynb #bc343d34
-class SQLiteGovernanceStore(SQLGovernanceStore):
-    "The embedded audit store: one SQLite file in WAL mode"
-    def __init__(self, path, # the database file
-                ):
-        self.path = Path(path)
-        super().__init__(SQLiteDB(self.path, 'audit store', 'audit'))
-
-class PostgresGovernanceStore(SQLGovernanceStore):
-    "The central audit store: a table in a PostgreSQL database"
-    def __init__(self, uri: str, # postgresql://user@host:port/database
-                 setting: str = 'governance_uri', # the setting naming `uri`, for messages
-                ):
-        super().__init__(PostgresDB(uri, 'audit store', 'audit', setting))
-
 # %% ../nbs/23_auditlog.ipynb #021e09e3
 @patch
 def append(self: SQLGovernanceStore, records):
@@ -292,11 +286,12 @@ def audit_records(self: SQLGovernanceStore, model=None, version=None, action=Non
     cond, params = _where(model, version, action, alias)
     return audit_frame(self.db.frame(_SELECT + cond + ' ORDER BY ts, id', params))
 
-# %% ../nbs/23_auditlog.ipynb #ff0c3eb3
+# %% ../nbs/23_auditlog.ipynb #25042563
 @patch
 def _rows(self: SQLGovernanceStore, sql: str, params=()) -> list[dict]:
     return [dict(zip(AUDIT_COLS, r)) for r in self.db.rows(sql, params)[1]]
 
+# %% ../nbs/23_auditlog.ipynb #4cfee24e
 @patch
 def records(self: SQLGovernanceStore, model=None, version=None, action=None, alias=None):
     cond, params = _where(model, version, action, alias)
@@ -304,163 +299,28 @@ def records(self: SQLGovernanceStore, model=None, version=None, action=None, ali
     for d in out: d.update(simulated=bool(d['simulated']), extra=_parsed(d['extra']) if d['extra'] else {})
     return out
 
+# %% ../nbs/23_auditlog.ipynb #262be8d7
 @patch
 def chain_records(self: SQLGovernanceStore):
     return [{**d, 'extra': _parsed(d['extra'])} for d in self._rows(_SELECT + ' ORDER BY id')]
 
 # %% ../nbs/23_auditlog.ipynb #8bdc3db9
-for _cls in (SQLGovernanceStore, SQLiteGovernanceStore, PostgresGovernanceStore): seal(_cls)
+seal(SQLGovernanceStore)
 
 # %% ../nbs/23_auditlog.ipynb #f2e3acd2
-def _open_sqlite(uri: str) -> SQLiteGovernanceStore: return SQLiteGovernanceStore(sqlite_file(uri, 'audit store'))
-def _open_postgres(uri: str) -> PostgresGovernanceStore: return PostgresGovernanceStore(uri)
-
-GOVERNANCE_SCHEMES = {'sqlite': _open_sqlite, 'postgresql': _open_postgres}
-
 def open_governance(uri: str = None, # e.g. sqlite:///srv/parkml/governance.db (default: setting `governance_uri`)
                    ) -> GovernanceStore:
-    "Open the audit store at `uri`, chosen by the URI scheme (sqlite:///path or postgresql://user@host:port/db)"
-    uri = uri or get_settings().governance_uri
-    return store_opener(uri, GOVERNANCE_SCHEMES, 'audit store')(uri)
+    "Open the audit store at `uri`, on the engine its scheme names (sqlite:///path or postgresql://user@host:port/db)"
+    return SQLGovernanceStore(sql_db(uri or get_settings().governance_uri, 'audit store', 'audit', 'governance_uri'))
 
-# %% ../nbs/23_auditlog.ipynb #5f9b30c0
-@dataclass
-class AuditVerdict:
-    "What `verify_chain` found; `ok`: no record edited, deleted or inserted, and every checked signature holds"
-    ok: bool = True
-    count: int = 0                 # records in the chain
-    first_bad_id: int | None = None  # the first record found wrong (a deletion: the record after the gap)
-    problems: list = field(default_factory=list)    # every problem, in chain order
-    legacy: int = 0                # records from before the chain (no hash): they precede it, unchecked
-    unfinished: list = field(default_factory=list)  # intents with no outcome: dicts of request, id, action
-    signatures: int = 0            # signatures that verified against the trusted keys
-    unverified: int = 0            # signatures not checked: no trusted keys
-    head: str = GENESIS            # hash of the last record: kept elsewhere, it shows a later truncation
-    keys: str = ''                 # where the trusted keys came from
-
-    def fail(self, rec_id, text: str) -> None:
-        "Note a problem; the first one sets `first_bad_id`"
-        if self.first_bad_id is None: self.first_bad_id = rec_id
-        self.ok = False
-        self.problems.append(text)
-
-# %% ../nbs/23_auditlog.ipynb #c387be75
-@patch
-def headline(self: AuditVerdict) -> str:
-    "One line: OK with the counts, or the first problem"
-    if self.ok: return f"OK: {self.count} records, chain intact, {self.signatures} signatures valid"
-    more = len(self.problems) - 1
-    return f"TAMPERED: {self.problems[0]}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else '')
-
-@patch
-def report(self: AuditVerdict) -> str:
-    "The headline, then every further problem and each warning, one per line"
-    lines = [self.headline()] + [f"problem: {p}" for p in self.problems[1:]]
-    if self.legacy: lines.append(f"{self.legacy} legacy records precede the chain (written before it, not checked)")
-    if self.unverified: lines.append(f"{self.unverified} signatures not checked: {self.keys or 'no trusted keys'}")
-    lines += [f"warning: request {u['request']} ({u['action']}, record {u['id']}) has an intent but no outcome: the "
-              "process stopped between the alias move and its record; check the alias in MLflow"
-              for u in self.unfinished]
-    return '\n'.join(lines + [f"head: {self.head}"])
-
-# %% ../nbs/23_auditlog.ipynb #2be4f1bf
-def _split_legacy(recs: list[dict], v: AuditVerdict, found: list) -> list[dict]:
-    "The chained records; counts legacy ones into `v`, and puts records outside the chain written after it into `found`"
-    recs = sorted(recs, key=lambda r: r['id'])
-    start = next((r['id'] for r in recs if r.get('seq') is not None), None)
-    for r in recs:
-        if r.get('seq') is not None: continue
-        if start is None or r['id'] < start: v.legacy += 1
-        else: found.append((r['id'], f"record {r['id']} has no place in the chain (no seq) but was written after it "
-                                        "began: it was inserted"))
-    return [r for r in recs if r.get('seq') is not None]
-
-def _link_problem(r: dict, prev: dict | None) -> str:
-    "Why `r` does not follow `prev` (None: it should be the first record) in the chain; '' if it does"
-    rid, seq = r['id'], r['seq']
-    want_seq, want_prev, after = (prev['seq'] + 1, prev['hash'], prev['id']) if prev else (1, GENESIS, None)
-    if prev and seq == prev['seq']: return f"record {rid} was inserted: position {seq} is record {after}'s"
-    if seq > want_seq: return (f"a record between {after} and {rid} is missing" if prev else
-                               f"the first {seq - 1} record(s) of the chain are missing, before record {rid}")
-    if seq < want_seq: return f"record {rid} was inserted: position {seq} is before the start of the chain"
-    if r.get('prev_hash') != want_prev:
-        return (f"record {rid} does not follow record {after}: its prev_hash is not that record's hash "
-                "(one of them was inserted, or re-hashed after an edit)")
-    if prev and rid < prev['id']: return f"record {rid} is out of order: it follows record {after} but has a lower id"
-    return ''
-
-# %% ../nbs/23_auditlog.ipynb #d58c3479
-def _walk_links(chain: list[dict], v: AuditVerdict, found: list) -> None:
-    "Check each record's hash and its link to the one before, in `seq` order; problems into `found` as (id, text)"
-    prev = None
-    for r in sorted(chain, key=lambda r: (r['seq'], r['id'])):
-        v.count += 1
-        if r.get('hash') != record_hash(r):
-            found.append((r['id'], f"record {r['id']} was edited: its hash does not match its content"))
-        if (why := _link_problem(r, prev)): found.append((r['id'], why))
-        if prev is None or r['seq'] != prev['seq']: prev = r  # a second claim to a position is not followed
-    v.head = prev['hash'] if prev else GENESIS
-
-# %% ../nbs/23_auditlog.ipynb #db41ef87
-def _signature_problem(r: dict, keys: dict | None) -> str | None:
-    "Why the signature of record `r` fails ('' if it holds; None if it cannot be checked: no trusted keys)"
-    extra, signer = r.get('extra') if isinstance(r.get('extra'), dict) else {}, r.get('signer')
-    st = extra.get('statement')
-    if not signer or not r.get('signature') or not isinstance(st, dict):
-        return 'is signed but lacks its signer or statement'
-    bad = [k for k in ('model', 'version') if str(st.get(k)) != str(r.get(k))]
-    if bad: return 'has a signed statement about another model version: ' + ', '.join(
-        f"{k} {st.get(k)!r} signed, {r.get(k)!r} recorded" for k in bad)
-    if signer != r.get('actor'): return f"is recorded as {r.get('actor')}'s but signed by {signer}"
-    if keys is None: return None
-    key = keys.get(signer)
-    if not isinstance(key, dict) or not key.get('public_key'):
-        return f"is signed by {signer}, who is not among the trusted keys"
-    if not verify_signature(st, r['signature'], key['public_key']):
-        return f"has a signature by {signer} that does not verify: the statement or the signature was changed"
-    if key.get('role') and key['role'] != r.get('role'):
-        return f"says role {r.get('role')}, but {signer}'s trusted key is for {key['role']}"
-    return ''
-
-def _phase(r: dict) -> str | None: return r['extra'].get('phase') if isinstance(r.get('extra'), dict) else None
-
-def unfinished_requests(records: list[dict]) -> list[dict]:
-    "Requests with an intent record and no outcome record: a process stopped between an alias move and its record"
-    done = {r['extra'].get('request') for r in records if _phase(r) == 'outcome'}
-    out = {}
-    for r in records:
-        req = r['extra'].get('request') if _phase(r) == 'intent' else None
-        if req is not None and req not in done and req not in out:
-            out[req] = dict(request=req, id=r['id'], action=r['action'])
-    return list(out.values())
-
-# %% ../nbs/23_auditlog.ipynb #79f041a5
-def verify_chain(store_or_records, # a `GovernanceStore`, or its records as stored (`chain_records()`)
-                 public_keys: dict = None, # signer name -> {'role', 'public_key' (base64)}; None: signatures unchecked
-                ) -> AuditVerdict:
-    "Walk the whole audit log: every hash, every link, every signature; name the first record that is wrong"
-    recs = (store_or_records.chain_records() if isinstance(store_or_records, GovernanceStore)
-            else sorted(store_or_records, key=lambda r: r['id']))
-    v, found = AuditVerdict(), []
-    chain = _split_legacy(recs, v, found)
-    _walk_links(chain, v, found)
-    for r in chain:
-        if not (r.get('signature') or r.get('signer')): continue
-        why = _signature_problem(r, public_keys)
-        if why is None: v.unverified += 1
-        elif why: found.append((r['id'], f"record {r['id']} {why}"))
-        else: v.signatures += 1
-    for rid, text in sorted(found, key=lambda p: p[0]): v.fail(rid, text)  # the first problem: the earliest record
-    v.unfinished = unfinished_requests(chain)
-    return v
-
-# %% ../nbs/23_auditlog.ipynb #dfad67f4
+# %% ../nbs/23_auditlog.ipynb #b5bd8a86
 def trusted_keys_path(cfg: Settings = None) -> Path:
     "The trusted keys file (setting `trusted_keys`; a relative path is relative to the settings file's folder)"
     cfg = cfg or get_settings()
     p = Path(str(cfg.trusted_keys)).expanduser()
     return p if p.is_absolute() else cfg.root/p
 
+# %% ../nbs/23_auditlog.ipynb #9fa57a5a
 def load_trusted_keys(path, # a JSON file {"keys": {name: {"role": ..., "public_key": base64}}}
                      ) -> dict | None:
     "Signer name -> {'role', 'public_key'} from a trusted keys file; None when the file does not exist"
@@ -472,18 +332,3 @@ def load_trusted_keys(path, # a JSON file {"keys": {name: {"role": ..., "public_
     if not isinstance(keys, dict):
         raise ValueError(f'trusted keys file {p} must hold {{"keys": {{name: {{"role", "public_key"}}}}}}')
     return keys
-
-# %% ../nbs/23_auditlog.ipynb #fa522418
-def verify_audit_log(cfg: Settings = None) -> AuditVerdict:
-    "Verify the configured audit store (setting `governance_uri`) against the trusted keys (setting `trusted_keys`)"
-    cfg = cfg or get_settings()
-    uri, kp = cfg.governance_uri, trusted_keys_path(cfg)
-    if uri.startswith('sqlite:') and not sqlite_file(uri, 'audit store').is_file():
-        raise FileNotFoundError(f"no audit store at {uri} (setting governance_uri): nothing was ever recorded there")
-    keys = load_trusted_keys(kp)
-    try:
-        with open_governance(uri) as st: v = verify_chain(st, keys)
-    except db_errors() as e:
-        raise RuntimeError(f"audit store {uri} (setting governance_uri) cannot be read: {e}") from None
-    v.keys = f"trusted keys from {kp}" if keys is not None else f"no trusted keys file at {kp} (setting trusted_keys)"
-    return v

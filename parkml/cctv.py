@@ -14,7 +14,7 @@ from PIL import Image
 __all__ = ['SEVERITIES', 'LEVELS', 'OCCLUDERS', 'CONDITIONS', 'level', 'night', 'fog', 'line_kernel', 'motion_blur', 'noise',
            'jpeg', 'occlusion_boxes', 'occlusion', 'apply_condition', 'condition_strength', 'show_conditions']
 
-# %% ../nbs/02_cctv.ipynb #992a83c5
+# %% ../nbs/02_cctv.ipynb #b48c3027
 SEVERITIES = (1, 2, 3)
 
 LEVELS = {  # parameter -> values at severity 0, 1, 2, 3
@@ -28,6 +28,7 @@ LEVELS = {  # parameter -> values at severity 0, 1, 2, 3
     'occlusion': dict(share=(0, 0.10, 0.20, 0.35)),
 }
 
+# %% ../nbs/02_cctv.ipynb #26daee31
 def level(severity: float, values) -> float:
     "Parameter at `severity` from its `values` at severities 0..3: linear in between, the last step continued above 3"
     v = np.asarray(values, dtype=float)

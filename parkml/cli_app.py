@@ -27,7 +27,7 @@ def cmd_trace(a) -> int:
 def cmd_audit_verify(a) -> int:
     "Verify the audit log: OK with the counts (exit 0), the first record edited, deleted or inserted (exit 1)"
     from dataclasses import asdict
-    from parkml.auditlog import verify_audit_log
+    from parkml.auditverify import verify_audit_log
     try: v = verify_audit_log()
     except (OSError, ValueError, RuntimeError) as e:
         print(f"parkml audit verify: {e}", file=sys.stderr)
@@ -90,9 +90,10 @@ def cmd_users(a) -> int:
         return 2
     return 0
 
-# %% ../nbs/43_cli_app.ipynb #b249699d
+# %% ../nbs/43_cli_app.ipynb #75f88ab3
 APP_DEFAULTS = {'--server.address': '127.0.0.1', '--client.toolbarMode': 'minimal'}
 
+# %% ../nbs/43_cli_app.ipynb #d5be9eaa
 def app_command(extra=(), cfg=None) -> list[str]:
     "The `streamlit run` command line of the app: loopback and no Deploy toolbar unless `extra` says otherwise"
     from pathlib import Path

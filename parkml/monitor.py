@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, asdict
 import numpy as np, pandas as pd
+from fastcore.meta import delegates
 from .config import get_settings, ensure_dir, Settings, iso_utc
 from .data import CLASSES
 from .predlog import proj_matrix, to_epoch
@@ -18,16 +19,17 @@ from .evaluate import (wilson_ci, fairness_frame, fairness_table, fairness_figur
 # %% auto #0
 __all__ = ['FEATURES', 'DECODE_CODES', 'PERF_KEYS', 'load_reference', 'answered', 'proj_of', 'day_window', 'day_of', 'Check',
            'checks_table', 'error_codes', 'check_decode_failures', 'check_image_size', 'reference_range', 'check_range',
-           'check_blurred', 'check_blank', 'frozen_runs', 'check_frozen', 'parse_hours', 'expected_seconds',
-           'traffic_gaps', 'check_gaps', 'integrity_checks', 'metrics_from_counts', 'labels_of', 'labelled_performance',
-           'performance_by_day', 'fairness_by_group']
+           'check_below', 'check_blurred', 'check_blank', 'frozen_runs', 'check_frozen', 'parse_hours',
+           'expected_seconds', 'traffic_gaps', 'check_gaps', 'integrity_checks', 'metrics_from_counts', 'labels_of',
+           'labelled_performance', 'performance_by_day', 'fairness_by_group']
 
-# %% ../nbs/20_monitor.ipynb #195e0c3a
+# %% ../nbs/20_monitor.ipynb #1f87942c
 def _subsets(subsets, cfg) -> list | None:
     s = cfg.reference_subsets if subsets is None else subsets
     if isinstance(s, str): s = [x.strip() for x in s.split(',') if x.strip()]
     return None if list(s) == ['all'] else list(s)
 
+# %% ../nbs/20_monitor.ipynb #080f0d93
 def load_reference(
     version = None, # model version: a number, an alias or a ModelVersion
     subsets = None, # reference subsets kept (default: setting `reference_subsets`; 'all': every one)
@@ -105,12 +107,13 @@ class Check:
     kind: str = 'integrity'
     def as_dict(self) -> dict: return asdict(self)
 
-# %% ../nbs/20_monitor.ipynb #111cc6c0
+# %% ../nbs/20_monitor.ipynb #912ab0de
 def checks_table(checks) -> pd.DataFrame:
     "One row per check (kind, name, statistic, threshold, passed, evidence)"
     return pd.DataFrame([c.as_dict() for c in checks],
                         columns=['kind', 'name', 'statistic', 'threshold', 'passed', 'evidence'])
 
+# %% ../nbs/20_monitor.ipynb #1c46dc58
 def _rate_check(name: str, df: pd.DataFrame, bad, threshold: float, cfg, **extra) -> Check:
     "Share of rows of `df` flagged by boolean `bad`; fails above `threshold` with at least `integrity_min_count` of them"
     bad = np.asarray(bad, bool)
@@ -179,21 +182,30 @@ def check_range(
     return _rate_check(f'{feature}_range', w, (v < lo) | (v > hi), cfg.out_of_range_max_rate, cfg,
                        range=[lo, hi], below=int((v < lo).sum()), above=int((v > hi).sum()))
 
-# %% ../nbs/20_monitor.ipynb #3891a7c1
+# %% ../nbs/20_monitor.ipynb #c54ff118
+def check_below(
+    name: str, # the check's name, e.g. 'blank'
+    window: pd.DataFrame, # rows of the prediction log
+    feature: str, # an integrity feature, e.g. 'contrast'
+    limit: float, # a frame whose `feature` is under this is bad
+    max_rate: float, # the largest share of bad frames that passes
+    cfg: Settings, # settings
+) -> Check:
+    "Share of answered frames whose `feature` is under `limit`"
+    w = answered(window)
+    return _rate_check(name, w, w[feature].to_numpy(float) < limit, max_rate, cfg, **{f'{feature}_below': limit})
+
+# %% ../nbs/20_monitor.ipynb #f2b78b40
 def check_blurred(window: pd.DataFrame, cfg: Settings = None) -> Check:
     "Share of answered frames with sharpness (Laplacian variance) under `blur_sharpness`"
     cfg = cfg or get_settings()
-    w = answered(window)
-    return _rate_check('blurred', w, w.sharpness.to_numpy(float) < cfg.blur_sharpness, cfg.blurred_max_rate, cfg,
-                       sharpness_below=cfg.blur_sharpness)
+    return check_below('blurred', window, 'sharpness', cfg.blur_sharpness, cfg.blurred_max_rate, cfg)
 
 # %% ../nbs/20_monitor.ipynb #c5d92ae4
 def check_blank(window: pd.DataFrame, cfg: Settings = None) -> Check:
     "Share of answered frames that are blank: contrast (luma std) under `blank_contrast`"
     cfg = cfg or get_settings()
-    w = answered(window)
-    return _rate_check('blank', w, w.contrast.to_numpy(float) < cfg.blank_contrast, cfg.blank_max_rate, cfg,
-                       contrast_below=cfg.blank_contrast)
+    return check_below('blank', window, 'contrast', cfg.blank_contrast, cfg.blank_max_rate, cfg)
 
 # %% ../nbs/20_monitor.ipynb #cb0bb427
 _SAME_COLS = ('brightness', 'contrast', 'sharpness', 'p_dog')
@@ -278,16 +290,15 @@ def traffic_gaps(
     return pd.DataFrame(rows, columns=['camera', 'start', 'end', 'minutes'])
 
 # %% ../nbs/20_monitor.ipynb #40820567
+@delegates(traffic_gaps)
 def check_gaps(
     window: pd.DataFrame, # rows of the prediction log
-    start = None, # epoch seconds where the window starts (default: the day window)
-    end = None, # epoch seconds where the window ends (default: the day window)
-    cameras = None, # camera ids expected to send (default: those in the window)
     cfg: Settings = None, # settings (default: the current ones)
+    **kwargs, # `start`, `end`, `cameras`, as `traffic_gaps` takes them
 ) -> Check:
     "No camera is silent for longer than `gap_max_minutes` while traffic is expected"
     cfg = cfg or get_settings()
-    gaps = traffic_gaps(window, start, end, cameras, cfg)
+    gaps = traffic_gaps(window, cfg=cfg, **kwargs)
     ev = dict(traffic_hours=cfg.traffic_hours, gaps=[dict(camera=g.camera, start=iso_utc(g.start), end=iso_utc(g.end),
                                                            minutes=round(float(g.minutes),
                                                                          1)) for g in gaps.head(10).itertuples()])
@@ -307,14 +318,15 @@ def integrity_checks(
     return [check_decode_failures(window, cfg), check_image_size(window, cfg),
             check_range(window, reference, 'brightness', cfg), check_range(window, reference, 'contrast', cfg),
             check_blurred(window, cfg), check_blank(window, cfg), check_frozen(window, cfg),
-            check_gaps(window, start, end, cameras, cfg)]
+            check_gaps(window, cfg, start=start, end=end, cameras=cameras)]
 
-# %% ../nbs/20_monitor.ipynb #ed92d27b
+# %% ../nbs/20_monitor.ipynb #e7af17b6
 PERF_KEYS = ('accuracy', 'precision_cat', 'recall_cat', 'f1_cat', 'precision_dog', 'recall_dog', 'f1_dog', 'f1_macro')
 
 def _ratio(a, b):
     with np.errstate(invalid='ignore', divide='ignore'): return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
 
+# %% ../nbs/20_monitor.ipynb #77482981
 def metrics_from_counts(
     tn, # cats called cat
     fp, # cats called dog

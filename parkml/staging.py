@@ -181,7 +181,7 @@ def robustness_part(s):
     s.dusk_p = s.passes[f"night {s.gs}"].p_dog.values.astype(float) if s.gs in s.night_ok else None
     return s
 
-# %% ../nbs/24_staging.ipynb #deb9d646
+# %% ../nbs/24_staging.ipynb #52c22fe4
 def _dusk_bands(s) -> dict:
     "Fairness by lighting band over the clean and the dusk frames together"
     from parkml.data import image_features
@@ -191,6 +191,7 @@ def _dusk_bands(s) -> dict:
     nyp = np.concatenate([s.yp, *[(s.passes[f"night {v}"].p_dog.values >= 0.5).astype(int) for v in s.night_ok]])
     return fairness_frame(ny, nyp, {'lighting band (clean + dusk)': nb})
 
+# %% ../nbs/24_staging.ipynb #33e9702e
 def fairness_part(s):
     "Add the fairness table and figure (by class, source, breed group and lighting band) and the recall-gap texts"
     s.light = lighting_band(s.feats.brightness.values)
@@ -401,11 +402,12 @@ def _json_default(o):
     if isinstance(o, (Path, pd.Timestamp)): return str(o)
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
-# %% ../nbs/24_staging.ipynb #5aa3753d
+# %% ../nbs/24_staging.ipynb #bae3660f
 def _papermill_severities(s) -> str:
     "Severities as the notebook's string parameter"
     return s if isinstance(s, str) else ','.join(str(int(x)) for x in s or [])
 
+# %% ../nbs/24_staging.ipynb #536ded20
 @delegates(StagingOptions)
 def stage(
     version='latest', # model version: a number, an alias or 'latest'

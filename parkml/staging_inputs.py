@@ -53,7 +53,7 @@ def fairness_extra(
     df = ds.df[(ds.df.subset == 'val') & ~ds.df.source.isin(stage.source.unique())]
     return stratified_sample(df, n, seed)
 
-# %% ../nbs/24a_staging_inputs.ipynb #f9765219
+# %% ../nbs/24a_staging_inputs.ipynb #0617cfe9
 DOG_GROUPS = {
     'terrier': ('terrier', 'schnauzer', 'airedale', 'cairn', 'lakeland', 'dandie', 'sealyham', 'bedlington'),
     'hound': ('hound', 'beagle', 'basset', 'borzoi', 'whippet', 'saluki', 'greyhound', 'redbone', 'bluetick', 'basenji',
@@ -66,6 +66,7 @@ DOG_GROUPS = {
             'blenheim', 'affenpinscher', 'brabancon', 'yorkshire', 'miniature_pinscher', 'miniature_poodle', 'silky'),
 }
 
+# %% ../nbs/24a_staging_inputs.ipynb #ffd074ee
 def breed_group(label: str, breed) -> str:
     "Breed group of one photo: the cat breed, a dog breed's group ('dog: hound', ... 'dog: working/other'), or 'unknown'"
     if not isinstance(breed, str) or not breed.strip(): return 'unknown'
@@ -106,12 +107,13 @@ def condition_frames(
                                            frame_seed(sha, condition, severity, seed)))
     with ThreadPoolExecutor(workers) as ex: return list(ex.map(one, zip(frames, shas)))
 
-# %% ../nbs/24a_staging_inputs.ipynb #79a1fc4f
+# %% ../nbs/24a_staging_inputs.ipynb #ff2e6483
 def _png(img: Image.Image, fmt: str = 'PNG') -> bytes:
     buf = io.BytesIO()
     img.save(buf, fmt)
     return buf.getvalue()
 
+# %% ../nbs/24a_staging_inputs.ipynb #fc864469
 def _garble_scan(jpg: bytes) -> bytes:
     """The JPEG with a scan that asks for Huffman tables the file never defines: the header reads as an image, the pixel
     data cannot be decoded by any reader (bytes inserted mid-stream, by contrast, often still decode to a smeared picture)"""
@@ -121,6 +123,7 @@ def _garble_scan(jpg: bytes) -> bytes:
     for k in range(jpg[i + 4]): body[i + 6 + 2 * k] = 0x33   # components' DC/AC table selectors -> 3/3
     return bytes(body)
 
+# %% ../nbs/24a_staging_inputs.ipynb #6462fb48
 def bad_inputs(jpg: bytes, max_upload_mb: float = None) -> dict:
     "name -> (body, content type, expected status, expected code) of the inputs the service must refuse"
     mb = get_settings().max_upload_mb if max_upload_mb is None else max_upload_mb

@@ -11,13 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
-from .config import ensure_dir
+from .config import ensure_dir, store_opener, sqlite_file
 if TYPE_CHECKING: import pandas as pd  # made only where a table is read: a keyed look-up (the trace) needs no pandas
 
 # %% auto #0
-__all__ = ['SCHEMA_TABLE', 'SCHEMA_LOCK', 'StoreError', 'StoreTooNew', 'StoreUnavailable', 'safe_uri', 'connection_problem',
-           'pg_sql', 'SQLDB', 'SQLiteDB', 'PGTx', 'PostgresDB', 'statements', 'pg_ddl', 'split_s3', 's3_client', 'seal',
-           'db_errors', 'run_step', 'too_new', 'migrate']
+__all__ = ['SCHEMA_TABLE', 'SCHEMA_LOCK', 'DB_ENGINES', 'StoreError', 'StoreTooNew', 'StoreUnavailable', 'safe_uri',
+           'connection_problem', 'pg_sql', 'SQLDB', 'SQLiteDB', 'PGTx', 'PostgresDB', 'statements', 'pg_ddl',
+           'split_s3', 's3_client', 'seal', 'db_errors', 'run_step', 'too_new', 'migrate', 'sql_db']
 
 # %% ../nbs/09_stores.ipynb #cb12535c
 class StoreError(RuntimeError):
@@ -83,7 +83,7 @@ class SQLDB:
             with self.lock: self.readers.append(con)
         return con
 
-# %% ../nbs/09_stores.ipynb #58c9697b
+# %% ../nbs/09_stores.ipynb #5f5fa50a
 from fastcore.basics import patch
 
 @patch
@@ -93,12 +93,14 @@ def frame(self: SQLDB, sql: str, params=()) -> pd.DataFrame:
     cols, rows = self.rows(sql, params)
     return pd.DataFrame.from_records(rows, columns=cols, coerce_float=True)
 
+# %% ../nbs/09_stores.ipynb #55be0f25
 @patch
 def one(self: SQLDB, sql: str, params=()):
     "The first value of the first row (None when there is no row)"
     rows = self.rows(sql, params)[1]
     return rows[0][0] if rows else None
 
+# %% ../nbs/09_stores.ipynb #eed27fcf
 @patch
 def close(self: SQLDB) -> None:
     "Close the writer and every reader connection"
@@ -129,7 +131,7 @@ class SQLiteDB(SQLDB):
     def dead(self, con) -> bool: return False
     def __repr__(self): return f"SQLiteDB({self.path})"
 
-# %% ../nbs/09_stores.ipynb #2b9c2c63
+# %% ../nbs/09_stores.ipynb #57077efa
 @patch
 def connect(self: SQLiteDB, readonly: bool = False) -> sqlite3.Connection:
     "A new autocommit connection (`readonly`: refuses writes)"
@@ -138,6 +140,7 @@ def connect(self: SQLiteDB, readonly: bool = False) -> sqlite3.Connection:
     if readonly: con.execute('PRAGMA query_only=1')
     return con
 
+# %% ../nbs/09_stores.ipynb #ef31c156
 @patch
 def rows(self: SQLiteDB, sql: str, params=()) -> tuple[list, list]:
     "Column names and rows of a query, on this thread's reader"
@@ -158,17 +161,19 @@ def write(self: SQLiteDB):
             raise
         else: self.writer.execute('COMMIT')
 
-# %% ../nbs/09_stores.ipynb #cb948ddb
+# %% ../nbs/09_stores.ipynb #fad76da8
 @patch
 def schema_version(self: SQLiteDB, con=None) -> int:
     "The schema version of the file (0: new, or made before versions were kept)"
     return (con or self.reader()).execute('PRAGMA user_version').fetchone()[0]
 
+# %% ../nbs/09_stores.ipynb #5c1cc3a1
 @patch
 def set_version(self: SQLiteDB, con, version: int) -> None:
     "Record `version` inside the migration's transaction"
     con.execute(f'PRAGMA user_version = {int(version)}')
 
+# %% ../nbs/09_stores.ipynb #6d9a1c9c
 @patch
 def lock_schema(self: SQLiteDB, con) -> None:
     "Nothing to do: `BEGIN IMMEDIATE` already holds the file's write lock"
@@ -205,7 +210,7 @@ class PostgresDB(SQLDB):
         return StoreUnavailable(f"{self.what} {self.where}{via}: {connection_problem(err, self.uri)}")
     def __repr__(self): return f"PostgresDB({self.where})"
 
-# %% ../nbs/09_stores.ipynb #4a4f7710
+# %% ../nbs/09_stores.ipynb #7a19eda0
 @patch
 def connect(self: PostgresDB, readonly: bool = False):
     "A new autocommit connection; `StoreUnavailable` when the server cannot be reached"
@@ -213,6 +218,7 @@ def connect(self: PostgresDB, readonly: bool = False):
     try: return psycopg.connect(self.uri, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as e: raise self.unavailable(e) from None
 
+# %% ../nbs/09_stores.ipynb #d6bcdb4f
 @patch
 @contextmanager
 def reachable(self: PostgresDB):
@@ -221,6 +227,7 @@ def reachable(self: PostgresDB):
     try: yield
     except psycopg.OperationalError as e: raise self.unavailable(e) from None
 
+# %% ../nbs/09_stores.ipynb #6e2d888f
 @patch
 def rows(self: PostgresDB, sql: str, params=()) -> tuple[list, list]:
     "Column names and rows of a query, on this thread's reader"
@@ -239,7 +246,7 @@ def write(self: PostgresDB):
         if self.dead(self.writer): self.writer = self.connect()
         with self.reachable(), self.writer.transaction(): yield PGTx(self.writer)
 
-# %% ../nbs/09_stores.ipynb #95bb5c37
+# %% ../nbs/09_stores.ipynb #0375256f
 SCHEMA_TABLE = ('CREATE TABLE IF NOT EXISTS parkml_schema(store TEXT PRIMARY KEY, version INTEGER NOT NULL, '
                 'updated DOUBLE PRECISION NOT NULL)')
 SCHEMA_LOCK = zlib.crc32(b'parkml_schema')  # the advisory lock that serialises migrations in one database
@@ -252,19 +259,21 @@ def schema_version(self: PostgresDB, con=None) -> int:
     row = con.execute('SELECT version FROM parkml_schema WHERE store = ?', (self.name,)).fetchone()
     return row[0] if row else 0
 
+# %% ../nbs/09_stores.ipynb #0378f511
 @patch
 def lock_schema(self: PostgresDB, con) -> None:
     "Hold the migration lock of this database until the transaction ends; make the versions table"
     con.execute('SELECT pg_advisory_xact_lock(?)', (SCHEMA_LOCK,))
     con.execute(SCHEMA_TABLE)
 
+# %% ../nbs/09_stores.ipynb #3abb3654
 @patch
 def set_version(self: PostgresDB, con, version: int) -> None:
     "Record `version` inside the migration's transaction"
     con.execute('INSERT INTO parkml_schema(store, version, updated) VALUES(?, ?, ?) ON CONFLICT(store) DO UPDATE '
                 'SET version = excluded.version, updated = excluded.updated', (self.name, int(version), time.time()))
 
-# %% ../nbs/09_stores.ipynb #2b057549
+# %% ../nbs/09_stores.ipynb #d7002f12
 _PG_TYPES = ((r'\bINTEGER PRIMARY KEY\b', 'BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY'),
              (r'\bINTEGER\b', 'BIGINT'), (r'\bREAL\b', 'DOUBLE PRECISION'), (r'\bBLOB\b', 'BYTEA'),
              (r'\s*WITHOUT ROWID', ''))
@@ -274,13 +283,14 @@ def statements(script: str, # SQL statements separated by `;` (none inside a lit
     "The statements of `script`, one by one, as a migration step"
     return tuple(s.strip() for s in script.split(';') if s.strip())
 
+# %% ../nbs/09_stores.ipynb #261f4d00
 def pg_ddl(script: str, # CREATE TABLE / INDEX statements written for SQLite
           ) -> tuple:
     "The statements of `script` with PostgreSQL's column types"
     for pat, rep in _PG_TYPES: script = re.sub(pat, rep, script)
     return statements(script)
 
-# %% ../nbs/09_stores.ipynb #9415e6c9
+# %% ../nbs/09_stores.ipynb #651fe983
 def split_s3(uri: str, # s3://bucket/prefix
             ) -> tuple[str, str]:
     "Bucket and key prefix (no slashes at its ends) of an `s3://` location"
@@ -289,6 +299,7 @@ def split_s3(uri: str, # s3://bucket/prefix
     bucket, _, prefix = uri[5:].partition('/')
     return bucket, prefix.strip('/')
 
+# %% ../nbs/09_stores.ipynb #8d0dd3ed
 def s3_client(cfg=None, # settings (default: the current ones)
              ):
     "A boto3 S3 client for the configured endpoint (setting `s3_endpoint`), keys from boto3's chain"
@@ -342,3 +353,16 @@ def migrate(db: SQLDB, # the store's database
         for step in steps[done:]: run_step(con, step)
         db.set_version(con, len(steps))
     return len(steps) - done
+
+# %% ../nbs/09_stores.ipynb #e95d4127
+DB_ENGINES = {'sqlite': lambda uri, what, name, setting, **kw: SQLiteDB(sqlite_file(uri, what), what, name, **kw),
+              'postgresql': lambda uri, what, name, setting, **kw: PostgresDB(uri, what, name, setting)}
+
+def sql_db(uri: str, # sqlite:///path or postgresql://user@host:port/db
+           what: str, # the store in messages, e.g. 'alert store'
+           name: str, # the store's name among the schema versions
+           setting: str = '', # the setting that holds `uri`, for messages
+           **kw, # more options of the engine's class (SQLite: `synchronous`)
+          ) -> SQLDB:
+    "The database of a store: a `SQLiteDB` or `PostgresDB`, chosen by the scheme of `uri`"
+    return store_opener(uri, DB_ENGINES, what)(uri, what, name, setting, **kw)

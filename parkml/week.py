@@ -74,7 +74,7 @@ def approve_and_release(
                                 f"{staging.get('run_id')} passed every gate")
     return recs + release(version, owner, f"simulated release in the week-in-the-park demo ({when})")
 
-# %% ../nbs/60_week.ipynb #b6b2447f
+# %% ../nbs/60_week.ipynb #ec1a267d
 # alerts the demo's owner answers with a retraining
 RETRAIN_RULES = ('fairness_gap', 'recall_drop_cat', 'recall_drop_dog')
 
@@ -98,11 +98,12 @@ class WeekOptions:
                     daily=dict(shap_frames=0)) if quick else {}
         return cls(**{**base, **{k: v for k, v in kw.items() if v is not None}})
 
+# %% ../nbs/60_week.ipynb #3349c536
 def _events(log: list, day, text: str, progress: bool):
     log.append(dict(day=day, event=text))
     if progress: tqdm.write(f"[day {day}] {text}")
 
-# %% ../nbs/60_week.ipynb #f83dd24e
+# %% ../nbs/60_week.ipynb #f3daad9b
 def _day_row(plan: DayPlan, daily: dict, answered: pd.DataFrame, cfg: Settings) -> dict:
     "The table row of an analysed day: from its daily MLflow run, the alert store and the camera's answers"
     from parkml.tracking import mlflow_client
@@ -121,6 +122,7 @@ def _day_row(plan: DayPlan, daily: dict, answered: pd.DataFrame, cfg: Settings) 
                         severity=a.severity,
                 message=a.message) for a in alerts], daily_run=daily['run_id'], report=daily.get('html'))
 
+# %% ../nbs/60_week.ipynb #5a15b2cf
 def _answered_dark(store, version: str, days: list[DayPlan], cfg: Settings) -> dict:
     "Labelled dusk frames (evening hours of dusk days) answered by `version`: recall per class and the gap, from the store"
     rows = []

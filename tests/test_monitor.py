@@ -137,15 +137,16 @@ def test_traffic_gaps(env, store):
     ts = T10 + 60 * np.arange(120)
     keep = (ts < T10 + 40 * 60) | (ts >= T10 + 66 * 60)  # the camera is silent from 10:40 to 11:06
     log_window(store, env['clean'].iloc[:120][keep], ts[keep], mv=env['mv'])
-    c = mon.check_gaps(store.predictions(), T10, T10 + 7200, cfg=env['cfg'])
+    c = mon.check_gaps(store.predictions(), start=T10, end=T10 + 7200, cfg=env['cfg'])
     g, = c.evidence['gaps']
     assert not c.passed and g['camera'] == 'cam-01' and 26 < g['minutes'] <= 27.5 and g['start'].startswith(f'{DAY}T10:39')
     # a camera that sent nothing at all is one long gap; silence after traffic hours (21:00) is no gap
-    c2 = mon.check_gaps(store.predictions(), T10, T10 + 7200, cameras=['cam-01', 'cam-02'], cfg=env['cfg'])
+    c2 = mon.check_gaps(store.predictions(), start=T10, end=T10 + 7200, cameras=['cam-01', 'cam-02'], cfg=env['cfg'])
     assert {x['camera'] for x in c2.evidence['gaps']} == {'cam-01', 'cam-02'}
     evening = pd.Timestamp(f'{DAY} 20:00', tz='UTC').timestamp()
     log_window(store, env['clean'].iloc[:60], evening + 55 * np.arange(60), mv=env['mv'])  # 20:00 - 20:54
-    c3 = mon.check_gaps(store.predictions(evening, evening + 3 * 3600), evening, evening + 3 * 3600, cfg=env['cfg'])
+    c3 = mon.check_gaps(store.predictions(evening, evening + 3 * 3600), start=evening, end=evening + 3 * 3600,
+                        cfg=env['cfg'])
     assert c3.passed and c3.statistic == 0
 
 

@@ -5,7 +5,7 @@ import io, os, signal, subprocess, sys, time
 from pathlib import Path
 import httpx, numpy as np, pandas as pd, pytest
 from PIL import Image
-from test_service import Server, free_port, service_registry
+from test_service import free_port, service_registry, module_server
 from receivers import Receiver
 
 PARKML = str(Path(sys.executable).parent/'parkml')
@@ -13,11 +13,7 @@ PARKML = str(Path(sys.executable).parent/'parkml')
 @pytest.fixture(scope='module')
 def registry(tmp_path_factory): return service_registry(tmp_path_factory)
 
-@pytest.fixture(scope='module')
-def server(registry, tmp_path_factory):
-    s = Server(registry[0], tmp_path_factory.mktemp('sentry-server'))
-    yield s
-    s.stop()
+server = module_server('sentry-server')
 
 @pytest.fixture(scope='module')
 def holdout():

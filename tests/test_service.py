@@ -104,11 +104,16 @@ class Server:
 
     def text_log(self): return (self.home/'server.log').read_text()
 
-@pytest.fixture(scope='module')
-def server(registry, tmp_path_factory):
-    s = Server(registry[0], tmp_path_factory.mktemp('main-server'))
-    yield s
-    s.stop()
+def module_server(home: str):
+    "A module-scoped `server` fixture: `parkml serve` of the registry's first version, its home a new temp folder `home`"
+    @pytest.fixture(scope='module')
+    def server(registry, tmp_path_factory):
+        s = Server(registry[0], tmp_path_factory.mktemp(home))
+        yield s
+        s.stop()
+    return server
+
+server = module_server('main-server')
 
 @pytest.fixture(scope='module')
 def http(server):
