@@ -11,7 +11,7 @@ from pathlib import Path
 from .config import get_settings, Settings
 from .stores import StoreError, StoreUnavailable, db_errors
 from .boxes import CENTRE_NOW, report_status
-from .frames import keep_sample, frame_relpath
+from .frames import keep_sample
 
 log = logging.getLogger(__name__)
 
@@ -373,9 +373,11 @@ def ship(once: bool = False, # ship what is there, then stop (default: run until
         ) -> dict:
     "Ship this box's prediction log to the centre (settings `ship_to`, `ship_batch`, `ship_rate`); what was shipped"
     import signal
+    centre_settings()   # a centre that cannot be named is an error now, not a retry
     sh = Shipper()
     stop = lambda *a: sh._stop.set()
-    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    main = threading.current_thread() is threading.main_thread()   # only there may a handler be set
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
     progress = None if quiet else threading.Thread(target=say_progress, args=(sh,), daemon=True)
     if progress: progress.start()
     try: return sh.run(until_idle=once)
