@@ -6,249 +6,24 @@ Docs: https://parkml.github.io/parkml/predlog.html.md"""
 
 # %% ../nbs/10_predlog.ipynb #a53a845e
 from __future__ import annotations
-import abc, functools, hashlib, numbers, os, secrets, time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+import abc, time
 from pathlib import Path
 from typing import TYPE_CHECKING
 from fastcore.basics import patch
-from .config import get_settings, ensure_dir, store_opener, sqlite_file, SettingsError
-from .stores import (SQLDB, SQLiteDB, PostgresDB, StoreUnavailable, migrate, statements, pg_ddl, split_s3,
-                           s3_client, seal)
+from .config import get_settings, store_opener, sqlite_file
+from .stores import SQLDB, SQLiteDB, PostgresDB, migrate, statements, pg_ddl, seal
+from .boxes import box_id, BOX_STATUS_SCHEMA, report_status, read_box_status
+# the record and frame helpers, imported from the log by many callers (parkml.records, parkml.frames hold them)
+from .records import (LABELS, STATUSES, PRED_COLS, TELEMETRY_COLS, FLOAT_COLS, new_prediction_id, to_epoch,
+                            encode_proj, decode_proj, proj_matrix, prediction_row)
+from .frames import (frame_sha, frame_relpath, fsync_path, fsync_all, write_frame_file, keep_sample, LocalFrames,
+                           S3Frames, frame_files, sync_mode, SYNC_MODES, split_frame)
 if TYPE_CHECKING:   # imported where used: a keyed look-up (the trace) needs neither pandas nor numpy
     import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['LABELS', 'STATUSES', 'PRED_COLS', 'TELEMETRY_COLS', 'SYNC_MODES', 'SCHEMA', 'PREDLOG_STEPS', 'STORE_SCHEMES',
-           'new_prediction_id', 'to_epoch', 'encode_proj', 'decode_proj', 'proj_matrix', 'prediction_row', 'frame_sha',
-           'frame_relpath', 'fsync_path', 'fsync_all', 'write_frame_file', 'keep_sample', 'LocalFrames', 'S3Frames',
-           'frame_files', 'sync_mode', 'PredictionStore', 'SQLStore', 'SQLiteStore', 'PostgresStore', 'open_store']
-
-# %% ../nbs/10_predlog.ipynb #f3e105e7
-LABELS = ('cat', 'dog')  # parkml.data.CLASSES, without importing parkml.data (PIL, pandas) for a look-up
-STATUSES = ('ok', 'rejected')
-PRED_COLS = ('id', 'ts', 'received', 'camera', 'model_name', 'model_version', 'run_id', 'alias', 'label',
-             'p_dog', 'latency_ms', 'width', 'height', 'brightness', 'contrast', 'sharpness', 'status', 'error',
-             'frame_sha', 'proj')
-_FLOAT_COLS = ('p_dog', 'latency_ms', 'width', 'height', 'brightness', 'contrast', 'sharpness')
-_PRED_SET = frozenset(PRED_COLS)
-TELEMETRY_COLS = ('ts', 'host', 'cpu_pct', 'mem_pct', 'mem_used_mb', 'disk_pct', 'temp_c', 'rss_mb',
-                  'latency_p50_ms', 'latency_p95_ms', 'requests', 'errors')
-
-def new_prediction_id(t: float = None) -> str:
-    "A unique id that sorts by creation time: 'p' + 12 hex digits of epoch ms + 10 random hex digits"
-    return f"p{int((time.time() if t is None else t) * 1000):012x}{secrets.token_hex(5)}"
-
-def to_epoch(t) -> float | None:
-    "Epoch seconds from a number, `datetime`, pandas `Timestamp` or ISO text (times without a zone are UTC)"
-    if t is None or isinstance(t, numbers.Real): return None if t is None else float(t)
-    import pandas as pd
-    return pd.Timestamp(t).timestamp()
-
-# %% ../nbs/10_predlog.ipynb #dc95778f
-def encode_proj(v) -> bytes | None:
-    "Pack an embedding projection as little-endian float32 bytes (bytes pass through)"
-    if v is None: return None
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        if len(v) % 4: raise ValueError(f"proj of {len(v)} bytes is not a float32 vector")
-        return bytes(v)
-    import numpy as np
-    return np.asarray(v, dtype='<f4').ravel().tobytes()
-
-def decode_proj(b) -> np.ndarray | None:
-    "The float32 vector packed by `encode_proj`"
-    import numpy as np
-    return None if b is None else np.frombuffer(b, dtype='<f4')
-
-def proj_matrix(df: pd.DataFrame) -> np.ndarray:
-    "The `proj` column of `df` as an (n, k) float32 array; rows without a projection are NaN"
-    import numpy as np
-    vecs = [decode_proj(b) for b in df['proj']]
-    ks = {len(v) for v in vecs if v is not None}
-    if len(ks) > 1: raise ValueError(f"projections of different lengths {sorted(ks)} cannot form one matrix")
-    out = np.full((len(vecs), ks.pop() if ks else 0), np.nan, dtype=np.float32)
-    for i, v in enumerate(vecs):
-        if v is not None: out[i] = v
-    return out
-
-# %% ../nbs/10_predlog.ipynb #c2946072
-def prediction_row(rec: dict, now: float = None) -> tuple:
-    "Check one prediction record and return its values in `PRED_COLS` order"
-    if not rec.keys() <= _PRED_SET:
-        raise ValueError(f"unknown prediction fields {sorted(set(rec) - _PRED_SET)}; known: {', '.join(PRED_COLS)}")
-    r = dict(rec)
-    r['id'] = r.get('id') or new_prediction_id()
-    r['received'] = (time.time() if now is None else now) if r.get('received') is None else to_epoch(r['received'])
-    r['ts'] = r['received'] if r.get('ts') is None else to_epoch(r['ts'])
-    r['status'] = r.get('status') or 'ok'
-    if r['status'] not in STATUSES:
-        raise ValueError(f"prediction {r['id']}: status must be one of {STATUSES}, got {r['status']!r}")
-    if r['status'] == 'ok' and r.get('label') not in LABELS:
-        raise ValueError(f"prediction {r['id']}: label must be one of {LABELS}, got {r.get('label')!r}")
-    if r['status'] == 'rejected' and r.get('label') is not None:
-        raise ValueError(f"prediction {r['id']}: a rejected input has no label, got {r['label']!r}")
-    for c in _FLOAT_COLS:
-        if (v := r.get(c)) is not None and type(v) is not float: r[c] = float(v)
-    r['proj'] = encode_proj(r.get('proj'))
-    return tuple(map(r.get, PRED_COLS))
-
-# %% ../nbs/10_predlog.ipynb #38d5db9e
-def frame_sha(data: bytes) -> str:
-    "sha256 hex digest of a frame's bytes"
-    return hashlib.sha256(data).hexdigest()
-
-def frame_relpath(sha: str, ext: str = 'jpg') -> str:
-    "Where a frame lives under `frames_dir`: `ab/<sha>.<ext>`"
-    if not (ext.isalnum() and len(ext) <= 8):
-        raise ValueError(f"frame extension {ext!r} must be a short alphanumeric word")
-    return f"{sha[:2]}/{sha}.{ext.lower()}"
-
-def fsync_path(path) -> None:
-    "Flush a file, or a folder's entries (a new or renamed file in it), to the disk"
-    fd = os.open(path, os.O_RDONLY)
-    try: os.fsync(fd)
-    finally: os.close(fd)
-
-@functools.cache
-def _fsync_pool() -> ThreadPoolExecutor: return ThreadPoolExecutor(16, thread_name_prefix='parkml-fsync')
-
-def fsync_all(paths) -> None:
-    "Flush many files and folders side by side: the disk merges flushes that wait together (measured: 2-15x faster)"
-    list(_fsync_pool().map(fsync_path, set(paths)))
-
-def write_frame_file(frames_dir, data: bytes, ext: str = 'jpg', sha: str = None,
-                     sync: bool = False, # flush the file and its folder to the disk before returning (power-cut safe)
-                    ) -> tuple[str, str]:
-    "Store `data` once under `frames_dir`; return (sha, relative path). Same bytes -> same file"
-    if not isinstance(data, (bytes, bytearray, memoryview)) or not len(data):
-        raise ValueError("a frame must be non-empty bytes")
-    sha = sha or frame_sha(data)
-    rel = frame_relpath(sha, ext)
-    p = Path(frames_dir)/rel
-    if not p.is_file():
-        new_dir = not p.parent.is_dir()
-        ensure_dir(p.parent)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        with open(tmp, 'wb') as f:
-            f.write(data)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, p)
-        if sync: fsync_all([p.parent, *([p.parent.parent] if new_dir else [])])
-    return sha, rel
-
-def keep_sample(sha: str, rate: float) -> bool:
-    "Is this frame in the long-term sample? Stable: decided by the first 32 bits of its hash"
-    return int(sha[:8], 16) / 2**32 < rate
-
-# %% ../nbs/10_predlog.ipynb #992edfc8
-class LocalFrames:
-    "Frame files in a local folder, `ab/<sha>.<ext>`"
-    def __init__(self, folder, # where the files go
-                 sync: bool = False, # flush files and folders to the disk before a commit names them
-                ):
-        self.root, self.sync = Path(folder), sync
-    def put(self, data: bytes, ext: str = 'jpg', sha: str = None) -> str:
-        return write_frame_file(self.root, data, ext, sha)[1]
-    def has(self, rel: str) -> bool: return (self.root/rel).is_file()
-    def local(self, rel: str) -> Path | None: return self.root/rel if self.has(rel) else None
-    def where(self, rel: str) -> str: return str(self.root/rel)
-    def remove(self, rel: str) -> None: (self.root/rel).unlink(missing_ok=True)
-    def __repr__(self): return f"LocalFrames({self.root})"
-
-# %% ../nbs/10_predlog.ipynb #797acb35
-@patch
-def flush(self: LocalFrames, rels: list[str]) -> None:
-    "With `sync`: the files, their folders and the frames folder on the disk (before the commit that names them)"
-    if not (self.sync and rels): return
-    files = [self.root/r for r in rels]
-    fsync_all([*files, *(f.parent for f in files), self.root])
-
-# %% ../nbs/10_predlog.ipynb #129ccf9d
-class S3Frames:
-    "Frame files in an S3 bucket, each stored once under its sha, read through a local cache folder"
-    def __init__(self, uri: str, # s3://bucket/prefix
-                 cache, # local folder of the frames read so far
-                 client=None, # a boto3 S3 client (default: `s3_client()` from the settings)
-                ):
-        self.uri, (self.bucket, self.prefix) = uri.rstrip('/'), split_s3(uri)
-        self.root, self.client, self.sync = Path(cache), client or s3_client(), False
-    def key(self, rel: str) -> str: return f"{self.prefix}/{rel}" if self.prefix else rel
-    def where(self, rel: str) -> str: return f"s3://{self.bucket}/{self.key(rel)}"
-    def has(self, rel: str) -> bool: return True  # the frames row is the record: retention removes both together
-    def flush(self, rels) -> None: "Nothing to do: an S3 put is durable when it returns"
-    def __repr__(self): return f"S3Frames({self.uri})"
-
-# %% ../nbs/10_predlog.ipynb #4c61ee1c
-@patch
-@contextmanager
-def reachable(self: S3Frames):
-    "Turn a failure to reach the object store into `StoreUnavailable` naming it"
-    from botocore.exceptions import BotoCoreError, ClientError
-    try: yield
-    except (BotoCoreError, ClientError) as e:
-        raise StoreUnavailable(f"frame store {self.uri} (setting frames_dir, endpoint from s3_endpoint): {e}") from None
-
-@patch
-def exists(self: S3Frames, rel: str) -> bool:
-    "Is the frame's object in the bucket?"
-    from botocore.exceptions import ClientError
-    try: self.client.head_object(Bucket=self.bucket, Key=self.key(rel))
-    except ClientError as e:
-        if e.response.get('Error', {}).get('Code') in ('404', 'NoSuchKey', 'NotFound'): return False
-        raise
-    return True
-
-# %% ../nbs/10_predlog.ipynb #b75a4139
-@patch
-def put(self: S3Frames, data: bytes, ext: str = 'jpg', sha: str = None) -> str:
-    "Upload the frame unless its object is there already; return its relative key"
-    if not isinstance(data, (bytes, bytearray, memoryview)) or not len(data):
-        raise ValueError("a frame must be non-empty bytes")
-    rel = frame_relpath(sha or frame_sha(data), ext)
-    with self.reachable():
-        if not self.exists(rel): self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=bytes(data))
-    return rel
-
-@patch
-def local(self: S3Frames, rel: str) -> Path | None:
-    "A local copy of the frame (fetched into the cache on first use); None when the object is gone"
-    p = self.root/rel
-    if p.is_file(): return p
-    with self.reachable():
-        if not self.exists(rel): return None
-        data = self.client.get_object(Bucket=self.bucket, Key=self.key(rel))['Body'].read()
-    sha, ext = Path(rel).stem, Path(rel).suffix[1:]
-    return self.root/write_frame_file(self.root, data, ext, sha)[1]
-
-@patch
-def remove(self: S3Frames, rel: str) -> None:
-    "Delete the object and its cached copy"
-    with self.reachable(): self.client.delete_object(Bucket=self.bucket, Key=self.key(rel))
-    (self.root/rel).unlink(missing_ok=True)
-
-# %% ../nbs/10_predlog.ipynb #43a632f8
-def frame_files(location, # a folder, or s3://bucket/prefix
-                sync: bool = False, # local folder: flush to the disk before each commit
-                cfg=None, # settings (the S3 cache goes under `cache`)
-               ):
-    "The frame files of a store at `location`"
-    if str(location).startswith('s3://'):
-        cfg = cfg or get_settings()
-        bucket, prefix = split_s3(str(location))
-        return S3Frames(str(location), Path(cfg.cache)/'frames-s3'/bucket/prefix)
-    return LocalFrames(location, sync)
-
-# %% ../nbs/10_predlog.ipynb #8ee30b91
-SYNC_MODES = ('FULL', 'NORMAL')
-
-def sync_mode(value: str) -> str:
-    "The SQLite synchronous level named by `value` (FULL or NORMAL, any case); a clear error otherwise"
-    v = str(value).strip().upper()
-    if v not in SYNC_MODES:
-        raise SettingsError(f"predlog_synchronous is {value!r}: use FULL (commits survive a power cut) or NORMAL")
-    return v
+__all__ = ['SCHEMA', 'SHIP_SCHEMA', 'PREDLOG_STEPS', 'STORE_SCHEMES', 'PredictionStore', 'SQLStore', 'SQLiteStore',
+           'PostgresStore', 'open_store']
 
 # %% ../nbs/10_predlog.ipynb #87cdbb77
 class PredictionStore(abc.ABC):
@@ -337,12 +112,26 @@ CREATE TABLE IF NOT EXISTS telemetry(
   errors INTEGER);
 CREATE INDEX IF NOT EXISTS telemetry_ts ON telemetry(ts);
 """
-PREDLOG_STEPS = {'sqlite': [statements(SCHEMA)], 'postgresql': [pg_ddl(SCHEMA)]}
+SHIP_SCHEMA = "".join(f"ALTER TABLE {t} ADD COLUMN {c};\n" for t in ('predictions', 'feedback', 'frames', 'telemetry')
+                      for c in ('box_id TEXT', 'arrived_at REAL', 'shipped_at REAL')) + """
+ALTER TABLE feedback ADD COLUMN box_row INTEGER;
+ALTER TABLE telemetry ADD COLUMN box_row INTEGER;
+CREATE INDEX IF NOT EXISTS predictions_unshipped ON predictions(id) WHERE shipped_at IS NULL;
+CREATE INDEX IF NOT EXISTS feedback_unshipped ON feedback(id) WHERE shipped_at IS NULL;
+CREATE INDEX IF NOT EXISTS telemetry_unshipped ON telemetry(id) WHERE shipped_at IS NULL;
+CREATE INDEX IF NOT EXISTS frames_unshipped ON frames(first_seen) WHERE shipped_at IS NULL;
+CREATE INDEX IF NOT EXISTS predictions_box_ts ON predictions(box_id, ts);
+CREATE UNIQUE INDEX IF NOT EXISTS feedback_box_row ON feedback(box_id, box_row);
+CREATE UNIQUE INDEX IF NOT EXISTS telemetry_box_row ON telemetry(box_id, box_row);
+CREATE TABLE IF NOT EXISTS ship_state(name TEXT PRIMARY KEY, value TEXT, updated REAL NOT NULL);
+""" + BOX_STATUS_SCHEMA
+PREDLOG_STEPS = {'sqlite': [statements(SCHEMA), statements(SHIP_SCHEMA)],
+                 'postgresql': [pg_ddl(SCHEMA), pg_ddl(SHIP_SCHEMA)]}
 
 # %% ../nbs/10_predlog.ipynb #816181cd
 _INSERT_PRED = f"INSERT INTO predictions({','.join(PRED_COLS)}) VALUES({','.join('?' * len(PRED_COLS))})"
 _INSERT_TEL = f"INSERT INTO telemetry({','.join(TELEMETRY_COLS)}) VALUES({','.join('?' * len(TELEMETRY_COLS))})"
-_UPSERT_FRAME = """INSERT INTO frames(sha, path, bytes, first_seen, last_seen) VALUES(?,?,?,?,?)
+_UPSERT_FRAME = """INSERT INTO frames(sha, path, bytes, first_seen, last_seen, box_id) VALUES(?,?,?,?,?,?)
   ON CONFLICT(sha) DO UPDATE SET
   first_seen = CASE WHEN excluded.first_seen < frames.first_seen THEN excluded.first_seen ELSE frames.first_seen END,
   last_seen = CASE WHEN excluded.last_seen > frames.last_seen THEN excluded.last_seen ELSE frames.last_seen END"""
@@ -364,7 +153,7 @@ class SQLStore(PredictionStore):
     def __init__(self, db: SQLDB, # the store's database, of either engine
                  files, # where the frame files go: `LocalFrames` or `S3Frames`
                 ):
-        self.db, self.files, self.frames_dir = db, files, files.root
+        self.db, self.files, self.frames_dir, self.box_id = db, files, files.root, box_id()
         try: migrate(db, PREDLOG_STEPS[db.engine])
         except BaseException:
             db.close()
@@ -390,7 +179,7 @@ class SQLiteStore(SQLStore):
         return sum(p.stat().st_size for p in [self.path, Path(f"{self.path}-wal")] if p.exists())
 
 # %% ../nbs/10_predlog.ipynb #892db79b
-_PG_TYPES = ['float8' if c in ('ts', 'received', *_FLOAT_COLS) else 'bytea' if c == 'proj' else 'text'
+_PG_TYPES = ['float8' if c in ('ts', 'received', *FLOAT_COLS) else 'bytea' if c == 'proj' else 'text'
              for c in PRED_COLS]  # of a COPY in binary
 _PG_RELATIONS = ("SELECT sum(pg_total_relation_size(t::regclass)) "
                  "FROM unnest(ARRAY['predictions', 'feedback', 'frames', 'telemetry']) t")
@@ -401,8 +190,9 @@ class PostgresStore(SQLStore):
     def __init__(self, uri: str, # postgresql://user@host:port/database
                  frames_dir, # folder or s3://bucket/prefix of the frame files
                  setting: str = 'predlog_uri', # the setting naming `uri`, for messages
+                 cfg=None, # settings of the S3 endpoint and keys (default: the current ones)
                 ):
-        super().__init__(PostgresDB(uri, 'prediction store', 'predlog', setting), frame_files(frames_dir))
+        super().__init__(PostgresDB(uri, 'prediction store', 'predlog', setting), frame_files(frames_dir, cfg=cfg))
     def db_bytes(self) -> int: return int(self.db.one(_PG_RELATIONS) or 0)
     def insert_rows(self, con, rows: list[tuple]) -> None:
         if len(rows) < self.copy_from: return con.executemany(_INSERT_PRED, rows)
@@ -410,24 +200,11 @@ class PostgresStore(SQLStore):
             cp.set_types(_PG_TYPES)
             for r in rows: cp.write_row(r)
 
-# %% ../nbs/10_predlog.ipynb #0fe3343e
-def _split_frame(rec: dict) -> tuple[dict, tuple | None]:
-    "Take a record's `frame` bytes out and fill in its `frame_sha`"
-    if 'frame' not in rec and 'frame_ext' not in rec: return rec, None
-    rec = dict(rec)
-    data, ext = rec.pop('frame', None), rec.pop('frame_ext', 'jpg')
-    if data is None: return rec, None
-    sha = frame_sha(data)
-    if rec.get('frame_sha') not in (None, sha):
-        raise ValueError(f"frame_sha {rec['frame_sha']} does not match the frame's bytes")
-    rec['frame_sha'] = sha
-    return rec, (data, ext, sha)
-
 # %% ../nbs/10_predlog.ipynb #4cb62702
 @patch
 def _store_frame(self: SQLStore, con, data: bytes, ext: str, ts: float, sha: str = None) -> str:
     rel = self.files.put(data, ext, sha)
-    con.execute(_UPSERT_FRAME, (Path(rel).stem, rel, len(data), ts, ts))
+    con.execute(_UPSERT_FRAME, (Path(rel).stem, rel, len(data), ts, ts, self.box_id))
     return rel
 
 @patch
@@ -436,8 +213,8 @@ def log_predictions(self: SQLStore, records: list[dict]) -> list[str]:
     if isinstance(records, dict): raise TypeError("log_predictions takes a list of records; use log_prediction for one")
     now, rows, frames = time.time(), [], []
     for rec in records:
-        rec, frame = _split_frame(rec)
-        rows.append(prediction_row(rec, now))
+        rec, frame = split_frame(rec)
+        rows.append(prediction_row(rec, now, self.box_id))
         if frame: frames.append((*frame, rows[-1][1]))
     if not rows: return []
     with self.db.write() as con:
@@ -471,8 +248,8 @@ def add_feedback(self: SQLStore,
     with self.db.write() as con:
         if con.execute('SELECT 1 FROM predictions WHERE id=?', (prediction_id,)).fetchone() is None:
             raise KeyError(f"no prediction {prediction_id!r} in {self.db.where}")
-        con.execute('INSERT INTO feedback(prediction_id, label, ts, source) VALUES(?,?,?,?)',
-                    (prediction_id, label, time.time() if ts is None else to_epoch(ts), source))
+        con.execute('INSERT INTO feedback(prediction_id, label, ts, source, box_id) VALUES(?,?,?,?,?)',
+                    (prediction_id, label, time.time() if ts is None else to_epoch(ts), source, self.box_id))
 
 @patch
 def log_telemetry(self: SQLStore, rec: dict) -> None:
@@ -480,6 +257,7 @@ def log_telemetry(self: SQLStore, rec: dict) -> None:
     extra = set(rec) - set(TELEMETRY_COLS)
     if extra: raise ValueError(f"unknown telemetry fields {sorted(extra)}; known: {', '.join(TELEMETRY_COLS)}")
     rec = {**rec, 'ts': time.time() if rec.get('ts') is None else to_epoch(rec['ts'])}
+    rec['box_id'] = rec.get('box_id') or self.box_id
     import numpy as np
     row = tuple(v.item() if isinstance(v, np.generic) else v for v in map(rec.get, TELEMETRY_COLS))
     with self.db.write() as con: con.execute(_INSERT_TEL, row)
@@ -574,15 +352,26 @@ def close(self: SQLStore) -> None:
     "Close every connection of the store"
     self.db.close()
 
-# %% ../nbs/10_predlog.ipynb #eb89ffe4
-_LABELLED_FRAME = "SELECT 1 FROM predictions p JOIN feedback f ON f.prediction_id = p.id WHERE p.frame_sha = ? LIMIT 1"
-_OLD_FRAMES = "SELECT sha, path, bytes FROM frames WHERE kept = 'recent' AND last_seen < ? LIMIT ?"
+# %% ../nbs/10_predlog.ipynb #bf75f493
+@patch
+def report_status(self: SQLStore, status: dict) -> dict:
+    "Record a box's report (`parkml.boxes.STATUS_SENT` fields) with the centre's clock; return the stored row"
+    return report_status(self.db, status)
 
 @patch
-def _retire(self: SQLStore, cutoff: float, rate: float, chunk: int, out: dict) -> int:
+def box_status(self: SQLStore) -> pd.DataFrame:
+    "The latest report of every box, with `since_contact_s` and `clock_flagged`"
+    return read_box_status(self.db)
+
+# %% ../nbs/10_predlog.ipynb #eb89ffe4
+_LABELLED_FRAME = "SELECT 1 FROM predictions p JOIN feedback f ON f.prediction_id = p.id WHERE p.frame_sha = ? LIMIT 1"
+_OLD = "FROM frames WHERE kept = 'recent' AND last_seen < ? AND (? = 0 OR shipped_at IS NOT NULL)"
+
+@patch
+def _retire(self: SQLStore, cutoff: float, rate: float, chunk: int, out: dict, guard: int) -> int:
     "Decide one chunk of old frames in one transaction; return how many were decided"
     with self.db.write() as con:
-        rows = con.execute(_OLD_FRAMES, (cutoff, chunk)).fetchall()
+        rows = con.execute(f'SELECT sha, path, bytes {_OLD} LIMIT ?', (cutoff, guard, chunk)).fetchall()
         for sha, rel, n in rows:
             labelled = con.execute(_LABELLED_FRAME, (sha,)).fetchone()
             reason = 'feedback' if labelled else 'sample' if keep_sample(sha, rate) else None
@@ -596,6 +385,12 @@ def _retire(self: SQLStore, cutoff: float, rate: float, chunk: int, out: dict) -
                 out['bytes_removed'] += n
     return len(rows)
 
+# %% ../nbs/10_predlog.ipynb #2bf6e8ce
+@patch
+def shipping(self: SQLStore) -> bool:
+    "Has a shipper started on this log? (then retention keeps what it has not yet shipped)"
+    return self.db.one("SELECT 1 FROM ship_state WHERE name = 'shipper'") is not None
+
 # %% ../nbs/10_predlog.ipynb #7b880b36
 @patch
 def apply_retention(self: SQLStore,
@@ -604,7 +399,8 @@ def apply_retention(self: SQLStore,
                     sample_rate=None, # share kept after that (default: setting frame_sample_rate)
                     chunk: int = 2000, # frames decided per transaction
                    ) -> dict:
-    "Remove frames last seen before `now - retention_days`, except the sample and labelled ones; return counts"
+    """Remove frames last seen before `now - retention_days`, except the sample and labelled ones and, once a shipper
+    works on this log, those it has not yet shipped; return counts"""
     from tqdm.auto import tqdm
     cfg = get_settings()
     days = cfg.frame_retention_days if retention_days is None else retention_days
@@ -613,9 +409,10 @@ def apply_retention(self: SQLStore,
         raise ValueError(f"need retention_days >= 0 and 0 <= sample_rate <= 1, got {days}, {rate}")
     cutoff = (time.time() if now is None else to_epoch(now)) - days * 86400
     out = dict(cutoff=cutoff, kept_sample=0, kept_feedback=0, removed=0, bytes_removed=0)
-    todo = self.db.one("SELECT count(*) FROM frames WHERE kept = 'recent' AND last_seen < ?", (cutoff,))
+    guard = int(self.shipping())  # a shipping box keeps each frame until the shipper has dealt with it
+    todo = self.db.one(f"SELECT count(*) {_OLD}", (cutoff, guard))
     with tqdm(total=todo, desc='retention', leave=False, disable=todo < 10_000) as bar:
-        while (n := self._retire(cutoff, rate, chunk, out)) == chunk: bar.update(n)
+        while (n := self._retire(cutoff, rate, chunk, out, guard)) == chunk: bar.update(n)
     return out
 
 # %% ../nbs/10_predlog.ipynb #5f0e843a

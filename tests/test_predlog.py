@@ -200,18 +200,19 @@ def test_store_made_before_versions_opens_with_every_row(tmp_path):
     assert sql(f"sqlite:///{db}", 'PRAGMA user_version') == [(0,)]
     before = sql(f"sqlite:///{db}", 'SELECT * FROM predictions ORDER BY id')
     with open_store(f"sqlite:///{db}", tmp_path/'frames') as st:
-        assert st.db.schema_version() == 1 and len(before) == st.counts()['predictions'] > 0
+        assert st.db.schema_version() == 2 and len(before) == st.counts()['predictions'] > 0
         assert st.feedback().true_label.notna().all() and len(st.feedback()) == st.counts()['labelled'] > 0
-    assert sql(f"sqlite:///{db}", 'SELECT * FROM predictions ORDER BY id') == before
+    after = sql(f"sqlite:///{db}", 'SELECT * FROM predictions ORDER BY id')
+    assert [r[:len(before[0])] for r in after] == before and {r[len(before[0]):] for r in after} == {(None,) * 3}
     sql(f"sqlite:///{db}", 'PRAGMA user_version = 5')
     with pytest.raises(StoreTooNew, match='schema version 5, newer than this parkml'): open_store(f"sqlite:///{db}", tmp_path)
-    assert sql(f"sqlite:///{db}", 'SELECT * FROM predictions ORDER BY id') == before
+    assert sql(f"sqlite:///{db}", 'SELECT * FROM predictions ORDER BY id') == after
 
 def test_postgres_store_keeps_its_schema_version(pg_db, tmp_path):
     with open_store(pg_db, tmp_path/'frames') as st: st.log_prediction(rec(1))
-    assert sql(pg_db, "SELECT version FROM parkml_schema WHERE store = 'predlog'") == [(1,)]
-    sql(pg_db, "UPDATE parkml_schema SET version = 2 WHERE store = 'predlog'")
-    with pytest.raises(StoreTooNew, match='prediction store postgresql://.*schema version 2'): open_store(pg_db, tmp_path)
+    assert sql(pg_db, "SELECT version FROM parkml_schema WHERE store = 'predlog'") == [(2,)]
+    sql(pg_db, "UPDATE parkml_schema SET version = 3 WHERE store = 'predlog'")
+    with pytest.raises(StoreTooNew, match='prediction store postgresql://.*schema version 3'): open_store(pg_db, tmp_path)
 
 def test_large_batch_round_trip(store):
     "A batch large enough for PostgreSQL's COPY comes back exactly as logged (rejected inputs and empty fields too)"
@@ -275,4 +276,66 @@ def test_stores_opened_at_once_migrate_once(pg_db, tmp_path):
     procs = [subprocess.Popen([sys.executable, '-c', code, pg_db, go], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
              for _ in range(3)]
     assert [p.wait(60) for p in procs] == [0, 0, 0], [p.stderr.read() for p in procs]
-    assert sorted(sql(pg_db, 'SELECT store, version FROM parkml_schema')) == [('alerts', 1), ('audit', 1), ('predlog', 1)]
+    versions = sorted(sql(pg_db, 'SELECT store, version FROM parkml_schema'))
+    assert versions == [('alerts', 1), ('audit', 1), ('predlog', 2)]
+
+def test_a_version_1_store_gains_the_box_columns(store_uri, tmp_path):
+    "A log at schema version 1 (before boxes had names) migrates in place on both engines: rows kept, new columns empty"
+    from parkml.stores import migrate, SQLiteDB, PostgresDB
+    from parkml.predlog import PREDLOG_STEPS
+    sqlite = store_uri.startswith('sqlite')
+    db = SQLiteDB(store_uri[len('sqlite://'):]) if sqlite else PostgresDB(store_uri, name='predlog')
+    db.name = 'predlog'
+    migrate(db, PREDLOG_STEPS[db.engine][:1])
+    db.close()
+    sql(store_uri, "INSERT INTO predictions(id, ts, received, status, label) VALUES('p1', 1, 1, 'ok', 'cat')")
+    sql(store_uri, "INSERT INTO telemetry(ts, cpu_pct) VALUES(1, 50)")
+    with open_store(store_uri, tmp_path/'frames') as st:
+        assert st.db.schema_version() == 2 and st.counts()['predictions'] == 1
+        old = st.get_prediction('p1')
+        assert old['label'] == 'cat' and [old[k] for k in ('box_id', 'arrived_at', 'shipped_at')] == [None] * 3
+        assert st.telemetry().cpu_pct.tolist() == [50.0] and st.box_status().empty
+
+def test_every_row_names_its_box(store_uri, frames, tmp_path, monkeypatch):
+    "box_id (setting; default the host name) is on every prediction, feedback, frame and telemetry row"
+    import socket
+    with open_store(store_uri, tmp_path/'a') as st:
+        pid = st.log_prediction(rec(0, frames[0]))
+        assert st.get_prediction(pid)['box_id'] == socket.gethostname()
+    monkeypatch.setenv('PARKML_BOX_ID', 'park-b')
+    with open_store(store_uri, tmp_path/'b') as st:
+        pid = st.log_prediction(rec(1, frames[1]))
+        other = st.log_prediction({**rec(2), 'box_id': 'park-z'})  # a row shipped from another box keeps its name
+        st.add_feedback(pid, 'dog')
+        st.log_telemetry(dict(cpu_pct=3.0))
+        assert st.get_prediction(pid)['box_id'] == 'park-b' and st.get_prediction(other)['box_id'] == 'park-z'
+        assert st.feedback().loc[lambda d: d.id == pid, 'box_id'].tolist() == ['park-b']
+        assert st.telemetry().box_id.tolist() == ['park-b']
+    assert sql(store_uri, 'SELECT box_id FROM frames WHERE sha = ?', (frame_sha(frames[1]),)) == [('park-b',)]
+    assert sql(store_uri, 'SELECT box_id FROM feedback') == [('park-b',)]
+
+def test_box_status_on_the_centres_clock(store_uri, tmp_path):
+    "report_status upserts one row per box, stamped and skew-judged by the database's clock"
+    with open_store(store_uri, tmp_path/'f') as st:
+        row = st.report_status(dict(box_id='park-a', box_time=time.time() + 600, backlog_rows=7, serve_alias='prod'))
+        assert 599 < row['clock_skew_s'] < 601 and row['clock_flagged'] == 1
+        st.report_status(dict(box_id='park-a', box_time=time.time(), backlog_rows=0, model_version='3'))
+        st.report_status(dict(box_id='park-b', box_time=time.time() - 30, disk_free_bytes=2**40))
+        df = st.box_status()
+        assert df.box_id.tolist() == ['park-a', 'park-b'] and df.clock_flagged.tolist() == [False, False]
+        assert df.backlog_rows.iloc[0] == 0 and df.model_version.iloc[0] == '3' and df.disk_free_bytes.iloc[1] == 2**40
+        assert (df.last_contact - time.time()).abs().max() < 5 and 29 < df.clock_skew_s.iloc[1] * -1 < 31
+        with pytest.raises(ValueError, match='unknown status fields'): st.report_status(dict(box_id='x', cpu=1))
+
+def test_retention_keeps_unshipped_frames_of_a_shipping_box(store_uri, frames, tmp_path):
+    "Once a shipper has started on a log, old frames it has not dealt with stay; dealt-with ones follow the usual rule"
+    with open_store(store_uri, tmp_path/'f') as st:
+        st.log_predictions([rec(i, frames[i], ts=1.75e9) for i in range(10)])
+        with st.db.write() as con:
+            con.execute("INSERT INTO ship_state(name, value, updated) VALUES('shipper', 'test', 0)")
+            done = (frame_sha(frames[0]), frame_sha(frames[1]))
+            con.execute('UPDATE frames SET shipped_at = 1 WHERE sha IN (?, ?)', done)
+        assert st.shipping()
+        res = st.apply_retention(now=1.75e9 + 30 * 86400, retention_days=7, sample_rate=0)
+        assert res['removed'] == 2 and st.counts()['frames'] == 8
+        assert all(st.frame_path(frame_sha(f)) for f in frames[2:10])
