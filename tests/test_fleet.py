@@ -135,12 +135,12 @@ def test_fleet_day_names_the_frozen_camera_and_its_box_and_judges_each_box(train
 APP = Path(__file__).resolve().parents[1]/'app'
 
 
-def report(store, box: str, backlog: int = 0, **kw):
-    "One status report of a box, as its shipper sends it"
-    store.report_status(dict(box_id=box, box_time=time.time(), backlog_rows=backlog, backlog_age_s=backlog / 20,
+def report(store, box: str, backlog: int = 0, ahead_s: float = 0.0):
+    "One status report of a box, as its shipper sends it (its clock `ahead_s` seconds ahead of the centre's)"
+    store.report_status(dict(box_id=box, box_time=time.time() + ahead_s, backlog_rows=backlog, backlog_age_s=backlog / 20,
                              serve_alias='champion', model_version='1', onnx_sha256='ab' * 32, cpu_percent=22.0,
                              temperature_c=51.5, disk_free_bytes=40_000_000_000, latency_p95_ms=31.0,
-                             code_version='0.1.0', **kw))
+                             code_version='0.1.0'))
 
 
 @pytest.fixture
@@ -155,7 +155,8 @@ def fleet_park(trained, tmp_path, monkeypatch):
     st.cache_data.clear()
     monkeypatch.setenv('PARKML_BOX_SILENT_AFTER_S', '600')
     with open_store() as s:
-        for box, backlog in (('park-a', 0), ('park-b', 1200), ('park-c', 4)): report(s, box, backlog)
+        for box, backlog in (('park-a', 0), ('park-b', 1200)): report(s, box, backlog)
+        report(s, 'park-c', 4, ahead_s=400)              # park-c's clock runs 400 s ahead
         with s.db.write() as con: con.execute("UPDATE box_status SET last_contact = last_contact - 3600 WHERE box_id = 'park-b'")
     park['raised'] = check_fleet(send=False)
     park['again'] = check_fleet(send=False)
@@ -166,8 +167,11 @@ def test_fleet_check_raises_one_alert_per_silence(fleet_park):
     from parkml.alerts import open_alert_store
     from parkml.predlog import open_store
     from parkml.fleet import check_fleet
-    assert [(a.rule, a.camera, a.severity) for a in fleet_park['raised']] == [('box_silent', 'park-b/*', 'critical')]
+    got = [(a.rule, a.camera, a.severity) for a in fleet_park['raised']]
+    assert got == [('box_silent', 'park-b/*', 'critical'), ('box_clock_skew', 'park-c/*', 'warning')], got
     assert fleet_park['again'] == []                                    # the same silence: checked again, not raised again
+    skew = fleet_park['raised'][1]
+    assert 395 < skew.evidence['clock_skew_s'] < 410 and "park-c's clock is" in skew.message and 'ahead' in skew.message
     a = fleet_park['raised'][0]
     assert a.evidence['box_id'] == 'park-b' and 3590 < a.evidence['silent_s'] < 3700 and a.evidence['backlog_rows'] == 1200
     with open_store() as s:
@@ -200,6 +204,7 @@ def test_fleet_page_marks_the_silent_box_apptest(fleet_park):
     assert rows.loc['park-b', 'state'] == 'SILENT' and rows.loc['park-a', 'state'] == 'ok', t
     assert rows.loc['park-b', 'open_alerts'] == 1 and rows.loc['park-a', 'open_alerts'] == 0
     assert rows.loc['park-c', 'model_version'] == '1' and rows.loc['park-c', 'temperature_c'] == 51.5
+    assert rows.loc['park-c', 'state'] == 'clock off' and rows.loc['park-c', 'open_alerts'] == 1
     assert [m.value for m in at.metric][:2] == ['3', '1']
 
 
