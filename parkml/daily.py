@@ -246,7 +246,8 @@ def load_day(
     labelled_all = labelled_all[labelled_all.model_version.astype(str) == str(mv.version)]
     labelled = labelled_all[labelled_all.ts >= s]
     telemetry = store.telemetry(s, e)
-    return window, mv, ref, mine, labelled_all, labelled, telemetry, expected_cameras(cfg.expected_cameras, window.camera.dropna(), fleet)
+    cams = expected_cameras(cfg.expected_cameras, window.camera.dropna(), fleet)
+    return window, mv, ref, mine, labelled_all, labelled, telemetry, cams
 
 # %% ../nbs/25_daily.ipynb #05ec45d3
 @dataclass

@@ -36,7 +36,8 @@ def _integrity_text(c) -> str:
     ev = c.evidence
     if c.name == 'frozen_camera':
         r = ev['runs'][0]
-        return (f"{camera_words(r['camera'])} sent the same frame {r['frames']} times in a row over {r['minutes']} minutes "
+        return (f"{camera_words(r['camera'])} sent the same frame {r['frames']} times in a row over "
+                f"{r['minutes']} minutes "
                 f"({r['start']} to {r['end']})")
     if c.name == 'traffic_gap':
         g = ev['gaps'][0]
