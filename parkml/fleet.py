@@ -116,9 +116,9 @@ def open_alerts_by_box(alerts: list, # alerts (e.g. `AlertStore.query(state=['op
     return boxes.value_counts().to_dict()
 
 # %% ../nbs/33_fleet.ipynb #40c5d448
-FLEET_COLS = ['box_id', 'state', 'last_contact', 'since_contact_s', 'backlog_rows', 'backlog_age_s', 'serve_alias',
-              'model_version', 'cpu_percent', 'temperature_c', 'disk_free_gb', 'latency_p95_ms', 'clock_skew_s',
-              'code_version', 'open_alerts']
+FLEET_COLS = ['box_id', 'state', 'open_alerts', 'last_contact', 'since_contact_s', 'backlog_rows', 'serve_alias',
+              'model_version', 'cpu_percent', 'temperature_c', 'disk_free_gb', 'latency_p95_ms', 'backlog_age_s',
+              'clock_skew_s', 'code_version']
 
 def fleet_table(status: pd.DataFrame, # the box status table
                 open_alerts: dict = None, # box id -> open alerts (`open_alerts_by_box`)
@@ -132,7 +132,7 @@ def fleet_table(status: pd.DataFrame, # the box status table
     skewed = status.clock_flagged.astype(bool) if 'clock_flagged' in status else False
     state = np.where(since > float(cfg.box_silent_after_s), 'SILENT', np.where(skewed, 'clock off', 'ok'))
     out = status.assign(state=state, since_contact_s=since.round(1), disk_free_gb=status.disk_free_bytes / 1e9,
-                        last_contact=pd.to_datetime(status.last_contact, unit='s', utc=True),
+                        last_contact=pd.to_datetime(status.last_contact, unit='s', utc=True).dt.floor('s'),
                         open_alerts=status.box_id.map(open_alerts or {}).fillna(0).astype(int))
     return out.reindex(columns=FLEET_COLS).sort_values('box_id').reset_index(drop=True)
 
@@ -162,7 +162,8 @@ def fleet_figure(table: pd.DataFrame, # the fleet table (`fleet_table`)
     colours = ['tab:red' if s == 'SILENT' else 'tab:blue' for s in table.state]
     a1.bar(table.box_id, table.since_contact_s, color=colours)
     a1.axhline(float(cfg.box_silent_after_s), ls='--', c='k', lw=1, label='box_silent_after_s')
-    a1.set(ylabel='seconds since contact', title='Last contact', yscale='symlog')
+    a1.set(ylabel='seconds since contact', title='Last contact', yscale='symlog',
+           ylim=(0, 3 * max(table.since_contact_s.max(), float(cfg.box_silent_after_s))))
     a1.legend(fontsize=8)
     a2.bar(table.box_id, table.backlog_rows.fillna(0), color=colours)
     a2.set(ylabel='rows not yet at the centre', title='Backlog')

@@ -252,6 +252,8 @@ def test_fleet_page_marks_the_silent_box_in_chromium(fleet_park, tmp_path):
             expect(page.get_by_text('Versions in play').first).to_be_visible(timeout=60_000)
             page.get_by_role('link', name='Fleet').click()
             expect(page.get_by_text('Box park-b is SILENT').first).to_be_visible(timeout=60_000)
+            expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible(timeout=60_000)   # the table
+            expect(page.locator('[data-testid="stImage"]').first).to_be_visible(timeout=60_000)       # the figure
             page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
             page.screenshot(path=str(shots/'fleet.png'), full_page=True)
             text = ' '.join(page.inner_text('body').split())
