@@ -7,9 +7,10 @@ Docs: https://parkml.github.io/parkml/cli_service.html.md"""
 # %% ../nbs/36_cli_service.ipynb #a7c8041e
 from __future__ import annotations
 import json, sys
+from .cli import add_options
 
 # %% auto #0
-__all__ = ['cmd_serve', 'cmd_watch', 'add_commands']
+__all__ = ['cmd_serve', 'cmd_watch', 'cmd_ship', 'add_commands']
 
 # %% ../nbs/36_cli_service.ipynb #70d2e34a
 def cmd_serve(a) -> int:
@@ -17,8 +18,8 @@ def cmd_serve(a) -> int:
     from parkml.config import SettingsError
     from parkml.service import serve, ExposureError, NothingToServe
     from parkml.tracking import RegistryError
-    try: serve(a.alias, a.host, a.port, record=not a.no_log, log_level=a.log_level)
-    except (RegistryError, ExposureError, SettingsError, NothingToServe) as e:
+    try: serve(a.alias, a.host, a.port, record=not a.no_log, log_level=a.log_level, ship=a.ship)
+    except (RegistryError, ExposureError, SettingsError, NothingToServe, ValueError) as e:
         print(f"parkml serve: {e}", file=sys.stderr)
         return 2
     return 0
@@ -38,9 +39,24 @@ def cmd_watch(a) -> int:
     print(json.dumps(out, indent=1, default=str))
     return 0
 
+# %% ../nbs/36_cli_service.ipynb #93488e51
+def cmd_ship(a) -> int:
+    "Ship this box's log to the centre until stopped (or, with --once, until nothing is left)"
+    import logging
+    from parkml.cli import call_with
+    from parkml.ship import ShipError
+    logging.basicConfig(format='parkml ship: %(message)s', level=logging.WARNING if a.quiet else logging.INFO)
+    logging.getLogger('parkml.ship').setLevel(logging.WARNING if a.quiet else logging.INFO)
+    try: out = call_with('parkml.ship:ship', a)
+    except ShipError as e:
+        print(f"parkml ship: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=1, default=str))
+    return 0
+
 # %% ../nbs/36_cli_service.ipynb #a81d26a8
 def add_commands(sub) -> None:
-    "Add `serve` and `watch` to the `parkml` sub-command parser `sub`"
+    "Add `serve`, `ship` and `watch` to the `parkml` sub-command parser `sub`"
     p = sub.add_parser('serve', help='serve the model behind a registry alias over HTTP (the edge service)')
     p.add_argument('--alias', default=None, help='registry alias to serve (default: setting serve_alias)')
     p.add_argument('--host', default=None, help='address to bind (default: setting host); beyond loopback the '
@@ -49,7 +65,12 @@ def add_commands(sub) -> None:
     p.add_argument('--no-log', action='store_true',
                    help='keep no prediction log, frames or telemetry (to measure their cost only)')
     p.add_argument('--log-level', default='info', choices=('critical', 'error', 'warning', 'info', 'debug'))
+    p.add_argument('--ship', action='store_true', help='also ship the prediction log to the centre (as `parkml ship` '
+                   'does, in a thread of the service; settings in [ship])')
     p.set_defaults(fn=cmd_serve)
+    p = sub.add_parser('ship', help="ship this box's prediction log, frames and telemetry to the centre until stopped")
+    add_options(p, 'parkml.ship:ship')
+    p.set_defaults(fn=cmd_ship)
     p = sub.add_parser('watch', help='classify the frames of a video file, stream URL, camera index or image folder')
     p.add_argument('source', help='video file, rtsp:// or http(s):// URL, camera index (0, 1, ...) or folder of images')
     p.add_argument('--rate', type=float, default=None,

@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'MIN_KEY_CHARS', 'setting_key', 'key_matches', 'authorized', 'key_refusal', 'exposed_without_keys', 'predict',
            'predict_batch', 'feedback', 'health', 'metrics', 'openapi', 'openapi_spec', 'is_loopback', 'ExposureError',
-           'key_problems', 'check_exposure', 'guarded_h11', 'uvicorn_options', 'create_app', 'app_factory',
-           'stop_with_parent', 'serve']
+           'key_problems', 'check_exposure', 'guarded_h11', 'uvicorn_options', 'served_identity', 'with_shipper',
+           'create_app', 'app_factory', 'stop_with_parent', 'serve']
 
 # %% ../nbs/14_service.ipynb #8a44cc6c
 def setting_key(value) -> str:
@@ -379,6 +379,23 @@ def uvicorn_options(cfg: Settings = None) -> dict:
                 h11_max_incomplete_event_size=int(cfg.max_header_kb * 1024),
                 http=guarded_h11(float(cfg.header_timeout_s)))
 
+# %% ../nbs/14_service.ipynb #ab76633a
+def served_identity(svc: Service) -> dict:
+    "What `svc` serves, for the centre: alias, version and the sha256 of the ONNX bytes"
+    from parkml.config import file_sha256
+    m = svc.watcher.current
+    sha = (m.proof or {}).get('sha256')
+    if sha is None and getattr(m.sessions[0], 'path', None):
+        sha = svc.__dict__.setdefault('_onnx_sha', {}).get(m.version) or file_sha256(m.sessions[0].path)
+        svc._onnx_sha[m.version] = sha
+    return dict(serve_alias=m.alias, model_version=m.version, onnx_sha256=sha)
+
+def with_shipper(svc: Service):
+    "A `parkml.ship.Shipper` of `svc`'s log, reporting what `svc` serves"
+    from parkml.ship import Shipper
+    if svc.store is None: raise ValueError("--ship needs the prediction log: drop --no-log (setting predlog_enabled)")
+    return Shipper(svc.store, svc.cfg, serving=lambda: served_identity(svc))
+
 # %% ../nbs/14_service.ipynb #d488815f
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return JSONResponse(dict(error=str(exc.detail), code='not_found' if exc.status_code == 404 else 'http_error',
@@ -389,14 +406,19 @@ def create_app(
     store=None, # see `Service`
     cfg: Settings = None, # the settings (default: the current ones)
     service: Service = None, # a `Service` to serve (default: a new one)
+    ship: bool = False, # also ship the prediction log to the centre (`parkml.ship`), in a thread of the service
 ) -> Starlette:
     "The ASGI app serving the model behind `alias` (default: setting serve_alias); see `Service` for `store`"
     svc = service or Service(alias, store, cfg)
+    svc.shipper = with_shipper(svc) if ship else None
     @asynccontextmanager
     async def lifespan(app):
         svc.start()
+        if svc.shipper: svc.shipper.start()
         try: yield
-        finally: await run_in_threadpool(svc.stop)
+        finally:
+            if svc.shipper: await run_in_threadpool(svc.shipper.stop)
+            await run_in_threadpool(svc.stop)
     routes = [Route('/predict', predict, methods=['POST']), Route('/predict/batch', predict_batch, methods=['POST']),
               Route('/feedback', feedback, methods=['POST']), Route('/health', health, methods=['GET']),
               Route('/metrics', metrics, methods=['GET']), Route('/openapi.json', openapi, methods=['GET'])]
@@ -433,6 +455,7 @@ def serve(
     record: bool = True, # keep the prediction log, frames and telemetry
     log_level: str = 'info', # uvicorn's log level
     parent_pid: int = None, # stop when this process ends
+    ship: bool = False, # also ship the prediction log to the centre (`parkml ship` in a thread)
 ) -> None:
     """Run the service under uvicorn (what `parkml serve` calls); `record=False` disables log, frames and telemetry.
     Refuses (`ExposureError`) to face the network without keys; uvicorn gets the limits of `uvicorn_options`.
@@ -444,7 +467,7 @@ def serve(
     check_exposure(host, cfg)  # before anything is loaded or bound
     _bound_registry_calls()
     if parent_pid: stop_with_parent(int(parent_pid))
-    app = create_app(alias, None if record else False, cfg)
+    app = create_app(alias, None if record else False, cfg, ship=ship)
     log.info("serving %s version %s (alias %s) on %s:%s", *list(app.state.service.watcher.current.info.values())[:2],
              app.state.service.alias, host, port or cfg.port)
     uvicorn.run(app, host=host, port=int(port or cfg.port), log_level=log_level, access_log=False,

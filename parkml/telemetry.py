@@ -17,8 +17,8 @@ from .config import get_settings
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'hottest_temperature', 'cpu_percent', 'sample_host', 'LatencyStats', 'latency_summary', 'TelemetrySampler',
-           'outcome', 'ServiceMetrics', 'service_health']
+__all__ = ['log', 'hottest_temperature', 'cpu_percent', 'sample_host', 'box_health', 'LatencyStats', 'latency_summary',
+           'TelemetrySampler', 'outcome', 'ServiceMetrics', 'service_health']
 
 # %% ../nbs/11_telemetry.ipynb #370e2415
 def _measure(name: str, fn):
@@ -64,6 +64,14 @@ def sample_host(proc: psutil.Process = None, path=None) -> dict:
                 disk_pct=_measure('disk', lambda: psutil.disk_usage(str(disk)).percent),
                 temp_c=_measure('temperature', hottest_temperature),
                 rss_mb=_measure('process memory', lambda: proc.memory_info().rss / 2**20))
+
+# %% ../nbs/11_telemetry.ipynb #32c8626b
+def box_health(path=None, # a path on the disk to watch (default: the runs folder)
+              ) -> dict:
+    "CPU %, hottest temperature and free disk bytes of this box, for its status report to the centre"
+    disk = _existing(path or get_settings().runs)
+    return dict(cpu_percent=_measure('cpu', cpu_percent), temperature_c=_measure('temperature', hottest_temperature),
+                disk_free_bytes=_measure('disk', lambda: psutil.disk_usage(str(disk)).free))
 
 # %% ../nbs/11_telemetry.ipynb #f16b4aca
 class LatencyStats:
@@ -195,6 +203,7 @@ class _LiveCollector:
         host = sample_host(s.proc, s.cfg.runs)
         for k, doc in _HOST_GAUGES.items():
             if host.get(k) is not None: yield GaugeMetricFamily(f'parkml_host_{k}', doc, value=host[k])
+        if getattr(s, 'shipper', None) is not None: yield from s.shipper.collect()  # `parkml serve --ship`
 
 # %% ../nbs/11_telemetry.ipynb #ea556185
 class ServiceMetrics:
@@ -241,4 +250,5 @@ def service_health(svc) -> dict:
     return dict(status=status, model=dict(m.info, engine=m.sessions[0].engine, loaded_at=m.loaded_at, source=m.source),
                 registry=reg, store=store,
                 approval=dict(approval, refused=svc.watcher.refused), telemetry=tel, queue=work,
-                uptime_s=round(time.time() - svc.started, 3), swaps=svc.watcher.swaps)
+                uptime_s=round(time.time() - svc.started, 3), swaps=svc.watcher.swaps,
+                **({'ship': svc.shipper.health()} if getattr(svc, 'shipper', None) is not None else {}))
