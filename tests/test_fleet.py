@@ -266,3 +266,52 @@ def test_fleet_page_marks_the_silent_box_in_chromium(fleet_park, tmp_path):
         try: proc.wait(10)
         except subprocess.TimeoutExpired: proc.kill()
         log.close()
+
+
+def test_a_real_shipper_killed_makes_its_box_silent(tmp_path, monkeypatch):
+    """A box's `parkml ship` (a real process) reports to a centre (here a SQLite centre: its own settings file, as
+    `ship_to` names it); the fleet shows the box; the shipper is killed with SIGKILL; once `box_silent_after_s` has
+    passed, `parkml fleet check` raises the silence and `parkml fleet` marks the box SILENT"""
+    from parkml.predlog import open_store
+    from parkml.fleet import fleet_view
+    root = Path(__file__).resolve().parents[1]
+    centre = tmp_path/'centre'
+    centre.mkdir()
+    text = (root/'settings.ini').read_text()
+    text = re.sub(r'(?m)^predlog_uri = .*$', f"predlog_uri = sqlite:///{centre}/predlog.db", text)
+    text = re.sub(r'(?m)^frames_dir = .*$', f"frames_dir = {centre}/frames", text)
+    (centre/'settings.ini').write_text(text)
+    at_centre = dict(PARKML_PREDLOG_URI=f"sqlite:///{centre}/predlog.db", PARKML_FRAMES_DIR=str(centre/'frames'),
+                     PARKML_ALERTS_URI=f"sqlite:///{tmp_path}/alerts.db", PARKML_BOX_SILENT_AFTER_S='3')
+    home = tmp_path/'box'
+    box = dict(PARKML_PREDLOG_URI=f"sqlite:///{home}/predlog.db", PARKML_FRAMES_DIR=str(home/'frames'),
+               PARKML_BOX_ID='park-z', PARKML_RUNS=str(home/'runs'), PARKML_SHIP_TO=str(centre/'settings.ini'),
+               PARKML_SHIP_IDLE_S='0.2', PARKML_SHIP_BACKOFF_S='0.2')
+    monkeypatch.setenv('PARKML_BOX_ID', 'park-z')
+    with open_store(box['PARKML_PREDLOG_URI'], box['PARKML_FRAMES_DIR']) as st:
+        st.log_predictions([dict(label='cat', p_dog=0.2, camera='cam-01', ts=time.time() - 60 + i) for i in range(20)])
+    monkeypatch.delenv('PARKML_BOX_ID')
+    for k, v in at_centre.items(): monkeypatch.setenv(k, v)
+    log = open(tmp_path/'ship.log', 'w')
+    shipper = subprocess.Popen([PARKML, 'ship', '--quiet'], env={**os.environ, **box}, stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        t = time.time()
+        while True:
+            with open_store() as st: seen = st.box_status()
+            if len(seen) and seen.backlog_rows.iloc[0] == 0: break
+            assert shipper.poll() is None and time.time() - t < 60, (tmp_path/'ship.log').read_text()[-2000:]
+            time.sleep(0.3)
+        t = fleet_view()
+        assert t.box_id.tolist() == ['park-z'] and t.state.tolist() == ['ok'] and t.code_version.iloc[0], t
+        os.kill(shipper.pid, signal.SIGKILL)                   # the box goes dark mid-work
+        shipper.wait(30)
+        time.sleep(3.5)
+        out = run_cli('fleet', 'check', '--no-deliver', check=True).stdout
+        assert 'box_silent' in out and 'Box park-z has not reported to the centre since' in out, out
+        assert re.search(r'park-z\s+SILENT', run_cli('fleet', check=True).stdout)
+    finally:
+        if shipper.poll() is None:
+            shipper.kill()
+            shipper.wait(30)
+        log.close()
