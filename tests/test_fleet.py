@@ -5,7 +5,8 @@ import json, os, re, signal, subprocess, sys, time
 from pathlib import Path
 import httpx, pytest
 from conftest import run_cli
-from test_service import Server, free_port
+from receivers import free_port
+from test_service import Server
 
 PARKML = str(Path(sys.executable).parent/'parkml')
 
