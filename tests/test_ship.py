@@ -160,7 +160,8 @@ def test_retention_keeps_every_unshipped_frame(centre, tmp_path):
     closed = tmp_path/'closed.ini'
     text = Path(central['settings_file']).read_text()
     port = central['servers']['postgres']['port']
-    closed.write_text(text.replace(f"127.0.0.1:{port}/", f"127.0.0.1:{__import__('receivers').free_port()}/"))
+    from receivers import free_port
+    closed.write_text(text.replace(f"127.0.0.1:{port}/", f"127.0.0.1:{free_port()}/"))
     box = Box(tmp_path/'box', central, PARKML_SHIP_TO=str(closed))
     frames = jpgs(30, 200)
     box.fill(30, frames, labelled=3, telemetry=0)
@@ -206,7 +207,7 @@ def test_serve_ship_shows_its_backlog(centre, registry, tmp_path):
     goes on; once the database is back the backlog drains and the box reports what it serves"""
     central = centre
     from parkml.central import start_postgres
-    from test_service import free_port
+    from receivers import free_port
     box, port = Box(tmp_path/'box', central), free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, **box.env, 'PARKML_RUNS': str(registry[0]), 'PARKML_VERIFIED_ALIASES': '',
