@@ -1,6 +1,7 @@
 """The fleet seen from the centre (issue 17): a park's own alias served by a real `parkml serve` through a real
-`mlflow server` that then goes away; the daily analysis of several boxes in one central log; the fleet check and
-the governance app's Fleet page (AppTest and headless Chromium) showing a silent box."""
+`mlflow server` that then goes away; the daily analysis of several boxes in one central log; the fleet check, a real
+`parkml ship` killed so its box falls silent, and the governance app's Fleet page (AppTest and headless Chromium)
+showing a silent box."""
 import json, os, re, signal, subprocess, sys, time
 from pathlib import Path
 import httpx, pytest
