@@ -13,6 +13,7 @@ nav = st.navigation([st.Page(here/'pages'/'overview.py', title='Overview', icon=
                      st.Page(here/'pages'/'decide.py', title='Decide', icon=':material/gavel:'),
                      st.Page(here/'pages'/'monitoring.py', title='Monitoring', icon=':material/monitoring:'),
                      st.Page(here/'pages'/'live.py', title='Live', icon=':material/videocam:'),
+                     st.Page(here/'pages'/'fleet.py', title='Fleet', icon=':material/lan:'),
                      st.Page(here/'pages'/'alerts.py', title='Alerts', icon=':material/notifications:'),
                      st.Page(here/'pages'/'label.py', title='Label', icon=':material/label:'),
                      st.Page(here/'pages'/'audit.py', title='Audit', icon=':material/fact_check:')])

@@ -13,7 +13,7 @@ from .config import get_settings, Settings
 
 # %% auto #0
 __all__ = ['version_row', 'versions_table', 'aliases_since', 'labelled_today', 'latest_estimate', 'hosts_now',
-           'recent_daily_runs', 'today_metrics', 'rollback_for_alert']
+           'recent_daily_runs', 'today_metrics', 'silent_lines', 'fleet_now', 'rollback_for_alert']
 
 # %% ../nbs/45_appviews.ipynb #27fcd7b1
 def version_row(mv, # an MLflow model version
@@ -113,6 +113,27 @@ def today_metrics(cfg: Settings = None, # settings (default: the current ones)
         tel = s.telemetry(time.time() - 86400)
     estimate, estimate_day = latest_estimate(recent_daily_runs(cfg) if daily is None else daily)
     return dict(out, estimate=estimate, estimate_day=estimate_day, hosts=hosts_now(tel))
+
+# %% ../nbs/45_appviews.ipynb #da73dda8
+def silent_lines(table: pd.DataFrame, # the fleet table (`fleet.fleet_table`)
+                ) -> list[str]:
+    "One sentence per silent box: since when, how long, what it still holds"
+    return [f"Box {r.box_id} is SILENT: no report since {r.last_contact:%Y-%m-%d %H:%M:%S} UTC "
+            f"({r.since_contact_s / 60:.0f} minutes); {int(r.backlog_rows or 0)} rows were waiting on it then; "
+            f"{r.open_alerts} open alert(s)" for r in table[table.state == 'SILENT'].itertuples()]
+
+# %% ../nbs/45_appviews.ipynb #c2a7cc47
+def fleet_now(cfg: Settings = None, # settings (default: the current ones)
+             ) -> dict:
+    "The Fleet page's facts: the fleet table, a sentence per silent box, how many boxes, silent ones and open alerts"
+    from parkml.fleet import fleet_view
+    from parkml.predlog import open_store
+    from parkml.alerts import open_alert_store
+    cfg = cfg or get_settings()
+    with open_store(cfg.predlog_uri) as st, open_alert_store(cfg.alerts_uri) as al:
+        t = fleet_view(st, al, cfg)
+    return dict(table=t, silent=silent_lines(t), boxes=len(t), n_silent=int((t.state == 'SILENT').sum()),
+                open_alerts=int(t.open_alerts.sum()))
 
 # %% ../nbs/45_appviews.ipynb #13f76cc3
 def rollback_for_alert(alert_id: str, # the alert answered

@@ -7,7 +7,7 @@ Docs: https://parkml.github.io/parkml/daily.html.md"""
 # %% ../nbs/25_daily.ipynb #5836d5bb
 from __future__ import annotations
 import io, json, tempfile, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import get_settings, ensure_dir, Settings, iso_utc
@@ -18,13 +18,15 @@ from .monitor_figures import explain_frames
 from .estimate import fit_calibrator, estimate_performance, estimate_error
 from .host_health import telemetry_checks, telemetry_summary
 from .alerts import raise_alerts, deliver_pending, open_alert_store, plain
+from .day_groups import box_ids, box_cameras, expected_cameras, camera_table, box_table
 from .daily_rules import day_alerts, run_link
 from .day_report import day_figures, day_report_html
 
 # %% auto #0
 __all__ = ['RULE_KEYS', 'resolve_day', 'day_bounds', 'threshold_keys', 'run_settings', 'DayResults', 'daily_runs',
-           'judged_version', 'label_counts', 'day_counts', 'Laps', 'load_day', 'analyse_day', 'day_run', 'day_metrics',
-           'log_day', 'finish_day', 'run_daily']
+           'judged_version', 'label_counts', 'day_counts', 'Laps', 'load_day', 'AnalysisOptions', 'of_box', 'box_view',
+           'fleet_parts', 'analyse_day', 'day_run', 'box_metrics', 'day_metrics', 'write_group_tables', 'log_day',
+           'finish_day', 'run_daily']
 
 # %% ../nbs/25_daily.ipynb #7ee94e48
 RULE_KEYS = ('min_accuracy', 'min_labels', 'min_class_labels', 'recall_drop_points', 'recall_gap_max_points',
@@ -101,6 +103,10 @@ class DayResults:
     run_id: str | None = None
     run_link: str | None = None
     previous: dict | None = None
+    box_ids: list = field(default_factory=list)   # the boxes the day's frames came from
+    boxes: dict = field(default_factory=dict)   # on a fleet day: box id -> the day's results for that box
+    camera_rows: pd.DataFrame | None = None   # one line per camera (`day_groups.camera_table`)
+    camera_drift: dict = field(default_factory=dict)   # on a fleet day: camera key -> its own drift report
 
     @property
     def day_performance(self) -> dict | None:
@@ -132,7 +138,17 @@ class DayResults:
                  f"estimated accuracy (no labels, CBPE): {est['accuracy']:.3f}" if est else 'estimated accuracy: no frames',
                  f"host: {', '.join(c.name for c in self.failed('telemetry')) or 'all checks passed'}"]
         if self.fairness: lines.append(f"fairness: {self.fairness['sentence']}")
-        return '\n'.join(lines)
+        return '\n'.join(lines + self.fleet_lines())
+    def fleet_lines(self) -> list[str]:
+        "On a fleet day: a line per box and the cameras whose frames drift on their own"
+        out = []
+        for b, v in self.boxes.items():
+            dp = v.day_performance
+            acc = f"accuracy {dp['accuracy']:.3f} on {int(dp['n_labels'])} labels" if dp else 'no labels'
+            out.append(f"box {b}: {v.counts['predictions']} frames from {', '.join(v.cameras)}; {acc}")
+        drifting = [c for c, d in self.camera_drift.items() if d.drift]
+        if self.camera_drift: out.append(f"cameras drifting on their own: {', '.join(drifting) or 'none'}")
+        return out
 
 # %% ../nbs/25_daily.ipynb #babdeba7
 def daily_runs(
@@ -177,10 +193,6 @@ def label_counts(labelled: pd.DataFrame) -> dict:
     y, yp = mon.labels_of(w)
     return {c: (int((yp[y == i] == i).sum()), int((y == i).sum())) for i, c in enumerate(('cat', 'dog'))}
 
-def _expected_cameras(window: pd.DataFrame, cfg: Settings) -> list:
-    listed = [c.strip() for c in str(cfg.expected_cameras).split(',') if c.strip()]
-    return sorted(set(listed) | set(window.camera.dropna()))
-
 def _reference_summary(ref: pd.DataFrame) -> dict:
     "Share called dog and per-class recall of the version on its reference"
     y, yp = ref.y.to_numpy(int), (ref.p_dog.to_numpy(float) >= 0.5).astype(int)
@@ -224,40 +236,89 @@ def load_day(
     "The window's rows, the judged version, its reference and rows, its labelled rows (history, window), telemetry, cameras"
     cfg = cfg or get_settings()
     window = store.predictions(s, e)
+    fleet = len(box_ids(window)) > 1   # a camera id is unique only within its box: name it box/camera
+    window = box_cameras(window, fleet)
     mv = judged_version(window, model, cfg)
     ref = mon.load_reference(mv, cfg=cfg)
     mine = window[window.model_version.astype(str) == str(mv.version)] if len(window) else window
     hist_start = s - (cfg.perf_history_days - 1) * 86400
-    labelled_all = store.feedback(hist_start, e)
+    labelled_all = box_cameras(store.feedback(hist_start, e), fleet)
     labelled_all = labelled_all[labelled_all.model_version.astype(str) == str(mv.version)]
     labelled = labelled_all[labelled_all.ts >= s]
     telemetry = store.telemetry(s, e)
-    return window, mv, ref, mine, labelled_all, labelled, telemetry, _expected_cameras(window, cfg)
+    cams = expected_cameras(cfg.expected_cameras, window.camera.dropna(), fleet)
+    return window, mv, ref, mine, labelled_all, labelled, telemetry, cams
 
 # %% ../nbs/25_daily.ipynb #05ec45d3
+@dataclass
+class AnalysisOptions:
+    "How one day is analysed: its window, the version judged, threshold overrides and the optional parts"
+    window_h: float = None # only the day's first hours (default: the whole day)
+    start: object = None # epoch seconds or ISO time where the window starts (default: the day's start)
+    end: object = None # epoch seconds or ISO time where the window ends (default: the day's end)
+    model: object = None # the version judged, number or alias (default: the one that answered most)
+    thresholds: dict = None # rule thresholds overridden for this run
+    shap: bool = True # explain frames with SHAP
+    figures: bool = True # make the report's figures
+    progress: bool = True # show progress bars
+
+# %% ../nbs/25_daily.ipynb #69a490e0
+def of_box(df: pd.DataFrame, # rows with a `box_id` column (or without: then none is the box's)
+           box: str, # the box
+          ) -> pd.DataFrame:
+    "The rows of one box"
+    return df[df.box_id.astype(str) == box] if len(df) and 'box_id' in df else df.iloc[:0]
+
+# %% ../nbs/25_daily.ipynb #562040f8
+def box_view(
+    res: DayResults, # the whole day's results
+    box: str, # the box
+    frames: dict, # the day's rows by name: window, mine, labelled_all, telemetry
+    cal, # the judged version's calibrator (`estimate.fit_calibrator`)
+    cfg: Settings, # the run's settings
+) -> DayResults:
+    "The day's results restricted to one box's frames: counts, labels, performance, estimate, fairness and host"
+    w, m, la, tel = (of_box(frames[k], box) for k in ('window', 'mine', 'labelled_all', 'telemetry'))
+    lab, ok = la[la.ts >= res.start], mon.answered(m)
+    est = estimate_performance(ok.p_dog.to_numpy(float), cal, cfg.perf_ci_alpha) if len(ok) else None
+    return replace(res, counts=day_counts(w, m, ok, lab, la, tel), cameras=sorted(w.camera.dropna().unique()),
+                   integrity=[], performance=mon.performance_by_day(la, cfg), estimate=est,
+                   telemetry=telemetry_summary(tel, w), telemetry_checks=telemetry_checks(tel, w, cfg),
+                   fairness=mon.fairness_by_group(lab) if len(mon.answered(lab)) else None, shap=None,
+                   label_counts=label_counts(lab), figures={}, boxes={}, box_ids=[box], camera_drift={})
+
+# %% ../nbs/25_daily.ipynb #f14e2b46
+def fleet_parts(
+    res: DayResults, # the whole day's results
+    frames: dict, # the day's rows by name: window, mine, labelled_all, telemetry
+    ref: pd.DataFrame, # the judged version's reference rows
+    cal, # the judged version's calibrator
+    cfg: Settings, # the run's settings
+) -> DayResults:
+    "On a fleet day: each box's view (`res.boxes`), drift per camera, host checks per box only (unchanged otherwise)"
+    if len(res.box_ids) < 2: return res
+    res.boxes = {b: box_view(res, b, frames, cal, cfg) for b in res.box_ids}
+    res.camera_drift = {c: drift_tests(ref, g, cfg) for c, g in frames['mine'].groupby('camera', sort=True)}
+    res.telemetry_checks = []
+    return res
+
+# %% ../nbs/25_daily.ipynb #1cdb035f
 def analyse_day(
     day: str, # the calendar day (YYYY-MM-DD, 'today' or 'yesterday')
-    window_h: float = None, # only its first hours
-    start = None, # epoch seconds where the window starts (default: the day window)
-    end = None, # epoch seconds where the window ends (default: the day window)
-    model = None, # the version judged (default: the one that answered most)
-    thresholds: dict = None, # rule thresholds overridden for this run
+    opts: AnalysisOptions = None, # the window, version, thresholds and optional parts (default: `AnalysisOptions()`)
     store = None, # the prediction store (`predlog.open_store`)
-    shap: bool = True, # explain frames with SHAP
-    figures: bool = True, # make the report's figures
-    progress: bool = True, # show progress bars
 ) -> DayResults:
     "Run every monitoring check of `parkml.monitor` on one day of the prediction log against one model version"
     from parkml.tracking import local_onnx
     from parkml.model import open_model
-    cfg = run_settings(thresholds)
+    opts = opts or AnalysisOptions()
+    cfg = run_settings(opts.thresholds)
     day = resolve_day(day, cfg)
     if store is None:
-        with open_store() as store:
-            return analyse_day(day, window_h, start, end, model, thresholds, store, shap, figures, progress)
+        with open_store() as store: return analyse_day(day, opts, store)
     lap = Laps()
-    s, e = day_bounds(day, window_h, start, end, cfg)
-    window, mv, ref, mine, labelled_all, labelled, telemetry, cams = load_day(store, s, e, model, cfg)
+    s, e = day_bounds(day, opts.window_h, opts.start, opts.end, cfg)
+    window, mv, ref, mine, labelled_all, labelled, telemetry, cams = load_day(store, s, e, opts.model, cfg)
     lap('load')
     integrity = mon.integrity_checks(window, ref, s, e, cams, cfg)
     lap('integrity')
@@ -275,7 +336,7 @@ def analyse_day(
     fair = mon.fairness_by_group(labelled) if len(mon.answered(labelled)) else None
     lap('fairness')
     expl = None
-    if shap and cfg.shap_frames > 0 and len(ok):
+    if opts.shap and cfg.shap_frames > 0 and len(ok):
         om = open_model(local_onnx(mv, cfg=cfg), cfg=cfg)
         expl = explain_frames(store, mine, om, cfg.shap_frames, cfg.drift_seed, cfg=cfg)
     lap('shap')
@@ -283,10 +344,13 @@ def analyse_day(
     prev = daily_runs(before=day, days=cfg.perf_history_days, cfg=cfg)
     res = DayResults(day, s, e, str(mv.version), mv.run_id, mv.name, counts, cams, integrity, drift, perf, est, est_err,
                      tel, tel_checks, fair, expl, _reference_summary(ref), label_counts(labelled),
-                     dict(thresholds or {}),
-                     previous=prev.iloc[-1].to_dict() if len(prev) else None)
+                     dict(opts.thresholds or {}), previous=prev.iloc[-1].to_dict() if len(prev) else None,
+                     box_ids=box_ids(window))
     res._history = prev
-    if figures: res.figures = day_figures(res, window, mine, ref, telemetry, cfg)
+    res.camera_rows = camera_table(window, integrity, res.box_ids[0] if len(res.box_ids) == 1 else None)
+    fleet_parts(res, dict(window=window, mine=mine, labelled_all=labelled_all, telemetry=telemetry), ref, cal, cfg)
+    lap('boxes')
+    if opts.figures: res.figures = day_figures(res, window, mine, ref, telemetry, cfg)
     lap('figures')
     res.seconds = lap.sec
     return res
@@ -310,6 +374,18 @@ def day_run(res: DayResults, cfg: Settings = None) -> str:
     res.run_id, res.run_link = run_id, run_link(run_id, cfg)
     return run_id
 
+# %% ../nbs/25_daily.ipynb #66e62dad
+def box_metrics(res: DayResults) -> dict:
+    "On a fleet day, each box's frames, labels, accuracy from labels and estimate as `box_<id>_<name>` metrics"
+    m = {}
+    for b, v in res.boxes.items():
+        dp, est = v.day_performance or {}, v.estimate or {}
+        m.update({f'box_{b}_predictions': v.counts['predictions'], f'box_{b}_labels': v.counts['labels'],
+                  f'box_{b}_label_accuracy': dp.get('accuracy'), f'box_{b}_est_accuracy': est.get('accuracy')})
+    drifting = [d.drift for d in res.camera_drift.values()]
+    if drifting: m['cameras_drifting'] = sum(drifting)
+    return {k: v for k, v in m.items() if v is not None}
+
 # %% ../nbs/25_daily.ipynb #b052af5e
 def day_metrics(res: DayResults) -> dict:
     "The day's numbers as flat MLflow metrics"
@@ -331,7 +407,19 @@ def day_metrics(res: DayResults) -> dict:
     m.update({f'tel_{k}': v for k, v in res.telemetry.items()})
     for c, (k, n) in res.label_counts.items(): m[f'label_n_{c}'] = n
     m.update({f'time_{k}_s': v for k, v in res.seconds.items()})
+    m.update(box_metrics(res))
     return {k: float(v) for k, v in m.items() if isinstance(v, (int, float, np.number)) and np.isfinite(v)}
+
+# %% ../nbs/25_daily.ipynb #29722f43
+def write_group_tables(res: DayResults, # the day's results
+                       folder: Path, # where the CSV files go
+                      ):
+    "The cameras table; on a fleet day also the boxes table and the drift verdict of each camera"
+    if res.camera_rows is not None: res.camera_rows.to_csv(folder/'cameras.csv', index=False)
+    if res.boxes: box_table(res).to_csv(folder/'boxes.csv', index=False)
+    if res.camera_drift:
+        pd.DataFrame([dict(camera=c, drift=d.drift, fired=', '.join(d.fired), n_window=d.n_window)
+                      for c, d in res.camera_drift.items()]).to_csv(folder/'camera_drift.csv', index=False)
 
 # %% ../nbs/25_daily.ipynb #d91ae9de
 def log_day(
@@ -359,6 +447,7 @@ def log_day(
         res.performance.to_csv(d/'tables'/'performance.csv', index=False)
         res.estimate_error.to_csv(d/'tables'/'estimate_error.csv', index=False)
         if res.fairness: res.fairness['table'].to_csv(d/'tables'/'fairness.csv', index=False)
+        write_group_tables(res, d/'tables')
         (d/'tables'/'summary.json').write_text(json.dumps(plain(dict(
             day=res.day, model_version=res.model_version, counts=res.counts, cameras=res.cameras, estimate=res.estimate,
             telemetry=res.telemetry, reference=res.reference, label_counts=res.label_counts, drift=res.drift.summary(),

@@ -11,11 +11,12 @@ from .config import get_settings, Settings, iso_utc
 from .evaluate import wilson_ci
 from . import monitor as mon
 from .alerts import Alert, plain
+from .day_groups import camera_words, split_camera, SEP
 if TYPE_CHECKING: from parkml.daily import DayResults
 
 # %% auto #0
-__all__ = ['CRITICAL_INTEGRITY', 'RULES', 'rule_integrity', 'rule_drift', 'rule_prediction_drift', 'rule_accuracy',
-           'rule_recall_drop', 'rule_fairness', 'rule_telemetry', 'run_link', 'day_alerts']
+__all__ = ['CRITICAL_INTEGRITY', 'BOX_RULES', 'RULES', 'rule_integrity', 'rule_drift', 'rule_prediction_drift', 'rule_accuracy',
+           'rule_recall_drop', 'rule_fairness', 'rule_telemetry', 'rule_boxes', 'run_link', 'day_alerts']
 
 # %% ../nbs/25a_daily_rules.ipynb #5db8d638
 CRITICAL_INTEGRITY = {'blank', 'frozen_camera', 'traffic_gap', 'decode_failures'}
@@ -31,26 +32,33 @@ def _main_camera(c) -> str | None:
     return None
 
 def _integrity_text(c) -> str:
+    "What a failed integrity check saw, naming the camera (and on a fleet day its box)"
     ev = c.evidence
     if c.name == 'frozen_camera':
         r = ev['runs'][0]
-        return (f"camera {r['camera']} sent the same frame {r['frames']} times in a row over {r['minutes']} minutes "
+        return (f"{camera_words(r['camera'])} sent the same frame {r['frames']} times in a row over "
+                f"{r['minutes']} minutes "
                 f"({r['start']} to {r['end']})")
     if c.name == 'traffic_gap':
         g = ev['gaps'][0]
-        return (f"camera {g['camera']} sent nothing for {g['minutes']:.0f} minutes while traffic was expected "
+        return (f"{camera_words(g['camera'])} sent nothing for {g['minutes']:.0f} minutes while traffic was expected "
                 f"({g['start']} to {g['end']})")
     cams = ', '.join(f"{k} ({v})" for k, v in ev.get('by_camera', {}).items())
     return (f"{ev['count']} of {ev['n']} frames ({_pct(c.statistic)}, limit {_pct(c.threshold)}) failed the "
             f"{c.name.replace('_', ' ')} check"
             + (f", from {cams}" if cams else '') + (f", between {ev['first']} and {ev['last']}" if ev.get('first') else ''))
 
+def _where(c, res: DayResults) -> dict:
+    "The box and camera a check points at (on a single box's day, that box)"
+    box, cam = split_camera(_main_camera(c), res.box_ids[0] if len(res.box_ids) == 1 else None)
+    return dict(box_id=box, camera_id=cam if _main_camera(c) else None)
+
 def rule_integrity(res: DayResults, cfg: Settings) -> list[Alert]:
-    "A failed integrity check: look at the camera"
+    "A failed integrity check: look at the camera (named with its box on a fleet day)"
     return [Alert(f'integrity_{c.name}', 'critical' if c.name in CRITICAL_INTEGRITY else 'warning',
                   f"Data integrity: {_integrity_text(c)}. Check the camera.", 'check the camera',
                   dict(check=c.name, statistic=c.statistic, threshold=c.threshold,
-                       **c.evidence), camera=_main_camera(c))
+                       **c.evidence, **_where(c, res)), camera=_main_camera(c))
             for c in res.failed('integrity')]
 
 # %% ../nbs/25a_daily_rules.ipynb #9e9fc479
@@ -65,7 +73,9 @@ def rule_drift(res: DayResults, cfg: Settings) -> list[Alert]:
                        t in fired.items()) + f", family-wise alpha {d.alpha:g}.")
     msg += (f" Integrity checks failed too ({', '.join(bad)}): check the camera before retraining." if bad
             else " Label some of the day's frames and retrain on them.")
-    ev = dict(alpha=d.alpha, n_window=d.n_window, n_ref=d.n_ref, integrity_failed=bad,
+    cams = [c for c, x in res.camera_drift.items() if x.drift]
+    if cams: msg += f" Drifting on their own: {', '.join(camera_words(c) for c in cams)}."
+    ev = dict(alpha=d.alpha, n_window=d.n_window, n_ref=d.n_ref, integrity_failed=bad, cameras_drifting=cams,
               tests={t.name: dict(statistic=t.statistic, p_value=t.p_value, p_adjusted=t.p_adjusted,
                                   drift=t.drift) for t in d.tests})
     return [Alert('drift', 'warning', msg, 'check the camera' if bad else 'retrain', ev)]
@@ -171,10 +181,24 @@ def rule_telemetry(res: DayResults, cfg: Settings) -> list[Alert]:
                          dict(check=c.name, statistic=c.statistic, threshold=c.threshold, **ev)))
     return out
 
+# %% ../nbs/25a_daily_rules.ipynb #907f13e7
+BOX_RULES = ('accuracy', 'recall_drop', 'fairness', 'telemetry')
+
+def rule_boxes(res: DayResults, cfg: Settings) -> list[Alert]:
+    "On a fleet day: the label, estimate, fairness and host rules on each box's own view of the day"
+    out = []
+    for box, view in res.boxes.items():
+        for name in BOX_RULES:
+            for a in RULES[name](view, cfg):
+                a.message, a.camera = f"Box {box}: {a.message}", f"{box}{SEP}*"
+                a.evidence = plain({**a.evidence, 'box_id': box})
+                out.append(a)
+    return out
+
 # %% ../nbs/25a_daily_rules.ipynb #ee3ead91
 RULES = {'integrity': rule_integrity, 'drift': rule_drift, 'prediction_drift': rule_prediction_drift,
          'accuracy': rule_accuracy,
-         'recall_drop': rule_recall_drop, 'fairness': rule_fairness, 'telemetry': rule_telemetry}
+         'recall_drop': rule_recall_drop, 'fairness': rule_fairness, 'telemetry': rule_telemetry, 'boxes': rule_boxes}
 
 def run_link(run_id: str, cfg: Settings = None) -> str:
     "Link to an MLflow run: in the UI at `mlflow_ui_url`, or a runs:/ URI when that is empty"

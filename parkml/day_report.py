@@ -12,6 +12,7 @@ import pandas as pd
 from .config import Settings, iso_utc
 from . import monitor as mon
 from .alerts import plain
+from .day_groups import box_table, boxes_figure, cameras_figure
 from .drift import drift_figure
 from .host_health import telemetry_figure
 from .monitor_figures import integrity_figure, performance_figure
@@ -50,7 +51,9 @@ def day_figures(
             'performance.png': performance_figure(res.performance, estimate_history(res)),
             'telemetry.png': telemetry_figure(telemetry, cfg),
             'fairness.png': res.fairness['figure'] if res.fairness else None,
-            'shap.png': res.shap['figure'] if res.shap and res.shap.get('figure') is not None else None}
+            'shap.png': res.shap['figure'] if res.shap and res.shap.get('figure') is not None else None,
+            'boxes.png': boxes_figure(box_table(res)) if res.boxes else None,   # a fleet day only
+            'cameras.png': cameras_figure(window, res.start, res.end) if res.boxes else None}
     plt.close('all')
     return {k: f for k, f in figs.items() if f is not None}
 
@@ -79,6 +82,8 @@ def day_report_html(res: DayResults, alerts: list = ()) -> str:
              _table_html(pd.DataFrame([res.estimate]) if res.estimate else None,
                          'Estimated performance without labels (CBPE)'),
              _table_html(res.estimate_error, 'Estimate against labels'),
+             _table_html(box_table(res), 'Boxes and the chain'),
+             _table_html(res.camera_rows if res.boxes else None, 'Cameras'),
              _table_html(pd.DataFrame([res.telemetry]), 'Host and service'),
              _table_html(res.fairness['table'] if res.fairness else None,
                          'Fairness') + (f"<p>{html.escape(res.fairness['sentence'])}</p>" if res.fairness else '')]

@@ -19,7 +19,8 @@ from .signing import Unapproved, serving_proof
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'ServedModel', 'load_served', 'load_remembered', 'NothingToServe', 'remembered_since', 'ModelWatcher']
+__all__ = ['log', 'ServedModel', 'load_served', 'load_remembered', 'registry_where', 'NothingToServe', 'remembered_since',
+           'ModelWatcher']
 
 # %% ../nbs/12_served.ipynb #1ea18cf5
 @dataclass
@@ -90,6 +91,16 @@ def load_remembered(alias: str, cfg: Settings = None) -> ServedModel | None:
     sessions, solo = _open_sessions(d['path'], cfg)
     return ServedModel(d['name'], d['version'], d['run_id'], alias, sessions, time.time(), 'cache', solo, proof)
 
+# %% ../nbs/12_served.ipynb #9bce3748
+def registry_where(cfg: Settings, # the settings
+                  ) -> dict:
+    "The registry's address (without any user or password) and the setting that names it"
+    from urllib.parse import urlsplit
+    setting = 'registry_uri' if cfg.registry_uri else 'tracking_uri'
+    u = urlsplit(str(cfg[setting]))
+    uri = u._replace(netloc=u.hostname + (f":{u.port}" if u.port else '')).geturl() if u.hostname else str(cfg[setting])
+    return dict(uri=uri, setting=setting)
+
 # %% ../nbs/12_served.ipynb #76015aca
 class NothingToServe(RuntimeError):
     "The alias's version cannot be served and no version is cached on this host: the service cannot start"
@@ -112,7 +123,8 @@ class ModelWatcher:
     ):
         self.alias, self.cfg = alias, cfg or get_settings()
         self.poll_s = float(self.cfg.alias_poll_s if poll_s is None else poll_s)
-        self.registry = dict(ok=None, error=None, last_check=None, last_ok=None)
+        self.where = registry_where(self.cfg)
+        self.registry = dict(ok=None, error=None, last_check=None, last_ok=None, **self.where)
         self.swaps, self._client, self._stop, self._thread = 0, None, threading.Event(), None
         self.refused = None   # the last version the alias pointed at that the edge would not serve, and why
         self.current = self._first()
@@ -122,7 +134,9 @@ class ModelWatcher:
         return self._client
 
     def _note(self, ok: bool, error: str = None):
+        "Record one look at the registry; a failure names its address and setting"
         now = time.time()
+        if error: error = f"registry at {self.where['uri']} (setting {self.where['setting']}): {error}"
         self.registry.update(ok=ok, error=error, last_check=now, **({'last_ok': now} if ok else {}))
 
 # %% ../nbs/12_served.ipynb #41269c4e
