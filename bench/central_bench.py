@@ -18,7 +18,7 @@ a second run then reuses the 10,000,000-row table). The ingest goes into a datab
    camera by camera. The daily analysis itself (nbs/25_daily) is measured by bench/daily_bench.py.
 The load average is printed: the machine is shared.
 """
-import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, os, resource, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 
@@ -96,7 +96,7 @@ def build(uri: str, rows: int) -> None:
 
 
 def lookups(uri: str, n: int = 200) -> str:
-    "Time `get_prediction` on random ids; print the plan; return an id of a refused input for the CLI"
+    "Time `get_prediction` on random ids; print the plan; return an answered and a refused prediction's ids"
     from parkml.predlog import open_store
     with open_store(uri, '/tmp') as st:
         ids = [r[0] for r in st.db.rows('SELECT id FROM predictions TABLESAMPLE SYSTEM (0.05) LIMIT ?', (n,))[1]]
@@ -108,31 +108,78 @@ def lookups(uri: str, n: int = 200) -> str:
             ms.append((time.perf_counter() - t) * 1000)
         plan = st.db.rows('EXPLAIN SELECT * FROM predictions WHERE id = ?', (ids[0],))[1]
         refused = st.db.one("SELECT id FROM predictions WHERE status = 'rejected' LIMIT 1")
+        ok = st.db.one("SELECT id FROM predictions WHERE status = 'ok' AND model_version = '3' LIMIT 1")
     print(f"get_prediction on {len(ms)} random ids: median {statistics.median(ms):.2f} ms, "
           f"p95 {np.percentile(ms, 95):.2f} ms, max {max(ms):.2f} ms")
     print('plan: ' + ' / '.join(r[0].strip() for r in plan))
-    return refused
+    return ok, refused
 
 
-def cli_trace(uri: str, pid: str, times: int = 5) -> None:
-    "`parkml trace ID` in a fresh process, end to end"
-    env = {**os.environ, 'PARKML_PREDLOG_URI': uri}
-    exe, out = str(Path(sys.executable).parent/'parkml'), []
+def plane_up(folder: Path) -> dict:
+    "`parkml central up` in `folder` (kept between runs): its status"
+    import json
+    env = {**os.environ, 'PARKML_CENTRAL_DIR': str(folder)}
+    r = subprocess.run([str(Path(sys.executable).parent/'parkml'), 'central', 'up', '--json', '--quiet'],
+                       capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+    return json.loads(r.stdout)
+
+
+def service_auth(st: dict) -> tuple:
+    "The plane's service account (user, password), from its 0600 secrets file"
+    from parkml.plane import read_env_file
+    sec = read_env_file(st['secrets_file'])
+    return sec['MLFLOW_TRACKING_USERNAME'], sec['MLFLOW_TRACKING_PASSWORD']
+
+
+def register(st: dict, name: str = 'parkml-catdog', upto: int = 3) -> None:
+    "Versions 1..`upto` of `name` on the plane's registry (the big table's rows name version 3), if missing"
+    from parkml.plane import mlflow_call, MlflowRefused
+    url, svc = st['tracking_uri'], service_auth(st)
+    try: return mlflow_call(url, '/api/2.0/mlflow/model-versions/get', dict(name=name, version=str(upto)), svc, 'GET')
+    except MlflowRefused: pass
+    exp = mlflow_call(url, '/api/2.0/mlflow/experiments/create', dict(name=f'bench-{name}'), svc)['experiment_id']
+    run = mlflow_call(url, '/api/2.0/mlflow/runs/create', dict(experiment_id=exp), svc)['run']['info']['run_id']
+    mlflow_call(url, '/api/2.0/mlflow/registered-models/create', dict(name=name), svc)
+    for _ in range(upto):
+        mlflow_call(url, '/api/2.0/mlflow/model-versions/create', dict(name=name, source=f'runs:/{run}/m', run_id=run), svc)
+
+
+def timed_runs(cmd: list, env: dict, times: int, before=None) -> tuple[list, list, str]:
+    "Wall and CPU seconds (user + system) of `cmd` run `times` times, `before()` first each time; the last output"
+    walls, cpus = [], []
     for _ in range(times):
-        t = time.perf_counter()
-        r = subprocess.run([exe, 'trace', pid], capture_output=True, text=True, env=env, cwd=ROOT)
-        out.append(time.perf_counter() - t)
-        assert r.returncode == 0 and pid in r.stdout, r.stderr
-    print(f"parkml trace ID (a refused input: store side only), fresh process: median {statistics.median(out):.2f} s, "
-          f"best {min(out):.2f} s over {times}")
+        if before: before()
+        r0, t = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+        walls.append(time.perf_counter() - t)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+        assert r.returncode == 0, r.stderr[-2000:]
+    return walls, cpus, r.stdout
+
+
+def cli_trace(st: dict, pid: str, refused: str, times: int = 5) -> None:
+    """`parkml trace ID` against the plane in a fresh process (the user's own command: PostgreSQL log, audit store,
+    MLflow server), with the version's snapshot cold (removed before each run) and warm"""
+    runs = Path(tempfile.mkdtemp(prefix='parkml-bench-trace-'))
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONDONTWRITEBYTECODE'}  # as installed: bytecode cached
+    env.update(PARKML_SETTINGS=st['settings_file'], PARKML_RUNS=str(runs))
+    exe = str(Path(sys.executable).parent/'parkml')
+    timed_runs([exe, 'trace', pid], env, 1)   # bytecode written, the server's password check cached
+    cold = timed_runs([exe, 'trace', pid], env, times, lambda: shutil.rmtree(runs/'trace_snapshots', True))
+    assert 'read from MLflow' in cold[2], cold[2]
+    warm = timed_runs([exe, 'trace', pid], env, times)
+    assert 'from the snapshot' in warm[2], warm[2]
+    ref = timed_runs([exe, 'trace', refused], env, times)
+    for what, (w, c, _) in (('snapshot cold (facts from the MLflow server)', cold), ('snapshot warm', warm),
+                            ('an input refused before inference (log only)', ref)):
+        print(f"parkml trace ID on the plane, {what}: median {statistics.median(w):.2f} s wall, "
+              f"{statistics.median(c):.2f} s CPU, best {min(w):.2f} s, over {times}", flush=True)
+    shutil.rmtree(runs, ignore_errors=True)
     for what, code in (('bare Python', 'pass'), ('imports of the trace path', 'import parkml.cli, parkml.trace'),
-                       ('and psycopg', 'import parkml.cli, parkml.trace, psycopg')):
-        ts = []
-        for _ in range(times):
-            t = time.perf_counter()
-            subprocess.run([sys.executable, '-c', code], check=True, cwd=ROOT)
-            ts.append(time.perf_counter() - t)
-        print(f"  of which {what}: median {statistics.median(ts):.2f} s")
+                       ('and psycopg, numpy', 'import parkml.cli, parkml.trace, psycopg, numpy')):
+        w, c, _ = timed_runs([sys.executable, '-c', code], env, times)
+        print(f"  of which {what}: median {statistics.median(w):.2f} s wall, {statistics.median(c):.2f} s CPU")
 
 
 def daily_read(uri: str) -> None:
@@ -150,6 +197,34 @@ def daily_read(uri: str) -> None:
           f"({len(df) / whole:,.0f} rows/s); camera by camera: {per:,} in {cams:.1f} s")
 
 
+def daily(st: dict, pg, folder: Path, n: int, limit: int, day: str = '2026-06-01') -> None:
+    """The daily analysis of one day of `n` central predictions across 50 cameras, as `parkml analyze` runs it
+    (`parkml.daily.run_daily`: the papermill notebook 52_daily) with the plane's settings: the day read from
+    PostgreSQL, its MLflow run and HTML report on the MLflow server (artifacts in S3), its alerts in PostgreSQL"""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from drift_power import get_version
+    os.environ.update(PARKML_SETTINGS=st['settings_file'], PARKML_RUNS=str(folder/'runs'), PARKML_MODEL_NAME='bench-daily',
+                      PARKML_PREDLOG_URI=fresh_database(pg, 'bench_day'), PARKML_ALERTS_URI=fresh_database(pg, 'bench_alerts'),
+                      PARKML_ALERT_WEBHOOK_URL='', PARKML_SMTP_HOST='')
+    os.environ.update(dict(zip(('MLFLOW_TRACKING_USERNAME', 'MLFLOW_TRACKING_PASSWORD'), service_auth(st))))
+    from parkml.predlog import open_store
+    from parkml.simulate import synthetic_day
+    from parkml.daily import run_daily
+    mv = get_version(limit)
+    t = time.perf_counter()
+    with open_store() as log:
+        info = synthetic_day(log, mv, n=n, day=day, n_images=2000, cameras=tuple(f'cam-{i:02d}' for i in range(50)))
+    print(f"day built: {info['n']:,} predictions ({info['n_labels']:,} labelled) across 50 cameras on PostgreSQL "
+          f"in {time.perf_counter() - t:.0f} s", flush=True)
+    t = time.perf_counter()
+    out = run_daily(day, send=False, progress=False)
+    total = time.perf_counter() - t
+    phases = ', '.join(f"{k} {v:.1f}" for k, v in out.get('seconds', {}).items())
+    print(f"daily analysis of {info['n']:,} central predictions, 50 cameras (run_daily, papermill 52_daily, MLflow "
+          f"server, S3, PostgreSQL): {total:.1f} s end to end; phases (s): {phases}; {len(out['alerts'])} alerts; "
+          f"MLflow run {out['run_id']}", flush=True)
+
+
 def fresh_database(server, name: str) -> str:
     "URI of database `name` on the server, created empty (dropped first if there)"
     import psycopg
@@ -159,34 +234,37 @@ def fresh_database(server, name: str) -> str:
     return server.uri_for(name)
 
 
-def log_database(server) -> str:
-    "URI of the database of the big table (kept between runs with --keep)"
-    import psycopg
-    with psycopg.connect(server.uri, autocommit=True) as con:
-        if not con.execute("SELECT 1 FROM pg_database WHERE datname = 'bench_log'").fetchone():
-            con.execute('CREATE DATABASE bench_log')
-    return server.uri_for('bench_log')
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--ingest', type=int, default=200_000, help='predictions logged for the ingest rate')
     ap.add_argument('--rows', type=int, default=10_000_000, help='predictions in the table of the trace')
-    ap.add_argument('--keep', default=None, help='folder of the server, kept for the next run')
+    ap.add_argument('--day', type=int, default=1_000_000, help='predictions in the day of the daily analysis')
+    ap.add_argument('--limit', type=int, default=60, help='images per subset when the daily model must be trained')
+    ap.add_argument('--only', default='ingest,trace,daily', help='parts to run (comma-separated)')
+    ap.add_argument('--keep', default=None, help='folder of the plane, kept for the next run')
     a = ap.parse_args()
-    from parkml.central import start_postgres
+    from parkml.config import get_settings
+    from parkml.plane import server_handles, down
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
-    folder = Path(a.keep or tempfile.mkdtemp(prefix='parkml-bench-pg-'))
-    server = start_postgres(folder)
+    folder = Path(a.keep or tempfile.mkdtemp(prefix='parkml-bench-plane-')).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o711)
+    st = plane_up(folder/'central')
+    cfg = get_settings(central_dir=str(folder/'central'))
+    pg, parts = server_handles(cfg)[1], a.only.split(',')
     try:
-        with tempfile.TemporaryDirectory() as tmp: ingest(fresh_database(server, 'bench_ingest'), Path(tmp), a.ingest)
-        uri = log_database(server)
-        build(uri, a.rows)
-        cli_trace(uri, lookups(uri))
-        daily_read(uri)
+        if 'ingest' in parts:
+            with tempfile.TemporaryDirectory() as tmp: ingest(fresh_database(pg, 'bench_ingest'), Path(tmp), a.ingest)
+        if 'trace' in parts:
+            uri = st['postgres_uri']   # the plane's prediction log: `parkml trace` reads it with the plane's settings
+            build(uri, a.rows)
+            register(st)
+            cli_trace(st, *lookups(uri))
+            daily_read(uri)
+        if 'daily' in parts: daily(st, pg, folder, a.day, a.limit)
     finally:
         if not a.keep:
-            server.stop()
+            down(cfg)
             shutil.rmtree(folder, ignore_errors=True)
     print(f"load average {os.getloadavg()[0]:.1f}")
 

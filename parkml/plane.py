@@ -83,11 +83,16 @@ def ensure_databases(pg: PgServer, names=PLANE_DBS) -> list[str]:
     return made
 
 # %% ../nbs/17_plane.ipynb #2d9acba5
-def auth_config(d: Path, pg: PgServer) -> Path:
+def auth_config(
+    d: Path, # the plane's folder
+    pg: PgServer, # its PostgreSQL (database `mlflow_auth`)
+    cache_s: int = 60, # seconds MLflow keeps a checked password (0: hash every request)
+) -> Path:
     "Write MLflow's basic-auth configuration (no secret in it: the admin password comes from the environment)"
     text = ("[mlflow]\ndefault_permission = READ\n"
             f"database_uri = {pg.uri_for('mlflow_auth', 'postgresql+psycopg')}\nadmin_username = admin\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            f"auth_cache_ttl_seconds = {int(cache_s)}\n")
     return write_atomic(d/'mlflow'/'basic_auth.ini', text, 0o600)
 
 # %% ../nbs/17_plane.ipynb #d0077b84
@@ -212,11 +217,12 @@ def launch_mlflow(
     s3: S3Server, # its S3 store (need not answer yet: only artifact requests use it)
     port: int, # loopback port
     workers: int = 1, # uvicorn workers
+    auth_cache_s: int = 60, # seconds MLflow keeps a checked password
 ) -> str:
     "Start the plane's MLflow server unless it runs (upgrading an older schema first); returns its URL at once"
     (d/'mlflow').mkdir(parents=True, exist_ok=True)
     if not live_pid(d/'mlflow'/'mlflow.pid', str(pg.folder)):
-        auth_config(d, pg)
+        auth_config(d, pg, auth_cache_s)
         upgrade_mlflow_db(pg.uri_for('mlflow'))
         cmd = mlflow_command(d, pg, s3, port, workers)
         spawn(cmd, d/'mlflow'/'mlflow.log', d/'mlflow'/'mlflow.pid', mlflow_env(d, s3))
@@ -298,7 +304,7 @@ def up(
     ensure_databases(pg)
     say(f"PostgreSQL answers on port {pg.port} ({time.monotonic() - t0:.1f} s)")
     s3 = start_seaweed(d/'s3', ports['s3'], cfg.s3_bucket, wait=False)
-    url = launch_mlflow(d, pg, s3, ports['mlflow'], cfg.central_mlflow_workers)
+    url = launch_mlflow(d, pg, s3, ports['mlflow'], cfg.central_mlflow_workers, cfg.central_auth_cache_s)
     wait_bucket(s3, cfg.central_timeout_s, progress)
     say(f"S3 store (SeaweedFS) answers at {s3.endpoint} ({time.monotonic() - t0:.1f} s)")
     mlflow_ready(d, s3, url, cfg.central_timeout_s, progress)

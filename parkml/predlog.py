@@ -173,7 +173,10 @@ class S3Frames:
                  client=None, # a boto3 S3 client (default: `s3_client()` from the settings)
                 ):
         self.uri, (self.bucket, self.prefix) = uri.rstrip('/'), split_s3(uri)
-        self.root, self.client, self.sync = Path(cache), client or s3_client(), False
+        self.root, self.sync = Path(cache), False
+        if client is not None: self.client = client
+    @functools.cached_property
+    def client(self): return s3_client()  # made on first use: a trace needs only the frame's address, not boto3
     def key(self, rel: str) -> str: return f"{self.prefix}/{rel}" if self.prefix else rel
     def where(self, rel: str) -> str: return f"s3://{self.bucket}/{self.key(rel)}"
     def has(self, rel: str) -> bool: return True  # the frames row is the record: retention removes both together
