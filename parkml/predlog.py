@@ -487,6 +487,42 @@ def log_telemetry(self: SQLStore, rec: dict) -> None:
     row = tuple(v.item() if isinstance(v, np.generic) else v for v in map(rec.get, TELEMETRY_COLS))
     with self.db.write() as con: con.execute(_INSERT_TEL, row)
 
+# %% ../nbs/10_predlog.ipynb #54535c9f
+def _unhex(col) -> list:
+    "The bytes of an Arrow column of PostgreSQL's hex text (`\\x3f80...`; null: None), decoded in one call"
+    import numpy as np, pyarrow as pa
+    wide = pa.types.is_large_string(col.type) or pa.types.is_large_binary(col.type)
+    off = np.frombuffer(col.buffers()[1], np.int64 if wide else np.int32)[col.offset:col.offset + len(col) + 1]
+    raw = col.buffers()[2].to_pybytes()[off[0]:off[-1]].replace(b'\\x', b'')
+    blob, n = bytes.fromhex(raw.decode('ascii')), np.maximum(np.diff(off) - 2, 0) // 2
+    ends = np.cumsum(n)
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    return [blob[e - k:e] if v else None for e, k, v in zip(ends.tolist(), n.tolist(), valid.tolist())]
+
+
+# %% ../nbs/10_predlog.ipynb #18ad0ee7
+def _pg_frame(db, sql: str, params: list) -> pd.DataFrame:
+    """A day of the central log read as one CSV stream (`COPY ... TO STDOUT`) parsed by Arrow: about 3x faster than
+    fetching a million rows as Python tuples; the same columns and dtypes as `db.frame`"""
+    import io, pandas as pd, pyarrow as pa, pyarrow.csv as pcsv
+    from parkml.stores import pg_sql
+    buf = io.BytesIO()
+    with db.reachable(), db.reader().cursor().copy(
+            f"COPY ({pg_sql(sql)}) TO STDOUT (FORMAT CSV, HEADER, NULL '\\N')", params or None) as cp:
+        for chunk in cp: buf.write(chunk)
+    if buf.tell() <= len(','.join(PRED_COLS)) + 1: return db.frame(sql, params)  # no row: dtypes as ever
+    buf.seek(0)
+    kinds = {'float8': pa.float64(), 'bytea': pa.string(), 'text': pa.string()}
+    types = {c: kinds[t] for c, t in zip(PRED_COLS, _PG_TYPES)}
+    opts = pcsv.ConvertOptions(column_types=types, null_values=['\\N'], strings_can_be_null=True)
+    tbl = pcsv.read_csv(buf, convert_options=opts)
+    df = tbl.drop_columns(['proj']).to_pandas()
+    for c in df.columns[df.isna().all().to_numpy()]:   # a column of nulls only: None objects, as `db.frame` has them
+        if types.get(c) == pa.string(): df[c] = pd.Series([None] * len(df), index=df.index, dtype=object)
+    df.insert(tbl.column_names.index('proj'), 'proj', _unhex(tbl.column('proj').combine_chunks()))
+    return df
+
+
 # %% ../nbs/10_predlog.ipynb #2caefa2c
 @patch
 def predictions(self: SQLStore,
@@ -512,6 +548,7 @@ def predictions(self: SQLStore,
     if limit is not None:
         sql += ' LIMIT ?'
         params.append(int(limit))
+    if self.db.engine == 'postgresql': return _pg_frame(self.db, sql, params)
     return self.db.frame(sql, params)
 
 # %% ../nbs/10_predlog.ipynb #889c46ad
