@@ -1,22 +1,25 @@
-"""The prediction log on PostgreSQL: ingest rate through the store API, a trace look-up on a 10,000,000-row log, and
-the daily analysis's read of one day (1,000,000 predictions across 50 cameras).
+"""The central plane measured through the library calls the commands make: the ingest rate of predictions into
+PostgreSQL beside the edge's SQLite, `parkml trace` on a 10,000,000-row central log, and the daily analysis of one day
+of 1,000,000 central predictions across 50 cameras.
 
-    .venv/bin/python bench/central_bench.py [--ingest 200000] [--rows 10000000] [--keep DIR]
+    .venv/bin/python bench/central_bench.py [--only ingest,trace,daily] [--ingest 200000] [--rows 10000000]
+                                            [--day 1000000] [--limit 60] [--keep DIR]
 
-It starts a throw-away PostgreSQL server on loopback (`parkml.central.start_postgres`, run as the unprivileged
-`postgres` user when root) in a temporary folder, and removes it at the end (`--keep DIR`: use and keep that folder;
-a second run then reuses the 10,000,000-row table). The ingest goes into a database of its own, made afresh.
+It starts a whole plane with `parkml central up` (PostgreSQL, SeaweedFS, `mlflow server` with basic auth) in a
+temporary folder and stops and removes it at the end (`--keep DIR`: use and keep that folder; a second run reuses its
+tables and its trained version).
 
-1. Ingest: `log_predictions` of synthetic predictions filled like the service fills them (run id, 16-number
-   projection, frame hash; no frame bytes), in batches of 1,000 (COPY) and of 16 (the service's group commit,
-   executemany); the edge's SQLite store beside it (synchronous NORMAL and FULL).
-2. Trace: a table of `--rows` predictions (10 days, 50 cameras) built on the server with generate_series, the
-   store's own indexes built after it; then `get_prediction` (the trace's look-up) of random ids, the query plan,
-   and `parkml trace ID` end to end in a fresh process on an input refused before inference (the trace's store side
-   only: process start, imports, the look-up; no model facts from MLflow).
-3. Daily read: one day of that table (1,000,000 predictions, 50 cameras) through `predictions(start, end)`, and
-   camera by camera. The daily analysis itself (nbs/25_daily) is measured by bench/daily_bench.py.
-The load average is printed: the machine is shared.
+1. ingest: `log_predictions` of synthetic predictions filled like the service fills them, in batches of 1,000 (COPY),
+   PostgreSQL and the edge's SQLite (NORMAL, FULL) in interleaved rounds after a warm-up; batches of 16 on PostgreSQL.
+2. trace: the plane's prediction log filled to `--rows` predictions (10 days, 50 cameras) on the server with
+   generate_series, the store's indexes built after it, the version the rows name registered on the plane's MLflow;
+   `get_prediction` on random ids with the query plan; then `parkml trace ID` as a fresh process with the plane's
+   settings: version facts from the MLflow server (snapshot removed before each run), from the snapshot, and an
+   input refused before inference; then one day's read, whole and camera by camera.
+3. daily: a version trained on the plane once (`--limit`), a day of `--day` real-frame predictions across 50 cameras
+   (`parkml.simulate.synthetic_day`) in a database of its own, and `parkml.daily.run_daily` on it, as `parkml
+   analyze` runs it: wall time and the time of each phase.
+Wall and CPU seconds and the load average are printed: the machine is shared.
 """
 import argparse, os, resource, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -46,17 +49,25 @@ def rate(store, recs: list[dict], batch: int) -> float:
     return len(recs) / (time.perf_counter() - t)
 
 
-def ingest(uri: str, tmp: Path, n: int) -> None:
-    "Ingest rates, PostgreSQL and SQLite, into empty stores"
+def ingest(uri: str, tmp: Path, n: int, rounds: int = 3) -> None:
+    """Ingest rates, PostgreSQL and the edge's SQLite side by side: after a warm-up batch, `rounds` rounds of `n/rounds`
+    predictions into each engine in turn (the machine's load moves between rounds); medians and every round"""
     from parkml.predlog import open_store, SQLiteStore
     recs, small = synthetic(n, seed=1), synthetic(min(n, 20_000), seed=2)
+    got = {k: [] for k in ('PostgreSQL', 'SQLite NORMAL', 'SQLite FULL')}
     with open_store(uri, tmp/'frames') as st:
-        print(f"PostgreSQL, batches of 1,000 (COPY): {rate(st, recs, 1000):,.0f} predictions/s ({n:,})", flush=True)
-        print(f"PostgreSQL, batches of 16 (executemany): {rate(st, small, 16):,.0f} predictions/s ({len(small):,})")
-    for sync in ('NORMAL', 'FULL'):
-        with SQLiteStore(tmp/f'edge_{sync}.db', tmp/'frames', synchronous=sync) as st:
-            print(f"SQLite {sync}, batches of 1,000: {rate(st, recs, 1000):,.0f}/s; "
-                  f"batches of 16: {rate(st, synthetic(len(small), seed=3), 16):,.0f}/s", flush=True)
+        rate(st, synthetic(5_000, seed=9), 1000)   # warm-up: the connection, the server's caches
+        for r in range(rounds):
+            part = recs[r::rounds]
+            got['PostgreSQL'].append(rate(st, part, 1000))
+            for sync in ('NORMAL', 'FULL'):
+                with SQLiteStore(tmp/f'edge_{sync}.db', tmp/'frames', synchronous=sync) as lite:
+                    got[f'SQLite {sync}'].append(rate(lite, part, 1000))
+        g16 = rate(st, small, 16)
+    for k, v in got.items():
+        print(f"{k}, batches of 1,000: median {statistics.median(v):,.0f} predictions/s "
+              f"(rounds: {', '.join(f'{x:,.0f}' for x in v)}; {n:,} in all)", flush=True)
+    print(f"PostgreSQL, batches of 16 (executemany, one commit each): {g16:,.0f} predictions/s ({len(small):,})")
 
 
 BIG = """INSERT INTO predictions(id, ts, received, camera, model_name, model_version, run_id, alias, label, p_dog,
@@ -141,7 +152,8 @@ def register(st: dict, name: str = 'parkml-catdog', upto: int = 3) -> None:
     run = mlflow_call(url, '/api/2.0/mlflow/runs/create', dict(experiment_id=exp), svc)['run']['info']['run_id']
     mlflow_call(url, '/api/2.0/mlflow/registered-models/create', dict(name=name), svc)
     for _ in range(upto):
-        mlflow_call(url, '/api/2.0/mlflow/model-versions/create', dict(name=name, source=f'runs:/{run}/m', run_id=run), svc)
+        body = dict(name=name, source=f'runs:/{run}/m', run_id=run)
+        mlflow_call(url, '/api/2.0/mlflow/model-versions/create', body, svc)
 
 
 def timed_runs(cmd: list, env: dict, times: int, before=None) -> tuple[list, list, str]:
@@ -203,9 +215,10 @@ def daily(st: dict, pg, folder: Path, n: int, limit: int, day: str = '2026-06-01
     PostgreSQL, its MLflow run and HTML report on the MLflow server (artifacts in S3), its alerts in PostgreSQL"""
     sys.path.insert(0, str(Path(__file__).parent))
     from drift_power import get_version
-    os.environ.update(PARKML_SETTINGS=st['settings_file'], PARKML_RUNS=str(folder/'runs'), PARKML_MODEL_NAME='bench-daily',
-                      PARKML_PREDLOG_URI=fresh_database(pg, 'bench_day'), PARKML_ALERTS_URI=fresh_database(pg, 'bench_alerts'),
-                      PARKML_ALERT_WEBHOOK_URL='', PARKML_SMTP_HOST='')
+    os.environ.update(PARKML_SETTINGS=st['settings_file'], PARKML_RUNS=str(folder/'runs'),
+                      PARKML_MODEL_NAME='bench-daily', PARKML_PREDLOG_URI=fresh_database(pg, 'bench_day'),
+                      PARKML_ALERTS_URI=fresh_database(pg, 'bench_alerts'), PARKML_ALERT_WEBHOOK_URL='',
+                      PARKML_SMTP_HOST='')
     os.environ.update(dict(zip(('MLFLOW_TRACKING_USERNAME', 'MLFLOW_TRACKING_PASSWORD'), service_auth(st))))
     from parkml.predlog import open_store
     from parkml.simulate import synthetic_day

@@ -11,15 +11,15 @@ from pathlib import Path
 from .config import get_settings, write_atomic, Settings
 from .central import CentralError, PgServer, start_postgres, free_port, spawn, live_pid, stop_pid, run_quiet
 from .central import pg_bin
-from .planedb import PLANE_DBS, ensure_roles, ensure_databases, role_uri, recreate_database
-from .s3store import S3Server, start_seaweed, stop_seaweed, wait_bucket, bucket_to_dir, dir_to_bucket
+from .planedb import PLANE_DBS, ensure_roles, ensure_databases, role_uri
+from .s3store import S3Server, start_seaweed, stop_seaweed, wait_bucket
 
 # %% auto #0
 __all__ = ['read_env_file', 'write_env_file', 'load_central_secrets', 'plane_secrets', 'write_client_secrets', 'auth_config',
            'mlflow_env', 'mlflow_command', 'MlflowRefused', 'mlflow_call', 'wait_http', 'ensure_account',
            'mlflow_schema', 'upgrade_mlflow_db', 'launch_mlflow', 'mlflow_ready', 'plane_dir', 'plane_ports',
            'central_values', 'write_settings', 'up', 'server_handles', 'answers', 'status', 'pg_pid', 'down',
-           'migrate_stores', 'mlflow_databases', 'migrate', 'pg_tool', 'backup', 'restore', 'add_reader']
+           'migrate_stores', 'mlflow_databases', 'migrate', 'add_reader']
 
 # %% ../nbs/17_plane.ipynb #6feb691b
 def read_env_file(path) -> dict:
@@ -390,74 +390,6 @@ def migrate(cfg: Settings = None) -> dict:
         run_quiet([sys.executable, '-m', 'mlflow.server.auth', 'db', 'upgrade', '--url',
                    auth.replace('postgresql://', 'postgresql+psycopg://')], 'MLflow auth schema upgrade', timeout=600)
     return res
-
-# %% ../nbs/17_plane.ipynb #1dabff5d
-def pg_tool(
-    pg: PgServer, # the server
-    tool: str, # `pg_dump` or `pg_restore`
-    *args, # its arguments (no password: it reads the server's password file)
-    what: str, # what it does, for the error message
-) -> str:
-    "Run PostgreSQL client `tool` (`pg_dump`, `pg_restore`) against `pg` with its password file"
-    env = {**os.environ, 'PGPASSFILE': str(pg.passfile)}
-    return run_quiet([pg_bin(tool), *args], what, timeout=3600, env=env)
-
-def backup(
-    cfg: Settings = None, # settings naming the plane (central_dir)
-    dest=None, # the backup folder to create or fill
-    progress=None, # called with a line per database and for the bucket
-) -> dict:
-    "Back the plane up into folder `dest`: each database (`pg_dump`), the bucket, MLflow's secrets; its manifest"
-    cfg, say = cfg or get_settings(), progress or (lambda s: None)
-    d, pg, s3, _ = server_handles(cfg)
-    dest = Path(dest).resolve()
-    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for db in PLANE_DBS:
-        pg_tool(pg, 'pg_dump', '-Fc', '-f', str(dest/f'{db}.dump'), '-d', pg.uri_for(db), what=f'pg_dump of {db}')
-        say(f"database {db}: {(dest/f'{db}.dump').stat().st_size:,} bytes")
-    n = bucket_to_dir(s3.client(), s3.bucket, dest/'bucket')
-    say(f"bucket {s3.bucket}: {n} objects")
-    sec = plane_secrets(d)
-    write_env_file(dest/'mlflow-secrets.env', sec)
-    man = dict(created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), databases=list(PLANE_DBS), objects=n,
-               bucket=s3.bucket)
-    write_atomic(dest/'manifest.json', json.dumps(man, indent=1))
-    return man
-
-# %% ../nbs/17_plane.ipynb #2c402502
-def restore(
-    cfg: Settings = None, # settings naming the plane to restore into (central_dir)
-    src=None, # a folder written by `backup`
-    force: bool = False, # replace a plane that already holds MLflow data
-    progress=None, # called with progress lines
-) -> dict:
-    "Restore a `backup` folder into the plane of `cfg` (fresh servers; `force` to overwrite a plane in use); `status`"
-    cfg, say = cfg or get_settings(), progress or (lambda s: None)
-    src = Path(src).resolve()
-    if not (src/'manifest.json').is_file():
-        raise CentralError(f"{src} is not a central-plane backup (no manifest.json)")
-    man, d = json.loads((src/'manifest.json').read_text()), plane_dir(cfg)
-    d.mkdir(parents=True, exist_ok=True)
-    os.chmod(d, 0o711)
-    ports = plane_ports(cfg, d)
-    pg = start_postgres(d/'pg', ports['pg'])
-    ensure_roles(pg, d)
-    ensure_databases(pg)
-    if mlflow_schema(pg.uri_for('mlflow'))[0] is not None and not force:
-        raise CentralError(f"the central plane in {d} already holds MLflow data: restore into a fresh central_dir "
-                           "(or pass --force to replace it)")
-    stop_pid(d/'mlflow'/'mlflow.pid', str(d))
-    s3 = start_seaweed(d/'s3', ports['s3'], cfg.s3_bucket, cfg.central_timeout_s, progress)
-    sec = read_env_file(src/'mlflow-secrets.env')
-    write_env_file(d/'mlflow'/'server.env', dict(MLFLOW_AUTH_ADMIN_PASSWORD=sec['admin'],
-                                                MLFLOW_FLASK_SERVER_SECRET_KEY=sec['session_key']))
-    write_client_secrets(d, sec['service'], s3)
-    for db in man['databases']:
-        recreate_database(pg, db)
-        pg_tool(pg, 'pg_restore', '--no-owner', '-d', pg.uri_for(db), str(src/f'{db}.dump'), what=f'pg_restore of {db}')
-        say(f"database {db} restored")
-    say(f"bucket {s3.bucket}: {dir_to_bucket(s3.client(), src/'bucket', s3.bucket)} objects restored")
-    return up(cfg, progress)
 
 # %% ../nbs/17_plane.ipynb #276a6392
 def add_reader(

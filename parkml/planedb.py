@@ -49,14 +49,15 @@ def ensure_roles(
     pg: PgServer, # the plane's PostgreSQL (its superuser runs this)
     d: Path, # the plane's folder (the roles' password files)
 ) -> list[str]:
-    "Create the login roles of `DB_OWNERS` (no superuser, no CREATEDB, no CREATEROLE) or reset their passwords; new ones"
+    "Create the login roles of `DB_OWNERS` (no superuser, CREATEDB or CREATEROLE) or reset their passwords; new ones"
     import psycopg
     from psycopg import sql
     made = []
     with psycopg.connect(pg.uri, autocommit=True, connect_timeout=10) as c:
         for role in sorted(set(DB_OWNERS.values())):
             new = c.execute('select 1 from pg_roles where rolname = %s', (role,)).fetchone() is None
-            stmt = sql.SQL(('CREATE' if new else 'ALTER') + ' ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}')
+            verb = 'CREATE' if new else 'ALTER'
+            stmt = sql.SQL(verb + ' ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}')
             c.execute(stmt.format(sql.Identifier(role), sql.Literal(role_password(d, role))))
             if new: made.append(role)
     return made
