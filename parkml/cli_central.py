@@ -39,13 +39,13 @@ def cmd_central(a):
 
 def run_action(a):
     "The work of `parkml central <action>`"
-    from parkml import plane
+    from parkml import plane, backup
     if a.action == 'up': return print_status(plane.up(progress=None if a.quiet else progress_line), a.json)
     if a.action == 'status': return print_status(plane.status(), a.json)
     if a.action == 'down': res = plane.down()
     elif a.action == 'migrate': res = plane.migrate()
-    elif a.action == 'backup': res = plane.backup(dest=a.dir, progress=progress_line)
-    elif a.action == 'restore': return print_status(plane.restore(src=a.dir, force=a.force, progress=progress_line))
+    elif a.action == 'backup': res = backup.backup(dest=a.dir, progress=progress_line)
+    elif a.action == 'restore': return print_status(backup.restore(src=a.dir, force=a.force, progress=progress_line))
     else: res = dict(created=plane.add_reader(a.name, new_password()))
     print(json.dumps(res, indent=1))
     return 0

@@ -10,8 +10,8 @@ import os, re, configparser
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ENV_PREFIX', 'PATH_KEYS', 'SettingsError', 'find_settings', 'parse_value', 'Settings', 'get_settings', 'ensure_dir',
-           'data_dir', 'write_atomic', 'file_sha256', 'iso_utc', 'store_opener', 'sqlite_file']
+__all__ = ['ENV_PREFIX', 'PATH_KEYS', 'SettingsError', 'find_settings', 'parse_value', 'layers', 'Settings', 'get_settings',
+           'ensure_dir', 'data_dir', 'write_atomic', 'file_sha256', 'iso_utc', 'store_opener', 'sqlite_file']
 
 # %% ../nbs/00_config.ipynb #8db96764
 class SettingsError(ValueError):
@@ -53,6 +53,19 @@ def _same_kind(default, value) -> bool:
     if isinstance(default, float): return isinstance(value, (int, float)) and not isinstance(value, bool)
     return True
 
+# %% ../nbs/00_config.ipynb #1cd680bb
+def layers(path: Path, depth: int = 0) -> list[Path]:
+    """The files a settings file is read from, lowest layer first: a file whose key `base_settings` names another
+    settings file holds only what it changes (`parkml central up` writes one over the project's)"""
+    cp = configparser.ConfigParser(interpolation=None)
+    try: cp.read(path)
+    except configparser.Error as e: raise SettingsError(f"{path} cannot be parsed: {e}") from e
+    base = next((cp[s]['base_settings'] for s in cp.sections() if cp[s].get('base_settings')), '')
+    if not base: return [Path(path)]
+    p = (Path(path).parent/Path(base).expanduser()).resolve()
+    if depth > 4 or not p.is_file(): raise SettingsError(f"{path}: base_settings {p} is not a settings file")
+    return [*layers(p, depth + 1), Path(path)]
+
 # %% ../nbs/00_config.ipynb #8ac2fe70
 class Settings:
     "Typed, read-only view of `settings.ini` with `PARKML_*` environment overrides"
@@ -60,8 +73,8 @@ class Settings:
         self.path = Path(path).resolve() if path else find_settings()
         self.root = self.path.parent
         env = os.environ if environ is None else environ
-        cp = configparser.ConfigParser(interpolation=None)
-        try: cp.read(self.path)
+        cp, self.files = configparser.ConfigParser(interpolation=None), layers(self.path)
+        try: cp.read(self.files)
         except configparser.Error as e: raise SettingsError(f"{self.path} cannot be parsed: {e}") from e
         self._vals, self._src, self.sections = {}, {}, {}
         for sec in cp.sections():
@@ -103,9 +116,9 @@ class Settings:
     def __repr__(self): return f"Settings({self.path}, {len(self._vals)} keys)"
 
 # %% ../nbs/00_config.ipynb #176a6a56
-def _stamp(p: Path):
-    st = p.stat()
-    return st.st_mtime_ns, st.st_size
+def _stamp(cfg) -> tuple:
+    "Change time and size of each file the settings were read from"
+    return tuple((st.st_mtime_ns, st.st_size) for st in map(os.stat, cfg.files))
 
 # %% ../nbs/00_config.ipynb #79b9dd7f
 _LOADED = {}  # (cwd, PARKML_* variables) -> (Settings, (mtime, size) of its file)
@@ -117,11 +130,11 @@ def get_settings(**environ) -> Settings:
     key = (os.getcwd(), tuple(sorted((k, v) for k, v in env.items() if k.startswith(ENV_PREFIX))))
     if (hit := _LOADED.get(key)):
         try:
-            if _stamp(hit[0].path) == hit[1]: return hit[0]
+            if _stamp(hit[0]) == hit[1]: return hit[0]
         except OSError: pass
     cfg = Settings(environ=env)
     if len(_LOADED) > 256: _LOADED.clear()
-    _LOADED[key] = (cfg, _stamp(cfg.path))
+    _LOADED[key] = (cfg, _stamp(cfg))
     return cfg
 
 # %% ../nbs/00_config.ipynb #26b0af66

@@ -96,10 +96,14 @@ class S3Frames:
     "Frame files in an S3 bucket, each stored once under its sha, read through a local cache folder"
     def __init__(self, uri: str, # s3://bucket/prefix
                  cache, # local folder of the frames read so far
-                 client=None, # a boto3 S3 client (default: `s3_client()` from the settings)
+                 client=None, # a boto3 S3 client (default: `s3_client(cfg)`, made on first use)
+                 cfg=None, # settings of the S3 endpoint and keys for that default client (None: the current ones)
                 ):
         self.uri, (self.bucket, self.prefix) = uri.rstrip('/'), split_s3(uri)
-        self.root, self.client, self.sync = Path(cache), client or s3_client(), False
+        self.root, self.cfg, self.sync = Path(cache), cfg, False
+        if client is not None: self.client = client
+    @functools.cached_property
+    def client(self): return s3_client(self.cfg)  # on first use: a trace needs the frame's address, not boto3
     def key(self, rel: str) -> str: return f"{self.prefix}/{rel}" if self.prefix else rel
     def where(self, rel: str) -> str: return f"s3://{self.bucket}/{self.key(rel)}"
     def has(self, rel: str) -> bool: return True  # the frames row is the record: retention removes both together
@@ -161,10 +165,9 @@ def frame_files(location, # a folder, or s3://bucket/prefix
                ):
     "The frame files of a store at `location`"
     if str(location).startswith('s3://'):
-        client = s3_client(cfg) if cfg else None
-        cfg = cfg or get_settings()
         bucket, prefix = split_s3(str(location))
-        return S3Frames(str(location), Path(cfg.cache)/'frames-s3'/bucket/prefix, client)
+        cache = Path((cfg or get_settings()).cache)/'frames-s3'/bucket/prefix
+        return S3Frames(str(location), cache, cfg=cfg)
     return LocalFrames(location, sync)
 
 # %% ../nbs/10a_frames.ipynb #0fe3343e

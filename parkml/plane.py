@@ -11,15 +11,15 @@ from pathlib import Path
 from .config import get_settings, write_atomic, Settings
 from .central import CentralError, PgServer, start_postgres, free_port, spawn, live_pid, stop_pid, run_quiet
 from .central import pg_bin
-from .s3store import S3Server, start_seaweed, stop_seaweed, wait_bucket, bucket_to_dir, dir_to_bucket
+from .planedb import PLANE_DBS, ensure_roles, ensure_databases, role_uri
+from .s3store import S3Server, start_seaweed, stop_seaweed, wait_bucket
 
 # %% auto #0
-__all__ = ['PLANE_DBS', 'read_env_file', 'write_env_file', 'load_central_secrets', 'plane_secrets', 'write_client_secrets',
-           'ensure_databases', 'auth_config', 'mlflow_env', 'mlflow_command', 'MlflowRefused', 'mlflow_call',
-           'wait_http', 'ensure_account', 'mlflow_schema', 'upgrade_mlflow_db', 'launch_mlflow', 'mlflow_ready',
-           'plane_dir', 'plane_ports', 'central_values', 'write_settings', 'up', 'server_handles', 'answers', 'status',
-           'pg_pid', 'down', 'migrate_stores', 'mlflow_databases', 'migrate', 'pg_tool', 'backup', 'recreate_database',
-           'restore', 'add_reader']
+__all__ = ['read_env_file', 'write_env_file', 'load_central_secrets', 'plane_secrets', 'write_client_secrets', 'auth_config',
+           'mlflow_env', 'mlflow_command', 'MlflowRefused', 'mlflow_call', 'wait_http', 'ensure_account',
+           'mlflow_schema', 'upgrade_mlflow_db', 'launch_mlflow', 'mlflow_ready', 'plane_dir', 'plane_ports',
+           'central_values', 'write_settings', 'up', 'server_handles', 'answers', 'status', 'pg_pid', 'down',
+           'migrate_stores', 'mlflow_databases', 'migrate', 'add_reader']
 
 # %% ../nbs/17_plane.ipynb #6feb691b
 def read_env_file(path) -> dict:
@@ -67,27 +67,17 @@ def write_client_secrets(
         MLFLOW_TRACKING_USERNAME='parkml', MLFLOW_TRACKING_PASSWORD=service_password,
         AWS_ACCESS_KEY_ID=k['accessKey'], AWS_SECRET_ACCESS_KEY=k['secretKey']))
 
-# %% ../nbs/17_plane.ipynb #4235fee7
-PLANE_DBS = ('mlflow', 'mlflow_auth', 'parkml')
-
-def ensure_databases(pg: PgServer, names=PLANE_DBS) -> list[str]:
-    "Create the databases of `names` that `pg` lacks; returns those created"
-    import psycopg
-    made = []
-    with psycopg.connect(pg.uri, autocommit=True, connect_timeout=10) as c:
-        have = {r[0] for r in c.execute('select datname from pg_database')}
-        for n in names:
-            if n not in have:
-                c.execute(f'create database "{n}"')
-                made.append(n)
-    return made
-
 # %% ../nbs/17_plane.ipynb #2d9acba5
-def auth_config(d: Path, pg: PgServer) -> Path:
+def auth_config(
+    d: Path, # the plane's folder
+    pg: PgServer, # its PostgreSQL (database `mlflow_auth`)
+    cache_s: int = 60, # seconds MLflow keeps a checked password (0: hash every request)
+) -> Path:
     "Write MLflow's basic-auth configuration (no secret in it: the admin password comes from the environment)"
     text = ("[mlflow]\ndefault_permission = READ\n"
-            f"database_uri = {pg.uri_for('mlflow_auth', 'postgresql+psycopg')}\nadmin_username = admin\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            f"database_uri = {role_uri(pg, d, 'mlflow_auth', 'postgresql+psycopg')}\nadmin_username = admin\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            f"auth_cache_ttl_seconds = {int(cache_s)}\n")
     return write_atomic(d/'mlflow'/'basic_auth.ini', text, 0o600)
 
 # %% ../nbs/17_plane.ipynb #d0077b84
@@ -109,7 +99,8 @@ def mlflow_command(
     workers: int, # uvicorn workers
 ) -> list:
     "The `mlflow server` command line: PostgreSQL backend, artifacts proxied to the bucket, basic auth, loopback"
-    return [sys.executable, '-m', 'mlflow', 'server', '--backend-store-uri', pg.uri_for('mlflow', 'postgresql+psycopg'),
+    return [sys.executable, '-m', 'mlflow', 'server', '--backend-store-uri',
+            role_uri(pg, d, 'mlflow', 'postgresql+psycopg'),
             '--artifacts-destination', f's3://{s3.bucket}/mlartifacts', '--app-name', 'basic-auth',
             '--host', '127.0.0.1', '--port', str(port), '--workers', str(workers)]
 
@@ -212,12 +203,13 @@ def launch_mlflow(
     s3: S3Server, # its S3 store (need not answer yet: only artifact requests use it)
     port: int, # loopback port
     workers: int = 1, # uvicorn workers
+    auth_cache_s: int = 60, # seconds MLflow keeps a checked password
 ) -> str:
     "Start the plane's MLflow server unless it runs (upgrading an older schema first); returns its URL at once"
     (d/'mlflow').mkdir(parents=True, exist_ok=True)
-    if not live_pid(d/'mlflow'/'mlflow.pid', str(pg.folder)):
-        auth_config(d, pg)
-        upgrade_mlflow_db(pg.uri_for('mlflow'))
+    if not live_pid(d/'mlflow'/'mlflow.pid', str(d)):
+        auth_config(d, pg, auth_cache_s)
+        upgrade_mlflow_db(role_uri(pg, d, 'mlflow'))
         cmd = mlflow_command(d, pg, s3, port, workers)
         spawn(cmd, d/'mlflow'/'mlflow.log', d/'mlflow'/'mlflow.pid', mlflow_env(d, s3))
     return f"http://127.0.0.1:{port}"
@@ -259,29 +251,25 @@ def central_values(
     mlflow_url: str, # its MLflow server
 ) -> dict:
     "The settings that point parkml at the plane's servers"
-    db = pg.uri_for('parkml')
+    db = role_uri(pg, d, 'parkml')   # the stores' own role: MLflow's databases are closed to it
     return dict(tracking_uri=mlflow_url, registry_uri='', artifact_root='', mlflow_ui_url=mlflow_url,
                 predlog_uri=db, alerts_uri=db, governance_uri=db, frames_dir=f"s3://{s3.bucket}/frames",
                 s3_endpoint=s3.endpoint, s3_bucket=s3.bucket, central_secrets=str(d/'secrets.env'), central_dir=str(d))
 
 def write_settings(
-    cfg: Settings, # the settings in force
-    values: dict, # keys to set to other values
+    cfg: Settings, # the settings in force (their lowest file is the base)
+    values: dict, # the keys `up` decides
     dest: Path, # the file to write
 ) -> Path:
-    "Write `cfg`'s settings file to `dest` with every key at its value in force, `values` replacing some"
-    import re
-    vals = {**cfg.as_dict(), 'project_root': str(cfg.root), **values}
-    out, seen = [], set()
-    for line in cfg.path.read_text().splitlines():
-        m = re.match(r'^(\w+)\s*=', line)
-        if m and m[1] in vals:
-            seen.add(m[1])
-            line = f"{m[1]} = {vals[m[1]]}"
-        out.append(line)
-    if rest := [k for k in values if k not in seen]:
-        out += ['', '[central plane]', *(f"{k} = {values[k]}" for k in rest)]
-    return write_atomic(dest, '\n'.join(out) + '\n')
+    "Write `values` to `dest` as a layer over `cfg`'s project settings file (`base_settings`), each in its section"
+    base = next(p for p in cfg.files if p.resolve() != Path(dest).resolve())
+    where = {k: sec for sec, keys in cfg.sections.items() for k in keys}
+    vals, out = {'project_root': str(cfg.root), **values}, {}
+    for k, v in vals.items(): out.setdefault(where.get(k, 'central plane'), []).append(f"{k} = {v}")
+    out.setdefault('central plane', []).append(f"base_settings = {base}")
+    head = f"# written by `parkml central up`: only what it decides; every other key comes from {base}\n"
+    return write_atomic(dest, head + ''.join(f"\n[{sec}]\n" + '\n'.join(ls) + '\n' for sec, ls in out.items()))
+
 
 # %% ../nbs/17_plane.ipynb #553fc211
 def up(
@@ -295,10 +283,11 @@ def up(
     os.chmod(d, 0o711)
     ports, t0 = plane_ports(cfg, d), time.monotonic()
     pg = start_postgres(d/'pg', ports['pg'])
+    ensure_roles(pg, d)
     ensure_databases(pg)
     say(f"PostgreSQL answers on port {pg.port} ({time.monotonic() - t0:.1f} s)")
     s3 = start_seaweed(d/'s3', ports['s3'], cfg.s3_bucket, wait=False)
-    url = launch_mlflow(d, pg, s3, ports['mlflow'], cfg.central_mlflow_workers)
+    url = launch_mlflow(d, pg, s3, ports['mlflow'], cfg.central_mlflow_workers, cfg.central_auth_cache_s)
     wait_bucket(s3, cfg.central_timeout_s, progress)
     say(f"S3 store (SeaweedFS) answers at {s3.endpoint} ({time.monotonic() - t0:.1f} s)")
     mlflow_ready(d, s3, url, cfg.central_timeout_s, progress)
@@ -343,12 +332,12 @@ def status(cfg: Settings = None) -> dict:
     d, pg, s3, url = server_handles(cfg)
     adm = s3.keys['admin']
     pids = dict(postgres=pg_pid(pg), s3=live_pid(d/'s3'/'weed.pid', str(s3.folder)),
-                mlflow=live_pid(d/'mlflow'/'mlflow.pid', str(pg.folder)))
+                mlflow=live_pid(d/'mlflow'/'mlflow.pid', str(d)))
     servers = {}
     for kind, port in (('postgres', pg.port), ('s3', s3.ports['s3.port']), ('mlflow', int(url.rsplit(':', 1)[1]))):
         ok, why = answers(kind, pg, s3, url)
         servers[kind] = dict(answers=ok, port=port, pid=pids[kind], **({'error': why} if why else {}))
-    return dict(tracking_uri=url, postgres_uri=pg.uri_for('parkml'), s3_endpoint=s3.endpoint, bucket=s3.bucket,
+    return dict(tracking_uri=url, postgres_uri=role_uri(pg, d, 'parkml'), s3_endpoint=s3.endpoint, bucket=s3.bucket,
                 s3_access_key_id=adm['accessKey'], s3_secret_access_key=adm['secretKey'],
                 settings_file=str(d/'settings.ini'), secrets_file=str(d/'secrets.env'), central_dir=str(d),
                 servers=servers)
@@ -367,7 +356,7 @@ def down(cfg: Settings = None) -> dict:
     d, pg, s3, url = server_handles(cfg)
     with ThreadPoolExecutor(2) as ex:
         weed = ex.submit(stop_seaweed, d/'s3')
-        res = dict(mlflow=stop_pid(d/'mlflow'/'mlflow.pid', str(pg.folder)), s3=None, postgres=pg_pid(pg) is not None)
+        res = dict(mlflow=stop_pid(d/'mlflow'/'mlflow.pid', str(d)), s3=None, postgres=pg_pid(pg) is not None)
         if res['postgres']: pg.stop()
         res['s3'] = weed.result()
     return res
@@ -388,8 +377,8 @@ def migrate_stores(cfg: Settings) -> dict:
 def mlflow_databases(cfg: Settings) -> tuple[str, str]:
     "MLflow's tracking and auth databases: settings `mlflow_backend_uri` / `mlflow_auth_uri`, else the plane's own"
     if cfg.mlflow_backend_uri: return cfg.mlflow_backend_uri, cfg.mlflow_auth_uri
-    _, pg, _, _ = server_handles(cfg)
-    return pg.uri_for('mlflow'), pg.uri_for('mlflow_auth')
+    d, pg, _, _ = server_handles(cfg)
+    return role_uri(pg, d, 'mlflow'), role_uri(pg, d, 'mlflow_auth')
 
 def migrate(cfg: Settings = None) -> dict:
     "Apply every parkml store's migrations and upgrade MLflow's tracking and auth databases"
@@ -401,80 +390,6 @@ def migrate(cfg: Settings = None) -> dict:
         run_quiet([sys.executable, '-m', 'mlflow.server.auth', 'db', 'upgrade', '--url',
                    auth.replace('postgresql://', 'postgresql+psycopg://')], 'MLflow auth schema upgrade', timeout=600)
     return res
-
-# %% ../nbs/17_plane.ipynb #1dabff5d
-def pg_tool(
-    pg: PgServer, # the server
-    tool: str, # `pg_dump` or `pg_restore`
-    *args, # its arguments (no password: it reads the server's password file)
-    what: str, # what it does, for the error message
-) -> str:
-    "Run PostgreSQL client `tool` (`pg_dump`, `pg_restore`) against `pg` with its password file"
-    env = {**os.environ, 'PGPASSFILE': str(pg.passfile)}
-    return run_quiet([pg_bin(tool), *args], what, timeout=3600, env=env)
-
-def backup(
-    cfg: Settings = None, # settings naming the plane (central_dir)
-    dest=None, # the backup folder to create or fill
-    progress=None, # called with a line per database and for the bucket
-) -> dict:
-    "Back the plane up into folder `dest`: each database (`pg_dump`), the bucket, MLflow's secrets; its manifest"
-    cfg, say = cfg or get_settings(), progress or (lambda s: None)
-    d, pg, s3, _ = server_handles(cfg)
-    dest = Path(dest).resolve()
-    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for db in PLANE_DBS:
-        pg_tool(pg, 'pg_dump', '-Fc', '-f', str(dest/f'{db}.dump'), '-d', pg.uri_for(db), what=f'pg_dump of {db}')
-        say(f"database {db}: {(dest/f'{db}.dump').stat().st_size:,} bytes")
-    n = bucket_to_dir(s3.client(), s3.bucket, dest/'bucket')
-    say(f"bucket {s3.bucket}: {n} objects")
-    sec = plane_secrets(d)
-    write_env_file(dest/'mlflow-secrets.env', sec)
-    man = dict(created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), databases=list(PLANE_DBS), objects=n,
-               bucket=s3.bucket)
-    write_atomic(dest/'manifest.json', json.dumps(man, indent=1))
-    return man
-
-# %% ../nbs/17_plane.ipynb #2c402502
-def recreate_database(pg: PgServer, name: str):
-    "Drop database `name` (ending its sessions) and create it empty"
-    import psycopg
-    with psycopg.connect(pg.uri, autocommit=True, connect_timeout=10) as c:
-        c.execute(f'drop database if exists "{name}" with (force)')
-        c.execute(f'create database "{name}"')
-
-def restore(
-    cfg: Settings = None, # settings naming the plane to restore into (central_dir)
-    src=None, # a folder written by `backup`
-    force: bool = False, # replace a plane that already holds MLflow data
-    progress=None, # called with progress lines
-) -> dict:
-    "Restore a `backup` folder into the plane of `cfg` (fresh servers; `force` to overwrite a plane in use); `status`"
-    cfg, say = cfg or get_settings(), progress or (lambda s: None)
-    src = Path(src).resolve()
-    if not (src/'manifest.json').is_file():
-        raise CentralError(f"{src} is not a central-plane backup (no manifest.json)")
-    man, d = json.loads((src/'manifest.json').read_text()), plane_dir(cfg)
-    d.mkdir(parents=True, exist_ok=True)
-    os.chmod(d, 0o711)
-    ports = plane_ports(cfg, d)
-    pg = start_postgres(d/'pg', ports['pg'])
-    ensure_databases(pg)
-    if mlflow_schema(pg.uri_for('mlflow'))[0] is not None and not force:
-        raise CentralError(f"the central plane in {d} already holds MLflow data: restore into a fresh central_dir "
-                           "(or pass --force to replace it)")
-    stop_pid(d/'mlflow'/'mlflow.pid', str(pg.folder))
-    s3 = start_seaweed(d/'s3', ports['s3'], cfg.s3_bucket, cfg.central_timeout_s, progress)
-    sec = read_env_file(src/'mlflow-secrets.env')
-    write_env_file(d/'mlflow'/'server.env', dict(MLFLOW_AUTH_ADMIN_PASSWORD=sec['admin'],
-                                                MLFLOW_FLASK_SERVER_SECRET_KEY=sec['session_key']))
-    write_client_secrets(d, sec['service'], s3)
-    for db in man['databases']:
-        recreate_database(pg, db)
-        pg_tool(pg, 'pg_restore', '--no-owner', '-d', pg.uri_for(db), str(src/f'{db}.dump'), what=f'pg_restore of {db}')
-        say(f"database {db} restored")
-    say(f"bucket {s3.bucket}: {dir_to_bucket(s3.client(), src/'bucket', s3.bucket)} objects restored")
-    return up(cfg, progress)
 
 # %% ../nbs/17_plane.ipynb #276a6392
 def add_reader(

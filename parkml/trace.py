@@ -14,10 +14,11 @@ from .predlog import open_store
 from .tracking import lineage, RegistryError
 from .auditlog import open_governance
 from .governance import aliases_from, failure_reasons
+from .central import CentralError
 
 # %% auto #0
-__all__ = ['SETTLE_S', 'TraceError', 'version_facts', 'stores_signature', 'snapshot_path', 'cached_version_facts', 'trace',
-           'format_trace']
+__all__ = ['SETTLE_S', 'TraceError', 'version_facts', 'stores_signature', 'registry_stamp', 'snapshot_path',
+           'cached_version_facts', 'trace', 'format_trace']
 
 # %% ../nbs/40_trace.ipynb #27ae9a08
 class TraceError(LookupError):
@@ -80,6 +81,29 @@ def stores_signature(cfg: Settings) -> tuple[list | None, bool]:
     newest = max((m for *_, m in sig if m is not None), default=0) / 1e9
     return sig, now - newest > SETTLE_S
 
+# %% ../nbs/40_trace.ipynb #75400678
+def registry_stamp(
+    name: str, # the registered model name
+    version, # the registered model version
+    cfg: Settings, # the settings
+) -> dict | None:
+    """What a registry server says of `version` now, in one REST call: update time, tags, aliases (a tag or an alias
+    move leaves the update time alone); None for a registry in a SQLite file or a version the server lacks"""
+    from parkml.plane import mlflow_call, load_central_secrets, MlflowRefused
+    url = (cfg.registry_uri or cfg.tracking_uri).rstrip('/')
+    if not url.startswith(('http://', 'https://')): return None
+    load_central_secrets(cfg)
+    auth = tuple(os.environ.get(f'MLFLOW_TRACKING_{k}') for k in ('USERNAME', 'PASSWORD'))
+    q = dict(name=name, version=str(version))
+    try: mv = mlflow_call(url, '/api/2.0/mlflow/model-versions/get', q, auth if all(auth) else None, 'GET', 10)
+    except MlflowRefused as e:
+        if e.status == 404: return None
+        raise
+    mv = mv['model_version']
+    return dict(updated=mv.get('last_updated_timestamp'), run_id=mv.get('run_id'), status=mv.get('status'),
+                tags=sorted([t['key'], t['value']] for t in mv.get('tags', [])), aliases=sorted(mv.get('aliases', [])))
+
+
 # %% ../nbs/40_trace.ipynb #b7ba9fc1
 def snapshot_path(
     name: str, # the registered model name
@@ -91,11 +115,13 @@ def snapshot_path(
 
 # %% ../nbs/40_trace.ipynb #8e240995
 def _snapshot_key(name: str, version, cfg: Settings, audit_id) -> tuple[dict | None, bool]:
+    base = dict(model=name, version=str(version), tracking_uri=cfg.tracking_uri,
+                registry_uri=cfg.registry_uri or cfg.tracking_uri, audit_id=audit_id)
+    if (stamp := registry_stamp(name, version, cfg)) is not None: return dict(base, registry=stamp), True
     sig, settled = stores_signature(cfg)
     if sig is None: return None, False
-    return dict(model=name, version=str(version), tracking_uri=cfg.tracking_uri,
-                registry_uri=cfg.registry_uri or cfg.tracking_uri,
-                stores=sig, audit_id=audit_id), settled
+    return dict(base, stores=sig), settled
+
 
 # %% ../nbs/40_trace.ipynb #f4c78151
 def _read_snapshot(path: Path, key: dict) -> dict | None:
@@ -174,11 +200,12 @@ def trace(
     name, version = p['model_name'] or cfg.model_name, str(p['model_version'])
     with open_governance(cfg.governance_uri) as gov: recs, moves = gov.records(name, version), gov.records(name)
     try:
-        facts, out['model_facts_from'] = cached_version_facts(name, version, max((r['id'] for r in recs), default=0),
+        facts, out['model_facts_from'] = cached_version_facts(name, version, max((r['id'] for r in moves), default=0),
                                                               cfg, client, fresh)
     except RegistryError as e:
         out['model'] = dict(missing=str(e))
         return out
+    except CentralError as e: raise TraceError(f"{e} (settings tracking_uri, registry_uri)") from None
     # aliases when the service answered (camera clocks may be off)
     out['model'] = _model_part(facts, version, p['received'] or p['ts'], recs, moves)
     return out

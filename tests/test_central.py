@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 from central_fixture import central, plane_up, plane_down, service_auth
+from receivers import receiver  # noqa: F401 (fixture)
 
 KEYS = ('tracking_uri', 'postgres_uri', 's3_endpoint', 'bucket', 's3_access_key_id', 's3_secret_access_key',
         'settings_file', 'servers')
@@ -33,6 +34,36 @@ def test_settings_file_points_parkml_at_the_servers(central):
         assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
     import psycopg
     with psycopg.connect(cfg.predlog_uri) as c: assert c.execute('select current_database()').fetchone()[0] == 'parkml'
+
+def test_settings_file_is_a_layer_over_the_project(central, tmp_path):
+    "The plane's file holds only what `up` decides; a later edit of the base settings reaches it without another `up`"
+    from parkml.config import Settings
+    from parkml.plane import write_settings
+    text = Path(central['settings_file']).read_text()
+    assert 'base_settings = ' in text and 'image_size' not in text and 'predlog_uri = ' in text
+    base = tmp_path/'settings.ini'
+    base.write_text(Path(Settings(central['settings_file'], environ={}).files[0]).read_text())
+    top = write_settings(Settings(base, environ={}), dict(predlog_uri='postgresql://x@127.0.0.1:1/parkml'),
+                         tmp_path/'central.ini')
+    base.write_text(base.read_text().replace('\nshap_frames = ', '\nshap_frames = 7\n# was: '))
+    cfg = Settings(top, environ={})
+    assert cfg.shap_frames == 7 and cfg.predlog_uri == 'postgresql://x@127.0.0.1:1/parkml'
+
+def test_each_role_reaches_only_its_own_database(central):
+    "MLflow's role and the stores' role are refused by each other's database; neither is a superuser"
+    import psycopg
+    from parkml.config import get_settings
+    from parkml.plane import mlflow_databases
+    stores = central['postgres_uri']
+    mlflow_uri = mlflow_databases(get_settings(central_dir=central['central_dir'], mlflow_backend_uri=''))[0]
+    assert stores.startswith('postgresql://parkml_stores@') and mlflow_uri.startswith('postgresql://mlflow@')
+    with psycopg.connect(mlflow_uri) as db:   # MLflow's own tables, as MLflow's role
+        assert db.execute('select count(*) from experiments').fetchone()[0] >= 1
+        assert db.execute('select rolsuper from pg_roles where rolname = current_user').fetchone()[0] is False
+    for who, other in ((stores, 'mlflow'), (stores, 'mlflow_auth'), (mlflow_uri, 'parkml')):
+        me, rest_ = who.split('?')
+        with pytest.raises(psycopg.OperationalError, match='permission denied for database'):
+            psycopg.connect(f"{me.rsplit('/', 1)[0]}/{other}?{rest_}").execute('select count(*) from pg_class')
 
 def test_no_secret_on_a_command_line(central):
     secrets = [*service_auth(central)[1:], central['s3_secret_access_key']]
@@ -207,7 +238,7 @@ def serve(chain, port) -> 'subprocess.Popen':
     p.kill()
     raise AssertionError((chain['base']/'serve.log').read_text()[-3000:])
 
-def test_the_chain_on_the_central_plane(central, chain, manifest, data_root):
+def test_the_chain_on_the_central_plane(central, chain, manifest, data_root, receiver):
     import httpx, sys
     from parkml.central import free_port
     sys.path.insert(0, str(Path(__file__).parent))
@@ -245,16 +276,27 @@ def test_the_chain_on_the_central_plane(central, chain, manifest, data_root):
     assert sql(central, labelled)[0][0] == 200
     assert len([k for k in s3_keys(central) if k.startswith('frames/')]) >= 900   # the frames, in S3
     day = time.strftime('%Y-%m-%d', time.gmtime())
-    r = run_cli('analyze', '--day', day, '--set', 'shap_frames=2', '--set', 'shap_max_evals=40', '--quiet', env=env,
-                timeout=1800)
+    hook = dict(PARKML_ALERT_WEBHOOK_URL=receiver.url, PARKML_ALERT_SEND_SEVERITY='info')   # every alert is sent
+    r = run_cli('analyze', '--day', day, '--set', 'shap_frames=2', '--set', 'shap_max_evals=40', '--quiet',
+                env={**env, **hook}, timeout=1800)
     assert r.returncode in (0, 1), r.stdout[-2000:] + r.stderr[-2000:]
     run_id = r.stdout.split('MLflow run ')[1].split()[0]
-    assert sql(central, 'select count(*) from alerts')[0][0] >= 1   # the day's alerts, in the central alert store
+    stored = {a for (a,) in sql(central, "select id from alerts where day = %s and model_version = '1'", day)}
+    assert stored, 'the day raised no alert in the central alert store'
+    assert {a['id'] for a in receiver.got} == stored   # each reached the webhook receiver on loopback, once
+    sent = sql(central, "select count(*) from alert_outbox where channel = 'webhook' and delivered is not null "
+                        "and alert_id = any(%s)", list(stored))[0][0]
+    assert sent == len(stored)   # and the central outbox records the delivery
     run = rest(central, '/api/2.0/mlflow/runs/get', dict(run_id=run_id), svc, method='GET')['run']
     assert any(k.startswith(f"mlartifacts/{run['info']['experiment_id']}/{run_id}/") for k in s3_keys(central))
     t = run_cli('trace', ids[0], '--json', env=env, check=True)
     traced = json.loads(t.stdout)
     assert traced['prediction_id'] == ids[0] and traced['model_version'] == '1' and traced['feedback']
+    again = json.loads(run_cli('trace', ids[0], '--json', env=env, check=True).stdout)
+    assert (traced['model_facts_from'], again['model_facts_from']) == ('mlflow', 'snapshot')   # keyed by one REST call
+    tag = dict(name='central-catdog', version='1', key='note', value='read by the trace')
+    rest(central, '/api/2.0/mlflow/model-versions/set-tag', tag, svc)   # a change on the server: the snapshot is stale
+    assert json.loads(run_cli('trace', ids[0], '--json', env=env, check=True).stdout)['model_facts_from'] == 'mlflow'
     a = run_cli('audit', '1', '--out', chain['base']/'audit', env=env)
     assert a.returncode == 0, a.stdout[-2000:] + a.stderr[-2000:]
     assert {r[0] for r in sql(central, 'select action from audit')} >= {'approve', 'release'}
