@@ -17,6 +17,7 @@ from starlette.routing import Route
 from prometheus_client import CONTENT_TYPE_LATEST
 from .config import get_settings, Settings
 from .data import CLASSES
+from .records import ANSWERS
 from .pipeline import (InputError, StoreError, Overloaded, Service, format_error, request_meta, request_images,
                              read_body, CAMERA_RE, TS_PATTERN)
 # where callers from before the split (the CLI, monitor, staging) still import them; new code imports their homes
@@ -173,8 +174,8 @@ async def feedback(svc: Service, request: Request):
     pid, label, source = d.get('prediction_id'), d.get('label'), d.get('source', 'staff')
     if not isinstance(pid, str) or not pid:
         raise InputError(422, 'bad_prediction_id', 'prediction_id must be a non-empty string')
-    if label not in CLASSES:
-        raise InputError(422, 'bad_label', f"label must be one of {', '.join(CLASSES)}, got {label!r}")
+    if label not in ANSWERS:   # staff may also say neither (no cat or dog) or unsure, as on the Label page
+        raise InputError(422, 'bad_label', f"label must be one of {', '.join(ANSWERS)}, got {label!r}")
     if not isinstance(source, str) or len(source) > 64:
         raise InputError(422, 'bad_source', 'source must be a string of at most 64 characters')
     rec = await run_in_threadpool(svc.store.get_prediction, pid)
@@ -184,7 +185,8 @@ async def feedback(svc: Service, request: Request):
                          f"prediction {pid} was a refused input ({rec['error']}): there is nothing to label")
     try: await run_in_threadpool(svc.store.add_feedback, pid, label, source)
     except KeyError: raise InputError(404, 'unknown_prediction', f"no prediction {pid[:80]!r} in the log") from None
-    return JSONResponse(dict(prediction_id=pid, label=label, predicted=rec['label'], correct=label == rec['label'],
+    correct = label == rec['label'] if label in CLASSES else None   # neither/unsure: not a verdict on the model
+    return JSONResponse(dict(prediction_id=pid, label=label, predicted=rec['label'], correct=correct,
                              frame_sha=rec['frame_sha'], camera=rec['camera'], ts=rec['ts']))
 
 # %% ../nbs/14_service.ipynb #aba1fab8
@@ -235,12 +237,13 @@ _SCHEMAS = {
     'BatchResult': _obj(['results', 'n', 'n_ok'], n={'type': 'integer'}, n_ok={'type': 'integer'},
                         results={'type': 'array', 'items': {'anyOf': [_ref('Prediction'), _ref('Error')]}}),
     'Feedback': _obj(['prediction_id', 'label'], prediction_id=_str(minLength=1), label={'type': 'string',
-                                                                                         'enum': list(CLASSES)},
+                                                                                         'enum': list(ANSWERS)},
                      source=_str(maxLength=64, description='who checked the frame (default staff)')),
     'FeedbackAnswer': _obj(['prediction_id', 'label', 'predicted', 'correct'], prediction_id=_str(),
-                           label={'type': 'string', 'enum': list(CLASSES)}, predicted={'type': 'string',
+                           label={'type': 'string', 'enum': list(ANSWERS)}, predicted={'type': 'string',
                                                                                        'enum': list(CLASSES)},
-                           correct={'type': 'boolean'}, frame_sha=_str(nullable=True), camera=_str(), ts=_num()),
+                           correct={'type': 'boolean', 'nullable': True}, frame_sha=_str(nullable=True),
+                           camera=_str(), ts=_num()),
     'Health': _obj(['status', 'model', 'registry', 'store', 'uptime_s'], status={'type': 'string',
                                                                                  'enum': ['ok', 'degraded']},
                    model={'type': 'object'}, registry={'type': 'object'}, store={'type': 'object'},

@@ -223,6 +223,11 @@ def test_feedback_is_linked_to_its_prediction_and_frame(http, store, photos):
         assert (r.status_code, r.json()['code']) == (status, code), r.text
     r = http.post('/feedback', content=b'{not json', headers={'Content-Type': 'application/json'})
     assert r.status_code == 400 and r.json()['code'] == 'bad_json'
+    b = http.post('/predict', content=photos[9][0], headers={'Content-Type': 'image/jpeg'}).json()
+    r = http.post('/feedback', json={'prediction_id': b['prediction_id'], 'label': 'neither', 'source': 'keeper-anna'})
+    assert r.status_code == 200 and r.json()['correct'] is None, r.text   # no cat or dog: no verdict on the model
+    assert store.get_prediction(b['prediction_id'])['true_label'] == 'neither'
+    assert b['prediction_id'] not in set(store.feedback().id)   # out of the cat/dog metrics
     assert store.get_prediction(a['prediction_id'])['true_label'] == label   # the refused ones changed nothing
 
 # the bad inputs the staging run sends too (one table, in parkml.staging): name -> (body from a photo, content type, status, code)
