@@ -19,11 +19,17 @@ class CentralError(RuntimeError):
     "A central-plane server cannot be started, reached or stopped; the message names the server and the setting"
 
 # %% ../nbs/15_central.ipynb #b777b720
+_HANDED_OUT = set()   # ports this process gave out: a server may not have bound its port yet
+
 def free_port(host: str = '127.0.0.1') -> int:
-    "A TCP port on `host` that nothing listens on right now"
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    "A TCP port on `host` that nothing listens on right now and that this process has not handed out before"
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT: break
+    _HANDED_OUT.add(port)
+    return port
 
 # %% ../nbs/15_central.ipynb #933fae77
 def as_server_user(cmd: list) -> list:
