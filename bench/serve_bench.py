@@ -2,6 +2,7 @@
 petpark photos from a separate client process, plus the in-process compute floor.
 
     .venv/bin/python bench/serve_bench.py [--rounds 3] [--n16 2000] [--n1 400] [--limit 300] [--baseline REF]
+    .venv/bin/python bench/serve_bench.py --engines-only --rounds 2 --n16 400 --n1 80
 
 In its own runs folder (default: <runs>/bench_serve) it trains and registers a model once (later runs reuse it) and
 logs, also once, an MLflow pyfunc that takes base64 JPEGs and runs the same ONNX graph with ONNX Runtime (2 threads).
@@ -12,7 +13,10 @@ park runs it (API and staff keys set, format check, bounded queue, prediction lo
 frame store and telemetry); the same with predlog_synchronous=NORMAL; parkml with log, frames and telemetry off
 (PARKML_PREDLOG_ENABLED=false); with --baseline REF, the code of git commit REF (e.g. the commit before the hostile-
 client checks) with NORMAL and no keys, extracted with `git archive`; and `mlflow models serve --env-manager local`
-(1 uvicorn worker). Each round drives each server at concurrency 1 and 16 from a client process (threads with
+(1 uvicorn worker). It also quantizes the champion once (`parkml quantize`, the configured method, NNCF; alias int8)
+and serves that int8 version as parkml_int8 on the engine `auto` picks for the int8 graph itself. With --engines-only,
+only issue 18's servers run: parkml with each engine, the int8 variant, and MLflow (plus the floors, the int8 graph's
+among them). Each round drives each server at concurrency 1 and 16 from a client process (threads with
 keep-alive connections, one photo per request, the API key sent to every parkml server; each parkml request's photo
 gets 8 bytes of its own appended, so that every frame is new to the frame store, as a camera's are; --repeat-frames
 sends the photos as they are), rounds interleaved, each starting with the next server, so that background load hits
@@ -360,13 +364,16 @@ def main():
     for k, v in commits.items(): print(f"{'prediction log commits in groups of 16, new frames, ' + k:60} {v:7.1f} records/s")
     print("\nratios (targets in brackets)")
     ov_floor = floors[f"floor openvino batch 32, 1 x {cfg.onnx_threads} threads"]
-    auto = serving_engine(None, get_settings(runs=str(runs)))
+    auto = serving_engine(onnx_path, get_settings(runs=str(runs)))
     print(f"  engine auto on this box: {auto} for the float graph, {int8_engine} for the int8 graph")
+    i8_floor = floors[f"floor int8 {int8_engine} batch 32, 1 x {cfg.onnx_threads} threads"]
     for n in [f'parkml_{e}' for e in ENGINES] + ['parkml_int8']:
         if 'mlflow' in res:
             print(f"  {n:19} / mlflow, pred/s at c16:         {med(n, 16, 'per_s') / med('mlflow', 16, 'per_s'):.2f}  [>= 2.0]")
             print(f"  {n:19} p50 at c1 / mlflow's:            {med(n, 1, 'p50') / med('mlflow', 1, 'p50'):.2f}  [<= 0.7]")
         print(f"  {n:19} c16 / OpenVINO f32 batch-32 floor: {med(n, 16, 'per_s') / ov_floor:.2f}  [>= 0.75]")
+        if n == 'parkml_int8':
+            print(f"  {n:19} c16 / its own graph's floor:      {med(n, 16, 'per_s') / i8_floor:.2f}  [>= 0.75]")
         print(f"  {n:19} peak memory:                     {peaks[n]:.0f} MB  [<= {577 * 1.1:.0f}]")
     if a.engines_only:
         out = dict(results=res, peaks_mb=peaks, floors=floors, int8_engine=int8_engine, store=counts, answered=answered)

@@ -191,7 +191,8 @@ def choose_engine(
             alone[e] = max(alone[e], engine_speed(solo[e], 1, seconds / 2))
     rec = dict(engine=max(speed, key=speed.get), images_per_s={e: round(s, 1) for e, s in speed.items()},
                lone_frames_per_s={e: round(s, 1) for e, s in alone.items()},
-               box=engine_box(cfg), graph=Path(path).name, graph_sha256=file_sha256(path), decided=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+               box=engine_box(cfg), graph=Path(path).name, graph_sha256=file_sha256(path),
+               decided=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
     p = ensure_dir(cfg.cache)/'engine.json'
     every = {**engine_records(cfg), rec['graph_sha256']: rec}
     tmp = p.with_suffix(f'.tmp{os.getpid()}')
@@ -219,7 +220,7 @@ def recorded_engine(
 
 # %% ../nbs/03_model.ipynb #c8a45edb
 def serving_engine(path=None, cfg: Settings = None) -> str:
-    "The `engine` setting, `auto` resolved: the decision recorded for the graph at `path` (None: the newest) or made now"
+    "The `engine` setting, `auto` resolved: the decision recorded for the graph at `path` (None: newest) or made now"
     cfg = cfg or get_settings()
     if cfg.engine != 'auto': return cfg.engine
     if rec := recorded_engine(cfg, path): return rec['engine']

@@ -28,7 +28,7 @@ def calibration_rows(
     "`n` class-stratified photos of the train subset (never the test split, val or stage) to calibrate a quantization"
     ds = assign_splits(read_imageset(folder))
     train = ds.df[(ds.df.subset == 'train') & (ds.df.split == 'train')].drop_duplicates('sha')
-    if not len(train): raise ValueError(f"the image set at {ds.root} has no train photos to calibrate a quantization on")
+    if not len(train): raise ValueError(f"the image set at {ds.root} has no train photos to calibrate on")
     return stratified_sample(train, get_settings().quantize_calibration_images if n is None else n, seed)
 
 # %% ../nbs/48_quantize.ipynb #3aea6dbd
@@ -117,7 +117,7 @@ def register_variant(
     client, # an MLflow client (`tracking.mlflow_client`)
     cfg: Settings, # settings
 ):
-    "Log the int8 graph, its reference and metrics in a run of its own and register it as a new version, pending staging"
+    "Log the int8 graph, its reference and metrics in a run of its own; register it as a new version, pending staging"
     import mlflow, onnx
     x = np.zeros((1, cfg.image_size, cfg.image_size, 3), np.uint8)
     sig = mlflow.models.infer_signature(x, OnnxModel(onnx_path).run(x))
@@ -129,8 +129,9 @@ def register_variant(
         mlflow.log_artifact(str(Path(tmp)/'reference.parquet'), 'reference')
         info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name='onnx', signature=sig,
                                      pip_requirements=['onnxruntime', 'onnx'], save_as_external_data=False)
-        mv = mlflow.register_model(info.model_uri, cfg.model_name, tags={
-            **tags, 'parkml.run_id': run.info.run_id, 'parkml.onnx_uri': info.model_uri, 'validation_status': 'pending'})
+        vtags = {**tags, 'parkml.run_id': run.info.run_id, 'parkml.onnx_uri': info.model_uri,
+                 'validation_status': 'pending'}
+        mv = mlflow.register_model(info.model_uri, cfg.model_name, tags=vtags)
     client.update_model_version(cfg.model_name, mv.version, description=(
         f"int8 variant ({tags['parkml.quantization_method']}) of version {source.version}; "
         f"reference accuracy {metrics['reference_accuracy']:.4f}"))

@@ -302,7 +302,8 @@ def quantized_gates(
     source: str, # the variant's source version
 ) -> list[dict]:
     "The shipping rule's two gates for an int8 variant of version `source`"
-    return [dict(gate=f"int8 variant: accuracy lost against its source v{source}", metric='quantized_accuracy_lost_points',
+    return [dict(gate=f"int8 variant: accuracy lost against its source v{source}",
+                 metric='quantized_accuracy_lost_points',
                  setting='stage_max_quantized_loss', value=float(cfg.stage_max_quantized_loss), greater_is_better=False,
                  unit=' points'),
             dict(gate=f"int8 variant: decisions flipped against its source v{source}",
@@ -316,7 +317,7 @@ def quantized_measures(
     p_variant, # the variant's P(dog) on the same images
     source: str, # the source version
 ) -> tuple[dict, str]:
-    "Accuracy lost (points) and decisions flipped (%) of a variant against its source on labelled images: measured, a sentence"
+    "Accuracy lost (points) and decisions flipped (%) of a variant against its source, on labelled images; a sentence"
     y, a, b = np.asarray(y), np.asarray(p_variant, float), np.asarray(p_source, float)
     lost = 100 * float(((b >= .5) == y).mean() - ((a >= .5) == y).mean())
     flipped = int(((a >= .5) != (b >= .5)).sum())

@@ -1,8 +1,9 @@
 """The int8 variant of a version (`parkml.quantize`): a new registered version with its lineage and its own reference,
 and the staging gates of the shipping rule that judge it against its source."""
-import os, subprocess, sys
+import os
 from types import SimpleNamespace
 import numpy as np, pytest
+from conftest import run_cli
 
 CALIBRATION = 16   # train photos: enough for a real quantization, few enough for a fast test
 
@@ -34,7 +35,7 @@ def test_quantized_version_is_a_new_version_with_its_lineage_and_reference(varia
     from parkml.tracking import local_onnx, resolve_version, lineage
     r, cfg, client, src = variant['res'], variant['cfg'], variant['client'], variant['src']
     mv = resolve_version('int8', client, cfg)
-    assert r['version'] == mv.version == '2' and r['source'] == '1'
+    assert r['version'] == str(mv.version) == '2' and r['source'] == '1'
     rows = calibration_rows(CALIBRATION)
     assert set(rows.subset) == {'train'} and set(rows.split) == {'train'}          # never a test, val or stage photo
     t = mv.tags
@@ -58,8 +59,7 @@ def test_a_variant_is_not_quantized_again(variant, monkeypatch):
     "The CLI refuses to quantize an int8 variant, with a message and no traceback"
     for k, v in dict(PARKML_MODEL_NAME=variant['cfg'].model_name, PARKML_CACHE=str(variant['cfg'].cache)).items():
         monkeypatch.setenv(k, v)
-    out = subprocess.run([sys.executable, '-m', 'parkml.cli', 'quantize', 'int8'], capture_output=True, text=True,
-                         timeout=300)
+    out = run_cli('quantize', 'int8', timeout=300)
     assert out.returncode == 2 and 'already an int8 variant (of 1)' in out.stderr and 'Traceback' not in out.stderr
 
 def perturbed(path, dest, bias_shift: float):
@@ -98,11 +98,12 @@ def test_shipping_rule_gates_fail_a_worse_variant_with_the_reason(variant, tmp_p
                             p=OnnxModel(local_onnx(mv, client, cfg)).predict(X))
         m = shipping_check(s)
         g = judge(m, cfg).set_index('metric').loc[['quantized_accuracy_lost_points', 'quantized_decisions_flipped_pct']]
-        verdicts[mv.version] = (m, g, s.texts['quantized'])
-    m, g, text = verdicts[worse.version]
+        verdicts[str(mv.version)] = (m, g, s.texts['quantized'])
+    m, g, text = verdicts[str(worse.version)]
     assert m['quantized_decisions_flipped_pct'] > 0.5 and not g.passed.any(), g
     why = dict(zip(g.index, g.reason))
-    assert 'stage_max_quantized_loss' in why['quantized_accuracy_lost_points'] and 'source v1' in why['quantized_accuracy_lost_points']
+    lost = why['quantized_accuracy_lost_points']
+    assert 'stage_max_quantized_loss' in lost and 'source v1' in lost
     assert 'stage_max_quantized_flipped' in why['quantized_decisions_flipped_pct']
     assert f"of {len(X)} images otherwise" in text
     m, g, _ = verdicts[variant['res']['version']]
