@@ -16,8 +16,8 @@ from .model import ModelError, OnnxModel, open_model
 from .staging_inputs import stratified_sample
 
 # %% auto #0
-__all__ = ['QUANTIZERS', 'calibration_rows', 'batches', 'quantize_onnxruntime', 'quantize_nncf', 'quantize_onnx',
-           'variant_reference', 'variant_tags', 'register_variant', 'quantize_version']
+__all__ = ['QUANTIZERS', 'calibration_rows', 'calibration_images', 'batches', 'quantize_onnxruntime', 'quantize_nncf',
+           'quantize_onnx', 'variant_reference', 'variant_tags', 'register_variant', 'quantize_version']
 
 # %% ../nbs/48_quantize.ipynb #379fdd53
 def calibration_rows(
@@ -30,6 +30,28 @@ def calibration_rows(
     train = ds.df[(ds.df.subset == 'train') & (ds.df.split == 'train')].drop_duplicates('sha')
     if not len(train): raise ValueError(f"the image set at {ds.root} has no train photos to calibrate on")
     return stratified_sample(train, get_settings().quantize_calibration_images if n is None else n, seed)
+
+# %% ../nbs/48_quantize.ipynb #24c701e2
+def calibration_images(
+    rows: pd.DataFrame, # the calibration photos (`calibration_rows`)
+    size: int = None, # network input side (default: setting image_size)
+    share: float = None, # share seen under a camera condition (default: setting quantize_condition_share)
+    seed: int = 1, # random seed of the conditions and severities
+    progress: bool = False, # show a progress bar
+) -> np.ndarray:
+    "The calibration photos as network inputs, a `share` of them under a random camera condition and severity"
+    from parkml.cctv import CONDITIONS, apply_condition
+    from parkml.data import decode_image, preprocess
+    from tqdm.auto import tqdm
+    cfg, rng = get_settings(), np.random.default_rng(seed)
+    share = cfg.quantize_condition_share if share is None else share
+    def one(path):
+        img = decode_image(Path(path).read_bytes())
+        if rng.random() < share:
+            name, sev = rng.choice(list(CONDITIONS)), float(rng.integers(1, 4))
+            img = apply_condition(img, name, sev, int(rng.integers(1 << 30)))
+        return preprocess(img, size or cfg.image_size)
+    return np.stack([one(p) for p in tqdm(rows.path, 'calibration photos', disable=not progress, leave=False)])
 
 # %% ../nbs/48_quantize.ipynb #3aea6dbd
 def batches(X: np.ndarray, batch: int = 8) -> list:
@@ -155,7 +177,7 @@ def quantize_version(
     if src.tags.get('parkml.quantized_from'):
         raise ModelError(f"version {src.version} is already an int8 variant (of {src.tags['parkml.quantized_from']})")
     method, rows = method or cfg.quantize_method, calibration_rows(calibration)
-    X, _, _ = load_images(rows.path, cfg.image_size, progress=progress)
+    X = calibration_images(rows, cfg.image_size, progress=progress)
     ref = load_reference(src, subsets='all', cfg=cfg, client=client)
     with tempfile.TemporaryDirectory() as tmp:
         q = quantize_onnx(local_onnx(src, client, cfg), Path(tmp)/'parkml-int8.onnx', X, method)
@@ -163,7 +185,9 @@ def quantize_version(
         new = variant_reference(om, ref, reference_images(ref, size=cfg.image_size))
         m, text = quantized_measures(ref.y, ref.p_dog, new.p_dog, src.version)
         m = dict(m, reference_accuracy=float(((new.p_dog >= .5) == new.y).mean()))
-        mv = register_variant(src, q, {**variant_tags(src, method, rows), 'parkml.reference_engine': om.engine},
+        tags = {**variant_tags(src, method, rows), 'parkml.reference_engine': om.engine,
+                'parkml.calibration_condition_share': str(cfg.quantize_condition_share)}
+        mv = register_variant(src, q, tags,
                               new, m, client, cfg)
     if alias: client.set_registered_model_alias(cfg.model_name, alias, mv.version)
     return dict(version=str(mv.version), source=str(src.version), method=method, engine=om.engine,
