@@ -28,7 +28,7 @@ def variant(trained, tmp_path_factory):
 def test_quantized_version_is_a_new_version_with_its_lineage_and_reference(variant):
     from parkml.config import file_sha256
     from parkml.data import data_version
-    from parkml.model import open_model
+    from parkml.model import open_model, recorded_engine
     from parkml.monitor import load_reference
     from parkml.quantize import calibration_rows
     from parkml.staging_checks import reference_images
@@ -42,10 +42,13 @@ def test_quantized_version_is_a_new_version_with_its_lineage_and_reference(varia
     assert t['parkml.quantized_from'] == '1' and t['parkml.quantization_method'] == 'nncf'
     assert t['parkml.calibration_sha256'] == data_version(rows) == r['calibration_sha256']
     assert t['parkml.calibration_images'] == str(CALIBRATION) and t['validation_status'] == 'pending'
+    assert t['parkml.calibration_condition_share'] == str(cfg.quantize_condition_share)
     assert t['parkml.data_version'] == src.tags['parkml.data_version'] and t['parkml.parent_run'] == src.run_id
     assert mv.run_id != src.run_id and lineage('2', client, cfg)['parent_run'] == src.run_id
     q, f = local_onnx(mv, client, cfg), local_onnx(src, client, cfg)
     assert file_sha256(q) != file_sha256(f)
+    rec = recorded_engine(cfg, q)                                                    # auto decided for this graph
+    assert rec['graph_sha256'] == file_sha256(q) and rec['engine'] == r['engine']
     # its own reference: the source's rows, answered by the int8 graph through the engine that serves it
     ref_q, ref_f = load_reference(mv, 'all', cfg, client), load_reference(src, 'all', cfg, client)
     assert list(ref_q.sha) == list(ref_f.sha) and t['parkml.reference_engine'] == r['engine']
