@@ -16,8 +16,9 @@ from .model import ModelError, OnnxModel, open_model
 from .staging_inputs import stratified_sample
 
 # %% auto #0
-__all__ = ['QUANTIZERS', 'calibration_rows', 'calibration_images', 'batches', 'quantize_onnxruntime', 'quantize_nncf',
-           'quantize_onnx', 'variant_reference', 'variant_tags', 'register_variant', 'quantize_version']
+__all__ = ['QUANTIZERS', 'calibration_rows', 'calibration_images', 'float_convs', 'batches', 'quantize_onnxruntime',
+           'quantize_nncf', 'quantize_onnx', 'variant_reference', 'variant_tags', 'register_variant',
+           'quantize_version']
 
 # %% ../nbs/48_quantize.ipynb #379fdd53
 def calibration_rows(
@@ -53,6 +54,15 @@ def calibration_images(
         return preprocess(img, size or cfg.image_size)
     return np.stack([one(p) for p in tqdm(rows.path, 'calibration photos', disable=not progress, leave=False)])
 
+# %% ../nbs/48_quantize.ipynb #c278fe37
+def float_convs(
+    g, # an ONNX ModelProto
+    n: int = None, # how many (default: setting quantize_float_convs)
+) -> list:
+    "Names of the graph's first `n` convolutions, which the quantizers leave in float"
+    n = get_settings().quantize_float_convs if n is None else n
+    return [node.name for node in g.graph.node if node.op_type == 'Conv'][:n]
+
 # %% ../nbs/48_quantize.ipynb #3aea6dbd
 def batches(X: np.ndarray, batch: int = 8) -> list:
     "Images `X` in batches of `batch`, as calibration feeds them"
@@ -68,8 +78,10 @@ def quantize_onnxruntime(
     class Feed(CalibrationDataReader):
         def __init__(self): self.it = iter(batches(X))
         def get_next(self): return None if (x := next(self.it, None)) is None else {'image': x}
+    import onnx
     quantize_static(str(src), str(dest), Feed(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=float_convs(onnx.load(str(src))))
     return Path(dest)
 
 # %% ../nbs/48_quantize.ipynb #5389d24f
@@ -78,14 +90,14 @@ def quantize_nncf(
     dest, # where the int8 graph is written
     X: np.ndarray, # calibration images, uint8 (N, H, W, 3)
 ) -> Path:
-    "NNCF's post-training int8 quantization of `src` (bias corrected; the MatMul of head and projection kept in float)"
+    "NNCF's post-training int8 quantization of `src` (bias corrected; head, projection and first convolutions in float)"
     try: import nncf, onnx
     except ImportError: raise ModelError("quantize_method nncf needs the nncf package: pip install nncf") from None
     from nncf.common.logging import nncf_logger
     nncf_logger.setLevel(logging.WARNING)
-    data = nncf.Dataset(batches(X), lambda x: {'image': x})
-    q = nncf.quantize(onnx.load(str(src)), data, subset_size=len(batches(X)), fast_bias_correction=False,
-                      ignored_scope=nncf.IgnoredScope(types=['MatMul'], validate=False))
+    data, g = nncf.Dataset(batches(X), lambda x: {'image': x}), onnx.load(str(src))
+    keep = nncf.IgnoredScope(types=['MatMul'], names=float_convs(g), validate=False)
+    q = nncf.quantize(g, data, subset_size=len(batches(X)), fast_bias_correction=False, ignored_scope=keep)
     onnx.save(q, str(dest))
     return Path(dest)
 
