@@ -1,8 +1,9 @@
 """Where a request's time goes in the parkml service, at concurrency 1 and 16, for each inference engine.
 
-    .venv/bin/python bench/request_profile.py [--n16 1500] [--n1 300] [--engines onnxruntime,openvino]
+    .venv/bin/python bench/request_profile.py [--n16 1500] [--n1 300] [--engines onnxruntime,openvino,int8]
 
-Uses serve_bench's model, photos and client (its runs folder, <runs>/bench_serve; the model is trained there once).
+Uses serve_bench's model, photos and client (its runs folder, <runs>/bench_serve; the model is trained there once);
+`int8` in --engines serves its int8 variant (alias int8) on the engine `auto` picks for that graph.
 Each engine's service runs in its own process with timers wrapped around the steps of the request path (nothing
 else changes): reading the request (from its arrival to the queued job), the wait in the inference queue, decoding,
 resizing, integrity features, the engine call, the hand-off to the writer, the commit of the log record and frame, and
@@ -71,6 +72,8 @@ def start(engine: str, runs: Path, logdir: Path):
     # the bench's model is registered, not approved: no verified alias (the signature checks happen once, at load)
     env = {**os.environ, 'PARKML_RUNS': str(runs), 'PARKML_ENGINE': engine, 'PARKML_VERIFIED_ALIASES': '',
            'PARKML_PREDLOG_URI': f"sqlite:///{logdir}/{engine}.db", 'PARKML_FRAMES_DIR': str(logdir/f'{engine}_frames')}
+    if engine == 'int8':   # the int8 variant serve_bench registered (alias int8), on the engine auto picks for its graph
+        env.update(PARKML_SERVE_ALIAS='int8', PARKML_ENGINE='auto')
     proc = subprocess.Popen([sys.executable, __file__, '--server', str(out), str(port)], env=env,
                             stdout=open(logdir/f'{engine}.log', 'w'), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -2,6 +2,7 @@
 petpark photos from a separate client process, plus the in-process compute floor.
 
     .venv/bin/python bench/serve_bench.py [--rounds 3] [--n16 2000] [--n1 400] [--limit 300] [--baseline REF]
+    .venv/bin/python bench/serve_bench.py --engines-only --rounds 2 --n16 400 --n1 80
 
 In its own runs folder (default: <runs>/bench_serve) it trains and registers a model once (later runs reuse it) and
 logs, also once, an MLflow pyfunc that takes base64 JPEGs and runs the same ONNX graph with ONNX Runtime (2 threads).
@@ -12,7 +13,10 @@ park runs it (API and staff keys set, format check, bounded queue, prediction lo
 frame store and telemetry); the same with predlog_synchronous=NORMAL; parkml with log, frames and telemetry off
 (PARKML_PREDLOG_ENABLED=false); with --baseline REF, the code of git commit REF (e.g. the commit before the hostile-
 client checks) with NORMAL and no keys, extracted with `git archive`; and `mlflow models serve --env-manager local`
-(1 uvicorn worker). Each round drives each server at concurrency 1 and 16 from a client process (threads with
+(1 uvicorn worker). It also quantizes the champion once (`parkml quantize`, the configured method, NNCF; alias int8)
+and serves that int8 version as parkml_int8 on the engine `auto` picks for the int8 graph itself. With --engines-only,
+only issue 18's servers run: parkml with each engine, the int8 variant, and MLflow (plus the floors, the int8 graph's
+among them). Each round drives each server at concurrency 1 and 16 from a client process (threads with
 keep-alive connections, one photo per request, the API key sent to every parkml server; each parkml request's photo
 gets 8 bytes of its own appended, so that every frame is new to the frame store, as a camera's are; --repeat-frames
 sends the photos as they are), rounds interleaved, each starting with the next server, so that background load hits
@@ -95,15 +99,28 @@ def prepare(runs: Path, limit: int):
     info = runs/'bench_models.json'
     if info.is_file():
         d = json.loads(info.read_text())
-        return Path(d['onnx']), d['pyfunc']
+        if 'int8' not in d: d.update(int8_variant(client, cfg)); info.write_text(json.dumps(d))
+        return Path(d['onnx']), d['pyfunc'], Path(d['int8'])
     from parkml.train import train_and_register
     print(f"training and registering a model on {limit} images per subset (once) ...", flush=True)
     r = train_and_register(limit=limit, run_name='serve-bench', progress=True)
     client.set_registered_model_alias(cfg.model_name, 'champion', r.version)
     onnx_path = local_onnx(resolve_version('champion', client, cfg), client, cfg)
     pyfunc = log_pyfunc(onnx_path)
-    info.write_text(json.dumps(dict(onnx=str(onnx_path), pyfunc=pyfunc, version=r.version)))
-    return onnx_path, pyfunc
+    d = dict(onnx=str(onnx_path), pyfunc=pyfunc, version=r.version, **int8_variant(client, cfg))
+    info.write_text(json.dumps(d))
+    return onnx_path, pyfunc, Path(d['int8'])
+
+def int8_variant(client, cfg) -> dict:
+    "The champion's int8 variant (`parkml quantize`, the configured method), registered once under the alias int8"
+    from parkml.quantize import quantize_version
+    from parkml.tracking import resolve_version, local_onnx
+    print(f"quantizing the champion to int8 ({cfg.quantize_method}, {cfg.quantize_calibration_images} train photos; once) ...",
+          flush=True)
+    r = quantize_version('champion', alias='int8', progress=False)
+    print(f"int8 variant: version {r['version']}, {r['reference']}", flush=True)
+    return dict(int8=str(local_onnx(resolve_version('int8', client, cfg), client, cfg)), int8_version=r['version'],
+                int8_method=r['method'], int8_reference=r['reference'])
 
 PYFUNC = '''
 import base64, io
@@ -165,7 +182,7 @@ def wait_http(url: str, path: str, proc, timeout=180):
 SERVE = 'import sys; from parkml.cli import main; sys.exit(main())'   # `parkml serve ...` of whichever parkml is on the path
 
 def start_parkml(runs: Path, name: str, logdir: Path, record: bool = True, sync: str = 'FULL', code: Path = None,
-                 engine: str = None):
+                 engine: str = None, alias: str = None):
     "`parkml serve` named `name` on a free port: with keys, unless it runs the baseline `code` (a folder with parkml/)"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ('PARKML_API_KEY', 'PARKML_STAFF_KEY', 'PARKML_SETTINGS')}
@@ -175,6 +192,7 @@ def start_parkml(runs: Path, name: str, logdir: Path, record: bool = True, sync:
                 # per request, so leaving it off does not change what is measured
                 'PARKML_VERIFIED_ALIASES': ''})
     if engine: env['PARKML_ENGINE'] = engine   # else the setting (auto: the faster on this box, as recorded)
+    if alias: env['PARKML_SERVE_ALIAS'] = alias
     if code is None: env.update(PARKML_API_KEY=API_KEY, PARKML_STAFF_KEY=STAFF_KEY, PYTHONPATH=str(ROOT))
     else: env['PYTHONPATH'] = str(code)
     proc = subprocess.Popen([sys.executable, '-c', SERVE, 'serve', '--host', '127.0.0.1', '--port', str(port), '--log-level',
@@ -270,6 +288,8 @@ def main():
     ap.add_argument('--no-mlflow', action='store_true')
     ap.add_argument('--baseline', default=None, help='git commit whose parkml runs side by side, without keys (the cost of the checks)')
     ap.add_argument('--repeat-frames', action='store_true', help='send the photos as they are (frames repeat in the frame store)')
+    ap.add_argument('--engines-only', action='store_true',
+                    help='only the servers of issue 18: parkml with each engine, the int8 variant, mlflow (and floors)')
     ap.add_argument('--client', nargs=6, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.client:
@@ -278,17 +298,20 @@ def main():
 
     from parkml.config import get_settings
     runs = Path(a.runs or get_settings().runs/'bench_serve').resolve(); runs.mkdir(parents=True, exist_ok=True)
-    onnx_path, pyfunc = prepare(runs, a.limit)
+    onnx_path, pyfunc, int8_path = prepare(runs, a.limit)
     cfg = get_settings()
     paths = photos(a.photos)
     logdir = Path(tempfile.mkdtemp(prefix='serve_bench_'))
     files = logdir/'photos.json'; files.write_text(json.dumps(paths))
     print(f"model {onnx_path}\npyfunc {pyfunc}\nlogs and stores of this run: {logdir}", flush=True)
 
-    servers = [start_parkml(runs, 'parkml', logdir), start_parkml(runs, 'parkml_normal', logdir, sync='NORMAL'),
-               start_parkml(runs, 'parkml_nolog', logdir, record=False)]
+    servers = [] if a.engines_only else [start_parkml(runs, 'parkml', logdir),
+                                         start_parkml(runs, 'parkml_normal', logdir, sync='NORMAL'),
+                                         start_parkml(runs, 'parkml_nolog', logdir, record=False)]
     from parkml.model import ENGINES, serving_engine
     servers += [start_parkml(runs, f'parkml_{e}', logdir, sync='NORMAL', engine=e) for e in ENGINES]
+    int8_engine = serving_engine(int8_path, get_settings(runs=str(runs)))   # auto: decided for the int8 graph itself
+    servers.append(start_parkml(runs, 'parkml_int8', logdir, sync='NORMAL', alias='int8', engine=int8_engine))
     if a.baseline:
         servers.append(start_parkml(runs, 'baseline', logdir, sync='NORMAL', code=extract(a.baseline, logdir/'baseline_code')))
     if not a.no_mlflow: servers.append(start_mlflow(runs, pyfunc, logdir))
@@ -316,42 +339,53 @@ def main():
               f"floor batch {cfg.max_batch}, {cfg.infer_workers} sessions x {cfg.infer_threads} thread": floor(onnx_path, paths, cfg.max_batch, cfg.infer_workers, cfg.infer_threads)}
     floors[f"floor openvino batch 32, 1 x {cfg.onnx_threads} threads"] = floor(onnx_path, paths, 32, 1, cfg.onnx_threads,
                                                                                engine='openvino')
+    floors[f"floor int8 {int8_engine} batch 32, 1 x {cfg.onnx_threads} threads"] = floor(int8_path, paths, 32, 1,
+                                                                                      cfg.onnx_threads, engine=int8_engine)
 
     commits = {s: commit_floor(logdir, s, paths) for s in ('NORMAL', 'FULL')}
     from parkml.predlog import open_store
-    st = open_store(f"sqlite:///{logdir}/parkml.db", logdir/'parkml_frames')
+    logged = 'parkml_onnxruntime' if a.engines_only else 'parkml'
+    st = open_store(f"sqlite:///{logdir}/{logged}.db", logdir/f'{logged}_frames')
     counts = st.counts(); st.close()
-    answered = sum(o['n'] - o['errors'] for c in (1, 16) for o in res['parkml'][c])
+    answered = sum(o['n'] - o['errors'] for c in (1, 16) for o in res[logged][c])
 
     med = lambda name, c, k: float(np.median([o[k] for o in res[name][c]]))
     print(f"\nmedians over {a.rounds} rounds; {a.n16} requests at concurrency 16, {a.n1} at concurrency 1; one photo per request")
     print(f"{'server':34} {'pred/s c16':>10} {'p50 c16':>8} {'p95 c16':>8} {'p99 c16':>8} {'pred/s c1':>9} {'p50 c1':>7} {'p95 c1':>7} {'p99 c1':>7} {'errors':>6} {'peak MB':>8}")
     labels = dict(parkml='parkml (checks, log FULL)', parkml_normal='parkml (checks, log NORMAL)',
                   parkml_nolog='parkml (no log, frames, telemetry)', baseline=f"parkml @{a.baseline} (NORMAL)",
-                  mlflow='mlflow models serve (pyfunc)', **{f'parkml_{e}': f'parkml {e} (checks, NORMAL)' for e in ENGINES})
+                  mlflow='mlflow models serve (pyfunc)', **{f'parkml_{e}': f'parkml {e} (checks, NORMAL)' for e in ENGINES},
+                  parkml_int8=f'parkml int8 {int8_engine} (checks, NORMAL)')
     for name in res:
         errs = sum(o['errors'] for c in (1, 16) for o in res[name][c])
         print(f"{labels[name]:34} {med(name, 16, 'per_s'):10.1f} {med(name, 16, 'p50'):8.2f} {med(name, 16, 'p95'):8.2f} {med(name, 16, 'p99'):8.2f} "
               f"{med(name, 1, 'per_s'):9.1f} {med(name, 1, 'p50'):7.2f} {med(name, 1, 'p95'):7.2f} {med(name, 1, 'p99'):7.2f} {errs:6d} {peaks[name]:8.0f}")
     for k, v in floors.items(): print(f"{k:60} {v:7.1f} images/s")
     for k, v in commits.items(): print(f"{'prediction log commits in groups of 16, new frames, ' + k:60} {v:7.1f} records/s")
-    p16 = med('parkml', 16, 'per_s')
     print("\nratios (targets in brackets)")
+    ov_floor = floors[f"floor openvino batch 32, 1 x {cfg.onnx_threads} threads"]
+    auto = serving_engine(onnx_path, get_settings(runs=str(runs)))
+    print(f"  engine auto on this box: {auto} for the float graph, {int8_engine} for the int8 graph")
+    i8_floor = floors[f"floor int8 {int8_engine} batch 32, 1 x {cfg.onnx_threads} threads"]
+    for n in [f'parkml_{e}' for e in ENGINES] + ['parkml_int8']:
+        if 'mlflow' in res:
+            print(f"  {n:19} / mlflow, pred/s at c16:         {med(n, 16, 'per_s') / med('mlflow', 16, 'per_s'):.2f}  [>= 2.0]")
+            print(f"  {n:19} p50 at c1 / mlflow's:            {med(n, 1, 'p50') / med('mlflow', 1, 'p50'):.2f}  [<= 0.7]")
+        print(f"  {n:19} c16 / OpenVINO f32 batch-32 floor: {med(n, 16, 'per_s') / ov_floor:.2f}  [>= 0.75]")
+        if n == 'parkml_int8':
+            print(f"  {n:19} c16 / its own graph's floor:      {med(n, 16, 'per_s') / i8_floor:.2f}  [>= 0.75]")
+        print(f"  {n:19} peak memory:                     {peaks[n]:.0f} MB  [<= {577 * 1.1:.0f}]")
+    if a.engines_only:
+        out = dict(results=res, peaks_mb=peaks, floors=floors, int8_engine=int8_engine, store=counts, answered=answered)
+        (runs/'serve_bench_results.json').write_text(json.dumps(out, indent=1))
+        print(f"raw results: {runs/'serve_bench_results.json'}")
+        return
+    p16 = med('parkml', 16, 'per_s')
     if 'mlflow' in res:
         print(f"  parkml / mlflow, pred/s at c16:                 {p16 / med('mlflow', 16, 'per_s'):.2f}  [>= 1.30]")
         print(f"  parkml p50 at c1 vs mlflow p50 at c1:           {med('parkml', 1, 'p50'):.2f} vs {med('mlflow', 1, 'p50'):.2f} ms  [parkml <= mlflow]")
     for k, v in floors.items(): print(f"  parkml c16 / {k[6:]:50} {p16 / v:.2f}  [>= 0.80]")
     n16 = med('parkml_normal', 16, 'per_s')
-    auto = serving_engine(None, get_settings(runs=str(runs)))
-    print(f"  engine auto on this box: {auto} (the parkml, parkml_normal and parkml_nolog servers)")
-    ov_floor = floors[f"floor openvino batch 32, 1 x {cfg.onnx_threads} threads"]
-    for e in ENGINES:
-        n = f'parkml_{e}'
-        if 'mlflow' in res:
-            print(f"  parkml {e:11} / mlflow, pred/s at c16:     {med(n, 16, 'per_s') / med('mlflow', 16, 'per_s'):.2f}  [>= 2.0]")
-            print(f"  parkml {e:11} p50 at c1 / mlflow's:        {med(n, 1, 'p50') / med('mlflow', 1, 'p50'):.2f}  [<= 0.7]")
-        print(f"  parkml {e:11} c16 / OpenVINO batch-32 floor: {med(n, 16, 'per_s') / ov_floor:.2f}  [>= 0.75]")
-        print(f"  parkml {e:11} peak memory:                 {peaks[n]:.0f} MB  [<= {577 * 1.1:.0f}]")
     print(f"  cost of log+frames+telemetry (NORMAL) at c16:   {100 * (1 - n16 / med('parkml_nolog', 16, 'per_s')):.1f}%  [< 10%]")
     print(f"  cost of log+frames+telemetry at c1 (p50):       {med('parkml_normal', 1, 'p50') - med('parkml_nolog', 1, 'p50'):+.2f} ms")
     print(f"  cost of synchronous=FULL vs NORMAL at c16:      {100 * (1 - p16 / n16):.1f}%")

@@ -9,6 +9,7 @@ Modules:
 - `parkml.day_groups`: The daily analysis over a fleet: cameras named with their box, the day's numbers per box and for the chain, and the figures that compare them.
 - `parkml.fleet`: The chain's boxes seen from the centre: one line per box from the reports its shipper sends (last contact, backlog, version served, host), its open alerts, and the alerts for a box gone silent or with a clock off.
 - `parkml.planedb`: One PostgreSQL database and one login role per user of the central plane: MLflow's role reaches only MLflow's databases, the stores' role only parkml's, and neither is a superuser
+- `parkml.quantize`: An int8 variant of a registered version: its ONNX graph quantized after training (OpenVINO's NNCF or ONNX Runtime's static quantizer), calibrated on train photos only, and registered as a new version with its own reference.
 - `parkml.reference`: The configuration reference made from `settings.ini`'s comments and the command reference made from the `parkml` parser, so neither can say something the code does not do."""
 
 __version__ = "0.1.0"

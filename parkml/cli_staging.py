@@ -10,7 +10,7 @@ import json, sys
 from .cli import add_options, call_with
 
 # %% auto #0
-__all__ = ['cmd_stage', 'add_commands']
+__all__ = ['cmd_stage', 'cmd_quantize', 'add_commands']
 
 # %% ../nbs/34_cli_staging.ipynb #df52c137
 def cmd_stage(a) -> int:
@@ -28,11 +28,29 @@ def cmd_stage(a) -> int:
     print(f"executed notebook: {res['notebook']}\nsummary: {res['summary_file']}")
     return 0 if res['passed'] else 1
 
+# %% ../nbs/34_cli_staging.ipynb #339323dd
+def cmd_quantize(a) -> int:
+    "Quantize a model version to int8, register the variant, print it and what to do next"
+    from parkml.model import ModelError
+    from parkml.tracking import RegistryError
+    try: r = call_with('parkml.quantize:quantize_version', a, skip=('progress',))
+    except (ModelError, RegistryError, ValueError, FileNotFoundError) as e:
+        print(f"parkml quantize: {e}", file=sys.stderr)
+        return 2
+    print(f"version {r['version']}: int8 ({r['method']}, run by {r['engine']}) of version {r['source']}, calibrated on "
+          f"{r['calibration_images']} train photos (sha256 {r['calibration_sha256'][:12]})")
+    print(f"on its reference images {r['reference']}")
+    print(f"next: parkml stage {r['version']}  (the same gates, plus the int8 shipping rule against v{r['source']})")
+    return 0
+
 # %% ../nbs/34_cli_staging.ipynb #e4f16f04
 def add_commands(sub) -> None:
-    "Add `stage` to the `parkml` parser, its options made from `parkml.staging.stage`'s signature and docments"
+    "Add `stage` and `quantize` to the `parkml` parser, their options made from the signatures and docments"
     p = sub.add_parser('stage', help='application test of a model version: serve it as challenger, replay the '
                        'staging images over HTTP, judge the gates')
     add_options(p, 'parkml.staging:stage', skip=('progress',), positional=('version',))
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     p.set_defaults(fn=cmd_stage)
+    p = sub.add_parser('quantize', help='make an int8 variant of a model version and register it as a new version')
+    add_options(p, 'parkml.quantize:quantize_version', skip=('progress',), positional=('version',))
+    p.set_defaults(fn=cmd_quantize)

@@ -15,8 +15,8 @@ from .config import get_settings, ensure_dir, file_sha256, Settings
 # %% auto #0
 __all__ = ['WEIGHTS_SHA256', 'EMB_DIM', 'PROJ_DIM', 'BACKBONE_ID', 'ENGINES', 'ModelError', 'ServingModel', 'OnnxModel',
            'openvino_cache_dir', 'openvino_compiled', 'OpenVinoModel', 'engine_model', 'engine_speed', 'engine_box',
-           'choose_engine', 'recorded_engine', 'serving_engine', 'open_model', 'fit_head', 'predict_from_embeddings',
-           'fit_projection']
+           'choose_engine', 'engine_records', 'recorded_engine', 'serving_engine', 'open_model', 'fit_head',
+           'predict_from_embeddings', 'fit_projection']
 
 # %% ../nbs/03_model.ipynb #e5fb8b9b
 WEIGHTS_SHA256 = '579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db'
@@ -191,27 +191,39 @@ def choose_engine(
             alone[e] = max(alone[e], engine_speed(solo[e], 1, seconds / 2))
     rec = dict(engine=max(speed, key=speed.get), images_per_s={e: round(s, 1) for e, s in speed.items()},
                lone_frames_per_s={e: round(s, 1) for e, s in alone.items()},
-               box=engine_box(cfg), graph=Path(path).name, decided=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+               box=engine_box(cfg), graph=Path(path).name, graph_sha256=file_sha256(path),
+               decided=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
     p = ensure_dir(cfg.cache)/'engine.json'
+    every = {**engine_records(cfg), rec['graph_sha256']: rec}
     tmp = p.with_suffix(f'.tmp{os.getpid()}')
-    tmp.write_text(json.dumps(rec, indent=1))
+    tmp.write_text(json.dumps(every, indent=1))
     os.replace(tmp, p)
     return rec
 
 # %% ../nbs/03_model.ipynb #534ca108
-def recorded_engine(cfg: Settings = None) -> dict | None:
-    "The engine decision recorded in cache/engine.json, if it was made on a box like this one"
+def engine_records(cfg: Settings = None) -> dict:
+    "Every engine decision in cache/engine.json, by graph sha256 (none from a file of the older, single-record form)"
     cfg = cfg or get_settings()
-    try: rec = json.loads((cfg.cache/'engine.json').read_text())
-    except (OSError, ValueError): return None
-    return rec if rec.get('box') == engine_box(cfg) and rec.get('engine') in ENGINES else None
+    try: d = json.loads((cfg.cache/'engine.json').read_text())
+    except (OSError, ValueError): return {}
+    return {k: v for k, v in d.items() if isinstance(v, dict)} if isinstance(d, dict) and 'engine' not in d else {}
+
+def recorded_engine(
+    cfg: Settings = None, # the settings (default: the current ones)
+    path = None, # the ONNX graph whose decision is wanted (default: the newest decision of any graph)
+) -> dict | None:
+    "The engine decision recorded in cache/engine.json for the graph at `path`, if made on a box like this one"
+    recs = engine_records(cfg)
+    if path is not None: recs = {k: v for k, v in recs.items() if k == file_sha256(path)}
+    ok = [r for r in recs.values() if r.get('box') == engine_box(cfg) and r.get('engine') in ENGINES]
+    return max(ok, key=lambda r: r.get('decided', ''), default=None)
 
 # %% ../nbs/03_model.ipynb #c8a45edb
 def serving_engine(path=None, cfg: Settings = None) -> str:
-    "The `engine` setting, with `auto` resolved: the recorded decision, or one made now on the graph at `path`"
+    "The `engine` setting, `auto` resolved: the decision recorded for the graph at `path` (None: newest) or made now"
     cfg = cfg or get_settings()
     if cfg.engine != 'auto': return cfg.engine
-    if rec := recorded_engine(cfg): return rec['engine']
+    if rec := recorded_engine(cfg, path): return rec['engine']
     if path is None: raise ModelError("engine = auto and no decision is recorded yet: open a model first")
     return choose_engine(path, cfg)['engine']
 

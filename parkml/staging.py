@@ -26,7 +26,7 @@ from .staging_inputs import staging_images, fairness_extra, breed_group, conditi
 from .staging_service import StagingService, http_client, replay, probe_bad_inputs, peak_rss_mb
 from .staging_checks import (judge, percentile, latency_table, latency_figure, dusk_figure, engine_agreement,
                                    engine_reference_check, engine_figure, score_frames, recall_gap_points,
-                                   champion_comparison)
+                                   champion_comparison, shipping_check)
 from .staging_record import start_staging_run, record_verdict
 
 # %% auto #0
@@ -273,7 +273,7 @@ def engine_check(s) -> dict:
     s.figures['engine.png'] = engine_figure(s.p, p_onnx, s.engine)
     ref_check, s.texts['engine_reference'] = engine_reference_check(s.mv, onnx_path, s.client, s.cfg)
     s.timings['engine_s'] = time.time() - t1
-    return {**eng, **ref_check}
+    return {**eng, **ref_check, **shipping_check(s)}
 
 # %% ../nbs/24_staging.ipynb #cff9bfe4
 def gate_measures(

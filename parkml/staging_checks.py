@@ -16,11 +16,16 @@ from .evaluate import ReportFigure, CLASS_COLORS, classification_metrics
 # %% auto #0
 __all__ = ['gate_specs', 'mlflow_gate', 'format_value', 'judge', 'percentile', 'latency_table', 'latency_figure', 'dusk_figure',
            'engine_agreement', 'reference_images', 'reference_agreement', 'engine_reference_check', 'engine_figure',
-           'score_frames', 'recall_gap_points', 'champion_of', 'champion_comparison']
+           'score_frames', 'recall_gap_points', 'champion_of', 'champion_comparison', 'quantized_gates',
+           'quantized_measures', 'shipping_check']
 
 # %% ../nbs/24c_staging_checks.ipynb #240c7f0c
-def gate_specs(cfg: Settings = None, champion: dict = None) -> list[dict]:
-    "The gates: name, measured metric, setting, threshold value, direction (and the champion gates when there is one)"
+def gate_specs(
+    cfg: Settings = None, # settings (default: the current ones)
+    champion: dict = None, # the champion comparison (adds its gates), or None
+    source: str = None, # the source version of an int8 variant (adds the shipping rule's gates), or None
+) -> list[dict]:
+    "The gates: name, measured metric, setting, threshold value, direction (and the champion's and int8 rule's gates)"
     cfg = cfg or get_settings()
     sev = cfg.stage_gate_severity
     lo = lambda gate, metric, setting, unit='': dict(gate=gate, metric=metric, setting=setting,
@@ -42,6 +47,7 @@ def gate_specs(cfg: Settings = None, champion: dict = None) -> list[dict]:
           lo('served decisions equal to ONNX Runtime', 'engine_agreement', 'stage_min_engine_agreement'),
           lo("served answers look like the version's reference (drift test p)", 'engine_drift_p',
              'stage_min_engine_drift_p')]
+    if source: g += quantized_gates(cfg, source)
     if champion:
         m = cfg.stage_champion_margin / 100
         g += [dict(gate=f"no worse than champion v{champion['version']} (clean accuracy)", metric='accuracy',
@@ -87,8 +93,8 @@ def judge(
     notes: dict = None, # words beside a failed gate, by metric name
 ) -> pd.DataFrame:
     "One row per gate: measured value, threshold, passed, and the reason in words when it failed"
-    rows = []
-    for g in gate_specs(cfg, champion):
+    rows, src = [], measured.get('quantized_source_version')
+    for g in gate_specs(cfg, champion, None if src is None else f"{src:g}"):
         m = measured.get(g['metric'])
         m = float(m) if m is not None else float('nan')
         why = mlflow_gate(g['metric'], m, g['value'], g['greater_is_better'])
@@ -289,3 +295,44 @@ def champion_comparison(s) -> dict | None:
         difference=lambda d: d.iloc[:, 1] - d.iloc[:, 2])
     return dict(version=str(ch.version), accuracy=mc['accuracy'], f1_macro=mc['f1_macro'], recall_gap=mc['recall_gap'],
                 dusk_accuracy=dusk_c['accuracy'] if dusk_c else float('nan'))
+
+# %% ../nbs/24c_staging_checks.ipynb #f57e922b
+def quantized_gates(
+    cfg: Settings, # settings
+    source: str, # the variant's source version
+) -> list[dict]:
+    "The shipping rule's two gates for an int8 variant of version `source`"
+    return [dict(gate=f"int8 variant: accuracy lost against its source v{source}",
+                 metric='quantized_accuracy_lost_points',
+                 setting='stage_max_quantized_loss', value=float(cfg.stage_max_quantized_loss), greater_is_better=False,
+                 unit=' points'),
+            dict(gate=f"int8 variant: decisions flipped against its source v{source}",
+                 metric='quantized_decisions_flipped_pct', setting='stage_max_quantized_flipped',
+                 value=float(cfg.stage_max_quantized_flipped), greater_is_better=False, unit='%')]
+
+# %% ../nbs/24c_staging_checks.ipynb #b367608b
+def quantized_measures(
+    y, # labels (0 cat, 1 dog)
+    p_source, # the source version's P(dog)
+    p_variant, # the variant's P(dog) on the same images
+    source: str, # the source version
+) -> tuple[dict, str]:
+    "Accuracy lost (points) and decisions flipped (%) of a variant against its source, on labelled images; a sentence"
+    y, a, b = np.asarray(y), np.asarray(p_variant, float), np.asarray(p_source, float)
+    lost = 100 * float(((b >= .5) == y).mean() - ((a >= .5) == y).mean())
+    flipped = int(((a >= .5) != (b >= .5)).sum())
+    m = dict(quantized_accuracy_lost_points=lost, quantized_decisions_flipped_pct=100 * flipped / len(a),
+             quantized_source_version=float(source), quantized_max_delta_p_dog=float(np.abs(a - b).max()))
+    return m, (f"the int8 variant loses {lost:.2f} accuracy points against v{source} and decides {flipped} of {len(a)} "
+               f"images otherwise (largest |delta P(dog)| {m['quantized_max_delta_p_dog']:.2g})")
+
+# %% ../nbs/24c_staging_checks.ipynb #88c4eb60
+def shipping_check(s) -> dict:
+    "The shipping rule's measures for the staging run `s` of an int8 variant (nothing for other versions)"
+    from parkml.model import OnnxModel
+    from parkml.tracking import local_onnx
+    src = s.mv.tags.get('parkml.quantized_from')
+    if not src: return {}
+    mv = s.client.get_model_version(s.mv.name, src)
+    m, s.texts['quantized'] = quantized_measures(s.y, OnnxModel(local_onnx(mv, s.client, s.cfg)).predict(s.X), s.p, src)
+    return m
