@@ -1,41 +1,18 @@
 """The governance app in a real browser: `parkml app` (streamlit run) on loopback, opened in Debian's headless Chromium
 driven by Playwright; signs in, shows the overview and a version page, saves screenshots, checks the page text."""
-import os, shutil, socket, subprocess, sys, time
+import os
 from pathlib import Path
-import httpx
 import pytest
 from park_fixture import make_park
+from app_server import running_app, signed_in_page, needs_chromium
 
-CHROMIUM = '/usr/bin/chromium'
-PARKML = str(Path(sys.executable).parent/'parkml')
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file() and not os.environ.get('CI'), reason='Debian chromium is not installed (bin/setup installs it)')
-
-def free_port() -> int:
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+pytestmark = needs_chromium
 
 @pytest.fixture
 def served(trained, tmp_path, monkeypatch):
     park = make_park(trained, tmp_path, monkeypatch)
-    port = free_port()
-    log = open(tmp_path/'streamlit.log', 'w')
-    proc = subprocess.Popen([PARKML, 'app', '--server.port', str(port), '--server.address', '127.0.0.1', '--server.headless', 'true',
-                             '--browser.gatherUsageStats', 'false'], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            if proc.poll() is not None: break
-            try:
-                if httpx.get(f"{base}/_stcore/health", timeout=1).text == 'ok': break
-            except httpx.HTTPError: pass
-            time.sleep(0.5)
-        else: pytest.fail('streamlit did not start in 2 minutes')
-        assert proc.poll() is None, (tmp_path/'streamlit.log').read_text()
+    with running_app(tmp_path/'streamlit.log') as base:
         yield park, base, Path(os.environ['PARKML_RUNS'])/'screenshots'
-    finally:
-        proc.terminate()
-        try: proc.wait(10)
-        except subprocess.TimeoutExpired: proc.kill()
-        log.close()
 
 def check_page(page, shots: Path, name: str):
     page.wait_for_timeout(500)
@@ -50,12 +27,7 @@ def test_browser_sign_in_overview_and_version_page(served):
     park, base, shots = served
     shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=['--no-sandbox', '--disable-dev-shm-usage'])
-        page = browser.new_page(viewport={'width': 1400, 'height': 1000})
-        page.goto(base, timeout=60_000)
-        page.get_by_role('textbox', name='Name').fill('olu', timeout=60_000)
-        page.get_by_role('textbox', name='Password').fill(park['users']['olu'][1])
-        page.get_by_role('button', name='Sign in').click()
+        browser, page = signed_in_page(pw, base, 'olu', park['users']['olu'][1])
         # .first: while Streamlit reruns a page it can show the old and the new copy of an element for a moment
         expect(page.get_by_text('Versions in play').first).to_be_visible(timeout=60_000)
         expect(page.get_by_role('button', name='Sign in')).to_have_count(0, timeout=60_000)   # the form is gone

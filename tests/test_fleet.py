@@ -8,6 +8,7 @@ import httpx, pytest
 from conftest import run_cli
 from receivers import free_port
 from test_service import Server
+from app_server import running_app, signed_in_page, needs_chromium
 
 PARKML = str(Path(sys.executable).parent/'parkml')
 
@@ -221,36 +222,14 @@ def test_fleet_page_marks_the_silent_box_apptest(fleet_park):
     assert [m.value for m in at.metric][:2] == ['3', '1']
 
 
-CHROMIUM = '/usr/bin/chromium'
-
-
-@pytest.mark.skipif(not Path(CHROMIUM).is_file() and not os.environ.get('CI'),
-                    reason='Debian chromium is not installed')
+@needs_chromium
 def test_fleet_page_marks_the_silent_box_in_chromium(fleet_park, tmp_path):
     from playwright.sync_api import sync_playwright, expect
-    port, shots = free_port(), tmp_path/'screenshots'
+    shots = tmp_path/'screenshots'
     shots.mkdir()
-    log = open(tmp_path/'streamlit.log', 'w')
-    proc = subprocess.Popen([PARKML, 'app', '--server.port', str(port), '--server.address', '127.0.0.1',
-                             '--server.headless', 'true', '--browser.gatherUsageStats', 'false'],
-                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        t = time.time()
-        while True:
-            try:
-                if httpx.get(f"{base}/_stcore/health", timeout=1).text == 'ok': break
-            except httpx.HTTPError: pass
-            assert proc.poll() is None and time.time() - t < 120, (tmp_path/'streamlit.log').read_text()[-2000:]
-            time.sleep(0.5)
+    with running_app(tmp_path/'streamlit.log') as base:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                         args=['--no-sandbox', '--disable-dev-shm-usage'])
-            page = browser.new_page(viewport={'width': 1400, 'height': 1000})
-            page.goto(base, timeout=60_000)
-            page.get_by_role('textbox', name='Name').fill('vic', timeout=60_000)
-            page.get_by_role('textbox', name='Password').fill(fleet_park['users']['vic'][1])
-            page.get_by_role('button', name='Sign in').click()
+            browser, page = signed_in_page(pw, base, 'vic', fleet_park['users']['vic'][1])
             expect(page.get_by_text('Versions in play').first).to_be_visible(timeout=60_000)
             page.get_by_role('link', name='Fleet').click()
             expect(page.get_by_text('Box park-b is SILENT').first).to_be_visible(timeout=60_000)
@@ -263,11 +242,6 @@ def test_fleet_page_marks_the_silent_box_in_chromium(fleet_park, tmp_path):
             assert 'silent boxes 1' in text and 'Box park-b is SILENT: no report since' in text, text[:2000]
             browser.close()
         assert (shots/'fleet.png').stat().st_size > 10_000
-    finally:
-        proc.terminate()
-        try: proc.wait(10)
-        except subprocess.TimeoutExpired: proc.kill()
-        log.close()
 
 
 def test_a_real_shipper_killed_makes_its_box_silent(tmp_path, monkeypatch):

@@ -1,17 +1,15 @@
 """Staff label frames: the Label page under AppTest and in headless Chromium (keyboard included), labels in the store
 with the person, corrections that keep history, disputes held out of training, `neither` out of the cat/dog metrics,
 and the label functions on both store engines (SQLite and PostgreSQL)."""
-import os, subprocess, sys, time
+import os, time
 from pathlib import Path
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
 from pg_fixture import pg_server, pg_db, store_uri  # noqa: F401 (fixtures)
 
 APP = Path(__file__).resolve().parents[1]/'app'
-CHROMIUM = '/usr/bin/chromium'
-PARKML = str(Path(sys.executable).parent/'parkml')
+from app_server import running_app, signed_in_page, needs_chromium
 USERS = {'olu': ('owner', 'olu-secret-1'), 'sam': ('staff', 'sam-secret-1'), 'tia': ('staff', 'tia-secret-1'),
          'vic': ('viewer', 'vic-secret-1')}
 
@@ -173,41 +171,15 @@ def test_labels_history_and_queue_on_both_engines(store_uri, tmp_path, manifest,
         queue = list(nxt.id[1:])
         assert abs(p[queue[0]] - .5) <= abs(p[queue[-1]] - .5)   # the most uncertain frame before the surest
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-@pytest.mark.skipif(not Path(CHROMIUM).is_file() and not os.environ.get('CI'),
-                    reason='Debian chromium is not installed (bin/setup installs it)')
+@needs_chromium
 def test_browser_staff_labels_with_the_keyboard(labelpark, tmp_path):
     """In headless Chromium, sam signs in, opens Label and answers with keys: K (cat), then Z (undo) and D (dog) to
     correct it, N (neither), S (skip); the store holds her answers and the correction's history"""
     from playwright.sync_api import sync_playwright, expect
     from parkml.predlog import open_store
-    port = free_port()
-    log = open(tmp_path/'streamlit.log', 'w')
-    proc = subprocess.Popen([PARKML, 'app', '--server.port', str(port), '--server.address', '127.0.0.1',
-                             '--server.headless', 'true', '--browser.gatherUsageStats', 'false'],
-                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            if proc.poll() is not None: break
-            try:
-                if httpx.get(f"{base}/_stcore/health", timeout=1).text == 'ok': break
-            except httpx.HTTPError: pass
-            time.sleep(0.5)
-        assert proc.poll() is None, (tmp_path/'streamlit.log').read_text()
+    with running_app(tmp_path/'streamlit.log') as base:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                         args=['--no-sandbox', '--disable-dev-shm-usage'])
-            page = browser.new_page(viewport={'width': 1400, 'height': 1000})
-            page.goto(base, timeout=60_000)
-            page.get_by_role('textbox', name='Name').fill('sam', timeout=60_000)
-            page.get_by_role('textbox', name='Password').fill(USERS['sam'][1])
-            page.get_by_role('button', name='Sign in').click()
+            browser, page = signed_in_page(pw, base, 'sam', USERS['sam'][1])
             page.get_by_role('link', name='Label').click(timeout=60_000)
             expect(page.get_by_text("0 of today's").first).to_be_visible(timeout=60_000)
             def pid():
@@ -246,8 +218,3 @@ def test_browser_staff_labels_with_the_keyboard(labelpark, tmp_path):
         assert history(first) == [['sam', 'cat'], ['sam', 'dog']] and history(second) == [['sam', 'neither']]
         assert history(third) == []
         with open_store() as s: assert s.feedback(labels=None).feedback_source.unique().tolist() == ['sam']
-    finally:
-        proc.terminate()
-        try: proc.wait(10)
-        except subprocess.TimeoutExpired: proc.kill()
-        log.close()
