@@ -70,8 +70,21 @@ def pods(objs):
         if tpl: yield o, tpl['spec']
 
 
+def check_centre_file(text: str, ship_to: str, tmp: Path):
+    "The park's centre file, read as the shipper reads it (`ship.centre_settings`), names the centre's stores"
+    from parkml.config import Settings
+    from parkml.ship import centre_settings
+    assert ship_to == '/etc/parkml/centre/settings.ini' and 'password' not in text.lower()
+    f = tmp/'centre.ini'
+    f.write_text(text.replace('/opt/parkml/settings.ini', str(ROOT/'settings.ini')))   # the image's settings file
+    (tmp/'box.ini').write_text(f"[central plane]\nbase_settings = {ROOT/'settings.ini'}\n[ship]\nship_to = {f}\n")
+    ccfg = centre_settings(Settings(tmp/'box.ini', environ={}))
+    assert str(ccfg.predlog_uri) == 'postgresql://parkml@postgres.parkml-centre.svc:5432/parkml'
+    assert (str(ccfg.frames_dir), ccfg.s3_endpoint) == ('s3://parkml/frames', 'http://seaweedfs.parkml-centre.svc:8333')
+
+
 @pytest.mark.parametrize('overlay', ['centre', 'centre-external-db', 'park-a'])
-def test_manifests_reference_secrets_run_unprivileged_and_probe_real_endpoints(overlay):
+def test_manifests_reference_secrets_run_unprivileged_and_probe_real_endpoints(overlay, tmp_path):
     objs = rendered(overlay)
     assert not [o for o in objs if o['kind'] == 'Secret']                # referenced, never in the manifests
     assert {'NetworkPolicy', 'Namespace'} <= {o['kind'] for o in objs}
@@ -92,8 +105,10 @@ def test_manifests_reference_secrets_run_unprivileged_and_probe_real_endpoints(o
         edge = next(spec for o, spec in pods(objs) if o['metadata']['name'] == 'parkml-edge')['containers'][0]
         assert edge['command'][:3] == ['parkml', 'serve', '--ship']     # the shipper inside the service (issue 17)
         assert {'name': 'state', 'mountPath': '/var/lib/parkml'} in edge['volumeMounts']
-        box_id = next(o for o in objs if o['kind'] == 'ConfigMap')['data']['PARKML_BOX_ID']
-        assert box_id == 'park-a-box-1'         # a pod's host name changes with every pod: the box is named
+        maps = {o['metadata']['name']: o['data'] for o in objs if o['kind'] == 'ConfigMap'}
+        assert maps['parkml-edge']['PARKML_BOX_ID'] == 'park-a-box-1'   # a pod's host name changes with every pod
+        assert {'name': 'centre', 'mountPath': '/etc/parkml/centre', 'readOnly': True} in edge['volumeMounts']
+        check_centre_file(maps['parkml-centre']['settings.ini'], maps['parkml-edge']['PARKML_SHIP_TO'], tmp_path)
         assert edge['image'].startswith('registry.example.org/parkml/parkml:')
         assert {edge[p]['httpGet']['path'] for p in ('startupProbe', 'readinessProbe', 'livenessProbe')} == {'/health'}
     else:
