@@ -107,7 +107,9 @@ def mlflow_command(
 # %% ../nbs/17_plane.ipynb #1bdc1c45
 class MlflowRefused(CentralError):
     "MLflow's server refused a request (`status` holds the HTTP status)"
-    def __init__(self, msg, status: int): super().__init__(msg); self.status = status
+    def __init__(self, msg, status: int):
+        super().__init__(msg)
+        self.status = status
 
 def mlflow_call(
     url: str, # the server, e.g. http://127.0.0.1:5000
