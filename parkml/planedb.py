@@ -13,12 +13,13 @@ from .config import write_atomic
 from .central import PgServer
 
 # %% auto #0
-__all__ = ['PLANE_DBS', 'DB_OWNERS', 'ROLE_FILES', 'role_password', 'role_uri', 'ensure_roles', 'ensure_databases', 'hand_over',
-           'recreate_database']
+__all__ = ['PLANE_DBS', 'WEEK_DB', 'DB_OWNERS', 'ROLE_FILES', 'role_password', 'role_uri', 'ensure_roles', 'ensure_databases',
+           'hand_over', 'recreate_database']
 
 # %% ../nbs/17a_planedb.ipynb #2de94ca5
-PLANE_DBS = ('mlflow', 'mlflow_auth', 'parkml')
-DB_OWNERS = dict(mlflow='mlflow', mlflow_auth='mlflow', parkml='parkml_stores')  # database: the role that owns it
+PLANE_DBS = ('mlflow', 'mlflow_auth', 'parkml')   # what the plane keeps (and `parkml central backup` dumps)
+WEEK_DB = 'parkml_week'   # the week's demo database: the stores' role owns it, so `parkml week` can empty it
+DB_OWNERS = dict(mlflow='mlflow', mlflow_auth='mlflow', parkml='parkml_stores', parkml_week='parkml_stores')
 ROLE_FILES = dict(mlflow='mlflow/pgpass', parkml_stores='stores.pgpass')   # role: its password file in the plane
 
 def role_password(
@@ -65,7 +66,7 @@ def ensure_roles(
 # %% ../nbs/17a_planedb.ipynb #d0d7826a
 def ensure_databases(
     pg: PgServer, # the plane's PostgreSQL
-    names=PLANE_DBS, # the databases
+    names=(*PLANE_DBS, WEEK_DB), # the databases
 ) -> list[str]:
     "Create the databases `pg` lacks, each owned by its role and closed to every other (no CONNECT for PUBLIC)"
     import psycopg

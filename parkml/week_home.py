@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from .config import get_settings, ensure_dir, write_atomic, Settings
+from .planedb import WEEK_DB
 
 # %% auto #0
-__all__ = ['WEEK_MARKER', 'WEEK_DB', 'WeekError', 'is_central', 'database_uri', 'reset_database', 'central_week', 'demo_env',
+__all__ = ['WEEK_MARKER', 'WeekError', 'is_central', 'database_uri', 'reset_database', 'central_week', 'demo_env',
            'prepare_week_dir', 'week_environment']
 
 # %% ../nbs/60b_week_home.ipynb #0d6bd5c4
@@ -35,21 +36,20 @@ def database_uri(
     return urlunsplit(urlsplit(uri)._replace(path='/' + name))
 
 # %% ../nbs/60b_week_home.ipynb #d85449ce
-WEEK_DB = 'parkml_week'   # the week's own database on the central PostgreSQL
-
 def reset_database(
     uri: str, # a PostgreSQL URI of the server (setting `predlog_uri`)
     name: str = WEEK_DB, # the database to make anew
 ) -> str:
-    "Drop database `name` on the server of `uri` (closing its sessions) and create it empty; returns its URI"
+    "Empty database `name` (its public schema made anew, as its owner: the stores' role); returns its URI"
     import psycopg
     if name != WEEK_DB: raise WeekError(f"the week resets only its own database {WEEK_DB}, not {name}")
     try:
-        with psycopg.connect(database_uri(uri, 'postgres'), autocommit=True, connect_timeout=10) as c:
-            c.execute(f'drop database if exists "{name}" with (force)')
-            c.execute(f'create database "{name}"')
-    except psycopg.OperationalError as e:
-        raise WeekError(f"the central PostgreSQL (setting predlog_uri) cannot make the week's database: {e}") from None
+        with psycopg.connect(database_uri(uri, name), autocommit=True, connect_timeout=10) as c:
+            c.execute('drop schema if exists public cascade')
+            c.execute('create schema public')
+    except psycopg.Error as e:
+        raise WeekError(f"the central PostgreSQL (setting predlog_uri) cannot empty the week's database {name} "
+                        f"(`parkml central up` makes it): {str(e).strip()}") from None
     return database_uri(uri, name)
 
 # %% ../nbs/60b_week_home.ipynb #3bb33c4f
