@@ -24,10 +24,7 @@ from bench_args import bench_parser, parse_bench  # bench/ is on the path: this 
 ROOT = Path(__file__).resolve().parents[1]
 PARKML = str(Path(sys.executable).parent/'parkml')
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+from parkml.central import free_port   # the one port picker (never the same port twice)
 
 def get_version(limit: int):
     """The newest version in this runs folder, or a new one trained with `limit` images per subset; it is given the

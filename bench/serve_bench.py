@@ -164,8 +164,7 @@ def photos(n: int) -> list:
 
 # ---------------------------------------------------------------- servers
 
-def free_port() -> int:
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+from parkml.central import free_port   # the one port picker (never the same port twice)
 
 def wait_http(url: str, path: str, proc, timeout=180):
     host, port = url.split('//')[1].split(':')

@@ -11,17 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np, pandas as pd
 from tqdm.auto import tqdm
 from .config import get_settings, ensure_dir, Settings
+from .central import free_port   # one port picker: it never hands out a port twice in a process
 from .staging_inputs import answer_problems, bad_inputs
 
 # %% auto #0
-__all__ = ['free_port', 'StagingService', 'http_client', 'post_frame', 'replay', 'probe_bad_inputs', 'peak_rss_mb']
-
-# %% ../nbs/24b_staging_service.ipynb #b18330c8
-def free_port(host: str = '127.0.0.1') -> int:
-    "A TCP port free on `host` now"
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+__all__ = ['StagingService', 'http_client', 'post_frame', 'replay', 'probe_bad_inputs', 'peak_rss_mb']
 
 # %% ../nbs/24b_staging_service.ipynb #a7a10629
 class StagingService:

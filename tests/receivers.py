@@ -25,8 +25,7 @@ class Receiver:
     def stop(self): self.srv.shutdown(); self.srv.server_close()
 
 
-def free_port():
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+from parkml.central import free_port   # the one port picker (never the same port twice)
 
 
 class Mailbox:

@@ -62,8 +62,7 @@ def set_alias(runs, version):
 
 # ---------------------------------------------------------------- a real server process
 
-def free_port() -> int:
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+from parkml.central import free_port   # the one port picker (never the same port twice)
 
 class Server:
     "`parkml serve` in its own process on a free loopback port, with its own prediction log"
