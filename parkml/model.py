@@ -59,6 +59,8 @@ class OnnxModel(ServingModel):
         t = get_settings().onnx_threads if threads is None else threads
         if t: opts.intra_op_num_threads = t
         opts.inter_op_num_threads = 1
+        # threads that spin after a call steal the core the request's next step (the log commit) needs
+        opts.add_session_config_entry('session.intra_op.allow_spinning', '1' if get_settings().onnx_spinning else '0')
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = Path(path)
         if not self.path.is_file(): raise ModelError(f"ONNX model not found at {self.path}")
@@ -146,7 +148,8 @@ def engine_speed(
 ) -> float:
     "Images per second of `models` side by side (one thread each, as the service's workers) on random images of `batch`"
     X = np.random.default_rng(0).integers(0, 256, (batch, models[0].size, models[0].size, 3), dtype=np.uint8)
-    for om in models: om.run(X, ['p_dog'])
+    for om in models:   # warm-up: first calls allocate and (OpenVINO) finish compiling
+        for _ in range(3): om.run(X, ['p_dog'])
     counts, t0 = [0] * len(models), time.perf_counter()
     def work(k):
         while counts[k] < 3 * batch or time.perf_counter() - t0 < seconds:
@@ -168,27 +171,29 @@ def engine_box(cfg: Settings = None) -> dict:
         except PackageNotFoundError: return None
     return dict(cpu=cpu, cores=os.cpu_count(), onnxruntime=ver('onnxruntime'), openvino=ver('openvino'),
                 workers=cfg.infer_workers, threads=cfg.infer_threads, batch=cfg.max_batch,
-                solo_threads=cfg.solo_threads, precision=cfg.openvino_precision)
+                solo_threads=cfg.solo_threads, precision=cfg.openvino_precision, spinning=cfg.onnx_spinning)
 
 # %% ../nbs/03_model.ipynb #ffbdf011
 def choose_engine(
     path, # the ONNX graph
     cfg: Settings = None, # the settings (default: the current ones)
-    rounds: int = 2, # measurements per engine; the best counts
+    rounds: int = 3, # measurements per engine, in alternating order; the median counts
     seconds: float = 1.0, # length of one measurement
 ) -> dict:
     """Benchmark both engines on the graph at `path` as the loaded service runs it (`infer_workers` models of
-    `infer_threads` threads side by side, batches of `max_batch`; best of `rounds`); record the faster in
+    `infer_threads` threads side by side, batches of `max_batch`; median of `rounds`, the engines taking turns to go
+    first, each warmed up); record the faster in
     cache/engine.json, with the lone-frame path (`solo_threads`, batch 1) measured alongside for the record"""
     cfg = cfg or get_settings()
     n = max(1, cfg.infer_workers)
     models = {e: [engine_model(path, e, cfg.infer_threads, cfg) for _ in range(n)] for e in ENGINES}
     solo = {e: [engine_model(path, e, cfg.solo_threads or cfg.onnx_threads, cfg)] for e in ENGINES}
-    speed, alone = {e: 0.0 for e in ENGINES}, {e: 0.0 for e in ENGINES}
-    for _ in range(rounds):
-        for e in ENGINES:
-            speed[e] = max(speed[e], engine_speed(models[e], cfg.max_batch, seconds))
-            alone[e] = max(alone[e], engine_speed(solo[e], 1, seconds / 2))
+    speed, alone = {e: [] for e in ENGINES}, {e: [] for e in ENGINES}
+    for r in range(rounds):
+        for e in ENGINES[::-1] if r % 2 else ENGINES:   # side by side: background load hits both alike
+            speed[e].append(engine_speed(models[e], cfg.max_batch, seconds))
+            alone[e].append(engine_speed(solo[e], 1, seconds / 2))
+    speed, alone = ({e: float(np.median(v)) for e, v in d.items()} for d in (speed, alone))
     rec = dict(engine=max(speed, key=speed.get), images_per_s={e: round(s, 1) for e, s in speed.items()},
                lone_frames_per_s={e: round(s, 1) for e, s in alone.items()},
                box=engine_box(cfg), graph=Path(path).name, graph_sha256=file_sha256(path),
