@@ -11,19 +11,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from fastcore.basics import patch
 from .config import get_settings, store_opener, sqlite_file
-from .stores import SQLDB, SQLiteDB, PostgresDB, migrate, statements, pg_ddl, seal
-from .boxes import box_id, BOX_STATUS_SCHEMA, report_status, read_box_status
+from .stores import SQLDB, SQLiteDB, PostgresDB, migrate, seal
+from .boxes import box_id, report_status, read_box_status
 # the record and frame helpers, imported from the log by many callers (parkml.records, parkml.frames hold them)
 from .records import (LABELS, ANSWERS, STATUSES, PRED_COLS, TELEMETRY_COLS, FLOAT_COLS, new_prediction_id,
-                            to_epoch, encode_proj, decode_proj, proj_matrix, prediction_row)
+                            to_epoch, encode_proj, decode_proj, proj_matrix, prediction_row, SCHEMA, SHIP_SCHEMA,
+                            PREDLOG_STEPS)
 from .frames import (frame_sha, frame_relpath, fsync_path, fsync_all, write_frame_file, keep_sample, LocalFrames,
                            S3Frames, frame_files, sync_mode, SYNC_MODES, split_frame)
 if TYPE_CHECKING:   # imported where used: a keyed look-up (the trace) needs neither pandas nor numpy
     import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['SCHEMA', 'SHIP_SCHEMA', 'PREDLOG_STEPS', 'STORE_SCHEMES', 'PredictionStore', 'SQLStore', 'SQLiteStore',
-           'PostgresStore', 'open_store']
+__all__ = ['STORE_SCHEMES', 'PredictionStore', 'SQLStore', 'SQLiteStore', 'PostgresStore', 'open_store']
 
 # %% ../nbs/10_predlog.ipynb #87cdbb77
 class PredictionStore(abc.ABC):
@@ -87,46 +87,6 @@ class PredictionStore(abc.ABC):
 
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
-
-# %% ../nbs/10_predlog.ipynb #244f965e
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions(
-  id TEXT PRIMARY KEY, ts REAL NOT NULL, received REAL NOT NULL, camera TEXT, model_name TEXT,
-  model_version TEXT, run_id TEXT, alias TEXT, label TEXT, p_dog REAL, latency_ms REAL, width REAL,
-  height REAL, brightness REAL, contrast REAL, sharpness REAL, status TEXT NOT NULL, error TEXT,
-  frame_sha TEXT, proj BLOB) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS predictions_ts ON predictions(ts);
-CREATE INDEX IF NOT EXISTS predictions_camera_ts ON predictions(camera, ts);
-CREATE INDEX IF NOT EXISTS predictions_frame ON predictions(frame_sha) WHERE frame_sha IS NOT NULL;
-CREATE TABLE IF NOT EXISTS feedback(
-  id INTEGER PRIMARY KEY, prediction_id TEXT NOT NULL, label TEXT NOT NULL, ts REAL NOT NULL, source TEXT);
-CREATE INDEX IF NOT EXISTS feedback_prediction ON feedback(prediction_id, ts);
-CREATE INDEX IF NOT EXISTS feedback_ts ON feedback(ts);
-CREATE TABLE IF NOT EXISTS frames(
-  sha TEXT PRIMARY KEY, path TEXT NOT NULL, bytes INTEGER NOT NULL, first_seen REAL NOT NULL,
-  last_seen REAL NOT NULL, kept TEXT NOT NULL DEFAULT 'recent') WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS frames_kept_seen ON frames(kept, last_seen);
-CREATE TABLE IF NOT EXISTS telemetry(
-  id INTEGER PRIMARY KEY, ts REAL NOT NULL, host TEXT, cpu_pct REAL, mem_pct REAL, mem_used_mb REAL,
-  disk_pct REAL, temp_c REAL, rss_mb REAL, latency_p50_ms REAL, latency_p95_ms REAL, requests INTEGER,
-  errors INTEGER);
-CREATE INDEX IF NOT EXISTS telemetry_ts ON telemetry(ts);
-"""
-SHIP_SCHEMA = "".join(f"ALTER TABLE {t} ADD COLUMN {c};\n" for t in ('predictions', 'feedback', 'frames', 'telemetry')
-                      for c in ('box_id TEXT', 'arrived_at REAL', 'shipped_at REAL')) + """
-ALTER TABLE feedback ADD COLUMN box_row INTEGER;
-ALTER TABLE telemetry ADD COLUMN box_row INTEGER;
-CREATE INDEX IF NOT EXISTS predictions_unshipped ON predictions(id) WHERE shipped_at IS NULL;
-CREATE INDEX IF NOT EXISTS feedback_unshipped ON feedback(id) WHERE shipped_at IS NULL;
-CREATE INDEX IF NOT EXISTS telemetry_unshipped ON telemetry(id) WHERE shipped_at IS NULL;
-CREATE INDEX IF NOT EXISTS frames_unshipped ON frames(first_seen) WHERE shipped_at IS NULL;
-CREATE INDEX IF NOT EXISTS predictions_box_ts ON predictions(box_id, ts);
-CREATE UNIQUE INDEX IF NOT EXISTS feedback_box_row ON feedback(box_id, box_row);
-CREATE UNIQUE INDEX IF NOT EXISTS telemetry_box_row ON telemetry(box_id, box_row);
-CREATE TABLE IF NOT EXISTS ship_state(name TEXT PRIMARY KEY, value TEXT, updated REAL NOT NULL);
-""" + BOX_STATUS_SCHEMA
-PREDLOG_STEPS = {'sqlite': [statements(SCHEMA), statements(SHIP_SCHEMA)],
-                 'postgresql': [pg_ddl(SCHEMA), pg_ddl(SHIP_SCHEMA)]}
 
 # %% ../nbs/10_predlog.ipynb #816181cd
 _INSERT_PRED = f"INSERT INTO predictions({','.join(PRED_COLS)}) VALUES({','.join('?' * len(PRED_COLS))})"

@@ -68,41 +68,31 @@ def batches(X: np.ndarray, batch: int = 8) -> list:
     "Images `X` in batches of `batch`, as calibration feeds them"
     return [X[i:i + batch] for i in range(0, len(X), batch)]
 
-def quantize_onnxruntime(
-    src, # the float ONNX graph
-    dest, # where the int8 graph is written
-    X: np.ndarray, # calibration images, uint8 (N, H, W, 3)
-) -> Path:
-    "ONNX Runtime's static int8 quantization of `src` (QDQ, per-channel int8 weights, uint8 activations)"
+def quantize_onnxruntime(src, dest, feeds: list, keep: list) -> None:
+    "ONNX Runtime's static int8 quantization (QDQ, per-channel int8 weights, uint8 activations); see `quantize_onnx`"
     from onnxruntime.quantization import quantize_static, CalibrationDataReader, QuantFormat, QuantType
     class Feed(CalibrationDataReader):
-        def __init__(self): self.it = iter(batches(X))
+        def __init__(self): self.it = iter(feeds)
         def get_next(self): return None if (x := next(self.it, None)) is None else {'image': x}
-    import onnx
     quantize_static(str(src), str(dest), Feed(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=float_convs(onnx.load(str(src))))
-    return Path(dest)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep)
+
 
 # %% ../nbs/48_quantize.ipynb #5389d24f
-def quantize_nncf(
-    src, # the float ONNX graph
-    dest, # where the int8 graph is written
-    X: np.ndarray, # calibration images, uint8 (N, H, W, 3)
-) -> Path:
-    "NNCF's post-training int8 quantization of `src` (bias corrected; head, projection and first convolutions in float)"
+def quantize_nncf(src, dest, feeds: list, keep: list) -> None:
+    "NNCF's post-training int8 quantization (bias corrected; head and projection MatMuls in float too); see `quantize_onnx`"
     try: import nncf, onnx
     except ImportError: raise ModelError("quantize_method nncf needs the nncf package: pip install nncf") from None
     from nncf.common.logging import nncf_logger
     nncf_logger.setLevel(logging.WARNING)
-    data, g = nncf.Dataset(batches(X), lambda x: {'image': x}), onnx.load(str(src))
-    keep = nncf.IgnoredScope(types=['MatMul'], names=float_convs(g), validate=False)
-    q = nncf.quantize(g, data, subset_size=len(batches(X)), fast_bias_correction=False, ignored_scope=keep)
+    scope = nncf.IgnoredScope(types=['MatMul'], names=keep, validate=False)
+    q = nncf.quantize(onnx.load(str(src)), nncf.Dataset(feeds, lambda x: {'image': x}), subset_size=len(feeds),
+                      fast_bias_correction=False, ignored_scope=scope)
     onnx.save(q, str(dest))
-    return Path(dest)
+
 
 # %% ../nbs/48_quantize.ipynb #bebeb2c8
-QUANTIZERS = dict(nncf=quantize_nncf, onnxruntime=quantize_onnxruntime)
+QUANTIZERS = dict(nncf=quantize_nncf, onnxruntime=quantize_onnxruntime)  # fn(src, dest, feeds, keep), one interface
 
 def quantize_onnx(
     src, # the float ONNX graph
@@ -110,11 +100,14 @@ def quantize_onnx(
     X: np.ndarray, # calibration images, uint8 (N, H, W, 3)
     method: str = None, # nncf or onnxruntime (default: setting quantize_method)
 ) -> Path:
-    "The int8 variant of the graph at `src`, made by `method` and calibrated on `X`"
+    "The int8 variant of the graph at `src`, made by `method` calibrated on `X`, its first convolutions left in float"
+    import onnx
     method = method or get_settings().quantize_method
     if method not in QUANTIZERS:
         raise ValueError(f"unknown quantization method {method!r}: quantize_method is one of {', '.join(QUANTIZERS)}")
-    return QUANTIZERS[method](src, dest, X)
+    QUANTIZERS[method](src, dest, batches(X), float_convs(onnx.load(str(src))))
+    return Path(dest)
+
 
 # %% ../nbs/48_quantize.ipynb #d2cb5a65
 def variant_reference(

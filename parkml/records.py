@@ -8,12 +8,14 @@ Docs: https://parkml.github.io/parkml/records.html.md"""
 from __future__ import annotations
 import numbers, secrets, time
 from typing import TYPE_CHECKING
+from .stores import statements, pg_ddl
+from .boxes import BOX_STATUS_SCHEMA
 if TYPE_CHECKING:   # imported where used: a keyed look-up (the trace) needs neither pandas nor numpy
     import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['LABELS', 'ANSWERS', 'STATUSES', 'PRED_COLS', 'FLOAT_COLS', 'TELEMETRY_COLS', 'new_prediction_id', 'to_epoch',
-           'encode_proj', 'decode_proj', 'proj_matrix', 'prediction_row']
+__all__ = ['LABELS', 'ANSWERS', 'STATUSES', 'PRED_COLS', 'FLOAT_COLS', 'TELEMETRY_COLS', 'SCHEMA', 'SHIP_SCHEMA', 'PREDLOG_STEPS',
+           'new_prediction_id', 'to_epoch', 'encode_proj', 'decode_proj', 'proj_matrix', 'prediction_row']
 
 # %% ../nbs/10c_records.ipynb #f3e105e7
 LABELS = ('cat', 'dog')  # parkml.data.CLASSES, without importing parkml.data (PIL, pandas) for a look-up
@@ -85,3 +87,43 @@ def prediction_row(rec: dict, now: float = None,
         if (v := r.get(c)) is not None and type(v) is not float: r[c] = float(v)
     r['proj'] = encode_proj(r.get('proj'))
     return tuple(map(r.get, PRED_COLS))
+
+# %% ../nbs/10c_records.ipynb #b5764240
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions(
+  id TEXT PRIMARY KEY, ts REAL NOT NULL, received REAL NOT NULL, camera TEXT, model_name TEXT,
+  model_version TEXT, run_id TEXT, alias TEXT, label TEXT, p_dog REAL, latency_ms REAL, width REAL,
+  height REAL, brightness REAL, contrast REAL, sharpness REAL, status TEXT NOT NULL, error TEXT,
+  frame_sha TEXT, proj BLOB) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS predictions_ts ON predictions(ts);
+CREATE INDEX IF NOT EXISTS predictions_camera_ts ON predictions(camera, ts);
+CREATE INDEX IF NOT EXISTS predictions_frame ON predictions(frame_sha) WHERE frame_sha IS NOT NULL;
+CREATE TABLE IF NOT EXISTS feedback(
+  id INTEGER PRIMARY KEY, prediction_id TEXT NOT NULL, label TEXT NOT NULL, ts REAL NOT NULL, source TEXT);
+CREATE INDEX IF NOT EXISTS feedback_prediction ON feedback(prediction_id, ts);
+CREATE INDEX IF NOT EXISTS feedback_ts ON feedback(ts);
+CREATE TABLE IF NOT EXISTS frames(
+  sha TEXT PRIMARY KEY, path TEXT NOT NULL, bytes INTEGER NOT NULL, first_seen REAL NOT NULL,
+  last_seen REAL NOT NULL, kept TEXT NOT NULL DEFAULT 'recent') WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS frames_kept_seen ON frames(kept, last_seen);
+CREATE TABLE IF NOT EXISTS telemetry(
+  id INTEGER PRIMARY KEY, ts REAL NOT NULL, host TEXT, cpu_pct REAL, mem_pct REAL, mem_used_mb REAL,
+  disk_pct REAL, temp_c REAL, rss_mb REAL, latency_p50_ms REAL, latency_p95_ms REAL, requests INTEGER,
+  errors INTEGER);
+CREATE INDEX IF NOT EXISTS telemetry_ts ON telemetry(ts);
+"""
+SHIP_SCHEMA = "".join(f"ALTER TABLE {t} ADD COLUMN {c};\n" for t in ('predictions', 'feedback', 'frames', 'telemetry')
+                      for c in ('box_id TEXT', 'arrived_at REAL', 'shipped_at REAL')) + """
+ALTER TABLE feedback ADD COLUMN box_row INTEGER;
+ALTER TABLE telemetry ADD COLUMN box_row INTEGER;
+CREATE INDEX IF NOT EXISTS predictions_unshipped ON predictions(id) WHERE shipped_at IS NULL;
+CREATE INDEX IF NOT EXISTS feedback_unshipped ON feedback(id) WHERE shipped_at IS NULL;
+CREATE INDEX IF NOT EXISTS telemetry_unshipped ON telemetry(id) WHERE shipped_at IS NULL;
+CREATE INDEX IF NOT EXISTS frames_unshipped ON frames(first_seen) WHERE shipped_at IS NULL;
+CREATE INDEX IF NOT EXISTS predictions_box_ts ON predictions(box_id, ts);
+CREATE UNIQUE INDEX IF NOT EXISTS feedback_box_row ON feedback(box_id, box_row);
+CREATE UNIQUE INDEX IF NOT EXISTS telemetry_box_row ON telemetry(box_id, box_row);
+CREATE TABLE IF NOT EXISTS ship_state(name TEXT PRIMARY KEY, value TEXT, updated REAL NOT NULL);
+""" + BOX_STATUS_SCHEMA
+PREDLOG_STEPS = {'sqlite': [statements(SCHEMA), statements(SHIP_SCHEMA)],
+                 'postgresql': [pg_ddl(SCHEMA), pg_ddl(SHIP_SCHEMA)]}

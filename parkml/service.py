@@ -19,18 +19,19 @@ from .config import get_settings, Settings
 from .data import CLASSES
 from .records import ANSWERS
 from .pipeline import (InputError, StoreError, Overloaded, Service, format_error, request_meta, request_images,
-                             read_body, CAMERA_RE, TS_PATTERN)
+                             read_body)
 # where callers from before the split (the CLI, monitor, staging) still import them; new code imports their homes
 from .served import NothingToServe
+from .openapi import openapi_spec
 from .pipeline import analyse_frame, frame_ext
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'MIN_KEY_CHARS', 'setting_key', 'key_matches', 'authorized', 'key_refusal', 'exposed_without_keys', 'predict',
-           'predict_batch', 'feedback', 'health', 'metrics', 'openapi', 'openapi_spec', 'is_loopback', 'ExposureError',
-           'key_problems', 'check_exposure', 'guarded_h11', 'uvicorn_options', 'served_identity', 'with_shipper',
-           'create_app', 'app_factory', 'stop_with_parent', 'serve']
+           'predict_batch', 'feedback', 'health', 'metrics', 'openapi', 'is_loopback', 'ExposureError', 'key_problems',
+           'check_exposure', 'guarded_h11', 'uvicorn_options', 'served_identity', 'with_shipper', 'create_app',
+           'app_factory', 'stop_with_parent', 'serve']
 
 # %% ../nbs/14_service.ipynb #8a44cc6c
 def setting_key(value) -> str:
@@ -201,119 +202,6 @@ async def metrics(svc: Service, request: Request):
 
 @_endpoint('openapi')
 async def openapi(svc: Service, request: Request): return JSONResponse(openapi_spec(svc.cfg))
-
-# %% ../nbs/14_service.ipynb #3a6c3a25
-_STATUS_TEXT = {400: 'Bad request: unreadable body, parameter or empty image', 401: 'Missing or wrong key',
-                403: 'Reachable beyond loopback without keys',
-                404: 'Unknown prediction',
-                408: 'The body did not arrive within body_timeout_s; the connection is closed',
-                413: 'Body over max_upload_mb, or image over max_megapixels',
-                415: 'Unsupported content type, or an image that is not JPEG, PNG or WebP (not logged)',
-                422: 'Not a usable image, or an invalid field',
-                503: 'The work queue is full (retry after Retry-After seconds) or the prediction log cannot commit: '
-                     'nothing was answered'}
-_RETRY = {'Retry-After': {'description': 'seconds to wait when the queue was full', 'schema': {'type': 'integer'}}}
-
-def _ref(name): return {'$ref': f'#/components/schemas/{name}'}
-def _json(schema): return {'application/json': {'schema': schema}}
-def _errors(codes, auth): return {str(c): {'description': _STATUS_TEXT[c], 'content': _json(_ref('Error')),
-                                           **({'headers': _RETRY} if c == 503 else {})}
-                                  for c in sorted(set(codes) | ({401} if auth else set()))}
-def _str(**kw): return {'type': 'string', **kw}
-def _num(**kw): return {'type': 'number', **kw}
-def _obj(required, **props): return {'type': 'object', 'required': list(required), 'properties': props}
-
-# %% ../nbs/14_service.ipynb #08bd4ad3
-_SCHEMAS = {
-    'Model': _obj(['name', 'version', 'run_id', 'alias'], name=_str(), version=_str(), run_id=_str(), alias=_str()),
-    'Prediction': _obj(['prediction_id', 'label', 'p_dog', 'camera', 'ts', 'received', 'model', 'latency_ms'],
-                       prediction_id=_str(), label={'type': 'string',
-                                                    'enum': list(CLASSES)}, p_dog=_num(minimum=0, maximum=1),
-                       camera=_str(), ts=_num(description='capture time, epoch seconds'), received=_num(
-                           description='receive time, epoch seconds'),
-                       model=_ref('Model'), latency_ms=_num(minimum=0), frame_sha=_str(nullable=True)),
-    'Error': _obj(['error', 'code', 'status'], error=_str(), code=_str(), status={'type': 'integer'},
-                  prediction_id=_str(nullable=True, description="id of the input's rejected row in the integrity log")),
-    'BatchResult': _obj(['results', 'n', 'n_ok'], n={'type': 'integer'}, n_ok={'type': 'integer'},
-                        results={'type': 'array', 'items': {'anyOf': [_ref('Prediction'), _ref('Error')]}}),
-    'Feedback': _obj(['prediction_id', 'label'], prediction_id=_str(minLength=1), label={'type': 'string',
-                                                                                         'enum': list(ANSWERS)},
-                     source=_str(maxLength=64, description='who checked the frame (default staff)')),
-    'FeedbackAnswer': _obj(['prediction_id', 'label', 'predicted', 'correct'], prediction_id=_str(),
-                           label={'type': 'string', 'enum': list(ANSWERS)}, predicted={'type': 'string',
-                                                                                       'enum': list(CLASSES)},
-                           correct={'type': 'boolean', 'nullable': True}, frame_sha=_str(nullable=True),
-                           camera=_str(), ts=_num()),
-    'Health': _obj(['status', 'model', 'registry', 'store', 'uptime_s'], status={'type': 'string',
-                                                                                 'enum': ['ok', 'degraded']},
-                   model={'type': 'object'}, registry={'type': 'object'}, store={'type': 'object'},
-                   telemetry={'type': 'object'},
-                   queue={'type': 'object'}, uptime_s=_num(), swaps={'type': 'integer'}),
-}
-_META_PARAMS = [
-    {'name': 'camera', 'in': 'query', 'schema': _str(pattern=f'^({CAMERA_RE.pattern})?$', maxLength=64),
-     'description': 'camera id (default: setting camera)'},
-    {'name': 'ts', 'in': 'query', 'schema': _str(pattern=TS_PATTERN),
-     'description': 'capture time, epoch seconds or ISO 8601 (default: receive time)'},
-    {'name': 'X-Camera-Id', 'in': 'header', 'schema': _str(pattern=f'^({CAMERA_RE.pattern})?$', maxLength=64),
-     'description': 'camera id, when not a query parameter'},
-    {'name': 'X-Capture-Time', 'in': 'header', 'schema': _str(pattern=TS_PATTERN),
-     'description': 'capture time, when not a query parameter'}]
-_BIN = {'type': 'string', 'format': 'binary'}
-_RAW = {t: {'schema': _BIN} for t in ('image/jpeg', 'image/png', 'application/octet-stream')}
-
-# %% ../nbs/14_service.ipynb #2c9963ec
-def openapi_spec(cfg: Settings = None) -> dict:
-    "The service's OpenAPI 3.0 document (with key security when `api_key` or `staff_key` is set)"
-    cfg = cfg or get_settings()
-    auth, staff = bool(setting_key(cfg.api_key)), bool(setting_key(cfg.api_key) or setting_key(cfg.staff_key))
-    one = {'multipart/form-data': {'schema': _obj(['file'], file=_BIN)}, **_RAW}
-    many = {
-        'multipart/form-data': {'schema': _obj(['file'], file={'oneOf': [_BIN, {'type': 'array', 'items': _BIN,
-                                                                                'minItems': 2,
-                                                                                'maxItems': cfg.max_batch_files}]})},
-            **_RAW}
-    ok = lambda desc, schema: {'200': {'description': desc, 'content': _json(schema)}}
-    paths = {
-        '/predict': {'post': {'summary': 'Classify one image; answered after its record is committed',
-                              'operationId': 'predict',
-                              'parameters': _META_PARAMS, 'requestBody': {'required': True, 'content': one},
-                              'responses': {**ok('The prediction', _ref('Prediction')),
-                                            **_errors([400, 408, 413, 415, 422, 503], auth)}}},
-        '/predict/batch': {'post': {'summary': 'Classify several images (multipart fields file), one result each, '
-                                               'in order',
-                                    'operationId': 'predict_batch', 'parameters': _META_PARAMS,
-                                    'requestBody': {'required': True, 'content': many},
-                                    'responses': {**ok('One result per image', _ref('BatchResult')),
-                                                  **_errors([400, 408, 413, 415, 422, 503], auth)}}},
-        '/feedback': {'post': {'summary': 'The true label of a prediction, from staff who checked its frame',
-                               'operationId': 'feedback',
-                               'requestBody': {'required': True, 'content': _json(_ref('Feedback'))},
-                               'responses': {**ok('Feedback recorded', _ref('FeedbackAnswer')),
-                                             **_errors([400, 404, 408, 413, 415, 422, 503], staff)}}},
-        '/health': {'get': {'summary': 'Model, registry, store and uptime', 'operationId': 'health', 'security': [],
-                            'responses': {**ok('Serving', _ref('Health')),
-                                          '503': {'description': 'The prediction log cannot commit',
-                                                  'content': _json(_ref('Health'))}}}},
-        '/metrics': {'get': {'summary': 'Prometheus metrics', 'operationId': 'metrics',
-                             'responses': {'200': {'description': 'Prometheus text format',
-                                                   'content': {'text/plain': {'schema': _str()}}},
-                                           **_errors([], auth)}}},
-        '/openapi.json': {'get': {'summary': 'This document', 'operationId': 'openapi',
-                                  'responses': {**ok('OpenAPI 3.0 document', {'type': 'object'}),
-                                                **_errors([], auth)}}}}
-    spec = {'openapi': '3.0.3', 'info': {'title': 'parkml edge service', 'version': __import__('parkml').__version__,
-                                         'description': "Cat/dog classification of the park's CCTV frames"},
-            'paths': paths, 'components': {'schemas': _SCHEMAS}}
-    schemes = spec['components']['securitySchemes'] = {}
-    if auth:
-        schemes['apiKey'] = {'type': 'apiKey', 'in': 'header', 'name': 'X-API-Key'}
-        spec['security'] = [{'apiKey': []}]
-    if staff:
-        schemes['staffKey'] = {'type': 'apiKey', 'in': 'header', 'name': 'X-Staff-Key', 'description': 'park staff'}
-        paths['/feedback']['post']['security'] = [{'staffKey': []}]
-    if not schemes: del spec['components']['securitySchemes']
-    return spec
 
 # %% ../nbs/14_service.ipynb #716de0b0
 def is_loopback(host: str) -> bool:
