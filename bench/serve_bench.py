@@ -7,7 +7,7 @@ petpark photos from a separate client process, plus the in-process compute floor
 In its own runs folder (default: <runs>/bench_serve) it trains and registers a model once (later runs reuse it) and
 logs, also once, an MLflow pyfunc that takes base64 JPEGs and runs the same ONNX graph with ONNX Runtime (2 threads).
 It then starts the servers side by side, each with `parkml serve` (uvicorn with the service's limits; engine: the
-setting, auto, except the two servers that run each engine, NORMAL, named parkml_onnxruntime and parkml_openvino,
+setting, auto, except the two servers that run each engine, --engine-sync (default FULL), named parkml_onnxruntime and parkml_openvino,
 whose ratios to MLflow and to the OpenVINO batch-32 floor are printed against the issue-18 targets): parkml as the
 park runs it (API and staff keys set, format check, bounded queue, prediction log with predlog_synchronous=FULL,
 frame store and telemetry); the same with predlog_synchronous=NORMAL; parkml with log, frames and telemetry off
@@ -289,6 +289,8 @@ def main():
     ap.add_argument('--repeat-frames', action='store_true', help='send the photos as they are (frames repeat in the frame store)')
     ap.add_argument('--engines-only', action='store_true',
                     help='only the servers of issue 18: parkml with each engine, the int8 variant, mlflow (and floors)')
+    ap.add_argument('--engine-sync', default='FULL', choices=['FULL', 'NORMAL'],
+                    help='predlog_synchronous of the servers that run each engine and the int8 variant (FULL: the default setting)')
     ap.add_argument('--client', nargs=6, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.client:
@@ -308,9 +310,9 @@ def main():
                                          start_parkml(runs, 'parkml_normal', logdir, sync='NORMAL'),
                                          start_parkml(runs, 'parkml_nolog', logdir, record=False)]
     from parkml.model import ENGINES, serving_engine
-    servers += [start_parkml(runs, f'parkml_{e}', logdir, sync='NORMAL', engine=e) for e in ENGINES]
+    servers += [start_parkml(runs, f'parkml_{e}', logdir, sync=a.engine_sync, engine=e) for e in ENGINES]
     int8_engine = serving_engine(int8_path, get_settings(runs=str(runs)))   # auto: decided for the int8 graph itself
-    servers.append(start_parkml(runs, 'parkml_int8', logdir, sync='NORMAL', alias='int8', engine=int8_engine))
+    servers.append(start_parkml(runs, 'parkml_int8', logdir, sync=a.engine_sync, alias='int8', engine=int8_engine))
     if a.baseline:
         servers.append(start_parkml(runs, 'baseline', logdir, sync='NORMAL', code=extract(a.baseline, logdir/'baseline_code')))
     if not a.no_mlflow: servers.append(start_mlflow(runs, pyfunc, logdir))
@@ -353,8 +355,8 @@ def main():
     print(f"{'server':34} {'pred/s c16':>10} {'p50 c16':>8} {'p95 c16':>8} {'p99 c16':>8} {'pred/s c1':>9} {'p50 c1':>7} {'p95 c1':>7} {'p99 c1':>7} {'errors':>6} {'peak MB':>8}")
     labels = dict(parkml='parkml (checks, log FULL)', parkml_normal='parkml (checks, log NORMAL)',
                   parkml_nolog='parkml (no log, frames, telemetry)', baseline=f"parkml @{a.baseline} (NORMAL)",
-                  mlflow='mlflow models serve (pyfunc)', **{f'parkml_{e}': f'parkml {e} (checks, NORMAL)' for e in ENGINES},
-                  parkml_int8=f'parkml int8 {int8_engine} (checks, NORMAL)')
+                  mlflow='mlflow models serve (pyfunc)', **{f'parkml_{e}': f'parkml {e} (checks, {a.engine_sync})' for e in ENGINES},
+                  parkml_int8=f'parkml int8 {int8_engine} (checks, {a.engine_sync})')
     for name in res:
         errs = sum(o['errors'] for c in (1, 16) for o in res[name][c])
         print(f"{labels[name]:34} {med(name, 16, 'per_s'):10.1f} {med(name, 16, 'p50'):8.2f} {med(name, 16, 'p95'):8.2f} {med(name, 16, 'p99'):8.2f} "
