@@ -177,7 +177,7 @@ def engine_box(cfg: Settings = None) -> dict:
 def choose_engine(
     path, # the ONNX graph
     cfg: Settings = None, # the settings (default: the current ones)
-    rounds: int = 3, # measurements per engine, in alternating order; the median counts
+    rounds: int = 2, # measurements per engine, the engines taking turns to go first; the median counts
     seconds: float = 1.0, # length of one measurement
 ) -> dict:
     """Benchmark both engines on the graph at `path` as the loaded service runs it (`infer_workers` models of
