@@ -3,7 +3,8 @@
     .venv/bin/python bench/request_profile.py [--n16 1500] [--n1 300] [--engines onnxruntime,openvino,int8]
 
 Uses serve_bench's model, photos and client (its runs folder, <runs>/bench_serve; the model is trained there once);
-`int8` in --engines serves its int8 variant (alias int8) on the engine `auto` picks for that graph.
+`int8` in --engines serves its int8 variant (alias int8) on the engine `auto` picks for that graph; `onnxruntime_spin`
+serves ONNX Runtime with its threads spinning after each call (setting onnx_spinning = true, its own default).
 Each engine's service runs in its own process with timers wrapped around the steps of the request path (nothing
 else changes): reading the request (from its arrival to the queued job), the wait in the inference queue, decoding,
 resizing, integrity features, the engine call, the hand-off to the writer, the commit of the log record and frame, and
@@ -74,6 +75,8 @@ def start(engine: str, runs: Path, logdir: Path):
            'PARKML_PREDLOG_URI': f"sqlite:///{logdir}/{engine}.db", 'PARKML_FRAMES_DIR': str(logdir/f'{engine}_frames')}
     if engine == 'int8':   # the int8 variant serve_bench registered (alias int8), on the engine auto picks for its graph
         env.update(PARKML_SERVE_ALIAS='int8', PARKML_ENGINE='auto')
+    if engine == 'onnxruntime_spin':   # ONNX Runtime with its threads spinning after each call (onnx_spinning, before: true)
+        env.update(PARKML_ENGINE='onnxruntime', PARKML_ONNX_SPINNING='true')
     proc = subprocess.Popen([sys.executable, __file__, '--server', str(out), str(port)], env=env,
                             stdout=open(logdir/f'{engine}.log', 'w'), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -124,15 +127,15 @@ def main():
             proc.wait(60)
     print(f"\nmean ms in each step ({a.n1} requests at concurrency 1, {a.n16} at 16; {a.photos} photos)")
     cols = list(res)
-    print(f"{'step':30}" + ''.join(f"{e[:11] + ' c' + str(c):>17}" for e, c in cols))
+    print(f"{'step':30}" + ''.join(f"{e[:16] + ' c' + str(c):>21}" for e, c in cols))
     for s in STEPS + ['in service']:
-        print(f"{s:30}" + ''.join(f"{res[k]['steps'].get(s, float('nan')):17.2f}" for k in cols))
+        print(f"{s:30}" + ''.join(f"{res[k]['steps'].get(s, float('nan')):21.2f}" for k in cols))
     rest = {k: res[k]['client']['p50'] - res[k]['steps']['in service'] for k in cols}
-    print(f"{'answer, HTTP out, client (p50)':30}" + ''.join(f"{rest[k]:17.2f}" for k in cols))
-    print(f"{'client p50':30}" + ''.join(f"{res[k]['client']['p50']:17.2f}" for k in cols))
+    print(f"{'answer, HTTP out, client (p50)':30}" + ''.join(f"{rest[k]:21.2f}" for k in cols))
+    print(f"{'client p50':30}" + ''.join(f"{res[k]['client']['p50']:21.2f}" for k in cols))
     per_call = {k: res[k]['steps']['requests'] / max(1, res[k]['steps']['engine calls']) for k in cols}
-    print(f"{'images per engine call':30}" + ''.join(f"{per_call[k]:17.2f}" for k in cols))
-    print(f"{'predictions/s':30}" + ''.join(f"{res[k]['client']['per_s']:17.1f}" for k in cols))
+    print(f"{'images per engine call':30}" + ''.join(f"{per_call[k]:21.2f}" for k in cols))
+    print(f"{'predictions/s':30}" + ''.join(f"{res[k]['client']['per_s']:21.1f}" for k in cols))
     (runs/'request_profile.json').write_text(json.dumps({f"{e} c{c}": v for (e, c), v in res.items()}, indent=1))
     print(f"raw results: {runs/'request_profile.json'}")
 
