@@ -380,8 +380,10 @@ def test_retention_keeps_sample_and_labelled_frames(http, store, photos):
 
 # ---------------------------------------------------------------- durability: kill -9 right after answers
 
-def test_kill9_keeps_every_answered_prediction_and_frame(registry, tmp_path, photos):
-    srv = Server(registry[0], tmp_path/'kill')
+@pytest.mark.parametrize('sync', ['FULL', 'NORMAL'])
+def test_kill9_keeps_every_answered_prediction_and_frame(registry, tmp_path, photos, sync):
+    "SIGKILL mid-stream loses no answered record, at either predlog_synchronous (NORMAL risks only a power cut)"
+    srv = Server(registry[0], tmp_path/'kill', PARKML_PREDLOG_SYNCHRONOUS=sync)
     answered, stop = [], threading.Event()
     def client(k):
         with httpx.Client(base_url=srv.url, timeout=10) as c:
