@@ -80,7 +80,7 @@ def quantize_onnxruntime(src, dest, feeds: list, keep: list) -> None:
 
 # %% ../nbs/48_quantize.ipynb #5389d24f
 def quantize_nncf(src, dest, feeds: list, keep: list) -> None:
-    "NNCF's post-training int8 quantization (bias corrected; head and projection MatMuls stay float); see `quantize_onnx`"
+    "NNCF's post-training int8 quantization, bias corrected, the head's and projection's MatMuls in float"
     try: import nncf, onnx
     except ImportError: raise ModelError("quantize_method nncf needs the nncf package: pip install nncf") from None
     from nncf.common.logging import nncf_logger
