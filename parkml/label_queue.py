@@ -107,13 +107,15 @@ def next_frames(
     skip=(), # prediction ids to leave out (skipped in this session)
     now: float = None, # the time (default: now)
     cfg: Settings = None, # settings: label_window_days, label_double_share, label_queue...
+    start: float = None, # frames captured from this epoch time on (default: `label_window_days` before `now`)
+    end: float = None, # and before this one (default: no end)
 ) -> pd.DataFrame:
     "The next frames for `person` to label, best first: `id`, `frame_sha`, `why` and the prediction's columns"
     cfg, now = cfg or get_settings(), time.time() if now is None else now
-    start = now - float(cfg.label_window_days) * 86400
-    a = answers(store, start)
+    start = now - float(cfg.label_window_days) * 86400 if start is None else start
+    a = answers(store, start, end)
     first = pending(a, person, float(cfg.label_double_share))
-    c = candidates(store, start)
+    c = candidates(store, start, end)
     fresh = rank_frames(c[~c.frame_sha.isin(a.frame_sha)], ref, cfg=cfg)
     fresh = fresh.assign(why=cfg.label_queue)
     out = pd.concat([c.set_index('id').loc[first.id].reset_index().assign(why=first.why.to_numpy()), fresh])
