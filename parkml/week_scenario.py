@@ -70,7 +70,7 @@ def scenario(
         if i <= n_clean: plans.append(DayPlan(i, d, frames_per_day, 'clean'))
         elif i == n_clean + 1:
             plans.append(DayPlan(i, d, frames_per_day, 'camera trouble', fog_until=11.0, frozen=(12.0, 13.0),
-                                 gap=(14.0, 16.0), wall=(16.0, 17.5)))
+                                 gap=(14.0, 16.0), wall=(16.0, 18.0)))
         else:
             dusk_days += 1
             plans.append(DayPlan(i, d, frames_per_day, 'dusk', dusk=min(3.0, 1.0 + dusk_days)))  # 2, 3, 3, ...
