@@ -3,6 +3,10 @@ labelling queue (`parkml.label_queue.rank_frames`, setting label_queue=ranked) o
 the training images plus those labels, and judged on dark evenings (cat/dog recall gap and accuracy), over seeds.
 
     .venv/bin/python bench/active_labels.py [--days 3] [--frames 400] [--budgets 50 100] [--seeds 5]
+                                            [--variants ranked balance dark balance+dark]
+
+Each variant is the ranked queue with some settings changed (`VARIANTS`); `random` at each budget and at twice the
+largest is always run.
 
 The backbone is the real one (EfficientNet-Lite0 embeddings, cached by content under the `cache` setting); dark
 frames are real petpark test photos under the week's `night` condition, written once under runs/bench/active_labels.
@@ -21,6 +25,13 @@ from parkml.label_queue import rank_frames
 from parkml.week_scenario import DUSK_FROM
 
 OPEN, CLOSE = 8.0, 20.0   # the park's hours, as in the week
+# the ranked queue's variants: settings changed from the current ones
+VARIANTS = {'ranked': {}, 'plain': dict(label_balance='false', label_dark_weight='0'),
+            'balance': dict(label_balance='true', label_dark_weight='0'),
+            'dark': dict(label_balance='false', label_dark_weight='1'),
+            'balance+dark': dict(label_balance='true', label_dark_weight='1'),
+            'balance+dark2': dict(label_balance='true', label_dark_weight='2'),
+            'balance+nocov': dict(label_balance='true', label_dark_weight='0', label_coverage='0')}
 
 def darkened(rows: pd.DataFrame, folder: Path) -> pd.DataFrame:
     "Embeddings and brightness of `rows` (path, sha, label, severity) under the night condition, cached by content"
@@ -76,7 +87,8 @@ def choose(day: pd.DataFrame, budget: int, how: str, ref, seed: int, cfg) -> pd.
     return rank_frames(c, ref, how, seed, cfg).head(budget)
 
 def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str, seed: int, cfg, ev) -> dict:
-    "Label `budget` frames a day by `how`, retrain the head on the training set plus the labels, judge it"
+    "Label `budget` frames a day by `how` (random or a variant), retrain the head on the training set plus them, judge"
+    variant, how = how, 'random' if how == 'random' else 'ranked'
     mu, basis = mu_basis
     E = np.stack(frames.emb)
     frames = frames.assign(p_dog=predict_from_embeddings(E, *base))
@@ -86,8 +98,9 @@ def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str,
     Et, yt = train
     w, b = fit_head(np.concatenate([Et, np.stack(picked.emb)]), np.concatenate([yt, picked.label.eq('dog').to_numpy()]),
                     seed=seed)
-    return dict(how=how, budget=budget, seed=seed, labels=len(picked),
-                dark_share=float((picked.severity > 0).mean()), **judge(w, b, ev))
+    return dict(how=variant, budget=budget, seed=seed, labels=len(picked),
+                dark_share=float((picked.severity > 0).mean()), cat_share=float(picked.label.eq('cat').mean()),
+                **judge(w, b, ev))
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -98,6 +111,8 @@ def main():
     ap.add_argument('--train', type=int, default=1000, help='training images of the base head')
     ap.add_argument('--novelty', type=float, default=None, help='label_novelty_weight (default: the setting)')
     ap.add_argument('--coverage', type=float, default=None, help='label_coverage (default: the setting)')
+    ap.add_argument('--variants', nargs='+', default=['ranked'], choices=list(VARIANTS),
+                    help="the ranked queue's variants (ranked: the settings as they are)")
     a = ap.parse_args()
     over = dict(label_novelty_weight=a.novelty, label_coverage=a.coverage)
     over = {k: str(v) for k, v in over.items() if v is not None}
@@ -116,15 +131,17 @@ def main():
     print(f"{a.days} dusk days of {a.frames} frames a seed; {len(ev)} dark-evening frames to judge on; novelty weight "
           f"{cfg.label_novelty_weight}, coverage {cfg.label_coverage}; prepared in {time.time() - t0:.0f} s")
     rows = [dict(how='none (base model)', budget=0, seed=0, labels=0, dark_share=np.nan, **judge(*base, ev))]
-    plan = [(b, how) for b in a.budgets for how in ('ranked', 'random')] + [(2 * max(a.budgets), 'random')]
+    cfgs = {'random': cfg, **{v: get_settings(**{**over, **VARIANTS[v]}) for v in a.variants}}
+    plan = [(b, how) for b in a.budgets for how in (*a.variants, 'random')] + [(2 * max(a.budgets), 'random')]
     for s in range(a.seeds):
         frames = week_frames(pool, a.days, a.frames, folder/'frames', seed=s)   # each seed a week of its own
         for b, how in plan:
-            rows.append(run(frames, train, base, ref, mu_basis, b, how, s, cfg, ev))
+            rows.append(run(frames, train, base, ref, mu_basis, b, how, s, cfgs[how], ev))
         print(f"seed {s} done, {time.time() - t0:.0f} s", flush=True)
     r = pd.DataFrame(rows)
     summary = r.groupby(['budget', 'how'], sort=False).agg(
-        labels=('labels', 'mean'), dark_share=('dark_share', 'mean'), accuracy=('accuracy', 'mean'),
+        labels=('labels', 'mean'), dark_share=('dark_share', 'mean'), cat_share=('cat_share', 'mean'),
+        accuracy=('accuracy', 'mean'),
         accuracy_sd=('accuracy', 'std'), recall_cat=('recall_cat', 'mean'), recall_dog=('recall_dog', 'mean'),
         gap=('gap', 'mean'), abs_gap=('gap', lambda g: g.abs().mean()), gap_sd=('gap', 'std'))
     print(summary.round(3).to_string())

@@ -201,7 +201,7 @@ def neither_shares(a: pd.DataFrame, # people's answers (`labels.answers`)
     "Per camera: the day's settled answers and `neither` share, and the same of the days before (`_before`)"
     from parkml.labels import neither_share_by_camera
     day, before = (neither_share_by_camera(a[m]).set_index('camera') for m in (a.ts >= start, a.ts < start))
-    return day.join(before, rsuffix='_before').reset_index()
+    return day.join(before.add_suffix('_before')).reset_index()
 
 # %% ../nbs/25a_daily_rules.ipynb #75a8f62d
 def rule_neither_share(res: DayResults, cfg: Settings) -> list[Alert]:
