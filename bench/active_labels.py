@@ -26,12 +26,13 @@ from parkml.week_scenario import DUSK_FROM
 
 OPEN, CLOSE = 8.0, 20.0   # the park's hours, as in the week
 # the ranked queue's variants: settings changed from the current ones
-VARIANTS = {'ranked': {}, 'plain': dict(label_balance='false', label_dark_weight='0'),
-            'balance': dict(label_balance='true', label_dark_weight='0'),
-            'dark': dict(label_balance='false', label_dark_weight='1'),
-            'balance+dark': dict(label_balance='true', label_dark_weight='1'),
-            'balance+dark2': dict(label_balance='true', label_dark_weight='2'),
-            'balance+nocov': dict(label_balance='true', label_dark_weight='0', label_coverage='0')}
+PLAIN = dict(label_balance='false', label_dark_weight='0', label_random_share='0')   # uncertainty, novelty, coverage
+VARIANTS = {'ranked': {}, 'plain': PLAIN, 'balance': {**PLAIN, 'label_balance': 'true'},
+            'dark': {**PLAIN, 'label_dark_weight': '1'}, 'balance+dark': {**PLAIN, 'label_balance': 'true',
+                                                                          'label_dark_weight': '1'},
+            'mix30': {**PLAIN, 'label_random_share': '0.3'}, 'mix50': {**PLAIN, 'label_random_share': '0.5'},
+            'mix70': {**PLAIN, 'label_random_share': '0.7'},
+            'mix50+dark': {**PLAIN, 'label_random_share': '0.5', 'label_dark_weight': '1'}}
 
 def darkened(rows: pd.DataFrame, folder: Path) -> pd.DataFrame:
     "Embeddings and brightness of `rows` (path, sha, label, severity) under the night condition, cached by content"

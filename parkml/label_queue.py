@@ -14,7 +14,7 @@ from .labels import answers, consensus, wants_second
 
 # %% auto #0
 __all__ = ['LIGHT_WEIGHT', 'candidates', 'uncertainty', 'novelty', 'coverage_cell', 'spread', 'light_weight', 'balance',
-           'rank_frames', 'pending', 'next_frames', 'queue_reference']
+           'mix_random', 'rank_frames', 'pending', 'next_frames', 'queue_reference']
 
 # %% ../nbs/49a_label_queue.ipynb #9e56b579
 def candidates(store, # an open prediction store
@@ -84,6 +84,19 @@ def balance(order: np.ndarray, # frame indices, best first
     turn = pd.Series(side).groupby(side).cumcount().to_numpy()
     return order[np.lexsort((np.arange(len(order)), turn))]
 
+# %% ../nbs/49a_label_queue.ipynb #46c3ff4a
+def mix_random(order: np.ndarray, # frame indices, best first
+               share: float, # the share of places given to random frames (0: none, 1: all)
+               rng, # a `numpy.random.Generator`
+              ) -> np.ndarray:
+    "`order` with an evenly spaced `share` of its places taken by frames drawn at random from those not placed yet"
+    if share <= 0 or not len(order): return order
+    if share >= 1: return rng.permutation(order)
+    k = np.arange(len(order))
+    slots = np.concatenate([k / (1 - share), (k + .5) / share])
+    both = np.concatenate([order, rng.permutation(order)])[np.argsort(slots, kind='stable')]
+    return pd.unique(both)
+
 # %% ../nbs/49a_label_queue.ipynb #cd57fae8
 def rank_frames(
     c: pd.DataFrame, # candidates (`candidates`)
@@ -106,6 +119,7 @@ def rank_frames(
     order = (np.random.default_rng(seed).permutation(len(c)) if how == 'random'
              else spread(c.value.to_numpy(), c.cell, float(cfg.label_coverage)))
     if how == 'ranked' and cfg.label_balance: order = balance(order, c.p_dog.to_numpy() >= .5)
+    if how == 'ranked': order = mix_random(order, float(cfg.label_random_share), np.random.default_rng(seed))
     return c.iloc[order].reset_index(drop=True)
 
 # %% ../nbs/49a_label_queue.ipynb #f3567f1f

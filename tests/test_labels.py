@@ -184,6 +184,7 @@ def test_labels_history_and_queue_on_both_engines(store_uri, tmp_path, manifest,
     from parkml.governance import Actor
     from parkml.labels import add_label, label_history, training_labels, answers, agreement_by_person
     from parkml.label_queue import next_frames
+    from parkml.config import get_settings
     sam, tia = Actor('sam', 'staff', proof='password'), Actor('tia', 'staff', proof='password')
     with open_store(store_uri, tmp_path/'frames') as s:
         ids = log_frames(s, petpark_frames(manifest, data_root, 6), time.time() - 3600)
@@ -195,7 +196,7 @@ def test_labels_history_and_queue_on_both_engines(store_uri, tmp_path, manifest,
         assert s.feedback().set_index('id').true_label.to_dict() == {ids[0]: 'cat', ids[1]: 'cat'}
         assert training_labels(s).id.tolist() == [ids[0]]
         assert agreement_by_person(answers(s)).set_index('person').double.to_dict() == {'sam': 1, 'tia': 1}
-        nxt = next_frames(s, 'olu', 10)
+        nxt = next_frames(s, 'olu', 10, cfg=get_settings(label_random_share=0))   # the ranking alone
         assert nxt.why.iloc[0] == 'dispute' and nxt.id.iloc[0] == ids[1] and set(nxt.id[1:]) == set(ids[2:])
         p = nxt.set_index('id').p_dog
         queue = list(nxt.id[1:])
