@@ -103,6 +103,21 @@ def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str,
                 dark_share=float((picked.severity > 0).mean()), cat_share=float(picked.label.eq('cat').mean()),
                 **judge(w, b, ev))
 
+def paired(r: pd.DataFrame) -> pd.DataFrame:
+    "Each queue variant at a budget against random at twice that budget, seed by seed: mean differences, 95% half-width"
+    rows = []
+    rnd = r[r.how == 'random'].set_index(['budget', 'seed'])
+    for (b, how), g in r[~r.how.isin(['random', 'none (base model)'])].groupby(['budget', 'how'], sort=False):
+        if (2 * b, g.seed.iloc[0]) not in rnd.index: continue
+        base = rnd.loc[[(2 * b, s) for s in g.seed]]
+        d_gap = g.gap.abs().to_numpy() - base.gap.abs().to_numpy()
+        d_acc = g.accuracy.to_numpy() - base.accuracy.to_numpy()
+        half = lambda d: 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+        rows.append(dict(budget=b, how=how, against=f"random at {2 * b}", abs_gap_diff=d_gap.mean(),
+                         abs_gap_ci=half(d_gap), gap_wins=int((d_gap <= 0).sum()), accuracy_diff=d_acc.mean(),
+                         accuracy_ci=half(d_acc), seeds=len(g)))
+    return pd.DataFrame(rows).set_index(['budget', 'how'])
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--days', type=int, default=3, help='dusk days whose frames are labelled')
@@ -146,6 +161,7 @@ def main():
         accuracy_sd=('accuracy', 'std'), recall_cat=('recall_cat', 'mean'), recall_dog=('recall_dog', 'mean'),
         gap=('gap', 'mean'), abs_gap=('gap', lambda g: g.abs().mean()), gap_sd=('gap', 'std'))
     print(summary.round(3).to_string())
+    print(paired(r).round(3).to_string())
     print(f"{a.seeds} seeds, {time.time() - t0:.0f} s")
 
 if __name__ == '__main__': main()
