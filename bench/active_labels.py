@@ -3,6 +3,10 @@ labelling queue (`parkml.label_queue.rank_frames`, setting label_queue=ranked) o
 the training images plus those labels, and judged on dark evenings (cat/dog recall gap and accuracy), over seeds.
 
     .venv/bin/python bench/active_labels.py [--days 3] [--frames 400] [--budgets 50 100] [--seeds 5]
+                                            [--variants ranked balance dark balance+dark]
+
+Each variant is the ranked queue with some settings changed (`VARIANTS`); `random` at each budget and at twice the
+largest is always run.
 
 The backbone is the real one (EfficientNet-Lite0 embeddings, cached by content under the `cache` setting); dark
 frames are real petpark test photos under the week's `night` condition, written once under runs/bench/active_labels.
@@ -21,6 +25,14 @@ from parkml.label_queue import rank_frames
 from parkml.week_scenario import DUSK_FROM
 
 OPEN, CLOSE = 8.0, 20.0   # the park's hours, as in the week
+# the ranked queue's variants: settings changed from the current ones
+PLAIN = dict(label_balance='false', label_dark_weight='0', label_random_share='0')   # uncertainty, novelty, coverage
+VARIANTS = {'ranked': {}, 'plain': PLAIN, 'balance': {**PLAIN, 'label_balance': 'true'},
+            'dark': {**PLAIN, 'label_dark_weight': '1'}, 'balance+dark': {**PLAIN, 'label_balance': 'true',
+                                                                          'label_dark_weight': '1'},
+            'mix30': {**PLAIN, 'label_random_share': '0.3'}, 'mix50': {**PLAIN, 'label_random_share': '0.5'},
+            'mix70': {**PLAIN, 'label_random_share': '0.7'},
+            'mix50+dark': {**PLAIN, 'label_random_share': '0.5', 'label_dark_weight': '1'}}
 
 def darkened(rows: pd.DataFrame, folder: Path) -> pd.DataFrame:
     "Embeddings and brightness of `rows` (path, sha, label, severity) under the night condition, cached by content"
@@ -76,7 +88,8 @@ def choose(day: pd.DataFrame, budget: int, how: str, ref, seed: int, cfg) -> pd.
     return rank_frames(c, ref, how, seed, cfg).head(budget)
 
 def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str, seed: int, cfg, ev) -> dict:
-    "Label `budget` frames a day by `how`, retrain the head on the training set plus the labels, judge it"
+    "Label `budget` frames a day by `how` (random or a variant), retrain the head on the training set plus them, judge"
+    variant, how = how, 'random' if how == 'random' else 'ranked'
     mu, basis = mu_basis
     E = np.stack(frames.emb)
     frames = frames.assign(p_dog=predict_from_embeddings(E, *base))
@@ -86,8 +99,24 @@ def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str,
     Et, yt = train
     w, b = fit_head(np.concatenate([Et, np.stack(picked.emb)]), np.concatenate([yt, picked.label.eq('dog').to_numpy()]),
                     seed=seed)
-    return dict(how=how, budget=budget, seed=seed, labels=len(picked),
-                dark_share=float((picked.severity > 0).mean()), **judge(w, b, ev))
+    return dict(how=variant, budget=budget, seed=seed, labels=len(picked),
+                dark_share=float((picked.severity > 0).mean()), cat_share=float(picked.label.eq('cat').mean()),
+                **judge(w, b, ev))
+
+def paired(r: pd.DataFrame) -> pd.DataFrame:
+    "Each queue variant at a budget against random at twice that budget, seed by seed: mean differences, 95% half-width"
+    rows = []
+    rnd = r[r.how == 'random'].set_index(['budget', 'seed'])
+    for (b, how), g in r[~r.how.isin(['random', 'none (base model)'])].groupby(['budget', 'how'], sort=False):
+        if (2 * b, g.seed.iloc[0]) not in rnd.index: continue
+        base = rnd.loc[[(2 * b, s) for s in g.seed]]
+        d_gap = g.gap.abs().to_numpy() - base.gap.abs().to_numpy()
+        d_acc = g.accuracy.to_numpy() - base.accuracy.to_numpy()
+        half = lambda d: 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+        rows.append(dict(budget=b, how=how, against=f"random at {2 * b}", abs_gap_diff=d_gap.mean(),
+                         abs_gap_ci=half(d_gap), gap_wins=int((d_gap <= 0).sum()), accuracy_diff=d_acc.mean(),
+                         accuracy_ci=half(d_acc), seeds=len(g)))
+    return pd.DataFrame(rows).set_index(['budget', 'how'])
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -98,6 +127,8 @@ def main():
     ap.add_argument('--train', type=int, default=1000, help='training images of the base head')
     ap.add_argument('--novelty', type=float, default=None, help='label_novelty_weight (default: the setting)')
     ap.add_argument('--coverage', type=float, default=None, help='label_coverage (default: the setting)')
+    ap.add_argument('--variants', nargs='+', default=['ranked'], choices=list(VARIANTS),
+                    help="the ranked queue's variants (ranked: the settings as they are)")
     a = ap.parse_args()
     over = dict(label_novelty_weight=a.novelty, label_coverage=a.coverage)
     over = {k: str(v) for k, v in over.items() if v is not None}
@@ -116,18 +147,21 @@ def main():
     print(f"{a.days} dusk days of {a.frames} frames a seed; {len(ev)} dark-evening frames to judge on; novelty weight "
           f"{cfg.label_novelty_weight}, coverage {cfg.label_coverage}; prepared in {time.time() - t0:.0f} s")
     rows = [dict(how='none (base model)', budget=0, seed=0, labels=0, dark_share=np.nan, **judge(*base, ev))]
-    plan = [(b, how) for b in a.budgets for how in ('ranked', 'random')] + [(2 * max(a.budgets), 'random')]
+    cfgs = {'random': cfg, **{v: get_settings(**{**over, **VARIANTS[v]}) for v in a.variants}}
+    plan = [(b, how) for b in a.budgets for how in (*a.variants, 'random')] + [(2 * max(a.budgets), 'random')]
     for s in range(a.seeds):
         frames = week_frames(pool, a.days, a.frames, folder/'frames', seed=s)   # each seed a week of its own
         for b, how in plan:
-            rows.append(run(frames, train, base, ref, mu_basis, b, how, s, cfg, ev))
+            rows.append(run(frames, train, base, ref, mu_basis, b, how, s, cfgs[how], ev))
         print(f"seed {s} done, {time.time() - t0:.0f} s", flush=True)
     r = pd.DataFrame(rows)
     summary = r.groupby(['budget', 'how'], sort=False).agg(
-        labels=('labels', 'mean'), dark_share=('dark_share', 'mean'), accuracy=('accuracy', 'mean'),
+        labels=('labels', 'mean'), dark_share=('dark_share', 'mean'), cat_share=('cat_share', 'mean'),
+        accuracy=('accuracy', 'mean'),
         accuracy_sd=('accuracy', 'std'), recall_cat=('recall_cat', 'mean'), recall_dog=('recall_dog', 'mean'),
         gap=('gap', 'mean'), abs_gap=('gap', lambda g: g.abs().mean()), gap_sd=('gap', 'std'))
     print(summary.round(3).to_string())
+    print(paired(r).round(3).to_string())
     print(f"{a.seeds} seeds, {time.time() - t0:.0f} s")
 
 if __name__ == '__main__': main()

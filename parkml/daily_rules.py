@@ -16,7 +16,8 @@ if TYPE_CHECKING: from parkml.daily import DayResults
 
 # %% auto #0
 __all__ = ['CRITICAL_INTEGRITY', 'BOX_RULES', 'RULES', 'rule_integrity', 'rule_drift', 'rule_prediction_drift', 'rule_accuracy',
-           'rule_recall_drop', 'rule_fairness', 'rule_telemetry', 'rule_boxes', 'run_link', 'day_alerts']
+           'rule_recall_drop', 'rule_fairness', 'rule_telemetry', 'day_answers', 'neither_shares', 'rule_neither_share',
+           'rule_boxes', 'run_link', 'day_alerts']
 
 # %% ../nbs/25a_daily_rules.ipynb #5db8d638
 CRITICAL_INTEGRITY = {'blank', 'frozen_camera', 'traffic_gap', 'decode_failures'}
@@ -181,6 +182,46 @@ def rule_telemetry(res: DayResults, cfg: Settings) -> list[Alert]:
                          dict(check=c.name, statistic=c.statistic, threshold=c.threshold, **ev)))
     return out
 
+# %% ../nbs/25a_daily_rules.ipynb #2d86f1a5
+def day_answers(res: DayResults, # the day's results (its window; `res.answers` once read)
+                cfg: Settings = None, # settings: perf_history_days
+               ) -> pd.DataFrame:
+    "People's answers about frames of the day and the `perf_history_days` before it, read once (kept as `res.answers`)"
+    if getattr(res, 'answers', None) is None:
+        from parkml.labels import answers
+        from parkml.predlog import open_store
+        cfg = cfg or get_settings()
+        with open_store() as st: res.answers = answers(st, res.start - (cfg.perf_history_days - 1) * 86400, res.end)
+    return res.answers
+
+# %% ../nbs/25a_daily_rules.ipynb #ccf0c8d5
+def neither_shares(a: pd.DataFrame, # people's answers (`labels.answers`)
+                   start: float, # where the day starts (epoch seconds): earlier answers are the days before
+                  ) -> pd.DataFrame:
+    "Per camera: the day's settled answers and `neither` share, and the same of the days before (`_before`)"
+    from parkml.labels import neither_share_by_camera
+    day, before = (neither_share_by_camera(a[m]).set_index('camera') for m in (a.ts >= start, a.ts < start))
+    return day.join(before.add_suffix('_before')).reset_index()
+
+# %% ../nbs/25a_daily_rules.ipynb #75a8f62d
+def rule_neither_share(res: DayResults, cfg: Settings) -> list[Alert]:
+    "A camera whose labelled frames show no cat or dog far more often than on the days before: facing a wall?"
+    out = []
+    for r in neither_shares(day_answers(res, cfg), res.start).itertuples():
+        if not (r.settled >= cfg.min_labels and r.settled_before >= cfg.min_labels): continue
+        k, jump = int(round(r.neither_share * r.settled)), r.neither_share - r.neither_share_before
+        if jump < cfg.neither_share_jump or wilson_ci(k, int(r.settled))[0] <= r.neither_share_before: continue
+        out.append(Alert('integrity_neither_share', 'warning',
+                         f"Data integrity: {k} of the {int(r.settled)} labelled frames of {camera_words(r.camera)} "
+                         f"({_pct(r.neither_share)}) show no cat or dog (answered neither), against "
+                         f"{_pct(r.neither_share_before)} of {int(r.settled_before)} on the days before. Is it facing "
+                         f"a wall, or blocked? Check the camera.", 'check the camera',
+                         dict(check='neither_share', camera_id=r.camera, neither=k, settled=int(r.settled),
+                              share=r.neither_share, share_before=r.neither_share_before,
+                              settled_before=int(r.settled_before), neither_share_jump=cfg.neither_share_jump),
+                         camera=r.camera))
+    return out
+
 # %% ../nbs/25a_daily_rules.ipynb #907f13e7
 BOX_RULES = ('accuracy', 'recall_drop', 'fairness', 'telemetry')
 
@@ -198,7 +239,8 @@ def rule_boxes(res: DayResults, cfg: Settings) -> list[Alert]:
 # %% ../nbs/25a_daily_rules.ipynb #ee3ead91
 RULES = {'integrity': rule_integrity, 'drift': rule_drift, 'prediction_drift': rule_prediction_drift,
          'accuracy': rule_accuracy,
-         'recall_drop': rule_recall_drop, 'fairness': rule_fairness, 'telemetry': rule_telemetry, 'boxes': rule_boxes}
+         'recall_drop': rule_recall_drop, 'fairness': rule_fairness, 'telemetry': rule_telemetry, 'boxes': rule_boxes,
+         'neither_share': rule_neither_share}
 
 def run_link(run_id: str, cfg: Settings = None) -> str:
     "Link to an MLflow run: in the UI at `mlflow_ui_url`, or a runs:/ URI when that is empty"

@@ -10,16 +10,18 @@ import base64, html, json
 from typing import TYPE_CHECKING
 import pandas as pd
 from .config import Settings, iso_utc
+from .daily_rules import day_answers
 from . import monitor as mon
 from .alerts import plain
 from .day_groups import box_table, boxes_figure, cameras_figure
 from .drift import drift_figure
+from .labels import agreement_by_person, labels_by_day
 from .host_health import telemetry_figure
 from .monitor_figures import integrity_figure, performance_figure
 if TYPE_CHECKING: from parkml.daily import DayResults
 
 # %% auto #0
-__all__ = ['estimate_history', 'day_figures', 'day_report_html']
+__all__ = ['estimate_history', 'labels_figure', 'labels_tables', 'day_figures', 'day_report_html']
 
 # %% ../nbs/25c_day_report.ipynb #43545ecf
 def estimate_history(res: DayResults) -> pd.DataFrame:
@@ -34,6 +36,43 @@ def estimate_history(res: DayResults) -> pd.DataFrame:
     if res.estimate:
         rows.append(dict(day=res.day, **{k: res.estimate[k] for k in ('accuracy', 'recall_cat', 'recall_dog')}))
     return pd.DataFrame(rows, columns=['day', 'accuracy', 'recall_cat', 'recall_dog'])
+
+# %% ../nbs/25c_day_report.ipynb #77578d4c
+def labels_figure(
+    a: pd.DataFrame, # people's answers (`labels.answers`) of the day and the days before
+    start: float, # where the day starts (epoch seconds)
+    cfg: Settings = None, # settings (monitor_tz: the days' time zone)
+):
+    "The day's answers per person by answer, with their agreement; answers, agreement and `neither` share by day"
+    import matplotlib.pyplot as plt
+    day = a[a.ts >= start]
+    if not len(day): return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.6))
+    per = day.groupby(['person', 'answer']).size().unstack(fill_value=0)
+    per.plot.barh(stacked=True, ax=left, width=.7)
+    agree = agreement_by_person(day).set_index('person').reindex(per.index)
+    for i, r in enumerate(agree.itertuples()):
+        if r.double: left.text(r.labels, i, f"  {r.agreement:.0%} of {r.double} agreed", va='center', fontsize=8)
+    left.set(title="the day's answers per person (agreement on frames two people answered)", xlabel='answers')
+    by = labels_by_day(a, cfg)
+    right.bar(by.day, by.answers, color='tab:gray', alpha=.5, label='answers')
+    right.set(ylabel='answers', title='labels by day of capture')
+    share = right.twinx()
+    share.plot(by.day, by.agreement, 'o-', c='tab:green', label='agreement')
+    share.plot(by.day, by.neither_share, 's--', c='tab:purple', label='neither share')
+    share.set(ylim=(0, 1.02))
+    share.legend(fontsize=8, loc='lower left')
+    right.tick_params(axis='x', labelrotation=30)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/25c_day_report.ipynb #9d4ff449
+def labels_tables(res: DayResults) -> list[tuple]:
+    "(title, table) of the staff's labels: per person on the day's frames, and per day of capture"
+    a = day_answers(res)
+    if not len(a): return []
+    return [("Labels by person (the day's frames)", agreement_by_person(a[a.ts >= res.start])),
+            ('Labels by day of capture', labels_by_day(a))]
 
 # %% ../nbs/25c_day_report.ipynb #93976092
 def day_figures(
@@ -53,7 +92,8 @@ def day_figures(
             'fairness.png': res.fairness['figure'] if res.fairness else None,
             'shap.png': res.shap['figure'] if res.shap and res.shap.get('figure') is not None else None,
             'boxes.png': boxes_figure(box_table(res)) if res.boxes else None,   # a fleet day only
-            'cameras.png': cameras_figure(window, res.start, res.end) if res.boxes else None}
+            'cameras.png': cameras_figure(window, res.start, res.end) if res.boxes else None,
+            'labels.png': labels_figure(day_answers(res, cfg), res.start, cfg)}
     plt.close('all')
     return {k: f for k, f in figs.items() if f is not None}
 
@@ -86,7 +126,8 @@ def day_report_html(res: DayResults, alerts: list = ()) -> str:
              _table_html(res.camera_rows if res.boxes else None, 'Cameras'),
              _table_html(pd.DataFrame([res.telemetry]), 'Host and service'),
              _table_html(res.fairness['table'] if res.fairness else None,
-                         'Fairness') + (f"<p>{html.escape(res.fairness['sentence'])}</p>" if res.fairness else '')]
+                         'Fairness') + (f"<p>{html.escape(res.fairness['sentence'])}</p>" if res.fairness else ''),
+             *(_table_html(t, title) for title, t in labels_tables(res))]
     parts += [f"<h2>{k[:-4]}</h2><img src='data:image/png;base64,{base64.b64encode(v).decode()}'/>" for k,
               v in res.pngs().items()]
     style = ("<style>body{font-family:sans-serif;max-width:1200px} .t{border-collapse:collapse;font-size:12px} .t "

@@ -13,8 +13,8 @@ from .config import get_settings, Settings
 from .labels import answers, consensus, wants_second
 
 # %% auto #0
-__all__ = ['candidates', 'uncertainty', 'novelty', 'coverage_cell', 'spread', 'rank_frames', 'pending', 'next_frames',
-           'queue_reference']
+__all__ = ['LIGHT_WEIGHT', 'candidates', 'uncertainty', 'novelty', 'coverage_cell', 'spread', 'light_weight', 'balance',
+           'mix_random', 'rank_frames', 'pending', 'next_frames', 'queue_reference']
 
 # %% ../nbs/49a_label_queue.ipynb #9e56b579
 def candidates(store, # an open prediction store
@@ -64,13 +64,46 @@ def spread(value: np.ndarray, # each frame's value
     ahead = df.groupby('cell').cumcount().to_numpy()
     return df.index.to_numpy()[np.argsort(-df.value.to_numpy() / (1 + ahead) ** strength, kind='stable')]
 
+# %% ../nbs/49a_label_queue.ipynb #2f7965f4
+LIGHT_WEIGHT = {'dark': 1.0, 'dim': 0.5, 'normal': 0.0}   # the share of `label_dark_weight` each lighting band gets
+
+def light_weight(brightness: pd.Series, # each frame's mean luma (0..1)
+                 weight: float, # the extra weight of a dark frame (0: none)
+                ) -> np.ndarray:
+    "1 + `weight` for a dark frame, 1 + `weight` / 2 for a dim one, 1 for the rest"
+    from parkml.evaluate import lighting_band
+    band = lighting_band(brightness.fillna(.5).clip(0, 1).to_numpy())
+    return 1 + weight * pd.Series(band).map(LIGHT_WEIGHT).to_numpy(float)
+
+# %% ../nbs/49a_label_queue.ipynb #369fdefa
+def balance(order: np.ndarray, # frame indices, best first
+            side: np.ndarray, # each frame's class as the model sees it (by index), e.g. P(dog) >= 0.5
+           ) -> np.ndarray:
+    "`order` dealt so that the classes take turns while both last, each in its own order"
+    side = np.asarray(side)[order]
+    turn = pd.Series(side).groupby(side).cumcount().to_numpy()
+    return order[np.lexsort((np.arange(len(order)), turn))]
+
+# %% ../nbs/49a_label_queue.ipynb #46c3ff4a
+def mix_random(order: np.ndarray, # frame indices, best first
+               share: float, # the share of places given to random frames (0: none, 1: all)
+               rng, # a `numpy.random.Generator`
+              ) -> np.ndarray:
+    "`order` with an evenly spaced `share` of its places taken by frames drawn at random from those not placed yet"
+    if share <= 0 or not len(order): return order
+    if share >= 1: return rng.permutation(order)
+    k = np.arange(len(order))
+    slots = np.concatenate([k / (1 - share), (k + .5) / share])
+    both = np.concatenate([order, rng.permutation(order)])[np.argsort(slots, kind='stable')]
+    return pd.unique(both)
+
 # %% ../nbs/49a_label_queue.ipynb #cd57fae8
 def rank_frames(
     c: pd.DataFrame, # candidates (`candidates`)
     ref: np.ndarray = None, # reference projections (None: no novelty)
     how: str = None, # ranked or random (default: setting label_queue)
     seed: int = 0, # random seed of `random`
-    cfg: Settings = None, # settings: label_queue, label_novelty_weight, label_coverage, monitor_tz
+    cfg: Settings = None, # settings: label_queue, label_novelty_weight, label_coverage, label_dark_weight...
 ) -> pd.DataFrame:
     "The candidates best first, with `uncertainty`, `novelty`, `value` and `cell`"
     from parkml.monitor import proj_of
@@ -81,9 +114,12 @@ def rank_frames(
     u, nov = uncertainty(c), np.zeros(len(c)) if ref is None else novelty(proj_of(c), ref)
     w = float(cfg.label_novelty_weight)
     rank = lambda x: pd.Series(x).rank(pct=True).to_numpy()
-    c = c.assign(uncertainty=u, novelty=nov, value=(1 - w) * rank(u) + w * rank(nov), cell=coverage_cell(c, cfg))
+    value = ((1 - w) * rank(u) + w * rank(nov)) * light_weight(c.brightness, float(cfg.label_dark_weight))
+    c = c.assign(uncertainty=u, novelty=nov, value=value, cell=coverage_cell(c, cfg))
     order = (np.random.default_rng(seed).permutation(len(c)) if how == 'random'
              else spread(c.value.to_numpy(), c.cell, float(cfg.label_coverage)))
+    if how == 'ranked' and cfg.label_balance: order = balance(order, c.p_dog.to_numpy() >= .5)
+    if how == 'ranked': order = mix_random(order, float(cfg.label_random_share), np.random.default_rng(seed))
     return c.iloc[order].reset_index(drop=True)
 
 # %% ../nbs/49a_label_queue.ipynb #f3567f1f
@@ -107,13 +143,15 @@ def next_frames(
     skip=(), # prediction ids to leave out (skipped in this session)
     now: float = None, # the time (default: now)
     cfg: Settings = None, # settings: label_window_days, label_double_share, label_queue...
+    start: float = None, # frames captured from this epoch time on (default: `label_window_days` before `now`)
+    end: float = None, # and before this one (default: no end)
 ) -> pd.DataFrame:
     "The next frames for `person` to label, best first: `id`, `frame_sha`, `why` and the prediction's columns"
     cfg, now = cfg or get_settings(), time.time() if now is None else now
-    start = now - float(cfg.label_window_days) * 86400
-    a = answers(store, start)
+    start = now - float(cfg.label_window_days) * 86400 if start is None else start
+    a = answers(store, start, end)
     first = pending(a, person, float(cfg.label_double_share))
-    c = candidates(store, start)
+    c = candidates(store, start, end)
     fresh = rank_frames(c[~c.frame_sha.isin(a.frame_sha)], ref, cfg=cfg)
     fresh = fresh.assign(why=cfg.label_queue)
     out = pd.concat([c.set_index('id').loc[first.id].reset_index().assign(why=first.why.to_numpy()), fresh])

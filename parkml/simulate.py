@@ -6,7 +6,7 @@ Docs: https://parkml.github.io/parkml/simulate.html.md"""
 
 # %% ../nbs/18_simulate.ipynb #3e9c36d9
 from __future__ import annotations
-import io, os, time
+import hashlib, io, os, time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,8 +15,8 @@ from fastcore.meta import delegates
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['OUTPUT_COLS', 'frame_bytes', 'seed_of', 'model_outputs', 'cached_outputs', 'traffic_times', 'DayOptions',
-           'holdout_pool', 'pick_images', 'condition_mask', 'synthetic_day']
+__all__ = ['NEITHER_IMAGES', 'OUTPUT_COLS', 'frame_bytes', 'seed_of', 'neither_photos', 'model_outputs', 'cached_outputs',
+           'traffic_times', 'DayOptions', 'holdout_pool', 'pick_images', 'condition_mask', 'synthetic_day']
 
 # %% ../nbs/18_simulate.ipynb #ca4a511e
 from .config import get_settings, ensure_dir, Settings
@@ -31,14 +31,18 @@ def frame_bytes(
     severity: float = 3, # how strong the condition is
     seed: int = 0, # the condition's random seed (see `seed_of`)
     quality: int = 90, # JPEG quality of the re-encoded frame
+    crop: tuple = None, # (left, top, right, bottom): show only this part of the image, at 320x240
 ) -> bytes:
-    "The file's bytes, or the image under a CCTV condition re-encoded as a camera JPEG"
+    "The file's bytes, or the image (cropped, under a CCTV condition) re-encoded as a camera JPEG"
     data = Path(path).read_bytes()
-    if not condition: return data
+    if not condition and crop is None: return data
     from parkml.cctv import apply_condition
     from parkml.data import decode_image
+    img = decode_image(data)
+    if crop is not None: img = img.crop(tuple(int(x) for x in crop)).resize((320, 240))
+    if condition: img = apply_condition(img, condition, severity, seed)
     buf = io.BytesIO()
-    apply_condition(decode_image(data), condition, severity, seed).save(buf, 'JPEG', quality=quality)
+    img.save(buf, 'JPEG', quality=quality)
     return buf.getvalue()
 
 # %% ../nbs/18_simulate.ipynb #f5c27551
@@ -47,6 +51,30 @@ def seed_of(
 ) -> int:
     "The seed of an image's CCTV condition: its sha's first 8 hex digits, the same on every run"
     return int(sha[:8], 16)
+
+# %% ../nbs/18_simulate.ipynb #65ae962e
+NEITHER_IMAGES = ('china.jpg', 'flower.jpg')   # scikit-learn's sample photos (sklearn/datasets/images): no animal
+
+def neither_photos(
+    n: int = 200, # how many crops
+    wall: bool = False, # close crops (4-10% of the photo's width), like a camera pointed at a wall
+    seed: int = 0, # random seed
+) -> pd.DataFrame:
+    "Photos with no cat or dog: crops of scikit-learn's sample images (`path`, `sha` of the crop, `label`, `crop` box)"
+    import sklearn.datasets
+    from PIL import Image
+    paths = [Path(sklearn.datasets.__file__).parent/'images'/f for f in NEITHER_IMAGES]
+    sizes = {p: Image.open(p).size for p in paths}
+    rng, rows = np.random.default_rng([seed, int(wall)]), []
+    for i in range(n):
+        p = paths[i % len(paths)]
+        (W, H), side = sizes[p], rng.uniform(.04, .1) if wall else rng.uniform(.3, .8)
+        w, h = int(W * side), int(W * side * .75)
+        x, y = int(rng.integers(0, W - w + 1)), int(rng.integers(0, H - h + 1))
+        crop = (x, y, x + w, y + h)
+        rows.append(dict(path=str(p), sha=hashlib.sha256(f"{p.name}:{crop}".encode()).hexdigest(), label='neither',
+                         crop=crop))
+    return pd.DataFrame(rows)
 
 # %% ../nbs/18_simulate.ipynb #9c79b4a7
 def model_outputs(

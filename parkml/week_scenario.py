@@ -1,4 +1,4 @@
-"""What the week's camera sends: a plan per day (clean, camera trouble, darkening evenings), the frames of each day with their capture times, the camera client that posts them, and the staff who label a share of them.
+"""What the week's camera sends: a plan per day (clean, camera trouble, darkening evenings), the frames of each day with their capture times (some with no cat or dog), the camera client that posts them, and the staff who label them each morning through the labelling queue.
 
 Docs: https://parkml.github.io/parkml/week_scenario.html.md"""
 
@@ -15,13 +15,14 @@ import numpy as np, pandas as pd, httpx
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['DUSK_FROM', 'DayPlan', 'scenario', 'camera_pools', 'day_frames', 'FrameCache', 'Camera', 'staff_feedback']
+__all__ = ['DUSK_FROM', 'STAFF', 'STAFF_QUEUE', 'DayPlan', 'scenario', 'camera_pools', 'freeze', 'put_photos', 'day_frames',
+           'FrameCache', 'Camera', 'staff_answer', 'post_label', 'staff_round', 'staff_feedback']
 
 # %% ../nbs/60a_week_scenario.ipynb #b33a0e40
 from .config import get_settings, Settings
 from .data import read_imageset, assign_splits
 from .monitor import day_window
-from .simulate import traffic_times, frame_bytes, seed_of
+from .simulate import traffic_times, frame_bytes, seed_of, neither_photos
 
 # %% ../nbs/60a_week_scenario.ipynb #df176bbd
 @dataclass
@@ -35,11 +36,14 @@ class DayPlan:
     fog_until: float = 0.0      # fog rising from opening until this hour (0: none)
     frozen: tuple = ()          # (from hour, to hour) the camera repeats one frame
     gap: tuple = ()             # (from hour, to hour) with no traffic at all
+    neither: float = 0.02       # share of frames with no cat or dog (an empty lawn, a bench)
+    wall: tuple = ()            # (from hour, to hour) the camera, knocked round, sees a wall
     def describe(self) -> str:
         parts = []
         if self.fog_until: parts.append(f"fog until {self.fog_until:g}:00")
         if self.frozen: parts.append(f"camera frozen {self.frozen[0]:g}:00-{self.frozen[1]:g}:00")
         if self.gap: parts.append(f"no traffic {self.gap[0]:g}:00-{self.gap[1]:g}:00")
+        if self.wall: parts.append(f"camera facing a wall {self.wall[0]:g}:00-{self.wall[1]:g}:00")
         if self.dusk: parts.append(f"dark evenings (night severity up to {self.dusk:g} from 17:00)")
         return ', '.join(parts) or 'clean'
 
@@ -66,7 +70,7 @@ def scenario(
         if i <= n_clean: plans.append(DayPlan(i, d, frames_per_day, 'clean'))
         elif i == n_clean + 1:
             plans.append(DayPlan(i, d, frames_per_day, 'camera trouble', fog_until=11.0, frozen=(12.0, 13.0),
-                                 gap=(14.0, 16.0)))
+                                 gap=(14.0, 16.0), wall=(16.0, 18.0)))
         else:
             dusk_days += 1
             plans.append(DayPlan(i, d, frames_per_day, 'dusk', dusk=min(3.0, 1.0 + dusk_days)))  # 2, 3, 3, ...
@@ -83,6 +87,32 @@ def camera_pools(seed: int = 0) -> dict[str, pd.DataFrame]:
 def _hours(ts: np.ndarray, date: str, cfg: Settings) -> np.ndarray:
     return (ts - day_window(date, cfg)[0]) / 3600
 
+# %% ../nbs/60a_week_scenario.ipynb #58d4b4cd
+def freeze(df: pd.DataFrame, # the day's frames
+           m: np.ndarray, # the frozen frames
+          ) -> None:
+    "The frames under `m` repeat the first one's photo and condition (marked `frozen`), in place"
+    if not m.any(): return
+    first = int(np.flatnonzero(m)[0])
+    for c in ('path', 'sha', 'label', 'crop', 'condition', 'severity'):
+        col = df[c].to_numpy(dtype=object, copy=True)
+        for i in np.flatnonzero(m): col[i] = df.at[first, c]   # one by one: a crop box is a tuple
+        df[c] = pd.Series(col, index=df.index).infer_objects() if c == 'severity' else col
+    df.loc[m, 'frozen'] = True
+
+# %% ../nbs/60a_week_scenario.ipynb #4428b23c
+def put_photos(df: pd.DataFrame, # the day's frames (path, sha, label, crop)
+               mask: np.ndarray, # which frames to replace
+               photos: pd.DataFrame, # photos to draw from (`simulate.neither_photos`)
+               rng, # a `numpy.random.Generator`
+              ) -> None:
+    "Replace the frames under `mask` by photos drawn from `photos`, in place"
+    pick, rows = rng.integers(0, len(photos), int(mask.sum())), np.flatnonzero(mask)
+    for c in ('path', 'sha', 'label', 'crop'):
+        col = df[c].to_numpy(dtype=object, copy=True)
+        col[rows] = photos[c].to_numpy(dtype=object)[pick]
+        df[c] = col
+
 # %% ../nbs/60a_week_scenario.ipynb #84b109c2
 def day_frames(
     plan: DayPlan, # the day's plan
@@ -90,29 +120,27 @@ def day_frames(
     seed: int = 0, # random seed
     cfg: Settings = None, # settings (default: the current ones)
 ) -> pd.DataFrame:
-    """The frames the camera sends on `plan`'s day, in time order: capture time, photo, and the condition applied.
-    Frozen hours repeat one photo's exact bytes; gap hours send nothing."""
+    """The frames the camera sends on `plan`'s day, in time order: capture time, photo (`crop`: the part shown, for a
+    photo with no cat or dog), and the condition applied. Frozen hours repeat one frame's exact bytes; gap hours send
+    nothing; wall hours show close crops."""
     cfg = cfg or get_settings()
     rng = np.random.default_rng([seed, plan.n])
     ts = traffic_times(plan.frames, plan.date, rng, cfg)
     h = _hours(ts, plan.date, cfg)
     if plan.gap: ts, h = ts[(h < plan.gap[0]) | (h >= plan.gap[1])], h[(h < plan.gap[0]) | (h >= plan.gap[1])]
     pick = rng.integers(0, len(pool), len(ts))
-    df = pool.iloc[pick][['path', 'sha', 'label']].reset_index(drop=True)
+    df = pool.iloc[pick][['path', 'sha', 'label']].reset_index(drop=True).assign(crop=None)
     df.insert(0, 'ts', ts)
     df['hour'] = h
     df['condition'], df['severity'] = None, 0.0
+    put_photos(df, rng.random(len(df)) < plan.neither, neither_photos(seed=seed), rng)
+    if plan.wall: put_photos(df, (h >= plan.wall[0]) & (h < plan.wall[1]), neither_photos(wall=True, seed=seed), rng)
     if plan.fog_until:
         m = h < plan.fog_until     # thick at opening, thinning towards fog_until
         first = h.min() if len(h) else 0
         df.loc[m, 'condition'] = 'fog'
         df.loc[m, 'severity'] = np.round(3 * (plan.fog_until - h[m]) / max(plan.fog_until - first, 1e-9), 1)
-    if plan.frozen:
-        m = (h >= plan.frozen[0]) & (h < plan.frozen[1])
-        if m.any():
-            first = int(np.flatnonzero(m)[0])
-            for c in ('path', 'sha', 'label', 'condition', 'severity'): df.loc[m, c] = df.at[first, c]
-            df.loc[m, 'frozen'] = True
+    if plan.frozen: freeze(df, (h >= plan.frozen[0]) & (h < plan.frozen[1]))
     if plan.dusk:
         m = h >= DUSK_FROM
         close = max(float(h.max()) if len(h) else DUSK_FROM + 1, DUSK_FROM + 1)
@@ -124,16 +152,16 @@ def day_frames(
 
 # %% ../nbs/60a_week_scenario.ipynb #c412912c
 class FrameCache:
-    "The JPEG bytes of (photo, condition, severity), rendered once and kept for the most recent `size` keys"
+    "The JPEG bytes of (photo or crop, condition, severity), rendered once and kept for the most recent `size` keys"
     def __init__(self, size: int = 4000): self.size, self.d, self.lock = size, OrderedDict(), threading.Lock()
-    def get(self, path, sha: str, condition, severity: float) -> bytes:
+    def get(self, path, sha: str, condition, severity: float, crop: tuple = None) -> bytes:
         key = (sha, condition, float(severity))
         with self.lock:
             if key in self.d:
                 self.d.move_to_end(key)
                 return self.d[key]
-        data = frame_bytes(path, condition, severity,
-                           seed_of(sha)) if condition and severity > 0 else Path(path).read_bytes()
+        cond = condition if condition and severity > 0 else None
+        data = frame_bytes(path, cond, severity, seed_of(sha), crop=crop)
         with self.lock:
             self.d[key] = data
             if len(self.d) > self.size: self.d.popitem(last=False)
@@ -150,7 +178,7 @@ class Camera:
         self.client = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=concurrency * 2))
 
     def _one(self, r) -> dict:
-        data = self.cache.get(r.path, r.sha, r.condition, r.severity)
+        data = self.cache.get(r.path, r.sha, r.condition, r.severity, getattr(r, 'crop', None))
         try:
             resp = self.client.post(f"{self.url}/predict", content=data,
                                     params={'camera': self.camera, 'ts': f"{r.ts:.3f}"},
@@ -176,23 +204,77 @@ class Camera:
     def close(self): self.client.close()
 
 # %% ../nbs/60a_week_scenario.ipynb #3b40cf43
+STAFF = {'demo-staff-1': 0.0, 'demo-staff-2': 0.0, 'demo-staff-3': 0.05}   # the simulated staff: share of wrong answers
+# the order the week's staff take fresh frames in (after disputes and second opinions): the queue's `random`. With
+# the ranked order the quick week's retrained version failed staging (noise gate); see bench/README.md
+STAFF_QUEUE = 'random'
+
+def staff_answer(truth: str, # the photo's true label: cat, dog or neither
+                 error: float, # the person's share of wrong answers
+                 rng, # a `numpy.random.Generator`
+                ) -> str:
+    "What a simulated person answers about a frame: the truth, or (a share `error` of the time) another answer"
+    if rng.random() >= error: return truth
+    return str(rng.choice([a for a in ('cat', 'dog', 'neither') if a != truth]))
+
+# %% ../nbs/60a_week_scenario.ipynb #415fedcc
+def post_label(client: httpx.Client, # a client of the service, with its keys
+               prediction_id: str, # the prediction whose frame was labelled
+               answer: str, # cat, dog, neither or unsure
+               person: str, # who answered
+              ) -> bool:
+    "Send one person's answer to the service's `/feedback`; True when it was recorded"
+    r = client.post('/feedback', json=dict(prediction_id=prediction_id, label=answer, source=person))
+    return r.status_code == 200
+
+# %% ../nbs/60a_week_scenario.ipynb #911d0313
+def staff_round(
+    store, # the prediction store the queue reads
+    client: httpx.Client, # a client of the service, with its keys
+    truth: pd.Series, # the true label of each prediction id
+    window: tuple, # (start, end) capture times of the frames to label
+    budget: int, # answers left for the morning
+    ref: np.ndarray = None, # reference projections for the queue's novelty
+    rng = None, # a `numpy.random.Generator` (the people's errors)
+    batch: int = 25, # frames each person takes from the queue at a time
+    cfg: Settings = None, # the queue's settings (default: the current ones)
+) -> int:
+    "Each simulated person answers up to `batch` frames the queue gives them, within `budget`; the answers recorded"
+    from parkml.label_queue import next_frames
+    n, rng = 0, rng or np.random.default_rng(0)
+    for person, error in STAFF.items():
+        if n >= budget: break
+        q = next_frames(store, person, min(batch, budget - n), ref, cfg=cfg, start=window[0], end=window[1])
+        for pid in q.id[q.id.isin(truth.index)]:
+            n += post_label(client, pid, staff_answer(truth[pid], error, rng), person)
+    return n
+
+# %% ../nbs/60a_week_scenario.ipynb #0042411b
 def staff_feedback(
     url: str, # the service
-    answered: pd.DataFrame, # the camera's answered frames
-    share: float, # share of them labelled
-    seed: int = 0, # random seed
+    answered: pd.DataFrame, # the camera's answered frames of the day (the photos' labels are the truth)
+    share: float, # the morning's budget, as a share of the answered frames
+    seed: int = 0, # random seed (the people's errors)
     api_key: str = None, # the API key
     progress: bool = True, # show progress bars
     staff_key: str = None, # the staff key (default: setting)
 ) -> int:
-    "Send the true label of a random `share` of the answered frames to `/feedback` (staff key default: setting)"
+    """The staff's morning: they label `share` times as many frames as were answered, taking them from the labelling
+    queue, and each answer goes to `/feedback` with the person's name; returns the answers recorded"""
+    from parkml.label_queue import queue_reference
+    from parkml.predlog import open_store
     ok = answered[(answered.status == 200) & answered.prediction_id.notna()]
-    pick = ok.sample(frac=share, random_state=seed) if len(ok) else ok
-    n, staff_key = 0, str(get_settings().staff_key or '') if staff_key is None else staff_key
+    budget, truth, n = int(round(share * len(ok))), ok.set_index('prediction_id').label, 0
+    window, rng = (float(ok.ts.min()), float(ok.ts.max()) + 1) if len(ok) else (0, 0), np.random.default_rng(seed)
+    staff_key = str(get_settings().staff_key or '') if staff_key is None else staff_key
     keys = {k: v for k, v in (('X-API-Key', api_key), ('X-Staff-Key', staff_key)) if v}
-    with httpx.Client(base_url=url, timeout=30, headers=keys) as c:
-        for r in tqdm(pick.itertuples(), total=len(pick), desc='staff labels', disable=not progress, leave=False):
-            resp = c.post('/feedback', json=dict(prediction_id=r.prediction_id, label=r.label,
-                                                 source='park-staff (simulated)'))
-            n += resp.status_code == 200
+    cfg = get_settings(label_queue=STAFF_QUEUE)
+    ref = queue_reference(cfg) if budget else None
+    with open_store() as store, httpx.Client(base_url=url, timeout=30, headers=keys) as c, \
+         tqdm(total=budget, desc='staff labels', disable=not progress, leave=False) as bar:
+        while n < budget:
+            got = staff_round(store, c, truth, window, budget - n, ref, rng, cfg=cfg)
+            bar.update(got)
+            n += got
+            if not got: break   # the queue has nothing left for anyone
     return n

@@ -148,12 +148,43 @@ def test_neither_frames_leave_the_cat_dog_metrics_untouched(labelpark):
         assert labels_by_day(a).neither_share.sum() == pytest.approx(5 / 12)
         assert neither_share_by_camera(a).settled.sum() == 12
 
+def test_a_camera_facing_a_wall_raises_the_neither_share_alert_and_the_report_shows_the_labels(labelpark, tmp_path):
+    "Labels in the store: cam-03's neither share jumps from 5% to 60%; the daily rule names it, the report shows people"
+    from types import SimpleNamespace
+    from parkml.predlog import open_store
+    from parkml.labels import add_label
+    from parkml.users import authenticate
+    from parkml.daily_rules import rule_neither_share
+    from parkml.day_report import labels_tables, labels_figure
+    from parkml.config import get_settings
+    sam, tia = (authenticate(n, USERS[n][1], env=False) for n in ('sam', 'tia'))
+    today = time.time() - 7200
+    with open_store() as s:
+        recs = [dict(ts=today - 86400 * (1 - d) + 60 * i, camera='cam-03', model_version='1', label='dog', p_dog=.6,
+                     brightness=.5, frame=f"cam-03 frame {d}-{i}".encode()) for d in (0, 1) for i in range(40)]
+        ids = s.log_predictions(recs)
+        for i, pid in enumerate(ids):
+            said = 'neither' if (i < 2 or 40 <= i < 64) else 'dog'   # 2 of 40 yesterday, 24 of 40 today
+            add_label(s, pid, said, sam if i % 2 else tia)
+        add_label(s, ids[41], 'dog', tia)   # a second opinion that disagrees with sam's neither
+    res = SimpleNamespace(start=today - 60, end=time.time())
+    cfg = get_settings(min_labels=30)
+    got = rule_neither_share(res, cfg)
+    assert [(a.rule, a.camera, a.action) for a in got] == [('integrity_neither_share', 'cam-03', 'check the camera')]
+    assert '23 of the 39 labelled frames of camera cam-03' in got[0].message, got[0].message
+    assert got[0].evidence['settled_before'] == 40 and rule_neither_share(res, get_settings(neither_share_jump=.9)) == []
+    tables = dict(labels_tables(res))
+    person = tables["Labels by person (the day's frames)"].set_index('person')
+    assert person.labels.to_dict() == {'sam': 20, 'tia': 21} and person.double.to_dict() == {'sam': 1, 'tia': 1}
+    assert labels_figure(res.answers, res.start) is not None
+
 def test_labels_history_and_queue_on_both_engines(store_uri, tmp_path, manifest, data_root):
     "The same label functions on SQLite and PostgreSQL: history kept, latest wins, disputes, the queue's order"
     from parkml.predlog import open_store
     from parkml.governance import Actor
     from parkml.labels import add_label, label_history, training_labels, answers, agreement_by_person
     from parkml.label_queue import next_frames
+    from parkml.config import get_settings
     sam, tia = Actor('sam', 'staff', proof='password'), Actor('tia', 'staff', proof='password')
     with open_store(store_uri, tmp_path/'frames') as s:
         ids = log_frames(s, petpark_frames(manifest, data_root, 6), time.time() - 3600)
@@ -165,7 +196,7 @@ def test_labels_history_and_queue_on_both_engines(store_uri, tmp_path, manifest,
         assert s.feedback().set_index('id').true_label.to_dict() == {ids[0]: 'cat', ids[1]: 'cat'}
         assert training_labels(s).id.tolist() == [ids[0]]
         assert agreement_by_person(answers(s)).set_index('person').double.to_dict() == {'sam': 1, 'tia': 1}
-        nxt = next_frames(s, 'olu', 10)
+        nxt = next_frames(s, 'olu', 10, cfg=get_settings(label_random_share=0))   # the ranking alone
         assert nxt.why.iloc[0] == 'dispute' and nxt.id.iloc[0] == ids[1] and set(nxt.id[1:]) == set(ids[2:])
         p = nxt.set_index('id').p_dog
         queue = list(nxt.id[1:])
