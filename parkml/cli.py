@@ -14,7 +14,7 @@ from .config import get_settings, SettingsError
 # %% auto #0
 __all__ = ['NO_DEFAULT', 'KINDS', 'cmd_train', 'cmd_lineage', 'comment_lines', 'Option', 'literal', 'field_options',
            'class_options', 'param_options', 'definition', 'function_options', 'add_options', 'call_with',
-           'cmd_predict', 'build_parser', 'cli_modules', 'main']
+           'cmd_predict', 'add_command', 'json_or_refuse', 'build_parser', 'cli_modules', 'main']
 
 # %% ../nbs/30_cli.ipynb #e328c6d2
 def cmd_train(a):
@@ -189,23 +189,47 @@ def cmd_predict(a) -> int:
             print(f"{r.path}\t{r.label}\t{r.p_dog:.6f}")
     return 1 if failed else 0
 
+# %% ../nbs/30_cli.ipynb #bcc76452
+def add_command(sub, # the `parkml` sub-command parsers (`add_subparsers`)
+                name: str, # the sub-command
+                fn, # what runs it: `fn(parsed arguments)` returns the exit status
+                help: str, # its line in `parkml --help`
+                target: str = None, # `module:function` whose parameters become its options (`add_options`)
+               ) -> argparse.ArgumentParser:
+    "Sub-command `name` run by `fn`, with the options of `target` when given; returns its parser for more options"
+    p = sub.add_parser(name, help=help)
+    if target: add_options(p, target)
+    p.set_defaults(fn=fn)
+    return p
+
+# %% ../nbs/30_cli.ipynb #8c3684a2
+def json_or_refuse(cmd: str, # the sub-command, named in the message
+                   errors: tuple, # errors a user can fix: they end the command with one line and exit status 2
+                   work, # what the command does: returns what to print as JSON (None: nothing)
+                  ) -> int:
+    "Run `work()` and print its result as JSON (exit status 0), or one line `parkml <cmd>: <error>` on stderr (2)"
+    try: out = work()
+    except errors as e:
+        print(f"parkml {cmd}: {e}", file=sys.stderr)
+        return 2
+    if out is not None: print(json.dumps(out, indent=1, default=str))
+    return 0
+
 # %% ../nbs/30_cli.ipynb #469b38c3
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='parkml',
                                  description='MLOps for the pet park: train, stage, release, monitor, govern.')
     sub = ap.add_subparsers(dest='cmd', required=True)
-    p = sub.add_parser('train', help='train, evaluate and register a model version (papermill notebook 50_train)')
+    p = add_command(sub, 'train', cmd_train,
+                    'train, evaluate and register a model version (papermill notebook 50_train)')
     p.add_argument('--limit', type=int, default=0, help='images per subset for a quick run (0: all)')
     p.add_argument('--run-name', default='', help='MLflow run name')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
-    p.set_defaults(fn=cmd_train)
-    p = sub.add_parser('predict', help='classify image files or folders')
-    add_options(p, 'parkml.classify:classify_files')
-    p.set_defaults(fn=cmd_predict)
-    p = sub.add_parser('lineage', help='print the run, data, code, parameters and metrics behind a model version')
+    add_command(sub, 'predict', cmd_predict, 'classify image files or folders', 'parkml.classify:classify_files')
+    p = add_command(sub, 'lineage', cmd_lineage,
+                    'print the run, data, code, parameters and metrics behind a model version')
     p.add_argument('version', help='version number or alias')
     p.add_argument('--json', action='store_true', help='print JSON')
-    p.set_defaults(fn=cmd_lineage)
     for m in cli_modules(): importlib.import_module(m).add_commands(sub)
     return ap
 
