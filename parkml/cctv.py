@@ -174,6 +174,7 @@ def occlusion(img: Frame, severity: Severity, rng: Rng) -> Image.Image:
 CONDITIONS = {'night': night, 'fog': fog, 'motion_blur': motion_blur, 'noise': noise, 'jpeg': jpeg,
               'occlusion': occlusion}
 
+# %% ../nbs/02_cctv.ipynb #cd55adb7
 def apply_condition(
     img: Image.Image, # a PIL image
     name: str, # one of `CONDITIONS`

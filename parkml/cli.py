@@ -42,6 +42,7 @@ def comment_lines(src: str) -> dict:
 # %% ../nbs/30_cli.ipynb #f9dcd589
 NO_DEFAULT = object()  # a parameter without a default: a positional argument
 
+# %% ../nbs/30_cli.ipynb #8a500099
 @dataclass
 class Option:
     "A command-line option made from a parameter, or from a field of a grouped-options parameter"
@@ -138,6 +139,7 @@ def function_options(target: str, # `module:function`, e.g. `parkml.staging:stag
 # %% ../nbs/30_cli.ipynb #7b1f01e8
 KINDS = {'int': int, 'float': float, 'str': str}
 
+# %% ../nbs/30_cli.ipynb #1374d2a5
 def add_options(p: argparse.ArgumentParser, # the command's parser
                 target: str, # `module:function` whose parameters become options
                 skip: tuple = (), # parameters the command sets itself

@@ -32,6 +32,7 @@ __all__ = ['RULE_KEYS', 'resolve_day', 'day_bounds', 'threshold_keys', 'run_sett
 RULE_KEYS = ('min_accuracy', 'min_labels', 'min_class_labels', 'recall_drop_points', 'recall_gap_max_points',
              'dog_share_jump', 'perf_history_days', 'expected_cameras')
 
+# %% ../nbs/25_daily.ipynb #292a2bf4
 def resolve_day(day: str, cfg: Settings = None) -> str:
     "YYYY-MM-DD for a date, 'today' or 'yesterday' (calendar days in `monitor_tz`)"
     cfg = cfg or get_settings()
@@ -45,6 +46,7 @@ def resolve_day(day: str, cfg: Settings = None) -> str:
 def _bad_day(day):
     raise ValueError(f"day must be YYYY-MM-DD, 'today' or 'yesterday', got {day!r}")
 
+# %% ../nbs/25_daily.ipynb #3bda2d3a
 def day_bounds(
     day: str, # the calendar day (YYYY-MM-DD)
     window_h: float = None, # only its first hours (default: the whole day)

@@ -82,6 +82,7 @@ def expected_calibration_error(y_true: Labels, p_dog: PDog, n_bins: Bins = 10) -
 METRIC_KEYS = ('accuracy', 'precision_cat', 'recall_cat', 'f1_cat', 'precision_dog', 'recall_dog', 'f1_dog',
                'precision_macro', 'recall_macro', 'f1_macro', 'recall_gap', 'log_loss', 'brier', 'ece', 'n')
 
+# %% ../nbs/05_evaluate.ipynb #e075aa2e
 def classification_metrics(
     y_true: Labels,
     p_dog: PDog,

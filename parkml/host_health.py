@@ -19,6 +19,7 @@ __all__ = ['TREND_LIMITS', 'robust_trend', 'telemetry_summary', 'telemetry_check
 TREND_LIMITS = {'mem_pct': 'mem_limit_pct', 'rss_mb': 'rss_limit_mb', 'temp_c': 'temp_limit_c',
                 'disk_pct': 'disk_limit_pct'}
 
+# %% ../nbs/20c_host_health.ipynb #c04345eb
 def robust_trend(
     ts, # sample times (epoch seconds)
     values, # the resource measured

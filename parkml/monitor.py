@@ -210,6 +210,7 @@ def check_blank(window: pd.DataFrame, cfg: Settings = None) -> Check:
 # %% ../nbs/20_monitor.ipynb #cb0bb427
 _SAME_COLS = ('brightness', 'contrast', 'sharpness', 'p_dog')
 
+# %% ../nbs/20_monitor.ipynb #98665cc4
 def frozen_runs(window: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     "Runs of consecutive identical (or near-identical) answered frames per camera: camera, frames, start, end, minutes, frame_sha"
     w = answered(window).sort_values(['camera', 'ts'], kind='stable')

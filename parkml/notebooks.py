@@ -90,6 +90,7 @@ class SpareKernel:
 # %% ../nbs/08_notebooks.ipynb #df45dada
 _spare: SpareKernel | None = None
 
+# %% ../nbs/08_notebooks.ipynb #04d08c42
 @contextmanager
 def warm_kernels():
     """Within this block, each `run_notebook` starts the next run's kernel before it executes its own notebook.

@@ -23,6 +23,7 @@ NEEDS = {'approve': 'approve', 'reject': 'reject', 'release': 'release', 'rollba
 # what a pipeline (not a person) may do: the staging gate moves `challenger`, an alert rule asks for a retraining
 PIPELINE_ACTIONS = ('alias_set', 'retrain_requested')
 
+# %% ../nbs/22a_policy.ipynb #7c9c85da
 @dataclass(frozen=True)
 class Actor:
     "Who acts: a name, a role, whether the person is simulated, and how they proved who they are"
