@@ -90,6 +90,7 @@ def _local(t: pd.Timestamp, tz: str) -> float:
     "Epoch seconds of naive local time `t` in `tz` (a time skipped by a clock change moves forward)"
     return t.tz_localize(tz, nonexistent='shift_forward', ambiguous=False).timestamp()
 
+# %% ../nbs/20_monitor.ipynb #b710ab9e
 def day_of(ts, cfg: Settings = None) -> pd.Series:
     "Calendar day (YYYY-MM-DD in `monitor_tz`) of epoch times `ts`"
     tz = (cfg or get_settings()).monitor_tz

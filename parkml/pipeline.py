@@ -44,6 +44,8 @@ class InputError(ValueError):
 # %% ../nbs/13_pipeline.ipynb #c104ebd4
 class StoreError(RuntimeError):
     "The prediction log could not commit a record: the request is not answered"
+
+# %% ../nbs/13_pipeline.ipynb #ef28a867
 class Overloaded(InputError):
     "The work queue is full: 503 with `Retry-After`, nothing queued and nothing logged"
     def __init__(self, msg: str, retry_after_s: float):
@@ -237,6 +239,7 @@ def _reserve(self: Service, n: int):
         self.pending += n
         self.peak = max(self.peak, self.pending)
 
+# %% ../nbs/13_pipeline.ipynb #1f7202c2
 @patch
 def _finished(self: Service, fut: Future):
     with self._pending_lock: self.pending -= 1
@@ -402,6 +405,8 @@ def request_meta(
 def _too_big(n, limit) -> InputError:
     return InputError(413, 'body_too_large', f"request body of {n} bytes or more is over the limit of {limit} bytes "
                                              f"({limit / 2**20:g} MiB, setting max_upload_mb)")
+
+# %% ../nbs/13_pipeline.ipynb #5978cb39
 def _too_slow(timeout_s) -> InputError:
     return InputError(408, 'body_timeout', f"the request body did not arrive within {timeout_s:g} s (setting "
                                            "body_timeout_s): the connection is closed", {'Connection': 'close'})

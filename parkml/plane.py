@@ -28,6 +28,7 @@ def read_env_file(path) -> dict:
     if not p.is_file(): return {}
     return dict(l.split('=', 1) for l in p.read_text().splitlines() if '=' in l and not l.startswith('#'))
 
+# %% ../nbs/17_plane.ipynb #101ba08d
 def write_env_file(path, values: dict) -> Path:
     "Write `values` as `NAME=value` lines to a 0600 file"
     return write_atomic(path, ''.join(f"{k}={v}\n" for k, v in values.items()), 0o600)

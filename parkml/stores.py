@@ -23,9 +23,11 @@ __all__ = ['SCHEMA_TABLE', 'SCHEMA_LOCK', 'DB_ENGINES', 'StoreError', 'StoreTooN
 class StoreError(RuntimeError):
     "A store cannot be opened or used; the message names the store, where it is and the setting"
 
+# %% ../nbs/09_stores.ipynb #d8f39699
 class StoreTooNew(StoreError):
     "A store written by a newer parkml: this code does not know its schema and leaves it alone"
 
+# %% ../nbs/09_stores.ipynb #b5b68377
 class StoreUnavailable(StoreError):
     "The store's server cannot be reached (down, refused, wrong password, no such database)"
 
