@@ -44,8 +44,6 @@ class InputError(ValueError):
 # %% ../nbs/13_pipeline.ipynb #c104ebd4
 class StoreError(RuntimeError):
     "The prediction log could not commit a record: the request is not answered"
-
-# %% ../nbs/13_pipeline.ipynb #ef28a867
 class Overloaded(InputError):
     "The work queue is full: 503 with `Retry-After`, nothing queued and nothing logged"
     def __init__(self, msg: str, retry_after_s: float):
@@ -62,16 +60,12 @@ def image_input_error(e: ImageError) -> InputError:
 _MAGIC = [(b'\xff\xd8\xff', 'jpg'), (b'\x89PNG\r\n\x1a\n', 'png'), (b'GIF8', 'gif'), (b'BM', 'bmp'),
           (b'II*\x00', 'tif'), (b'MM\x00*', 'tif')]
 
-# %% ../nbs/13_pipeline.ipynb #c4640546
 def frame_ext(data: bytes) -> str:
     "File extension for a frame, from its leading bytes ('bin' when unknown)"
     if data[:4] == b'RIFF' and data[8:12] == b'WEBP': return 'webp'
     return next((ext for magic, ext in _MAGIC if data.startswith(magic)), 'bin')
 
-# %% ../nbs/13_pipeline.ipynb #0ad21fbe
 ACCEPTED_FORMATS = ('jpg', 'png', 'webp')
-
-# %% ../nbs/13_pipeline.ipynb #aebd0d2b
 def format_error(data: bytes) -> InputError | None:
     "The 415 for bytes that are not JPEG, PNG or WebP by their first bytes; None otherwise (empty bytes too)"
     ext = frame_ext(data)
@@ -239,7 +233,6 @@ def _reserve(self: Service, n: int):
         self.pending += n
         self.peak = max(self.peak, self.pending)
 
-# %% ../nbs/13_pipeline.ipynb #1f7202c2
 @patch
 def _finished(self: Service, fut: Future):
     with self._pending_lock: self.pending -= 1
@@ -260,7 +253,6 @@ def admit(self: Service, n: int = 1,
         self.peak = max(self.peak, self.pending)
     return n
 
-# %% ../nbs/13_pipeline.ipynb #04a8d78f
 @patch
 def release(self: Service, n: int = 1) -> None:
     "Give back room reserved with `admit` and not used"
@@ -305,7 +297,6 @@ def _record(self: Service, j: Job) -> dict:
     if self.store_frames and j.data: rec.update(frame=j.data, frame_ext=frame_ext(j.data), frame_sha=frame_sha(j.data))
     return rec
 
-# %% ../nbs/13_pipeline.ipynb #f1dcfeb1
 @patch
 def _answer(self: Service, j: Job, rec: dict) -> dict:
     return dict(prediction_id=j.id, label=rec['label'], p_dog=j.p_dog, camera=j.camera, ts=j.ts, received=j.received,
@@ -362,8 +353,6 @@ _EPOCH_RE = re.compile(r'[+-]?\d{1,12}(\.\d*)?')
 _ISO_RE = re.compile(r'\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?(Z|[+-]\d{2}:?\d{2})?')
 TS_PATTERN = rf'^\s*({_EPOCH_RE.pattern}|{_ISO_RE.pattern})?\s*$'  # empty: not given
 MIN_CAPTURE_TS = 946684800.0  # 2000-01-01 UTC
-
-# %% ../nbs/13_pipeline.ipynb #c2013cf9
 def parse_camera(value: str | None, default: str) -> str:
     "A camera id: 1-64 letters, digits or ._:@/- (starting with a letter or digit)"
     if value is None or value == '': return default
@@ -405,8 +394,6 @@ def request_meta(
 def _too_big(n, limit) -> InputError:
     return InputError(413, 'body_too_large', f"request body of {n} bytes or more is over the limit of {limit} bytes "
                                              f"({limit / 2**20:g} MiB, setting max_upload_mb)")
-
-# %% ../nbs/13_pipeline.ipynb #5978cb39
 def _too_slow(timeout_s) -> InputError:
     return InputError(408, 'body_timeout', f"the request body did not arrive within {timeout_s:g} s (setting "
                                            "body_timeout_s): the connection is closed", {'Connection': 'close'})
@@ -431,8 +418,6 @@ async def read_body(
 
 # %% ../nbs/13_pipeline.ipynb #f1bab2a7
 IMAGE_FIELDS = ('file', 'files')
-
-# %% ../nbs/13_pipeline.ipynb #c90507af
 async def request_images(
     request: Request, # the HTTP request
     limit: int, # most bytes accepted
