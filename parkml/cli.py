@@ -12,15 +12,23 @@ from pathlib import Path
 from .config import get_settings, SettingsError
 
 # %% auto #0
-__all__ = ['NO_DEFAULT', 'KINDS', 'cmd_train', 'cmd_lineage', 'comment_lines', 'Option', 'literal', 'field_options',
-           'class_options', 'param_options', 'definition', 'function_options', 'add_options', 'call_with',
-           'cmd_predict', 'add_command', 'json_or_refuse', 'build_parser', 'cli_modules', 'main']
+__all__ = ['NO_DEFAULT', 'KINDS', 'train_notebook', 'cmd_train', 'cmd_lineage', 'comment_lines', 'Option', 'literal',
+           'field_options', 'class_options', 'param_options', 'definition', 'function_options', 'add_options',
+           'call_with', 'cmd_predict', 'add_command', 'json_or_refuse', 'build_parser', 'cli_modules', 'main']
+
+# %% ../nbs/30_cli.ipynb #86d24637
+def train_notebook(limit: int = 0, # images per subset for a quick run (0: all)
+                   run_name: str = '', # MLflow run name
+                   quiet: bool = False, # no progress bar
+                  ) -> dict:
+    "Run the training notebook `50_train` with papermill (its executed copy goes to the run); returns its result"
+    from parkml.notebooks import run_notebook
+    return run_notebook('50_train', dict(limit=limit, run_name=run_name or ''), progress=not quiet)
 
 # %% ../nbs/30_cli.ipynb #e328c6d2
 def cmd_train(a):
     "Run the training notebook with papermill; logs the executed notebook to the run"
-    from parkml.notebooks import run_notebook
-    res = run_notebook('50_train', dict(limit=a.limit, run_name=a.run_name or ''), progress=not a.quiet)
+    res = call_with('parkml.cli:train_notebook', a)
     print(f"registered version {res['version']} (run {res['run_id']}), test accuracy {res['test_accuracy']:.4f}")
     print(f"executed notebook: {res['notebook']}\nreport: {res['html']}")
     from parkml.tracking import lineage, format_lineage
@@ -222,11 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='parkml',
                                  description='MLOps for the pet park: train, stage, release, monitor, govern.')
     sub = ap.add_subparsers(dest='cmd', required=True)
-    p = add_command(sub, 'train', cmd_train,
-                    'train, evaluate and register a model version (papermill notebook 50_train)')
-    p.add_argument('--limit', type=int, default=0, help='images per subset for a quick run (0: all)')
-    p.add_argument('--run-name', default='', help='MLflow run name')
-    p.add_argument('--quiet', action='store_true', help='no progress bar')
+    add_command(sub, 'train', cmd_train, 'train, evaluate and register a model version (papermill notebook 50_train)',
+                'parkml.cli:train_notebook')
     add_command(sub, 'predict', cmd_predict, 'classify image files or folders', 'parkml.classify:classify_files')
     p = add_command(sub, 'lineage', cmd_lineage,
                     'print the run, data, code, parameters and metrics behind a model version')
