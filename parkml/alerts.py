@@ -199,6 +199,7 @@ _INSERT_ALERT = (f"INSERT INTO alerts({','.join(ALERT_COLS)}, dedupe) VALUES({',
                  "ON CONFLICT DO NOTHING")
 _INSERT_HISTORY = 'INSERT INTO alert_history(alert_id, ts, state, who, note) VALUES(?,?,?,?,?)'
 
+# %% ../nbs/21_alerts.ipynb #fbc7f2d5
 @patch
 def add(self: SQLAlertStore, alerts):
     if isinstance(alerts, Alert): raise TypeError("add takes a list of alerts")
@@ -324,6 +325,7 @@ from .channels import ChannelError, Channel, alert_payload, WebhookChannel, Emai
 # %% ../nbs/21_alerts.ipynb #6047d31d
 DELIVERY_ERRORS = (ChannelError, OSError, smtplib.SMTPException, httpx.HTTPError)
 
+# %% ../nbs/21_alerts.ipynb #f23fd9a9
 def _tries(channel: Channel, alert: Alert, retries: int, backoff_s: float):
     "Yield the error of each attempt (None once delivered), pausing with exponential backoff between failures"
     for k in range(max(1, retries)):

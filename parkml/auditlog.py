@@ -256,6 +256,7 @@ def _where(model=None, version=None, action=None, alias=None) -> tuple[str, list
         params.append(str(version))
     return (f" WHERE {' AND '.join(where)}" if where else ''), params
 
+# %% ../nbs/23_auditlog.ipynb #50f6bf92
 _SELECT = f"SELECT {','.join(AUDIT_COLS)} FROM audit"
 
 # %% ../nbs/23_auditlog.ipynb #932b8a7d
@@ -281,6 +282,7 @@ def append(self: SQLGovernanceStore, records):
         for stmt in _APPEND_LOCK[self.db.engine]: con.execute(stmt)
         return _insert_chained(con, rows)
 
+# %% ../nbs/23_auditlog.ipynb #4f544293
 @patch
 def audit_records(self: SQLGovernanceStore, model=None, version=None, action=None, alias=None):
     cond, params = _where(model, version, action, alias)

@@ -30,6 +30,7 @@ def pg_tool(
     env = {**os.environ, 'PGPASSFILE': str(pg.passfile)}
     return run_quiet([pg_bin(tool), *args], what, timeout=3600, env=env)
 
+# %% ../nbs/17b_backup.ipynb #597acacc
 def backup(
     cfg: Settings = None, # settings naming the plane (central_dir)
     dest=None, # the backup folder to create or fill

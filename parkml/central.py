@@ -21,6 +21,7 @@ class CentralError(RuntimeError):
 # %% ../nbs/15_central.ipynb #b777b720
 _HANDED_OUT = set()   # ports this process gave out: a server may not have bound its port yet
 
+# %% ../nbs/15_central.ipynb #114d15d0
 def free_port(host: str = '127.0.0.1') -> int:
     "A TCP port on `host` that nothing listens on right now and that this process has not handed out before"
     while True:

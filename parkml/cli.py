@@ -12,15 +12,23 @@ from pathlib import Path
 from .config import get_settings, SettingsError
 
 # %% auto #0
-__all__ = ['NO_DEFAULT', 'KINDS', 'cmd_train', 'cmd_lineage', 'comment_lines', 'Option', 'literal', 'field_options',
-           'class_options', 'param_options', 'definition', 'function_options', 'add_options', 'call_with',
-           'cmd_predict', 'build_parser', 'cli_modules', 'main']
+__all__ = ['NO_DEFAULT', 'KINDS', 'train_notebook', 'cmd_train', 'cmd_lineage', 'comment_lines', 'Option', 'literal',
+           'field_options', 'class_options', 'param_options', 'definition', 'function_options', 'add_options',
+           'call_with', 'cmd_predict', 'add_command', 'json_or_refuse', 'build_parser', 'cli_modules', 'main']
+
+# %% ../nbs/30_cli.ipynb #86d24637
+def train_notebook(limit: int = 0, # images per subset for a quick run (0: all)
+                   run_name: str = '', # MLflow run name
+                   quiet: bool = False, # no progress bar
+                  ) -> dict:
+    "Run the training notebook `50_train` with papermill (its executed copy goes to the run); returns its result"
+    from parkml.notebooks import run_notebook
+    return run_notebook('50_train', dict(limit=limit, run_name=run_name or ''), progress=not quiet)
 
 # %% ../nbs/30_cli.ipynb #e328c6d2
 def cmd_train(a):
     "Run the training notebook with papermill; logs the executed notebook to the run"
-    from parkml.notebooks import run_notebook
-    res = run_notebook('50_train', dict(limit=a.limit, run_name=a.run_name or ''), progress=not a.quiet)
+    res = call_with('parkml.cli:train_notebook', a)
     print(f"registered version {res['version']} (run {res['run_id']}), test accuracy {res['test_accuracy']:.4f}")
     print(f"executed notebook: {res['notebook']}\nreport: {res['html']}")
     from parkml.tracking import lineage, format_lineage
@@ -42,6 +50,7 @@ def comment_lines(src: str) -> dict:
 # %% ../nbs/30_cli.ipynb #f9dcd589
 NO_DEFAULT = object()  # a parameter without a default: a positional argument
 
+# %% ../nbs/30_cli.ipynb #8a500099
 @dataclass
 class Option:
     "A command-line option made from a parameter, or from a field of a grouped-options parameter"
@@ -138,6 +147,7 @@ def function_options(target: str, # `module:function`, e.g. `parkml.staging:stag
 # %% ../nbs/30_cli.ipynb #7b1f01e8
 KINDS = {'int': int, 'float': float, 'str': str}
 
+# %% ../nbs/30_cli.ipynb #1374d2a5
 def add_options(p: argparse.ArgumentParser, # the command's parser
                 target: str, # `module:function` whose parameters become options
                 skip: tuple = (), # parameters the command sets itself
@@ -189,23 +199,44 @@ def cmd_predict(a) -> int:
             print(f"{r.path}\t{r.label}\t{r.p_dog:.6f}")
     return 1 if failed else 0
 
+# %% ../nbs/30_cli.ipynb #bcc76452
+def add_command(sub, # the `parkml` sub-command parsers (`add_subparsers`)
+                name: str, # the sub-command
+                fn, # what runs it: `fn(parsed arguments)` returns the exit status
+                help: str, # its line in `parkml --help`
+                target: str = None, # `module:function` whose parameters become its options (`add_options`)
+               ) -> argparse.ArgumentParser:
+    "Sub-command `name` run by `fn`, with the options of `target` when given; returns its parser for more options"
+    p = sub.add_parser(name, help=help)
+    if target: add_options(p, target)
+    p.set_defaults(fn=fn)
+    return p
+
+# %% ../nbs/30_cli.ipynb #8c3684a2
+def json_or_refuse(cmd: str, # the sub-command, named in the message
+                   errors: tuple, # errors a user can fix: they end the command with one line and exit status 2
+                   work, # what the command does: returns what to print as JSON (None: nothing)
+                  ) -> int:
+    "Run `work()` and print its result as JSON (exit status 0), or one line `parkml <cmd>: <error>` on stderr (2)"
+    try: out = work()
+    except errors as e:
+        print(f"parkml {cmd}: {e}", file=sys.stderr)
+        return 2
+    if out is not None: print(json.dumps(out, indent=1, default=str))
+    return 0
+
 # %% ../nbs/30_cli.ipynb #469b38c3
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='parkml',
                                  description='MLOps for the pet park: train, stage, release, monitor, govern.')
     sub = ap.add_subparsers(dest='cmd', required=True)
-    p = sub.add_parser('train', help='train, evaluate and register a model version (papermill notebook 50_train)')
-    p.add_argument('--limit', type=int, default=0, help='images per subset for a quick run (0: all)')
-    p.add_argument('--run-name', default='', help='MLflow run name')
-    p.add_argument('--quiet', action='store_true', help='no progress bar')
-    p.set_defaults(fn=cmd_train)
-    p = sub.add_parser('predict', help='classify image files or folders')
-    add_options(p, 'parkml.classify:classify_files')
-    p.set_defaults(fn=cmd_predict)
-    p = sub.add_parser('lineage', help='print the run, data, code, parameters and metrics behind a model version')
+    add_command(sub, 'train', cmd_train, 'train, evaluate and register a model version (papermill notebook 50_train)',
+                'parkml.cli:train_notebook')
+    add_command(sub, 'predict', cmd_predict, 'classify image files or folders', 'parkml.classify:classify_files')
+    p = add_command(sub, 'lineage', cmd_lineage,
+                    'print the run, data, code, parameters and metrics behind a model version')
     p.add_argument('version', help='version number or alias')
     p.add_argument('--json', action='store_true', help='print JSON')
-    p.set_defaults(fn=cmd_lineage)
     for m in cli_modules(): importlib.import_module(m).add_commands(sub)
     return ap
 

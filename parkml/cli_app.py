@@ -120,6 +120,7 @@ def cmd_app(a) -> int:
 # %% ../nbs/43_cli_app.ipynb #32501919
 from .cli_governance import user_option
 
+# %% ../nbs/43_cli_app.ipynb #643c98f1
 def add_commands(sub) -> None:
     "Add `app`, `audit`, `trace` and `users` to the `parkml` parser"
     p = sub.add_parser('trace', help='everything behind one logged prediction: frame, model version, run, code, data, '

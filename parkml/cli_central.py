@@ -29,6 +29,7 @@ def progress_line(text: str):
     "Show a progress line of a long start on stderr"
     print(f"parkml central: {text}", file=sys.stderr, flush=True)
 
+# %% ../nbs/39_cli_central.ipynb #26a0b641
 def cmd_central(a):
     "Run a `parkml central` sub-command; a server that cannot be started or reached is one line and exit status 2"
     from parkml.central import CentralError
@@ -37,6 +38,7 @@ def cmd_central(a):
         print(f"parkml central {a.action}: {e}", file=sys.stderr)
         return 2
 
+# %% ../nbs/39_cli_central.ipynb #9269630a
 def run_action(a):
     "The work of `parkml central <action>`"
     from parkml import plane, backup

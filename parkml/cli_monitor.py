@@ -143,6 +143,7 @@ def cmd_schedule(a):
 # %% ../nbs/35_cli_monitor.ipynb #b3f54185
 from .cli_governance import user_option
 
+# %% ../nbs/35_cli_monitor.ipynb #4ab81c5e
 def add_commands(sub):
     "Add analyze, alerts, retrain and schedule to the `parkml` parser"
     p = sub.add_parser('analyze',

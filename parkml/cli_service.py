@@ -6,11 +6,10 @@ Docs: https://parkml.github.io/parkml/cli_service.html.md"""
 
 # %% ../nbs/36_cli_service.ipynb #a7c8041e
 from __future__ import annotations
-import json, sys
-from .cli import add_options
+from .cli import add_command, json_or_refuse
 
 # %% auto #0
-__all__ = ['cmd_serve', 'cmd_watch', 'cmd_ship', 'add_commands']
+__all__ = ['cmd_serve', 'cmd_watch', 'cmd_ship', 'serve_parser', 'watch_parser', 'add_commands']
 
 # %% ../nbs/36_cli_service.ipynb #70d2e34a
 def cmd_serve(a) -> int:
@@ -18,11 +17,9 @@ def cmd_serve(a) -> int:
     from parkml.config import SettingsError
     from parkml.service import serve, ExposureError, NothingToServe
     from parkml.tracking import RegistryError
-    try: serve(a.alias, a.host, a.port, record=not a.no_log, log_level=a.log_level, ship=a.ship)
-    except (RegistryError, ExposureError, SettingsError, NothingToServe, ValueError) as e:
-        print(f"parkml serve: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return json_or_refuse('serve', (RegistryError, ExposureError, SettingsError, NothingToServe, ValueError),
+                          lambda: serve(a.alias, a.host, a.port, record=not a.no_log, log_level=a.log_level,
+                                        ship=a.ship))
 
 # %% ../nbs/36_cli_service.ipynb #7ec7661b
 def cmd_watch(a) -> int:
@@ -30,14 +27,9 @@ def cmd_watch(a) -> int:
     from parkml.stream import watch, SourceError
     from parkml.service import NothingToServe
     from parkml.tracking import RegistryError
-    try:
-        out = watch(a.source, rate=a.rate, camera=a.camera, alias=a.alias, max_frames=a.max_frames,
-                    duration_s=a.duration, follow=a.follow or None, max_retries=a.max_retries, progress=not a.quiet)
-    except (SourceError, RegistryError, ValueError, NothingToServe) as e:
-        print(f"parkml watch: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(out, indent=1, default=str))
-    return 0
+    return json_or_refuse('watch', (SourceError, RegistryError, ValueError, NothingToServe), lambda: watch(
+        a.source, rate=a.rate, camera=a.camera, alias=a.alias, max_frames=a.max_frames, duration_s=a.duration,
+        follow=a.follow or None, max_retries=a.max_retries, progress=not a.quiet))
 
 # %% ../nbs/36_cli_service.ipynb #93488e51
 def cmd_ship(a) -> int:
@@ -47,17 +39,12 @@ def cmd_ship(a) -> int:
     from parkml.ship import ShipError
     logging.basicConfig(format='parkml ship: %(message)s', level=logging.WARNING if a.quiet else logging.INFO)
     logging.getLogger('parkml.ship').setLevel(logging.WARNING if a.quiet else logging.INFO)
-    try: out = call_with('parkml.ship:ship', a)
-    except ShipError as e:
-        print(f"parkml ship: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(out, indent=1, default=str))
-    return 0
+    return json_or_refuse('ship', (ShipError,), lambda: call_with('parkml.ship:ship', a))
 
 # %% ../nbs/36_cli_service.ipynb #a81d26a8
-def add_commands(sub) -> None:
-    "Add `serve`, `ship` and `watch` to the `parkml` sub-command parser `sub`"
-    p = sub.add_parser('serve', help='serve the model behind a registry alias over HTTP (the edge service)')
+def serve_parser(sub) -> None:
+    "Add `serve` to the `parkml` sub-command parser `sub`"
+    p = add_command(sub, 'serve', cmd_serve, 'serve the model behind a registry alias over HTTP (the edge service)')
     p.add_argument('--alias', default=None, help='registry alias to serve (default: setting serve_alias)')
     p.add_argument('--host', default=None, help='address to bind (default: setting host); beyond loopback the '
                    'api_key and staff_key settings (PARKML_API_KEY, PARKML_STAFF_KEY) must be set')
@@ -67,11 +54,12 @@ def add_commands(sub) -> None:
     p.add_argument('--log-level', default='info', choices=('critical', 'error', 'warning', 'info', 'debug'))
     p.add_argument('--ship', action='store_true', help='also ship the prediction log to the centre (as `parkml ship` '
                    'does, in a thread of the service; settings in [ship])')
-    p.set_defaults(fn=cmd_serve)
-    p = sub.add_parser('ship', help="ship this box's prediction log, frames and telemetry to the centre until stopped")
-    add_options(p, 'parkml.ship:ship')
-    p.set_defaults(fn=cmd_ship)
-    p = sub.add_parser('watch', help='classify the frames of a video file, stream URL, camera index or image folder')
+
+# %% ../nbs/36_cli_service.ipynb #7495cddd
+def watch_parser(sub) -> None:
+    "Add `watch` to the `parkml` sub-command parser `sub`"
+    p = add_command(sub, 'watch', cmd_watch,
+                    'classify the frames of a video file, stream URL, camera index or image folder')
     p.add_argument('source', help='video file, rtsp:// or http(s):// URL, camera index (0, 1, ...) or folder of images')
     p.add_argument('--rate', type=float, default=None,
                    help='frames per second to classify (default: setting stream_rate)')
@@ -84,4 +72,11 @@ def add_commands(sub) -> None:
     p.add_argument('--max-retries', type=int, default=None,
                    help='reconnect attempts before giving up (default: forever)')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
-    p.set_defaults(fn=cmd_watch)
+
+# %% ../nbs/36_cli_service.ipynb #0c81b2f5
+def add_commands(sub) -> None:
+    "Add `serve`, `ship` and `watch` to the `parkml` sub-command parser `sub`"
+    serve_parser(sub)
+    add_command(sub, 'ship', cmd_ship,
+                "ship this box's prediction log, frames and telemetry to the centre until stopped", 'parkml.ship:ship')
+    watch_parser(sub)

@@ -21,6 +21,7 @@ class SettingsError(ValueError):
 ENV_PREFIX = 'PARKML_'
 PATH_KEYS = {'data', 'runs', 'cache', 'artifact_root', 'frames_dir'}
 
+# %% ../nbs/00_config.ipynb #7ed29ef3
 def find_settings(start=None) -> Path:
     """Locate `settings.ini`: `$PARKML_SETTINGS`, else `start` (or cwd) and its parents, else the project holding
     the package"""
@@ -123,6 +124,7 @@ def _stamp(cfg) -> tuple:
 # %% ../nbs/00_config.ipynb #79b9dd7f
 _LOADED = {}  # (cwd, PARKML_* variables) -> (Settings, (mtime, size) of its file)
 
+# %% ../nbs/00_config.ipynb #c1874e8f
 def get_settings(**environ) -> Settings:
     """Current settings; keyword arguments act like extra `PARKML_*` variables, e.g. `get_settings(runs='/tmp/x')`.
     Parsed once per working folder and set of `PARKML_*` variables, and again when the file changes."""

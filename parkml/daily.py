@@ -7,7 +7,7 @@ Docs: https://parkml.github.io/parkml/daily.html.md"""
 # %% ../nbs/25_daily.ipynb #5836d5bb
 from __future__ import annotations
 import io, json, tempfile, time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import get_settings, ensure_dir, Settings, iso_utc
@@ -18,20 +18,21 @@ from .monitor_figures import explain_frames
 from .estimate import fit_calibrator, estimate_performance, estimate_error
 from .host_health import telemetry_checks, telemetry_summary
 from .alerts import raise_alerts, deliver_pending, open_alert_store, plain
-from .day_groups import box_ids, box_cameras, expected_cameras, camera_table, box_table
+from .day_groups import box_ids, box_cameras, expected_cameras, camera_table
+from .daily_fleet import label_counts, day_counts, fleet_parts, box_metrics, write_group_tables
 from .daily_rules import day_alerts, run_link
 from .day_report import day_figures, day_report_html
 
 # %% auto #0
 __all__ = ['RULE_KEYS', 'resolve_day', 'day_bounds', 'threshold_keys', 'run_settings', 'DayResults', 'daily_runs',
-           'judged_version', 'label_counts', 'day_counts', 'Laps', 'load_day', 'AnalysisOptions', 'of_box', 'box_view',
-           'fleet_parts', 'analyse_day', 'day_run', 'box_metrics', 'day_metrics', 'write_group_tables', 'log_day',
+           'judged_version', 'Laps', 'load_day', 'AnalysisOptions', 'analyse_day', 'day_run', 'day_metrics', 'log_day',
            'finish_day', 'run_daily']
 
 # %% ../nbs/25_daily.ipynb #7ee94e48
 RULE_KEYS = ('min_accuracy', 'min_labels', 'min_class_labels', 'recall_drop_points', 'recall_gap_max_points',
              'dog_share_jump', 'perf_history_days', 'expected_cameras')
 
+# %% ../nbs/25_daily.ipynb #292a2bf4
 def resolve_day(day: str, cfg: Settings = None) -> str:
     "YYYY-MM-DD for a date, 'today' or 'yesterday' (calendar days in `monitor_tz`)"
     cfg = cfg or get_settings()
@@ -45,6 +46,7 @@ def resolve_day(day: str, cfg: Settings = None) -> str:
 def _bad_day(day):
     raise ValueError(f"day must be YYYY-MM-DD, 'today' or 'yesterday', got {day!r}")
 
+# %% ../nbs/25_daily.ipynb #3bda2d3a
 def day_bounds(
     day: str, # the calendar day (YYYY-MM-DD)
     window_h: float = None, # only its first hours (default: the whole day)
@@ -186,13 +188,6 @@ def judged_version(
     return resolve_version(served.value_counts().index[0] if len(served) else None, client, cfg)
 
 # %% ../nbs/25_daily.ipynb #9491b3fc
-def label_counts(labelled: pd.DataFrame) -> dict:
-    "{class: (frames of that class called right, labelled frames of that class)} over answered labelled rows"
-    w = mon.answered(labelled)
-    if not len(w): return {}
-    y, yp = mon.labels_of(w)
-    return {c: (int((yp[y == i] == i).sum()), int((y == i).sum())) for i, c in enumerate(('cat', 'dog'))}
-
 def _reference_summary(ref: pd.DataFrame) -> dict:
     "Share called dog and per-class recall of the version on its reference"
     y, yp = ref.y.to_numpy(int), (ref.p_dog.to_numpy(float) >= 0.5).astype(int)
@@ -200,22 +195,6 @@ def _reference_summary(ref: pd.DataFrame) -> dict:
            c in enumerate(('cat', 'dog'))}
     return dict(n=len(ref), dog_share=float(yp.mean()), accuracy=float((y == yp).mean()), **rec,
                 n_cat=int((y == 0).sum()), n_dog=int((y == 1).sum()))
-
-# %% ../nbs/25_daily.ipynb #53ba0ddc
-def day_counts(
-    window: pd.DataFrame, # the day's predictions
-    mine: pd.DataFrame, # those of the judged version
-    ok: pd.DataFrame, # those of them answered
-    labelled: pd.DataFrame, # the day's labelled predictions of the judged version
-    labelled_all: pd.DataFrame, # the same over the performance history
-    telemetry: pd.DataFrame, # the day's telemetry samples
-) -> dict:
-    "How much the day holds: predictions, judged, answered, the dog share, rejected, labels, telemetry, versions"
-    return dict(predictions=len(window), judged=len(mine), answered=len(ok),
-                dog_share=float((ok.p_dog >= 0.5).mean()) if len(ok) else None,
-                rejected=int(window.status.eq('rejected').sum()) if len(window) else 0,
-                labels=len(labelled), labels_history=len(labelled_all), telemetry_samples=len(telemetry),
-                versions=window.model_version.astype(str).value_counts().to_dict() if len(window) else {})
 
 # %% ../nbs/25_daily.ipynb #b84538a1
 class Laps:
@@ -261,46 +240,6 @@ class AnalysisOptions:
     shap: bool = True # explain frames with SHAP
     figures: bool = True # make the report's figures
     progress: bool = True # show progress bars
-
-# %% ../nbs/25_daily.ipynb #69a490e0
-def of_box(df: pd.DataFrame, # rows with a `box_id` column (or without: then none is the box's)
-           box: str, # the box
-          ) -> pd.DataFrame:
-    "The rows of one box"
-    return df[df.box_id.astype(str) == box] if len(df) and 'box_id' in df else df.iloc[:0]
-
-# %% ../nbs/25_daily.ipynb #562040f8
-def box_view(
-    res: DayResults, # the whole day's results
-    box: str, # the box
-    frames: dict, # the day's rows by name: window, mine, labelled_all, telemetry
-    cal, # the judged version's calibrator (`estimate.fit_calibrator`)
-    cfg: Settings, # the run's settings
-) -> DayResults:
-    "The day's results restricted to one box's frames: counts, labels, performance, estimate, fairness and host"
-    w, m, la, tel = (of_box(frames[k], box) for k in ('window', 'mine', 'labelled_all', 'telemetry'))
-    lab, ok = la[la.ts >= res.start], mon.answered(m)
-    est = estimate_performance(ok.p_dog.to_numpy(float), cal, cfg.perf_ci_alpha) if len(ok) else None
-    return replace(res, counts=day_counts(w, m, ok, lab, la, tel), cameras=sorted(w.camera.dropna().unique()),
-                   integrity=[], performance=mon.performance_by_day(la, cfg), estimate=est,
-                   telemetry=telemetry_summary(tel, w), telemetry_checks=telemetry_checks(tel, w, cfg),
-                   fairness=mon.fairness_by_group(lab) if len(mon.answered(lab)) else None, shap=None,
-                   label_counts=label_counts(lab), figures={}, boxes={}, box_ids=[box], camera_drift={})
-
-# %% ../nbs/25_daily.ipynb #f14e2b46
-def fleet_parts(
-    res: DayResults, # the whole day's results
-    frames: dict, # the day's rows by name: window, mine, labelled_all, telemetry
-    ref: pd.DataFrame, # the judged version's reference rows
-    cal, # the judged version's calibrator
-    cfg: Settings, # the run's settings
-) -> DayResults:
-    "On a fleet day: each box's view (`res.boxes`), drift per camera, host checks per box only (unchanged otherwise)"
-    if len(res.box_ids) < 2: return res
-    res.boxes = {b: box_view(res, b, frames, cal, cfg) for b in res.box_ids}
-    res.camera_drift = {c: drift_tests(ref, g, cfg) for c, g in frames['mine'].groupby('camera', sort=True)}
-    res.telemetry_checks = []
-    return res
 
 # %% ../nbs/25_daily.ipynb #1cdb035f
 def analyse_day(
@@ -374,18 +313,6 @@ def day_run(res: DayResults, cfg: Settings = None) -> str:
     res.run_id, res.run_link = run_id, run_link(run_id, cfg)
     return run_id
 
-# %% ../nbs/25_daily.ipynb #66e62dad
-def box_metrics(res: DayResults) -> dict:
-    "On a fleet day, each box's frames, labels, accuracy from labels and estimate as `box_<id>_<name>` metrics"
-    m = {}
-    for b, v in res.boxes.items():
-        dp, est = v.day_performance or {}, v.estimate or {}
-        m.update({f'box_{b}_predictions': v.counts['predictions'], f'box_{b}_labels': v.counts['labels'],
-                  f'box_{b}_label_accuracy': dp.get('accuracy'), f'box_{b}_est_accuracy': est.get('accuracy')})
-    drifting = [d.drift for d in res.camera_drift.values()]
-    if drifting: m['cameras_drifting'] = sum(drifting)
-    return {k: v for k, v in m.items() if v is not None}
-
 # %% ../nbs/25_daily.ipynb #b052af5e
 def day_metrics(res: DayResults) -> dict:
     "The day's numbers as flat MLflow metrics"
@@ -409,17 +336,6 @@ def day_metrics(res: DayResults) -> dict:
     m.update({f'time_{k}_s': v for k, v in res.seconds.items()})
     m.update(box_metrics(res))
     return {k: float(v) for k, v in m.items() if isinstance(v, (int, float, np.number)) and np.isfinite(v)}
-
-# %% ../nbs/25_daily.ipynb #29722f43
-def write_group_tables(res: DayResults, # the day's results
-                       folder: Path, # where the CSV files go
-                      ):
-    "The cameras table; on a fleet day also the boxes table and the drift verdict of each camera"
-    if res.camera_rows is not None: res.camera_rows.to_csv(folder/'cameras.csv', index=False)
-    if res.boxes: box_table(res).to_csv(folder/'boxes.csv', index=False)
-    if res.camera_drift:
-        pd.DataFrame([dict(camera=c, drift=d.drift, fired=', '.join(d.fired), n_window=d.n_window)
-                      for c, d in res.camera_drift.items()]).to_csv(folder/'camera_drift.csv', index=False)
 
 # %% ../nbs/25_daily.ipynb #d91ae9de
 def log_day(

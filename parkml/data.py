@@ -36,6 +36,7 @@ class ImageError(ValueError):
 # %% ../nbs/01_data.ipynb #00b1f905
 ACCEPTED_MODES = {'RGB', 'L'}
 
+# %% ../nbs/01_data.ipynb #38c9e9d7
 def decode_image(data: bytes, max_megapixels: float = None) -> Image.Image:
     "Decode `data` to an RGB PIL image or raise `ImageError` saying why not"
     if not data: raise ImageError('empty', 'empty body: no image bytes received')

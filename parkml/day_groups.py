@@ -39,6 +39,7 @@ def split_camera(key, # a camera key: `camera` or `box/camera`
     b, sep, cam = str(key).partition(SEP)
     return (b, cam) if sep else (box, str(key))
 
+# %% ../nbs/25d_day_groups.ipynb #b12f1f24
 def camera_words(key, # a camera key: `camera` or `box/camera`
                  box: str = None, # the box when the key does not name one
                 ) -> str:
@@ -58,6 +59,7 @@ def expected_cameras(listed: str, # the setting `expected_cameras`: comma-separa
 # %% ../nbs/25d_day_groups.ipynb #fa1971e6
 PERF = ('accuracy', 'accuracy_lo', 'accuracy_hi', 'recall_cat', 'recall_dog')
 
+# %% ../nbs/25d_day_groups.ipynb #6a24b0ca
 def box_line(box: str, # the box id ('chain' for the whole day)
              res, # the day's results for that box (`daily.DayResults`)
             ) -> dict:

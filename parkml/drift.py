@@ -22,6 +22,7 @@ def _sqdist(Z: np.ndarray) -> np.ndarray:
     sq = (Z * Z).sum(1)
     return np.maximum(sq[:, None] + sq[None, :] - 2 * (Z @ Z.T), 0)
 
+# %% ../nbs/20a_drift.ipynb #9bcffca8
 def mmd_test(
     X, # first sample (rows: observations)
     Y, # second sample
@@ -114,6 +115,7 @@ class DriftReport:
 def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return df if len(df) <= n else df.sample(n, random_state=seed)
 
+# %% ../nbs/20a_drift.ipynb #71660c0a
 def drift_inputs(
     df: pd.DataFrame, # rows of the prediction log or the reference
     n: int, # most rows kept
@@ -186,6 +188,7 @@ def _hist(ax, a, b, bins, label_a='reference', label_b='window', title=''):
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
 
+# %% ../nbs/20a_drift.ipynb #e34875f3
 def drift_figure(
     reference: pd.DataFrame, # the model version's reference rows (`monitor.load_reference`)
     window: pd.DataFrame, # rows of the prediction log

@@ -23,25 +23,30 @@ def frame_sha(data: bytes) -> str:
     "sha256 hex digest of a frame's bytes"
     return hashlib.sha256(data).hexdigest()
 
+# %% ../nbs/10a_frames.ipynb #5d8da3c7
 def frame_relpath(sha: str, ext: str = 'jpg') -> str:
     "Where a frame lives under `frames_dir`: `ab/<sha>.<ext>`"
     if not (ext.isalnum() and len(ext) <= 8):
         raise ValueError(f"frame extension {ext!r} must be a short alphanumeric word")
     return f"{sha[:2]}/{sha}.{ext.lower()}"
 
+# %% ../nbs/10a_frames.ipynb #b5a66804
 def fsync_path(path) -> None:
     "Flush a file, or a folder's entries (a new or renamed file in it), to the disk"
     fd = os.open(path, os.O_RDONLY)
     try: os.fsync(fd)
     finally: os.close(fd)
 
+# %% ../nbs/10a_frames.ipynb #3fde4134
 @functools.cache
 def _fsync_pool() -> ThreadPoolExecutor: return ThreadPoolExecutor(16, thread_name_prefix='parkml-fsync')
 
+# %% ../nbs/10a_frames.ipynb #b11e3042
 def fsync_all(paths) -> None:
     "Flush many files and folders side by side: the disk merges flushes that wait together (measured: 2-15x faster)"
     list(_fsync_pool().map(fsync_path, set(paths)))
 
+# %% ../nbs/10a_frames.ipynb #87206c30
 def write_frame_file(frames_dir, data: bytes, ext: str = 'jpg', sha: str = None,
                      sync: bool = False, # flush the file and its folder to the disk before returning (power-cut safe)
                     ) -> tuple[str, str]:
@@ -64,6 +69,7 @@ def write_frame_file(frames_dir, data: bytes, ext: str = 'jpg', sha: str = None,
         if sync: fsync_all([p.parent, *([p.parent.parent] if new_dir else [])])
     return sha, rel
 
+# %% ../nbs/10a_frames.ipynb #ad259049
 def keep_sample(sha: str, rate: float) -> bool:
     "Is this frame in the long-term sample? Stable: decided by the first 32 bits of its hash"
     return int(sha[:8], 16) / 2**32 < rate
@@ -120,6 +126,7 @@ def reachable(self: S3Frames):
     except (BotoCoreError, ClientError) as e:
         raise StoreUnavailable(f"frame store {self.uri} (setting frames_dir, endpoint from s3_endpoint): {e}") from None
 
+# %% ../nbs/10a_frames.ipynb #f4c07bea
 @patch
 def exists(self: S3Frames, rel: str) -> bool:
     "Is the frame's object in the bucket?"
@@ -141,6 +148,7 @@ def put(self: S3Frames, data: bytes, ext: str = 'jpg', sha: str = None) -> str:
         if not self.exists(rel): self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=bytes(data))
     return rel
 
+# %% ../nbs/10a_frames.ipynb #6c4d4763
 @patch
 def local(self: S3Frames, rel: str) -> Path | None:
     "A local copy of the frame (fetched into the cache on first use); None when the object is gone"
@@ -152,6 +160,7 @@ def local(self: S3Frames, rel: str) -> Path | None:
     sha, ext = Path(rel).stem, Path(rel).suffix[1:]
     return self.root/write_frame_file(self.root, data, ext, sha)[1]
 
+# %% ../nbs/10a_frames.ipynb #8d07b354
 @patch
 def remove(self: S3Frames, rel: str) -> None:
     "Delete the object and its cached copy"

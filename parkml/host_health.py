@@ -8,6 +8,7 @@ Docs: https://parkml.github.io/parkml/host_health.html.md"""
 from __future__ import annotations
 import numpy as np, pandas as pd
 from scipy import stats
+from fastcore.basics import ifnone
 from .config import get_settings, Settings
 from .evaluate import ReportFigure
 from .monitor import Check, answered
@@ -19,6 +20,7 @@ __all__ = ['TREND_LIMITS', 'robust_trend', 'telemetry_summary', 'telemetry_check
 TREND_LIMITS = {'mem_pct': 'mem_limit_pct', 'rss_mb': 'rss_limit_mb', 'temp_c': 'temp_limit_c',
                 'disk_pct': 'disk_limit_pct'}
 
+# %% ../nbs/20c_host_health.ipynb #c04345eb
 def robust_trend(
     ts, # sample times (epoch seconds)
     values, # the resource measured
@@ -29,8 +31,7 @@ def robust_trend(
 ) -> dict:
     "Theil-Sen slope per hour of binned medians, its 90% interval, the current level and hours until `limit`"
     cfg = cfg or get_settings()
-    bin_s = cfg.trend_bin_s if bin_s is None else bin_s
-    horizon_h = cfg.trend_horizon_h if horizon_h is None else horizon_h
+    bin_s, horizon_h = ifnone(bin_s, cfg.trend_bin_s), ifnone(horizon_h, cfg.trend_horizon_h)
     s = pd.Series(np.asarray(values, float), index=np.asarray(ts, float)).dropna()
     out = dict(slope_per_h=np.nan, slope_lo=np.nan, slope_hi=np.nan, level=np.nan, limit=limit, hours_to_limit=np.inf,
                flagged=False, n_bins=0)

@@ -90,6 +90,7 @@ def _local(t: pd.Timestamp, tz: str) -> float:
     "Epoch seconds of naive local time `t` in `tz` (a time skipped by a clock change moves forward)"
     return t.tz_localize(tz, nonexistent='shift_forward', ambiguous=False).timestamp()
 
+# %% ../nbs/20_monitor.ipynb #b710ab9e
 def day_of(ts, cfg: Settings = None) -> pd.Series:
     "Calendar day (YYYY-MM-DD in `monitor_tz`) of epoch times `ts`"
     tz = (cfg or get_settings()).monitor_tz
@@ -210,6 +211,7 @@ def check_blank(window: pd.DataFrame, cfg: Settings = None) -> Check:
 # %% ../nbs/20_monitor.ipynb #cb0bb427
 _SAME_COLS = ('brightness', 'contrast', 'sharpness', 'p_dog')
 
+# %% ../nbs/20_monitor.ipynb #98665cc4
 def frozen_runs(window: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     "Runs of consecutive identical (or near-identical) answered frames per camera: camera, frames, start, end, minutes, frame_sha"
     w = answered(window).sort_values(['camera', 'ts'], kind='stable')

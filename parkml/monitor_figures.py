@@ -7,6 +7,7 @@ Docs: https://parkml.github.io/parkml/monitor_figures.html.md"""
 # %% ../nbs/20d_monitor_figures.ipynb #2e8cbd11
 from __future__ import annotations
 import numpy as np, pandas as pd
+from fastcore.basics import ifnone
 from .config import get_settings, Settings
 from .evaluate import ReportFigure, shap_explain, shap_figure
 from .monitor import answered, reference_range
@@ -27,7 +28,7 @@ def explain_frames(
     "SHAP maps of up to `n` answered frames of the window whose files are retained: ids, images, attributions, figure"
     from parkml.data import decode_image, preprocess
     cfg = cfg or get_settings()
-    n = cfg.shap_frames if n is None else n
+    n = ifnone(n, cfg.shap_frames)
     w = answered(window)
     w = w[w.frame_sha.notna()].drop_duplicates('frame_sha').sample(frac=1, random_state=seed)
     ids, images, titles = [], [], []

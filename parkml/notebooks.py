@@ -60,7 +60,9 @@ class SpareKernel:
         self.key, self.km = _kernel_key(cwd), KernelManager(kernel_name='python3')
         self.km.start_kernel(cwd=str(cwd))
         self.kc = self.km.client()
-        self.kc.start_channels()
+        # the shell channel only: a heartbeat thread stopped before it first runs re-creates its socket in a tight
+        # loop until zmq refuses ('Too many open files'), and the spare needs no heartbeat
+        self.kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
         # queued: runs once the kernel is up
         self.msg_id = self.kc.execute(WARM_CODE, silent=True, store_history=False)
         return self
@@ -88,6 +90,7 @@ class SpareKernel:
 # %% ../nbs/08_notebooks.ipynb #df45dada
 _spare: SpareKernel | None = None
 
+# %% ../nbs/08_notebooks.ipynb #04d08c42
 @contextmanager
 def warm_kernels():
     """Within this block, each `run_notebook` starts the next run's kernel before it executes its own notebook.

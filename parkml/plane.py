@@ -28,6 +28,7 @@ def read_env_file(path) -> dict:
     if not p.is_file(): return {}
     return dict(l.split('=', 1) for l in p.read_text().splitlines() if '=' in l and not l.startswith('#'))
 
+# %% ../nbs/17_plane.ipynb #101ba08d
 def write_env_file(path, values: dict) -> Path:
     "Write `values` as `NAME=value` lines to a 0600 file"
     return write_atomic(path, ''.join(f"{k}={v}\n" for k, v in values.items()), 0o600)
@@ -91,6 +92,7 @@ def mlflow_env(d: Path, s3: S3Server) -> dict:
             'AWS_ACCESS_KEY_ID': k['accessKey'], 'AWS_SECRET_ACCESS_KEY': k['secretKey'],
             'AWS_DEFAULT_REGION': 'us-east-1', 'MLFLOW_SERVER_ENABLE_JOB_EXECUTION': 'false'}
 
+# %% ../nbs/17_plane.ipynb #63d01254
 def mlflow_command(
     d: Path, # the plane's folder
     pg: PgServer, # its PostgreSQL (databases `mlflow` and `mlflow_auth`)
@@ -111,6 +113,7 @@ class MlflowRefused(CentralError):
         super().__init__(msg)
         self.status = status
 
+# %% ../nbs/17_plane.ipynb #5d82f4cd
 def mlflow_call(
     url: str, # the server, e.g. http://127.0.0.1:5000
     path: str, # REST path, e.g. /api/2.0/mlflow/users/create
@@ -187,6 +190,7 @@ def mlflow_schema(uri: str) -> tuple:
         if not c.execute("select to_regclass('public.alembic_version')").fetchone()[0]: return None, head
         return c.execute('select version_num from alembic_version').fetchone()[0], head
 
+# %% ../nbs/17_plane.ipynb #aafb4b03
 def upgrade_mlflow_db(
     uri: str, # MLflow's database, e.g. postgresql+psycopg://parkml@127.0.0.1:5432/mlflow?passfile=...
     always: bool = False, # run it even when the revision is MLflow's head
@@ -216,6 +220,7 @@ def launch_mlflow(
         spawn(cmd, d/'mlflow'/'mlflow.log', d/'mlflow'/'mlflow.pid', mlflow_env(d, s3))
     return f"http://127.0.0.1:{port}"
 
+# %% ../nbs/17_plane.ipynb #15f14cad
 def mlflow_ready(
     d: Path, # the plane's folder
     s3: S3Server, # its S3 store (its keys go into `secrets.env`)
@@ -237,6 +242,7 @@ def plane_dir(cfg: Settings = None) -> Path:
     p = Path(cfg.central_dir).expanduser()
     return p if p.is_absolute() else (cfg.root/p).resolve()
 
+# %% ../nbs/17_plane.ipynb #427b2b8e
 def plane_ports(cfg: Settings, d: Path) -> dict:
     "Ports of the three servers: the settings', else those chosen at the first `up` (kept in `ports.json`), else free"
     f = d/'ports.json'
@@ -258,6 +264,7 @@ def central_values(
                 predlog_uri=db, alerts_uri=db, governance_uri=db, frames_dir=f"s3://{s3.bucket}/frames",
                 s3_endpoint=s3.endpoint, s3_bucket=s3.bucket, central_secrets=str(d/'secrets.env'), central_dir=str(d))
 
+# %% ../nbs/17_plane.ipynb #f08ba196
 def write_settings(
     cfg: Settings, # the settings in force (their lowest file is the base)
     values: dict, # the keys `up` decides
@@ -271,7 +278,6 @@ def write_settings(
     out.setdefault('central plane', []).append(f"base_settings = {base}")
     head = f"# written by `parkml central up`: only what it decides; every other key comes from {base}\n"
     return write_atomic(dest, head + ''.join(f"\n[{sec}]\n" + '\n'.join(ls) + '\n' for sec, ls in out.items()))
-
 
 # %% ../nbs/17_plane.ipynb #553fc211
 def up(
@@ -344,6 +350,7 @@ def status(cfg: Settings = None) -> dict:
                 settings_file=str(d/'settings.ini'), secrets_file=str(d/'secrets.env'), central_dir=str(d),
                 servers=servers)
 
+# %% ../nbs/17_plane.ipynb #49d4785d
 def pg_pid(pg: PgServer) -> int | None:
     "Pid of the cluster's postmaster if it runs"
     try: pid = int((pg.data/'postmaster.pid').read_text().split()[0])
@@ -376,12 +383,14 @@ def migrate_stores(cfg: Settings) -> dict:
         done[key] = cfg[key]
     return done
 
+# %% ../nbs/17_plane.ipynb #5c698973
 def mlflow_databases(cfg: Settings) -> tuple[str, str]:
     "MLflow's tracking and auth databases: settings `mlflow_backend_uri` / `mlflow_auth_uri`, else the plane's own"
     if cfg.mlflow_backend_uri: return cfg.mlflow_backend_uri, cfg.mlflow_auth_uri
     d, pg, _, _ = server_handles(cfg)
     return role_uri(pg, d, 'mlflow'), role_uri(pg, d, 'mlflow_auth')
 
+# %% ../nbs/17_plane.ipynb #5e73c194
 def migrate(cfg: Settings = None) -> dict:
     "Apply every parkml store's migrations and upgrade MLflow's tracking and auth databases"
     cfg = cfg or get_settings()

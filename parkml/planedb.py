@@ -22,6 +22,7 @@ WEEK_DB = 'parkml_week'   # the week's demo database: the stores' role owns it, 
 DB_OWNERS = dict(mlflow='mlflow', mlflow_auth='mlflow', parkml='parkml_stores', parkml_week='parkml_stores')
 ROLE_FILES = dict(mlflow='mlflow/pgpass', parkml_stores='stores.pgpass')   # role: its password file in the plane
 
+# %% ../nbs/17a_planedb.ipynb #17e6607e
 def role_password(
     d: Path, # the plane's folder
     role: str, # `mlflow` or `parkml_stores`
@@ -88,6 +89,7 @@ _KINDS = dict(r='TABLE', p='TABLE', v='VIEW', m='MATERIALIZED VIEW', S='SEQUENCE
 _NOT_OWNED = """SELECT c.relkind, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE n.nspname = 'public' AND c.relkind = ANY(%s) AND pg_get_userbyid(c.relowner) <> %s"""
 
+# %% ../nbs/17a_planedb.ipynb #1b9a872f
 def hand_over(
     pg: PgServer, # the plane's PostgreSQL
     db: str, # one of `PLANE_DBS`

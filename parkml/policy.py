@@ -23,6 +23,7 @@ NEEDS = {'approve': 'approve', 'reject': 'reject', 'release': 'release', 'rollba
 # what a pipeline (not a person) may do: the staging gate moves `challenger`, an alert rule asks for a retraining
 PIPELINE_ACTIONS = ('alias_set', 'retrain_requested')
 
+# %% ../nbs/22a_policy.ipynb #7c9c85da
 @dataclass(frozen=True)
 class Actor:
     "Who acts: a name, a role, whether the person is simulated, and how they proved who they are"
@@ -66,9 +67,11 @@ def check_proof(actor: Actor, action: str) -> None:
 class Refused(PermissionError):
     "The rules do not allow this action on this version; the message says why"
 
+# %% ../nbs/22a_policy.ipynb #20535f98
 # version tags where the staging run may put the reasons a version failed, first found wins
 FAILURE_TAGS = ('validation_reasons', 'validation_failures', 'validation_summary')
 
+# %% ../nbs/22a_policy.ipynb #ea700828
 def failure_reasons(tags: dict) -> str:
     "Why a version failed staging, from its tags ('' when the staging run left no reasons)"
     return next((tags[k] for k in FAILURE_TAGS if tags.get(k)), '')
@@ -79,6 +82,7 @@ def _staged(version, tags) -> list[str]:
     if st in ('passed', 'failed') and tags.get('staging_run_id'): return []
     return [f"version {version} has no staging run yet (validation_status {st!r}): run `parkml stage {version}` first"]
 
+# %% ../nbs/22a_policy.ipynb #cde9a6e0
 def _failed(version, tags) -> str:
     why = failure_reasons(tags)
     return f"version {version} failed staging" + (f": {why}" if why else f" (staging run {tags.get('staging_run_id')})")

@@ -15,10 +15,13 @@ __all__ = ['P', 'KV', 'T', 'F', 'render_markdown', 'render_html']
 # %% ../nbs/41a_report_doc.ipynb #d52ca701
 def P(text) -> tuple: return ('p', str(text))
 
+# %% ../nbs/41a_report_doc.ipynb #b6174b5b
 def KV(d: dict) -> tuple: return ('kv', {str(k): v for k, v in d.items()})
 
+# %% ../nbs/41a_report_doc.ipynb #0dc7ef20
 def T(df: pd.DataFrame, empty: str = 'none') -> tuple: return ('table', df, empty)
 
+# %% ../nbs/41a_report_doc.ipynb #4b3f3f90
 def F(
     name: str, # file name
     png: bytes, # PNG bytes

@@ -118,6 +118,7 @@ def start_seaweed(
     if wait: wait_bucket(s3, timeout, progress)
     return s3
 
+# %% ../nbs/16_s3store.ipynb #6bd143fc
 def stop_seaweed(folder) -> bool:
     "Stop the SeaweedFS that `start_seaweed` started in `folder` (it takes about 25 s to close); False if not running"
     folder = Path(folder).resolve()
@@ -141,6 +142,7 @@ def bucket_to_dir(
             n += 1
     return n
 
+# %% ../nbs/16_s3store.ipynb #f1c0582b
 def dir_to_bucket(
     client, # a boto3 S3 client allowed to write the bucket
     src: Path, # folder written by `bucket_to_dir`

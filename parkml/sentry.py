@@ -127,6 +127,7 @@ _KEEP = ('id', 'ts', 'camera', 'status', 'error', 'p_dog', 'latency_ms', 'width'
          'sharpness', 'frame_sha', 'proj', 'run_id', 'model_version')
 _SAME = ('brightness', 'contrast', 'sharpness', 'p_dog')
 
+# %% ../nbs/26_sentry.ipynb #bbb566de
 class CameraWatch:
     "Sliding windows and drift statistics of one camera"
     def __init__(self, camera: str, cfg: Settings):

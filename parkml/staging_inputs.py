@@ -147,6 +147,7 @@ _TYPES = {'string': lambda v: isinstance(v, str), 'integer': lambda v: isinstanc
           'object': lambda v: isinstance(v, dict), 'array': lambda v: isinstance(v,
                   list), 'boolean': lambda v: isinstance(v, bool)}
 
+# %% ../nbs/24a_staging_inputs.ipynb #1dbbafde
 def schema_problems(
     value, # the JSON value
     schema: dict, # its OpenAPI schema

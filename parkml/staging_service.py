@@ -92,6 +92,7 @@ class StagingService:
 _MEDIA = {'jpg': 'image/jpeg', 'png': 'image/png', 'gif': 'image/gif', 'bmp': 'image/bmp', 'tif': 'image/tiff',
           'webp': 'image/webp'}
 
+# %% ../nbs/24b_staging_service.ipynb #eccbc04d
 def http_client(
     url: str, # the service
     concurrency: int = 8, # requests in flight

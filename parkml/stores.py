@@ -23,9 +23,11 @@ __all__ = ['SCHEMA_TABLE', 'SCHEMA_LOCK', 'DB_ENGINES', 'StoreError', 'StoreTooN
 class StoreError(RuntimeError):
     "A store cannot be opened or used; the message names the store, where it is and the setting"
 
+# %% ../nbs/09_stores.ipynb #d8f39699
 class StoreTooNew(StoreError):
     "A store written by a newer parkml: this code does not know its schema and leaves it alone"
 
+# %% ../nbs/09_stores.ipynb #b5b68377
 class StoreUnavailable(StoreError):
     "The store's server cannot be reached (down, refused, wrong password, no such database)"
 
@@ -251,6 +253,7 @@ SCHEMA_TABLE = ('CREATE TABLE IF NOT EXISTS parkml_schema(store TEXT PRIMARY KEY
                 'updated DOUBLE PRECISION NOT NULL)')
 SCHEMA_LOCK = zlib.crc32(b'parkml_schema')  # the advisory lock that serialises migrations in one database
 
+# %% ../nbs/09_stores.ipynb #91844788
 @patch
 def schema_version(self: PostgresDB, con=None) -> int:
     "The store's schema version in `parkml_schema` (0: not there yet)"
@@ -334,6 +337,7 @@ def run_step(con, step) -> None:
     if callable(step): return step(con)
     for stmt in step: con.execute(stmt)
 
+# %% ../nbs/09_stores.ipynb #73a52342
 def too_new(db: SQLDB, version: int, steps) -> int:
     "`version`, or `StoreTooNew` if it is beyond `steps`"
     if version > len(steps):
@@ -358,6 +362,7 @@ def migrate(db: SQLDB, # the store's database
 DB_ENGINES = {'sqlite': lambda uri, what, name, setting, **kw: SQLiteDB(sqlite_file(uri, what), what, name, **kw),
               'postgresql': lambda uri, what, name, setting, **kw: PostgresDB(uri, what, name, setting)}
 
+# %% ../nbs/09_stores.ipynb #8073cbae
 def sql_db(uri: str, # sqlite:///path or postgresql://user@host:port/db
            what: str, # the store in messages, e.g. 'alert store'
            name: str, # the store's name among the schema versions

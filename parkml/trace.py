@@ -65,6 +65,7 @@ def version_facts(
 # %% ../nbs/40_trace.ipynb #8d56c29c
 SETTLE_S = 1.0  # a snapshot is written only if the MLflow stores were last changed this long before its key was taken
 
+# %% ../nbs/40_trace.ipynb #943b6fd3
 def stores_signature(cfg: Settings) -> tuple[list | None, bool]:
     """Size and change time of the MLflow stores' SQLite files (and WAL), and whether they are older than `SETTLE_S`;
     (None, False) for a server store"""

@@ -13,8 +13,9 @@ from .config import get_settings, ensure_dir, file_sha256, Settings
 import parkml
 
 # %% auto #0
-__all__ = ['PACKAGES', 'mlflow_client', 'code_version', 'lineage_tags', 'package_versions', 'RegistryError', 'resolve_version',
-           'default_ref', 'aliases_of', 'local_onnx', 'registry_sha256', 'lineage', 'format_lineage']
+__all__ = ['PACKAGES', 'mlflow_client', 'client_and_settings', 'code_version', 'lineage_tags', 'package_versions',
+           'RegistryError', 'resolve_version', 'default_ref', 'aliases_of', 'local_onnx', 'registry_sha256', 'lineage',
+           'format_lineage']
 
 # %% ../nbs/04_tracking.ipynb #5d034cb8
 def mlflow_client(cfg: Settings = None):
@@ -35,6 +36,14 @@ def mlflow_client(cfg: Settings = None):
         client.create_experiment(cfg.experiment, artifact_location=loc)
     mlflow.set_experiment(cfg.experiment)
     return client
+
+# %% ../nbs/04_tracking.ipynb #eeda5062
+def client_and_settings(client=None, # an MLflow client (default: one for the settings)
+                        cfg: Settings = None, # the settings (default: the current ones)
+                       ) -> tuple:
+    "`(client, cfg)`: those given, else the current settings and an `mlflow_client` for them"
+    cfg = cfg or get_settings()
+    return client or mlflow_client(cfg), cfg
 
 # %% ../nbs/04_tracking.ipynb #e08f249d
 def _git(*args, cwd=None) -> str:
@@ -88,8 +97,7 @@ def resolve_version(
 ):
     "ModelVersion for `ref`: a number, an alias, 'latest', or None (champion, else latest)"
     from mlflow.exceptions import MlflowException
-    cfg = cfg or get_settings()
-    client = client or mlflow_client(cfg)
+    client, cfg = client_and_settings(client, cfg)
     name = cfg.model_name
     ref = default_ref(client, cfg) if ref is None else str(ref)
     try:
@@ -105,8 +113,7 @@ def resolve_version(
 # %% ../nbs/04_tracking.ipynb #42ccd559
 def default_ref(client=None, cfg=None) -> str:
     from mlflow.exceptions import MlflowException
-    cfg = cfg or get_settings()
-    client = client or mlflow_client(cfg)
+    client, cfg = client_and_settings(client, cfg)
     try: return 'champion' if 'champion' in client.get_registered_model(cfg.model_name).aliases else 'latest'
     except MlflowException: return 'latest'
 
@@ -117,8 +124,7 @@ def aliases_of(
     cfg=None, # the settings (default: the current ones)
 ) -> list:
     "Aliases currently pointing at `version`"
-    cfg = cfg or get_settings()
-    client = client or mlflow_client(cfg)
+    client, cfg = client_and_settings(client, cfg)
     return sorted(a for a, v in client.get_registered_model(cfg.model_name).aliases.items() if str(v) == str(version))
 
 # %% ../nbs/04_tracking.ipynb #12ad83d5
@@ -168,8 +174,7 @@ def lineage(
     cfg=None, # the settings (default: the current ones)
 ) -> dict:
     "The chain behind model version `ref` (number or alias), from MLflow alone"
-    cfg = cfg or get_settings()
-    client = client or mlflow_client(cfg)
+    client, cfg = client_and_settings(client, cfg)
     mv = resolve_version(ref, client, cfg)
     run = client.get_run(mv.run_id)
     tags = {**{k: v for k, v in run.data.tags.items() if k.startswith('parkml.')}, **{k: v for k, v in mv.tags.items()}}

@@ -103,6 +103,7 @@ def peak_rss_mb() -> float:
 # %% ../nbs/06_train.ipynb #c93fc360
 AGREEMENT_IMAGES = 64  # staging images on which the exported ONNX graph must match torch and the embedding head
 
+# %% ../nbs/06_train.ipynb #95864f27
 @dataclass
 class TrainResult:
     run_id: str
@@ -189,6 +190,7 @@ def log_data(ds: ImageSet):
 REFERENCE_COLS = ['sha', 'relpath', 'label', 'y', 'subset', 'source', 'p_dog', 'brightness', 'contrast', 'sharpness',
                   'width', 'height']
 
+# %% ../nbs/06_train.ipynb #26196937
 def log_reference(
     scores: pd.DataFrame, # `evaluate_subsets` of the image set
     emb: pd.DataFrame, # its embeddings

@@ -57,6 +57,7 @@ def run_lines(
 # %% ../nbs/47_units.ipynb #8bbf6beb
 DAILY_SERVICE, DAILY_TIMER = 'parkml-daily.service', 'parkml-daily.timer'
 
+# %% ../nbs/47_units.ipynb #44c0a4e9
 def daily_units(
     exe: str, # the `parkml` executable
     settings: str, # the settings file
@@ -103,6 +104,7 @@ def box_units(
             'parkml-watch.service': edge_unit('watch ${PARKML_CAMERA_URL} --quiet', watch, box, video=True),
             **daily_units(box['exe'], box['settings'], box['state'], hour, minute, box)}
 
+# %% ../nbs/47_units.ipynb #7784553b
 def write_units(
     folder, # where to write them (e.g. deploy/systemd)
     hour: int = 2, minute: int = 30, # local time of the daily run

@@ -90,3 +90,11 @@ def test_bin_docs_builds(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / 'site/index.html').exists()
+
+
+def test_a_parameter_described_by_its_type_shows_its_description():
+    "A condition's `severity: Severity` is described once, in `Severity = Annotated[float, '...']`: its page says so"
+    md = docs.page_markdown(ROOT / 'nbs/02_cctv.ipynb', 'cctv', {}, {})
+    fog = md[md.index('id="fog"'):md.index('<details>', md.index('id="fog"'))]
+    assert '| `rng` | Rng |  | the random generator |' in fog, fog
+    assert '0 (unchanged), 1-3 (the standard levels) or in between' in fog

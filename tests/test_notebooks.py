@@ -48,3 +48,15 @@ def test_leaving_the_block_shuts_the_spare_down(tmp_path):
         assert psutil.Process(pid).is_running()
     assert nbm.current_spare() is None and spare.km is None
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+def test_a_spare_dropped_at_once_leaves_no_heartbeat_and_no_descriptors(tmp_path):
+    "A spare filled and dropped at once (a block that ends early) once left a heartbeat thread spinning up sockets"
+    import os, threading
+    def fds(): return len(os.listdir(f'/proc/{os.getpid()}/fd'))
+    before = fds()
+    with warm_kernels() as spare:
+        for _ in range(3):
+            spare.fill(tmp_path)
+            assert not [t for t in threading.enumerate() if type(t).__name__ == 'HBChannel']
+            spare.drop()
+    assert fds() <= before + 10, (before, fds())

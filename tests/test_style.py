@@ -71,6 +71,9 @@ def test_report_sees_what_it_measures(tmp_path):
     (tmp_path / 'parkml/b.py').write_text('from parkml.a import _p\n'
                                           'def doc(a:int, # first\n        b:int, # second\n        c=1, # third\n):\n'
                                           '    return a\n')
+    (tmp_path / 'parkml/c.py').write_text("from typing import Annotated\nAge = Annotated[int, 'years']\n"
+                                          "def aged(a: Age, b: Annotated[int, 'days'], c: Age): return a\n"
+                                          "def bare(a: int, b: Age, c: Age): return a\n")
     cells = [{'cell_type': 'code', 'source': ['#| default_exp a']},
              {'cell_type': 'code', 'source': ['#| export\n', 'def f(): pass\n', 'def g(): pass\n']},
              {'cell_type': 'code', 'source': ['f()']}]
@@ -81,7 +84,7 @@ def test_report_sees_what_it_measures(tmp_path):
     assert r['functions_over_60_lines'] == [['a.long', 72]]
     assert r['private_names_across_modules'] == ['a._p (in parkml/b.py)']
     assert r['library']['semicolon_joins'] == 1
-    assert r['docments_public_3plus'] == {'documented': 1, 'of': 2}
+    assert r['docments_public_3plus'] == {'documented': 2, 'of': 4}   # doc and aged; not long, nor bare
     assert (r['export_cells'], r['export_cell_lines_max'], r['definitions_per_export_cell']) == (1, 2, 2)
     assert r['example_cells_per_export_cell'] == 1
     assert r['readme_bytes'] == 5

@@ -106,3 +106,13 @@ def test_workflow_commands_parse_with_the_real_cli(name):
     for args in cmds:
         try: ap.parse_args(args)
         except SystemExit: pytest.fail(f"{name}: `parkml {shlex.join(args)}` is not a valid parkml command line")
+
+def test_slow_examples_are_run_by_a_workflow():
+    "Cells flagged `#| slow` are left out of the gate (tst_flags) and run by their own workflow with --flags slow"
+    import tomllib
+    assert tomllib.loads((ROOT/'pyproject.toml').read_text())['tool']['nbdev']['tst_flags'] == 'slow'
+    assert any('#| slow' in p.read_text() for p in (ROOT/'nbs').glob('*.ipynb'))
+    wf = load('slow-examples.yml')
+    assert 'push' in wf['on'] and 'schedule' in wf['on'] and wf['jobs']['slow']['needs'] == 'data'
+    runs = [s.get('run', '') for s in steps(wf)]
+    assert 'bin/setup' in runs and any(r.split()[:3] == ['.venv/bin/nbdev-test', '--flags', 'slow'] for r in runs), runs

@@ -88,8 +88,36 @@ def comments(src: str) -> dict:
         return {}
 
 
-def docments(fn, notes: dict) -> list:
-    "(parameter, annotation, default, comment) of a function, comments taken from its signature (docments)"
+def annotated_doc(ann, aliases: dict) -> str:
+    "The description an annotation carries: `Annotated[type, 'description']`, or the name of such an alias"
+    if isinstance(ann, ast.Name):
+        return aliases.get(ann.id, '')
+    if isinstance(ann, ast.Subscript) and ast.unparse(ann.value).split('.')[-1] == 'Annotated' and \
+            isinstance(ann.slice, ast.Tuple):
+        return next((e.value for e in ann.slice.elts[1:] if isinstance(e, ast.Constant) and isinstance(e.value, str)),
+                    '')
+    return ''
+
+
+def documented_aliases(cells: list) -> dict:
+    "Type aliases with a description defined by a notebook's export cells: name -> description (`Rng = Annotated[...]`)"
+    out = {}
+    for kind, src in cells:
+        if kind != 'code' or not set(cell_directives(src)) & EXPORTS:
+            continue
+        try:
+            tree = ast.parse(strip_directives(src))
+        except SyntaxError:
+            continue
+        for n in tree.body:
+            if isinstance(n, ast.Assign) and (doc := annotated_doc(n.value, {})):
+                out.update({t.id: doc for t in n.targets if isinstance(t, ast.Name)})
+    return out
+
+
+def docments(fn, notes: dict, aliases: dict = None) -> list:
+    """(parameter, annotation, default, comment) of a function, comments taken from its signature (docments), or
+    else from an `Annotated` description in its annotation (directly or through one of `aliases`)"""
     a = fn.args
     args = a.posonlyargs + a.args
     defaults = [None] * (len(args) - len(a.defaults)) + list(a.defaults) + list(a.kw_defaults)
@@ -98,6 +126,7 @@ def docments(fn, notes: dict) -> list:
     rows = []
     for (p, default), end in zip(params, ends):
         note = next((notes[ln] for ln in range(p.lineno, max(p.lineno, end - 1) + 1) if ln in notes), '')
+        note = note or (annotated_doc(p.annotation, aliases or {}) if p.annotation else '')
         ann = ast.unparse(p.annotation) if p.annotation else ''
         rows.append((p.arg, ann, '' if default is None else ast.unparse(default), note))
     return rows
@@ -112,21 +141,21 @@ def signature(fn) -> str:
     return f'def {fn.name}({ast.unparse(fn.args)}){ret}'
 
 
-def api_entry(node, src: str, notes: dict, level: int = 3) -> str:
+def api_entry(node, src: str, notes: dict, level: int = 3, aliases: dict = None) -> str:
     "Markdown of one definition: anchor heading, signature, docstring, docments table"
     out = [f'<h{level} id="{node.name}">{node.name}</h{level}>', '', '```python', signature(node), '```', '']
     doc = ast.get_docstring(node)
     if doc:
         out += [doc, '']
     if not isinstance(node, ast.ClassDef):
-        rows = docments(node, notes)
+        rows = docments(node, notes, aliases)
         if any(r[3] for r in rows):
             out += ['| parameter | type | default | what it is |', '| --- | --- | --- | --- |']
             out += [f"| `{n}` | {md_cell(t)} | {md_cell(d)} | {md_cell(c)} |" for n, t, d, c in rows] + ['']
     else:
         for m in node.body:
             if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef)) and not m.name.startswith('_'):
-                out.append(api_entry(m, src, notes, 4).replace(f'id="{m.name}"', f'id="{node.name}.{m.name}"'))
+                out.append(api_entry(m, src, notes, 4, aliases).replace(f'id="{m.name}"', f'id="{node.name}.{m.name}"'))
     return '\n'.join(out)
 
 
@@ -135,11 +164,11 @@ def md_cell(text: str) -> str:
     return f'`{text}`'.replace('|', '\\|') if text and not text[0].isalpha() else text.replace('|', '\\|')
 
 
-def export_cell(src: str) -> str:
+def export_cell(src: str, aliases: dict = None) -> str:
     "Markdown of an export cell: an API entry per definition and the source, folded"
     code = strip_directives(src)
     notes = comments(code)
-    entries = [api_entry(d, code, notes) for d in definitions(code)]
+    entries = [api_entry(d, code, notes, aliases=aliases) for d in definitions(code)]
     fold = ['<details><summary>source</summary>', '', '```python', code, '```', '', '</details>', '']
     return '\n\n'.join(entries + ['\n'.join(fold)]) if entries else ''
 
@@ -173,8 +202,9 @@ def link_symbols(md: str, syms: dict, here: str, base: str = '') -> str:
 
 def page_markdown(nb: Path, page: str, pages: dict, syms: dict, base: str = '') -> str:
     "The Markdown of a notebook's page"
-    env, out = {'__name__': f'docs_{page}'}, []
-    for i, (kind, src) in enumerate(load_cells(nb)):
+    env, out, cells = {'__name__': f'docs_{page}'}, [], load_cells(nb)
+    aliases = documented_aliases(cells)
+    for i, (kind, src) in enumerate(cells):
         d = cell_directives(src)
         if kind == 'markdown':
             out.append(link_symbols(link_notebooks(src, pages, base), syms, page, base))
@@ -183,7 +213,7 @@ def page_markdown(nb: Path, page: str, pages: dict, syms: dict, base: str = '') 
         elif d.get('output') == 'asis':
             out.append(run_asis(src, env, f'{nb.name} cell {i}'))
         elif set(d) & EXPORTS:
-            out.append(export_cell(src))
+            out.append(export_cell(src, aliases))
         elif d.get('echo') != 'false':
             out.append(f'```python\n{strip_directives(src)}\n```')
     return '\n\n'.join(o.strip('\n') for o in out if o.strip()) + '\n'

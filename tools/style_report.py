@@ -109,14 +109,34 @@ def comment_lines(src: str) -> set:
         return set()
 
 
-def has_docments(fn, comments: set) -> bool:
-    "True when every parameter has a comment on its line or before the next parameter (fastcore's docments)"
+def is_annotated_doc(node) -> bool:
+    "An `Annotated[type, 'description', ...]` expression: fastcore's docments reads the description from it"
+    return (isinstance(node, ast.Subscript) and ast.unparse(node.value).split('.')[-1] == 'Annotated'
+            and isinstance(node.slice, ast.Tuple)
+            and any(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.slice.elts[1:]))
+
+
+def documented_aliases(tree) -> set:
+    "Names of a module's top-level type aliases that carry a description (`Severity = Annotated[float, '...']`)"
+    return {t.id for n in tree.body if isinstance(n, ast.Assign) and is_annotated_doc(n.value)
+            for t in n.targets if isinstance(t, ast.Name)}
+
+
+def has_docments(fn, comments: set, aliases: set = frozenset()) -> bool:
+    """True when every parameter has a comment on its line or before the next parameter, or an annotation that
+    describes it (an `Annotated` alias of `aliases` or written in place): what fastcore's docments reads"""
     a = fn.args
     nodes = [x for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ('self', 'cls')]
     if not nodes:
         return False
     ends = [n.lineno for n in nodes[1:]] + [fn.body[0].lineno]
-    return all(any(n.lineno <= ln <= max(n.lineno, end) for ln in comments) for n, end in zip(nodes, ends))
+
+    def described(n, end):
+        ann = n.annotation
+        if ann is not None and (is_annotated_doc(ann) or (isinstance(ann, ast.Name) and ann.id in aliases)):
+            return True
+        return any(n.lineno <= ln <= max(n.lineno, end) for ln in comments)
+    return all(described(n, end) for n, end in zip(nodes, ends))
 
 
 def is_public(qualname: str) -> bool:
@@ -128,14 +148,15 @@ def function_figures(mods: dict) -> dict:
     "Docments, the longest function, long functions and functions with many parameters"
     rows, documented, candidates = [], 0, 0
     for mod, src in mods.items():
-        comments = comment_lines(src)
-        for name, fn in functions(ast.parse(src)):
+        comments, tree = comment_lines(src), ast.parse(src)
+        aliases = documented_aliases(tree)
+        for name, fn in functions(tree):
             qual = f'{mod}.{name}'
             lines = fn.end_lineno - fn.lineno + 1
             rows.append((qual, lines, len(params(fn))))
             if is_public(name) and len(params(fn)) >= 3 and '.<locals>' not in qual:
                 candidates += 1
-                documented += has_docments(fn, comments)
+                documented += has_docments(fn, comments, aliases)
     longest = max(rows, key=lambda r: r[1], default=('', 0, 0))
     return {'docments_public_3plus': {'documented': documented, 'of': candidates},
             'longest_function': {'name': longest[0], 'lines': longest[1], 'parameters': longest[2]},
