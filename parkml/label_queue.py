@@ -143,12 +143,11 @@ def next_frames(
     skip=(), # prediction ids to leave out (skipped in this session)
     now: float = None, # the time (default: now)
     cfg: Settings = None, # settings: label_window_days, label_double_share, label_queue...
-    start: float = None, # frames captured from this epoch time on (default: `label_window_days` before `now`)
-    end: float = None, # and before this one (default: no end)
+    window: tuple = None, # (start, end) capture epoch times (default: `label_window_days` before `now`, no end)
 ) -> pd.DataFrame:
     "The next frames for `person` to label, best first: `id`, `frame_sha`, `why` and the prediction's columns"
     cfg, now = cfg or get_settings(), time.time() if now is None else now
-    start = now - float(cfg.label_window_days) * 86400 if start is None else start
+    start, end = window or (now - float(cfg.label_window_days) * 86400, None)
     a = answers(store, start, end)
     first = pending(a, person, float(cfg.label_double_share))
     c = candidates(store, start, end)

@@ -15,8 +15,8 @@ import numpy as np, pandas as pd, httpx
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['DUSK_FROM', 'STAFF', 'STAFF_QUEUE', 'DayPlan', 'scenario', 'camera_pools', 'freeze', 'put_photos', 'day_frames',
-           'FrameCache', 'Camera', 'staff_answer', 'post_label', 'staff_round', 'staff_feedback']
+__all__ = ['DUSK_FROM', 'STAFF', 'STAFF_BATCH', 'STAFF_QUEUE', 'DayPlan', 'scenario', 'camera_pools', 'freeze', 'put_photos',
+           'day_frames', 'FrameCache', 'Camera', 'staff_answer', 'post_label', 'staff_round', 'staff_feedback']
 
 # %% ../nbs/60a_week_scenario.ipynb #b33a0e40
 from .config import get_settings, Settings
@@ -205,6 +205,7 @@ class Camera:
 
 # %% ../nbs/60a_week_scenario.ipynb #3b40cf43
 STAFF = {'demo-staff-1': 0.0, 'demo-staff-2': 0.0, 'demo-staff-3': 0.05}   # the simulated staff: share of wrong answers
+STAFF_BATCH = 25   # frames each person takes from the queue at a time
 # the order the week's staff take fresh frames in (after disputes and second opinions): the queue's `random`. With
 # the ranked order the quick week's retrained version failed staging (noise gate); see bench/README.md
 STAFF_QUEUE = 'random'
@@ -236,15 +237,14 @@ def staff_round(
     budget: int, # answers left for the morning
     ref: np.ndarray = None, # reference projections for the queue's novelty
     rng = None, # a `numpy.random.Generator` (the people's errors)
-    batch: int = 25, # frames each person takes from the queue at a time
     cfg: Settings = None, # the queue's settings (default: the current ones)
 ) -> int:
-    "Each simulated person answers up to `batch` frames the queue gives them, within `budget`; the answers recorded"
+    "Each simulated person answers up to `STAFF_BATCH` frames the queue gives them, within `budget`; the answers recorded"
     from parkml.label_queue import next_frames
     n, rng = 0, rng or np.random.default_rng(0)
     for person, error in STAFF.items():
         if n >= budget: break
-        q = next_frames(store, person, min(batch, budget - n), ref, cfg=cfg, start=window[0], end=window[1])
+        q = next_frames(store, person, min(STAFF_BATCH, budget - n), ref, cfg=cfg, window=window)
         for pid in q.id[q.id.isin(truth.index)]:
             n += post_label(client, pid, staff_answer(truth[pid], error, rng), person)
     return n
