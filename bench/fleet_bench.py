@@ -94,6 +94,21 @@ def centre_lag(st: dict, windows: list) -> dict:
     return dict(rows=len(lag), p50=q(0.5), p95=q(0.95), max=lag[-1] if lag else float('nan'))
 
 
+def batch_gaps(logdir: Path, boxes, windows: list) -> dict:
+    "Seconds between a box's shipped batches (its local `shipped_at` marks) of the rows received in `windows`"
+    import sqlite3
+    gaps, sizes = [], []
+    for name, _, _ in boxes:
+        with sqlite3.connect(f"file:{logdir}/{name}.db?mode=ro", uri=True, timeout=60) as c:
+            for since, until in windows:
+                marks = c.execute("SELECT shipped_at, count(*) FROM predictions WHERE received >= ? AND received < ? "
+                                  "GROUP BY shipped_at ORDER BY shipped_at", (since, until)).fetchall()
+                gaps += [b[0] - a[0] for a, b in zip(marks, marks[1:])]
+                sizes += [m[1] for m in marks]
+    q = lambda xs, p: sorted(xs)[min(len(xs) - 1, int(p * len(xs)))] if xs else float('nan')
+    return dict(gap_p50=q(gaps, 0.5), gap_p95=q(gaps, 0.95), rows_p50=q(sizes, 0.5))
+
+
 def drained_at(st: dict, since: float, until: float) -> tuple[int, float]:
     "Rows received in [since, until) at the centre and the centre's time the last of them arrived"
     n, last = centre_sql(st, "SELECT count(*), max(arrived_at) FROM predictions WHERE box_id LIKE 'bench-%%' "
@@ -263,12 +278,15 @@ def outage(a, boxes, files: Path, logdir: Path, st: dict, pg, groups: dict) -> d
                 if time.time() - t3 > 1800: sys.exit('the backlog was not at the centre after 30 minutes')
                 time.sleep(1)
         last = drained_at(st, t1, t2)[1]
+        while any(backlog(u)['backlog_age_s'] > time.time() - t2 for _, u, _ in boxes): time.sleep(0.5)
+        whole = time.time() - t3   # every row of the outage shipped: frames and telemetry too (polled, +-0.5 s)
         time.sleep(a.after)
     finally:
         stop.touch()
         for p in procs: p.wait(120)
     recs = [r for o in outs for r in json.loads(o.read_text())]
-    return dict(t1=t1, t2=t2, t3=t3, expected=expected, drain_s=last - t3, before=before, dark=dark, catch=catch,
+    return dict(t1=t1, t2=t2, t3=t3, expected=expected, drain_s=last - t3, whole_s=whole, before=before, dark=dark,
+                catch=catch,
                 c1_dark=c1_p50(recs, t1 + min(30, a.outage / 4), t2), c1_catch=c1_p50(recs, t3, last),
                 c1_after=c1_p50(recs, last + 2, last + a.after))
 
@@ -289,23 +307,25 @@ def report(a, fleet: list, out: dict, lag: dict) -> dict:
     print(f"\n{a.boxes} boxes, c{a.concurrency} each; load average {os.getloadavg()[0]:.1f} at the end")
     print(f"fleet throughput, shipping on:  {', '.join(format(r['per_s'], '.1f') for r in on)} req/s")
     print(f"fleet throughput, shipping off: {', '.join(format(r['per_s'], '.1f') for r in off)} req/s")
+    cpu = lambda rs, k: statistics.mean(r[k] for r in rs)
     print(f"cost of shipping: {', '.join(format(100 * c, '.1f') for c in cost)}% per pair, mean "
-          f"{100 * statistics.mean(cost):.1f}% (target < 10%); box CPU per prediction "
-          f"{statistics.mean(r['box_cpu_ms'] for r in on):.1f} ms on, {statistics.mean(r['box_cpu_ms'] for r in off):.1f}"
-          f" ms off; the centre {statistics.mean(r['centre_cpu_ms'] for r in on):.1f} ms per prediction shipped")
+          f"{100 * statistics.mean(cost):.1f}% (target < 10%); box CPU per prediction {cpu(on, 'box_cpu_ms'):.1f} ms "
+          f"on, {cpu(off, 'box_cpu_ms'):.1f} ms off; the centre {cpu(on, 'centre_cpu_ms'):.1f} ms per prediction shipped")
     print(f"centre lag while traffic flows: p50 {lag['p50']:.2f} s, p95 {lag['p95']:.2f} s, max {lag['max']:.2f} s "
-          f"over {lag['rows']} rows (target p95 <= 5 s)")
+          f"over {lag['rows']} rows (target p95 <= 5 s); a box's batches {lag['gap_p50']:.2f} s apart at the median, "
+          f"{lag['gap_p95']:.2f} s at p95, {lag['rows_p50']:.0f} predictions each")
     rows = sum(b['backlog_rows'] for b in out['before'])
     print(f"outage of {a.outage:.0f} s: backlog {rows} rows ({out['expected']} predictions), oldest "
           f"{max(b['backlog_age_s'] for b in out['before']):.0f} s; CPU {out['dark'].shares()}")
     print(f"catch-up: every prediction of the outage at the centre {out['drain_s']:.1f} s after PostgreSQL answered "
-          f"({out['expected'] / max(out['drain_s'], 1e-9):.0f} predictions/s; target <= 120 s for 600 s); CPU "
-          f"{out['catch'].shares()}")
+          f"({out['expected'] / max(out['drain_s'], 1e-9):.0f} predictions/s; target <= 120 s for 600 s), the whole "
+          f"backlog (frames, telemetry) after {out['whole_s']:.1f} s; CPU {out['catch'].shares()}")
     (d, nd, bd), (c, nc, bc), (f, nf, bf) = out['c1_dark'], out['c1_catch'], out['c1_after']
     print(f"c1 p50 of the cameras: {d:.1f} ms centre down (n={nd}), {c:.1f} ms catching up (n={nc}, {rise(c, d)}; "
           f"target +20% at most), {f:.1f} ms after (n={nf}, {rise(f, d)}); failed requests {bd + bc + bf}")
     return dict(boxes=a.boxes, concurrency=a.concurrency, rounds=[{k: v for k, v in r.items()} for r in fleet],
                 cost=cost, lag=lag, backlog_rows=rows, backlog_predictions=out['expected'], drain_s=out['drain_s'],
+                whole_s=out['whole_s'],
                 c1=dict(dark=out['c1_dark'], catch=out['c1_catch'], after=out['c1_after']),
                 cpu=dict(dark=out['dark'].shares(), catch=out['catch'].shares()))
 
@@ -356,6 +376,7 @@ def main():
         print(f"{a.boxes} boxes serving with --ship; load average {os.getloadavg()[0]:.1f}", flush=True)
         fleet = rounds(a, boxes, str(files), pg, groups)
         lag = centre_lag(st, [r['window'] for r in fleet if r['on']])
+        lag.update(batch_gaps(logdir, boxes, [r['window'] for r in fleet if r['on']]))
         print(f"centre down for {a.outage:.0f} s, one camera per box at c1 ...", flush=True)
         out = outage(a, boxes, files, logdir, st, pg, groups)
     finally:

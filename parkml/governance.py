@@ -165,8 +165,9 @@ def _plan_rollback(actor, note, client, cfg, alias: str = 'champion'):
     (alias, previous), al, name = release_aliases(alias), _aliases(client, cfg.model_name), cfg.model_name
     champ, prev = al.get(alias), _recorded(al, cfg).get(previous)
     if prev is None:
+        where = '' if alias == 'champion' else f" for {alias}"
         return Plan('rollback', actor, name, champ, note=note,
-                    refusals=['there is no previous champion to roll back to' + (f" for {alias}" if alias != 'champion' else '')])
+                    refusals=[f"there is no previous champion to roll back to{where}"])
     refusals = [] if (note or '').strip() else ['a rollback must say why: give a note']
     statement, why = _alias_statement('rollback', client.get_model_version(name, prev), cfg, alias)
     before = _champion_before(client, name, prev, alias)
