@@ -242,7 +242,7 @@ def one_round(a, boxes, on: bool, n: int, files: str, pg, groups: dict) -> dict:
 def rounds(a, boxes, files: str, pg, groups: dict) -> list[dict]:
     "A warm-up round, then `--rounds` pairs of rounds, shipping on and off in turn (on-off, off-on, ...)"
     warm = load_all(boxes, a.concurrency, 6 * a.concurrency, files)
-    n = max(4 * a.concurrency, int(a.seconds * statistics.median(r['per_s'] for r in warm)))
+    n = max(10 * a.concurrency, int(a.seconds * statistics.median(r['per_s'] for r in warm)))
     wait_shipped(boxes)
     print(f"rounds of {n} photos per box at c{a.concurrency}", flush=True)
     out = []
