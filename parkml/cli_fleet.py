@@ -1,5 +1,6 @@
 """`parkml fleet` and `parkml fleet check`: the chain's boxes as the centre last heard from them, and the check that
-raises an alert for a box gone silent or with its clock off (run it from a timer, every minute or so).
+raises an alert for a box gone silent or with its clock off, and resolves a silence once the box is heard from
+again (run it from a timer, every minute or so).
 
 Docs: https://parkml.github.io/parkml/cli_fleet.html.md"""
 

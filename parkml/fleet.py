@@ -1,5 +1,6 @@
 """The chain's boxes seen from the centre: one line per box from the reports its shipper sends (last contact, backlog,
-version served, host), its open alerts, and the alerts for a box gone silent or with a clock off.
+version served, host), its open alerts, and the alerts for a box gone silent (resolved by the system when it is
+heard from again) or with a clock off.
 
 Docs: https://parkml.github.io/parkml/fleet.html.md"""
 
