@@ -1,5 +1,6 @@
 """`parkml fleet` and `parkml fleet check`: the chain's boxes as the centre last heard from them, and the check that
-raises an alert for a box gone silent or with its clock off (run it from a timer, every minute or so).
+raises an alert for a box gone silent or with its clock off, and resolves a silence once the box is heard from
+again (run it from a timer, every minute or so).
 
 Docs: https://parkml.github.io/parkml/cli_fleet.html.md"""
 
@@ -14,12 +15,14 @@ __all__ = ['cmd_fleet', 'add_commands']
 
 # %% ../nbs/33b_cli_fleet.ipynb #5144224f
 def cmd_fleet(a):
-    "Print the fleet table, or (`check`) raise the alerts of silent boxes and flagged clocks"
+    "Print the fleet table, or (`check`) raise the alerts of silent boxes and flagged clocks, resolve ended silences"
     from parkml.fleet import fleet_view, check_fleet
     if a.action == 'check':
-        new = check_fleet(send=not a.no_deliver)
+        got = check_fleet(send=not a.no_deliver)
+        new, ended = [x for x in got if x.state != 'resolved'], [x for x in got if x.state == 'resolved']
         for x in new: print(f"{x.severity:8s} {x.rule:16s} {x.id}  {x.message}")
-        print(f"{len(new)} new alert(s)")
+        for x in ended: print(f"{'resolved':8s} {x.rule:16s} {x.id}  {x.state_note} ({x.state_by})")
+        print(f"{len(new)} new alert(s), {len(ended)} resolved")
         return 0
     t = fleet_view()
     if a.json: print(t.to_json(orient='records', date_format='iso'))

@@ -34,7 +34,8 @@ def act(action: str, a) -> int:
     if (actor := signed_in(a, a.cmd)) is None: return 2
     try:
         if not a.dry_run: check_role(actor, action)  # a role that may not act is told so before any registry look-up
-        plan = plan_action(action, getattr(a, 'version', None), actor, a.note or '')
+        plan = plan_action(action, getattr(a, 'version', None), actor, a.note or '',
+                           alias=getattr(a, 'alias', None) or 'champion')
         print(plan.explain())
         if a.dry_run: return 0
         recs = govern(plan)
@@ -95,19 +96,25 @@ def _who(p, note_required: bool = False):
     p.add_argument('--note', required=note_required, default='', help='why' + (' (required)' if note_required else ''))
     p.add_argument('--dry-run', action='store_true', help='only print what would happen and whether it is allowed')
 
+def _alias_option(p, what: str):
+    p.add_argument('--alias', default='champion', help=f"the alias {what}: champion, or a park's own champion-<park> "
+                                                        "(a canary the park's box serves; default: champion)")
+
 # %% ../nbs/32_cli_governance.ipynb #6d3ff076
 def add_commands(sub) -> None:
     "Add the governance sub-commands to the `parkml` parser"
     for name, fn, note, what in [('approve', cmd_approve, False, 'QA approves a staged version that passed'),
                                  ('reject', cmd_reject, True, 'QA rejects a staged version, saying why'),
-                                 ('release', cmd_release, False,
-                                  'move champion to an approved version that passed staging')]:
+                                 ('release', cmd_release, False, "move champion (or a park's champion-<park>) "
+                                                                 "to an approved version that passed staging")]:
         p = sub.add_parser(name, help=what)
         p.add_argument('version', help='version number or alias')
         _who(p, note)
+        if name == 'release': _alias_option(p, 'moved to the version')
         p.set_defaults(fn=fn)
-    p = sub.add_parser('rollback', help='move champion back to previous, saying why')
+    p = sub.add_parser('rollback', help="move champion (or a park's alias) back to previous, saying why")
     _who(p, True)
+    _alias_option(p, 'moved back')
     p.set_defaults(fn=cmd_rollback)
     p = sub.add_parser('history', help='every alias move: who, why, when')
     p.add_argument('--alias', default=None, help='only this alias (champion, previous, challenger)')

@@ -1,5 +1,6 @@
 """The chain's boxes seen from the centre: one line per box from the reports its shipper sends (last contact, backlog,
-version served, host), its open alerts, and the alerts for a box gone silent or with a clock off.
+version served, host), its open alerts, and the alerts for a box gone silent (resolved by the system when it is
+heard from again) or with a clock off.
 
 Docs: https://parkml.github.io/parkml/fleet.html.md"""
 
@@ -10,12 +11,14 @@ from __future__ import annotations
 import time
 import numpy as np, pandas as pd
 from .config import get_settings, Settings, iso_utc
-from .alerts import Alert, open_alert_store, raise_alerts
+from .alerts import Alert, open_alert_store, raise_alerts, deliver
+from .channels import channels_from_settings
 from .day_groups import SEP
 
 # %% auto #0
-__all__ = ['FLEET_COLS', 'since_contact', 'silent_boxes', 'silence_alert', 'skew_alert', 'already_raised', 'fleet_alerts',
-           'check_fleet', 'alert_box', 'open_alerts_by_box', 'fleet_table', 'fleet_view', 'fleet_figure']
+__all__ = ['SYSTEM', 'FLEET_COLS', 'since_contact', 'silent_boxes', 'silence_alert', 'skew_alert', 'already_raised',
+           'fleet_alerts', 'heard_again', 'resolve_heard', 'check_fleet', 'alert_box', 'open_alerts_by_box',
+           'fleet_table', 'fleet_view', 'silences_ended', 'fleet_figure']
 
 # %% ../nbs/33_fleet.ipynb #ee03179a
 def since_contact(status: pd.DataFrame, # the box status table (`box_status()` of the central store)
@@ -85,22 +88,51 @@ def fleet_alerts(status: pd.DataFrame, # the box status table
     flagged = status[status.clock_flagged.astype(bool)] if 'clock_flagged' in status else status.iloc[:0]
     return out + [skew_alert(r, day.strftime('%Y-%m-%d'), cfg) for r in flagged.itertuples()]
 
+# %% ../nbs/33_fleet.ipynb #f347ecf6
+SYSTEM = 'fleet check (system)'   # who resolves a silence when its box is heard from again
+
+def heard_again(alerts: list, # open or acknowledged `box_silent` alerts
+                status: pd.DataFrame, # the box status table
+               ) -> list[tuple]:
+    "The silence alerts whose box reported after the silence began: (alert, the centre's time of that contact)"
+    last = dict(zip(status.box_id, status.last_contact.astype(float)))
+    return [(a, last[b]) for a in alerts
+            if (b := a.evidence.get('box_id')) in last and last[b] > float(a.evidence.get('last_contact', 'inf'))]
+
+# %% ../nbs/33_fleet.ipynb #b526bf19
+def resolve_heard(alert_store, # the alert store
+                  status: pd.DataFrame, # the box status table
+                  send: bool = True, # deliver the resolutions now
+                  channels: dict = None, # alert channels by name (default: those configured)
+                 ) -> list[Alert]:
+    "Resolve, as the system, each open silence whose box was heard from again (saying when); send it resolved"
+    channels = channels_from_settings() if channels is None else channels
+    done = []
+    for a, t in heard_again(alert_store.query(rule='box_silent', state=['open', 'acknowledged']), status):
+        why = f"box {a.evidence['box_id']} heard from again: contact at {iso_utc(t)}"
+        done.append(alert_store.set_state(a.id, 'resolved', SYSTEM, why))
+        alert_store.enqueue(a.id, [f"{c}:resolved" for c in channels])   # a silence is critical: always sent
+    if send and done: deliver(alert_store, [a.id for a in done], channels)
+    return done
+
 # %% ../nbs/33_fleet.ipynb #0e426b91
 def check_fleet(store=None, # the central prediction store (default: `predlog.open_store()`)
                 alert_store=None, # the alert store (default: the configured one)
                 now: float = None, # the centre's time (default: now)
-                send: bool = True, # deliver the new alerts now
+                send: bool = True, # deliver the new and resolved alerts now
                 cfg: Settings = None, # settings (default: the current ones)
                ) -> list[Alert]:
-    "Raise an alert for each box newly silent and each flagged clock; return the alerts newly stored"
+    """Raise an alert for each box newly silent and each flagged clock, resolve the silences whose box is back;
+    return the alerts newly stored, then those resolved"""
     from parkml.predlog import open_store
     cfg = cfg or get_settings()
     if store is None:
         with open_store() as store: return check_fleet(store, alert_store, now, send, cfg)
     if alert_store is None:
         with open_alert_store() as alert_store: return check_fleet(store, alert_store, now, send, cfg)
-    alerts = fleet_alerts(store.box_status(), alert_store.query(rule='box_silent'), now, cfg)
-    return raise_alerts(alerts, alert_store, send=send)
+    status = store.box_status()
+    new = raise_alerts(fleet_alerts(status, alert_store.query(rule='box_silent'), now, cfg), alert_store, send=send)
+    return new + resolve_heard(alert_store, status, send)
 
 # %% ../nbs/33_fleet.ipynb #b9869aa6
 def alert_box(a: Alert) -> str | None:
@@ -150,6 +182,17 @@ def fleet_view(store=None, # the central prediction store (default: `predlog.ope
         with open_alert_store() as alert_store: return fleet_view(store, alert_store, cfg)
     opened = open_alerts_by_box(alert_store.query(state=['open', 'acknowledged']))
     return fleet_table(store.box_status(), opened, cfg=cfg)
+
+# %% ../nbs/33_fleet.ipynb #92eee5a2
+def silences_ended(alert_store, # the alert store
+                   limit: int = 20, # the newest this many
+                  ) -> pd.DataFrame:
+    "The silences that ended, newest first: box, silent since, resolved when, by whom and why"
+    rows = [dict(box_id=a.evidence.get('box_id'), silent_since=a.evidence.get('last_contact_utc'),
+                 resolved=iso_utc(a.state_at) if a.state_at else None, by=a.state_by, why=a.state_note)
+            for a in alert_store.query(rule='box_silent', state='resolved')]
+    cols = ['box_id', 'silent_since', 'resolved', 'by', 'why']
+    return pd.DataFrame(rows, columns=cols).sort_values('resolved', ascending=False).head(limit).reset_index(drop=True)
 
 # %% ../nbs/33_fleet.ipynb #0e9b0c1b
 def fleet_figure(table: pd.DataFrame, # the fleet table (`fleet_table`)

@@ -6,7 +6,7 @@ Docs: https://parkml.github.io/parkml/governance.html.md"""
 
 # %% ../nbs/22_governance.ipynb #8dec4e10
 from __future__ import annotations
-import hashlib, json, time, uuid
+import hashlib, json, re, time, uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -16,9 +16,10 @@ from .auditlog import (AUDIT_COLS, audit_row, audit_frame, GovernanceStore, open
 from .signing import sign, signed_refusal, trusted_keys
 
 # %% auto #0
-__all__ = ['NOW', 'TAG_LIMIT', 'SIGNED_TAGS', 'Plan', 'plan_action', 'explain_action', 'check_plan', 'sign_plan', 'apply_plan',
-           'intent_records', 'outcome_record', 'govern', 'approve', 'reject', 'release', 'rollback', 'set_challenger',
-           'retrain_requested', 'audit_records', 'alias_history', 'aliases_from', 'aliases_at']
+__all__ = ['NOW', 'RELEASE_ALIAS', 'TAG_LIMIT', 'SIGNED_TAGS', 'approve', 'reject', 'Plan', 'release_aliases', 'plan_action',
+           'explain_action', 'check_plan', 'sign_plan', 'apply_plan', 'intent_records', 'outcome_record', 'govern',
+           'qa_decision', 'release', 'rollback', 'set_challenger', 'retrain_requested', 'audit_records',
+           'alias_history', 'aliases_from', 'aliases_at']
 
 # %% ../nbs/22_governance.ipynb #153ab33a
 # the rules live in parkml.policy; callers may import them from here too
@@ -94,11 +95,22 @@ def _aliases(client, name) -> dict:
         raise
 
 # %% ../nbs/22_governance.ipynb #6eee88dd
-def _champion_before(client, name, version) -> str | None:
-    "The champion `version` replaced when it was last released, from its `alias_history` tag"
+def _champion_before(client, name, version, alias: str = 'champion') -> str | None:
+    "The version `version` replaced behind `alias` when it was last released there, from its `alias_history` tag"
     hist = json.loads(client.get_model_version(name, version).tags.get('alias_history') or '[]')
-    rel = [m for m in hist if m['alias'] == 'champion' and m['to'] == str(version) and m['action'] == 'release']
+    rel = [m for m in hist if m['alias'] == alias and m['to'] == str(version) and m['action'] == 'release']
     return rel[-1]['from'] if rel else None
+
+# %% ../nbs/22_governance.ipynb #54594fbc
+RELEASE_ALIAS = re.compile(r'champion(-[a-z0-9][a-z0-9-]{0,40})?')   # champion, or a park's own champion-<park>
+
+def release_aliases(alias: str = 'champion', # the alias a release or rollback moves
+                   ) -> tuple[str, str]:
+    "The alias a release moves and the one that keeps the version it served before (`previous`, `previous-<park>`)"
+    if not RELEASE_ALIAS.fullmatch(str(alias or '')):
+        raise ValueError(f"a release moves champion or a park's own champion-<park> (e.g. champion-park-b), "
+                         f"not {alias!r}")
+    return alias, 'previous' + alias[len('champion'):]
 
 # %% ../nbs/22_governance.ipynb #6662a578
 def _plan_decision(action, mv, actor, note, client, cfg):
@@ -120,13 +132,13 @@ def _plan_decision(action, mv, actor, note, client, cfg):
                       'approval_staging_run': tags.get('staging_run_id')})
 
 # %% ../nbs/22_governance.ipynb #526951bc
-def _alias_statement(action, mv, cfg) -> tuple[dict, str | None]:
-    "What the owner signs when `champion` moves to `mv`, and why the audit store does not allow it (None: it does)"
+def _alias_statement(action, mv, cfg, alias: str = 'champion') -> tuple[dict, str | None]:
+    "What the owner signs when `alias` moves to `mv`, and why the audit store does not allow it (None: it does)"
     v, sha = str(mv.version), registry_sha256(mv, cfg)
     with open_governance(cfg.governance_uri) as st: recs = st.records(cfg.model_name, v)
     why = approval_refusal(recs, v, sha, mv.tags.get('staging_run_id'), trusted_keys(cfg))
     approval = next((signed_of(r) for r in reversed(recs) if r['action'] == 'approve' and signed_of(r)), None)
-    statement = dict(kind='alias', action=action, alias='champion', model=cfg.model_name, version=v, onnx_sha256=sha,
+    statement = dict(kind='alias', action=action, alias=alias, model=cfg.model_name, version=v, onnx_sha256=sha,
                      approval=hashlib.sha256(canonical_json(approval)).hexdigest() if approval else None)
     return statement, why
 
@@ -136,27 +148,30 @@ def _recorded(al: dict, cfg) -> dict:
     return {**al, **aliases_at(time.time(), cfg=cfg)} if al else {}
 
 # %% ../nbs/22_governance.ipynb #3ce9fff8
-def _plan_release(mv, actor, note, client, cfg):
-    al, v = _aliases(client, cfg.model_name), str(mv.version)
-    champ = _recorded(al, cfg).get('champion')   # the version released last, whatever the alias says now
-    moves = [('champion', al.get('champion'), v)] + ([('previous', al.get('previous'), champ)] if champ else [])
-    refusals = release_refusals(v, mv.tags, champ if al.get('champion') == champ else None)
-    statement, why = _alias_statement('release', mv, cfg)
+def _plan_release(mv, actor, note, client, cfg, alias: str = 'champion'):
+    (alias, prev), al, v = release_aliases(alias), _aliases(client, cfg.model_name), str(mv.version)
+    champ = _recorded(al, cfg).get(alias)   # the version released last, whatever the alias says now
+    moves = [(alias, al.get(alias), v)] + ([(prev, al.get(prev), champ)] if champ else [])
+    refusals = release_refusals(v, mv.tags)
+    if champ is not None and str(al.get(alias)) == str(champ) == v:
+        refusals.append(f"version {v} is already {'the champion' if alias == 'champion' else 'behind ' + alias}")
+    statement, why = _alias_statement('release', mv, cfg, alias)
     return Plan('release', actor, cfg.model_name, v, moves=moves, note=note,
                 staging_run_id=mv.tags.get('staging_run_id'),
                 refusals=refusals or ([why] if why else []), statement=statement)
 
 # %% ../nbs/22_governance.ipynb #c9d35a1f
-def _plan_rollback(actor, note, client, cfg):
-    al, name = _aliases(client, cfg.model_name), cfg.model_name
-    champ, prev = al.get('champion'), _recorded(al, cfg).get('previous')
+def _plan_rollback(actor, note, client, cfg, alias: str = 'champion'):
+    (alias, previous), al, name = release_aliases(alias), _aliases(client, cfg.model_name), cfg.model_name
+    champ, prev = al.get(alias), _recorded(al, cfg).get(previous)
     if prev is None:
+        where = '' if alias == 'champion' else f" for {alias}"
         return Plan('rollback', actor, name, champ, note=note,
-                    refusals=['there is no previous champion to roll back to'])
+                    refusals=[f"there is no previous champion to roll back to{where}"])
     refusals = [] if (note or '').strip() else ['a rollback must say why: give a note']
-    statement, why = _alias_statement('rollback', client.get_model_version(name, prev), cfg)
-    before = _champion_before(client, name, prev)
-    return Plan('rollback', actor, name, prev, moves=[('champion', champ, prev), ('previous', prev, before)], note=note,
+    statement, why = _alias_statement('rollback', client.get_model_version(name, prev), cfg, alias)
+    before = _champion_before(client, name, prev, alias)
+    return Plan('rollback', actor, name, prev, moves=[(alias, champ, prev), (previous, prev, before)], note=note,
                 refusals=refusals + ([why] if why else []), statement=statement)
 
 # %% ../nbs/22_governance.ipynb #6b68670d
@@ -181,17 +196,19 @@ def plan_action(
     note: str = '', # why
     alert_id: str = None, # the alert a retraining answers
     cfg: Settings = None, # the settings (default: the current ones)
+    alias: str = 'champion', # the alias a release or rollback moves: champion, or a park's own champion-<park>
 ) -> Plan:
     "The `Plan` of `action` on `version` by `actor`: what will happen and the rules' refusals"
     roles_allowed(action)  # unknown actions are refused here
     if not isinstance(actor, Actor): raise TypeError(f"{action} needs an Actor(name, role), got {actor!r}")
     cfg = cfg or get_settings()
     client = mlflow_client(cfg)
-    if action == 'rollback': return _plan_rollback(actor, note, client, cfg)
+    if action == 'rollback': return _plan_rollback(actor, note, client, cfg, alias)
     if action == 'retrain_requested': return _plan_retrain(actor, note, alert_id, client, cfg)
     if version is None: raise ValueError(f"{action} needs a model version")
     if action not in _PLANNERS: raise ValueError(f"{action} has no planner here; record it with govern(Plan(...))")
     mv = resolve_version(version, client, cfg)
+    if action == 'release': return _plan_release(mv, actor, note, client, cfg, alias)
     return _PLANNERS[action](mv, actor, note, client, cfg)
 
 # %% ../nbs/22_governance.ipynb #cd958334
@@ -271,8 +288,8 @@ def apply_plan(
         else: client.set_model_version_tag(plan.model, plan.version, k, iso_utc(now, 'seconds') if v is NOW else str(v))
     if signed and plan.action in SIGNED_TAGS:
         client.set_model_version_tag(plan.model, plan.version, SIGNED_TAGS[plan.action], json.dumps(signed))
-    if signed and plan.moves:   # the edge serves `champion` only with the newest signed statement about it
-        client.set_registered_model_tag(plan.model, 'signed_champion', json.dumps(signed))
+    if signed and plan.moves:   # the edge serves an alias (`signed_champion`...) only with its newest signed statement
+        client.set_registered_model_tag(plan.model, f"signed_{signed['statement']['alias']}", json.dumps(signed))
     for a, f, t in plan.moves:
         if t is None: client.delete_registered_model_alias(plan.model, a)
         else: client.set_registered_model_alias(plan.model, a, t)
@@ -326,24 +343,23 @@ def govern(plan: Plan, cfg: Settings = None) -> list[dict]:
     return [{**r, 'id': i} for r, i in zip(recs, ids)]
 
 # %% ../nbs/22_governance.ipynb #4d498c41
-def approve(
-    version, # the registered model version
-    actor: Actor, # who acts (an `Actor`, as `users.authenticate` returns it)
-    note: str = '', # why, in the actor's words
-    cfg: Settings = None, # the settings (default: the current ones)
-) -> list[dict]:
-    "QA approves a staged version that passed (tags approval_status=approved, approved_by, approval_time, ...)"
-    return govern(plan_action('approve', version, actor, note, cfg=cfg), cfg)
+def qa_decision(action: str, # approve or reject
+                doc: str, # what the function does, its docstring
+               ):
+    "The library function of QA's `action` on a version: it plans, checks, signs and records through `govern`"
+    def decide(version, # the registered model version (a number or an alias)
+               actor: Actor, # who acts (an `Actor`, as `users.authenticate` returns it)
+               note: str = '', # why, in the actor's words (a rejection must give one)
+               cfg: Settings = None, # the settings (default: the current ones)
+              ) -> list[dict]:
+        return govern(plan_action(action, version, actor, note, cfg=cfg), cfg)
+    decide.__name__ = decide.__qualname__ = action
+    decide.__doc__ = doc
+    return decide
 
-# %% ../nbs/22_governance.ipynb #c4cbad15
-def reject(
-    version, # the registered model version
-    actor: Actor, # who acts (an `Actor`, as `users.authenticate` returns it)
-    note: str, # why, in the actor's words
-    cfg: Settings = None, # the settings (default: the current ones)
-) -> list[dict]:
-    "QA rejects a staged version, saying why (the note is required)"
-    return govern(plan_action('reject', version, actor, note, cfg=cfg), cfg)
+approve = qa_decision('approve', "QA approves a staged version that passed (tags approval_status=approved, "
+                                 "approved_by, approval_time, ...)")
+reject = qa_decision('reject', "QA rejects a staged version, saying why (the note is required)")
 
 # %% ../nbs/22_governance.ipynb #6ed18f56
 def release(
@@ -351,18 +367,21 @@ def release(
     actor: Actor, # who acts (an `Actor`, as `users.authenticate` returns it)
     note: str = '', # why, in the actor's words
     cfg: Settings = None, # the settings (default: the current ones)
+    alias: str = 'champion', # the alias moved: champion, or a park's own champion-<park> (a canary)
 ) -> list[dict]:
-    "Move `champion` to a version that passed staging and was approved; the old champion becomes `previous`"
-    return govern(plan_action('release', version, actor, note, cfg=cfg), cfg)
+    """Move `alias` to a version that passed staging and was approved, signed by the owner; the version it served
+    becomes `previous` (`previous-<park>` for a park's alias)"""
+    return govern(plan_action('release', version, actor, note, cfg=cfg, alias=alias), cfg)
 
 # %% ../nbs/22_governance.ipynb #eba59a5d
 def rollback(
     actor: Actor, # who acts (an `Actor`, as `users.authenticate` returns it)
     note: str, # why, in the actor's words
     cfg: Settings = None, # the settings (default: the current ones)
+    alias: str = 'champion', # the alias moved back: champion, or a park's own champion-<park>
 ) -> list[dict]:
-    "Move `champion` back to `previous`, and `previous` to the champion before it (or remove it)"
-    return govern(plan_action('rollback', None, actor, note, cfg=cfg), cfg)
+    "Move `alias` back to `previous` (`previous-<park>`), and that to the version before it (or remove it)"
+    return govern(plan_action('rollback', None, actor, note, cfg=cfg, alias=alias), cfg)
 
 # %% ../nbs/22_governance.ipynb #3080c159
 def set_challenger(

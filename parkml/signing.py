@@ -135,9 +135,10 @@ class Unapproved(SigningError):
 
 # %% ../nbs/28_signing.ipynb #5fdbace0
 def verified_alias(alias: str, cfg: Settings = None) -> bool:
-    "Is `alias` served only with signed proofs (setting `verified_aliases`)?"
+    "Is `alias` served only with signed proofs (setting `verified_aliases`: names, or patterns like `champion-*`)?"
+    from fnmatch import fnmatchcase
     cfg = cfg or get_settings()
-    return alias in [a.strip() for a in str(cfg.verified_aliases).split(',') if a.strip()]
+    return any(fnmatchcase(alias, a.strip()) for a in str(cfg.verified_aliases).split(',') if a.strip())
 
 # %% ../nbs/28_signing.ipynb #90c24b70
 def parse_signed(text) -> dict | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlparse, unquote
 import httpx, pytest
-from conftest import PARKML
+from conftest import PARKML, run_cli
 from test_service import Server, free_port, register_variant, metric, photos   # noqa: F401 (photos: a fixture)
 
 PEOPLE = {'olu': ('owner', 'olu-secret-1'), 'ana': ('qa', 'ana-secret-1')}
@@ -177,3 +177,46 @@ def test_challenger_is_not_verified_and_serves_an_unapproved_candidate(park, tmp
         r = httpx.post(srv.url + '/predict', content=photos[0][0], timeout=30)
         assert r.status_code == 200 and r.json()['model']['version'] == '2'
     finally: srv.stop()
+
+def test_a_park_alias_is_served_with_its_own_signed_release_and_a_forged_or_unsigned_one_is_refused(park, tmp_path,
+                                                                                                    photos):
+    """`parkml release 2 --alias champion-park-b` (the owner, signed in with a password) gives park b a canary with the
+    same approval, signature and audit record as the champion; park b's box verifies it (default verified aliases:
+    champion, champion-*). The champion's genuine statement copied to park b's alias, or a park alias set by hand
+    with no statement at all, is refused with the reason."""
+    from parkml.governance import approve, audit_records
+    from parkml.users import authenticate
+    park.ship(1)
+    park.stage(2)
+    approve('2', authenticate('ana', PEOPLE['ana'][1], env=False), 'staging report read')
+    r = run_cli('release', '2', '--alias', 'champion-park-b', '--note', 'canary for park b', '--user', 'olu',
+                env=dict(PARKML_PASSWORD=PEOPLE['olu'][1]))
+    assert r.returncode == 0 and 'done: champion-park-b -> 2' in r.stdout, r.stdout + r.stderr
+    signed = json.loads(park.model_tag('signed_champion-park-b'))
+    assert (signed['signer'], signed['statement']['alias'], signed['statement']['version']) == (
+        'olu', 'champion-park-b', '2')
+    assert audit_records(alias='champion-park-b')[['action', 'actor', 'to_version']].values.tolist() == [
+        ['release', 'olu', '2']]
+    assert str(park.client.get_registered_model(park.name).aliases['champion']) == '1'   # the champion did not move
+    parks = dict(PARKML_SERVE_ALIAS='champion-park-b', PARKML_VERIFIED_ALIASES='champion, champion-*')
+    srv = serve(park, tmp_path/'park-b', **parks)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            h = c.get('/health').json()
+            assert (h['status'], h['model']['alias'], h['model']['version']) == ('ok', 'champion-park-b', '2'), h
+            assert (h['approval']['verified'], h['approval']['approved_by'], h['approval']['released_by']) == (
+                True, 'ana', 'olu')
+            assert c.post('/predict', content=photos[0][0]).json()['model']['version'] == '2'
+            # someone with registry access copies the champion's genuine statement to park b and moves its alias
+            park.client.set_registered_model_tag(park.name, 'signed_champion-park-b', park.model_tag('signed_champion'))
+            park.client.set_registered_model_alias(park.name, 'champion-park-b', '1')
+            h = wait_health(c, lambda h: h['approval']['refused'], 'the forged release was not refused')
+            why = h['approval']['refused']['reason']
+            assert "alias champion-park-b -> 1 was not released by an owner's signed statement" in why, why
+            assert "alias is 'champion', not 'champion-park-b'" in why, why
+            assert h['status'] == 'degraded' and h['model']['version'] == '2' and refused(c) == 1
+    finally: srv.stop()
+    park.client.set_registered_model_alias(park.name, 'champion-park-c', '1')   # by hand: nothing signed for park c
+    out, = refused_starts(park, (tmp_path/'park-c', dict(parks, PARKML_SERVE_ALIAS='champion-park-c')))
+    assert "alias champion-park-c -> 1 was not released by an owner's signed statement: no signed alias" in out, out
+    assert 'Traceback' not in out

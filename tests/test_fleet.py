@@ -6,7 +6,7 @@ import json, os, re, signal, subprocess, sys, time
 from pathlib import Path
 import httpx, pytest
 from conftest import run_cli
-from receivers import free_port
+from receivers import free_port, Receiver
 from test_service import Server
 from app_server import running_app, signed_in_page, needs_chromium
 
@@ -175,10 +175,10 @@ def fleet_park(trained, tmp_path, monkeypatch):
     return park
 
 
-def test_fleet_check_raises_one_alert_per_silence(fleet_park):
+def test_fleet_check_raises_one_alert_per_silence_and_resolves_it_when_the_box_is_back(fleet_park):
     from parkml.alerts import open_alert_store
     from parkml.predlog import open_store
-    from parkml.fleet import check_fleet
+    from parkml.fleet import check_fleet, SYSTEM
     got = [(a.rule, a.camera, a.severity) for a in fleet_park['raised']]
     assert got == [('box_silent', 'park-b/*', 'critical'), ('box_clock_skew', 'park-c/*', 'warning')], got
     assert fleet_park['again'] == []                     # the same silence: checked again, not raised again
@@ -188,28 +188,40 @@ def test_fleet_check_raises_one_alert_per_silence(fleet_park):
     assert a.evidence['box_id'] == 'park-b' and 3590 < a.evidence['silent_s'] < 3700
     assert a.evidence['backlog_rows'] == 1200
     with open_store() as s:
-        report(s, 'park-b')                              # park-b is back ...
-        assert check_fleet(send=False) == []
+        report(s, 'park-b')                              # park-b is back: the system resolves its silence, saying when
+        back, = check_fleet(send=False)
+        assert (back.id, back.rule, back.state, back.state_by) == (a.id, 'box_silent', 'resolved', SYSTEM)
+        assert back.state_note.startswith('box park-b heard from again: contact at 20'), back.state_note
+        assert check_fleet(send=False) == []             # resolved once
         move_back(s, 'park-b', 900)
     again, = check_fleet(send=False)                     # ... and silent again: a new silence, a new alert
-    assert again.rule == 'box_silent' and again.id != a.id
-    with open_alert_store() as st: assert len(st.query(rule='box_silent', state='open')) == 2
+    assert again.rule == 'box_silent' and again.id != a.id and again.state == 'open'
+    with open_alert_store() as st:
+        assert [x.id for x in st.query(rule='box_silent', state='open')] == [again.id]
+        assert st.history(a.id)[['state', 'who']].values.tolist() == [['open', 'parkml'], ['resolved', SYSTEM]]
     shown = run_cli('fleet', check=True).stdout          # the command line shows the same table
     assert re.search(r'park-b\s+SILENT', shown) and re.search(r'park-a\s+ok', shown), shown
-    assert run_cli('fleet', 'check', '--no-deliver', check=True).stdout.strip().endswith('0 new alert(s)')
+    out = run_cli('fleet', 'check', '--no-deliver', check=True).stdout
+    assert out.strip().endswith('0 new alert(s), 0 resolved'), out
 
 
-def test_fleet_page_marks_the_silent_box_apptest(fleet_park):
+def fleet_page(park):
+    "The Fleet page in AppTest, signed in as the viewer vic"
     from streamlit.testing.v1 import AppTest
     at = AppTest.from_file(str(APP/'Home.py'), default_timeout=120)
     at.run()
     at.text_input[0].input('vic')
-    at.text_input[1].input(fleet_park['users']['vic'][1])
+    at.text_input[1].input(park['users']['vic'][1])
     at.button[0].click()
     at.run()
     at.switch_page(str(APP/'pages'/'fleet.py'))
     at.run()
     assert not at.exception, at.exception
+    return at
+
+
+def test_fleet_page_marks_the_silent_box_apptest(fleet_park):
+    at = fleet_page(fleet_park)
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and errors[0].startswith('Box park-b is SILENT: no report since'), errors
     assert '1200 rows' in errors[0]
@@ -220,6 +232,21 @@ def test_fleet_page_marks_the_silent_box_apptest(fleet_park):
     assert rows.loc['park-c', 'model_version'] == '1' and rows.loc['park-c', 'temperature_c'] == 51.5
     assert rows.loc['park-c', 'state'] == 'clock off' and rows.loc['park-c', 'open_alerts'] == 1
     assert [m.value for m in at.metric][:2] == ['3', '1']
+    assert 'Heard from again' not in [h.value for h in at.subheader]
+
+
+def test_fleet_page_shows_the_silence_ended_when_the_box_is_back_apptest(fleet_park):
+    "park-b reports again: the fleet check resolves its silence as the system, and the page says when and by whom"
+    from parkml.predlog import open_store
+    from parkml.fleet import check_fleet, SYSTEM
+    with open_store() as s: report(s, 'park-b')
+    assert [x.state for x in check_fleet(send=False)] == ['resolved']
+    at = fleet_page(fleet_park)
+    assert not at.error and [m.value for m in at.metric][:3] == ['3', '0', '1']   # park-c's clock is still open
+    assert 'Heard from again' in [h.value for h in at.subheader]
+    back = at.dataframe[1].value
+    assert back.box_id.tolist() == ['park-b'] and back.by.tolist() == [SYSTEM], back
+    assert back.why[0].startswith('box park-b heard from again: contact at '), back.why[0]
 
 
 @needs_chromium
@@ -247,9 +274,10 @@ def test_fleet_page_marks_the_silent_box_in_chromium(fleet_park, tmp_path):
 def test_a_real_shipper_killed_makes_its_box_silent(tmp_path, monkeypatch):
     """A box's `parkml ship` (a real process) reports to a centre (here a SQLite centre: its own settings file, as
     `ship_to` names it); the fleet shows the box; the shipper is killed with SIGKILL; once `box_silent_after_s` has
-    passed, `parkml fleet check` raises the silence and `parkml fleet` marks the box SILENT"""
+    passed, `parkml fleet check` raises the silence and `parkml fleet` marks the box SILENT; the shipper started
+    again, the next check resolves the silence as the system and sends it, resolved, to a real webhook receiver"""
     from parkml.predlog import open_store
-    from parkml.fleet import fleet_view
+    from parkml.fleet import fleet_view, SYSTEM
     root = Path(__file__).resolve().parents[1]
     centre = tmp_path/'centre'
     centre.mkdir()
@@ -286,6 +314,18 @@ def test_a_real_shipper_killed_makes_its_box_silent(tmp_path, monkeypatch):
         out = run_cli('fleet', 'check', '--no-deliver', check=True).stdout
         assert 'box_silent' in out and 'Box park-z has not reported to the centre since' in out, out
         assert re.search(r'park-z\s+SILENT', run_cli('fleet', check=True).stdout)
+        shipper = subprocess.Popen([PARKML, 'ship', '--quiet'], env={**os.environ, **box}, stdout=log,
+                                   stderr=subprocess.STDOUT)            # the box is back
+        t = time.time()
+        while fleet_view().state.tolist() != ['ok']:
+            assert shipper.poll() is None and time.time() - t < 60, (tmp_path/'ship.log').read_text()[-2000:]
+            time.sleep(0.3)
+        hook = Receiver()                                      # the silence's end is sent as the alert was
+        try: out = run_cli('fleet', 'check', env=dict(PARKML_ALERT_WEBHOOK_URL=hook.url), check=True).stdout
+        finally: hook.stop()
+        assert 'box park-z heard from again: contact at' in out and f"({SYSTEM})" in out, out
+        assert out.strip().endswith('0 new alert(s), 1 resolved'), out
+        assert [(g['rule'], g['state'], g['state_by']) for g in hook.got] == [('box_silent', 'resolved', SYSTEM)]
     finally:
         if shipper.poll() is None:
             shipper.kill()

@@ -265,3 +265,26 @@ def test_cli_history_audit_log_and_rollback(reg):
     assert 'report read' in r.stdout and 'approve' in r.stdout
     r = cli(reg, 'release', 99, user='olu', password=PEOPLE['olu'][1])
     assert r.returncode == 2 and 'no version or alias' in r.stderr
+
+def test_cli_release_and_rollback_of_a_park_alias_leave_the_champion_alone(reg):
+    "`--alias champion-park-b`: the park's own canary, previous and signed statement; any other alias is refused"
+    QA, OWNER, _ = people(reg)
+    for v in (1, 2, 3): reg(v); approve(v, QA, 'report read')
+    release(1, OWNER, 'the chain')
+    for v in (2, 3): cli(reg, 'release', v, '--alias', 'champion-park-b', '--note', f"canary v{v}", user='olu',
+                         password=PEOPLE['olu'][1], check=True)
+    assert aliases(reg) == {'champion': '1', 'champion-park-b': '3', 'previous-park-b': '2'}
+    st = parse_signed(reg.client.get_registered_model(reg.name).tags['signed_champion-park-b'])['statement']
+    assert (st['kind'], st['alias'], st['version'], st['onnx_sha256']) == ('alias', 'champion-park-b', '3', reg.sha)
+    champ = parse_signed(reg.client.get_registered_model(reg.name).tags['signed_champion'])['statement']
+    assert champ['version'] == '1'
+    r = cli(reg, 'rollback', '--alias', 'champion-park-b', '--note', 'slower at night', user='olu',
+            password=PEOPLE['olu'][1], check=True)
+    assert 'done: champion-park-b -> 2, previous-park-b -> (removed)' in r.stdout, r.stdout
+    assert aliases(reg) == {'champion': '1', 'champion-park-b': '2'}
+    lines = run_cli('history', '--alias', 'champion-park-b', check=True).stdout.strip().splitlines()
+    assert len(lines) == 4 and 'canary v2' in lines[1] and 'slower at night' in lines[-1], lines
+    before = len(audit_records())
+    r = cli(reg, 'release', 3, '--alias', 'challenger', user='olu', password=PEOPLE['olu'][1])
+    assert r.returncode == 2 and "refused: a release moves champion or a park's own champion-<park>" in r.stderr
+    assert 'Traceback' not in r.stderr and len(audit_records()) == before

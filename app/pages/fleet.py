@@ -2,7 +2,8 @@
 import streamlit as st
 import appkit as k
 from parkml.appviews import fleet_now
-from parkml.fleet import fleet_figure
+from parkml.alerts import open_alert_store
+from parkml.fleet import fleet_figure, silences_ended
 
 st.title('Fleet')
 k.actor()   # any signed-in person may look; acting on an alert is on the Alerts page, with its role check
@@ -10,6 +11,12 @@ k.actor()   # any signed-in person may look; acting on an alert is on the Alerts
 
 @st.cache_data(ttl=k.TTL, show_spinner=False)
 def facts() -> dict: return fleet_now(k.cfg())
+
+
+@st.cache_data(ttl=k.TTL, show_spinner=False)
+def ended():
+    "The silences that ended: the box heard from again (resolved by the fleet check) or a person's resolution"
+    with open_alert_store(k.cfg().alerts_uri) as al: return silences_ended(al)
 
 
 f = facts()
@@ -34,3 +41,8 @@ def mark(row):
 
 st.dataframe(t.style.apply(mark, axis=1).format(precision=1), hide_index=True)
 st.pyplot(fleet_figure(t, k.cfg()))
+back = ended()
+if len(back):
+    st.subheader('Heard from again')
+    st.caption('silences that ended: the fleet check resolves the alert itself when the box reports again')
+    st.dataframe(back, hide_index=True)
