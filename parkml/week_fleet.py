@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 import numpy as np, pandas as pd, httpx
 from tqdm.auto import tqdm
-from .config import get_settings, write_atomic, Settings
+from .config import get_settings, ensure_dir, write_atomic, Settings
 from .staging_service import StagingService
 from .week_scenario import scenario, camera_pools, day_frames, FrameCache, Camera, staff_feedback
 from .week_home import WEEK_MARKER, WeekError, demo_env, prepare_week_dir, week_environment
@@ -239,11 +239,12 @@ def kill_while_shipping(w, plan, b: str, timeout: float = 60) -> dict:
     box = w.boxes[b]
     s0 = box.ship()
     wait_for(lambda: box.ship()['shipped_total'] > s0['shipped_total'], timeout, f"{b} shipping", 0.02)
-    pid, t = box.kill9(), time.time() - w.t0
+    pid, at = box.kill9(), time.time()
     ids = local_ids(box)
     at_centre = len(set(ids) & set(centre_ids()))
     box.launch().wait_ready()
-    k = dict(box_id=b, pid=pid, t=t, day=plan.n, local=len(ids), at_centre=at_centre, restart_s=round(box.startup_s, 1))
+    k = dict(box_id=b, pid=pid, at=at, t=at - w.t0, day=plan.n, local=len(ids), at_centre=at_centre,
+             restart_s=round(box.startup_s, 1))
     w.say(plan.n, f"{b} killed with kill -9 while shipping ({at_centre} of its {len(ids)} predictions at the centre), "
           f"started again in {k['restart_s']:g} s")
     return k
@@ -326,7 +327,7 @@ def fleet_result(w, samples: pd.DataFrame) -> None:
     boxes = [dict(box_id=b, predlog_uri=box.predlog_uri, frames_dir=str(box.frames_dir), camera=box.camera,
                   url=box.url, predictions=len(local[b]), alerts=alerts[b], **bl.set_index('box_id').loc[b].to_dict())
              for b, box in w.boxes.items()]
-    samples.to_csv(w.cfg.runs/'week'/'backlog.csv', index=False)
+    samples.to_csv(ensure_dir(w.cfg.runs/'week')/'backlog.csv', index=False)
     centre = dict(central_dir=str(w.home/'central'), settings=str(w.centre.path), ship_to=str(w.home/'ship-to.ini'),
                   outage=w.outage, chain_alerts=alerts['chain'])
     w.fleet = dict(fleet=boxes, centre=centre, kill=w.kill, exactly_once=once)
@@ -404,7 +405,8 @@ def run_fleet_week(opts: WeekOptions = None, # the week's size
     if fresh and (home/WEEK_MARKER).is_file(): stop_plane(home)
     home = prepare_week_dir(cfg, fresh)
     centre = start_plane(home, progress)
-    env = demo_env(centre, home)
+    gap = float(centre.gap_max_minutes) * n   # each camera sends 1/n of the traffic: n times longer silences are usual
+    env = {**demo_env(centre, home), 'PARKML_GAP_MAX_MINUTES': str(gap)}
     (home/'demo.env').write_text(''.join(f"{k}={v}\n" for k, v in env.items()))
     with week_environment(env): return fleet_week_in(home, opts or WeekOptions(), n, centre, progress)
 
@@ -415,9 +417,10 @@ def print_fleet(res: WeekResult) -> None:
     if not f: return
     o, k = f['centre']['outage'], f['kill'] or {}
     print(f"fleet: {len(f['fleet'])} boxes; {o['what']} down {o['end'] - o['start']:.0f} s on day {o['day']}")
-    t = pd.DataFrame(f['fleet'])[['box_id', 'predictions', 'backlog_before', 'backlog_peak', 'drained_after_s',
-                                  'alerts']]
-    print(t.assign(alerts=t.alerts.map(lambda a: ', '.join(a) or '-')).to_string(index=False, na_rep='-'))
+    for b in f['fleet']:
+        print(f"  {b['box_id']}: {b['predictions']} predictions; backlog {b['backlog_before']:.0f} -> "
+              f"{b['backlog_peak']:.0f} rows, drained {b['drained_after_s']:g} s after the centre returned; "
+              f"alerts: {', '.join(b['alerts']) or '-'}")
     if k: print(f"{k['box_id']} killed (kill -9, pid {k['pid']}) while shipping: {k['at_centre']} of its {k['local']} "
                 f"predictions at the centre; started again in {k['restart_s']:g} s")
     print(f"chain alerts: {', '.join(f['centre']['chain_alerts']) or '-'}")
