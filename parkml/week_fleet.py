@@ -164,16 +164,21 @@ def backlog_figure(samples: pd.DataFrame, # `BacklogSampler.frame()`
                    outage: dict = None, # the centre's outage (`start`, `end` in seconds)
                    kill: dict = None, # the killed box (`t`, `box_id`)
                   ):
-    "Each box's backlog (unshipped rows) against the week's time, in minutes"
+    "Each box's backlog (unshipped rows) over the week, and around the outage, in minutes since the week began"
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(12, 3.5))
-    for b, s in samples.groupby('box_id'): ax.plot(s.t / 60, s.backlog, lw=1.2, label=b)
-    if outage: ax.axvspan(outage['start'] / 60, outage['end'] / 60, color='tab:red', alpha=0.15,
-                          label="centre's PostgreSQL stopped")
-    if kill: ax.axvline(kill['t'] / 60, c='k', ls=':', label=f"{kill['box_id']} killed (kill -9)")
-    ax.set(xlabel='minutes since the boxes started', ylabel='unshipped rows', title='Backlog of each box')
-    ax.legend(fontsize=8, loc='upper right')
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, 2 if outage else 1, figsize=(13, 3.5), squeeze=False)
+    for ax in axes[0]:
+        for b, s in samples.groupby('box_id'): ax.plot(s.t / 60, s.backlog, lw=1.2, label=b)
+        if outage: ax.axvspan(outage['start'] / 60, outage['end'] / 60, color='tab:red', alpha=0.15,
+                              label="centre's PostgreSQL stopped")
+        if kill: ax.axvline(kill['t'] / 60, c='k', ls=':', label=f"{kill['box_id']} killed (kill -9)")
+        ax.set(xlabel='minutes since the week began', ylabel='unshipped rows')
+        ax.grid(alpha=0.3)
+    axes[0][0].set_title('Backlog of each box, the whole week')
+    if outage:
+        axes[0][1].set_xlim((outage['start'] - 20) / 60, (outage['end'] + 60) / 60)
+        axes[0][1].set_title('Around the outage and the kill')
+    axes[0][-1].legend(fontsize=8, loc='upper right')
     fig.tight_layout()
     return fig
 
