@@ -205,7 +205,10 @@ def third(df: pd.DataFrame, k: int) -> pd.DataFrame:
     return df.iloc[k * len(df) // 3:(k + 1) * len(df) // 3]
 
 # %% ../nbs/60c_week_fleet.ipynb #d5f2e820
-def send_third(w, parts: dict, k: int) -> list[pd.DataFrame]:
+def send_third(w, # the week record (its cameras `w.cams`)
+               parts: dict, # box id -> its frames of the day (`split_frames`)
+               k: int, # which third: 0, 1 or 2
+              ) -> list[pd.DataFrame]:
     "Every box's camera sends the k-th third of its frames, side by side; their answers, each with its box"
     with ThreadPoolExecutor(len(parts)) as ex:
         futs = {b: ex.submit(w.cams[b].send, third(df, k), progress=False) for b, df in parts.items()}
@@ -220,7 +223,9 @@ def wait_for(cond, timeout: float, what: str, every: float = 0.2):
     return got
 
 # %% ../nbs/60c_week_fleet.ipynb #7f420c78
-def centre_down(w, plan) -> None:
+def centre_down(w, # the week record (its plane's settings `w.centre`)
+                plan, # the day's plan
+               ) -> None:
     "Stop the centre's PostgreSQL mid-traffic"
     from parkml.plane import server_handles
     w.pg = server_handles(w.centre)[1]
@@ -228,7 +233,10 @@ def centre_down(w, plan) -> None:
     w.outage = dict(day=plan.n, start=time.time() - w.t0, what="the centre's PostgreSQL")
     w.say(plan.n, "the centre's PostgreSQL stopped mid-traffic: the boxes keep answering and logging")
 
-def centre_back(w, plan, min_s: float = 8.0) -> None:
+def centre_back(w, # the week record
+                plan, # the day's plan
+                min_s: float = 8.0, # shortest outage, seconds
+               ) -> None:
     "Start the centre's PostgreSQL again (after at least `min_s` seconds down)"
     from parkml.central import start_postgres
     time.sleep(max(0.0, w.outage['start'] + min_s - (time.time() - w.t0)))
@@ -239,7 +247,11 @@ def centre_back(w, plan, min_s: float = 8.0) -> None:
           + ', '.join(f"{b} {n} rows" for b, n in backlog.items()))
 
 # %% ../nbs/60c_week_fleet.ipynb #c70e242e
-def kill_while_shipping(w, plan, b: str, timeout: float = 60) -> dict:
+def kill_while_shipping(w, # the week record (its boxes `w.boxes`)
+                        plan, # the day's plan
+                        b: str, # the box to kill
+                        timeout: float = 60, # longest wait for it to ship, seconds
+                       ) -> dict:
     "`kill -9` box `b` while it ships its backlog, then start it again; what was where at the kill"
     box = w.boxes[b]
     s0 = box.ship()
@@ -255,7 +267,10 @@ def kill_while_shipping(w, plan, b: str, timeout: float = 60) -> dict:
     return k
 
 # %% ../nbs/60c_week_fleet.ipynb #2ea50612
-def fleet_release(w, plan, wait_s: float = 120.0) -> None:
+def fleet_release(w, # the week record (its `pending_release`)
+                  plan, # the day's plan
+                  wait_s: float = 120.0, # longest wait for each box to switch, seconds
+                 ) -> None:
     "Release the waiting version while the cameras send; then wait until every box serves it"
     v, stg = w.pending_release
     approve_and_release(v, stg, w.qa, w.owner, f'day {plan.n}')
@@ -265,7 +280,9 @@ def fleet_release(w, plan, wait_s: float = 120.0) -> None:
     w.say(plan.n, f"every box serves version {v}")
 
 # %% ../nbs/60c_week_fleet.ipynb #b86cfb48
-def fleet_day(w, plan) -> pd.DataFrame:
+def fleet_day(w, # the week record
+              plan, # the day's plan
+             ) -> pd.DataFrame:
     "The boxes' cameras send the day in three parts, with the day's events between them; the answers"
     frames = day_frames(plan, w.pools['late' if w.retrained else 'early'], w.opts.seed, w.cfg)
     parts, out, outage_day = split_frames(frames, list(w.boxes)), [], plan.n == w.outage_day
@@ -297,7 +314,11 @@ def fleet_sentry(w, plan) -> None:
         f"{d['name']} raised after {d['delay_min']:g} min ({d['delay_frames']:g} frames)" for d in got))
 
 # %% ../nbs/60c_week_fleet.ipynb #244e715a
-def fleet_labels(w, answered: pd.DataFrame, seed: int, timeout: float = 180) -> int:
+def fleet_labels(w, # the week record
+                 answered: pd.DataFrame, # yesterday's answered frames, with `box_id`
+                 seed: int, # which frames the staff label
+                 timeout: float = 180, # longest wait for a box to ship, seconds
+                ) -> int:
     "Staff labels to each box for its own frames; then wait until every box has shipped them; how many"
     key = w.cfg.api_key or None
     n = sum(staff_feedback(box.url, answered[answered.box_id == b], w.opts.label_share, seed, key, w.progress)
@@ -306,7 +327,9 @@ def fleet_labels(w, answered: pd.DataFrame, seed: int, timeout: float = 180) -> 
     return n
 
 # %% ../nbs/60c_week_fleet.ipynb #5f55afd5
-def start_boxes(w, n: int) -> dict:
+def start_boxes(w, # the week record
+                n: int, # how many boxes
+               ) -> dict:
     "Start `n` boxes, each in `<week>/boxes/<id>`, shipping to `ship-to.ini`; their cameras in `w.cams`"
     ship_to = ship_to_file(w.home/'ship-to.ini', w.centre, dict(os.environ))
     boxes = {b: FleetBox(b, w.home/'boxes'/b, w.cfg, ship_to).launch() for b in box_names(n)}
@@ -323,7 +346,9 @@ def stop_boxes(w) -> None:
     for box in getattr(w, 'boxes', {}).values(): box.stop()
 
 # %% ../nbs/60c_week_fleet.ipynb #7c9fe4ed
-def fleet_result(w, samples: pd.DataFrame) -> None:
+def fleet_result(w, # the week record, after its last morning
+                 samples: pd.DataFrame, # `BacklogSampler.frame()`
+                ) -> None:
     "The fleet's part of the result (`w.fleet` for week.json, `w.more_html` for the report), from the stores"
     from parkml.alerts import open_alert_store
     with open_alert_store() as st: alerts = alerts_by_box(st.query(), list(w.boxes))
@@ -339,7 +364,9 @@ def fleet_result(w, samples: pd.DataFrame) -> None:
     w.more_html = [fleet_html(w.fleet, samples)]
 
 # %% ../nbs/60c_week_fleet.ipynb #7443a2f5
-def fleet_html(fleet: dict, samples: pd.DataFrame) -> str:
+def fleet_html(fleet: dict, # `w.fleet` of `fleet_result`
+               samples: pd.DataFrame, # `BacklogSampler.frame()`
+              ) -> str:
     "The report's fleet section: the boxes' table, the backlog plot and the exactly-once check"
     import base64, io, html
     import matplotlib.pyplot as plt
