@@ -6,7 +6,7 @@ Docs: https://parkml.github.io/parkml/week_fleet.html.md"""
 
 # %% ../nbs/60c_week_fleet.ipynb #90d398bb
 from __future__ import annotations
-import json, os, signal, sqlite3, subprocess, sys, threading, time
+import os, signal, sqlite3, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,24 +40,16 @@ SHIP_ENV = dict(PARKML_SHIP_BATCH='25', PARKML_SHIP_RATE='60', PARKML_SHIP_IDLE_
 class FleetBox(StagingService):
     "One park's edge box: `parkml serve --ship` for `champion` on its own SQLite log and frames under `home`"
     def __init__(self, box_id: str, home, cfg: Settings, ship_to: Path):
-        super().__init__('champion', home, cfg, PARKML_BOX_ID=box_id, PARKML_SHIP_TO=str(ship_to), **SHIP_ENV)
+        super().__init__('champion', home, cfg, PARKML_BOX_ID=box_id, PARKML_SHIP_TO=str(ship_to),
+                         ship=True, **SHIP_ENV)   # `parkml serve --ship`, stopped with the week's process
         self.box_id, self.camera, self.frames_dir = box_id, 'cam-01', self.home/'frames'
 
-    def launch(self) -> FleetBox:
-        "Start the service with its shipper (what `parkml serve --ship` runs; it stops when the week's process ends)"
-        self.log = open(self.home/'service.log', 'a')
-        code = (f"from parkml.service import serve; serve({self.alias!r}, {self.host!r}, {self.port}, "
-                f"log_level='warning', parent_pid={os.getpid()}, ship=True)")
-        self.proc = subprocess.Popen([sys.executable, '-c', code], env=self.env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        self._t_launch = time.time()
-        return self
 
 # %% ../nbs/60c_week_fleet.ipynb #391bf7c2
 from fastcore.basics import patch
 
 @patch
-def ship(self: FleetBox) -> dict:
+def shipping(self: FleetBox) -> dict:
     "The `ship` part of the box's `/health` with `pending`: unshipped predictions, feedback and frames"
     s = httpx.get(self.url + '/health', timeout=5).json()['ship']
     return {**s, 'pending': sum(s['backlog'].get(t, 0) for t in ('predictions', 'feedback', 'frames'))}
@@ -131,7 +123,7 @@ class BacklogSampler:
     def run(self):
         while not self._stop.wait(self.every_s):
             for b, box in list(self.boxes.items()):
-                try: s = box.ship()
+                try: s = box.shipping()
                 except (httpx.HTTPError, ValueError, KeyError): s = {}
                 self.rows.append(dict(t=time.time() - self.t0, box_id=b, backlog=s.get('backlog_rows', np.nan),
                                       pending=s.get('pending', np.nan), centre_ok=s.get('ok')))
@@ -240,7 +232,7 @@ def centre_back(w, # the week record
     "Start the centre's PostgreSQL again (after at least `min_s` seconds down)"
     from parkml.central import start_postgres
     time.sleep(max(0.0, w.outage['start'] + min_s - (time.time() - w.t0)))
-    backlog = {b: box.ship()['backlog_rows'] for b, box in w.boxes.items()}
+    backlog = {b: box.shipping()['backlog_rows'] for b, box in w.boxes.items()}
     start_postgres(w.pg.folder)
     w.outage['end'] = time.time() - w.t0
     w.say(plan.n, f"the centre is back after {w.outage['end'] - w.outage['start']:.0f} s; backlogs: "
@@ -254,8 +246,8 @@ def kill_while_shipping(w, # the week record (its boxes `w.boxes`)
                        ) -> dict:
     "`kill -9` box `b` while it ships its backlog, then start it again; what was where at the kill"
     box = w.boxes[b]
-    s0 = box.ship()
-    wait_for(lambda: box.ship()['shipped_total'] > s0['shipped_total'], timeout, f"{b} shipping", 0.02)
+    s0 = box.shipping()
+    wait_for(lambda: box.shipping()['shipped_total'] > s0['shipped_total'], timeout, f"{b} shipping", 0.02)
     pid, at = box.kill9(), time.time()
     ids = local_ids(box)
     at_centre = len(set(ids) & set(centre_ids()))
@@ -323,7 +315,7 @@ def fleet_labels(w, # the week record
     key = w.cfg.api_key or None
     n = sum(staff_feedback(box.url, answered[answered.box_id == b], w.opts.label_share, seed, key, w.progress)
             for b, box in w.boxes.items())
-    for b, box in w.boxes.items(): wait_for(lambda: box.ship()['pending'] == 0, timeout, f"{b} shipping its log")
+    for b, box in w.boxes.items(): wait_for(lambda: box.shipping()['pending'] == 0, timeout, f"{b} shipping its log")
     return n
 
 # %% ../nbs/60c_week_fleet.ipynb #5f55afd5
