@@ -14,17 +14,19 @@ import numpy as np, pandas as pd, httpx
 from tqdm.auto import tqdm
 from .config import get_settings, ensure_dir, write_atomic, Settings
 from .staging_service import StagingService
+from .plane import up, down, server_handles
+from .predlog import open_store
 from .week_scenario import scenario, camera_pools, day_frames, FrameCache, Camera, staff_feedback
 from .week_home import WEEK_MARKER, WeekError, demo_env, prepare_week_dir, week_environment
 from .week import (WeekOptions, WeekResult, demo_people, first_release, morning, approve_and_release,
                          served_version, sentry_delays, week_result)
 
 # %% auto #0
-__all__ = ['SHIP_ENV', 'box_names', 'FleetBox', 'local_ids', 'centre_ids', 'exactly_once', 'plane_settings', 'start_plane',
-           'stop_plane', 'ship_to_file', 'BacklogSampler', 'backlog_summary', 'backlog_figure', 'alerts_by_box',
-           'split_frames', 'third', 'send_third', 'wait_for', 'centre_down', 'centre_back', 'kill_while_shipping',
-           'fleet_release', 'fleet_day', 'fleet_sentry', 'fleet_labels', 'start_boxes', 'stop_boxes', 'fleet_result',
-           'fleet_html', 'once_line', 'fleet_week_in', 'say', 'run_fleet_week', 'print_fleet']
+__all__ = ['SHIP_ENV', 'box_names', 'FleetBox', 'local_ids', 'centre_ids', 'exactly_once', 'start_plane', 'stop_plane',
+           'ship_to_file', 'BacklogSampler', 'backlog_summary', 'backlog_figure', 'alerts_by_box', 'split_frames',
+           'third', 'send_third', 'wait_for', 'centre_down', 'centre_back', 'kill_while_shipping', 'fleet_release',
+           'fleet_day', 'fleet_sentry', 'fleet_labels', 'start_boxes', 'stop_boxes', 'fleet_result', 'fleet_html',
+           'once_line', 'fleet_week_in', 'say', 'run_fleet_week', 'print_fleet']
 
 # %% ../nbs/60c_week_fleet.ipynb #64121a53
 def box_names(n: int, # how many boxes
@@ -43,7 +45,6 @@ class FleetBox(StagingService):
         super().__init__('champion', home, cfg, PARKML_BOX_ID=box_id, PARKML_SHIP_TO=str(ship_to),
                          ship=True, **SHIP_ENV)   # `parkml serve --ship`, stopped with the week's process
         self.box_id, self.camera, self.frames_dir = box_id, 'cam-01', self.home/'frames'
-
 
 # %% ../nbs/60c_week_fleet.ipynb #391bf7c2
 from fastcore.basics import patch
@@ -71,7 +72,6 @@ def local_ids(box: FleetBox) -> list[str]:
 
 def centre_ids() -> list[str]:
     "The prediction ids at the centre (the week's own database), duplicates kept"
-    from parkml.predlog import open_store
     with open_store() as st: return [r[0] for r in st.db.rows('SELECT id FROM predictions')[1]]
 
 # %% ../nbs/60c_week_fleet.ipynb #aae713ef
@@ -85,21 +85,16 @@ def exactly_once(local: dict, # box id -> the ids in its own log
                 extra=len(set(centre) - union), ok=set(centre) == union and len(centre) == len(set(centre)))
 
 # %% ../nbs/60c_week_fleet.ipynb #3983f2df
-def plane_settings(home: Path) -> Settings:
-    "Settings naming the week's own plane, in `home`/central"
-    return get_settings(central_dir=str(home/'central'))
-
 def start_plane(home: Path, progress: bool = True) -> Settings:
     "Start the week's plane (`parkml central up` in `home`/central); the settings file it wrote"
-    from parkml.plane import up
     say = (lambda s: tqdm.write(f"  central plane: {s}")) if progress else None
-    up(plane_settings(home), say)
+    up(get_settings(central_dir=str(home/'central')), say)
     return Settings(home/'central'/'settings.ini')
 
 def stop_plane(home: Path) -> dict | None:
     "Stop the week's plane if `up` ever ran in `home`/central (`parkml central down`); which servers ran"
-    from parkml.plane import down
-    return down(plane_settings(home)) if (home/'central'/'pg'/'pgserver.json').is_file() else None
+    if not (home/'central'/'pg'/'pgserver.json').is_file(): return None
+    return down(get_settings(central_dir=str(home/'central')))
 
 # %% ../nbs/60c_week_fleet.ipynb #fb6c5aa0
 def ship_to_file(dest: Path, # the file to write
@@ -130,7 +125,9 @@ class BacklogSampler:
     def start(self) -> BacklogSampler:
         self._thread.start()
         return self
-    def stop(self): self._stop.set(); self._thread.join(10)
+    def stop(self):
+        self._stop.set()
+        self._thread.join(10)
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=['t', 'box_id', 'backlog', 'pending', 'centre_ok'])
 
@@ -219,7 +216,6 @@ def centre_down(w, # the week record (its plane's settings `w.centre`)
                 plan, # the day's plan
                ) -> None:
     "Stop the centre's PostgreSQL mid-traffic"
-    from parkml.plane import server_handles
     w.pg = server_handles(w.centre)[1]
     w.pg.stop()
     w.outage = dict(day=plan.n, start=time.time() - w.t0, what="the centre's PostgreSQL")
@@ -298,7 +294,6 @@ def fleet_day(w, # the week record
 
 def fleet_sentry(w, plan) -> None:
     "The real-time sentry replayed on the first box's own log (its camera shows the trouble too)"
-    from parkml.predlog import open_store
     box = next(iter(w.boxes.values()))
     with open_store(box.predlog_uri, box.frames_dir) as st: got = sentry_delays(plan, st, box.camera, w.cfg)
     w.sentry += got
