@@ -12,18 +12,24 @@ __all__ = ['cmd_week', 'add_commands']
 
 # %% ../nbs/38_cli_week.ipynb #10625a43
 def cmd_week(a) -> int:
-    "Run the week and print its table"
+    "Run the week (on a fleet with `--fleet N`) and print its table"
     import sys
     from parkml.week import WeekOptions, run_week, print_week
     from parkml.week_home import WeekError
     opts = WeekOptions.make(a.quick, days=a.days, frames_per_day=a.frames_per_day, seed=a.seed, end=a.end,
                             train_limit=a.train_limit)
-    try: res = run_week(opts, fresh=a.fresh, progress=not a.quiet)
+    try:
+        if getattr(a, 'fleet', 0):
+            from parkml.week_fleet import run_fleet_week, print_fleet
+            res = run_fleet_week(opts, a.fleet, fresh=a.fresh, progress=not a.quiet)
+        else: res = run_week(opts, fresh=a.fresh, progress=not a.quiet)
     except WeekError as e:
         print(f"parkml week: refused: {e}", file=sys.stderr)
         return 2
     print_week(res)
-    return 0 if res.failed_requests == 0 else 1
+    if res.fleet: print_fleet(res)
+    once = not res.fleet or res.fleet['exactly_once']['ok']   # a fleet's centre must hold every prediction once
+    return 0 if res.failed_requests == 0 and once else 1
 
 # %% ../nbs/38_cli_week.ipynb #43626914
 def add_commands(sub) -> None:
@@ -42,4 +48,6 @@ def add_commands(sub) -> None:
     p.add_argument('--fresh', action='store_true',
                    help="empty the week's own folder first (setting week_dir; only a folder the week made)")
     p.add_argument('--quiet', action='store_true', help='no progress bars')
+    p.add_argument('--fleet', type=int, nargs='?', const=3, default=0, metavar='N',
+                   help="N edge boxes (default 3) shipping to a central plane the week starts in its folder")
     p.set_defaults(fn=cmd_week)

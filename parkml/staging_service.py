@@ -20,7 +20,8 @@ __all__ = ['StagingService', 'http_client', 'post_frame', 'replay', 'probe_bad_i
 # %% ../nbs/24b_staging_service.ipynb #a7a10629
 class StagingService:
     "The real edge service for `alias` in a subprocess on loopback, its own prediction log under `home`"
-    def __init__(self, alias: str, home, cfg: Settings = None, host: str = '127.0.0.1', timeout: float = 120, **env):
+    def __init__(self, alias: str, home, cfg: Settings = None, host: str = '127.0.0.1', timeout: float = 120,
+                 ship: bool = False, **env):   # ship: also ship the log to the centre (`parkml serve --ship`)
         self.cfg, self.alias, self.home, self.host = cfg or get_settings(), alias, ensure_dir(home), host
         self.port = free_port(host)
         self.url = f"http://{host}:{self.port}"
@@ -28,7 +29,7 @@ class StagingService:
         self.env = {**os.environ, 'PARKML_SETTINGS': str(self.cfg.path), 'PARKML_RUNS': str(self.cfg.runs),
                     'PARKML_PREDLOG_URI': self.predlog_uri, 'PARKML_FRAMES_DIR': str(self.home/'frames'),
                     'PARKML_TELEMETRY_INTERVAL_S': '1.0', **{k: str(v) for k, v in env.items()}}
-        self.timeout, self.proc, self.peak_rss_mb, self._stop = timeout, None, None, threading.Event()
+        self.timeout, self.ship, self.proc, self.peak_rss_mb, self._stop = timeout, ship, None, None, threading.Event()
 
     def _sample(self):
         import psutil
@@ -42,7 +43,8 @@ class StagingService:
         "Start the process and return at once: `wait_ready` waits for it (the caller can prepare its frames meanwhile)"
         self.log = open(self.home/'service.log', 'a')
         code = (f"from parkml.service import serve; "
-                f"serve({self.alias!r}, {self.host!r}, {self.port}, log_level='warning', parent_pid={os.getpid()})")
+                f"serve({self.alias!r}, {self.host!r}, {self.port}, log_level='warning', parent_pid={os.getpid()}, "
+                f"ship={self.ship})")
         self.proc = subprocess.Popen([sys.executable, '-c', code], env=self.env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         threading.Thread(target=self._sample, daemon=True, name='parkml-stage-rss').start()

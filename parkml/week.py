@@ -26,8 +26,8 @@ from .week_home import demo_env, prepare_week_dir, week_environment
 # %% auto #0
 __all__ = ['DEMO_QA_NAME', 'DEMO_OWNER_NAME', 'RETRAIN_RULES', 'TABLE_COLS', 'edge_service', 'served_version', 'demo_people',
            'approve_and_release', 'WeekOptions', 'trouble_onsets', 'sentry_delays', 'WeekResult', 'run_week',
-           'first_release', 'answer_alerts', 'morning', 'release_while_sending', 'camera_day', 'week_result', 'week_in',
-           'week_figure', 'open_commands', 'week_report', 'print_week']
+           'first_release', 'answer_alerts', 'staff_labels', 'morning', 'release_while_sending', 'camera_day',
+           'week_result', 'week_in', 'week_figure', 'open_commands', 'week_report', 'print_week']
 
 # %% ../nbs/60_week.ipynb #f94404cd
 def edge_service(cfg: Settings = None):
@@ -186,6 +186,8 @@ class WeekResult:
     options: dict = None
     commands: list = None
     sentry: list = None
+    fleet: dict = None       # `parkml week --fleet`: the boxes, the centre's outage, the exactly-once check
+    more_html: list = None   # parts of the report the fleet adds (its backlog plot)
 
 # %% ../nbs/60_week.ipynb #0c30c4fc
 def run_week(
@@ -240,12 +242,16 @@ def answer_alerts(
     else: w.say(pplan.n, f"version {w.retrained} stays out of production: {stg.get('reasons') or stg.get('html')}")
 
 # %% ../nbs/60_week.ipynb #69bed9f1
+def staff_labels(w, answered: pd.DataFrame, seed: int) -> int:
+    "The staff label a share of the answered frames at the edge service (`/feedback`); how many were accepted"
+    return staff_feedback(w.svc.url, answered, w.opts.label_share, seed, w.cfg.api_key or None, w.progress)
+
 def morning(w, prev: tuple) -> None:
     "Yesterday's labels arrive, then its daily analysis runs; an alert may ask for a retraining"
     from parkml.notebooks import run_notebook
     pplan, pans = prev
     o, cfg = w.opts, w.cfg
-    n = staff_feedback(w.svc.url, pans, o.label_share, o.seed + pplan.n, cfg.api_key or None, w.progress)
+    n = (w.labels or staff_labels)(w, pans, o.seed + pplan.n)   # the fleet's labels go to each box
     daily = run_notebook('52_daily', dict(day=pplan.date, send=True, thresholds=json.dumps(o.daily)),
                          tag=f"{pplan.date}-week", progress=False)
     row = _day_row(pplan, daily, pans, cfg)
@@ -308,7 +314,7 @@ def week_result(
             w.dusk.append(_answered_dark(store, v, dusk_days, w.cfg))
         last = store.predictions(time.time() - 30 * 86400)
     res = WeekResult(table, w.log, w.versions, w.dusk, w.failed, time.time() - t0, options=asdict(w.opts),
-                     sentry=w.sentry)
+                     sentry=w.sentry, fleet=getattr(w, 'fleet', None), more_html=getattr(w, 'more_html', None))
     res.commands = open_commands(w.cfg, w.home, last.id.iloc[-1] if len(last) else None)
     res.report = week_report(res, plans, w.cfg)
     return res
@@ -325,7 +331,7 @@ def week_in(
     plans = scenario(opts.days, opts.frames_per_day, opts.end)
     w = SimpleNamespace(cfg=cfg, opts=opts, home=home, progress=progress, log=[], rows=[], versions={}, dusk=[],
                         sentry=[],
-                        pending_release=None, retrained=None, failed=0)
+                        pending_release=None, retrained=None, failed=0, labels=None)
     w.say = lambda day, text: _events(w.log, day, text, progress)
     if progress:
         tqdm.write(f"A week in the park: {opts.days} days of {opts.frames_per_day} frames, labels on "
@@ -410,6 +416,7 @@ def week_report(
         parts.append(f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">')
     if res.dusk:
         parts.append('<h2>Dark evenings, labelled frames</h2>' + pd.DataFrame(res.dusk).round(3).to_html(index=False))
+    parts += res.more_html or []
     parts.append('<h2>What happened</h2><ul>' + ''.join(f"<li>day {e['day']}: {html.escape(e['event'])}</li>" for e in res.events) + '</ul>')
     parts.append('<h2>Open it</h2><pre>' + html.escape('\n'.join(res.commands or [])) + '</pre>')
     out.write_text('<html><head><meta charset="utf-8"><title>parkml week</title></head><body>' + ''.join(parts) + '</body></html>')
@@ -417,7 +424,7 @@ def week_report(
                                                                                errors='ignore').to_dict('records'),
         events=res.events, versions=res.versions, dusk=res.dusk, sentry=res.sentry, failed_requests=res.failed_requests,
         seconds=res.seconds,
-        options=res.options), default=str, indent=1))
+        options=res.options, **(res.fleet or {})), default=str, indent=1))
     return out
 
 # %% ../nbs/60_week.ipynb #7c08c73a
