@@ -308,7 +308,8 @@ def fleet_labels(w, # the week record
                 ) -> int:
     "Staff labels to each box for its own frames; then wait until every box has shipped them; how many"
     key = w.cfg.api_key or None
-    n = sum(staff_feedback(box.url, answered[answered.box_id == b], w.opts.label_share, seed, key, w.progress)
+    n = sum(staff_feedback(box.url, answered[answered.box_id == b], w.opts.label_share, seed, key, w.progress,
+                         log=(box.predlog_uri, box.frames_dir))
             for b, box in w.boxes.items())
     for b, box in w.boxes.items(): wait_for(lambda: box.shipping()['pending'] == 0, timeout, f"{b} shipping its log")
     return n

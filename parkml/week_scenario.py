@@ -258,6 +258,7 @@ def staff_feedback(
     api_key: str = None, # the API key
     progress: bool = True, # show progress bars
     staff_key: str = None, # the staff key (default: setting)
+    log: tuple = (), # (prediction log URI, frames folder) the queue reads (default: the configured log)
 ) -> int:
     """The staff's morning: they label `share` times as many frames as were answered, taking them from the labelling
     queue, and each answer goes to `/feedback` with the person's name; returns the answers recorded"""
@@ -270,7 +271,7 @@ def staff_feedback(
     keys = {k: v for k, v in (('X-API-Key', api_key), ('X-Staff-Key', staff_key)) if v}
     cfg = get_settings(label_queue=STAFF_QUEUE)
     ref = queue_reference(cfg) if budget else None
-    with open_store() as store, httpx.Client(base_url=url, timeout=30, headers=keys) as c, \
+    with open_store(*log) as store, httpx.Client(base_url=url, timeout=30, headers=keys) as c, \
          tqdm(total=budget, desc='staff labels', disable=not progress, leave=False) as bar:
         while n < budget:
             got = staff_round(store, c, truth, window, budget - n, ref, rng, cfg=cfg)
