@@ -93,7 +93,7 @@ class WeekOptions:
     def make(cls, quick: bool = False, **kw):
         "Defaults, or the quick ones: fewer and smaller days; staging on fewer images, at the gate severity only; no SHAP"
         base = dict(days=5, frames_per_day=500, label_share=0.5, train_limit=0,
-                    staging=dict(sample=200, robust_sample=60, dusk_sample=120, shap_errors=2, shap_max_evals=0,
+                    staging=dict(sample=200, robust_sample=120, dusk_sample=120, shap_errors=2, shap_max_evals=0,
                                  severities=str(get_settings().stage_gate_severity)),
                     daily=dict(shap_frames=0)) if quick else {}
         return cls(**{**base, **{k: v for k, v in kw.items() if v is not None}})
