@@ -17,16 +17,16 @@ from .staging_service import StagingService
 from .plane import up, down, server_handles
 from .predlog import open_store
 from .week_scenario import scenario, camera_pools, day_frames, FrameCache, Camera, staff_feedback
-from .week_home import WEEK_MARKER, WeekError, demo_env, prepare_week_dir, week_environment
+from .week_home import WEEK_MARKER, WeekError, demo_env, is_central, prepare_week_dir, week_environment
 from .week import (WeekOptions, WeekResult, demo_people, first_release, morning, approve_and_release,
                          served_version, sentry_delays, week_result)
 
 # %% auto #0
-__all__ = ['SHIP_ENV', 'box_names', 'FleetBox', 'local_ids', 'centre_ids', 'exactly_once', 'start_plane', 'stop_plane',
-           'ship_to_file', 'BacklogSampler', 'backlog_summary', 'backlog_figure', 'alerts_by_box', 'split_frames',
-           'third', 'send_third', 'wait_for', 'centre_down', 'centre_back', 'kill_while_shipping', 'fleet_release',
-           'fleet_day', 'fleet_sentry', 'fleet_labels', 'start_boxes', 'stop_boxes', 'fleet_result', 'fleet_html',
-           'once_line', 'fleet_week_in', 'say', 'run_fleet_week', 'print_fleet']
+__all__ = ['SHIP_ENV', 'WEEK_STORE_KEYS', 'box_names', 'FleetBox', 'local_ids', 'centre_ids', 'exactly_once', 'start_plane',
+           'stop_plane', 'ship_to_file', 'BacklogSampler', 'backlog_summary', 'backlog_figure', 'alerts_by_box',
+           'split_frames', 'third', 'send_third', 'wait_for', 'centre_down', 'centre_back', 'kill_while_shipping',
+           'fleet_release', 'fleet_day', 'fleet_sentry', 'fleet_labels', 'start_boxes', 'stop_boxes', 'fleet_result',
+           'fleet_html', 'once_line', 'fleet_week_in', 'say', 'run_fleet_week', 'print_fleet']
 
 # %% ../nbs/60c_week_fleet.ipynb #64121a53
 def box_names(n: int, # how many boxes
@@ -85,11 +85,17 @@ def exactly_once(local: dict, # box id -> the ids in its own log
                 extra=len(set(centre) - union), ok=set(centre) == union and len(centre) == len(set(centre)))
 
 # %% ../nbs/60c_week_fleet.ipynb #3983f2df
+WEEK_STORE_KEYS = {f'PARKML_{k}' for k in ('SETTINGS', 'TRACKING_URI', 'REGISTRY_URI', 'ARTIFACT_ROOT', 'PREDLOG_URI',
+                   'FRAMES_DIR', 'ALERTS_URI', 'GOVERNANCE_URI', 'EXPERIMENT', 'MODEL_NAME')}
+
 def start_plane(home: Path, progress: bool = True) -> Settings:
     "Start the week's plane (`parkml central up` in `home`/central); the settings file it wrote"
     say = (lambda s: tqdm.write(f"  central plane: {s}")) if progress else None
     up(get_settings(central_dir=str(home/'central')), say)
-    return Settings(home/'central'/'settings.ini')
+    keep = {k: v for k, v in os.environ.items() if k not in WEEK_STORE_KEYS}   # an inherited week's stores must not win
+    centre = Settings(home/'central'/'settings.ini', environ=keep)
+    if not is_central(centre): raise WeekError(f"the week's plane in {home/'central'} does not hold the prediction log")
+    return centre
 
 def stop_plane(home: Path) -> dict | None:
     "Stop the week's plane if `up` ever ran in `home`/central (`parkml central down`); which servers ran"
