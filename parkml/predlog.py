@@ -397,6 +397,15 @@ def predictions_after(self: SQLStore,
     sql = f"SELECT * FROM predictions WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
     return self.db.frame(sql, [*params, int(limit)])
 
+# %% ../nbs/10_predlog.ipynb #334e2dc6
+@patch
+def prediction_ids(self: SQLStore,
+                   box_id: str = None, # only this box's (None: every box's)
+                  ) -> list[str]:
+    "Every prediction id in the log, in id order: what a comparison of a box's log with the centre's reads"
+    where, params = ('WHERE box_id = ?', [box_id]) if box_id else ('', [])
+    return [r[0] for r in self.db.rows(f'SELECT id FROM predictions {where} ORDER BY id', params)[1]]
+
 # %% ../nbs/10_predlog.ipynb #2000f53b
 def _open_sqlite(uri: str, frames_dir) -> SQLiteStore:
     return SQLiteStore(sqlite_file(uri, 'prediction log'), frames_dir)

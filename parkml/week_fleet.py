@@ -6,12 +6,13 @@ Docs: https://parkml.github.io/parkml/week_fleet.html.md"""
 
 # %% ../nbs/60c_week_fleet.ipynb #90d398bb
 from __future__ import annotations
-import os, signal, sqlite3, threading, time
+import os, signal, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 import numpy as np, pandas as pd, httpx
 from tqdm.auto import tqdm
+from fastcore.basics import patch
 from .config import get_settings, ensure_dir, write_atomic, Settings
 from .staging_service import StagingService
 from .plane import up, down, server_handles
@@ -22,11 +23,11 @@ from .week import (WeekOptions, WeekResult, demo_people, first_release, morning,
                          served_version, sentry_delays, week_result)
 
 # %% auto #0
-__all__ = ['SHIP_ENV', 'WEEK_STORE_KEYS', 'box_names', 'FleetBox', 'local_ids', 'centre_ids', 'exactly_once', 'start_plane',
-           'stop_plane', 'ship_to_file', 'BacklogSampler', 'backlog_summary', 'backlog_figure', 'alerts_by_box',
-           'split_frames', 'third', 'send_third', 'wait_for', 'centre_down', 'centre_back', 'kill_while_shipping',
-           'fleet_release', 'fleet_day', 'fleet_sentry', 'fleet_labels', 'start_boxes', 'stop_boxes', 'fleet_result',
-           'fleet_html', 'once_line', 'fleet_week_in', 'say', 'run_fleet_week', 'print_fleet']
+__all__ = ['SHIP_ENV', 'WEEK_STORE_KEYS', 'box_names', 'FleetBox', 'log_ids', 'exactly_once', 'start_plane', 'stop_plane',
+           'ship_to_file', 'BacklogSampler', 'backlog_summary', 'backlog_figure', 'alerts_by_box', 'split_frames',
+           'third', 'send_third', 'wait_for', 'centre_down', 'centre_back', 'kill_while_shipping', 'fleet_release',
+           'fleet_day', 'fleet_sentry', 'fleet_labels', 'start_boxes', 'stop_boxes', 'fleet_result', 'fleet_html',
+           'once_line', 'fleet_week_in', 'say', 'run_fleet_week', 'print_fleet']
 
 # %% ../nbs/60c_week_fleet.ipynb #64121a53
 def box_names(n: int, # how many boxes
@@ -47,8 +48,6 @@ class FleetBox(StagingService):
         self.box_id, self.camera, self.frames_dir = box_id, 'cam-01', self.home/'frames'
 
 # %% ../nbs/60c_week_fleet.ipynb #391bf7c2
-from fastcore.basics import patch
-
 @patch
 def shipping(self: FleetBox) -> dict:
     "The `ship` part of the box's `/health` with `pending`: unshipped predictions, feedback and frames"
@@ -65,14 +64,10 @@ def kill9(self: FleetBox) -> int:
     return pid
 
 # %% ../nbs/60c_week_fleet.ipynb #501fb7e0
-def local_ids(box: FleetBox) -> list[str]:
-    "The prediction ids in the box's own log (its SQLite file, opened read-only)"
-    with sqlite3.connect(f"file:{box.home/'predlog.db'}?mode=ro", uri=True) as c:
-        return [r[0] for r in c.execute('SELECT id FROM predictions')]
-
-def centre_ids() -> list[str]:
-    "The prediction ids at the centre (the week's own database), duplicates kept"
-    with open_store() as st: return [r[0] for r in st.db.rows('SELECT id FROM predictions')[1]]
+def log_ids(uri: str = None, # a prediction log (None: the week's own, at the centre)
+           ) -> list[str]:
+    "The prediction ids in a log"
+    with open_store(uri) as st: return st.prediction_ids()
 
 # %% ../nbs/60c_week_fleet.ipynb #aae713ef
 def exactly_once(local: dict, # box id -> the ids in its own log
@@ -251,8 +246,8 @@ def kill_while_shipping(w, # the week record (its boxes `w.boxes`)
     s0 = box.shipping()
     wait_for(lambda: box.shipping()['shipped_total'] > s0['shipped_total'], timeout, f"{b} shipping", 0.02)
     pid, at = box.kill9(), time.time()
-    ids = local_ids(box)
-    at_centre = len(set(ids) & set(centre_ids()))
+    ids = log_ids(box.predlog_uri)
+    at_centre = len(set(ids) & set(log_ids()))
     box.launch().wait_ready()
     k = dict(box_id=b, pid=pid, at=at, t=at - w.t0, day=plan.n, local=len(ids), at_centre=at_centre,
              restart_s=round(box.startup_s, 1))
@@ -346,8 +341,8 @@ def fleet_result(w, # the week record, after its last morning
     "The fleet's part of the result (`w.fleet` for week.json, `w.more_html` for the report), from the stores"
     from parkml.alerts import open_alert_store
     with open_alert_store() as st: alerts = alerts_by_box(st.query(), list(w.boxes))
-    local = {b: local_ids(box) for b, box in w.boxes.items()}
-    once, bl = exactly_once(local, centre_ids()), backlog_summary(samples, w.outage)
+    local = {b: log_ids(box.predlog_uri) for b, box in w.boxes.items()}
+    once, bl = exactly_once(local, log_ids()), backlog_summary(samples, w.outage)
     boxes = [dict(box_id=b, predlog_uri=box.predlog_uri, frames_dir=str(box.frames_dir), camera=box.camera,
                   url=box.url, predictions=len(local[b]), alerts=alerts[b], **bl.set_index('box_id').loc[b].to_dict())
              for b, box in w.boxes.items()]
