@@ -24,6 +24,7 @@ from .evaluate import (classification_metrics, robustness_table, robustness_figu
                              shap_figure, confusion_figure, reliability_figure)
 from .staging_inputs import staging_images, fairness_extra, breed_group, condition_frames, pick_rows
 from .staging_service import StagingService, http_client, replay, probe_bad_inputs, peak_rss_mb
+from .gate_sample import gate_intervals
 from .staging_checks import (judge, percentile, latency_table, latency_figure, dusk_figure, engine_agreement,
                                    engine_reference_check, engine_figure, score_frames, recall_gap_points,
                                    champion_comparison, shipping_check)
@@ -321,6 +322,7 @@ def staging_summary(
                   reference=s.texts['engine_reference'])
     return dict(model=s.mv.name, version=s.v, verdict='passed' if passed else 'failed', passed=passed,
                 failed_gates=[g for g in gates.gate[~gates.passed]], reasons=[r for r in gates.reason[~gates.passed]],
+                unsettled=[g for g in gates.gate[~gates.settled]],
                 gates=gates.drop(columns=['mlflow']).to_dict('records'), measured=measured, metrics=s.metrics,
                 per_class=s.tables['per_class'].to_dict('index'), confusion=s.tables['confusion'].to_dict(),
                 recall_gap_sentence=s.texts['recall_gap'], dusk_sentence=s.texts['dusk'], engine=engine,
@@ -387,7 +389,7 @@ def run_staging(
     error_analysis(s, o)
     service, champ = service_summary(s), champion_comparison(s)
     measured, notes = gate_measures(s, service, engine_check(s))
-    gates = s.tables['gates'] = judge(measured, s.cfg, champ, notes)
+    gates = s.tables['gates'] = judge(measured, s.cfg, champ, notes, gate_intervals(s))
     s.timings['total_s'] = time.time() - s.t_start
     summary = staging_summary(s, gates, service, champ, measured, o.seed)
     preds.to_parquet(s.home/'predictions.parquet')

@@ -11,6 +11,7 @@ import numpy as np, pandas as pd
 from .config import get_settings, Settings
 from .data import read_imageset, assign_splits, load_images, decode_image, preprocess, CLASSES
 from .cctv import CONDITIONS
+from .gate_sample import settle, sample_words
 from .evaluate import ReportFigure, CLASS_COLORS, classification_metrics
 
 # %% auto #0
@@ -81,31 +82,37 @@ def mlflow_gate(
     finally: quiet.setLevel(level)
     return None
 
-# %% ../nbs/24c_staging_checks.ipynb #b8ae00ee
+# %% ../nbs/24c_staging_checks.ipynb #6cc91545
 def format_value(v: float, unit: str = '') -> str:
     "A measure as the gates print it: 4 significant digits with its unit, 'n/a' when not measured"
     return 'n/a' if v is None or not math.isfinite(v) else f"{v:.4g}{unit}" if unit else (f"{v:.4f}" if abs(v) < 1 else f"{v:g}")
 
+# %% ../nbs/24c_staging_checks.ipynb #d3882698
 def judge(
     measured: dict, # the measures by metric name
     cfg: Settings = None, # settings (default: the current ones)
     champion: dict = None, # the champion comparison (adds its gates), or None
     notes: dict = None, # words beside a failed gate, by metric name
+    intervals: dict = None, # 95% interval and sample by metric name, (low, high, n) (`gate_intervals`)
 ) -> pd.DataFrame:
-    "One row per gate: measured value, threshold, passed, and the reason in words when it failed"
+    "One row per gate: measured value, interval, threshold, passed, settled, and the reason in words when it failed"
     rows, src = [], measured.get('quantized_source_version')
     for g in gate_specs(cfg, champion, None if src is None else f"{src:g}"):
         m = measured.get(g['metric'])
         m = float(m) if m is not None else float('nan')
         why = mlflow_gate(g['metric'], m, g['value'], g['greater_is_better'])
         op = '>=' if g['greater_is_better'] else '<='
+        lo, hi, n = (intervals or {}).get(g['metric'], (math.nan, math.nan, 0))
+        settled, needed = settle(m, lo, hi, g['value'], n)
         reason = ('' if why is None else (f"{g['gate']} {format_value(m, g['unit'])} is not {op} "
                                           f"{format_value(g['value'], g['unit'])}")
                                          + (f" (setting {g['setting']})" if g['setting'] else '')
-                                         + (f": {notes[g['metric']]}" if notes and notes.get(g['metric']) else ''))
+                                         + (f": {notes[g['metric']]}" if notes and notes.get(g['metric']) else '')
+                                         + ('' if settled else f"; {sample_words(lo, hi, n, needed, g['unit'])}"))
         rows.append(dict(gate=g['gate'], metric=g['metric'], setting=g['setting'],
                          rule=f"{op} {format_value(g['value'], g['unit'])}",
-                         value=g['value'], measured=m, passed=why is None, reason=reason, mlflow=why or ''))
+                         value=g['value'], measured=m, low=lo, high=hi, n=n, settled=settled, needed=needed,
+                         passed=why is None, reason=reason, mlflow=why or ''))
     return pd.DataFrame(rows)
 
 # %% ../nbs/24c_staging_checks.ipynb #e17f70b6

@@ -11,7 +11,7 @@ from .config import get_settings, Settings
 from .staging_checks import format_value
 
 # %% auto #0
-__all__ = ['start_staging_run', 'log_staging', 'record_verdict', 'format_gates']
+__all__ = ['start_staging_run', 'log_staging', 'record_verdict', 'gate_line', 'format_gates']
 
 # %% ../nbs/24d_staging_record.ipynb #98aa9704
 def start_staging_run(
@@ -85,9 +85,16 @@ def record_verdict(
     return tags
 
 # %% ../nbs/24d_staging_record.ipynb #44508a6c
+def gate_line(g: dict) -> str:
+    "One gate as `parkml stage` prints it: verdict, measure, its interval when it has one, the rule"
+    ci = f" [95% {format_value(g['low'])}-{format_value(g['high'])}, n={g['n']}]" if g.get('n') else ''
+    open_ = '' if g.get('settled', True) else ' (unsettled: the sample cannot tell)'
+    return f"{'PASS' if g['passed'] else 'FAIL'}  {g['gate']}: {format_value(g['measured'])}{ci} (gate {g['rule']}){open_}"
+
+# %% ../nbs/24d_staging_record.ipynb #cf76b69a
 def format_gates(summary: dict) -> str:
     "The verdict per gate, as `parkml stage` prints it"
-    lines = [f"{'PASS' if g['passed'] else 'FAIL'}  {g['gate']}: {format_value(g['measured'])} (gate {g['rule']})" for g in summary['gates']]
+    lines = [gate_line(g) for g in summary['gates']]
     lines.append(f"verdict: version {summary['version']} {summary['verdict'].upper()}"
                  + (f" ({len(summary['failed_gates'])} of {len(summary['gates'])} gates failed)" if not summary['passed'] else
                     f" (all {len(summary['gates'])} gates)"))

@@ -73,6 +73,13 @@ def test_report_run_and_summary(staged):
         assert {'gate', 'value', 'measured', 'passed', 'setting', 'rule'} <= set(g)
         ok = g['measured'] >= g['value'] if g['rule'].startswith('>=') else g['measured'] <= g['value']
         assert g['passed'] == ok, g
+    # the gates on proportions carry a 95% interval and their sample; unsettled means the interval straddles the rule
+    gi = {g['metric']: g for g in s['gates']}
+    for m, n in (('accuracy', 80), ('recall_gap_points', 80), ('drop_night', 40), ('drop_noise', 12)):
+        assert gi[m]['n'] == n and gi[m]['low'] <= gi[m]['measured'] <= gi[m]['high'], gi[m]
+        assert gi[m]['settled'] == (not gi[m]['low'] < gi[m]['value'] < gi[m]['high']), gi[m]
+    assert gi['accuracy']['settled'] and "[95% " in r.stdout and gi['latency_p95_ms']['n'] == 0
+    assert s['unsettled'] == [g['gate'] for g in s['gates'] if not g['settled']]
     names = ' '.join(g['gate'] for g in s['gates'])
     for want in ('accuracy', 'macro F1', 'recall gap', 'drop under night', 'dusk', 'p95 latency', '5xx', 'bad inputs'):
         assert want in names, want
