@@ -138,7 +138,7 @@ def main():
     shown = ', '.join(f'{n} requests at concurrency {c}' for c, n in levels)
     print(f"\nmean ms in each step ({shown}; {a.photos} photos)")
     cols = list(res)
-    print(f"{'step':30}" + ''.join(f"{e[:16] + ' c' + str(c):>21}" for e, c in cols))
+    print(f"{'step':30}" + ''.join(f"{(e + ' c' + str(c))[-20:]:>21}" for e, c in cols))
     for s in STEPS + ['in service']:
         print(f"{s:30}" + ''.join(f"{res[k]['steps'].get(s, float('nan')):21.2f}" for k in cols))
     rest = {k: res[k]['client']['p50'] - res[k]['steps']['in service'] for k in cols}

@@ -46,7 +46,13 @@ def service_registry(tmp_path_factory) -> tuple[Path, dict]:
         cfg = get_settings()
         r = train_and_register(limit=200, run_name='service-tests', progress=False)
         v2 = register_variant(cfg, r.version, 3.0)
-        mlflow_client(cfg).set_registered_model_alias(cfg.model_name, 'champion', r.version)
+        client = mlflow_client(cfg)
+        client.set_registered_model_alias(cfg.model_name, 'champion', r.version)
+        # engine = auto: both graphs decided here, so the servers on the shared cache start with the engine recorded
+        # instead of measuring beside tests that time or weigh them (a test with a cache of its own sees it pending)
+        from parkml.model import decide_engine
+        from parkml.tracking import local_onnx
+        for v in (r.version, v2): decide_engine(local_onnx(client.get_model_version(cfg.model_name, v), client, cfg), cfg)
     info = dict(v1=str(r.version), v2=str(v2), model=cfg.model_name, test_accuracy=r.metrics['test_accuracy'])
     ready.write_text(json.dumps(info))
     return runs, info
