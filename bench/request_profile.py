@@ -1,10 +1,13 @@
 """Where a request's time goes in the parkml service, at concurrency 1 and 16, for each inference engine.
 
     .venv/bin/python bench/request_profile.py [--n16 1500] [--n1 300] [--engines onnxruntime,openvino,int8]
+                                              [--levels 1,16]
 
 Uses serve_bench's model, photos and client (its runs folder, <runs>/bench_serve; the model is trained there once);
 `int8` in --engines serves its int8 variant (alias int8) on the engine `auto` picks for that graph; `onnxruntime_spin`
-serves ONNX Runtime with its threads spinning after each call (setting onnx_spinning = true, its own default).
+serves ONNX Runtime with its threads spinning after each call (setting onnx_spinning = true, its own default);
+`onnxruntime_lateframe` serves ONNX Runtime with the frame written and flushed by the commit, after the engine, not
+beside it (setting frame_early_write = false). An engine named twice runs twice, in that order (to alternate A/B).
 Each engine's service runs in its own process with timers wrapped around the steps of the request path (nothing
 else changes): reading the request (from its arrival to the queued job), the wait in the inference queue, decoding,
 resizing, integrity features, the engine call, the hand-off to the writer, the commit of the log record and frame, and
@@ -67,18 +70,21 @@ def instrumented_server(out: str, port: int):
     import uvicorn
     uvicorn.run(H.app_factory(), host='127.0.0.1', port=port, log_level='warning', access_log=False)
 
-def start(engine: str, runs: Path, logdir: Path):
-    "The instrumented service with `engine` in its own process: (url, process, timings file)"
-    port, out = sb.free_port(), logdir/f'steps-{engine}.json'
+def start(engine: str, runs: Path, logdir: Path, run: str = None):
+    "The instrumented service with `engine` in its own process, its log and frames named `run`: (url, process, timings)"
+    run = (run or engine).replace('#', '-')
+    port, out = sb.free_port(), logdir/f'steps-{run}.json'
     # the bench's model is registered, not approved: no verified alias (the signature checks happen once, at load)
     env = {**os.environ, 'PARKML_RUNS': str(runs), 'PARKML_ENGINE': engine, 'PARKML_VERIFIED_ALIASES': '',
-           'PARKML_PREDLOG_URI': f"sqlite:///{logdir}/{engine}.db", 'PARKML_FRAMES_DIR': str(logdir/f'{engine}_frames')}
+           'PARKML_PREDLOG_URI': f"sqlite:///{logdir}/{run}.db", 'PARKML_FRAMES_DIR': str(logdir/f'{run}_frames')}
     if engine == 'int8':   # the int8 variant serve_bench registered (alias int8), on the engine auto picks for its graph
         env.update(PARKML_SERVE_ALIAS='int8', PARKML_ENGINE='auto')
     if engine == 'onnxruntime_spin':   # ONNX Runtime with its threads spinning after each call (onnx_spinning, before: true)
         env.update(PARKML_ENGINE='onnxruntime', PARKML_ONNX_SPINNING='true')
+    if engine == 'onnxruntime_lateframe':   # the frame flushed by the commit, after the engine (as before)
+        env.update(PARKML_ENGINE='onnxruntime', PARKML_FRAME_EARLY_WRITE='false')
     proc = subprocess.Popen([sys.executable, __file__, '--server', str(out), str(port)], env=env,
-                            stdout=open(logdir/f'{engine}.log', 'w'), stderr=subprocess.STDOUT)
+                            stdout=open(logdir/f'{run}.log', 'w'), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     sb.wait_http(url, '/health', proc)
     return url, proc, out
@@ -103,6 +109,7 @@ def main():
     ap.add_argument('--photos', type=int, default=600)
     ap.add_argument('--engines', default='onnxruntime,openvino')
     ap.add_argument('--limit', type=int, default=300)
+    ap.add_argument('--levels', default='1,16', help='concurrency levels to drive')
     ap.add_argument('--server', nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.server: return instrumented_server(a.server[0], int(a.server[1]))
@@ -114,20 +121,24 @@ def main():
     files = logdir/'photos.json'
     files.write_text(json.dumps(sb.photos(a.photos)))
     res = {}
-    for engine in a.engines.split(','):
-        url, proc, out = start(engine, runs, logdir)
+    levels = [(int(c), a.n1 if int(c) == 1 else a.n16) for c in a.levels.split(',')]
+    engines = a.engines.split(',')
+    for k, engine in enumerate(engines):
+        run = f"{engine}#{engines[:k].count(engine) + 1}" if engine in engines[:k] else engine   # a repeat: its name
+        url, proc, out = start(engine, runs, logdir, run)
         try:
-            for c, n in ((1, a.n1), (16, a.n16)):
+            for c, n in levels:
                 steps(proc, out)   # forget the warm-up and the previous level
                 cl = sb.drive(url, 'parkml', c, n, str(files))
-                res[(engine, c)] = dict(client=cl, steps=steps(proc, out))
-                print(f"{engine:12} c={c:2} {cl['per_s']:6.1f}/s p50 {cl['p50']:6.2f} ms", flush=True)
+                res[(run, c)] = dict(client=cl, steps=steps(proc, out))
+                print(f"{run:12} c={c:2} {cl['per_s']:6.1f}/s p50 {cl['p50']:6.2f} ms", flush=True)
         finally:
             proc.terminate()
             proc.wait(60)
-    print(f"\nmean ms in each step ({a.n1} requests at concurrency 1, {a.n16} at 16; {a.photos} photos)")
+    shown = ', '.join(f'{n} requests at concurrency {c}' for c, n in levels)
+    print(f"\nmean ms in each step ({shown}; {a.photos} photos)")
     cols = list(res)
-    print(f"{'step':30}" + ''.join(f"{e[:16] + ' c' + str(c):>21}" for e, c in cols))
+    print(f"{'step':30}" + ''.join(f"{(e + ' c' + str(c))[-20:]:>21}" for e, c in cols))
     for s in STEPS + ['in service']:
         print(f"{s:30}" + ''.join(f"{res[k]['steps'].get(s, float('nan')):21.2f}" for k in cols))
     rest = {k: res[k]['client']['p50'] - res[k]['steps']['in service'] for k in cols}

@@ -14,7 +14,9 @@ frame store and telemetry); the same with predlog_synchronous=NORMAL; parkml wit
 (PARKML_PREDLOG_ENABLED=false); with --baseline REF, the code of git commit REF (e.g. the commit before the hostile-
 client checks) with NORMAL and no keys, extracted with `git archive`; and `mlflow models serve --env-manager local`
 (1 uvicorn worker). It also quantizes the champion once (`parkml quantize`, the configured method, NNCF; alias int8)
-and serves that int8 version as parkml_int8 on the engine `auto` picks for the int8 graph itself. With --engines-only,
+and serves that int8 version as parkml_int8 on the engine `auto` picks for the int8 graph itself. Before any server
+starts, it prints `auto`'s decision for each graph (measured then if none is recorded for this box, and recorded
+beside the graph's compiled blobs, where the servers find it) with its figures. With --engines-only,
 only issue 18's servers run: parkml with each engine, the int8 variant, and MLflow (plus the floors, the int8 graph's
 among them). Each round drives each server at concurrency 1 and 16 from a client process (threads with
 keep-alive connections, one photo per request, the API key sent to every parkml server; each parkml request's photo
@@ -257,6 +259,21 @@ def floor(onnx_path: Path, paths: list, batch: int, workers: int, threads: int, 
     for t in ts: t.join()
     return float(sum(counts))
 
+def engine_decisions(graphs: dict, cfg) -> dict:
+    """`engine = auto`'s decision for each graph ({name: onnx path}): the recorded one, else measured now (before any
+    server starts, so no server measures beside the bench) and recorded, where the servers find it; printed"""
+    from parkml.config import file_sha256
+    from parkml.model import decide_engine, engine_record_path
+    out = {}
+    for name, path in graphs.items():
+        rec = out[name] = dict(decide_engine(path, cfg), record=str(engine_record_path(file_sha256(path), cfg)))
+        speed = ', '.join(f"{e} {v:.1f}" for e, v in rec['images_per_s'].items())
+        lone = ', '.join(f"{e} {v:.1f}" for e, v in (rec.get('lone_frames_per_s') or {}).items())
+        print(f"engine auto, {name} graph: {rec['engine']} (images/s as served, "
+              f"{cfg.infer_workers} x {cfg.infer_threads} thread, batches of {cfg.max_batch}: {speed}; "
+              f"lone frames/s: {lone}; decided {rec['decided']}, recorded in {rec['record']})", flush=True)
+    return out
+
 def commit_floor(logdir: Path, sync: str, paths: list, batch: int = 16, seconds: float = 6) -> float:
     "Records/s the prediction log commits in groups of `batch`, each with a new frame, at PRAGMA synchronous `sync`"
     from parkml.predlog import SQLiteStore, new_prediction_id
@@ -306,12 +323,13 @@ def main():
     files = logdir/'photos.json'; files.write_text(json.dumps(paths))
     print(f"model {onnx_path}\npyfunc {pyfunc}\nlogs and stores of this run: {logdir}", flush=True)
 
+    decisions = engine_decisions(dict(float=onnx_path, int8=int8_path), get_settings(runs=str(runs)))
     servers = [] if a.engines_only else [start_parkml(runs, 'parkml', logdir),
                                          start_parkml(runs, 'parkml_normal', logdir, sync='NORMAL'),
                                          start_parkml(runs, 'parkml_nolog', logdir, record=False)]
-    from parkml.model import ENGINES, serving_engine
+    from parkml.model import ENGINES
     servers += [start_parkml(runs, f'parkml_{e}', logdir, sync=a.engine_sync, engine=e) for e in ENGINES]
-    int8_engine = serving_engine(int8_path, get_settings(runs=str(runs)))   # auto: decided for the int8 graph itself
+    int8_engine = decisions['int8']['engine']   # auto: decided for the int8 graph itself
     servers.append(start_parkml(runs, 'parkml_int8', logdir, sync=a.engine_sync, alias='int8', engine=int8_engine))
     if a.baseline:
         servers.append(start_parkml(runs, 'baseline', logdir, sync='NORMAL', code=extract(a.baseline, logdir/'baseline_code')))
@@ -365,8 +383,9 @@ def main():
     for k, v in commits.items(): print(f"{'prediction log commits in groups of 16, new frames, ' + k:60} {v:7.1f} records/s")
     print("\nratios (targets in brackets)")
     ov_floor = floors[f"floor openvino batch 32, 1 x {cfg.onnx_threads} threads"]
-    auto = serving_engine(onnx_path, get_settings(runs=str(runs)))
-    print(f"  engine auto on this box: {auto} for the float graph, {int8_engine} for the int8 graph")
+    print(f"  engine auto on this box: {decisions['float']['engine']} for the float graph, "
+          f"{int8_engine} for the int8 graph (images/s float {decisions['float']['images_per_s']}, "
+          f"int8 {decisions['int8']['images_per_s']})")
     i8_floor = floors[f"floor int8 {int8_engine} batch 32, 1 x {cfg.onnx_threads} threads"]
     for n in [f'parkml_{e}' for e in ENGINES] + ['parkml_int8']:
         if 'mlflow' in res:
@@ -377,7 +396,8 @@ def main():
             print(f"  {n:19} c16 / its own graph's floor:      {med(n, 16, 'per_s') / i8_floor:.2f}  [>= 0.75]")
         print(f"  {n:19} peak memory:                     {peaks[n]:.0f} MB  [<= {577 * 1.1:.0f}]")
     if a.engines_only:
-        out = dict(results=res, peaks_mb=peaks, floors=floors, int8_engine=int8_engine, store=counts, answered=answered)
+        out = dict(results=res, peaks_mb=peaks, floors=floors, int8_engine=int8_engine, store=counts, answered=answered,
+                   engine_decisions=decisions)
         (runs/'serve_bench_results.json').write_text(json.dumps(out, indent=1))
         print(f"raw results: {runs/'serve_bench_results.json'}")
         return
@@ -397,7 +417,8 @@ def main():
         print(f"  cost of checks and FULL together at c16:        {100 * (1 - p16 / b16):.1f}%  [< 10%]")
     print(f"\nprediction log of the logged server: {counts['predictions']} predictions for {answered} answered timed requests "
           f"(+ warm-up), {counts['frames']} distinct frames, {counts['telemetry']} telemetry samples")
-    out = dict(results=res, peaks_mb=peaks, floors=floors, commits=commits, store=counts, answered=answered)
+    out = dict(results=res, peaks_mb=peaks, floors=floors, commits=commits, store=counts, answered=answered,
+               engine_decisions=decisions)
     (runs/'serve_bench_results.json').write_text(json.dumps(out, indent=1))
     print(f"raw results: {runs/'serve_bench_results.json'}")
 

@@ -6,7 +6,7 @@ Docs: https://parkml.github.io/parkml/frames.html.md"""
 
 # %% ../nbs/10a_frames.ipynb #2cad9d8a
 from __future__ import annotations
-import functools, hashlib, os, secrets
+import functools, hashlib, os, secrets, threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,6 +81,7 @@ class LocalFrames:
                  sync: bool = False, # flush files and folders to the disk before a commit names them
                 ):
         self.root, self.sync = Path(folder), sync
+        self.flushed, self.lock = set(), threading.Lock()   # frames written and flushed ahead of their commit
     def put(self, data: bytes, ext: str = 'jpg', sha: str = None) -> str:
         return write_frame_file(self.root, data, ext, sha)[1]
     def has(self, rel: str) -> bool: return (self.root/rel).is_file()
@@ -92,10 +93,25 @@ class LocalFrames:
 # %% ../nbs/10a_frames.ipynb #797acb35
 @patch
 def flush(self: LocalFrames, rels: list[str]) -> None:
-    "With `sync`: the files, their folders and the frames folder on the disk (before the commit that names them)"
+    """With `sync`: the files, their folders and the frames folder on the disk (before the commit that names them);
+    frames flushed already by `prewrite` are not flushed twice"""
     if not (self.sync and rels): return
-    files = [self.root/r for r in rels]
-    fsync_all([*files, *(f.parent for f in files), self.root])
+    with self.lock:
+        files = [self.root/r for r in rels if r not in self.flushed]
+        self.flushed.difference_update(rels)
+    if files: fsync_all([*files, *(f.parent for f in files), self.root])
+
+# %% ../nbs/10a_frames.ipynb #ca8f053d
+@patch
+def prewrite(self: LocalFrames, data: bytes, ext: str = 'jpg', sha: str = None) -> str:
+    "Write a frame (flushed with `sync`) ahead of the commit that will name it: its `flush` then costs nothing"
+    sha = sha or frame_sha(data)
+    p = self.root/frame_relpath(sha, ext)
+    there = p.is_file()   # written by an earlier frame with the same bytes, whose flush may still be running
+    rel = write_frame_file(self.root, data, ext, sha, sync=self.sync)[1]
+    if self.sync and there: fsync_all([p, p.parent])
+    with self.lock: self.flushed.add(rel)
+    return rel
 
 # %% ../nbs/10a_frames.ipynb #129ccf9d
 class S3Frames:

@@ -10,13 +10,13 @@ import json, os, platform, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
-from .config import get_settings, ensure_dir, file_sha256, Settings
+from .config import get_settings, ensure_dir, file_sha256, write_atomic, Settings
 
 # %% auto #0
 __all__ = ['WEIGHTS_SHA256', 'EMB_DIM', 'PROJ_DIM', 'BACKBONE_ID', 'ENGINES', 'ModelError', 'ServingModel', 'OnnxModel',
-           'openvino_cache_dir', 'openvino_compiled', 'OpenVinoModel', 'engine_model', 'engine_speed', 'engine_box',
-           'choose_engine', 'engine_records', 'recorded_engine', 'serving_engine', 'open_model', 'fit_head',
-           'predict_from_embeddings', 'fit_projection']
+           'openvino_cache_dir', 'engine_record_path', 'openvino_compiled', 'forget_compiled', 'OpenVinoModel',
+           'engine_model', 'engine_speed', 'engine_box', 'choose_engine', 'engine_records', 'recorded_engine',
+           'decide_engine', 'serving_engine', 'open_model', 'fit_head', 'predict_from_embeddings', 'fit_projection']
 
 # %% ../nbs/03_model.ipynb #e5fb8b9b
 WEIGHTS_SHA256 = '579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db'
@@ -75,6 +75,11 @@ def openvino_cache_dir(sha: str, cfg: Settings = None) -> Path:
     "Folder of the compiled OpenVINO blobs of the ONNX graph with sha256 `sha`"
     return (cfg or get_settings()).cache/'openvino'/sha
 
+# %% ../nbs/03_model.ipynb #3204adec
+def engine_record_path(sha: str, cfg: Settings = None) -> Path:
+    "Where the engine decision for the ONNX graph with sha256 `sha` is recorded: beside its compiled blobs"
+    return openvino_cache_dir(sha, cfg)/'engine.json'
+
 # %% ../nbs/03_model.ipynb #fef69537
 _COMPILED, _COMPILE_LOCK = {}, threading.Lock()   # (sha256, threads, precision) -> CompiledModel, for this process
 
@@ -101,6 +106,14 @@ def openvino_compiled(
             if prec != 'auto': props['INFERENCE_PRECISION_HINT'] = prec
             _COMPILED[key] = ov.Core().compile_model(str(path), 'CPU', props)
         return _COMPILED[key]
+
+# %% ../nbs/03_model.ipynb #f90b1637
+def forget_compiled(sha: str) -> int:
+    "Drop this process's OpenVINO compilations of the graph with sha256 `sha` (its cached blob stays); how many"
+    with _COMPILE_LOCK:
+        keys = [k for k in _COMPILED if k[0] == sha]
+        for k in keys: del _COMPILED[k]
+    return len(keys)
 
 # %% ../nbs/03_model.ipynb #665434e0
 class OpenVinoModel(ServingModel):
@@ -183,7 +196,7 @@ def choose_engine(
     """Benchmark both engines on the graph at `path` as the loaded service runs it (`infer_workers` models of
     `infer_threads` threads side by side, batches of `max_batch`; median of `rounds`, the engines taking turns to go
     first, each warmed up); record the faster in
-    cache/engine.json, with the lone-frame path (`solo_threads`, batch 1) measured alongside for the record"""
+    `engine_record_path`, with the lone-frame path (`solo_threads`, batch 1) measured alongside for the record"""
     cfg = cfg or get_settings()
     n = max(1, cfg.infer_workers)
     models = {e: [engine_model(path, e, cfg.infer_threads, cfg) for _ in range(n)] for e in ENGINES}
@@ -198,39 +211,46 @@ def choose_engine(
                lone_frames_per_s={e: round(s, 1) for e, s in alone.items()},
                box=engine_box(cfg), graph=Path(path).name, graph_sha256=file_sha256(path),
                decided=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
-    p = ensure_dir(cfg.cache)/'engine.json'
-    every = {**engine_records(cfg), rec['graph_sha256']: rec}
-    tmp = p.with_suffix(f'.tmp{os.getpid()}')
-    tmp.write_text(json.dumps(every, indent=1))
-    os.replace(tmp, p)
+    write_atomic(engine_record_path(rec['graph_sha256'], cfg), json.dumps(rec, indent=1))
+    if rec['engine'] != 'openvino': forget_compiled(rec['graph_sha256'])   # measured, never served: free its memory
     return rec
 
 # %% ../nbs/03_model.ipynb #534ca108
 def engine_records(cfg: Settings = None) -> dict:
-    "Every engine decision in cache/engine.json, by graph sha256 (none from a file of the older, single-record form)"
+    "Every engine decision recorded on this box (`engine_record_path`), by graph sha256"
     cfg = cfg or get_settings()
-    try: d = json.loads((cfg.cache/'engine.json').read_text())
-    except (OSError, ValueError): return {}
-    return {k: v for k, v in d.items() if isinstance(v, dict)} if isinstance(d, dict) and 'engine' not in d else {}
+    out = {}
+    for p in sorted((cfg.cache/'openvino').glob('*/engine.json')):
+        try: out[p.parent.name] = json.loads(p.read_text())
+        except (OSError, ValueError): pass   # a damaged record is no decision: the graph is measured again
+    return out
 
 def recorded_engine(
     cfg: Settings = None, # the settings (default: the current ones)
     path = None, # the ONNX graph whose decision is wanted (default: the newest decision of any graph)
 ) -> dict | None:
-    "The engine decision recorded in cache/engine.json for the graph at `path`, if made on a box like this one"
+    "The engine decision recorded for the graph at `path`, if made on a box like this one (same CPU, layout, packages)"
     recs = engine_records(cfg)
     if path is not None: recs = {k: v for k, v in recs.items() if k == file_sha256(path)}
     ok = [r for r in recs.values() if r.get('box') == engine_box(cfg) and r.get('engine') in ENGINES]
     return max(ok, key=lambda r: r.get('decided', ''), default=None)
 
 # %% ../nbs/03_model.ipynb #c8a45edb
+_DECIDING = threading.Lock()   # one engine benchmark at a time in a process: two at once would measure each other
+
+def decide_engine(path, cfg: Settings = None) -> dict:
+    "The engine decision for the graph at `path` on this box: the recorded one, else measured now and recorded"
+    cfg = cfg or get_settings()
+    with _DECIDING: return recorded_engine(cfg, path) or choose_engine(path, cfg)
+
 def serving_engine(path=None, cfg: Settings = None) -> str:
     "The `engine` setting, `auto` resolved: the decision recorded for the graph at `path` (None: newest) or made now"
     cfg = cfg or get_settings()
     if cfg.engine != 'auto': return cfg.engine
-    if rec := recorded_engine(cfg, path): return rec['engine']
-    if path is None: raise ModelError("engine = auto and no decision is recorded yet: open a model first")
-    return choose_engine(path, cfg)['engine']
+    if path is None:
+        if rec := recorded_engine(cfg): return rec['engine']
+        raise ModelError("engine = auto and no decision is recorded yet: open a model first")
+    return decide_engine(path, cfg)['engine']
 
 # %% ../nbs/03_model.ipynb #d38433e8
 def open_model(

@@ -7,7 +7,7 @@ Docs: https://parkml.github.io/parkml/pipeline.html.md"""
 # %% ../nbs/13_pipeline.ipynb #14c60f40
 from __future__ import annotations
 import asyncio, logging, math, queue, re, threading, time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 import numpy as np
 from starlette.formparsers import MultiPartParser, MultiPartException
 from starlette.requests import Request
@@ -138,7 +138,7 @@ class Stage:
 class Job:
     "One frame on its way through the pipeline; `future` resolves to the answer after the commit"
     __slots__ = ('id', 'data', 'camera', 'ts', 'received', 't0', 'error', 'x', 'feats', 'model', 'p_dog', 'proj',
-                 'latency_ms', 'future')
+                 'latency_ms', 'future', 'frame')
     def __init__(
         self,
         data, # frame bytes
@@ -152,6 +152,7 @@ class Job:
         self.ts, self.received, self.t0, self.error = ts, received, t0, error
         self.x = self.feats = self.model = self.p_dog = self.proj = self.latency_ms = None
         self.future = Future()
+        self.frame = None   # the frame's early write (`LocalFrames.prewrite`), when the service does one
 
 # %% ../nbs/13_pipeline.ipynb #e263f371
 class Service:
@@ -172,6 +173,8 @@ class Service:
         else: self._own_store = False
         self.store = store or None
         self.store_frames = (cfg.store_frames if store_frames is None else store_frames) and self.store is not None
+        early = self.store_frames and cfg.frame_early_write and hasattr(getattr(self.store, 'files', None), 'prewrite')
+        self.prewrite = ThreadPoolExecutor(8, thread_name_prefix='parkml-frame') if early else None
         self.max_bytes = int(cfg.max_upload_mb * 2**20)
         self.watcher = ModelWatcher(self.alias, cfg)
         self.stats, self.proc, self.started = LatencyStats(), psutil.Process(), time.time()
@@ -200,6 +203,7 @@ class Service:
         self.watcher.stop()
         if self.telemetry: self.telemetry.stop()
         for s in (self.infer, self.write): s.stop()
+        if self.prewrite: self.prewrite.shutdown()
         if self._own_store and self.store is not None: self.store.close()
         self.running = False
     def __enter__(self): return self.start()
@@ -223,6 +227,8 @@ def submit(
               time.perf_counter() if t0 is None else t0, error)
     if not admitted: self._reserve(1)
     job.future.add_done_callback(self._finished)
+    if self.prewrite and error is None and job.data:   # the frame goes to the disk while the engine runs
+        job.frame = self.prewrite.submit(self.store.files.prewrite, job.data, frame_ext(job.data))
     (self.write if error is not None else self.infer).put(job)
     return job.future
 
@@ -323,6 +329,7 @@ def _commit(self: Service, records: list) -> list:
 # %% ../nbs/13_pipeline.ipynb #7604b67e
 @patch
 def _write(self: Service, jobs: list, k: int = 0):
+    wait([j.frame for j in jobs if j.frame is not None])   # each frame on the disk before the row naming it commits
     recs = [self._record(j) for j in jobs]
     errors = self._commit(recs)
     if self.store is not None: self.metrics.commit.observe(len(recs))

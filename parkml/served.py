@@ -7,20 +7,20 @@ Docs: https://parkml.github.io/parkml/served.html.md"""
 # %% ../nbs/12_served.ipynb #e27686c5
 from __future__ import annotations
 import json, logging, threading, time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fastcore.basics import patch
 from pathlib import Path
 import numpy as np
-from .config import get_settings, write_atomic, Settings
-from .model import ServingModel, open_model
+from .config import get_settings, file_sha256, write_atomic, Settings
+from .model import ServingModel, open_model, recorded_engine, decide_engine, engine_record_path
 from .tracking import mlflow_client, resolve_version, local_onnx
 from .signing import Unapproved, serving_proof
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'ServedModel', 'load_served', 'load_remembered', 'registry_where', 'NothingToServe', 'remembered_since',
-           'ModelWatcher']
+__all__ = ['log', 'ServedModel', 'engine_plan', 'load_served', 'load_remembered', 'registry_where', 'NothingToServe',
+           'remembered_since', 'ModelWatcher']
 
 # %% ../nbs/12_served.ipynb #1ea18cf5
 @dataclass
@@ -35,6 +35,8 @@ class ServedModel:
     source: str = 'registry'
     solo: ServingModel | None = None
     proof: dict | None = None   # the checked approval and release of a verified alias (`signing.serving_proof`)
+    path: str | None = None   # the ONNX graph
+    decision: dict | None = None   # the engine serving it and why (`engine_plan`)
     @property
     def info(self) -> dict: return dict(name=self.name, version=self.version, run_id=self.run_id, alias=self.alias)
     @property
@@ -45,16 +47,30 @@ def _pointer(cfg: Settings,
              alias: str) -> Path: return cfg.runs/'cache'/'models'/f"serving-{cfg.model_name}-{alias}.json"
 
 # %% ../nbs/12_served.ipynb #a9212653
-def _warm_session(path, threads: int) -> ServingModel:
-    om = open_model(path, threads)   # the configured engine (settings: engine)
+def _warm_session(path, threads: int, engine: str = None) -> ServingModel:
+    om = open_model(path, threads, engine)   # default: the configured engine (settings: engine)
     om.run(np.zeros((1, om.size, om.size, 3), np.uint8), ['p_dog', 'proj'])  # warm up before serving
     return om
 
 # %% ../nbs/12_served.ipynb #3c88b7f5
-def _open_sessions(path, cfg: Settings) -> tuple[list[ServingModel], ServingModel | None]:
-    "One warmed-up ONNX session per inference worker, and the session with `solo_threads` (None when that is 0)"
-    per_worker = [_warm_session(path, cfg.infer_threads) for _ in range(max(1, cfg.infer_workers))]
-    return per_worker, (_warm_session(path, cfg.solo_threads) if cfg.solo_threads else None)
+def _open_sessions(path, cfg: Settings, engine: str = None) -> tuple[list[ServingModel], ServingModel | None]:
+    "One warmed-up session of `engine` per inference worker, and the session with `solo_threads` (None when that is 0)"
+    per_worker = [_warm_session(path, cfg.infer_threads, engine) for _ in range(max(1, cfg.infer_workers))]
+    return per_worker, (_warm_session(path, cfg.solo_threads, engine) if cfg.solo_threads else None)
+
+# %% ../nbs/12_served.ipynb #4bbfc10a
+def engine_plan(
+    path, # the ONNX graph
+    cfg: Settings, # the settings
+    measure: bool = False, # with no decision recorded: measure now (True) or say it is pending
+) -> dict:
+    "The engine to serve the graph at `path` with now, and its decision: `setting`, `recorded` (where) or `pending`"
+    if cfg.engine != 'auto': return dict(engine=cfg.engine, decision='setting')
+    where = str(engine_record_path(file_sha256(path), cfg))
+    rec = decide_engine(path, cfg) if measure else recorded_engine(cfg, path)
+    if rec is None: return dict(engine='onnxruntime', decision='pending', record=where)
+    return dict(engine=rec['engine'], decision='recorded', record=where, decided=rec['decided'],
+                images_per_s=rec['images_per_s'], lone_frames_per_s=rec.get('lone_frames_per_s'))
 
 # %% ../nbs/12_served.ipynb #3fea4c12
 def load_served(
@@ -71,8 +87,10 @@ def load_served(
     path = local_onnx(mv, client, cfg)
     tags = client.get_registered_model(mv.name).tags
     proof = serving_proof(mv.name, mv.version, alias, path, mv.tags, tags, cfg, not_before)   # before any session
-    sessions, solo = _open_sessions(path, cfg)
-    m = ServedModel(mv.name, str(mv.version), mv.run_id, alias, sessions, time.time(), solo=solo, proof=proof)
+    plan = engine_plan(path, cfg, measure=cfg.engine_decision == 'before_serving')
+    sessions, solo = _open_sessions(path, cfg, plan['engine'])
+    m = ServedModel(mv.name, str(mv.version), mv.run_id, alias, sessions, time.time(), solo=solo, proof=proof,
+                    path=str(path), decision=plan)
     write_atomic(_pointer(cfg, alias), json.dumps({**m.info, 'path': str(path), 'proof': proof}))
     return m
 
@@ -88,8 +106,10 @@ def load_remembered(alias: str, cfg: Settings = None) -> ServedModel | None:
     proof = serving_proof(d['name'], d['version'], alias, d['path'],
                           {'approval_signed': json.dumps(pr.get('approval'))},
                           {f"signed_{alias}": json.dumps(pr.get('pointer'))}, cfg)
-    sessions, solo = _open_sessions(d['path'], cfg)
-    return ServedModel(d['name'], d['version'], d['run_id'], alias, sessions, time.time(), 'cache', solo, proof)
+    plan = engine_plan(d['path'], cfg, measure=cfg.engine_decision == 'before_serving')
+    sessions, solo = _open_sessions(d['path'], cfg, plan['engine'])
+    return ServedModel(d['name'], d['version'], d['run_id'], alias, sessions, time.time(), 'cache', solo, proof,
+                       d['path'], plan)
 
 # %% ../nbs/12_served.ipynb #9bce3748
 def registry_where(cfg: Settings, # the settings
@@ -127,6 +147,8 @@ class ModelWatcher:
         self.registry = dict(ok=None, error=None, last_check=None, last_ok=None, **self.where)
         self.swaps, self._client, self._stop, self._thread = 0, None, threading.Event(), None
         self.refused = None   # the last version the alias pointed at that the edge would not serve, and why
+        self._swap = threading.Lock()   # the alias watch and the engine decision both replace `current`
+        self._deciding = None   # the served model whose engine is being measured
         self.current = self._first()
 
     def _client_or_new(self):
@@ -187,10 +209,11 @@ def poll_once(self: ModelWatcher) -> bool:
         self._note(False, f"alias {self.alias!r} moved to version {mv.version}, which cannot be loaded: {e}")
         log.exception("cannot load version %s; still serving %s", mv.version, self.current.version)
         return False
-    old, self.current, self.refused = self.current, new, None
+    with self._swap: old, self.current, self.refused = self.current, new, None
     self.swaps += 1
     self._note(True)
     log.info("alias %r moved: now serving version %s (was %s)", self.alias, new.version, old.version)
+    self.decide_later(new)
     return True
 
 # %% ../nbs/12_served.ipynb #1a4c8bb0
@@ -203,6 +226,32 @@ def _refuse(self: ModelWatcher, version: str, why: str):
     self.refused = dict(version=version, reason=why, at=time.time())
     self._note(True)
 
+# %% ../nbs/12_served.ipynb #7f33e57d
+@patch
+def decide_later(self: ModelWatcher, m: ServedModel):
+    "If the engine for `m`'s graph is not decided yet, measure it in a thread of its own (`switch_engine` follows)"
+    if (m.decision or {}).get('decision') == 'pending' and self._deciding is not m:
+        self._deciding = m
+        threading.Thread(target=self.switch_engine, args=(m,), name='parkml-engine-decision', daemon=True).start()
+
+# %% ../nbs/12_served.ipynb #5a78cbe1
+@patch
+def switch_engine(self: ModelWatcher, m: ServedModel) -> bool:
+    "Decide the engine for `m`'s graph (recorded), then serve `m` by the winner if `m` still serves. True if it did"
+    try:
+        decide_engine(m.path, self.cfg)
+        plan = engine_plan(m.path, self.cfg)
+        same = plan['engine'] == m.sessions[0].engine
+        sessions, solo = (m.sessions, m.solo) if same else _open_sessions(m.path, self.cfg, plan['engine'])
+    except Exception as e:   # keep serving with the reference engine; a restart measures again
+        log.exception("engine decision for version %s failed; ONNX Runtime keeps serving it", m.version)
+        sessions, solo, plan = m.sessions, m.solo, dict(m.decision, decision='failed', error=f"{type(e).__name__}: {e}")
+    with self._swap:
+        if self.current is not m: return False   # the alias moved meanwhile: that version has its own decision
+        self.current = replace(m, sessions=sessions, solo=solo, decision=plan)
+    log.info("version %s: engine %s (%s)", m.version, plan['engine'], plan['decision'])
+    return True
+
 # %% ../nbs/12_served.ipynb #877df287
 @patch
 def _run(self: ModelWatcher):
@@ -214,6 +263,7 @@ def start(self: ModelWatcher) -> ModelWatcher:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name='parkml-alias-watch', daemon=True)
         self._thread.start()
+    self.decide_later(self.current)
     return self
 
 @patch

@@ -28,7 +28,9 @@ class StagingService:
         self.predlog_uri = f"sqlite:///{self.home/'predlog.db'}"
         self.env = {**os.environ, 'PARKML_SETTINGS': str(self.cfg.path), 'PARKML_RUNS': str(self.cfg.runs),
                     'PARKML_PREDLOG_URI': self.predlog_uri, 'PARKML_FRAMES_DIR': str(self.home/'frames'),
-                    'PARKML_TELEMETRY_INTERVAL_S': '1.0', **{k: str(v) for k, v in env.items()}}
+                    'PARKML_TELEMETRY_INTERVAL_S': '1.0',
+                    'PARKML_ENGINE_DECISION': 'before_serving',   # the engine judged is the one that will serve
+                    **{k: str(v) for k, v in env.items()}}
         self.timeout, self.ship, self.proc, self.peak_rss_mb, self._stop = timeout, ship, None, None, threading.Event()
 
     def _sample(self):

@@ -247,7 +247,9 @@ def service_health(svc) -> dict:
     work = dict(pending=svc.pending, max=svc.queue_max, peak=svc.peak, overloads=svc.overloads)
     approval = (dict(verified=True, **{k: m.proof[k] for k in ('sha256', 'approved_by', 'released_by')}) if m.proof else
                 dict(verified=False, why=f"alias {m.alias!r} is not a verified alias (setting verified_aliases)"))
-    return dict(status=status, model=dict(m.info, engine=m.sessions[0].engine, loaded_at=m.loaded_at, source=m.source),
+    model = dict(m.info, engine=m.sessions[0].engine, engine_decision=m.decision, loaded_at=m.loaded_at,
+                 source=m.source)
+    return dict(status=status, model=model,
                 registry=reg, store=store,
                 approval=dict(approval, refused=svc.watcher.refused), telemetry=tel, queue=work,
                 uptime_s=round(time.time() - svc.started, 3), swaps=svc.watcher.swaps,

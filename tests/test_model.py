@@ -54,7 +54,7 @@ def staging_arrays(n: int = 0):
 
 def test_engine_setting_switches_what_runs(trained, tmp_path, monkeypatch):
     from parkml.config import get_settings
-    from parkml.model import open_model, recorded_engine, ENGINES
+    from parkml.model import open_model, recorded_engine, engine_records, engine_record_path, ENGINES
     from parkml.config import file_sha256
     from parkml.tracking import resolve_version, local_onnx
     path = local_onnx(resolve_version(trained['version']))
@@ -64,9 +64,9 @@ def test_engine_setting_switches_what_runs(trained, tmp_path, monkeypatch):
     monkeypatch.setenv('PARKML_ENGINE', 'auto')
     monkeypatch.setenv('PARKML_CACHE', str(tmp_path/'cache'))      # no decision recorded yet: a benchmark decides
     om = open_model(path, 1)
-    recs = json.loads((tmp_path/'cache'/'engine.json').read_text())     # one decision per graph, by its sha256
+    recs = engine_records(get_settings())           # one decision per graph, by its sha256, beside its compiled blobs
     rec = recs[file_sha256(path)]
-    assert list(recs) == [file_sha256(path)]
+    assert list(recs) == [file_sha256(path)] and engine_record_path(file_sha256(path)).is_file()
     assert om.engine == rec['engine'] == recorded_engine(get_settings(), path)['engine']
     assert rec['images_per_s'][rec['engine']] == max(rec['images_per_s'].values())
     monkeypatch.setenv('PARKML_ENGINE', 'tensorrt')
