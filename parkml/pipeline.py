@@ -6,13 +6,14 @@ Docs: https://parkml.github.io/parkml/pipeline.html.md"""
 
 # %% ../nbs/13_pipeline.ipynb #14c60f40
 from __future__ import annotations
-import asyncio, logging, math, queue, re, threading, time
+import asyncio, logging, math, re, threading, time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 import numpy as np
 from starlette.formparsers import MultiPartParser, MultiPartException
 from starlette.requests import Request
 from fastcore.basics import patch
 from .config import get_settings, Settings
+from .batching import Stage
 from .data import decode_image, preprocess, image_features, ImageError, CLASSES
 from .predlog import open_store, new_prediction_id, to_epoch, frame_sha
 from .telemetry import TelemetrySampler, LatencyStats, ServiceMetrics, service_health
@@ -23,8 +24,7 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'IMAGE_ERROR_STATUS', 'ACCEPTED_FORMATS', 'CAMERA_RE', 'TS_PATTERN', 'MIN_CAPTURE_TS', 'IMAGE_FIELDS',
            'InputError', 'StoreError', 'Overloaded', 'image_input_error', 'frame_ext', 'format_error', 'analyse_frame',
-           'Stage', 'Job', 'Service', 'parse_camera', 'parse_capture_time', 'request_meta', 'read_body',
-           'request_images']
+           'Job', 'Service', 'parse_camera', 'parse_capture_time', 'request_meta', 'read_body', 'request_images']
 
 # %% ../nbs/13_pipeline.ipynb #74a3e15d
 class InputError(ValueError):
@@ -85,54 +85,6 @@ def analyse_frame(
     except ImageError as e: raise image_input_error(e) from None
     x = preprocess(img, size)
     return x, image_features(x, *img.size)
-
-# %% ../nbs/13_pipeline.ipynb #22ee3334
-class Stage:
-    "`workers` threads that each take everything queued (at most `max_items`) and call `fn(batch, worker_index)`"
-    def __init__(
-        self,
-        name: str, # thread name prefix
-        fn, # fn(batch, worker_index)
-        max_items: int, # most items per batch
-        workers: int = 1, # worker threads
-    ):
-        self.name, self.fn, self.max_items, self.workers = name, fn, max(1, int(max_items)), max(1, int(workers))
-        self.q, self.threads, self.batches = queue.SimpleQueue(), [], 0
-    def put(self, item): self.q.put(item)
-
-    def _run(self, k: int):
-        stopping = False
-        while not stopping:
-            item = self.q.get()
-            if item is None: return
-            batch = [item]
-            while len(batch) < self.max_items:
-                try: item = self.q.get_nowait()
-                except queue.Empty: break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            self.batches += 1
-            try: self.fn(batch, k)
-            except BaseException as e:
-                log.exception("%s failed on a batch of %d", self.name, len(batch))
-                for it in batch:
-                    fut = getattr(it, 'future', None)
-                    if fut is not None and not fut.done(): fut.set_exception(e)
-
-    def start(self) -> Stage:
-        if not self.threads:
-            self.threads = [threading.Thread(target=self._run, args=(k,), name=f"{self.name}-{k}", daemon=True)
-                            for k in range(self.workers)]
-            for t in self.threads: t.start()
-        return self
-
-    def stop(self, timeout: float = 30):
-        "Finish what is queued, then end the threads"
-        for _ in self.threads: self.put(None)
-        for t in self.threads: t.join(timeout)
-        self.threads = []
 
 # %% ../nbs/13_pipeline.ipynb #cd948217
 class Job:
