@@ -3,10 +3,11 @@ labelling queue (`parkml.label_queue.rank_frames`, setting label_queue=ranked) o
 the training images plus those labels, and judged on dark evenings (cat/dog recall gap and accuracy), over seeds.
 
     .venv/bin/python bench/active_labels.py [--days 3] [--frames 400] [--budgets 50 100] [--seeds 5]
-                                            [--variants ranked balance dark balance+dark]
+                                            [--variants ranked balance dark balance+dark] [--balance true|false]
 
 Each variant is the ranked queue with some settings changed (`VARIANTS`); `random` at each budget and at twice the
-largest is always run.
+largest is always run. The head is refitted as the retraining does it: the production labels weighted by
+`parkml.train.fit_weights` (setting retrain_balance, or --balance).
 
 The backbone is the real one (EfficientNet-Lite0 embeddings, cached by content under the `cache` setting); dark
 frames are real petpark test photos under the week's `night` condition, written once under runs/bench/active_labels.
