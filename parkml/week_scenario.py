@@ -207,7 +207,7 @@ class Camera:
 STAFF = {'demo-staff-1': 0.0, 'demo-staff-2': 0.0, 'demo-staff-3': 0.05}   # the simulated staff: share of wrong answers
 STAFF_BATCH = 25   # frames each person takes from the queue at a time
 # the order the week's staff take fresh frames in (after disputes and second opinions): the queue's `random`. With
-# the ranked order the quick week's retrained version failed staging (noise gate); see bench/README.md
+# the ranked order the quick week's retrained version failed staging (noise gate, 2026-11-30 and 2026-12-01)
 STAFF_QUEUE = 'random'
 
 def staff_answer(truth: str, # the photo's true label: cat, dog or neither
