@@ -147,7 +147,7 @@ def next_frames(
     cfg: Settings = None, # settings: label_window_days, label_double_share, label_queue...
     window: tuple = None, # (start, end) capture epoch times (default: `label_window_days` before `now`, no end)
 ) -> pd.DataFrame:
-    "The next frames for `person` to label, best first: `id`, `frame_sha`, `why` (dispute, second opinion, ranked, random)..."
+    "The next frames for `person`, best first: `id`, `frame_sha`, `why` (dispute, second opinion, ranked or random)"
     cfg, now = cfg or get_settings(), time.time() if now is None else now
     start, end = window or (now - float(cfg.label_window_days) * 86400, None)
     a = answers(store, start, end)
