@@ -3,10 +3,11 @@ labelling queue (`parkml.label_queue.rank_frames`, setting label_queue=ranked) o
 the training images plus those labels, and judged on dark evenings (cat/dog recall gap and accuracy), over seeds.
 
     .venv/bin/python bench/active_labels.py [--days 3] [--frames 400] [--budgets 50 100] [--seeds 5]
-                                            [--variants ranked balance dark balance+dark]
+                                            [--variants ranked balance dark balance+dark] [--balance true|false]
 
 Each variant is the ranked queue with some settings changed (`VARIANTS`); `random` at each budget and at twice the
-largest is always run.
+largest is always run. The head is refitted as the retraining does it: the production labels weighted by
+`parkml.train.fit_weights` (setting retrain_balance, or --balance).
 
 The backbone is the real one (EfficientNet-Lite0 embeddings, cached by content under the `cache` setting); dark
 frames are real petpark test photos under the week's `night` condition, written once under runs/bench/active_labels.
@@ -22,6 +23,7 @@ from parkml.network import compute_embeddings
 from parkml.model import fit_head, predict_from_embeddings, fit_projection
 from parkml.cctv import apply_condition
 from parkml.label_queue import rank_frames
+from parkml.train import fit_weights
 from parkml.week_scenario import DUSK_FROM
 
 OPEN, CLOSE = 8.0, 20.0   # the park's hours, as in the week
@@ -96,9 +98,11 @@ def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str,
     proj = (E - mu) @ basis
     frames = pd.concat([frames, pd.DataFrame(proj, columns=[f"proj_{i}" for i in range(proj.shape[1])])], axis=1)
     picked = pd.concat([choose(d, budget, how, ref, seed + i, cfg) for i, (_, d) in enumerate(frames.groupby('day'))])
-    Et, yt = train
-    w, b = fit_head(np.concatenate([Et, np.stack(picked.emb)]), np.concatenate([yt, picked.label.eq('dog').to_numpy()]),
-                    seed=seed)
+    Et, yt, bt = train
+    y = np.concatenate([yt, picked.label.eq('dog').to_numpy()])
+    sw = fit_weights(y, np.r_[np.zeros(len(yt), bool), np.ones(len(picked), bool)],
+                     np.concatenate([bt, picked.brightness.to_numpy(float)]), cfg)   # the retraining's weights
+    w, b = fit_head(np.concatenate([Et, np.stack(picked.emb)]), y, seed=seed, sample_weight=sw)
     return dict(how=variant, budget=budget, seed=seed, labels=len(picked),
                 dark_share=float((picked.severity > 0).mean()), cat_share=float(picked.label.eq('cat').mean()),
                 **judge(w, b, ev))
@@ -127,25 +131,28 @@ def main():
     ap.add_argument('--train', type=int, default=1000, help='training images of the base head')
     ap.add_argument('--novelty', type=float, default=None, help='label_novelty_weight (default: the setting)')
     ap.add_argument('--coverage', type=float, default=None, help='label_coverage (default: the setting)')
+    ap.add_argument('--balance', choices=['true', 'false'], default=None,
+                    help="retrain_balance: the retraining's class weights per lighting band (default: the setting)")
     ap.add_argument('--variants', nargs='+', default=['ranked'], choices=list(VARIANTS),
                     help="the ranked queue's variants (ranked: the settings as they are)")
     a = ap.parse_args()
-    over = dict(label_novelty_weight=a.novelty, label_coverage=a.coverage)
+    over = dict(label_novelty_weight=a.novelty, label_coverage=a.coverage, retrain_balance=a.balance)
     over = {k: str(v) for k, v in over.items() if v is not None}
     t0, cfg = time.time(), get_settings(**over)
     folder = ensure_dir(cfg.runs/'bench'/'active_labels')
     ds = assign_splits(read_imageset())
     tr = ds.df[ds.df.subset == 'train'].sample(a.train, random_state=0)
     emb = compute_embeddings(ds.subset(ds.df.sha.isin(tr.sha)), flip=False)
-    train = (np.stack(emb.loc[tr.sha, 'emb']), tr.label.eq('dog').to_numpy())
-    base, mu_basis = fit_head(*train), fit_projection(train[0])
+    train = (np.stack(emb.loc[tr.sha, 'emb']), tr.label.eq('dog').to_numpy(), emb.loc[tr.sha, 'brightness'].to_numpy())
+    base, mu_basis = fit_head(*train[:2]), fit_projection(train[0])
     ref = (train[0][:500] - mu_basis[0]) @ mu_basis[1]
     test = ds.df[ds.df.split == 'test'].sample(frac=1, random_state=1)
     pool, held = test.iloc[:len(test) // 2], test.iloc[len(test) // 2:]
     ev = with_embeddings(held.head(400).assign(severity=np.tile([2.0, 3.0], 200)[:min(400, len(held))]), held,
                          folder/'eval')
     print(f"{a.days} dusk days of {a.frames} frames a seed; {len(ev)} dark-evening frames to judge on; novelty weight "
-          f"{cfg.label_novelty_weight}, coverage {cfg.label_coverage}; prepared in {time.time() - t0:.0f} s")
+          f"{cfg.label_novelty_weight}, coverage {cfg.label_coverage}, retrain_balance {cfg.retrain_balance}; "
+          f"prepared in {time.time() - t0:.0f} s")
     rows = [dict(how='none (base model)', budget=0, seed=0, labels=0, dark_share=np.nan, **judge(*base, ev))]
     cfgs = {'random': cfg, **{v: get_settings(**{**over, **VARIANTS[v]}) for v in a.variants}}
     plan = [(b, how) for b in a.budgets for how in (*a.variants, 'random')] + [(2 * max(a.budgets), 'random')]

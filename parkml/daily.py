@@ -21,6 +21,7 @@ from .alerts import raise_alerts, deliver_pending, open_alert_store, plain
 from .day_groups import box_ids, box_cameras, expected_cameras, camera_table
 from .daily_fleet import label_counts, day_counts, fleet_parts, box_metrics, write_group_tables
 from .daily_rules import day_alerts, run_link
+from .labels import drawn_labels
 from .day_report import day_figures, day_report_html
 
 # %% auto #0
@@ -223,6 +224,7 @@ def load_day(
     hist_start = s - (cfg.perf_history_days - 1) * 86400
     labelled_all = box_cameras(store.feedback(hist_start, e), fleet)
     labelled_all = labelled_all[labelled_all.model_version.astype(str) == str(mv.version)]
+    if cfg.label_metrics_drawn: labelled_all = drawn_labels(store, labelled_all, hist_start, e, cfg)
     labelled = labelled_all[labelled_all.ts >= s]
     telemetry = store.telemetry(s, e)
     cams = expected_cameras(cfg.expected_cameras, window.camera.dropna(), fleet)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pandas as pd
 from .config import get_settings, Settings
-from .labels import answers, consensus, wants_second
+from .labels import answers, consensus, wants_second, draw_key
 
 # %% auto #0
 __all__ = ['LIGHT_WEIGHT', 'candidates', 'uncertainty', 'novelty', 'coverage_cell', 'spread', 'light_weight', 'balance',
@@ -86,41 +86,43 @@ def balance(order: np.ndarray, # frame indices, best first
 
 # %% ../nbs/49a_label_queue.ipynb #46c3ff4a
 def mix_random(order: np.ndarray, # frame indices, best first
-               share: float, # the share of places given to random frames (0: none, 1: all)
-               rng, # a `numpy.random.Generator`
-              ) -> np.ndarray:
-    "`order` with an evenly spaced `share` of its places taken by frames drawn at random from those not placed yet"
-    if share <= 0 or not len(order): return order
-    if share >= 1: return rng.permutation(order)
+               share: float, # the share of places given to drawn frames (0: none, 1: all)
+               key: np.ndarray, # each frame's draw key (by index, `labels.draw_key`): the draw takes the lowest first
+              ) -> tuple:
+    "(`order` with an evenly spaced `share` of its places taken by the lowest-key frames not placed yet, drawn or not)"
+    drawn = np.argsort(np.asarray(key), kind='stable')
+    if share <= 0 or not len(order): return order, np.zeros(len(order), bool)
+    if share >= 1: return drawn, np.ones(len(order), bool)
     k = np.arange(len(order))
-    slots = np.concatenate([k / (1 - share), (k + .5) / share])
-    both = np.concatenate([order, rng.permutation(order)])[np.argsort(slots, kind='stable')]
-    return pd.unique(both)
+    at = np.argsort(np.concatenate([k / (1 - share), (k + .5) / share]), kind='stable')
+    both, src = np.concatenate([order, drawn])[at], np.repeat([False, True], len(order))[at]
+    first = ~pd.Series(both).duplicated().to_numpy()
+    return both[first], src[first]
 
 # %% ../nbs/49a_label_queue.ipynb #cd57fae8
 def rank_frames(
     c: pd.DataFrame, # candidates (`candidates`)
     ref: np.ndarray = None, # reference projections (None: no novelty)
     how: str = None, # ranked or random (default: setting label_queue)
-    seed: int = 0, # random seed of `random`
+    seed: int = 0, # the draw's seed (`labels.draw_key`)
     cfg: Settings = None, # settings: label_queue, label_novelty_weight, label_coverage, label_dark_weight...
 ) -> pd.DataFrame:
-    "The candidates best first, with `uncertainty`, `novelty`, `value` and `cell`"
+    "The candidates best first, with `uncertainty`, `novelty`, `value`, `cell` and `pick` (ranked or random)"
     from parkml.monitor import proj_of
     cfg = cfg or get_settings()
     how = how or cfg.label_queue
     if how not in ('ranked', 'random'): raise ValueError(f"label_queue must be ranked or random, got {how!r}")
-    if not len(c): return c.assign(uncertainty=[], novelty=[], value=[], cell=[])
+    if not len(c): return c.assign(uncertainty=[], novelty=[], value=[], cell=[], pick=[])
     u, nov = uncertainty(c), np.zeros(len(c)) if ref is None else novelty(proj_of(c), ref)
     w = float(cfg.label_novelty_weight)
     rank = lambda x: pd.Series(x).rank(pct=True).to_numpy()
     value = ((1 - w) * rank(u) + w * rank(nov)) * light_weight(c.brightness, float(cfg.label_dark_weight))
     c = c.assign(uncertainty=u, novelty=nov, value=value, cell=coverage_cell(c, cfg))
-    order = (np.random.default_rng(seed).permutation(len(c)) if how == 'random'
-             else spread(c.value.to_numpy(), c.cell, float(cfg.label_coverage)))
-    if how == 'ranked' and cfg.label_balance: order = balance(order, c.p_dog.to_numpy() >= .5)
-    if how == 'ranked': order = mix_random(order, float(cfg.label_random_share), np.random.default_rng(seed))
-    return c.iloc[order].reset_index(drop=True)
+    order = spread(c.value.to_numpy(), c.cell, float(cfg.label_coverage))
+    if cfg.label_balance: order = balance(order, c.p_dog.to_numpy() >= .5)
+    share = 1.0 if how == 'random' else float(cfg.label_random_share)
+    order, drawn = mix_random(order, share, draw_key(c.frame_sha, seed))
+    return c.iloc[order].assign(pick=np.where(drawn, 'random', 'ranked')).reset_index(drop=True)
 
 # %% ../nbs/49a_label_queue.ipynb #f3567f1f
 def pending(a: pd.DataFrame, # people's answers (`labels.answers`)
@@ -145,14 +147,14 @@ def next_frames(
     cfg: Settings = None, # settings: label_window_days, label_double_share, label_queue...
     window: tuple = None, # (start, end) capture epoch times (default: `label_window_days` before `now`, no end)
 ) -> pd.DataFrame:
-    "The next frames for `person` to label, best first: `id`, `frame_sha`, `why` and the prediction's columns"
+    "The next frames for `person`, best first: `id`, `frame_sha`, `why` (dispute, second opinion, ranked or random)"
     cfg, now = cfg or get_settings(), time.time() if now is None else now
     start, end = window or (now - float(cfg.label_window_days) * 86400, None)
     a = answers(store, start, end)
     first = pending(a, person, float(cfg.label_double_share))
     c = candidates(store, start, end)
     fresh = rank_frames(c[~c.frame_sha.isin(a.frame_sha)], ref, cfg=cfg)
-    fresh = fresh.assign(why=cfg.label_queue)
+    fresh = fresh.assign(why=fresh.pick)   # ranked, or random for a drawn place
     out = pd.concat([c.set_index('id').loc[first.id].reset_index().assign(why=first.why.to_numpy()), fresh])
     out = out[~out.id.isin(list(skip))].drop_duplicates('frame_sha')
     return out.head(n).reset_index(drop=True)

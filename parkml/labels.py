@@ -14,9 +14,9 @@ from .governance import ROLES, Actor
 from .predlog import ANSWERS, LABELS
 
 # %% auto #0
-__all__ = ['ANSWER_COLS', 'label_roles', 'check_labeller', 'add_label', 'label_history', 'answers', 'wants_second', 'settle',
-           'consensus', 'training_labels', 'agreement_rows', 'agreement_by_person', 'labels_by_day',
-           'neither_share_by_camera', 'progress']
+__all__ = ['ANSWER_COLS', 'label_roles', 'check_labeller', 'add_label', 'label_history', 'answers', 'wants_second', 'draw_key',
+           'drawn_frames', 'drawn_labels', 'settle', 'consensus', 'training_labels', 'agreement_rows',
+           'agreement_by_person', 'labels_by_day', 'neither_share_by_camera', 'progress']
 
 # %% ../nbs/49_labels.ipynb #3f375b06
 def label_roles() -> list[str]:
@@ -88,6 +88,41 @@ def wants_second(sha: str, # a frame's sha256
     if not sha: return False
     h = int(hashlib.sha256(f"second-opinion:{sha}".encode()).hexdigest()[:8], 16)
     return h < share * 0x100000000
+
+# %% ../nbs/49_labels.ipynb #fed1779d
+def draw_key(shas, # frame sha256s
+             seed: int = 0, # a seed of the draw (0 in the park; the benchmark varies it)
+            ) -> np.ndarray:
+    "Each frame's place in the queue's random draw: a number in [0, 1) from its content hash"
+    return np.array([int(hashlib.sha256(f"label-draw:{seed}:{s}".encode()).hexdigest()[:13], 16) / 16 ** 13
+                     for s in shas], dtype=float)
+
+# %% ../nbs/49_labels.ipynb #3b593dca
+def drawn_frames(shas, # one day's frame sha256s
+                 answered, # the frame sha256s someone answered
+                 seed: int = 0, # the draw's seed
+                ) -> np.ndarray:
+    "The day's frames before the first unanswered one in `draw_key` order: a fair sample, all of it labelled"
+    s = pd.unique(pd.Series(list(shas), dtype=object).dropna())
+    s = s[np.argsort(draw_key(s, seed), kind='stable')]
+    missing = ~pd.Series(s).isin(set(answered)).to_numpy()
+    return s[:int(missing.argmax()) if missing.any() else len(s)]
+
+# %% ../nbs/49_labels.ipynb #dbb4edb2
+def drawn_labels(store, # an open prediction store
+                 labelled: pd.DataFrame, # labelled predictions (`store.feedback()`'s rows)
+                 start: float, # the window's start (epoch seconds)
+                 end: float, # and its end
+                 cfg: Settings = None, # settings (monitor_tz: the days)
+                ) -> pd.DataFrame:
+    "The rows of `labelled` whose frame is among its day's `drawn_frames`"
+    from parkml.monitor import day_of
+    w = store.predictions(start, end, status='ok')
+    w = w[w.frame_sha.notna() & w.p_dog.notna()]
+    done = set(answers(store, start, end).frame_sha.dropna())
+    keep = set()
+    for _, g in w.groupby(day_of(w.ts, cfg).to_numpy()): keep |= set(drawn_frames(g.frame_sha, done))
+    return labelled[labelled.frame_sha.isin(keep)]
 
 # %% ../nbs/49_labels.ipynb #05cbf6da
 def settle(said: list) -> tuple:

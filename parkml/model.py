@@ -268,12 +268,13 @@ def fit_head(
     y: np.ndarray, # labels (0 cat, 1 dog)
     C: float = None, # inverse regularisation (default: setting head_c)
     seed: int = 0, # random seed
+    sample_weight: np.ndarray = None, # each row's weight in the fit (None: all 1)
 ):
     "Fit the logistic head; returns (w, b) acting on raw embeddings"
     from sklearn.linear_model import LogisticRegression
     C = get_settings().head_c if C is None else C
     mu, sd = E.mean(0), E.std(0) + 1e-6
-    clf = LogisticRegression(C=C, max_iter=5000, random_state=seed).fit((E - mu) / sd, y)
+    clf = LogisticRegression(C=C, max_iter=5000, random_state=seed).fit((E - mu) / sd, y, sample_weight=sample_weight)
     w = clf.coef_[0] / sd
     return w.astype(np.float32), np.float32(clf.intercept_[0] - (w * mu).sum())
 

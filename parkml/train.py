@@ -16,9 +16,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['AGREEMENT_IMAGES', 'REFERENCE_COLS', 'training_set', 'DogProbability', 'fit', 'evaluate_subsets', 'peak_rss_mb',
-           'TrainResult', 'split_metrics', 'train_params', 'checked_onnx', 'log_data', 'log_reference', 'log_models',
-           'register_version', 'train_and_register']
+__all__ = ['AGREEMENT_IMAGES', 'REFERENCE_COLS', 'training_set', 'DogProbability', 'balanced_weights', 'fit_weights', 'fit',
+           'evaluate_subsets', 'peak_rss_mb', 'TrainResult', 'split_metrics', 'train_params', 'checked_onnx',
+           'log_data', 'log_reference', 'log_models', 'register_version', 'train_and_register']
 
 # %% ../nbs/06_train.ipynb #c69fcd8a
 from .config import get_settings, ensure_dir
@@ -66,6 +66,35 @@ def _stack(emb: pd.DataFrame, shas, col='emb') -> np.ndarray:
     return np.stack(emb.loc[list(shas), col].values).astype(np.float32) if len(shas) else np.zeros((0, 1280),
                                                                                                    np.float32)
 
+# %% ../nbs/06_train.ipynb #213da56b
+def balanced_weights(
+    y: np.ndarray, # each label (0 cat, 1 dog)
+    cell: np.ndarray, # each label's condition, e.g. its lighting band
+    cap: float = 4.0, # the largest weight one label gets (a class nearly absent from a cell)
+) -> np.ndarray:
+    "Weights under which, in each cell, both classes weigh the same and the cell keeps its total (a lone class: half)"
+    df = pd.DataFrame(dict(y=np.asarray(y), cell=np.asarray(cell)))
+    n_cell = df.groupby('cell').y.transform('size').to_numpy(float)
+    n_class = df.groupby(['cell', 'y']).y.transform('size').to_numpy(float)
+    return np.minimum(n_cell / (2 * n_class), cap)
+
+# %% ../nbs/06_train.ipynb #0b0eed8a
+def fit_weights(
+    y: np.ndarray, # every training label (0 cat, 1 dog)
+    production: np.ndarray, # which rows are labelled production frames
+    brightness: np.ndarray, # each row's mean luma (0..1), for its lighting band
+    cfg=None, # settings (retrain_balance)
+) -> np.ndarray | None:
+    "Each training row's weight: 1 for the training images, `balanced_weights` by lighting band for production labels"
+    from parkml.evaluate import lighting_band
+    cfg = cfg or get_settings()
+    production = np.asarray(production, bool)
+    if not cfg.retrain_balance or not production.any(): return None
+    w = np.ones(len(production))
+    band = lighting_band(np.clip(np.nan_to_num(np.asarray(brightness, float)[production], nan=.5), 0, 1))
+    w[production] = balanced_weights(np.asarray(y)[production], band)
+    return w
+
 # %% ../nbs/06_train.ipynb #c4d7f553
 def fit(
     ds: ImageSet, # the image set
@@ -73,13 +102,16 @@ def fit(
     C: float = None, # inverse regularisation (default: setting head_c)
     flip: bool = None, # also fit on mirrored images (default: setting flip_augment)
 ):
-    "Head (w, b) and projection (mean, basis) from the training subset's embeddings"
+    "Head (w, b) and projection (mean, basis) from the training subset's embeddings, production labels weighted"
     cfg = get_settings()
     flip = cfg.flip_augment if flip is None else flip
     tr = ds.df[ds.df.subset == 'train']
     E, y = _stack(emb, tr.sha), tr.y.values
+    sw = fit_weights(y, tr.source.eq('production').to_numpy() if 'source' in tr else np.zeros(len(tr), bool),
+                     emb.loc[tr.sha, 'brightness'].to_numpy(), cfg)
     if flip: E, y = np.concatenate([E, _stack(emb, tr.sha, 'emb_flip')]), np.concatenate([y, y])
-    w, b = fit_head(E, y, C)
+    if flip and sw is not None: sw = np.concatenate([sw, sw])
+    w, b = fit_head(E, y, C, sample_weight=sw)
     mu, basis = fit_projection(_stack(emb, tr.sha))
     return (w, b), (mu, basis)
 

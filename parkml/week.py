@@ -198,7 +198,7 @@ def run_week(
     "Run the week in its own folder (setting `week_dir`; `fresh`: emptied first); returns the result, writes the report"
     cfg = get_settings()
     home = prepare_week_dir(cfg, fresh)
-    env = demo_env(cfg, home)
+    env = {**demo_env(cfg, home), 'PARKML_LABEL_METRICS_DRAWN': 'true'}   # metrics from the labels no ranking chose
     (home/'demo.env').write_text(''.join(f"{k}={v}\n" for k, v in env.items()))
     with week_environment(env): return week_in(home, opts or WeekOptions(), progress)
 

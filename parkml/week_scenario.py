@@ -207,7 +207,7 @@ class Camera:
 STAFF = {'demo-staff-1': 0.0, 'demo-staff-2': 0.0, 'demo-staff-3': 0.05}   # the simulated staff: share of wrong answers
 STAFF_BATCH = 25   # frames each person takes from the queue at a time
 # the order the week's staff take fresh frames in (after disputes and second opinions): the queue's `random`. With
-# the ranked order the quick week's retrained version failed staging (noise gate); see bench/README.md
+# the ranked order the quick week's retrained version failed staging (noise gate, 2026-11-30 and 2026-12-01)
 STAFF_QUEUE = 'random'
 
 def staff_answer(truth: str, # the photo's true label: cat, dog or neither
@@ -266,7 +266,8 @@ def staff_feedback(
     from parkml.predlog import open_store
     ok = answered[(answered.status == 200) & answered.prediction_id.notna()]
     budget, truth, n = int(round(share * len(ok))), ok.set_index('prediction_id').label, 0
-    window, rng = (float(ok.ts.min()), float(ok.ts.max()) + 1) if len(ok) else (0, 0), np.random.default_rng(seed)
+    # a second either side: the log keeps capture times to the millisecond, so the day's first frame stays in the window
+    window, rng = (float(ok.ts.min()) - 1, float(ok.ts.max()) + 1) if len(ok) else (0, 0), np.random.default_rng(seed)
     staff_key = str(get_settings().staff_key or '') if staff_key is None else staff_key
     keys = {k: v for k, v in (('X-API-Key', api_key), ('X-Staff-Key', staff_key)) if v}
     cfg = get_settings(label_queue=STAFF_QUEUE)

@@ -202,6 +202,27 @@ def test_labels_history_and_queue_on_both_engines(store_uri, tmp_path, manifest,
         queue = list(nxt.id[1:])
         assert abs(p[queue[0]] - .5) <= abs(p[queue[-1]] - .5)   # the most uncertain frame before the surest
 
+def test_drawn_places_say_random_and_make_a_fair_sample(tmp_path, manifest, data_root):
+    "Frames the queue draws say why=random (not ranked), lowest draw key first; the daily can find them again"
+    from parkml.predlog import open_store
+    from parkml.governance import Actor
+    from parkml.labels import add_label, draw_key, drawn_labels
+    from parkml.label_queue import next_frames
+    from parkml.config import get_settings
+    cfg, t0 = get_settings(label_random_share=0.5, label_double_share=0, monitor_tz='UTC'), time.time() - 3600
+    with open_store(f"sqlite:///{tmp_path}/log.db", tmp_path/'frames') as s:
+        ids = log_frames(s, petpark_frames(manifest, data_root, 20), t0)
+        q = next_frames(s, 'sam', 10, cfg=cfg)
+        assert set(q.why) == {'ranked', 'random'}
+        key = pd.Series(draw_key(q.frame_sha), index=q.id)
+        drawn = q.id[q.why == 'random']
+        assert list(key[drawn]) == sorted(key[drawn])   # the draw takes the lowest key first
+        for pid in q.id: add_label(s, pid, 'cat', Actor('sam', 'staff', proof='password'))
+        fair = drawn_labels(s, s.feedback(), t0 - 60, time.time(), cfg)
+        all_keys = pd.Series(draw_key(s.predictions().frame_sha), index=s.predictions().id)
+        below = all_keys[all_keys <= all_keys[fair.id].max()].index   # every frame up to the sample's largest key
+        assert set(drawn) <= set(fair.id) and set(below) == set(fair.id) and set(fair.id) <= set(q.id)
+
 @needs_chromium
 def test_browser_staff_labels_with_the_keyboard(labelpark, tmp_path):
     """In headless Chromium, sam signs in, opens Label and answers with keys: K (cat), then Z (undo) and D (dog) to

@@ -67,3 +67,34 @@ def test_predict_command_classifies_files_and_reports_bad_ones(trained, tmp_path
     assert all(lab == ('dog' if float(p) >= .5 else 'cat') for _, lab, p in lines)
     r = run_cli('predict', tmp_path/'deep', '--model', 'no-such-alias')     # a missing model: a clear error, exit 2
     assert r.returncode == 2 and 'no-such-alias' in r.stderr and 'Traceback' not in r.stderr
+
+def test_a_retraining_weighs_lopsided_production_labels_so_both_classes_count_the_same(monkeypatch):
+    "15 production cats and 3 dogs: with retrain_balance each dog weighs more than one, each cat less (real head)"
+    import pandas as pd
+    from parkml.train import training_set, fit, fit_weights
+    from parkml.network import compute_embeddings
+    from parkml.model import fit_head, predict_from_embeddings
+    from parkml.data import ImageSet
+    ds = training_set(limit=40)
+    hold = ds.df[ds.df.subset == 'holdout']
+    prod = pd.concat([hold[hold.label == 'cat'].head(15), hold[hold.label == 'dog'].head(3)])
+    df = ds.df.assign(source=np.where(ds.df.index.isin(prod.index), 'production', ds.df.get('source', 'petpark')))
+    df.loc[prod.index, 'subset'] = 'train'
+    ds = ImageSet(df, ds.root, ds.skipped)
+    emb = compute_embeddings(ds, False, False)
+    stack = lambda shas: np.stack(emb.loc[list(shas), 'emb'].to_numpy()).astype(np.float32)
+    heads = {}
+    for on in ('true', 'false'):
+        monkeypatch.setenv('PARKML_RETRAIN_BALANCE', on)
+        heads[on] = fit(ds, emb, flip=False)[0]
+    tr = ds.df[ds.df.subset == 'train']
+    w = fit_weights(tr.y.values, tr.source.eq('production').to_numpy(), emb.loc[tr.sha, 'brightness'].to_numpy())
+    assert w is None   # the last setting was false
+    monkeypatch.setenv('PARKML_RETRAIN_BALANCE', 'true')
+    w = fit_weights(tr.y.values, tr.source.eq('production').to_numpy(), emb.loc[tr.sha, 'brightness'].to_numpy())
+    prod_w = pd.Series(w, index=tr.index)[prod.index]
+    assert prod_w[prod.label == 'dog'].min() > 1 > prod_w[prod.label == 'cat'].max() and prod_w.sum() <= 18 + 1e-9
+    assert (pd.Series(w, index=tr.index).drop(prod.index) == 1).all()   # the training images keep weight 1
+    assert np.allclose(heads['true'][0], fit_head(stack(tr.sha), tr.y.values, sample_weight=w)[0])
+    p = {k: predict_from_embeddings(stack(prod.sha), *h) for k, h in heads.items()}
+    assert p['true'][-3:].mean() > p['false'][-3:].mean()   # the few dogs count for more: P(dog) rises on them
