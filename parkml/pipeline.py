@@ -325,6 +325,7 @@ def _commit(self: Service, records: list) -> list:
 def _write(self: Service, jobs: list, k: int = 0):
     recs = [self._record(j) for j in jobs]
     errors = self._commit(recs)
+    if getattr(self, 'shipper', None) is not None: self.shipper.wake()   # `serve --ship`: ship them soon
     if self.store is not None: self.metrics.commit.observe(len(recs))
     for j, rec, err in zip(jobs, recs, errors):
         if err is not None:
