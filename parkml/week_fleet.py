@@ -27,8 +27,8 @@ __all__ = ['SHIP_ENV', 'WEEK_STORE_KEYS', 'box_names', 'FleetBox', 'log_ids', 'e
            'ship_to_file', 'BacklogSampler', 'backlog_summary', 'backlog_figure', 'alerts_by_box', 'split_frames',
            'third', 'send_third', 'wait_for', 'centre_down', 'centre_back', 'inserts_held', 'batch_in_flight',
            'kill_while_shipping', 'fleet_release', 'fleet_day', 'fleet_sentry', 'fleet_labels', 'start_boxes',
-           'stop_boxes', 'fleet_result', 'fleet_html', 'once_line', 'fleet_week_in', 'say', 'run_fleet_week',
-           'print_fleet']
+           'stop_boxes', 'fleet_result', 'fleet_html', 'once_line', 'fleet_week_in', 'say', 'warm_embeddings',
+           'run_fleet_week', 'print_fleet']
 
 # %% ../nbs/60c_week_fleet.ipynb #64121a53
 def box_names(n: int, # how many boxes
@@ -435,6 +435,19 @@ def say(w, day, text: str) -> None:
     w.log.append(dict(day=day, event=text))
     if w.progress: tqdm.write(f"[day {day}] {text}")
 
+# %% ../nbs/60c_week_fleet.ipynb #c3eee3ae
+def warm_embeddings(limit: int = 0, # images per subset and class, as the training takes them (0: all)
+                   ) -> threading.Thread:
+    "Embed the training images into the cache in a thread (started); `join` it before training"
+    from parkml.train import training_set
+    from parkml.network import compute_embeddings
+    def run():
+        try: compute_embeddings(training_set(limit or None), progress=False)
+        except Exception as e: tqdm.write(f"  embedding cache not warmed ({e}): the training embeds its images")
+    t = threading.Thread(target=run, daemon=True, name='parkml-warm-embeddings')
+    t.start()
+    return t
+
 # %% ../nbs/60c_week_fleet.ipynb #54e80c1f
 def run_fleet_week(opts: WeekOptions = None, # the week's size
                    n: int = 3, # how many boxes
@@ -447,7 +460,9 @@ def run_fleet_week(opts: WeekOptions = None, # the week's size
     home = Path(str(cfg.week_dir)).expanduser().resolve()
     if fresh and (home/WEEK_MARKER).is_file(): stop_plane(home)
     home = prepare_week_dir(cfg, fresh)
+    warm = warm_embeddings((opts or WeekOptions()).train_limit)   # while the plane starts
     centre = start_plane(home, progress)
+    warm.join()
     gap = float(centre.gap_max_minutes) * n   # each camera sends 1/n of the traffic: n times longer silences are usual
     env = {**demo_env(centre, home), 'PARKML_GAP_MAX_MINUTES': str(gap)}
     (home/'demo.env').write_text(''.join(f"{k}={v}\n" for k, v in env.items()))
