@@ -216,7 +216,7 @@ class Shipper:
         self.box, self.serving = self.local.box_id, serving or (lambda: latest_served(self.local))
         self.ccfg = self.centre = self.error = self.last_ok = self._thread = None
         self.shipped, self.failures, self.last_report, self._cache = {}, 0, 0.0, (0.0, None)
-        self._stop, self._wake, self.in_flight = threading.Event(), threading.Event(), None
+        self._stop, self._wake, self.in_flight, self.full = threading.Event(), threading.Event(), None, False
 
 # %% ../nbs/31_ship.ipynb #35c4d78c
 from fastcore.basics import patch
@@ -248,7 +248,7 @@ def register(self: Shipper) -> None:
 # %% ../nbs/31_ship.ipynb #8be343c6
 @patch
 def ship_round(self: Shipper) -> int:
-    "One batch of each kind of row, oldest first; return how many rows were dealt with"
+    "One batch of each kind of row, oldest first; how many rows were dealt with (`full`: a whole batch of one kind)"
     c, n, lim, cfg = self.connect(), {}, int(self.cfg.ship_batch), self.cfg
     try:
         n['predictions'] = len(send_rows(self.local, c, 'predictions', lim, self.box, self.sending))
@@ -258,6 +258,7 @@ def ship_round(self: Shipper) -> int:
         n['telemetry'] = len(send_rows(self.local, c, 'telemetry', lim, self.box, self.sending))
     finally: self.in_flight = None
     for k, v in n.items(): self.shipped[k] = self.shipped.get(k, 0) + v
+    self.full = max(n.values()) >= lim   # a whole batch: more may be waiting (a backlog)
     self.error, self.last_ok, self.failures = None, time.time(), 0
     return sum(v for k, v in n.items() if k != 'labelled_frames')
 
@@ -336,8 +337,8 @@ def run(self: Shipper,
             continue
         delay = float(cfg.ship_backoff_s)
         if not n and until_idle: break
-        if n: self._stop.wait(pace(n, t0, float(cfg.ship_rate)))
-        else: self.nap()
+        if self.full: self._stop.wait(pace(n, t0, float(cfg.ship_rate)))   # a backlog: the next batch, at the pace
+        else: self.nap()   # caught up: wait for new rows, and let them gather into a batch
     return dict(box_id=self.box, shipped=dict(self.shipped), backlog=self.backlog())
 
 # %% ../nbs/31_ship.ipynb #68ddfbd4
