@@ -13,7 +13,7 @@ from .config import get_settings, Settings
 
 # %% auto #0
 __all__ = ['version_row', 'versions_table', 'aliases_since', 'labelled_today', 'latest_estimate', 'hosts_now',
-           'recent_daily_runs', 'today_metrics', 'silent_lines', 'fleet_now', 'rollback_for_alert']
+           'recent_daily_runs', 'today_metrics', 'silent_lines', 'refusal_lines', 'fleet_now', 'rollback_for_alert']
 
 # %% ../nbs/45_appviews.ipynb #27fcd7b1
 def version_row(mv, # an MLflow model version
@@ -122,18 +122,25 @@ def silent_lines(table: pd.DataFrame, # the fleet table (`fleet.fleet_table`)
             f"({r.since_contact_s / 60:.0f} minutes); {int(r.backlog_rows or 0)} rows were waiting on it then; "
             f"{r.open_alerts} open alert(s)" for r in table[table.state == 'SILENT'].itertuples()]
 
+# %% ../nbs/45_appviews.ipynb #eb07e8d6
+def refusal_lines(table: pd.DataFrame, # the fleet table (`fleet.fleet_table`)
+                 ) -> list[str]:
+    "One sentence per box that refuses its alias's version: which version, why, and what it serves instead"
+    return [f"Box {r.box_id} refuses version {r.refused_version or '?'} of {r.serve_alias}: {r.refused_reason}; "
+            f"it keeps serving version {r.model_version}" for r in table[table.state == 'refuses release'].itertuples()]
+
 # %% ../nbs/45_appviews.ipynb #c2a7cc47
 def fleet_now(cfg: Settings = None, # settings (default: the current ones)
              ) -> dict:
-    "The Fleet page's facts: the fleet table, a sentence per silent box, how many boxes, silent ones and open alerts"
+    "The Fleet page's facts: the fleet table, a sentence per silent or refusing box, how many boxes, silent ones, alerts"
     from parkml.fleet import fleet_view
     from parkml.predlog import open_store
     from parkml.alerts import open_alert_store
     cfg = cfg or get_settings()
     with open_store(cfg.predlog_uri) as st, open_alert_store(cfg.alerts_uri) as al:
         t = fleet_view(st, al, cfg)
-    return dict(table=t, silent=silent_lines(t), boxes=len(t), n_silent=int((t.state == 'SILENT').sum()),
-                open_alerts=int(t.open_alerts.sum()))
+    return dict(table=t, silent=silent_lines(t), refusing=refusal_lines(t), boxes=len(t),
+                n_silent=int((t.state == 'SILENT').sum()), open_alerts=int(t.open_alerts.sum()))
 
 # %% ../nbs/45_appviews.ipynb #13f76cc3
 def rollback_for_alert(alert_id: str, # the alert answered

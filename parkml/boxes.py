@@ -12,8 +12,8 @@ from .config import get_settings
 if TYPE_CHECKING: import pandas as pd
 
 # %% auto #0
-__all__ = ['STATUS_SENT', 'STATUS_COLS', 'BOX_STATUS_SCHEMA', 'CENTRE_NOW', 'box_id', 'status_values', 'upsert_status_sql',
-           'report_status', 'read_box_status']
+__all__ = ['STATUS_SENT', 'STATUS_COLS', 'BOX_STATUS_SCHEMA', 'BOX_REFUSAL_SCHEMA', 'CENTRE_NOW', 'box_id', 'status_values',
+           'upsert_status_sql', 'report_status', 'read_box_status']
 
 # %% ../nbs/10b_boxes.ipynb #9a902b82
 def box_id(cfg=None, # settings (default: the current ones)
@@ -24,7 +24,8 @@ def box_id(cfg=None, # settings (default: the current ones)
 
 # %% ../nbs/10b_boxes.ipynb #b7f53462
 STATUS_SENT = ('box_id', 'box_time', 'backlog_rows', 'backlog_age_s', 'serve_alias', 'model_version', 'onnx_sha256',
-               'cpu_percent', 'temperature_c', 'disk_free_bytes', 'latency_p95_ms', 'code_version', 'shipped_total')
+               'cpu_percent', 'temperature_c', 'disk_free_bytes', 'latency_p95_ms', 'code_version', 'shipped_total',
+               'refused_version', 'refused_reason')
 STATUS_COLS = (*STATUS_SENT, 'last_contact', 'clock_skew_s', 'clock_flagged')
 BOX_STATUS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS box_status(
@@ -33,6 +34,10 @@ CREATE TABLE IF NOT EXISTS box_status(
   latency_p95_ms REAL, code_version TEXT, shipped_total INTEGER, last_contact REAL NOT NULL, clock_skew_s REAL,
   clock_flagged INTEGER NOT NULL DEFAULT 0);
 """
+BOX_REFUSAL_SCHEMA = """
+ALTER TABLE box_status ADD COLUMN refused_version TEXT;
+ALTER TABLE box_status ADD COLUMN refused_reason TEXT;
+"""  # a later step: the version a box would not serve (e.g. its signature failed) and why
 CENTRE_NOW = {'sqlite': "((julianday('now') - 2440587.5) * 86400.0)",
               'postgresql': "extract(epoch FROM clock_timestamp())::float8"}  # epoch seconds on the database's clock
 

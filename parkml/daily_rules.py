@@ -11,13 +11,13 @@ from .config import get_settings, Settings, iso_utc
 from .evaluate import wilson_ci
 from . import monitor as mon
 from .alerts import Alert, plain
-from .day_groups import camera_words, split_camera, SEP
+from .day_groups import camera_words, split_camera, box_cameras, SEP
 if TYPE_CHECKING: from parkml.daily import DayResults
 
 # %% auto #0
 __all__ = ['CRITICAL_INTEGRITY', 'BOX_RULES', 'RULES', 'rule_integrity', 'rule_drift', 'rule_prediction_drift', 'rule_accuracy',
-           'rule_recall_drop', 'rule_fairness', 'rule_telemetry', 'day_answers', 'neither_shares', 'rule_neither_share',
-           'rule_boxes', 'run_link', 'day_alerts']
+           'rule_recall_drop', 'rule_fairness', 'rule_telemetry', 'day_answers', 'with_boxes', 'neither_shares',
+           'rule_neither_share', 'rule_boxes', 'run_link', 'day_alerts']
 
 # %% ../nbs/25a_daily_rules.ipynb #5db8d638
 CRITICAL_INTEGRITY = {'blank', 'frozen_camera', 'traffic_gap', 'decode_failures'}
@@ -191,8 +191,22 @@ def day_answers(res: DayResults, # the day's results (its window; `res.answers` 
         from parkml.labels import answers
         from parkml.predlog import open_store
         cfg = cfg or get_settings()
-        with open_store() as st: res.answers = answers(st, res.start - (cfg.perf_history_days - 1) * 86400, res.end)
+        since = res.start - (cfg.perf_history_days - 1) * 86400
+        with open_store() as st:
+            a = answers(st, since, res.end)
+            res.answers = with_boxes(a, st, since, res.end) if len(res.box_ids) > 1 else a
     return res.answers
+
+# %% ../nbs/25a_daily_rules.ipynb #313181f0
+def with_boxes(a: pd.DataFrame, # people's answers (`labels.answers`)
+               st, # the open prediction store they came from
+               start: float, # the window they were read for (epoch seconds)
+               end: float,
+              ) -> pd.DataFrame:
+    "The answers with the `box_id` of each prediction, read from the log"
+    boxes = st.db.frame("SELECT id AS prediction_id, box_id FROM predictions WHERE ts >= ? AND ts < ?",
+                        [float(start), float(end)])
+    return a.merge(boxes, on='prediction_id', how='left')
 
 # %% ../nbs/25a_daily_rules.ipynb #ccf0c8d5
 def neither_shares(a: pd.DataFrame, # people's answers (`labels.answers`)
@@ -206,17 +220,19 @@ def neither_shares(a: pd.DataFrame, # people's answers (`labels.answers`)
 # %% ../nbs/25a_daily_rules.ipynb #75a8f62d
 def rule_neither_share(res: DayResults, cfg: Settings) -> list[Alert]:
     "A camera whose labelled frames show no cat or dog far more often than on the days before: facing a wall?"
-    out = []
-    for r in neither_shares(day_answers(res, cfg), res.start).itertuples():
+    out, one = [], res.box_ids[0] if len(res.box_ids) == 1 else None
+    a = box_cameras(day_answers(res, cfg), len(res.box_ids) > 1)   # on a fleet day, `box/camera`
+    for r in neither_shares(a, res.start).itertuples():
         if not (r.settled >= cfg.min_labels and r.settled_before >= cfg.min_labels): continue
         k, jump = int(round(r.neither_share * r.settled)), r.neither_share - r.neither_share_before
         if jump < cfg.neither_share_jump or wilson_ci(k, int(r.settled))[0] <= r.neither_share_before: continue
+        box, cam = split_camera(r.camera, one)
         out.append(Alert('integrity_neither_share', 'warning',
                          f"Data integrity: {k} of the {int(r.settled)} labelled frames of {camera_words(r.camera)} "
                          f"({_pct(r.neither_share)}) show no cat or dog (answered neither), against "
                          f"{_pct(r.neither_share_before)} of {int(r.settled_before)} on the days before. Is it facing "
                          f"a wall, or blocked? Check the camera.", 'check the camera',
-                         dict(check='neither_share', camera_id=r.camera, neither=k, settled=int(r.settled),
+                         dict(check='neither_share', camera_id=cam, box_id=box, neither=k, settled=int(r.settled),
                               share=r.neither_share, share_before=r.neither_share_before,
                               settled_before=int(r.settled_before), neither_share_jump=cfg.neither_share_jump),
                          camera=r.camera))

@@ -149,7 +149,7 @@ def open_alerts_by_box(alerts: list, # alerts (e.g. `AlertStore.query(state=['op
 
 # %% ../nbs/33_fleet.ipynb #40c5d448
 FLEET_COLS = ['box_id', 'state', 'open_alerts', 'last_contact', 'since_contact_s', 'backlog_rows', 'serve_alias',
-              'model_version', 'cpu_percent', 'temperature_c', 'disk_free_gb', 'latency_p95_ms', 'backlog_age_s',
+              'model_version', 'refused_version', 'refused_reason', 'cpu_percent', 'temperature_c', 'disk_free_gb', 'latency_p95_ms', 'backlog_age_s',
               'clock_skew_s', 'code_version']
 
 def fleet_table(status: pd.DataFrame, # the box status table
@@ -157,12 +157,14 @@ def fleet_table(status: pd.DataFrame, # the box status table
                 now: float = None, # the centre's time (default: now)
                 cfg: Settings = None, # settings (default: the current ones)
                ) -> pd.DataFrame:
-    "One line per box: state (ok, silent, clock off), last contact, backlog, version served, host, open alerts"
+    "One line per box: state (ok, SILENT, refuses release, clock off), last contact, backlog, version served, host, alerts"
     cfg = cfg or get_settings()
     if not len(status): return pd.DataFrame(columns=FLEET_COLS)
     since = since_contact(status, now)
     skewed = status.clock_flagged.astype(bool) if 'clock_flagged' in status else False
-    state = np.where(since > float(cfg.box_silent_after_s), 'SILENT', np.where(skewed, 'clock off', 'ok'))
+    refuses = status.refused_reason.notna() if 'refused_reason' in status else False   # e.g. its signature failed
+    state = np.select([since > float(cfg.box_silent_after_s), refuses, skewed], ['SILENT', 'refuses release', 'clock off'],
+                      'ok')
     out = status.assign(state=state, since_contact_s=since.round(1), disk_free_gb=status.disk_free_bytes / 1e9,
                         last_contact=pd.to_datetime(status.last_contact, unit='s', utc=True).dt.floor('s'),
                         open_alerts=status.box_id.map(open_alerts or {}).fillna(0).astype(int))

@@ -284,6 +284,7 @@ def _write(self: Service, jobs: list, k: int = 0):
     wait([j.frame for j in jobs if j.frame is not None])   # each frame on the disk before the row naming it commits
     recs = [self._record(j) for j in jobs]
     errors = self._commit(recs)
+    if getattr(self, 'shipper', None) is not None: self.shipper.wake()   # `serve --ship`: ship them soon
     if self.store is not None: self.metrics.commit.observe(len(recs))
     for j, rec, err in zip(jobs, recs, errors):
         if err is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numbers, secrets, time
 from typing import TYPE_CHECKING
 from .stores import statements, pg_ddl
-from .boxes import BOX_STATUS_SCHEMA
+from .boxes import BOX_STATUS_SCHEMA, BOX_REFUSAL_SCHEMA
 if TYPE_CHECKING:   # imported where used: a keyed look-up (the trace) needs neither pandas nor numpy
     import numpy as np, pandas as pd
 
@@ -125,5 +125,5 @@ CREATE UNIQUE INDEX IF NOT EXISTS feedback_box_row ON feedback(box_id, box_row);
 CREATE UNIQUE INDEX IF NOT EXISTS telemetry_box_row ON telemetry(box_id, box_row);
 CREATE TABLE IF NOT EXISTS ship_state(name TEXT PRIMARY KEY, value TEXT, updated REAL NOT NULL);
 """ + BOX_STATUS_SCHEMA
-PREDLOG_STEPS = {'sqlite': [statements(SCHEMA), statements(SHIP_SCHEMA)],
-                 'postgresql': [pg_ddl(SCHEMA), pg_ddl(SHIP_SCHEMA)]}
+PREDLOG_STEPS = {'sqlite': [statements(SCHEMA), statements(SHIP_SCHEMA), statements(BOX_REFUSAL_SCHEMA)],
+                 'postgresql': [pg_ddl(SCHEMA), pg_ddl(SHIP_SCHEMA), pg_ddl(BOX_REFUSAL_SCHEMA)]}

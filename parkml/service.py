@@ -279,7 +279,9 @@ def served_identity(svc: Service) -> dict:
     if sha is None and getattr(m.sessions[0], 'path', None):
         sha = svc.__dict__.setdefault('_onnx_sha', {}).get(m.version) or file_sha256(m.sessions[0].path)
         svc._onnx_sha[m.version] = sha
-    return dict(serve_alias=m.alias, model_version=m.version, onnx_sha256=sha)
+    no = svc.watcher.refused or {}   # the alias's version this box will not serve, and why
+    return dict(serve_alias=m.alias, model_version=m.version, onnx_sha256=sha, refused_version=no.get('version'),
+                refused_reason=no.get('reason'))
 
 def with_shipper(svc: Service):
     "A `parkml.ship.Shipper` of `svc`'s log, reporting what `svc` serves"

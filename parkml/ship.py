@@ -117,11 +117,13 @@ def send_rows(local, # the box's prediction store
               table: str, # predictions, feedback or telemetry
               limit: int, # at most this many rows
               box: str, # this box's name
+              sending=None, # called with (table, rows) once the batch is read, before the centre's insert
              ) -> list:
     "Ship one batch of `table`: insert at the centre (one transaction), then mark it here; return the rows sent"
     cols, rows = local.db.rows(UNSHIPPED[table], (int(limit),))
     if not rows: return []
     out_cols, out = centre_rows(table, cols, rows, box)
+    if sending: sending(table, len(out))
     with centre.db.write() as con: con.executemany(insert_sql(table, out_cols, centre.db.engine), out)
     mark_shipped(local, table, [r[cols.index('id')] for r in rows])
     return [dict(zip(cols, r)) for r in rows]
@@ -214,7 +216,7 @@ class Shipper:
         self.box, self.serving = self.local.box_id, serving or (lambda: latest_served(self.local))
         self.ccfg = self.centre = self.error = self.last_ok = self._thread = None
         self.shipped, self.failures, self.last_report, self._cache = {}, 0, 0.0, (0.0, None)
-        self._stop = threading.Event()
+        self._stop, self._wake, self.in_flight, self.full = threading.Event(), threading.Event(), None, False
 
 # %% ../nbs/31_ship.ipynb #35c4d78c
 from fastcore.basics import patch
@@ -246,16 +248,24 @@ def register(self: Shipper) -> None:
 # %% ../nbs/31_ship.ipynb #8be343c6
 @patch
 def ship_round(self: Shipper) -> int:
-    "One batch of each kind of row, oldest first; return how many rows were dealt with"
+    "One batch of each kind of row, oldest first; how many rows were dealt with (`full`: a whole batch of one kind)"
     c, n, lim, cfg = self.connect(), {}, int(self.cfg.ship_batch), self.cfg
-    n['predictions'] = len(send_rows(self.local, c, 'predictions', lim, self.box))
-    n['frames'] = send_frames(self.local, c, lim, self.box, cfg.ship_all_frames, cfg.frame_sample_rate)
-    fb = send_rows(self.local, c, 'feedback', lim, self.box)
-    n['feedback'], n['labelled_frames'] = len(fb), send_labelled_frames(self.local, c, fb, self.box)
-    n['telemetry'] = len(send_rows(self.local, c, 'telemetry', lim, self.box))
+    try:
+        n['predictions'] = len(send_rows(self.local, c, 'predictions', lim, self.box, self.sending))
+        n['frames'] = send_frames(self.local, c, lim, self.box, cfg.ship_all_frames, cfg.frame_sample_rate)
+        fb = send_rows(self.local, c, 'feedback', lim, self.box, self.sending)
+        n['feedback'], n['labelled_frames'] = len(fb), send_labelled_frames(self.local, c, fb, self.box)
+        n['telemetry'] = len(send_rows(self.local, c, 'telemetry', lim, self.box, self.sending))
+    finally: self.in_flight = None
     for k, v in n.items(): self.shipped[k] = self.shipped.get(k, 0) + v
+    self.full = max(n.values()) >= lim   # a whole batch: more may be waiting (a backlog)
     self.error, self.last_ok, self.failures = None, time.time(), 0
     return sum(v for k, v in n.items() if k != 'labelled_frames')
+
+@patch
+def sending(self: Shipper, table: str, rows: int) -> None:
+    "Note the batch in flight (shown in `/health` until its round ends)"
+    self.in_flight = dict(table=table, rows=rows, since=time.time())
 
 # %% ../nbs/31_ship.ipynb #aa56795b
 @patch
@@ -293,6 +303,19 @@ def pace(n: int, # rows just shipped
     "Seconds to wait so that `n` rows shipped since `t0` stay under `rate` a second"
     return max(0.0, n / rate - (time.monotonic() - t0)) if rate > 0 and n else 0.0
 
+# %% ../nbs/31_ship.ipynb #14aa1b94
+@patch
+def wake(self: Shipper) -> None:
+    "Rows were committed to the log: ship them soon (after `ship_coalesce_s`) instead of at the next idle look"
+    self._wake.set()
+
+@patch
+def nap(self: Shipper) -> bool:
+    "After a round that found nothing: wait for a `wake` (or `ship_idle_s`), then `ship_coalesce_s`; woken?"
+    woke = self._wake.wait(float(self.cfg.ship_idle_s)) and not self._stop.is_set()
+    if woke: self._stop.wait(float(self.cfg.ship_coalesce_s))
+    return woke
+
 # %% ../nbs/31_ship.ipynb #c0dc3298
 @patch
 def run(self: Shipper,
@@ -303,6 +326,7 @@ def run(self: Shipper,
     self.register()
     while not self._stop.is_set():
         t0 = time.monotonic()
+        self._wake.clear()   # a commit from now on wakes the next nap
         try:
             n = self.ship_round()
             self.report(force=not n)
@@ -313,7 +337,8 @@ def run(self: Shipper,
             continue
         delay = float(cfg.ship_backoff_s)
         if not n and until_idle: break
-        self._stop.wait(pace(n, t0, float(cfg.ship_rate)) if n else float(cfg.ship_idle_s))
+        if self.full: self._stop.wait(pace(n, t0, float(cfg.ship_rate)))   # a backlog: the next batch, at the pace
+        else: self.nap()   # caught up: wait for new rows, and let them gather into a batch
     return dict(box_id=self.box, shipped=dict(self.shipped), backlog=self.backlog())
 
 # %% ../nbs/31_ship.ipynb #68ddfbd4
@@ -330,6 +355,7 @@ def start(self: Shipper) -> Shipper:
 def stop(self: Shipper, timeout: float = 30) -> None:
     "Stop after the batch in flight (its commits finish or roll back), close what this shipper opened"
     self._stop.set()
+    self._wake.set()   # out of a nap at once
     if self._thread is not None: self._thread.join(timeout)
     self.disconnect()
     if self.own: self.local.close()
@@ -347,10 +373,11 @@ def backlog(self: Shipper) -> dict:
 @patch
 def health(self: Shipper) -> dict:
     "The `ship` part of `/health`"
-    b, where = self.backlog(), str(self.ccfg.path) if self.ccfg else None
+    b, where, f = self.backlog(), str(self.ccfg.path) if self.ccfg else None, self.in_flight
+    flight = f and dict(table=f['table'], rows=f['rows'], for_s=round(time.time() - f['since'], 3))
     return dict(box_id=self.box, ok=self.error is None, error=self.error, failures=self.failures,
                 last_ok=self.last_ok, backlog_rows=b['rows'], backlog_age_s=round(b['age_s'], 3), backlog=b['tables'],
-                shipped=dict(self.shipped), shipped_total=self.total(), centre=where)
+                shipped=dict(self.shipped), shipped_total=self.total(), centre=where, in_flight=flight)
 
 # %% ../nbs/31_ship.ipynb #3479f852
 @patch

@@ -25,9 +25,10 @@ from .week import (WeekOptions, WeekResult, demo_people, first_release, morning,
 # %% auto #0
 __all__ = ['SHIP_ENV', 'WEEK_STORE_KEYS', 'box_names', 'FleetBox', 'log_ids', 'exactly_once', 'start_plane', 'stop_plane',
            'ship_to_file', 'BacklogSampler', 'backlog_summary', 'backlog_figure', 'alerts_by_box', 'split_frames',
-           'third', 'send_third', 'wait_for', 'centre_down', 'centre_back', 'kill_while_shipping', 'fleet_release',
-           'fleet_day', 'fleet_sentry', 'fleet_labels', 'start_boxes', 'stop_boxes', 'fleet_result', 'fleet_html',
-           'once_line', 'fleet_week_in', 'say', 'run_fleet_week', 'print_fleet']
+           'third', 'send_third', 'wait_for', 'centre_down', 'centre_back', 'inserts_held', 'batch_in_flight',
+           'kill_while_shipping', 'fleet_release', 'fleet_day', 'fleet_sentry', 'fleet_labels', 'start_boxes',
+           'stop_boxes', 'fleet_result', 'fleet_html', 'once_line', 'fleet_week_in', 'say', 'warm_embeddings',
+           'run_fleet_week', 'print_fleet']
 
 # %% ../nbs/60c_week_fleet.ipynb #64121a53
 def box_names(n: int, # how many boxes
@@ -235,23 +236,44 @@ def centre_back(w, # the week record
     w.say(plan.n, f"the centre is back after {w.outage['end'] - w.outage['start']:.0f} s; backlogs: "
           + ', '.join(f"{b} {n} rows" for b, n in backlog.items()))
 
+# %% ../nbs/60c_week_fleet.ipynb #302a7c18
+from contextlib import contextmanager
+
+@contextmanager
+def inserts_held():
+    "While the block runs, inserts into the centre's predictions wait (a lock in the week's own store); reads go on"
+    with open_store() as st, st.db.write() as con:
+        con.execute('LOCK TABLE predictions IN EXCLUSIVE MODE')
+        yield
+
+def batch_in_flight(box: FleetBox, # the box to watch
+                    timeout: float, # longest wait, seconds
+                   ) -> dict | None:
+    "The box's batch of predictions on its way to the centre (`/health` in_flight) once there is one; None at `timeout`"
+    def flying():
+        f = box.shipping().get('in_flight')
+        return f if f and f['table'] == 'predictions' else None
+    try: return wait_for(flying, timeout, f"{box.box_id} sending predictions", 0.02)
+    except WeekError: return None
+
 # %% ../nbs/60c_week_fleet.ipynb #c70e242e
 def kill_while_shipping(w, # the week record (its boxes `w.boxes`)
                         plan, # the day's plan
                         b: str, # the box to kill
-                        timeout: float = 60, # longest wait for it to ship, seconds
+                        timeout: float = 30, # longest wait for a batch in flight, seconds
                        ) -> dict:
-    "`kill -9` box `b` while it ships its backlog, then start it again; what was where at the kill"
+    "`kill -9` box `b` while a batch of its backlog is held at the centre, then start it again; what was where"
     box = w.boxes[b]
-    s0 = box.shipping()
-    wait_for(lambda: box.shipping()['shipped_total'] > s0['shipped_total'], timeout, f"{b} shipping", 0.02)
-    pid, at = box.kill9(), time.time()
+    with inserts_held():
+        flight = batch_in_flight(box, timeout)
+        pid, at = box.kill9(), time.time()
     ids = log_ids(box.predlog_uri)
     at_centre = len(set(ids) & set(log_ids()))
     box.launch().wait_ready()
     k = dict(box_id=b, pid=pid, at=at, t=at - w.t0, day=plan.n, local=len(ids), at_centre=at_centre,
-             restart_s=round(box.startup_s, 1))
-    w.say(plan.n, f"{b} killed with kill -9 while shipping ({at_centre} of its {len(ids)} predictions at the centre), "
+             restart_s=round(box.startup_s, 1), mid_batch=flight is not None, in_flight=flight)
+    how = f"mid-batch ({flight['rows']} predictions in flight)" if flight else "with no batch in flight"
+    w.say(plan.n, f"{b} killed with kill -9 {how}; {at_centre} of its {len(ids)} predictions at the centre; "
           f"started again in {k['restart_s']:g} s")
     return k
 
@@ -413,6 +435,19 @@ def say(w, day, text: str) -> None:
     w.log.append(dict(day=day, event=text))
     if w.progress: tqdm.write(f"[day {day}] {text}")
 
+# %% ../nbs/60c_week_fleet.ipynb #c3eee3ae
+def warm_embeddings(limit: int = 0, # images per subset and class, as the training takes them (0: all)
+                   ) -> threading.Thread:
+    "Embed the training images into the cache in a thread (started); `join` it before training"
+    from parkml.train import training_set
+    from parkml.network import compute_embeddings
+    def run():
+        try: compute_embeddings(training_set(limit or None), progress=False)
+        except Exception as e: tqdm.write(f"  embedding cache not warmed ({e}): the training embeds its images")
+    t = threading.Thread(target=run, daemon=True, name='parkml-warm-embeddings')
+    t.start()
+    return t
+
 # %% ../nbs/60c_week_fleet.ipynb #54e80c1f
 def run_fleet_week(opts: WeekOptions = None, # the week's size
                    n: int = 3, # how many boxes
@@ -425,7 +460,9 @@ def run_fleet_week(opts: WeekOptions = None, # the week's size
     home = Path(str(cfg.week_dir)).expanduser().resolve()
     if fresh and (home/WEEK_MARKER).is_file(): stop_plane(home)
     home = prepare_week_dir(cfg, fresh)
+    warm = warm_embeddings((opts or WeekOptions()).train_limit)   # while the plane starts
     centre = start_plane(home, progress)
+    warm.join()
     gap = float(centre.gap_max_minutes) * n   # each camera sends 1/n of the traffic: n times longer silences are usual
     env = {**demo_env(centre, home), 'PARKML_GAP_MAX_MINUTES': str(gap)}
     (home/'demo.env').write_text(''.join(f"{k}={v}\n" for k, v in env.items()))
@@ -442,7 +479,8 @@ def print_fleet(res: WeekResult) -> None:
         print(f"  {b['box_id']}: {b['predictions']} predictions; backlog {b['backlog_before']:.0f} -> "
               f"{b['backlog_peak']:.0f} rows, drained {b['drained_after_s']:g} s after the centre returned; "
               f"alerts: {', '.join(b['alerts']) or '-'}")
-    if k: print(f"{k['box_id']} killed (kill -9, pid {k['pid']}) while shipping: {k['at_centre']} of its {k['local']} "
+    how = f"mid-batch, {k['in_flight']['rows']} predictions in flight" if k.get('mid_batch') else 'no batch in flight'
+    if k: print(f"{k['box_id']} killed (kill -9, pid {k['pid']}; {how}): {k['at_centre']} of its {k['local']} "
                 f"predictions at the centre; started again in {k['restart_s']:g} s")
     print(f"chain alerts: {', '.join(f['centre']['chain_alerts']) or '-'}")
     print(once_line(f['exactly_once']))

@@ -331,3 +331,21 @@ def test_a_real_shipper_killed_makes_its_box_silent(tmp_path, monkeypatch):
             shipper.kill()
             shipper.wait(30)
         log.close()
+
+
+def test_fleet_page_shows_a_box_that_refuses_a_release_apptest(fleet_park):
+    "park-a's status report says it refuses version 2 (its signature fails at the edge): the page names it and why"
+    import pandas as pd
+    from parkml.predlog import open_store
+    with open_store() as s:
+        s.report_status(dict(box_id='park-a', box_time=time.time(), backlog_rows=0, serve_alias='champion',
+                             model_version='1', refused_version='2',
+                             refused_reason='the signature of version 2 does not verify with the trusted keys'))
+    at = fleet_page(fleet_park)
+    warnings = [w.value for w in at.warning]
+    assert warnings == ['Box park-a refuses version 2 of champion: the signature of version 2 does not verify with '
+                        'the trusted keys; it keeps serving version 1'], warnings
+    t = at.dataframe[0].value.data if hasattr(at.dataframe[0].value, 'data') else at.dataframe[0].value
+    rows = t.set_index('box_id')
+    assert rows.loc['park-a', 'state'] == 'refuses release' and rows.loc['park-a', 'refused_version'] == '2', t
+    assert rows.loc['park-b', 'state'] == 'SILENT' and pd.isna(rows.loc['park-c', 'refused_reason'])

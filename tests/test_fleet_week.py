@@ -60,6 +60,7 @@ def test_the_killed_box_restarted_and_the_loop_closed_on_the_fleet(fleet_week):
     res = fleet_week['res']
     k, boxes = res['kill'], {b['box_id']: b for b in res['fleet']}
     assert k['box_id'] == 'park-b' and 0 < k['at_centre'] < k['local'] and not psutil.pid_exists(k['pid'])
+    assert k['mid_batch'] and k['in_flight']['table'] == 'predictions' and k['in_flight']['rows'] > 0, k
     after = sql(boxes['park-b']['predlog_uri'], 'SELECT count(*) FROM predictions WHERE received > ?', (k['at'],))
     assert after[0][0] > 100   # answered after its restart
     v = res['versions']
@@ -71,4 +72,4 @@ def test_the_killed_box_restarted_and_the_loop_closed_on_the_fleet(fleet_week):
     assert abs(new['gap_points']) < abs(first['gap_points'])
     alerts = sql(fleet_week['env']['PARKML_ALERTS_URI'], 'SELECT rule, camera FROM alerts')
     assert any(str(c).startswith('park-') for _, c in alerts), alerts                  # alerts name their box
-    assert 'park-b killed (kill -9' in fleet_week['out'] and 'chain alerts:' in fleet_week['out']
+    assert 'park-b killed (kill -9' in fleet_week['out'] and 'mid-batch' in fleet_week['out'] and 'chain alerts:' in fleet_week['out']

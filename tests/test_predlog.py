@@ -200,7 +200,7 @@ def test_store_made_before_versions_opens_with_every_row(tmp_path):
     assert sql(f"sqlite:///{db}", 'PRAGMA user_version') == [(0,)]
     before = sql(f"sqlite:///{db}", 'SELECT * FROM predictions ORDER BY id')
     with open_store(f"sqlite:///{db}", tmp_path/'frames') as st:
-        assert st.db.schema_version() == 2 and len(before) == st.counts()['predictions'] > 0
+        assert st.db.schema_version() == 3 and len(before) == st.counts()['predictions'] > 0
         assert st.feedback().true_label.notna().all() and len(st.feedback()) == st.counts()['labelled'] > 0
     after = sql(f"sqlite:///{db}", 'SELECT * FROM predictions ORDER BY id')
     assert [r[:len(before[0])] for r in after] == before and {r[len(before[0]):] for r in after} == {(None,) * 3}
@@ -210,9 +210,9 @@ def test_store_made_before_versions_opens_with_every_row(tmp_path):
 
 def test_postgres_store_keeps_its_schema_version(pg_db, tmp_path):
     with open_store(pg_db, tmp_path/'frames') as st: st.log_prediction(rec(1))
-    assert sql(pg_db, "SELECT version FROM parkml_schema WHERE store = 'predlog'") == [(2,)]
-    sql(pg_db, "UPDATE parkml_schema SET version = 3 WHERE store = 'predlog'")
-    with pytest.raises(StoreTooNew, match='prediction store postgresql://.*schema version 3'): open_store(pg_db, tmp_path)
+    assert sql(pg_db, "SELECT version FROM parkml_schema WHERE store = 'predlog'") == [(3,)]
+    sql(pg_db, "UPDATE parkml_schema SET version = 4 WHERE store = 'predlog'")
+    with pytest.raises(StoreTooNew, match='prediction store postgresql://.*schema version 4'): open_store(pg_db, tmp_path)
 
 def test_large_batch_round_trip(store):
     "A batch large enough for PostgreSQL's COPY comes back exactly as logged (rejected inputs and empty fields too)"
@@ -277,7 +277,7 @@ def test_stores_opened_at_once_migrate_once(pg_db, tmp_path):
              for _ in range(3)]
     assert [p.wait(60) for p in procs] == [0, 0, 0], [p.stderr.read() for p in procs]
     versions = sorted(sql(pg_db, 'SELECT store, version FROM parkml_schema'))
-    assert versions == [('alerts', 1), ('audit', 1), ('predlog', 2)]
+    assert versions == [('alerts', 1), ('audit', 1), ('predlog', 3)]
 
 def test_a_version_1_store_gains_the_box_columns(store_uri, tmp_path):
     "A log at schema version 1 (before boxes had names) migrates in place on both engines: rows kept, new columns empty"
@@ -291,7 +291,7 @@ def test_a_version_1_store_gains_the_box_columns(store_uri, tmp_path):
     sql(store_uri, "INSERT INTO predictions(id, ts, received, status, label) VALUES('p1', 1, 1, 'ok', 'cat')")
     sql(store_uri, "INSERT INTO telemetry(ts, cpu_pct) VALUES(1, 50)")
     with open_store(store_uri, tmp_path/'frames') as st:
-        assert st.db.schema_version() == 2 and st.counts()['predictions'] == 1
+        assert st.db.schema_version() == 3 and st.counts()['predictions'] == 1
         old = st.get_prediction('p1')
         assert old['label'] == 'cat' and [old[k] for k in ('box_id', 'arrived_at', 'shipped_at')] == [None] * 3
         assert st.telemetry().cpu_pct.tolist() == [50.0] and st.box_status().empty

@@ -250,3 +250,30 @@ def ok(url: str) -> bool:
 def registry(tmp_path_factory):
     from test_service import service_registry
     return service_registry(tmp_path_factory)
+
+def test_serve_ship_wakes_its_shipper_and_shows_the_batch_in_flight(centre, registry, tmp_path):
+    """`parkml serve --ship` with a 30 s idle look: a prediction committed wakes the shipper at once; while the centre
+    holds the batch (its predictions table locked) `/health` shows it in flight, and it lands once the lock ends"""
+    import psycopg
+    from receivers import free_port
+    central, port = centre, free_port()
+    box, url = Box(tmp_path/'box', central, PARKML_SHIP_IDLE_S='30'), f"http://127.0.0.1:{port}"
+    env = {**os.environ, **box.env, 'PARKML_RUNS': str(registry[0]), 'PARKML_VERIFIED_ALIASES': ''}
+    log = open(tmp_path/'serve.log', 'w')
+    srv = subprocess.Popen([PARKML, 'serve', '--ship', '--host', '127.0.0.1', '--port', str(port), '--log-level',
+                            'warning'], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: ok(url + '/health'), 120, 0.2, 'the service')
+        time.sleep(1)   # the shipper's first rounds are done: it naps (30 s at most)
+        with psycopg.connect(central['postgres_uri']) as con:   # one transaction, held until the block ends
+            con.execute('LOCK TABLE predictions IN EXCLUSIVE MODE')
+            pid = httpx.post(url + '/predict', files={'file': jpgs(1, 400)[0]}, timeout=30).json()['prediction_id']
+            f = wait_for(lambda: httpx.get(url + '/health').json()['ship']['in_flight'], 15, 0.05, 'a batch in flight')
+            assert f['table'] == 'predictions' and f['rows'] == 1, f
+            assert centre_ids(central, box) == []   # held at the centre
+        assert wait_for(lambda: pid in centre_ids(central, box), 15, 0.1, 'the prediction at the centre')
+    finally:
+        srv.terminate()
+        srv.wait(30)
+        log.close()
+    assert 'Traceback' not in (tmp_path/'serve.log').read_text()

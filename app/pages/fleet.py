@@ -30,12 +30,14 @@ c2.metric('silent boxes', f['n_silent'], help=f"no report for more than {k.cfg()
                                                 "(setting box_silent_after_s)")
 c3.metric('open alerts on boxes', f['open_alerts'])
 for line in f['silent']: st.error(line, icon=':material/wifi_off:')
+for line in f['refusing']: st.warning(line, icon=':material/gpp_bad:')
 t = f['table']
 
 
 def mark(row):
-    "Silent boxes in red, clocks off in amber"
-    colour = {'SILENT': 'background-color: #f8d0d0', 'clock off': 'background-color: #fbe7c0'}.get(row.state, '')
+    "Silent boxes in red, refusing ones and clocks off in amber"
+    amber = 'background-color: #fbe7c0'
+    colour = {'SILENT': 'background-color: #f8d0d0', 'refuses release': amber, 'clock off': amber}.get(row.state, '')
     return [colour] * len(row)
 
 
