@@ -10,25 +10,26 @@ import os, signal, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
-import numpy as np, pandas as pd, httpx
+import pandas as pd, httpx
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 from .config import get_settings, ensure_dir, write_atomic, Settings
 from .staging_service import StagingService
 from .plane import up, down, server_handles
 from .predlog import open_store
+from .week_fleet_report import (exactly_once, BacklogSampler, backlog_summary, alerts_by_box, fleet_html,
+                                      once_line)
 from .week_scenario import scenario, camera_pools, day_frames, FrameCache, Camera, staff_feedback
 from .week_home import WEEK_MARKER, WeekError, demo_env, is_central, prepare_week_dir, week_environment
 from .week import (WeekOptions, WeekResult, demo_people, first_release, morning, approve_and_release,
                          served_version, sentry_delays, week_result)
 
 # %% auto #0
-__all__ = ['SHIP_ENV', 'WEEK_STORE_KEYS', 'box_names', 'FleetBox', 'log_ids', 'exactly_once', 'start_plane', 'stop_plane',
-           'ship_to_file', 'BacklogSampler', 'backlog_summary', 'backlog_figure', 'alerts_by_box', 'split_frames',
-           'third', 'send_third', 'wait_for', 'centre_down', 'centre_back', 'inserts_held', 'batch_in_flight',
-           'kill_while_shipping', 'fleet_release', 'fleet_day', 'fleet_sentry', 'fleet_labels', 'start_boxes',
-           'stop_boxes', 'fleet_result', 'fleet_html', 'once_line', 'fleet_week_in', 'say', 'warm_embeddings',
-           'run_fleet_week', 'print_fleet']
+__all__ = ['SHIP_ENV', 'WEEK_STORE_KEYS', 'box_names', 'FleetBox', 'log_ids', 'start_plane', 'stop_plane', 'ship_to_file',
+           'split_frames', 'third', 'send_third', 'wait_for', 'centre_down', 'centre_back', 'inserts_held',
+           'batch_in_flight', 'kill_while_shipping', 'fleet_release', 'fleet_day', 'fleet_sentry', 'fleet_labels',
+           'start_boxes', 'stop_boxes', 'fleet_result', 'fleet_week_in', 'say', 'warm_embeddings', 'run_fleet_week',
+           'print_fleet']
 
 # %% ../nbs/60c_week_fleet.ipynb #64121a53
 def box_names(n: int, # how many boxes
@@ -70,16 +71,6 @@ def log_ids(uri: str = None, # a prediction log (None: the week's own, at the ce
     "The prediction ids in a log"
     with open_store(uri) as st: return st.prediction_ids()
 
-# %% ../nbs/60c_week_fleet.ipynb #aae713ef
-def exactly_once(local: dict, # box id -> the ids in its own log
-                 centre: list, # the ids at the centre (duplicates kept)
-                ) -> dict:
-    "Compare the centre's prediction ids with the union of the boxes' own ids"
-    union = set().union(*map(set, local.values()))
-    return dict(boxes={b: len(v) for b, v in local.items()}, union=len(union), centre=len(centre),
-                duplicates=len(centre) - len(set(centre)), missing=len(union - set(centre)),
-                extra=len(set(centre) - union), ok=set(centre) == union and len(centre) == len(set(centre)))
-
 # %% ../nbs/60c_week_fleet.ipynb #3983f2df
 WEEK_STORE_KEYS = {f'PARKML_{k}' for k in ('SETTINGS', 'TRACKING_URI', 'REGISTRY_URI', 'ARTIFACT_ROOT', 'PREDLOG_URI',
                    'FRAMES_DIR', 'ALERTS_URI', 'GOVERNANCE_URI', 'EXPERIMENT', 'MODEL_NAME')}
@@ -110,79 +101,6 @@ def ship_to_file(dest: Path, # the file to write
     for k, v in vals.items(): out.setdefault(where.get(k, 'central plane'), []).append(f"{k} = {v}")
     head = "# written by `parkml week --fleet`: the week's own store and frames on its plane\n"
     return write_atomic(dest, head + ''.join(f"\n[{s}]\n" + '\n'.join(ls) + '\n' for s, ls in out.items()))
-
-# %% ../nbs/60c_week_fleet.ipynb #7cf90476
-class BacklogSampler:
-    "Sample each box's shipper (`/health` `ship`) every `every_s` seconds in a thread; `frame()` holds the samples"
-    def __init__(self, boxes: dict, t0: float, every_s: float = 0.5):
-        self.boxes, self.t0, self.every_s, self.rows = boxes, t0, every_s, []
-        self._stop, self._thread = threading.Event(), threading.Thread(target=self.run, daemon=True)
-    def run(self):
-        while not self._stop.wait(self.every_s):
-            for b, box in list(self.boxes.items()):
-                try: s = box.shipping()
-                except (httpx.HTTPError, ValueError, KeyError): s = {}
-                self.rows.append(dict(t=time.time() - self.t0, box_id=b, backlog=s.get('backlog_rows', np.nan),
-                                      pending=s.get('pending', np.nan), centre_ok=s.get('ok')))
-    def start(self) -> BacklogSampler:
-        self._thread.start()
-        return self
-    def stop(self):
-        self._stop.set()
-        self._thread.join(10)
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=['t', 'box_id', 'backlog', 'pending', 'centre_ok'])
-
-# %% ../nbs/60c_week_fleet.ipynb #1bb5ef0c
-def backlog_summary(samples: pd.DataFrame, # `BacklogSampler.frame()`
-                    outage: dict, # `start` and `end` of the centre's outage, seconds since the week began
-                   ) -> pd.DataFrame:
-    "Per box: backlog at the outage's start, its peak until drained, seconds from the centre's return to drained"
-    rows = []
-    for b, s in samples.groupby('box_id'):
-        before = s[s.t <= outage['start']].backlog.dropna()
-        after = s[s.t >= outage['end']].dropna(subset=['pending'])
-        done = after[after.pending == 0]
-        drained = float(done.t.iloc[0] - outage['end']) if len(done) else np.nan
-        until = outage['end'] + (drained if drained == drained else np.inf)
-        peak = s[(s.t >= outage['start']) & (s.t <= until)].backlog.max()
-        rows.append(dict(box_id=b, backlog_before=before.iloc[-1] if len(before) else np.nan, backlog_peak=peak,
-                         drained_after_s=round(drained, 1) if drained == drained else np.nan))
-    return pd.DataFrame(rows)
-
-# %% ../nbs/60c_week_fleet.ipynb #4d88606b
-def backlog_figure(samples: pd.DataFrame, # `BacklogSampler.frame()`
-                   outage: dict = None, # the centre's outage (`start`, `end` in seconds)
-                   kill: dict = None, # the killed box (`t`, `box_id`)
-                  ):
-    "Each box's backlog (unshipped rows) over the week, and around the outage, in minutes since the week began"
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2 if outage else 1, figsize=(13, 3.5), squeeze=False)
-    for ax in axes[0]:
-        for b, s in samples.groupby('box_id'): ax.plot(s.t / 60, s.backlog, lw=1.2, label=b)
-        if outage: ax.axvspan(outage['start'] / 60, outage['end'] / 60, color='tab:red', alpha=0.15,
-                              label="centre's PostgreSQL stopped")
-        if kill: ax.axvline(kill['t'] / 60, c='k', ls=':', label=f"{kill['box_id']} killed (kill -9)")
-        ax.set(xlabel='minutes since the week began', ylabel='unshipped rows')
-        ax.grid(alpha=0.3)
-    axes[0][0].set_title('Backlog of each box, the whole week')
-    if outage:
-        axes[0][1].set_xlim((outage['start'] - 20) / 60, (outage['end'] + 60) / 60)
-        axes[0][1].set_title('Around the outage and the kill')
-    axes[0][-1].legend(fontsize=8, loc='upper right')
-    fig.tight_layout()
-    return fig
-
-# %% ../nbs/60c_week_fleet.ipynb #22ec7515
-def alerts_by_box(alerts: list, # alerts of the week (`parkml.alerts.Alert`)
-                  boxes: list, # the box ids
-                 ) -> dict:
-    "Box id (or 'chain') -> the sorted rules of its alerts"
-    out = {b: set() for b in [*boxes, 'chain']}
-    for a in alerts:
-        b = str(a.camera or '').partition('/')[0]
-        out[b if b in out else 'chain'].add(a.rule)
-    return {b: sorted(r) for b, r in out.items()}
 
 # %% ../nbs/60c_week_fleet.ipynb #ba29d2e1
 def split_frames(frames: pd.DataFrame, # the day's frames in time order
@@ -373,28 +291,6 @@ def fleet_result(w, # the week record, after its last morning
                   outage=w.outage, chain_alerts=alerts['chain'])
     w.fleet = dict(fleet=boxes, centre=centre, kill=w.kill, exactly_once=once)
     w.more_html = [fleet_html(w.fleet, samples)]
-
-# %% ../nbs/60c_week_fleet.ipynb #7443a2f5
-def fleet_html(fleet: dict, # `w.fleet` of `fleet_result`
-               samples: pd.DataFrame, # `BacklogSampler.frame()`
-              ) -> str:
-    "The report's fleet section: the boxes' table, the backlog plot and the exactly-once check"
-    import base64, io, html
-    import matplotlib.pyplot as plt
-    fig, buf = backlog_figure(samples, fleet['centre']['outage'], fleet['kill']), io.BytesIO()
-    fig.savefig(buf, format='png', dpi=90)
-    plt.close(fig)
-    t = pd.DataFrame(fleet['fleet']).assign(alerts=lambda d: d.alerts.map(', '.join)).drop(columns=['url'])
-    return (f"<h2>The fleet</h2>{t.to_html(index=False, na_rep='-')}"
-            f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-            f"<p>{html.escape(once_line(fleet['exactly_once']))}</p>")
-
-def once_line(once: dict) -> str:
-    "The exactly-once check in words"
-    verdict = 'every prediction once' if once['ok'] else 'NOT exactly once'
-    return (f"exactly once: {once['centre']} predictions at the centre, union of the boxes' logs {once['union']} "
-            f"({', '.join(f'{b} {n}' for b, n in once['boxes'].items())}); {once['duplicates']} duplicates, "
-            f"{once['missing']} missing, {once['extra']} extra: {verdict}")
 
 # %% ../nbs/60c_week_fleet.ipynb #1f15e8cf
 def fleet_week_in(home: Path, # the week's own folder
