@@ -8,22 +8,13 @@ Docs: https://parkml.github.io/parkml/gate_sample.html.md"""
 from __future__ import annotations
 import math
 import numpy as np
+from .evaluate import wilson_ci
 
 # %% auto #0
-__all__ = ['Z95', 'wilson_interval', 'paired_drop_interval', 'recall_gap_interval', 'settle', 'sample_words', 'gate_intervals']
+__all__ = ['Z95', 'paired_drop_interval', 'recall_gap_interval', 'settle', 'sample_words', 'gate_intervals']
 
 # %% ../nbs/24e_gate_sample.ipynb #96621a66
-Z95 = 1.959964
-
-def wilson_interval(k: int, # successes
-                    n: int, # trials
-                    z: float = Z95, # the normal quantile of the confidence
-                   ) -> tuple[float, float]:
-    "Wilson's score interval of the proportion `k`/`n`"
-    if n <= 0: raise ValueError(f"an interval needs at least one trial, not n={n}")
-    p, d = k / n, 1 + z * z / n
-    mid, half = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, mid - half), min(1.0, mid + half)
+Z95 = 1.959964   # the normal quantile of a 95% interval
 
 # %% ../nbs/24e_gate_sample.ipynb #80c21a8c
 def paired_drop_interval(y, # true labels (0 cat, 1 dog)
@@ -82,7 +73,7 @@ def gate_intervals(s, # the staging run record: labels `y`, clean P(dog) `p`, `s
                   ) -> dict[str, tuple]:
     "The 95% interval and sample of each gate measure that has one: metric -> (low, high, n)"
     k = int(((s.p >= 0.5) == s.y).sum())
-    out = dict(accuracy=wilson_interval(k, len(s.y)) + (len(s.y),),
+    out = dict(accuracy=wilson_ci(k, len(s.y)) + (len(s.y),),
                recall_gap_points=recall_gap_interval(s.y, s.p) + (len(s.y),))
     for c, idx in s.sel.items():
         r = s.passes.get(f"{c} {s.gs}")

@@ -167,7 +167,7 @@ def test_a_camera_facing_a_wall_raises_the_neither_share_alert_and_the_report_sh
             said = 'neither' if (i < 2 or 40 <= i < 64) else 'dog'   # 2 of 40 yesterday, 24 of 40 today
             add_label(s, pid, said, sam if i % 2 else tia)
         add_label(s, ids[41], 'dog', tia)   # a second opinion that disagrees with sam's neither
-    res = SimpleNamespace(start=today - 60, end=time.time())
+    res = SimpleNamespace(start=today - 60, end=time.time(), box_ids=[])   # one box, no box ids
     cfg = get_settings(min_labels=30)
     got = rule_neither_share(res, cfg)
     assert [(a.rule, a.camera, a.action) for a in got] == [('integrity_neither_share', 'cam-03', 'check the camera')]
