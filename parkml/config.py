@@ -59,8 +59,8 @@ def layers(path: Path, depth: int = 0) -> list[Path]:
     """The files a settings file is read from, lowest layer first: a file whose key `base_settings` names another
     settings file holds only what it changes (`parkml central up` writes one over the project's)"""
     cp = configparser.ConfigParser(interpolation=None)
-    try: cp.read(path)
-    except configparser.Error as e: raise SettingsError(f"{path} cannot be parsed: {e}") from e
+    try: cp.read(path, encoding='utf-8')   # the files are UTF-8 whatever the locale (a unit may run with none)
+    except (configparser.Error, UnicodeDecodeError) as e: raise SettingsError(f"{path} cannot be parsed: {e}") from e
     base = next((cp[s]['base_settings'] for s in cp.sections() if cp[s].get('base_settings')), '')
     if not base: return [Path(path)]
     p = (Path(path).parent/Path(base).expanduser()).resolve()
@@ -75,8 +75,8 @@ class Settings:
         self.root = self.path.parent
         env = os.environ if environ is None else environ
         cp, self.files = configparser.ConfigParser(interpolation=None), layers(self.path)
-        try: cp.read(self.files)
-        except configparser.Error as e: raise SettingsError(f"{self.path} cannot be parsed: {e}") from e
+        try: cp.read(self.files, encoding='utf-8')
+        except (configparser.Error, UnicodeDecodeError) as e: raise SettingsError(f"{self.path} cannot be parsed: {e}") from e
         self._vals, self._src, self.sections = {}, {}, {}
         for sec in cp.sections():
             for k, v in cp.items(sec):

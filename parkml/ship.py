@@ -8,7 +8,7 @@ Docs: https://parkml.github.io/parkml/ship.html.md"""
 from __future__ import annotations
 import logging, threading, time
 from pathlib import Path
-from .config import get_settings, Settings
+from .config import get_settings, Settings, SettingsError
 from .stores import StoreError, StoreUnavailable, db_errors
 from .boxes import CENTRE_NOW, report_status
 from .frames import keep_sample
@@ -330,7 +330,9 @@ def run(self: Shipper,
         try:
             n = self.ship_round()
             self.report(force=not n)
-        except (StoreError, ShipError, OSError, *db_errors()) as e:
+        except Exception as e:   # the shipper never dies: anything else is logged whole, then tried again the same way
+            known = isinstance(e, (StoreError, ShipError, OSError, SettingsError, *db_errors()))
+            if not known: log.exception("shipping round failed unexpectedly; retrying in %.0f s", delay)
             self.failed(e, delay)
             self._stop.wait(delay)
             delay = min(delay * 2, float(cfg.ship_backoff_max_s))

@@ -182,6 +182,33 @@ def test_retention_keeps_every_unshipped_frame(centre, tmp_path):
     assert res['removed'] > 0 and left == {r[0] for r in centre_rows(central, 'SELECT sha FROM frames WHERE box_id = ?',
                                                                       (box.name,))}
 
+def test_a_centre_file_that_cannot_be_read_never_stops_the_shipper(centre, tmp_path):
+    "The centre's file turns unreadable (not UTF-8) while the centre is down: the shipper says why, keeps trying, ships"
+    central = centre
+    from parkml.central import start_postgres
+    good = Path(central['settings_file']).read_bytes()
+    ship_to = tmp_path/'centre.ini'
+    ship_to.write_bytes(good)
+    box = Box(tmp_path/'box', central, PARKML_SHIP_TO=str(ship_to))
+    box.fill(20, jpgs(4, 300), labelled=0, telemetry=0)
+    p = box.ship()
+    try:
+        wait_for(lambda: len(centre_ids(central, box)) == 20, 60, what='the first rows shipped')
+        ship_to.write_bytes(good + b'\n# caf\xe9, written in latin-1\n')
+        pg = centre_pg(central)
+        pg.stop()   # the next round fails, and the shipper reads the centre's file again to reconnect
+        try: wait_for(lambda: 'cannot be parsed' in box.log(), 30, what='the unreadable file named')
+        finally: start_postgres(pg.folder)
+        time.sleep(1.5)   # a few more tries on the unreadable file
+        assert p.poll() is None and str(ship_to) in box.log()
+        ship_to.write_bytes(good)
+        box.fill(10, jpgs(2, 400), labelled=0, telemetry=0)
+        wait_for(lambda: len(centre_ids(central, box)) == 30, 60, what='every prediction shipped once the file is fixed')
+    finally:
+        p.terminate()
+        p.wait(30)
+    assert 'Traceback' not in box.log()
+
 def test_a_box_with_a_skewed_clock_is_flagged(centre, tmp_path):
     "The centre judges a box's clock by its own (the database's): 10 minutes ahead is flagged, a shipper's box is not"
     central = centre
