@@ -50,7 +50,7 @@ def class_scores(y: np.ndarray, # true labels: 0 cat, 1 dog
                 ) -> dict:
     "n, accuracy, each class's recall and count, the gap (dog minus cat recall) in points and the sentence saying it"
     from parkml.evaluate import classification_metrics, recall_gap_sentence
-    y, p = np.asarray(y, int), np.asarray(p_dog, float)
+    y, p = np.asarray(y, int), np.clip(np.asarray(p_dog, float), 0, 1)   # a float32 sigmoid can give 1.0000001
     out = dict(n=len(y), **{f'n_{c}': int((y == i).sum()) for i, c in enumerate(CLASSES)})
     m = classification_metrics(y, p) if len(y) else {}
     for c in CLASSES: out[f'recall_{c}'] = m[f'recall_{c}'] if out[f'n_{c}'] else float('nan')
