@@ -7,6 +7,7 @@ Docs: https://parkml.github.io/parkml/daily_rules.html.md"""
 # %% ../nbs/25a_daily_rules.ipynb #a9924c01
 from __future__ import annotations
 from typing import TYPE_CHECKING
+import pandas as pd
 from .config import get_settings, Settings, iso_utc
 from .evaluate import wilson_ci
 from . import monitor as mon
@@ -17,7 +18,8 @@ if TYPE_CHECKING: from parkml.daily import DayResults
 # %% auto #0
 __all__ = ['CRITICAL_INTEGRITY', 'BOX_RULES', 'RULES', 'rule_integrity', 'rule_drift', 'rule_prediction_drift', 'rule_accuracy',
            'rule_recall_drop', 'rule_fairness', 'rule_telemetry', 'day_answers', 'with_boxes', 'neither_shares',
-           'rule_neither_share', 'rule_boxes', 'run_link', 'day_alerts']
+           'neither_runs', 'neither_stretch', 'neither_alert', 'rule_neither_share', 'rule_boxes', 'run_link',
+           'day_alerts']
 
 # %% ../nbs/25a_daily_rules.ipynb #5db8d638
 CRITICAL_INTEGRITY = {'blank', 'frozen_camera', 'traffic_gap', 'decode_failures'}
@@ -218,24 +220,70 @@ def neither_shares(a: pd.DataFrame, # people's answers (`labels.answers`)
     return day.join(before.add_suffix('_before')).reset_index()
 
 # %% ../nbs/25a_daily_rules.ipynb #75a8f62d
+def neither_runs(hours: pd.DataFrame, # one camera's day by local hour: `hour`, `settled`, `neither`
+                 least: int, # fewest settled answers of a run
+                ) -> pd.DataFrame:
+    "Every run of consecutive labelled hours with `least` settled answers or more: `start`, `end`, `settled`, `neither`"
+    h = hours.sort_values('hour')
+    hr, n, k = (h[c].to_numpy() for c in ('hour', 'settled', 'neither'))
+    runs = pd.DataFrame([(int(hr[i]), int(hr[j]) + 1, int(n[i:j + 1].sum()), int(k[i:j + 1].sum()))
+                         for i in range(len(h)) for j in range(i, len(h))],
+                        columns=['start', 'end', 'settled', 'neither'])
+    return runs[runs.settled >= least].reset_index(drop=True)
+
+# %% ../nbs/25a_daily_rules.ipynb #246b67b1
+def neither_stretch(hours: pd.DataFrame, # one camera's day by local hour (`labels.neither_share_by_camera` with a tz)
+                    before: float, # the camera's `neither` share on the days before
+                    cfg: Settings, # settings: min_labels, neither_share_jump
+                   ) -> dict | None:
+    """The run of hours (`neither_runs`) whose `neither` share stands out most from `before`, among those
+    `neither_share_jump` or more above it whose Wilson interval (at 95% shared among the runs) lies above it; None
+    when no run does. The run's `share`, its interval's `lo` and how many runs were looked at (`looks`) come with it."""
+    from scipy.special import xlogy
+    s = neither_runs(hours, cfg.min_labels)
+    if not len(s): return None
+    s = s.assign(share=s.neither / s.settled, looks=len(s))
+    s['lo'] = [wilson_ci(int(k), int(n), 0.05 / len(s))[0] for k, n in zip(s.neither, s.settled)]
+    s = s[(s.share - before >= cfg.neither_share_jump) & (s.lo > before)]
+    if not len(s): return None
+    p0 = min(max(before, 1e-6), 1 - 1e-6)   # a camera with no neither before: any is news
+    llr = xlogy(s.neither, s.share / p0) + xlogy(s.settled - s.neither, (1 - s.share) / (1 - p0))
+    return s.loc[llr.idxmax()].to_dict()
+
+# %% ../nbs/25a_daily_rules.ipynb #59d47b13
+def _hh(h) -> str: return f"{int(h):02d}:00"
+
+def neither_alert(r, # the camera's row of `neither_shares` (the whole day and the days before)
+                  s: dict, # its run of hours (`neither_stretch`)
+                  box: str, # the day's one box, if it has only one
+                  cfg: Settings, # settings: neither_share_jump
+                 ) -> Alert:
+    "The `integrity_neither_share` alert of a camera that showed no cat or dog for the run of hours `s`"
+    box, cam = split_camera(r.camera, box)
+    k, n = int(s['neither']), int(s['settled'])
+    return Alert('integrity_neither_share', 'warning',
+                 f"Data integrity: from {_hh(s['start'])} to {_hh(s['end'])}, {k} of the {n} labelled frames of "
+                 f"{camera_words(r.camera)} ({_pct(s['share'])}) show no cat or dog (answered neither), against "
+                 f"{_pct(r.neither_share_before)} of {int(r.settled_before)} on the days before ({int(r.neither)} of "
+                 f"{int(r.settled)} over the whole day). Is it facing a wall, or blocked? Check the camera.",
+                 'check the camera',
+                 dict(check='neither_share', camera_id=cam, box_id=box, neither=k, settled=n, share=s['share'],
+                      share_before=r.neither_share_before, settled_before=int(r.settled_before),
+                      neither_share_jump=cfg.neither_share_jump, hours=[int(s['start']), int(s['end'])],
+                      runs_looked=int(s['looks']), day_neither=int(r.neither), day_settled=int(r.settled)),
+                 camera=r.camera)
+
+# %% ../nbs/25a_daily_rules.ipynb #fb233d1c
 def rule_neither_share(res: DayResults, cfg: Settings) -> list[Alert]:
-    "A camera whose labelled frames show no cat or dog far more often than on the days before: facing a wall?"
+    "A camera whose labelled frames showed no cat or dog for hours, far more often than on the days before: a wall?"
+    from parkml.labels import neither_share_by_camera
     out, one = [], res.box_ids[0] if len(res.box_ids) == 1 else None
     a = box_cameras(day_answers(res, cfg), len(res.box_ids) > 1)   # on a fleet day, `box/camera`
+    hours = neither_share_by_camera(a[a.ts >= res.start], cfg.monitor_tz)
     for r in neither_shares(a, res.start).itertuples():
-        if not (r.settled >= cfg.min_labels and r.settled_before >= cfg.min_labels): continue
-        k, jump = int(round(r.neither_share * r.settled)), r.neither_share - r.neither_share_before
-        if jump < cfg.neither_share_jump or wilson_ci(k, int(r.settled))[0] <= r.neither_share_before: continue
-        box, cam = split_camera(r.camera, one)
-        out.append(Alert('integrity_neither_share', 'warning',
-                         f"Data integrity: {k} of the {int(r.settled)} labelled frames of {camera_words(r.camera)} "
-                         f"({_pct(r.neither_share)}) show no cat or dog (answered neither), against "
-                         f"{_pct(r.neither_share_before)} of {int(r.settled_before)} on the days before. Is it facing "
-                         f"a wall, or blocked? Check the camera.", 'check the camera',
-                         dict(check='neither_share', camera_id=cam, box_id=box, neither=k, settled=int(r.settled),
-                              share=r.neither_share, share_before=r.neither_share_before,
-                              settled_before=int(r.settled_before), neither_share_jump=cfg.neither_share_jump),
-                         camera=r.camera))
+        if not r.settled_before >= cfg.min_labels: continue
+        s = neither_stretch(hours[hours.camera == r.camera], r.neither_share_before, cfg)
+        if s is not None: out.append(neither_alert(r, s, one, cfg))
     return out
 
 # %% ../nbs/25a_daily_rules.ipynb #907f13e7

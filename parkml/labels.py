@@ -203,12 +203,18 @@ def labels_by_day(
 
 # %% ../nbs/49_labels.ipynb #0c7ed8e1
 def neither_share_by_camera(a: pd.DataFrame, # people's answers (`answers`)
+                            tz: str = None, # a time zone (IANA name): one row per camera and local `hour` of capture
                            ) -> pd.DataFrame:
-    "Per camera: settled answers and the share that are `neither`"
+    "Per camera (or camera and hour): settled answers, how many of them are `neither`, and their share"
     c = consensus(a)
-    c = c[c.answer.notna()].merge(a.drop_duplicates('prediction_id')[['prediction_id', 'camera']], on='prediction_id')
-    g = c.groupby('camera').answer
-    return pd.DataFrame(dict(settled=g.size(), neither_share=g.apply(lambda s: s.eq('neither').mean()))).reset_index()
+    c = c[c.answer.notna()].merge(a.drop_duplicates('prediction_id')[['prediction_id', 'camera', 'ts']],
+                                  on='prediction_id')
+    keys = ['camera']
+    if tz:
+        keys.append('hour')
+        c = c.assign(hour=pd.to_datetime(c.ts.astype(float), unit='s', utc=True).dt.tz_convert(tz).dt.hour)
+    g = c.assign(neither=c.answer.eq('neither')).groupby(keys).neither
+    return pd.DataFrame(dict(settled=g.size(), neither=g.sum().astype(int), neither_share=g.mean())).reset_index()
 
 # %% ../nbs/49_labels.ipynb #72b58da3
 def progress(

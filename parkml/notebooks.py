@@ -6,14 +6,14 @@ Docs: https://parkml.github.io/parkml/notebooks.html.md"""
 
 # %% ../nbs/08_notebooks.ipynb #6a30c88e
 from __future__ import annotations
-import json, os, time
+import json, os, secrets, time
 from contextlib import contextmanager
 from pathlib import Path
 from .config import get_settings, ensure_dir
 
 # %% auto #0
-__all__ = ['WARM_CODE', 'NotebookError', 'notebook_path', 'to_html', 'SpareKernel', 'warm_kernels', 'current_spare',
-           'run_notebook']
+__all__ = ['WARM_CODE', 'NotebookError', 'notebook_path', 'to_html', 'start_kernel', 'SpareKernel', 'warm_kernels',
+           'current_spare', 'run_notebook']
 
 # %% ../nbs/08_notebooks.ipynb #cc48a3e8
 class NotebookError(RuntimeError):
@@ -38,6 +38,20 @@ def to_html(nb_path) -> Path:
     out.write_text(html, encoding='utf-8')
     return out
 
+# %% ../nbs/08_notebooks.ipynb #9a0d7d72
+def start_kernel(cwd) -> 'jupyter_client.KernelManager':
+    "Start a `python3` kernel working in `cwd`, reached over Unix sockets in the Jupyter runtime folder; its manager"
+    from jupyter_client import KernelManager
+    if os.name != 'posix': km = KernelManager(kernel_name='python3')
+    else:
+        from jupyter_core.paths import jupyter_runtime_dir
+        d = Path(jupyter_runtime_dir())
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        km = KernelManager(kernel_name='python3', transport='ipc',
+                           connection_file=str(d/f"kernel-parkml-{secrets.token_hex(6)}.json"))
+    km.start_kernel(cwd=str(cwd))
+    return km
+
 # %% ../nbs/08_notebooks.ipynb #47658642
 # what a spare kernel runs ahead of its notebook, silently and outside its history: imports only, no side effects
 # (opening the MLflow store here could race the running notebook to create a new store's tables)
@@ -55,10 +69,8 @@ class SpareKernel:
 
     def fill(self, cwd) -> SpareKernel:
         "Start a new spare kernel in `cwd` (the one there is shut down)"
-        from jupyter_client import KernelManager
         self.drop()
-        self.key, self.km = _kernel_key(cwd), KernelManager(kernel_name='python3')
-        self.km.start_kernel(cwd=str(cwd))
+        self.key, self.km = _kernel_key(cwd), start_kernel(cwd)
         self.kc = self.km.client()
         # the shell channel only: a heartbeat thread stopped before it first runs re-creates its socket in a tight
         # loop until zmq refuses ('Too many open files'), and the spare needs no heartbeat
@@ -120,7 +132,8 @@ def run_notebook(
 ) -> dict:
     """Execute `nbs/{name}.ipynb` with papermill into `runs/notebooks/`; the notebook must write its result JSON
     to the path given in its `result_file` parameter (with `run_id` when it logged an MLflow run).
-    Inside `warm_kernels` it runs on the spare kernel when that suits, and starts the next spare first."""
+    Inside `warm_kernels` it runs on the spare kernel when that suits, and starts the next spare first; else on a kernel
+    of its own (`start_kernel`)."""
     import papermill as pm
     cfg = get_settings()
     out_dir = ensure_dir(cfg.runs/'notebooks')
@@ -130,14 +143,13 @@ def run_notebook(
     nb_in = notebook_path(name)
     km = _spare.take(out_dir) if _spare else None
     if _spare: _spare.fill(out_dir)
+    km = km or start_kernel(out_dir)   # papermill would start one over TCP
     try:
         pm.execute_notebook(str(nb_in), str(out_nb), parameters={**(params or {}), 'result_file': str(result_file)},
-                            cwd=str(out_dir), progress_bar=progress, kernel_name='python3', language='python',
-                            **({'km': km} if km is not None else {}))
+                            cwd=str(out_dir), progress_bar=progress, kernel_name='python3', language='python', km=km)
     except pm.PapermillExecutionError as e:
         raise NotebookError(f"{name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (see {out_nb})") from None
-    finally:
-        if km is not None: km.shutdown_kernel(now=True)
+    finally: km.shutdown_kernel(now=True)
     res = json.loads(result_file.read_text()) if result_file.is_file() else {}
     res.update(notebook=str(out_nb))
     html = to_html(out_nb)

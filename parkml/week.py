@@ -22,12 +22,14 @@ from .evaluate import lighting_band
 from .week_scenario import (DUSK_FROM, DayPlan, scenario, camera_pools, day_frames, FrameCache, Camera,
                                   staff_feedback)
 from .week_home import demo_env, prepare_week_dir, week_environment
+from .week_dusk import dark_evenings, dusk_lines, dusk_figure
 
 # %% auto #0
-__all__ = ['DEMO_QA_NAME', 'DEMO_OWNER_NAME', 'RETRAIN_RULES', 'TABLE_COLS', 'edge_service', 'served_version', 'demo_people',
-           'approve_and_release', 'WeekOptions', 'trouble_onsets', 'sentry_delays', 'WeekResult', 'run_week',
-           'first_release', 'answer_alerts', 'staff_labels', 'morning', 'release_while_sending', 'camera_day',
-           'week_result', 'week_in', 'week_figure', 'open_commands', 'week_report', 'print_week']
+__all__ = ['DEMO_QA_NAME', 'DEMO_OWNER_NAME', 'RETRAIN_RULES', 'TABLE_COLS', 'DUSK_COLS', 'edge_service', 'served_version',
+           'demo_people', 'approve_and_release', 'WeekOptions', 'trouble_onsets', 'sentry_delays', 'WeekResult',
+           'run_week', 'first_release', 'answer_alerts', 'staff_labels', 'morning', 'release_while_sending',
+           'camera_day', 'week_result', 'week_in', 'week_figure', 'open_commands', 'figure_img', 'dusk_html',
+           'week_report', 'print_week']
 
 # %% ../nbs/60_week.ipynb #f94404cd
 def edge_service(cfg: Settings = None):
@@ -121,23 +123,6 @@ def _day_row(plan: DayPlan, daily: dict, answered: pd.DataFrame, cfg: Settings) 
                 alerts=', '.join(sorted({a.rule for a in alerts})), alert_list=[dict(id=a.id, rule=a.rule,
                         severity=a.severity,
                 message=a.message) for a in alerts], daily_run=daily['run_id'], report=daily.get('html'))
-
-# %% ../nbs/60_week.ipynb #5a15b2cf
-def _answered_dark(store, version: str, days: list[DayPlan], cfg: Settings) -> dict:
-    "Labelled dusk frames (evening hours of dusk days) answered by `version`: recall per class and the gap, from the store"
-    rows = []
-    for p in days:
-        s, _ = day_window(p.date, cfg)
-        fb = store.feedback(s + DUSK_FROM * 3600, s + 86400)
-        rows.append(fb[(fb.model_version.astype(str) == str(version)) & (fb.status == 'ok')])
-    fb = pd.concat(rows) if rows else pd.DataFrame()
-    out = dict(version=str(version), n=len(fb))
-    for c in CLASSES:
-        k = fb[fb.true_label == c]
-        out[f'recall_{c}'] = float((k.label == c).mean()) if len(k) else float('nan')
-        out[f'n_{c}'] = len(k)
-    out['gap_points'] = 100 * (out['recall_dog'] - out['recall_cat'])
-    return out
 
 # %% ../nbs/60_week.ipynb #8f00bd22
 def trouble_onsets(
@@ -305,13 +290,12 @@ def week_result(
     plans: list, # the plans of the days
     t0: float, # when the week started
 ) -> WeekResult:
-    "The week's table, the dark evenings of each released version, the commands to open it all, and the report"
+    "The week's table, every served version on the same dark-evening frames, the commands to open it all, the report"
     from parkml.predlog import open_store
     table = pd.DataFrame(w.rows)
     with open_store() as store:
-        dusk_days = [p for p in plans if p.dusk >= max(q.dusk for q in plans)]   # the darkest, settled evenings
-        for v in [w.versions['first']] + ([w.versions['released']] if 'released' in w.versions else []):
-            w.dusk.append(_answered_dark(store, v, dusk_days, w.cfg))
+        served = [w.versions['first']] + ([w.versions['released']] if 'released' in w.versions else [])
+        w.dusk += dark_evenings(store, plans, served, w.cfg)   # every version on the same dark-evening frames
         last = store.predictions(time.time() - 30 * 86400)
     res = WeekResult(table, w.log, w.versions, w.dusk, w.failed, time.time() - t0, options=asdict(w.opts),
                      sentry=w.sentry, fleet=getattr(w, 'fleet', None), more_html=getattr(w, 'more_html', None))
@@ -394,6 +378,30 @@ def open_commands(
             ".venv/bin/parkml audit champion", ".venv/bin/parkml audit verify",
             f".venv/bin/parkml trace {trace_id or '<prediction id>'}", ".venv/bin/parkml alerts list"]
 
+# %% ../nbs/60_week.ipynb #141aa794
+def figure_img(fig) -> str:
+    "A matplotlib figure as an inline PNG `<img>` for the report (the figure is closed)"
+    import base64, io
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=90)
+    plt.close(fig)
+    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+# %% ../nbs/60_week.ipynb #87e1323b
+DUSK_COLS = ['version', 'frames', 'missing', 'n', 'n_cat', 'n_dog', 'accuracy', 'recall_cat', 'recall_dog',
+             'gap_points']
+
+def dusk_html(dusk: list[dict], # `week_dusk.dark_evenings`
+             ) -> str:
+    "The report's dark evenings: which frames, each version's scores on them, a plot of both, and what each favours"
+    import html
+    says = ''.join(f"<li>version {d['version']}: {html.escape(d['sentence'])}</li>" for d in dusk)
+    return ('<h2>Dark evenings: every version on the same labelled frames</h2>'
+            + f"<p>{html.escape(dusk_lines(dusk)[0])}.</p>"
+            + pd.DataFrame(dusk)[DUSK_COLS].round(3).to_html(index=False, na_rep='-') + figure_img(dusk_figure(dusk))
+            + f"<ul>{says}</ul>")
+
 # %% ../nbs/60_week.ipynb #65afdea9
 def week_report(
     res: WeekResult, # the week's result
@@ -401,21 +409,15 @@ def week_report(
     cfg: Settings = None, # settings (default: the current ones)
 ) -> Path:
     "The HTML summary of the week (table, plot, events, the dusk comparison) under runs/week/"
-    import base64, io, html
+    import html
     cfg = cfg or get_settings()
     out = ensure_dir(cfg.runs/'week')/'week.html'
     parts = [f"<h1>A week in the park</h1><p>{len(plans)} days, {res.failed_requests} failed requests, "
              f"{res.seconds/60:.1f} minutes.</p>"]
     if len(res.table):
-        buf = io.BytesIO()
-        fig = week_figure(res.table, res.versions)
-        fig.savefig(buf, format='png', dpi=90)
-        import matplotlib.pyplot as plt
-        plt.close(fig)
         parts.append(res.table[TABLE_COLS].round(3).to_html(index=False, na_rep='-'))
-        parts.append(f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">')
-    if res.dusk:
-        parts.append('<h2>Dark evenings, labelled frames</h2>' + pd.DataFrame(res.dusk).round(3).to_html(index=False))
+        parts.append(figure_img(week_figure(res.table, res.versions)))
+    if res.dusk: parts.append(dusk_html(res.dusk))
     parts += res.more_html or []
     parts.append('<h2>What happened</h2><ul>' + ''.join(f"<li>day {e['day']}: {html.escape(e['event'])}</li>" for e in res.events) + '</ul>')
     parts.append('<h2>Open it</h2><pre>' + html.escape('\n'.join(res.commands or [])) + '</pre>')
@@ -433,10 +435,7 @@ def print_week(res: WeekResult, cfg: Settings = None) -> None:
     t = res.table[TABLE_COLS].copy() if len(res.table) else pd.DataFrame(columns=TABLE_COLS)
     with pd.option_context('display.width', 200, 'display.max_columns', 20, 'display.max_colwidth', 40):
         print(t.to_string(index=False, na_rep='-', float_format=lambda x: f"{x:.3f}"))
-    for d in res.dusk:
-        print(f"dark evenings, version {d['version']}: cat recall {d['recall_cat']:.3f} (n={d['n_cat']}), dog recall "
-              f"{d['recall_dog']:.3f} (n={d['n_dog']}): favours {'dogs' if d['gap_points'] > 0 else 'cats'} by "
-              f"{abs(d['gap_points']):.0f} points")
+    for line in dusk_lines(res.dusk): print(line)
     for d in res.sentry or []:
         print(f"real-time sentry, day {d['day']}: {d['name']} raised {d['delay_min']:g} min after it began "
               f"({d['delay_frames']:g} frames)")

@@ -158,7 +158,7 @@ def test_a_camera_facing_a_wall_raises_the_neither_share_alert_and_the_report_sh
     from parkml.day_report import labels_tables, labels_figure
     from parkml.config import get_settings
     sam, tia = (authenticate(n, USERS[n][1], env=False) for n in ('sam', 'tia'))
-    today = time.time() - 7200
+    today = (time.time() - 7200) // 3600 * 3600   # the day's 40 frames within one clock hour: one run of hours
     with open_store() as s:
         recs = [dict(ts=today - 86400 * (1 - d) + 60 * i, camera='cam-03', model_version='1', label='dog', p_dog=.6,
                      brightness=.5, frame=f"cam-03 frame {d}-{i}".encode()) for d in (0, 1) for i in range(40)]
@@ -168,15 +168,55 @@ def test_a_camera_facing_a_wall_raises_the_neither_share_alert_and_the_report_sh
             add_label(s, pid, said, sam if i % 2 else tia)
         add_label(s, ids[41], 'dog', tia)   # a second opinion that disagrees with sam's neither
     res = SimpleNamespace(start=today - 60, end=time.time(), box_ids=[])   # one box, no box ids
-    cfg = get_settings(min_labels=30)
+    cfg = get_settings(min_labels=30, monitor_tz='UTC')
     got = rule_neither_share(res, cfg)
     assert [(a.rule, a.camera, a.action) for a in got] == [('integrity_neither_share', 'cam-03', 'check the camera')]
     assert '23 of the 39 labelled frames of camera cam-03' in got[0].message, got[0].message
+    hour = time.gmtime(today).tm_hour
+    assert got[0].evidence['hours'] == [hour, hour + 1] and f"from {hour:02d}:00 to {hour + 1:02d}:00" in got[0].message
     assert got[0].evidence['settled_before'] == 40 and rule_neither_share(res, get_settings(neither_share_jump=.9)) == []
     tables = dict(labels_tables(res))
     person = tables["Labels by person (the day's frames)"].set_index('person')
     assert person.labels.to_dict() == {'sam': 20, 'tia': 21} and person.double.to_dict() == {'sam': 1, 'tia': 1}
     assert labels_figure(res.answers, res.start) is not None
+
+def test_a_wall_for_two_hours_of_a_long_day_raises_the_neither_share_alert_naming_the_hours(labelpark):
+    """cam-03 faces a wall from 14:00 to 16:00 of a 14-hour day: 28 of those 40 labelled frames are neither. Over the
+    whole day its share rises 9 points (5% to 14%), under `neither_share_jump`, so judging the day as one block (the
+    old rule) says nothing; the rule over runs of hours names the camera and the hours. cam-04 (ordinary) is quiet."""
+    from types import SimpleNamespace
+    from parkml.predlog import open_store
+    from parkml.labels import add_label
+    from parkml.users import authenticate
+    from parkml.daily_rules import rule_neither_share, neither_shares, day_answers
+    from parkml.config import get_settings
+    sam, tia = (authenticate(n, USERS[n][1], env=False) for n in ('sam', 'tia'))
+    start = (time.time() // 86400 - 1) * 86400   # yesterday, midnight UTC; the day before it is the days before
+    plan = [('cam-03', -1, h, 20, 1) for h in range(8, 18)] + [('cam-04', -1, h, 10, 1) for h in range(8, 18)]
+    plan += [('cam-03', 0, h, 20, 14 if h in (14, 15) else 1) for h in range(7, 21)]
+    plan += [('cam-04', 0, h, 10, 1) for h in range(7, 21)]
+    recs, said = [], []
+    for cam, d, h, n, neither in plan:
+        for i in range(n):
+            recs.append(dict(ts=start + 86400 * d + 3600 * h + 60 * i, camera=cam, model_version='1', label='dog',
+                             p_dog=.6, brightness=.5, frame=f"{cam} {d} {h} {i}".encode()))
+            said.append('neither' if i < neither else 'dog')
+    with open_store() as s:
+        for k, (pid, answer) in enumerate(zip(s.log_predictions(recs), said)):
+            add_label(s, pid, answer, (sam, tia)[k % 2])
+    res = SimpleNamespace(start=start, end=start + 86400, box_ids=[])
+    cfg = get_settings(min_labels=30, monitor_tz='UTC')
+    day = neither_shares(day_answers(res, cfg), start).set_index('camera')
+    jump = day.neither_share - day.neither_share_before
+    assert round(day.neither_share['cam-03'] * 280) == 40 and day.settled['cam-03'] == 280
+    assert round(jump['cam-03'], 3) == 0.093
+    assert (jump < cfg.neither_share_jump).all()   # the whole day, one block: the old rule stays silent
+    got = rule_neither_share(res, cfg)
+    assert [(a.rule, a.camera, a.evidence['hours']) for a in got] == [('integrity_neither_share', 'cam-03', [14, 16])]
+    ev = got[0].evidence
+    assert (ev['neither'], ev['settled'], ev['day_neither'], ev['day_settled']) == (28, 40, 40, 280), ev
+    msg = got[0].message
+    assert 'from 14:00 to 16:00, 28 of the 40 labelled frames of camera cam-03 (70.0%)' in msg, msg
 
 def test_labels_history_and_queue_on_both_engines(store_uri, tmp_path, manifest, data_root):
     "The same label functions on SQLite and PostgreSQL: history kept, latest wins, disputes, the queue's order"

@@ -60,3 +60,21 @@ def test_a_spare_dropped_at_once_leaves_no_heartbeat_and_no_descriptors(tmp_path
             assert not [t for t in threading.enumerate() if type(t).__name__ == 'HBChannel']
             spare.drop()
     assert fds() <= before + 10, (before, fds())
+
+def test_kernels_talk_over_unix_sockets_and_print_no_tcp_warning(tmp_path, capfd):
+    "The week's output once had ipykernel's 'running over TCP without encryption' several times a day: ipc, no warning"
+    from pathlib import Path
+    from parkml.notebooks import start_kernel
+    with warm_kernels() as spare:
+        spare.fill(tmp_path)
+        km = spare.take(tmp_path)
+        try: assert _ask(km, "print(6 * 7)") == '42'
+        finally: km.shutdown_kernel(now=True)
+    own = start_kernel(tmp_path)
+    try: assert _ask(own, "import os; print(os.getcwd())") == str(tmp_path)
+    finally: own.shutdown_kernel(now=True)
+    for k in (km, own):
+        assert k.transport == 'ipc' and Path(k.ip).is_absolute(), (k.transport, k.ip)
+        assert not Path(f"{k.ip}-{k.shell_port}").exists() and not Path(k.connection_file).exists()   # cleaned up
+    err = capfd.readouterr().err
+    assert 'without encryption' not in err and 'Traceback' not in err, err[-2000:]
