@@ -9,6 +9,7 @@ from __future__ import annotations
 import os, json, shutil, socket, secrets, subprocess
 from pathlib import Path
 from .config import write_atomic
+from .wait import wait_for
 
 # %% auto #0
 __all__ = ['CentralError', 'free_port', 'as_server_user', 'pg_bin', 'run_quiet', 'hand_to_server_user', 'PgServer',
@@ -142,16 +143,12 @@ def spawn(
     env: dict = None, # its whole environment (secrets go here, readable only by its user and root)
 ) -> int:
     "Start a server process in a session of its own that outlives us; returns its pid"
-    import time
     with open(log, 'ab') as out:
         p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                              start_new_session=True, cwd=Path(log).parent)
     write_atomic(pidfile, f"{p.pid}\n")
-    for _ in range(100):   # the new program's command line shows in /proc a moment after exec
-        try:
-            if Path(f'/proc/{p.pid}/cmdline').read_bytes(): break
-        except OSError: break
-        time.sleep(0.01)
+    try: wait_for(Path(f'/proc/{p.pid}/cmdline').read_bytes, 1, 'its command line in /proc', every=0.01)
+    except (TimeoutError, OSError): pass   # the new program's command line shows a moment after exec (or it is gone)
     return p.pid
 
 # %% ../nbs/15_central.ipynb #0ce77d91
@@ -174,12 +171,12 @@ def stop_pid(
     timeout: float = 20, # seconds to wait after SIGTERM before SIGKILL
 ) -> bool:
     "Stop the process group `spawn` started (SIGTERM, then SIGKILL); False if it was not running"
-    import signal, time
+    import signal
     pid = live_pid(pidfile, marker)
     if pid:
         os.killpg(pid, signal.SIGTERM)
-        end = time.monotonic() + timeout
-        while live_pid(pidfile, marker) and time.monotonic() < end: time.sleep(0.1)
+        try: wait_for(lambda: not live_pid(pidfile, marker), timeout, f"process {pid} ending", every=0.1)
+        except TimeoutError: pass   # SIGKILL then
         try: os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError: pass
     Path(pidfile).unlink(missing_ok=True)

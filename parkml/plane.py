@@ -13,6 +13,7 @@ from .central import CentralError, PgServer, start_postgres, free_port, spawn, l
 from .central import pg_bin
 from .planedb import PLANE_DBS, ensure_roles, ensure_databases, role_uri
 from .s3store import S3Server, start_seaweed, stop_seaweed, wait_bucket
+from .wait import wait_for
 
 # %% auto #0
 __all__ = ['read_env_file', 'write_env_file', 'load_central_secrets', 'plane_secrets', 'write_client_secrets', 'auth_config',
@@ -144,21 +145,13 @@ def wait_http(
     progress=None, # called with a progress line every few seconds
     log: Path = None, # the server's log, named in the error
 ):
-    "Wait until `url` answers 200; progress every few seconds; `CentralError` naming `what` after `timeout`"
-    t0, said = time.monotonic(), 0
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=3) as r:
-                if r.status == 200: return time.monotonic() - t0
-        except (urllib.error.URLError, OSError): pass
-        waited = time.monotonic() - t0
-        if waited > timeout:
-            see = f": see {log}" if log else ''
-            raise CentralError(f"{what} at {url} did not answer within {timeout:.0f} s{see}")
-        if progress and waited >= said + 5:
-            said = waited
-            progress(f"{what}: starting ({waited:.0f} s)")
-        time.sleep(0.3)
+    "Seconds until `url` answers 200; progress every few seconds; `CentralError` naming `what` and why after `timeout`"
+    def answers():
+        with urllib.request.urlopen(url, timeout=3) as r: return r.status == 200
+    t0, see = time.monotonic(), f" (see {log})" if log else ''
+    say = (lambda s: progress(f"{what}: starting ({s:.0f} s)")) if progress else None
+    wait_for(answers, timeout, f"{what} at {url}{see}", every=0.3, catch=OSError, error=CentralError, progress=say)
+    return time.monotonic() - t0
 
 # %% ../nbs/17_plane.ipynb #022536c5
 def ensure_account(

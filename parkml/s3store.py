@@ -6,10 +6,11 @@ Docs: https://parkml.github.io/parkml/s3store.html.md"""
 
 # %% ../nbs/16_s3store.ipynb #a8204265
 from __future__ import annotations
-import os, sys, json, time, secrets, shutil
+import os, sys, json, secrets, shutil
 from pathlib import Path
 from .config import write_atomic
 from .central import CentralError, free_port, spawn, live_pid, stop_pid
+from .wait import wait_for
 
 # %% auto #0
 __all__ = ['WEED_PORTS', 'weed_bin', 's3_identities', 'S3Server', 'weed_command', 'wait_bucket', 'start_seaweed', 'stop_seaweed',
@@ -79,22 +80,16 @@ def wait_bucket(
 ):
     "Create `s3.bucket` if needed and wait until an object can be written to it; `CentralError` after `timeout`"
     from botocore.exceptions import BotoCoreError, ClientError
-    c, t0, said, last = s3.client(), time.monotonic(), 0, ''
-    while True:
-        try:
-            if s3.bucket not in [b['Name'] for b in c.list_buckets().get('Buckets', [])]:
-                c.create_bucket(Bucket=s3.bucket)
-            c.put_object(Bucket=s3.bucket, Key='.parkml-probe', Body=b'ok')
-            return c.delete_object(Bucket=s3.bucket, Key='.parkml-probe')
-        except (BotoCoreError, ClientError) as e: last = str(e)[:200]
-        waited = time.monotonic() - t0
-        if waited > timeout:
-            raise CentralError(f"S3 store (SeaweedFS, setting central_s3_port) at {s3.endpoint}: not ready after "
-                               f"{timeout:.0f} s: {last}; see {s3.folder/'weed.log'}")
-        if progress and waited >= said + 5:
-            said = waited
-            progress(f"S3 store: waiting for SeaweedFS to accept writes ({waited:.0f} s)")
-        time.sleep(0.5)
+    c = s3.client()
+    def writes():
+        if s3.bucket not in [b['Name'] for b in c.list_buckets().get('Buckets', [])]:
+            c.create_bucket(Bucket=s3.bucket)
+        c.put_object(Bucket=s3.bucket, Key='.parkml-probe', Body=b'ok')
+        return c.delete_object(Bucket=s3.bucket, Key='.parkml-probe')
+    say = (lambda s: progress(f"S3 store: waiting for SeaweedFS to accept writes ({s:.0f} s)")) if progress else None
+    return wait_for(writes, timeout, f"S3 store (SeaweedFS, setting central_s3_port) at {s3.endpoint} taking writes "
+                    f"(see {s3.folder/'weed.log'})", every=0.5, catch=(BotoCoreError, ClientError), error=CentralError,
+                    progress=say)
 
 # %% ../nbs/16_s3store.ipynb #bf16d022
 def start_seaweed(

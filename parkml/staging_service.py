@@ -12,6 +12,7 @@ import numpy as np, pandas as pd
 from tqdm.auto import tqdm
 from .config import get_settings, ensure_dir, Settings
 from .central import free_port   # one port picker: it never hands out a port twice in a process
+from .wait import wait_for
 from .staging_inputs import answer_problems, bad_inputs
 
 # %% auto #0
@@ -60,19 +61,18 @@ class StagingService:
     def wait_ready(self) -> StagingService:
         "Wait until the launched service answers /health; `startup_s` is the time from launch"
         import httpx
-        t0 = self._t_launch
-        while True:
+        def answers():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the staging service exited with code "
                                    f"{self.proc.returncode}:\n{self.log_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + '/health', timeout=2).status_code == 200: break
-            except httpx.TransportError: pass
-            if time.time() - t0 > self.timeout:
-                self.stop()
-                raise RuntimeError(f"the staging service did not answer /health within {self.timeout:g} s")
-            time.sleep(0.2)
-        self.startup_s = time.time() - t0
+            return httpx.get(self.url + '/health', timeout=2).status_code == 200
+        left = max(0.0, round(self.timeout - (time.time() - self._t_launch), 1))   # the timeout counts from the launch
+        try: wait_for(answers, left, 'the staging service answering /health', catch=httpx.TransportError,
+                      error=RuntimeError)
+        except RuntimeError:
+            self.stop()
+            raise
+        self.startup_s = time.time() - self._t_launch
         return self
 
     def stop(self):

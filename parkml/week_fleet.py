@@ -17,6 +17,7 @@ from .config import get_settings, ensure_dir, write_atomic, Settings
 from .staging_service import StagingService
 from .plane import up, down, server_handles
 from .predlog import open_store
+from .wait import wait_for
 from .week_fleet_report import (exactly_once, BacklogSampler, backlog_summary, alerts_by_box, fleet_html,
                                       once_line)
 from .week_scenario import scenario, camera_pools, day_frames, FrameCache, Camera, staff_feedback
@@ -26,10 +27,9 @@ from .week import (WeekOptions, WeekResult, demo_people, first_release, morning,
 
 # %% auto #0
 __all__ = ['SHIP_ENV', 'WEEK_STORE_KEYS', 'box_names', 'FleetBox', 'log_ids', 'start_plane', 'stop_plane', 'ship_to_file',
-           'split_frames', 'third', 'send_third', 'wait_for', 'centre_down', 'centre_back', 'inserts_held',
-           'batch_in_flight', 'kill_while_shipping', 'fleet_release', 'fleet_day', 'fleet_sentry', 'fleet_labels',
-           'start_boxes', 'stop_boxes', 'fleet_result', 'fleet_week_in', 'say', 'warm_embeddings', 'run_fleet_week',
-           'print_fleet']
+           'split_frames', 'third', 'send_third', 'centre_down', 'centre_back', 'inserts_held', 'batch_in_flight',
+           'kill_while_shipping', 'fleet_release', 'fleet_day', 'fleet_sentry', 'fleet_labels', 'start_boxes',
+           'stop_boxes', 'fleet_result', 'fleet_week_in', 'say', 'warm_embeddings', 'run_fleet_week', 'print_fleet']
 
 # %% ../nbs/60c_week_fleet.ipynb #64121a53
 def box_names(n: int, # how many boxes
@@ -123,14 +123,6 @@ def send_third(w, # the week record (its cameras `w.cams`)
         futs = {b: ex.submit(w.cams[b].send, third(df, k), progress=False) for b, df in parts.items()}
         return [f.result().assign(box_id=b) for b, f in futs.items()]
 
-def wait_for(cond, timeout: float, what: str, every: float = 0.2):
-    "Wait until `cond()` is true; `WeekError` naming `what` after `timeout` seconds"
-    t0 = time.monotonic()
-    while not (got := cond()):
-        if time.monotonic() - t0 > timeout: raise WeekError(f"{what}: not within {timeout:g} s")
-        time.sleep(every)
-    return got
-
 # %% ../nbs/60c_week_fleet.ipynb #7f420c78
 def centre_down(w, # the week record (its plane's settings `w.centre`)
                 plan, # the day's plan
@@ -171,8 +163,8 @@ def batch_in_flight(box: FleetBox, # the box to watch
     def flying():
         f = box.shipping().get('in_flight')
         return f if f and f['table'] == 'predictions' else None
-    try: return wait_for(flying, timeout, f"{box.box_id} sending predictions", 0.02)
-    except WeekError: return None
+    try: return wait_for(flying, timeout, f"{box.box_id} sending predictions", every=0.02)
+    except TimeoutError: return None
 
 # %% ../nbs/60c_week_fleet.ipynb #c70e242e
 def kill_while_shipping(w, # the week record (its boxes `w.boxes`)
@@ -205,7 +197,8 @@ def fleet_release(w, # the week record (its `pending_release`)
     approve_and_release(v, stg, w.qa, w.owner, f'day {plan.n}')
     w.say(plan.n, f"version {v} approved by {w.qa} and released by {w.owner} while the cameras kept sending")
     for b, box in w.boxes.items():
-        wait_for(lambda: served_version(box.url) == str(v), wait_s, f"{b} serving version {v}", 0.5)
+        wait_for(lambda: served_version(box.url) == str(v), wait_s, f"{b} serving version {v}", every=0.5,
+                 error=WeekError)
     w.say(plan.n, f"every box serves version {v}")
 
 # %% ../nbs/60c_week_fleet.ipynb #b86cfb48
@@ -252,7 +245,8 @@ def fleet_labels(w, # the week record
     n = sum(staff_feedback(box.url, answered[answered.box_id == b], w.opts.label_share, seed, key, w.progress,
                          log=(box.predlog_uri, box.frames_dir))
             for b, box in w.boxes.items())
-    for b, box in w.boxes.items(): wait_for(lambda: box.shipping()['pending'] == 0, timeout, f"{b} shipping its log")
+    for b, box in w.boxes.items():
+        wait_for(lambda: box.shipping()['pending'] == 0, timeout, f"{b} shipping its log", error=WeekError)
     return n
 
 # %% ../nbs/60c_week_fleet.ipynb #5f55afd5

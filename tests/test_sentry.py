@@ -3,10 +3,11 @@ beside it on the capture clock (frames carry capture times one second apart, sen
 webhook receiver for its alerts. Each test has its own camera, day, sentry state and alert store."""
 import io, os, signal, subprocess, sys, time
 from pathlib import Path
-import httpx, numpy as np, pandas as pd, pytest
+import httpx, pandas as pd, pytest
 from PIL import Image
 from test_service import free_port, service_registry, module_server
 from receivers import Receiver
+from parkml.wait import wait_for
 
 PARKML = str(Path(sys.executable).parent/'parkml')
 
@@ -45,14 +46,10 @@ class Sentry:
         self.log = open(self.home/'sentry.log', 'a')
         self.proc = subprocess.Popen([PARKML, 'sentry', '--clock', 'capture', '--port', str(self.port), '--quiet'],
                                      env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        t = time.time()
-        while True:
+        def answers():
             assert self.proc.poll() is None, (self.home/'sentry.log').read_text()[-3000:]
-            try:
-                if httpx.get(self.health_url, timeout=1).status_code == 200: return
-            except httpx.TransportError: pass
-            assert time.time() - t < 60, 'sentry did not start in 60 s'
-            time.sleep(0.1)
+            return httpx.get(self.health_url, timeout=1).status_code == 200
+        wait_for(answers, 60, 'the sentry answering /health', every=0.1, catch=httpx.TransportError)
 
     @property
     def health_url(self): return f"http://127.0.0.1:{self.port}/health"
@@ -60,10 +57,8 @@ class Sentry:
 
     def wait_frames(self, camera, n, timeout=60):
         "Wait until the sentry has read `n` frames of `camera`"
-        t = time.time()
-        while (self.health()['cameras'].get(camera) or {}).get('frames', 0) < n:
-            assert time.time() - t < timeout, f"sentry read {self.health()['cameras'].get(camera)} of {n} frames"
-            time.sleep(0.2)
+        wait_for(lambda: (self.health()['cameras'].get(camera) or {}).get('frames', 0) >= n, timeout,
+                 f"the sentry reading {n} frames of {camera}")
 
     def stop(self):
         if self.proc.poll() is None:
@@ -100,12 +95,6 @@ def got(receiver, rule=None):
     "(rule, state) of each alert the webhook received (of `rule` only, when given)"
     return [(x['rule'], x['state']) for x in receiver.got if rule is None or x['rule'] == rule]
 
-def wait_for(fn, timeout=30):
-    t = time.time()
-    while not fn():
-        assert time.time() - t < timeout, 'condition not met in time'
-        time.sleep(0.2)
-
 # ---------------------------------------------------------------- the tests
 
 def test_frozen_camera_alerts_once_and_resolves(server, clean, watch):
@@ -116,7 +105,7 @@ def test_frozen_camera_alerts_once_and_resolves(server, clean, watch):
     t = send(server, [clean[40]] * 50, 'gate-frozen', t)
     t = send(server, clean[41:81], 'gate-frozen', t)
     s.wait_frames('gate-frozen', 130)
-    wait_for(lambda: len(got(r)) >= 2)
+    wait_for(lambda: len(got(r)) >= 2, 30, 'two alerts')
     assert got(r) == [('sentry_frozen_camera', 'open'), ('sentry_frozen_camera', 'resolved')], got(r)
     raised = pd.Timestamp(r.got[0]['evidence']['clock']).timestamp()
     assert raised - onset <= 21 + 5 + 1, raised - onset          # frozen_max_frames + one check interval, at 1 frame/s
@@ -129,7 +118,7 @@ def test_fog_raises_drift(server, holdout, clean, watch):
     fog = frames(holdout.iloc[40:200], 'fog', 2)
     send(server, fog, 'gate-fog', t)
     s.wait_frames('gate-fog', 200)
-    wait_for(lambda: ('sentry_drift', 'open') in got(r))
+    wait_for(lambda: ('sentry_drift', 'open') in got(r), 30, 'a drift alert')
     a = next(x for x in r.got if x['rule'] == 'sentry_drift')
     assert a['camera'] == 'gate-fog' and pd.Timestamp(a['evidence']['clock']).timestamp() - t <= 200
     assert a['evidence']['daily_tests']['summary'].startswith('DRIFT'), a['evidence']
@@ -146,7 +135,7 @@ def test_latency_spike_raises_and_clears(server, holdout, clean, watch):
     t = send(server, big, 'gate-slow', t)
     send(server, clean[60:105], 'gate-slow', t)
     s.wait_frames('gate-slow', 87)
-    wait_for(lambda: len(got(r, 'sentry_latency_p95')) >= 2)
+    wait_for(lambda: len(got(r, 'sentry_latency_p95')) >= 2, 30, 'two latency alerts')
     assert got(r, 'sentry_latency_p95') == [('sentry_latency_p95', 'open'), ('sentry_latency_p95', 'resolved')]
     assert r.got[0]['evidence']['statistic'] > 250
 
@@ -168,13 +157,13 @@ def test_restart_resumes_without_realerting(server, clean, watch):
     t = send(server, clean[:30], 'gate-restart', day('2026-05-08'))
     t = send(server, [clean[30]] * 40, 'gate-restart', t)
     s.wait_frames('gate-restart', 70)
-    wait_for(lambda: got(r) == [('sentry_frozen_camera', 'open')])
+    wait_for(lambda: got(r) == [('sentry_frozen_camera', 'open')], 30, 'a frozen camera alert')
     assert s.stop() == 0
     t = send(server, [clean[30]] * 20, 'gate-restart', t)      # still frozen while the sentry is down
     s.start()
     t = send(server, clean[31:71], 'gate-restart', t)
     s.wait_frames('gate-restart', 130)                         # every frame read once: 130, not more
-    wait_for(lambda: len(got(r)) >= 2)
+    wait_for(lambda: len(got(r)) >= 2, 30, 'two alerts')
     time.sleep(1)
     assert got(r) == [('sentry_frozen_camera', 'open'), ('sentry_frozen_camera', 'resolved')], got(r)
     assert s.health()['cameras']['gate-restart']['frames'] == 130

@@ -4,6 +4,7 @@ import io, json, os, re, select, shutil, signal, socket, subprocess, sys, thread
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, httpx
 from PIL import Image
+from parkml.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,14 +91,10 @@ class Server:
         self.proc = subprocess.Popen([str(Path(sys.executable).parent/'parkml'), 'serve', '--host', '127.0.0.1',
                                       '--port', str(self.port), '--log-level', 'warning'],
                                      env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        t = time.time()
-        while wait:
+        def answers():
             assert self.proc.poll() is None, f"server exited:\n{(self.home/'server.log').read_text()[-3000:]}"
-            try:
-                if httpx.get(self.url + '/health', timeout=2).status_code in (200, 503): break
-            except httpx.TransportError: pass
-            assert time.time() - t < 120, 'server did not start in 120 s'
-            time.sleep(0.2)
+            return httpx.get(self.url + '/health', timeout=2).status_code in (200, 503)
+        if wait: wait_for(answers, 120, 'the server answering /health', catch=httpx.TransportError)
 
     def stop(self):
         if self.proc.poll() is None: self.proc.terminate(); self.proc.wait(30)
@@ -124,11 +121,10 @@ server = module_server('main-server', fresh_engine_cache=True)
 
 def decided(url: str, timeout: float = 120) -> dict:
     "The served model of /health at `url` once its engine decision is no longer pending"
-    t = time.time()
-    while (m := httpx.get(url + '/health', timeout=10).json()['model'])['engine_decision']['decision'] == 'pending':
-        assert time.time() - t < timeout, f"no engine decision within {timeout} s"
-        time.sleep(0.2)
-    return m
+    def model():
+        m = httpx.get(url + '/health', timeout=10).json()['model']
+        return m if m['engine_decision']['decision'] != 'pending' else None
+    return wait_for(model, timeout, f"an engine decision at {url}")
 
 @pytest.fixture(scope='module')
 def http(server):

@@ -1,12 +1,13 @@
 """The shipper on real processes: boxes' SQLite logs sent by `parkml ship` (and `parkml serve --ship`) to a real central
 plane (PostgreSQL, SeaweedFS, MLflow from `parkml central up`, tests/central_fixture.py), through an outage of the
 centre's PostgreSQL, a kill -9 mid-batch and a restart."""
-import os, secrets, signal, subprocess, sys, time
+import os, secrets, signal, subprocess, time
 from pathlib import Path
 import pandas as pd, pytest, httpx
-from conftest import run_cli, PARKML
+from conftest import PARKML
 from central_fixture import central  # noqa: F401 (fixture)
 from pg_fixture import sql
+from parkml.wait import wait_for
 
 def jpgs(n: int, start: int = 0) -> list[bytes]:
     from parkml.config import get_settings
@@ -68,13 +69,6 @@ def centre_rows(central, query: str, params=()) -> list: return sql(central['pos
 def centre_ids(central, box: Box) -> list:
     return [r[0] for r in centre_rows(central, 'SELECT id FROM predictions WHERE box_id = ?', (box.name,))]
 
-def wait_for(cond, timeout: float = 60, every: float = 0.1, what: str = 'condition'):
-    t = time.monotonic()
-    while not (out := cond()):
-        assert time.monotonic() - t < timeout, f"{what} not met in {timeout} s"
-        time.sleep(every)
-    return out
-
 def s3_keys(central, prefix: str = 'frames/') -> list:
     import boto3
     c = boto3.client('s3', endpoint_url=central['s3_endpoint'], aws_access_key_id=central['s3_access_key_id'],
@@ -99,14 +93,14 @@ def test_outage_kill9_and_restart_ship_every_row_once(centre, tmp_path):
     pg.stop()
     try:
         procs = [a.ship(), b.ship()]
-        wait_for(lambda: 'unreachable' in a.log() and 'unreachable' in b.log(), 30, what='an outage line')
+        wait_for(lambda: 'unreachable' in a.log() and 'unreachable' in b.log(), 30, 'an outage line')
         time.sleep(1.5)   # a few retries
         assert all(p.poll() is None for p in procs), a.log() + b.log()
     finally: start_postgres(pg.folder)
     line = next(ln for ln in a.log().splitlines() if 'unreachable' in ln)
     print(line)
     assert central['settings_file'] in line and '(setting ship_to)' in line and 'Traceback' not in a.log() + b.log()
-    n_kill = wait_for(lambda: (n := len(centre_ids(central, a))) >= 300 and n, 60, 0.02, 'box A half-way')
+    n_kill = wait_for(lambda: (n := len(centre_ids(central, a))) >= 300 and n, 60, 'box A half-way', every=0.02)
     procs[0].send_signal(signal.SIGKILL)
     procs[0].wait(10)
     at_kill = len(centre_ids(central, a))
@@ -114,7 +108,7 @@ def test_outage_kill9_and_restart_ship_every_row_once(centre, tmp_path):
     assert n_kill <= at_kill < len(ids_a)
     assert a.ship('--once').wait(120) == 0, a.log()
     wait_for(lambda: b.local('SELECT count(*) FROM predictions WHERE shipped_at IS NULL') == [(0,)], 60,
-             what='box B drained')
+             'box B drained')
     procs[1].terminate()
     assert procs[1].wait(30) == 0, b.log()
     for box, ids in ((a, ids_a), (b, ids_b)):
@@ -166,7 +160,7 @@ def test_retention_keeps_every_unshipped_frame(centre, tmp_path):
     frames = jpgs(30, 200)
     box.fill(30, frames, labelled=3, telemetry=0)
     p = box.ship()
-    wait_for(lambda: 'unreachable' in box.log(), 30, what='an outage line')
+    wait_for(lambda: 'unreachable' in box.log(), 30, 'an outage line')
     p.terminate()
     assert p.wait(30) == 0 and 'Traceback' not in box.log()
     with box.store() as st:
@@ -193,17 +187,17 @@ def test_a_centre_file_that_cannot_be_read_never_stops_the_shipper(centre, tmp_p
     box.fill(20, jpgs(4, 300), labelled=0, telemetry=0)
     p = box.ship()
     try:
-        wait_for(lambda: len(centre_ids(central, box)) == 20, 60, what='the first rows shipped')
+        wait_for(lambda: len(centre_ids(central, box)) == 20, 60, 'the first rows shipped')
         ship_to.write_bytes(good + b'\n# caf\xe9, written in latin-1\n')
         pg = centre_pg(central)
         pg.stop()   # the next round fails, and the shipper reads the centre's file again to reconnect
-        try: wait_for(lambda: 'cannot be parsed' in box.log(), 30, what='the unreadable file named')
+        try: wait_for(lambda: 'cannot be parsed' in box.log(), 30, 'the unreadable file named')
         finally: start_postgres(pg.folder)
         time.sleep(1.5)   # a few more tries on the unreadable file
         assert p.poll() is None and str(ship_to) in box.log()
         ship_to.write_bytes(good)
         box.fill(10, jpgs(2, 400), labelled=0, telemetry=0)
-        wait_for(lambda: len(centre_ids(central, box)) == 30, 60, what='every prediction shipped once the file is fixed')
+        wait_for(lambda: len(centre_ids(central, box)) == 30, 60, 'every prediction shipped once the file is fixed')
     finally:
         p.terminate()
         p.wait(30)
@@ -245,16 +239,17 @@ def test_serve_ship_shows_its_backlog(centre, registry, tmp_path):
     srv = subprocess.Popen([PARKML, 'serve', '--ship', '--host', '127.0.0.1', '--port', str(port), '--log-level',
                             'warning'], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: ok(url + '/health'), 120, 0.2, 'the service')
+        serving(url)
         for data in jpgs(8, 300):
             assert httpx.post(url + '/predict', files={'file': data}, timeout=30).status_code == 200
-        h = wait_for(lambda: (h := httpx.get(url + '/health').json())['ship']['backlog_rows'] >= 8 and h, 10)
+        h = wait_for(lambda: (h := httpx.get(url + '/health').json())['ship']['backlog_rows'] >= 8 and h, 10,
+                     'a backlog of 8 rows')
         assert h['status'] == 'ok' and not h['ship']['ok'] and h['ship']['backlog_age_s'] > 0
         m = httpx.get(url + '/metrics').text
         assert metric(m, 'parkml_ship_backlog_rows') >= 8 and metric(m, 'parkml_ship_backlog_age_seconds') > 0
         assert metric(m, 'parkml_ship_shipped_total') == 0
         start_postgres(pg.folder)
-        wait_for(lambda: httpx.get(url + '/health').json()['ship']['backlog_rows'] == 0, 60, 0.2, 'the drain')
+        wait_for(lambda: httpx.get(url + '/health').json()['ship']['backlog_rows'] == 0, 60, 'the drain')
         m = httpx.get(url + '/metrics').text
         assert metric(m, 'parkml_ship_backlog_rows') == 0 and metric(m, 'parkml_ship_shipped_total') >= 8
         st = centre_rows(central, 'SELECT serve_alias, model_version, onnx_sha256 FROM box_status WHERE box_id = ?',
@@ -269,9 +264,10 @@ def test_serve_ship_shows_its_backlog(centre, registry, tmp_path):
     text = (tmp_path/'serve.log').read_text()
     assert 'Traceback' not in text and '(setting ship_to) unreachable' in text, text[-2000:]
 
-def ok(url: str) -> bool:
-    try: return httpx.get(url, timeout=2).status_code == 200
-    except httpx.TransportError: return False
+def serving(url: str) -> bool:
+    "Wait until `parkml serve` at `url` answers /health"
+    return wait_for(lambda: httpx.get(url + '/health', timeout=2).status_code == 200, 120, f"the service at {url}",
+                    catch=httpx.TransportError)
 
 @pytest.fixture(scope='session')
 def registry(tmp_path_factory):
@@ -290,15 +286,16 @@ def test_serve_ship_wakes_its_shipper_and_shows_the_batch_in_flight(centre, regi
     srv = subprocess.Popen([PARKML, 'serve', '--ship', '--host', '127.0.0.1', '--port', str(port), '--log-level',
                             'warning'], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: ok(url + '/health'), 120, 0.2, 'the service')
+        serving(url)
         time.sleep(1)   # the shipper's first rounds are done: it naps (30 s at most)
         with psycopg.connect(central['postgres_uri']) as con:   # one transaction, held until the block ends
             con.execute('LOCK TABLE predictions IN EXCLUSIVE MODE')
             pid = httpx.post(url + '/predict', files={'file': jpgs(1, 400)[0]}, timeout=30).json()['prediction_id']
-            f = wait_for(lambda: httpx.get(url + '/health').json()['ship']['in_flight'], 15, 0.05, 'a batch in flight')
+            f = wait_for(lambda: httpx.get(url + '/health').json()['ship']['in_flight'], 15, 'a batch in flight',
+                         every=0.05)
             assert f['table'] == 'predictions' and f['rows'] == 1, f
             assert centre_ids(central, box) == []   # held at the centre
-        assert wait_for(lambda: pid in centre_ids(central, box), 15, 0.1, 'the prediction at the centre')
+        assert wait_for(lambda: pid in centre_ids(central, box), 15, 'the prediction at the centre', every=0.1)
     finally:
         srv.terminate()
         srv.wait(30)
