@@ -1,6 +1,6 @@
 """The edge service (parkml.service) as the park runs it: a real server process on loopback, a model trained on real
 petpark photos and registered in MLflow, loaded by alias, and real photos as input."""
-import io, json, os, re, select, shutil, signal, socket, subprocess, sys, threading, time
+import io, json, os, re, select, signal, socket, subprocess, sys, threading, time
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, httpx
 from PIL import Image
