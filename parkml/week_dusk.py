@@ -40,9 +40,9 @@ def frame_inputs(store, # the prediction store
         data = store.get_frame(sha) if isinstance(sha, str) else None
         try: X.append(analyse_frame(data, cfg.image_size, cfg.max_megapixels)[0] if data else None)
         except InputError: X.append(None)   # a damaged file: not scored, and counted as such
-    found = np.array([x is not None for x in X], bool)
-    return np.stack([x for x in X if x is not None]) if found.any() else np.zeros((0,) + (cfg.image_size,) * 2 + (3,),
-                                                                                np.uint8), found
+    keep = [x for x in X if x is not None]
+    empty = np.zeros((0, cfg.image_size, cfg.image_size, 3), np.uint8)
+    return (np.stack(keep) if keep else empty), np.array([x is not None for x in X], bool)
 
 # %% ../nbs/60e_week_dusk.ipynb #f857e50d
 def class_scores(y: np.ndarray, # true labels: 0 cat, 1 dog
