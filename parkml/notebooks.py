@@ -132,8 +132,9 @@ def run_notebook(
 ) -> dict:
     """Execute `nbs/{name}.ipynb` with papermill into `runs/notebooks/`; the notebook must write its result JSON
     to the path given in its `result_file` parameter (with `run_id` when it logged an MLflow run).
-    Inside `warm_kernels` it runs on the spare kernel when that suits, and starts the next spare first; else on a kernel
-    of its own (`start_kernel`)."""
+    Inside `warm_kernels` it runs on the spare kernel (`start_kernel`) when that suits, and starts the next spare first;
+    else papermill starts and cleans up a kernel of its own (a kernel manager handed to papermill keeps its client's
+    heartbeat channel running after the notebook)."""
     import papermill as pm
     cfg = get_settings()
     out_dir = ensure_dir(cfg.runs/'notebooks')
@@ -143,13 +144,14 @@ def run_notebook(
     nb_in = notebook_path(name)
     km = _spare.take(out_dir) if _spare else None
     if _spare: _spare.fill(out_dir)
-    km = km or start_kernel(out_dir)   # papermill would start one over TCP
     try:
         pm.execute_notebook(str(nb_in), str(out_nb), parameters={**(params or {}), 'result_file': str(result_file)},
-                            cwd=str(out_dir), progress_bar=progress, kernel_name='python3', language='python', km=km)
+                            cwd=str(out_dir), progress_bar=progress, kernel_name='python3', language='python',
+                            **({'km': km} if km is not None else {}))
     except pm.PapermillExecutionError as e:
         raise NotebookError(f"{name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (see {out_nb})") from None
-    finally: km.shutdown_kernel(now=True)
+    finally:
+        if km is not None: km.shutdown_kernel(now=True)
     res = json.loads(result_file.read_text()) if result_file.is_file() else {}
     res.update(notebook=str(out_nb))
     html = to_html(out_nb)
