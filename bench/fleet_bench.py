@@ -40,13 +40,14 @@ def plane(folder: Path) -> dict:
     return json.loads(r.stdout)
 
 
-def start_box(i: int, runs: Path, st: dict, logdir: Path):
+def start_box(i: int, runs: Path, st: dict, logdir: Path, cpu_share: float):
     "`parkml serve --ship` as box `bench-<i>` (started, not waited for): (name, url, process)"
     port, name = sb.free_port(), f"bench-{i}"
     env = {k: v for k, v in os.environ.items() if k not in ('PARKML_API_KEY', 'PARKML_STAFF_KEY', 'PARKML_SETTINGS')}
     env.update(PARKML_RUNS=str(runs), PARKML_PREDLOG_URI=f"sqlite:///{logdir}/{name}.db", PYTHONPATH=str(ROOT),
                PARKML_FRAMES_DIR=str(logdir/f'{name}_frames'), PARKML_VERIFIED_ALIASES='', PARKML_BOX_ID=name,
                PARKML_SHIP_TO=st['settings_file'], PARKML_SHIP_BACKOFF_MAX_S='2',
+               PARKML_SHIP_CPU_SHARE=str(cpu_share),
                PARKML_API_KEY=sb.API_KEY, PARKML_STAFF_KEY=sb.STAFF_KEY)
     proc = subprocess.Popen([sys.executable, '-c', sb.SERVE, 'serve', '--ship', '--host', '127.0.0.1', '--port',
                              str(port), '--log-level', 'warning'], env=env, cwd=str(ROOT),
@@ -310,7 +311,8 @@ def report(a, fleet: list, out: dict, lag: dict) -> dict:
     cpu = lambda rs, k: statistics.mean(r[k] for r in rs)
     print(f"cost of shipping: {', '.join(format(100 * c, '.1f') for c in cost)}% per pair, mean "
           f"{100 * statistics.mean(cost):.1f}% (target < 10%); box CPU per prediction {cpu(on, 'box_cpu_ms'):.1f} ms "
-          f"on, {cpu(off, 'box_cpu_ms'):.1f} ms off; the centre {cpu(on, 'centre_cpu_ms'):.1f} ms per prediction shipped")
+          f"on, {cpu(off, 'box_cpu_ms'):.1f} ms off; the centre {cpu(on, 'centre_cpu_ms'):.1f} ms per prediction "
+          "shipped")
     print(f"centre lag while traffic flows: p50 {lag['p50']:.2f} s, p95 {lag['p95']:.2f} s, max {lag['max']:.2f} s "
           f"over {lag['rows']} rows (target p95 <= 5 s); a box's batches {lag['gap_p50']:.2f} s apart at the median, "
           f"{lag['gap_p95']:.2f} s at p95, {lag['rows_p50']:.0f} predictions each")
@@ -332,9 +334,9 @@ def report(a, fleet: list, out: dict, lag: dict) -> dict:
 
 def start_fleet(a, runs: Path, st: dict, logdir: Path, boxes: list) -> list:
     "Start the first box (it fills the model cache the boxes share), then the others together; wait for each"
-    boxes.append(start_box(0, runs, st, logdir))
+    boxes.append(start_box(0, runs, st, logdir, a.ship_cpu_share))
     sb.wait_http(boxes[0][1], '/health', boxes[0][2], timeout=600)
-    boxes += [start_box(i, runs, st, logdir) for i in range(1, a.boxes)]
+    boxes += [start_box(i, runs, st, logdir, a.ship_cpu_share) for i in range(1, a.boxes)]
     for _, url, proc in boxes[1:]: sb.wait_http(url, '/health', proc, timeout=600)
     return boxes
 
@@ -348,8 +350,12 @@ def parse():
     ap.add_argument('--outage', type=float, default=600, help='seconds the centre is down (the issue: 600)')
     ap.add_argument('--after', type=float, default=30, help='seconds the cameras go on after the catch-up')
     ap.add_argument('--keep', default=None, help='folder to use and keep (plane, model, logs)')
+    ap.add_argument('--ship-cpu-share', type=float, default=None,
+                    help="each box's ship_cpu_share (default: the park's 0.1 of a core times the box's share of cores)")
     ap.add_argument('--camera', nargs=4, help=argparse.SUPPRESS)
-    return ap.parse_args()
+    a = ap.parse_args()
+    if a.ship_cpu_share is None: a.ship_cpu_share = round(0.1 * min(1.0, (os.cpu_count() or 1) / a.boxes), 4)
+    return a
 
 
 def main():
@@ -373,7 +379,8 @@ def main():
                   clients=own_cpu)
     try:
         start_fleet(a, runs, st, logdir, boxes)
-        print(f"{a.boxes} boxes serving with --ship; load average {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"{a.boxes} boxes serving with --ship (ship_cpu_share {a.ship_cpu_share:g}); "
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)
         fleet = rounds(a, boxes, str(files), pg, groups)
         lag = centre_lag(st, [r['window'] for r in fleet if r['on']])
         lag.update(batch_gaps(logdir, boxes, [r['window'] for r in fleet if r['on']]))

@@ -299,9 +299,14 @@ def failed(self: Shipper, e: Exception, delay: float) -> None:
 def pace(n: int, # rows just shipped
          t0: float, # monotonic time the batch started
          rate: float, # most rows a second (0: no limit)
+         cpu: float = 0.0, # CPU seconds the shipper's thread spent on the batch
+         share: float = 0.0, # most of one core the shipper may take (0: no limit)
         ) -> float:
-    "Seconds to wait so that `n` rows shipped since `t0` stay under `rate` a second"
-    return max(0.0, n / rate - (time.monotonic() - t0)) if rate > 0 and n else 0.0
+    "Seconds to wait so that `n` rows shipped since `t0` stay under `rate` a second and the CPU under `share` of a core"
+    took = time.monotonic() - t0
+    by_rate = n / rate - took if rate > 0 and n else 0.0
+    by_cpu = cpu / share - took if share > 0 else 0.0
+    return max(0.0, by_rate, by_cpu)
 
 # %% ../nbs/31_ship.ipynb #14aa1b94
 @patch
@@ -325,7 +330,7 @@ def run(self: Shipper,
     cfg, delay = self.cfg, float(self.cfg.ship_backoff_s)
     self.register()
     while not self._stop.is_set():
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), time.thread_time()
         self._wake.clear()   # a commit from now on wakes the next nap
         try:
             n = self.ship_round()
@@ -339,7 +344,8 @@ def run(self: Shipper,
             continue
         delay = float(cfg.ship_backoff_s)
         if not n and until_idle: break
-        if self.full: self._stop.wait(pace(n, t0, float(cfg.ship_rate)))   # a backlog: the next batch, at the pace
+        if self.full:   # a backlog: the next batch, at the pace and within the CPU budget
+            self._stop.wait(pace(n, t0, float(cfg.ship_rate), time.thread_time() - c0, float(cfg.ship_cpu_share)))
         else: self.nap()   # caught up: wait for new rows, and let them gather into a batch
     return dict(box_id=self.box, shipped=dict(self.shipped), backlog=self.backlog())
 

@@ -304,3 +304,24 @@ def test_serve_ship_wakes_its_shipper_and_shows_the_batch_in_flight(centre, regi
         srv.wait(30)
         log.close()
     assert 'Traceback' not in (tmp_path/'serve.log').read_text()
+
+def test_a_catching_up_shipper_keeps_to_its_share_of_a_core(centre, tmp_path):
+    "A backlog of many batches goes out within `ship_cpu_share`: the shipper pauses after each batch for its CPU time"
+    from parkml.config import Settings
+    from parkml.ship import Shipper
+    box = Box(tmp_path/'box', centre, PARKML_SHIP_BATCH='20', PARKML_SHIP_CPU_SHARE='0.1')
+    box.fill(300, jpgs(4, 300), labelled=0, telemetry=0)
+    store = box.store()
+    sh = Shipper(store, Settings(environ={**os.environ, **box.env}))
+    try:
+        sh.run(until_idle=True)   # once, to connect and warm up (imports, the S3 client): not what is measured
+        box.local('UPDATE predictions SET shipped_at = NULL')
+        t, c = time.monotonic(), time.thread_time()
+        sh.run(until_idle=True)
+        wall, cpu = time.monotonic() - t, time.thread_time() - c
+    finally:
+        sh.stop()
+        store.close()
+    assert len(centre_ids(centre, box)) == 300
+    assert cpu / wall < 0.15, (cpu, wall)   # at most a tenth of a core, give or take the last batch
+    assert wall > 0.8 * cpu / 0.1, (cpu, wall)
