@@ -10,8 +10,9 @@ import os, re, configparser
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ENV_PREFIX', 'PATH_KEYS', 'SettingsError', 'find_settings', 'parse_value', 'layers', 'Settings', 'get_settings',
-           'ensure_dir', 'data_dir', 'write_atomic', 'file_sha256', 'iso_utc', 'store_opener', 'sqlite_file']
+__all__ = ['ENV_PREFIX', 'PATH_KEYS', 'SettingsError', 'find_settings', 'parse_value', 'read_ini', 'layers', 'Settings',
+           'get_settings', 'ensure_dir', 'data_dir', 'write_atomic', 'file_sha256', 'iso_utc', 'store_opener',
+           'sqlite_file']
 
 # %% ../nbs/00_config.ipynb #8db96764
 class SettingsError(ValueError):
@@ -55,12 +56,19 @@ def _same_kind(default, value) -> bool:
     return True
 
 # %% ../nbs/00_config.ipynb #1cd680bb
+def read_ini(cp, # a ConfigParser
+             files: list, # the files, lowest layer first
+             name, # what an error names
+            ) -> None:
+    "Read `files` into `cp` as UTF-8 whatever the locale (a unit may run with none); unreadable: SettingsError"
+    try: cp.read(files, encoding='utf-8')
+    except (configparser.Error, UnicodeDecodeError) as e: raise SettingsError(f"{name} cannot be parsed: {e}") from e
+
 def layers(path: Path, depth: int = 0) -> list[Path]:
     """The files a settings file is read from, lowest layer first: a file whose key `base_settings` names another
     settings file holds only what it changes (`parkml central up` writes one over the project's)"""
     cp = configparser.ConfigParser(interpolation=None)
-    try: cp.read(path, encoding='utf-8')   # the files are UTF-8 whatever the locale (a unit may run with none)
-    except (configparser.Error, UnicodeDecodeError) as e: raise SettingsError(f"{path} cannot be parsed: {e}") from e
+    read_ini(cp, [path], path)
     base = next((cp[s]['base_settings'] for s in cp.sections() if cp[s].get('base_settings')), '')
     if not base: return [Path(path)]
     p = (Path(path).parent/Path(base).expanduser()).resolve()
@@ -75,8 +83,7 @@ class Settings:
         self.root = self.path.parent
         env = os.environ if environ is None else environ
         cp, self.files = configparser.ConfigParser(interpolation=None), layers(self.path)
-        try: cp.read(self.files, encoding='utf-8')
-        except (configparser.Error, UnicodeDecodeError) as e: raise SettingsError(f"{self.path} cannot be parsed: {e}") from e
+        read_ini(cp, self.files, self.path)
         self._vals, self._src, self.sections = {}, {}, {}
         for sec in cp.sections():
             for k, v in cp.items(sec):
