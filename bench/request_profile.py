@@ -16,13 +16,39 @@ mean of each step per request, except decode, resize and features (per frame: th
 frame of its micro-batch in turn, before the engine call) and the engine call (per call; a request waits for the
 whole call of its batch; `engine per image` is its share).
 """
-import argparse, json, os, signal, subprocess, sys, tempfile, threading, time
+import argparse, json, os, re, signal, subprocess, sys, tempfile, threading, time
 from collections import defaultdict
 from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serve_bench as sb
+
+def thread_cpu() -> dict:
+    "CPU seconds used so far by each thread of this process, summed by name (Python's name, else the kernel's)"
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out = defaultdict(float)
+    for tid in os.listdir('/proc/self/task'):
+        try: ns = int(Path(f'/proc/self/task/{tid}/schedstat').read_text().split()[0])
+        except (OSError, ValueError, IndexError): continue   # ended meanwhile
+        name = names.get(int(tid))
+        if name is None:
+            try: name = 'native ' + Path(f'/proc/self/task/{tid}/comm').read_text().strip()
+            except OSError: continue
+        out[re.sub(r'[-_ ]?\d+(_\d+)?$', '', name)] += ns / 1e9
+    return out
+
+def kernel_cpu() -> dict:
+    "CPU seconds of the kernel's journal and worker threads so far (system-wide: the disk flushes of every process)"
+    out = defaultdict(float)
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit(): continue
+        try:
+            comm = Path(f'/proc/{pid}/comm').read_text().strip()
+            if comm.startswith(('jbd2', 'kworker')):
+                out['kernel ' + comm.split('/')[0].split(':')[0]] += int(Path(f'/proc/{pid}/schedstat').read_text().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError): continue
+    return out
 
 STEPS = ['read request', 'inference queue', 'decode', 'resize', 'features', 'engine call', 'engine per image', 'to writer',
          'commit']
@@ -62,13 +88,18 @@ def instrumented_server(out: str, port: int):
             add('in service', (end - j.t0) * 1000)
             born.pop(j.id, None)
     S.Job.__init__, S.Service._infer, S.Service._write = init, infer_, write_
+    last = [thread_cpu(), kernel_cpu()]
     def dump(*_):
         with lock:
-            Path(out).write_text(json.dumps({k: v for k, v in T.items()}))
+            now = [thread_cpu(), kernel_cpu()]
+            cpu = {k: v - last[i].get(k, 0.0) for i in (0, 1) for k, v in now[i].items()}
+            last[:] = now
+            Path(out).write_text(json.dumps({**{k: v for k, v in T.items()}, 'cpu_s': cpu}))
             T.clear()
     signal.signal(signal.SIGUSR1, dump)
     import uvicorn
-    uvicorn.run(H.app_factory(), host='127.0.0.1', port=port, log_level='warning', access_log=False)
+    uvicorn.run(H.app_factory(), host='127.0.0.1', port=port, log_level='warning', access_log=False,
+                **H.uvicorn_options())   # the limits `parkml serve` gives uvicorn
 
 def start(engine: str, runs: Path, logdir: Path, run: str = None):
     "The instrumented service with `engine` in its own process, its log and frames named `run`: (url, process, timings)"
@@ -97,10 +128,19 @@ def steps(proc, out: Path) -> dict:
         if out.is_file(): break
         time.sleep(0.1)
     T = json.loads(out.read_text())
+    cpu = T.pop('cpu_s', {})
     n = max(1, len(T.get('in service', [])))
     calls = T.get('engine call', [])
     return {**{k: float(np.mean(v)) for k, v in T.items()}, 'engine per image': float(np.sum(calls)) / n,
-            'engine calls': len(calls), 'requests': n}
+            'engine calls': len(calls), 'requests': n, 'cpu ms': {k: 1000 * v / n for k, v in cpu.items()}}
+
+def cpu_row(r: dict, group: str) -> float:
+    "One row of the CPU table: a thread group's ms per request, or the service's, the client's, or both"
+    cpu = r['steps']['cpu ms']
+    service = sum(v for g, v in cpu.items() if not g.startswith('kernel'))
+    client = 1000 * r['client'].get('cpu_s', float('nan')) / max(1, r['client']['n'])
+    return dict(zip(['service, all threads', 'client', 'service + client'],
+                    [service, client, service + client])).get(group, cpu.get(group, 0.0))
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -110,6 +150,7 @@ def main():
     ap.add_argument('--engines', default='onnxruntime,openvino')
     ap.add_argument('--limit', type=int, default=300)
     ap.add_argument('--levels', default='1,16', help='concurrency levels to drive')
+    ap.add_argument('--driver', default='threads', choices=list(sb.DRIVERS), help="serve_bench's load generator")
     ap.add_argument('--server', nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.server: return instrumented_server(a.server[0], int(a.server[1]))
@@ -129,7 +170,7 @@ def main():
         try:
             for c, n in levels:
                 steps(proc, out)   # forget the warm-up and the previous level
-                cl = sb.drive(url, 'parkml', c, n, str(files))
+                cl = sb.drive(url, 'parkml', c, n, str(files), driver=a.driver)
                 res[(run, c)] = dict(client=cl, steps=steps(proc, out))
                 print(f"{run:12} c={c:2} {cl['per_s']:6.1f}/s p50 {cl['p50']:6.2f} ms", flush=True)
         finally:
@@ -144,6 +185,11 @@ def main():
     rest = {k: res[k]['client']['p50'] - res[k]['steps']['in service'] for k in cols}
     print(f"{'answer, HTTP out, client (p50)':30}" + ''.join(f"{rest[k]:21.2f}" for k in cols))
     print(f"{'client p50':30}" + ''.join(f"{res[k]['client']['p50']:21.2f}" for k in cols))
+    print(f"\nCPU ms per request, by thread (the client's own: its process; kernel: system-wide)")
+    groups = sorted({g for k in cols for g in res[k]['steps']['cpu ms']},
+                    key=lambda g: -max(res[k]['steps']['cpu ms'].get(g, 0) for k in cols))
+    for g in groups + ['service, all threads', 'client', 'service + client']:
+        print(f"{g[:30]:30}" + ''.join(f"{cpu_row(res[k], g):21.3f}" for k in cols))
     per_call = {k: res[k]['steps']['requests'] / max(1, res[k]['steps']['engine calls']) for k in cols}
     print(f"{'images per engine call':30}" + ''.join(f"{per_call[k]:21.2f}" for k in cols))
     print(f"{'predictions/s':30}" + ''.join(f"{res[k]['client']['per_s']:21.1f}" for k in cols))

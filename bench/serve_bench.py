@@ -38,18 +38,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 API_KEY, STAFF_KEY = 'bench-camera-key-0123456789', 'bench-staff-key-9876543210'
 
-def client(url: str, kind: str, concurrency: int, n: int, files: str, distinct: bool = True) -> dict:
-    "Post `n` photos (one per request) with `concurrency` threads; latencies of the timed requests"
-    host, port = url.split('//')[1].split(':'); port = int(port)
-    paths = json.loads(Path(files).read_text())
-    raw = [Path(p).read_bytes() for p in paths]
+def requests_of(kind: str, files: str, distinct: bool) -> tuple:
+    "(bodies, path, headers, salt) of a client: JPEG bodies for parkml, base64 JSON for MLflow's pyfunc"
+    raw = [Path(p).read_bytes() for p in json.loads(Path(files).read_text())]
     if kind == 'mlflow':
         bodies = [json.dumps({'dataframe_split': {'columns': ['image'], 'data': [[base64.b64encode(b).decode()]]}}).encode() for b in raw]
         path, ctype = '/invocations', 'application/json'
     else:
         bodies, path, ctype = raw, '/predict', 'image/jpeg'
     headers = {'Content-Type': ctype, **({} if kind == 'mlflow' else {'X-API-Key': API_KEY})}
-    salt = os.urandom(4) if distinct and kind != 'mlflow' else None
+    return bodies, path, headers, os.urandom(4) if distinct and kind != 'mlflow' else None
+
+def summary(lat: list, errors: list, wall: float, cpu: float) -> dict:
+    "What a client reports: rate, latency percentiles (ms), errors, and its own CPU seconds over the timed requests"
+    ms = np.array(lat) * 1000
+    return dict(n=len(lat), wall_s=wall, per_s=len(lat) / wall, p50=float(np.percentile(ms, 50)),
+                p95=float(np.percentile(ms, 95)), p99=float(np.percentile(ms, 99)), errors=len(errors),
+                first_error=errors[:1], cpu_s=cpu)
+
+def client(url: str, kind: str, concurrency: int, n: int, files: str, distinct: bool = True) -> dict:
+    "Post `n` photos (one per request) with `concurrency` threads (http.client, keep-alive); the timed requests' figures"
+    host, port = url.split('//')[1].split(':'); port = int(port)
+    bodies, path, headers, salt = requests_of(kind, files, distinct)
     lat, errors, lock = [], [], threading.Lock()
     start = threading.Barrier(concurrency + 1)
 
@@ -72,17 +82,68 @@ def client(url: str, kind: str, concurrency: int, n: int, files: str, distinct: 
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
     for t in threads: t.start()
-    start.wait(); t0 = time.perf_counter()
+    start.wait(); t0, c0 = time.perf_counter(), time.process_time()
     for t in threads: t.join()
-    wall = time.perf_counter() - t0
-    ms = np.array(lat) * 1000
-    return dict(n=len(lat), wall_s=wall, per_s=len(lat) / wall, p50=float(np.percentile(ms, 50)),
-                p95=float(np.percentile(ms, 95)), p99=float(np.percentile(ms, 99)), errors=len(errors), first_error=errors[:1])
+    return summary(lat, errors, time.perf_counter() - t0, time.process_time() - c0)
 
-def drive(url, kind, concurrency, n, files, distinct=True) -> dict:
-    "Run the client in a separate process"
-    p = subprocess.run([sys.executable, __file__, '--client', url, kind, str(concurrency), str(n), files, str(int(distinct))],
-                       capture_output=True, text=True, timeout=1800)
+def http_request(host: str, port: int, path: str, headers: dict, body: bytes) -> bytes:
+    "One keep-alive POST, as bytes on the wire"
+    head = ''.join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+async def http_response(reader) -> tuple:
+    "(status, body) of one HTTP/1.1 response (Content-Length or chunked)"
+    head = await reader.readuntil(b'\r\n\r\n')
+    lines = head.split(b'\r\n')
+    fields = {k.strip().lower(): v.strip() for k, _, v in (l.partition(b':') for l in lines[1:] if l)}
+    if b'content-length' in fields: return int(lines[0].split()[1]), await reader.readexactly(int(fields[b'content-length']))
+    body = b''
+    while (size := int((await reader.readuntil(b'\r\n')).split(b';')[0], 16)):
+        body += (await reader.readexactly(size + 2))[:-2]
+    await reader.readuntil(b'\r\n')
+    return int(lines[0].split()[1]), body
+
+def client_asyncio(url: str, kind: str, concurrency: int, n: int, files: str, distinct: bool = True) -> dict:
+    """The same requests as `client`, from one thread: `concurrency` keep-alive connections driven by asyncio with the
+    HTTP written and read by hand (a fraction of http.client's CPU per request, so the load generator takes less of
+    the cores the servers share with it)"""
+    import asyncio
+    host, port = url.split('//')[1].split(':'); port = int(port)
+    bodies, path, headers, salt = requests_of(kind, files, distinct)
+    lat, errors = [], []
+    def body(i): return bodies[i % len(bodies)] if salt is None else bodies[i % len(bodies)] + salt + i.to_bytes(4, 'big')
+    async def conn(k: int, go: asyncio.Event):
+        reader, writer = await asyncio.open_connection(host, port)
+        async def post(i):
+            t = time.perf_counter()
+            writer.write(http_request(host, port, path, headers, body(i)))
+            status, answer = await http_response(reader)
+            return time.perf_counter() - t, status, answer
+        for i in range(k, k + 3 * concurrency, concurrency): await post(i)   # warm-up, untimed
+        ready.append(k)
+        await go.wait()
+        for i in range(k, n, concurrency):
+            dt, status, answer = await post(i)
+            lat.append(dt)
+            if status != 200: errors.append((status, answer[:200].decode(errors='replace')))
+        writer.close()
+    async def run():
+        go = asyncio.Event()
+        tasks = [asyncio.create_task(conn(k, go)) for k in range(concurrency)]
+        while len(ready) < concurrency: await asyncio.sleep(0.01)
+        t0, c0 = time.perf_counter(), time.process_time()
+        go.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 1800)
+        return summary(lat, errors, time.perf_counter() - t0, time.process_time() - c0)
+    ready = []
+    return asyncio.run(run())
+
+DRIVERS = dict(threads=client, asyncio=client_asyncio)
+
+def drive(url, kind, concurrency, n, files, distinct=True, driver='threads') -> dict:
+    "Run the client (`driver`: threads or asyncio) in a separate process"
+    p = subprocess.run([sys.executable, __file__, '--client', url, kind, str(concurrency), str(n), files, str(int(distinct)),
+                        driver], capture_output=True, text=True, timeout=1800)
     line = next((l for l in p.stdout.splitlines() if l.startswith('RESULT ')), None)
     if line is None: sys.exit(f"client against {kind} failed:\n{p.stderr[-3000:]}")
     return json.loads(line[7:])
@@ -183,7 +244,7 @@ def wait_http(url: str, path: str, proc, timeout=180):
 SERVE = 'import sys; from parkml.cli import main; sys.exit(main())'   # `parkml serve ...` of whichever parkml is on the path
 
 def start_parkml(runs: Path, name: str, logdir: Path, record: bool = True, sync: str = 'FULL', code: Path = None,
-                 engine: str = None, alias: str = None):
+                 engine: str = None, alias: str = None, settings: dict = None, keys: bool = None):
     "`parkml serve` named `name` on a free port: with keys, unless it runs the baseline `code` (a folder with parkml/)"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ('PARKML_API_KEY', 'PARKML_STAFF_KEY', 'PARKML_SETTINGS')}
@@ -194,8 +255,9 @@ def start_parkml(runs: Path, name: str, logdir: Path, record: bool = True, sync:
                 'PARKML_VERIFIED_ALIASES': ''})
     if engine: env['PARKML_ENGINE'] = engine   # else the setting (auto: the faster on this box, as recorded)
     if alias: env['PARKML_SERVE_ALIAS'] = alias
-    if code is None: env.update(PARKML_API_KEY=API_KEY, PARKML_STAFF_KEY=STAFF_KEY, PYTHONPATH=str(ROOT))
-    else: env['PYTHONPATH'] = str(code)
+    env.update({f"PARKML_{k.upper()}": str(v) for k, v in (settings or {}).items()})   # a variant's own settings
+    if code is None if keys is None else keys: env.update(PARKML_API_KEY=API_KEY, PARKML_STAFF_KEY=STAFF_KEY)
+    env['PYTHONPATH'] = str(code or ROOT)
     proc = subprocess.Popen([sys.executable, '-c', SERVE, 'serve', '--host', '127.0.0.1', '--port', str(port), '--log-level',
                              'warning', *([] if record else ['--no-log'])], env=env, cwd=str(code or ROOT),
                             stdout=open(logdir/f'{name}.log', 'w'), stderr=subprocess.STDOUT)
@@ -220,6 +282,22 @@ def start_mlflow(runs: Path, uri: str, logdir: Path):
                             stdout=open(logdir/'mlflow.log', 'w'), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"; wait_http(url, '/ping', proc)
     return 'mlflow', url, proc
+
+def variant_settings(text: str) -> tuple:
+    "('w1', {'infer_workers': '1', ...}) from 'w1:infer_workers=1,...' (an --int8-variant)"
+    name, _, kv = text.partition(':')
+    return name, dict(item.split('=', 1) for item in kv.split(',') if item)
+
+def tree_cpu_s(pid: int) -> float:
+    "CPU seconds (user + system) used so far by a process and its live descendants"
+    import psutil
+    total = 0.0
+    try: procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess: return float('nan')
+    for p in procs:
+        try: total += sum(p.cpu_times()[:2])
+        except psutil.NoSuchProcess: pass
+    return total
 
 def tree_peak_mb(pid: int) -> float:
     "Peak resident memory (VmHWM) of a process and its descendants, MiB"
@@ -308,11 +386,20 @@ def main():
                     help='only the servers of issue 18: parkml with each engine, the int8 variant, mlflow (and floors)')
     ap.add_argument('--engine-sync', default='FULL', choices=['FULL', 'NORMAL'],
                     help='predlog_synchronous of the servers that run each engine and the int8 variant (FULL: the default setting)')
-    ap.add_argument('--client', nargs=6, help=argparse.SUPPRESS)
+    ap.add_argument('--int8-variant', action='append', default=[], metavar='NAME:KEY=VALUE,...',
+                    help='also serve the int8 variant with these settings (e.g. w1:infer_workers=1,infer_threads=2); '
+                         'repeatable')
+    ap.add_argument('--int8-baseline', default=None, metavar='REF',
+                    help='also serve the int8 variant with the code of git commit REF, as parkml_int8 (keys, sync, engine)')
+    ap.add_argument('--only', type=lambda t: t.split(','), default=None,
+                    help='with --engines-only: of parkml_onnxruntime and parkml_openvino, serve only these (comma list)')
+    ap.add_argument('--driver', default='threads', choices=list(DRIVERS),
+                    help='load generator: threads (16 threads with http.client) or asyncio (one thread, raw HTTP)')
+    ap.add_argument('--client', nargs=7, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.client:
-        url, kind, c, n, files, distinct = a.client
-        print('RESULT ' + json.dumps(client(url, kind, int(c), int(n), files, distinct == '1'))); return
+        url, kind, c, n, files, distinct, driver = a.client
+        print('RESULT ' + json.dumps(DRIVERS[driver](url, kind, int(c), int(n), files, distinct == '1'))); return
 
     from parkml.config import get_settings
     runs = Path(a.runs or get_settings().runs/'bench_serve').resolve(); runs.mkdir(parents=True, exist_ok=True)
@@ -328,9 +415,16 @@ def main():
                                          start_parkml(runs, 'parkml_normal', logdir, sync='NORMAL'),
                                          start_parkml(runs, 'parkml_nolog', logdir, record=False)]
     from parkml.model import ENGINES
-    servers += [start_parkml(runs, f'parkml_{e}', logdir, sync=a.engine_sync, engine=e) for e in ENGINES]
+    servers += [start_parkml(runs, f'parkml_{e}', logdir, sync=a.engine_sync, engine=e) for e in ENGINES if not
+                (a.only and f'parkml_{e}' not in a.only)]
     int8_engine = decisions['int8']['engine']   # auto: decided for the int8 graph itself
     servers.append(start_parkml(runs, 'parkml_int8', logdir, sync=a.engine_sync, alias='int8', engine=int8_engine))
+    variants = dict(variant_settings(v) for v in a.int8_variant)
+    servers += [start_parkml(runs, f'parkml_int8_{v}', logdir, sync=a.engine_sync, alias='int8', engine=int8_engine,
+                             settings=kv) for v, kv in variants.items()]
+    if a.int8_baseline:   # the int8 variant served by the code of another commit, as parkml_int8 is served
+        servers.append(start_parkml(runs, 'parkml_int8_base', logdir, sync=a.engine_sync, alias='int8', engine=int8_engine,
+                                    code=extract(a.int8_baseline, logdir/'int8_baseline_code'), keys=True))
     if a.baseline:
         servers.append(start_parkml(runs, 'baseline', logdir, sync='NORMAL', code=extract(a.baseline, logdir/'baseline_code')))
     if not a.no_mlflow: servers.append(start_mlflow(runs, pyfunc, logdir))
@@ -339,10 +433,17 @@ def main():
         for r in range(a.rounds):
             for name, url, proc in servers[r % len(servers):] + servers[:r % len(servers)]:   # each round starts elsewhere
                 for c, n in ((1, a.n1), (16, a.n16)):
-                    out = drive(url, 'mlflow' if name == 'mlflow' else 'parkml', c, n, str(files), not a.repeat_frames)
+                    cpu0 = tree_cpu_s(proc.pid)
+                    out = drive(url, 'mlflow' if name == 'mlflow' else 'parkml', c, n, str(files), not a.repeat_frames,
+                                a.driver)
+                    out['server_cpu_ms'] = 1000 * (tree_cpu_s(proc.pid) - cpu0) / (n + 3 * c)   # with the warm-up
+                    out['client_cpu_ms'] = 1000 * out['cpu_s'] / out['n']
+                    out['load'] = os.getloadavg()[0]
                     res[name][c].append(out)
                     print(f"round {r + 1} {name:12} c={c:2} {out['per_s']:7.1f}/s p50 {out['p50']:6.2f} ms p95 {out['p95']:6.2f} "
-                          f"p99 {out['p99']:6.2f} errors {out['errors']} {out['first_error'] or ''}", flush=True)
+                          f"p99 {out['p99']:6.2f} CPU ms/request server {out['server_cpu_ms']:5.2f} client "
+                          f"{out['client_cpu_ms']:4.2f} load {out['load']:4.1f} errors {out['errors']} {out['first_error'] or ''}",
+                          flush=True)
         peaks = {name: tree_peak_mb(proc.pid) for name, _, proc in servers}
     finally:
         for name, url, proc in servers:
@@ -363,7 +464,7 @@ def main():
 
     commits = {s: commit_floor(logdir, s, paths) for s in ('NORMAL', 'FULL')}
     from parkml.predlog import open_store
-    logged = 'parkml_onnxruntime' if a.engines_only else 'parkml'
+    logged = next(k for k in ('parkml', 'parkml_onnxruntime', 'parkml_int8') if k in res)
     st = open_store(f"sqlite:///{logdir}/{logged}.db", logdir/f'{logged}_frames')
     counts = st.counts(); st.close()
     answered = sum(o['n'] - o['errors'] for c in (1, 16) for o in res[logged][c])
@@ -374,11 +475,19 @@ def main():
     labels = dict(parkml='parkml (checks, log FULL)', parkml_normal='parkml (checks, log NORMAL)',
                   parkml_nolog='parkml (no log, frames, telemetry)', baseline=f"parkml @{a.baseline} (NORMAL)",
                   mlflow='mlflow models serve (pyfunc)', **{f'parkml_{e}': f'parkml {e} (checks, {a.engine_sync})' for e in ENGINES},
-                  parkml_int8=f'parkml int8 {int8_engine} (checks, {a.engine_sync})')
+                  parkml_int8=f'parkml int8 {int8_engine} (checks, {a.engine_sync})',
+                  **{f'parkml_int8_{v}': f'parkml int8 {v}' for v in variants},
+                  **({'parkml_int8_base': f'parkml int8 @{a.int8_baseline}'} if a.int8_baseline else {}))
     for name in res:
         errs = sum(o['errors'] for c in (1, 16) for o in res[name][c])
         print(f"{labels[name]:34} {med(name, 16, 'per_s'):10.1f} {med(name, 16, 'p50'):8.2f} {med(name, 16, 'p95'):8.2f} {med(name, 16, 'p99'):8.2f} "
               f"{med(name, 1, 'per_s'):9.1f} {med(name, 1, 'p50'):7.2f} {med(name, 1, 'p95'):7.2f} {med(name, 1, 'p99'):7.2f} {errs:6d} {peaks[name]:8.0f}")
+    print(f"\nCPU ms per request at c16 (server: its processes, warm-up included; client: {a.driver}, timed requests)")
+    for name in res:
+        print(f"{labels[name]:34} server {med(name, 16, 'server_cpu_ms'):6.2f}  client {med(name, 16, 'client_cpu_ms'):5.2f}")
+    print(f"load average (1 min) at the end of each measurement: "
+          f"{min(o['load'] for v in res.values() for c in v.values() for o in c):.1f}-"
+          f"{max(o['load'] for v in res.values() for c in v.values() for o in c):.1f}")
     for k, v in floors.items(): print(f"{k:60} {v:7.1f} images/s")
     for k, v in commits.items(): print(f"{'prediction log commits in groups of 16, new frames, ' + k:60} {v:7.1f} records/s")
     print("\nratios (targets in brackets)")
@@ -387,12 +496,13 @@ def main():
           f"{int8_engine} for the int8 graph (images/s float {decisions['float']['images_per_s']}, "
           f"int8 {decisions['int8']['images_per_s']})")
     i8_floor = floors[f"floor int8 {int8_engine} batch 32, 1 x {cfg.onnx_threads} threads"]
-    for n in [f'parkml_{e}' for e in ENGINES] + ['parkml_int8']:
+    int8_servers = ['parkml_int8', *[f'parkml_int8_{v}' for v in variants], 'parkml_int8_base']
+    for n in [k for k in [f'parkml_{e}' for e in ENGINES] + int8_servers if k in res]:
         if 'mlflow' in res:
             print(f"  {n:19} / mlflow, pred/s at c16:         {med(n, 16, 'per_s') / med('mlflow', 16, 'per_s'):.2f}  [>= 2.0]")
             print(f"  {n:19} p50 at c1 / mlflow's:            {med(n, 1, 'p50') / med('mlflow', 1, 'p50'):.2f}  [<= 0.7]")
         print(f"  {n:19} c16 / OpenVINO f32 batch-32 floor: {med(n, 16, 'per_s') / ov_floor:.2f}  [>= 0.75]")
-        if n == 'parkml_int8':
+        if n.startswith('parkml_int8'):
             print(f"  {n:19} c16 / its own graph's floor:      {med(n, 16, 'per_s') / i8_floor:.2f}  [>= 0.75]")
         print(f"  {n:19} peak memory:                     {peaks[n]:.0f} MB  [<= {577 * 1.1:.0f}]")
     if a.engines_only:

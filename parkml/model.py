@@ -81,13 +81,14 @@ def engine_record_path(sha: str, cfg: Settings = None) -> Path:
     return openvino_cache_dir(sha, cfg)/'engine.json'
 
 # %% ../nbs/03_model.ipynb #fef69537
-_COMPILED, _COMPILE_LOCK = {}, threading.Lock()   # (sha256, threads, precision) -> CompiledModel, for this process
+_COMPILED, _COMPILE_LOCK = {}, threading.Lock()   # (sha256, threads, precision, streams) -> CompiledModel, per process
 
 def openvino_compiled(
     path, # the ONNX graph
     threads: int = None, # threads per inference (default: setting onnx_threads)
     precision: str = None, # auto, f32 or bf16 (default: setting openvino_precision)
     cfg: Settings = None, # the settings (default: the current ones)
+    streams: int = 1, # inferences that may run side by side (one per thread calling it), each on `threads` threads
 ):
     "The CPU compilation of the ONNX graph at `path`: made once per process, its blob cached by the graph's sha256"
     try: import openvino as ov
@@ -97,12 +98,12 @@ def openvino_compiled(
     prec = precision or cfg.openvino_precision
     if prec not in ('auto', 'f32', 'bf16'):
         raise ModelError(f"openvino_precision must be auto, f32 or bf16, not {prec!r}")
-    key = (file_sha256(path), t, prec)
+    key = (file_sha256(path), t, prec, max(1, int(streams)))
     with _COMPILE_LOCK:
         if key not in _COMPILED:
-            props = {'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': 1, 'ENABLE_CPU_PINNING': False,
+            props = {'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': key[3], 'ENABLE_CPU_PINNING': False,
                      'CACHE_DIR': str(ensure_dir(openvino_cache_dir(key[0], cfg)))}
-            if t: props['INFERENCE_NUM_THREADS'] = t
+            if t: props['INFERENCE_NUM_THREADS'] = t * key[3]   # OpenVINO shares its threads out among the streams
             if prec != 'auto': props['INFERENCE_PRECISION_HINT'] = prec
             _COMPILED[key] = ov.Core().compile_model(str(path), 'CPU', props)
         return _COMPILED[key]
@@ -125,10 +126,11 @@ class OpenVinoModel(ServingModel):
         threads: int = None, # threads per inference (default: setting onnx_threads)
         precision: str = None, # auto, f32 or bf16 (default: setting openvino_precision)
         cfg: Settings = None, # the settings (default: the current ones)
+        streams: int = 1, # calls that may run side by side (the inference workers sharing it), `threads` threads each
     ):
         self.path = Path(path)
         if not self.path.is_file(): raise ModelError(f"ONNX model not found at {self.path}")
-        self.compiled = openvino_compiled(self.path, threads, precision, cfg)
+        self.compiled = openvino_compiled(self.path, threads, precision, cfg, streams)
         self.outputs = [o.get_any_name() for o in self.compiled.outputs]
         self.size = self.compiled.input(0).get_partial_shape()[1].get_length()
         self.local = threading.local()
@@ -147,11 +149,13 @@ def engine_model(
     engine: str, # onnxruntime or openvino
     threads: int = None, # threads per inference (default: setting onnx_threads)
     cfg: Settings = None, # the settings (default: the current ones)
+    streams: int = 1, # OpenVINO: calls of this graph that may run side by side (ONNX Runtime's sessions always may)
 ) -> ServingModel:
     "A model over the ONNX graph at `path` run by `engine` (onnxruntime or openvino)"
     if engine not in ENGINES:
         raise ModelError(f"unknown engine {engine!r}: the engine setting must be one of {', '.join(ENGINES)} or auto")
-    return OnnxModel(path, threads) if engine == 'onnxruntime' else OpenVinoModel(path, threads, cfg=cfg)
+    if engine == 'onnxruntime': return OnnxModel(path, threads)
+    return OpenVinoModel(path, threads, cfg=cfg, streams=streams)
 
 # %% ../nbs/03_model.ipynb #cbe11f91
 def engine_speed(
@@ -184,7 +188,8 @@ def engine_box(cfg: Settings = None) -> dict:
         except PackageNotFoundError: return None
     return dict(cpu=cpu, cores=os.cpu_count(), onnxruntime=ver('onnxruntime'), openvino=ver('openvino'),
                 workers=cfg.infer_workers, threads=cfg.infer_threads, batch=cfg.max_batch,
-                solo_threads=cfg.solo_threads, precision=cfg.openvino_precision, spinning=cfg.onnx_spinning)
+                solo_threads=cfg.solo_threads, precision=cfg.openvino_precision, spinning=cfg.onnx_spinning,
+                openvino_streams=max(1, cfg.infer_workers))   # one per worker (before: 1, the workers took turns)
 
 # %% ../nbs/03_model.ipynb #ffbdf011
 def choose_engine(
@@ -199,7 +204,7 @@ def choose_engine(
     `engine_record_path`, with the lone-frame path (`solo_threads`, batch 1) measured alongside for the record"""
     cfg = cfg or get_settings()
     n = max(1, cfg.infer_workers)
-    models = {e: [engine_model(path, e, cfg.infer_threads, cfg) for _ in range(n)] for e in ENGINES}
+    models = {e: [engine_model(path, e, cfg.infer_threads, cfg, streams=n) for _ in range(n)] for e in ENGINES}
     solo = {e: [engine_model(path, e, cfg.solo_threads or cfg.onnx_threads, cfg)] for e in ENGINES}
     speed, alone = {e: [] for e in ENGINES}, {e: [] for e in ENGINES}
     for r in range(rounds):
@@ -258,9 +263,10 @@ def open_model(
     threads: int = None, # threads per inference (default: setting onnx_threads)
     engine: str = None, # onnxruntime or openvino (default: setting engine, auto resolved)
     cfg: Settings = None, # the settings (default: the current ones)
+    streams: int = 1, # OpenVINO: calls that may run side by side (see `engine_model`)
 ) -> ServingModel:
     "The ONNX graph at `path` ready to run by `engine` (default: the `engine` setting, `auto` resolved)"
-    return engine_model(path, engine or serving_engine(path, cfg), threads, cfg)
+    return engine_model(path, engine or serving_engine(path, cfg), threads, cfg, streams)
 
 # %% ../nbs/03_model.ipynb #69209ddd
 def fit_head(
