@@ -29,7 +29,7 @@ class ModelError(RuntimeError):
 # %% ../nbs/03_model.ipynb #5055a78d
 class ServingModel:
     "What every engine offers: `run(images)` gives the requested outputs as a dict; `path`, `outputs`, `size`, `engine`"
-    engine = None
+    engine, streams = None, 1   # streams: calls of this model that may run at once, from as many threads
     def feed(self, x: np.ndarray, names: list) -> list: raise NotImplementedError
 
     def run(
@@ -131,6 +131,7 @@ class OpenVinoModel(ServingModel):
         self.path = Path(path)
         if not self.path.is_file(): raise ModelError(f"ONNX model not found at {self.path}")
         self.compiled = openvino_compiled(self.path, threads, precision, cfg, streams)
+        self.streams = int(self.compiled.get_property('NUM_STREAMS'))
         self.outputs = [o.get_any_name() for o in self.compiled.outputs]
         self.size = self.compiled.input(0).get_partial_shape()[1].get_length()
         self.local = threading.local()

@@ -248,7 +248,7 @@ def service_health(svc) -> dict:
     approval = (dict(verified=True, **{k: m.proof[k] for k in ('sha256', 'approved_by', 'released_by')}) if m.proof else
                 dict(verified=False, why=f"alias {m.alias!r} is not a verified alias (setting verified_aliases)"))
     model = dict(m.info, engine=m.sessions[0].engine, engine_decision=m.decision, loaded_at=m.loaded_at,
-                 source=m.source)
+                 source=m.source, workers=len(m.sessions), engine_streams=m.sessions[0].streams)
     return dict(status=status, model=model,
                 registry=reg, store=store,
                 approval=dict(approval, refused=svc.watcher.refused), telemetry=tel, queue=work,

@@ -318,6 +318,8 @@ def test_engine_setting_switches_what_the_service_runs(registry, tmp_path, photo
             with httpx.Client(base_url=s.url, timeout=30) as c:
                 h = c.get('/health').json()
                 assert h['model']['engine'] == engine and h['model']['version'] == registry[1]['v1']
+                # OpenVINO's workers share one compilation with a stream each, so their calls run side by side
+                assert (h['model']['workers'], h['model']['engine_streams']) == (2, 2 if engine == 'openvino' else 1)
                 info = dict(name=registry[1]['model'], version=registry[1]['v1'], run_id=h['model']['run_id'])
                 assert metric(c.get('/metrics').text, 'parkml_model_info', **info, alias='champion', engine=engine) == 1
                 jpeg = {'Content-Type': 'image/jpeg'}
