@@ -14,7 +14,11 @@ resizing, integrity features, the engine call, the hand-off to the writer, the c
 the rest (answer to JSON, HTTP out, the client's side: its latency minus the time inside the service). Printed: the
 mean of each step per request, except decode, resize and features (per frame: the inference worker runs them for every
 frame of its micro-batch in turn, before the engine call) and the engine call (per call; a request waits for the
-whole call of its batch; `engine per image` is its share).
+whole call of its batch; `engine per image` is its share). Then the CPU per request (ms) of each group of the
+service's threads (Python's thread names; `native python` is the engine's own threads, OpenVINO's streams), from
+/proc/self/task/*/schedstat between the start and the end of each level (warm-up requests included), the kernel's
+journal and worker threads (system-wide, so other jobs' disk flushes too) and the client process's own CPU
+(--driver: serve_bench's load generator, threads or asyncio).
 """
 import argparse, json, os, re, signal, subprocess, sys, tempfile, threading, time
 from collections import defaultdict

@@ -18,12 +18,19 @@ and serves that int8 version as parkml_int8 on the engine `auto` picks for the i
 starts, it prints `auto`'s decision for each graph (measured then if none is recorded for this box, and recorded
 beside the graph's compiled blobs, where the servers find it) with its figures. With --engines-only,
 only issue 18's servers run: parkml with each engine, the int8 variant, and MLflow (plus the floors, the int8 graph's
-among them). Each round drives each server at concurrency 1 and 16 from a client process (threads with
-keep-alive connections, one photo per request, the API key sent to every parkml server; each parkml request's photo
+among them; --only parkml_openvino, say, leaves out the other float server, --only none both).
+--int8-variant NAME:KEY=VALUE,... (repeatable) also serves the int8 variant with settings of its own (e.g.
+w1:infer_workers=1,infer_threads=2), and --int8-baseline REF serves it with the code of git commit REF, as parkml_int8
+is served (keys, FULL, the same engine), side by side with the code of this checkout.
+Each round drives each server at concurrency 1 and 16 from a client process (--driver threads: 16 threads with
+http.client and keep-alive connections; --driver asyncio: one thread, 16 keep-alive connections, the HTTP written and
+read by hand, about half the client's CPU per request), one photo per request, the API key sent to every parkml
+server; each parkml request's photo
 gets 8 bytes of its own appended, so that every frame is new to the frame store, as a camera's are; --repeat-frames
 sends the photos as they are), rounds interleaved, each starting with the next server, so that background load hits
 all servers alike. Reported: predictions/s, p50/p95/p99
-latency, errors, each server's peak memory (VmHWM, summed over its processes), the medians over rounds, and ratios,
+latency, errors, each server's peak memory (VmHWM, summed over its processes), the CPU each server (its processes,
+user + system) and the client spent per request, the load average, the medians over rounds, and ratios,
 among them the cost at c16 of the new checks (baseline vs NORMAL) and of FULL (NORMAL vs FULL).
 The floor is decode + preprocess + ONNX in batches of 32 in this process (one session, onnx_threads), and the same
 with parkml's layout (infer_workers single-threaded sessions side by side, batches of max_batch).
