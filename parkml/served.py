@@ -54,8 +54,8 @@ def _warm_session(path, threads: int, engine: str = None, streams: int = 1) -> S
 
 # %% ../nbs/12_served.ipynb #3c88b7f5
 def _open_sessions(path, cfg: Settings, engine: str = None) -> tuple[list[ServingModel], ServingModel | None]:
-    """One warmed-up session of `engine` per inference worker, and the session with `solo_threads` (None when that is 0).
-    OpenVINO's workers share one compilation with a stream each: with one stream their calls would take turns"""
+    """One warmed-up session of `engine` per inference worker, and the session with `solo_threads` (None when that is
+    0). OpenVINO's workers share one compilation with a stream each: with one stream their calls would take turns"""
     n = max(1, cfg.infer_workers)
     per_worker = [_warm_session(path, cfg.infer_threads, engine, streams=n) for _ in range(n)]
     return per_worker, (_warm_session(path, cfg.solo_threads, engine) if cfg.solo_threads else None)
