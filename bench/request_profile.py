@@ -50,7 +50,8 @@ def kernel_cpu() -> dict:
         try:
             comm = Path(f'/proc/{pid}/comm').read_text().strip()
             if comm.startswith(('jbd2', 'kworker')):
-                out['kernel ' + comm.split('/')[0].split(':')[0]] += int(Path(f'/proc/{pid}/schedstat').read_text().split()[0]) / 1e9
+                ns = int(Path(f'/proc/{pid}/schedstat').read_text().split()[0])
+                out['kernel ' + comm.split('/')[0].split(':')[0]] += ns / 1e9
         except (OSError, ValueError, IndexError): continue
     return out
 

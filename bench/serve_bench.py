@@ -64,7 +64,7 @@ def summary(lat: list, errors: list, wall: float, cpu: float) -> dict:
                 first_error=errors[:1], cpu_s=cpu)
 
 def client(url: str, kind: str, concurrency: int, n: int, files: str, distinct: bool = True) -> dict:
-    "Post `n` photos (one per request) with `concurrency` threads (http.client, keep-alive); the timed requests' figures"
+    "Post `n` photos, one per request, from `concurrency` threads (http.client, keep-alive); figures of the timed ones"
     host, port = url.split('//')[1].split(':'); port = int(port)
     bodies, path, headers, salt = requests_of(kind, files, distinct)
     lat, errors, lock = [], [], threading.Lock()
@@ -103,12 +103,13 @@ async def http_response(reader) -> tuple:
     head = await reader.readuntil(b'\r\n\r\n')
     lines = head.split(b'\r\n')
     fields = {k.strip().lower(): v.strip() for k, _, v in (l.partition(b':') for l in lines[1:] if l)}
-    if b'content-length' in fields: return int(lines[0].split()[1]), await reader.readexactly(int(fields[b'content-length']))
+    status = int(lines[0].split()[1])
+    if b'content-length' in fields: return status, await reader.readexactly(int(fields[b'content-length']))
     body = b''
     while (size := int((await reader.readuntil(b'\r\n')).split(b';')[0], 16)):
         body += (await reader.readexactly(size + 2))[:-2]
     await reader.readuntil(b'\r\n')
-    return int(lines[0].split()[1]), body
+    return status, body
 
 def client_asyncio(url: str, kind: str, concurrency: int, n: int, files: str, distinct: bool = True) -> dict:
     """The same requests as `client`, from one thread: `concurrency` keep-alive connections driven by asyncio with the
@@ -118,7 +119,9 @@ def client_asyncio(url: str, kind: str, concurrency: int, n: int, files: str, di
     host, port = url.split('//')[1].split(':'); port = int(port)
     bodies, path, headers, salt = requests_of(kind, files, distinct)
     lat, errors = [], []
-    def body(i): return bodies[i % len(bodies)] if salt is None else bodies[i % len(bodies)] + salt + i.to_bytes(4, 'big')
+    def body(i):
+        b = bodies[i % len(bodies)]
+        return b if salt is None else b + salt + i.to_bytes(4, 'big')
     async def conn(k: int, go: asyncio.Event):
         reader, writer = await asyncio.open_connection(host, port)
         async def post(i):
@@ -149,8 +152,8 @@ DRIVERS = dict(threads=client, asyncio=client_asyncio)
 
 def drive(url, kind, concurrency, n, files, distinct=True, driver='threads') -> dict:
     "Run the client (`driver`: threads or asyncio) in a separate process"
-    p = subprocess.run([sys.executable, __file__, '--client', url, kind, str(concurrency), str(n), files, str(int(distinct)),
-                        driver], capture_output=True, text=True, timeout=1800)
+    p = subprocess.run([sys.executable, __file__, '--client', url, kind, str(concurrency), str(n), files,
+                        str(int(distinct)), driver], capture_output=True, text=True, timeout=1800)
     line = next((l for l in p.stdout.splitlines() if l.startswith('RESULT ')), None)
     if line is None: sys.exit(f"client against {kind} failed:\n{p.stderr[-3000:]}")
     return json.loads(line[7:])
@@ -397,9 +400,9 @@ def main():
                     help='also serve the int8 variant with these settings (e.g. w1:infer_workers=1,infer_threads=2); '
                          'repeatable')
     ap.add_argument('--int8-baseline', default=None, metavar='REF',
-                    help='also serve the int8 variant with the code of git commit REF, as parkml_int8 (keys, sync, engine)')
+                    help='also serve the int8 variant with the code of git commit REF, as parkml_int8 is served')
     ap.add_argument('--only', type=lambda t: t.split(','), default=None,
-                    help='with --engines-only: of parkml_onnxruntime and parkml_openvino, serve only these (comma list)')
+                    help='with --engines-only: of parkml_onnxruntime and parkml_openvino, serve only these (commas)')
     ap.add_argument('--driver', default='threads', choices=list(DRIVERS),
                     help='load generator: threads (16 threads with http.client) or asyncio (one thread, raw HTTP)')
     ap.add_argument('--client', nargs=7, help=argparse.SUPPRESS)
@@ -430,8 +433,9 @@ def main():
     servers += [start_parkml(runs, f'parkml_int8_{v}', logdir, sync=a.engine_sync, alias='int8', engine=int8_engine,
                              settings=kv) for v, kv in variants.items()]
     if a.int8_baseline:   # the int8 variant served by the code of another commit, as parkml_int8 is served
-        servers.append(start_parkml(runs, 'parkml_int8_base', logdir, sync=a.engine_sync, alias='int8', engine=int8_engine,
-                                    code=extract(a.int8_baseline, logdir/'int8_baseline_code'), keys=True))
+        code = extract(a.int8_baseline, logdir/'int8_baseline_code')
+        servers.append(start_parkml(runs, 'parkml_int8_base', logdir, sync=a.engine_sync, alias='int8',
+                                    engine=int8_engine, code=code, keys=True))
     if a.baseline:
         servers.append(start_parkml(runs, 'baseline', logdir, sync='NORMAL', code=extract(a.baseline, logdir/'baseline_code')))
     if not a.no_mlflow: servers.append(start_mlflow(runs, pyfunc, logdir))
@@ -449,7 +453,8 @@ def main():
                     res[name][c].append(out)
                     print(f"round {r + 1} {name:12} c={c:2} {out['per_s']:7.1f}/s p50 {out['p50']:6.2f} ms p95 {out['p95']:6.2f} "
                           f"p99 {out['p99']:6.2f} CPU ms/request server {out['server_cpu_ms']:5.2f} client "
-                          f"{out['client_cpu_ms']:4.2f} load {out['load']:4.1f} errors {out['errors']} {out['first_error'] or ''}",
+                          f"{out['client_cpu_ms']:4.2f} load {out['load']:4.1f} errors {out['errors']} "
+                          f"{out['first_error'] or ''}",
                           flush=True)
         peaks = {name: tree_peak_mb(proc.pid) for name, _, proc in servers}
     finally:
