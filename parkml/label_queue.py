@@ -13,8 +13,9 @@ from .config import get_settings, Settings
 from .labels import answers, consensus, wants_second, draw_key
 
 # %% auto #0
-__all__ = ['LIGHT_WEIGHT', 'candidates', 'uncertainty', 'novelty', 'coverage_cell', 'spread', 'light_weight', 'balance',
-           'mix_random', 'rank_frames', 'pending', 'next_frames', 'queue_reference']
+__all__ = ['LIGHT_WEIGHT', 'QUEUES', 'candidates', 'uncertainty', 'novelty', 'frame_band', 'coverage_cell', 'spread',
+           'light_weight', 'balance', 'interleave', 'mix_random', 'typicality', 'cluster_rounds', 'band_quotas',
+           'typical_order', 'typical_mix', 'rank_frames', 'pending', 'next_frames', 'queue_reference']
 
 # %% ../nbs/49a_label_queue.ipynb #9e56b579
 def candidates(store, # an open prediction store
@@ -45,14 +46,19 @@ def novelty(proj: np.ndarray, # (n, k) projections of the candidates
     k = min(k, d.shape[1])
     return np.sort(d, axis=1)[:, :k].mean(1)
 
+# %% ../nbs/49a_label_queue.ipynb #7cc0dcdc
+def frame_band(brightness: pd.Series, # each frame's mean luma (0..1), missing for some
+              ) -> np.ndarray:
+    "Each frame's lighting band (`evaluate.lighting_band`); a frame without a brightness counts as normal light"
+    from parkml.evaluate import lighting_band
+    return lighting_band(brightness.fillna(.5).clip(0, 1).to_numpy())
+
 # %% ../nbs/49a_label_queue.ipynb #9436fc18
 def coverage_cell(c: pd.DataFrame, cfg: Settings = None) -> pd.Series:
     "Each frame's cell: camera, hour of capture in `monitor_tz` and lighting band"
-    from parkml.evaluate import lighting_band
     cfg = cfg or get_settings()
     hour = pd.to_datetime(c.ts, unit='s', utc=True).dt.tz_convert(cfg.monitor_tz).dt.hour
-    band = lighting_band(c.brightness.fillna(.5).clip(0, 1).to_numpy())
-    return c.camera.fillna('?').astype(str) + '|' + hour.astype(str) + '|' + band
+    return c.camera.fillna('?').astype(str) + '|' + hour.astype(str) + '|' + frame_band(c.brightness)
 
 # %% ../nbs/49a_label_queue.ipynb #628eba57
 def spread(value: np.ndarray, # each frame's value
@@ -71,9 +77,7 @@ def light_weight(brightness: pd.Series, # each frame's mean luma (0..1)
                  weight: float, # the extra weight of a dark frame (0: none)
                 ) -> np.ndarray:
     "1 + `weight` for a dark frame, 1 + `weight` / 2 for a dim one, 1 for the rest"
-    from parkml.evaluate import lighting_band
-    band = lighting_band(brightness.fillna(.5).clip(0, 1).to_numpy())
-    return 1 + weight * pd.Series(band).map(LIGHT_WEIGHT).to_numpy(float)
+    return 1 + weight * pd.Series(frame_band(brightness)).map(LIGHT_WEIGHT).to_numpy(float)
 
 # %% ../nbs/49a_label_queue.ipynb #369fdefa
 def balance(order: np.ndarray, # frame indices, best first
@@ -84,34 +88,122 @@ def balance(order: np.ndarray, # frame indices, best first
     turn = pd.Series(side).groupby(side).cumcount().to_numpy()
     return order[np.lexsort((np.arange(len(order)), turn))]
 
+# %% ../nbs/49a_label_queue.ipynb #94071fde
+def interleave(order: np.ndarray, # frame indices, best first
+               other: np.ndarray, # a second order of the same frames
+               share: float, # the share of places given to `other` (0: none, 1: all)
+              ) -> tuple:
+    "(`order` with an evenly spaced `share` of its places taken by `other`'s frames not placed yet, which are those)"
+    order, other = np.asarray(order), np.asarray(other)
+    if share <= 0 or not len(other): return order, np.zeros(len(order), bool)
+    if share >= 1: return other, np.ones(len(other), bool)
+    at = np.argsort(np.r_[np.arange(len(order)) / (1 - share), (np.arange(len(other)) + .5) / share], kind='stable')
+    both, src = np.r_[order, other][at], np.r_[np.zeros(len(order), bool), np.ones(len(other), bool)][at]
+    first = ~pd.Series(both).duplicated().to_numpy()
+    return both[first], src[first]
+
 # %% ../nbs/49a_label_queue.ipynb #46c3ff4a
 def mix_random(order: np.ndarray, # frame indices, best first
                share: float, # the share of places given to drawn frames (0: none, 1: all)
                key: np.ndarray, # each frame's draw key (by index, `labels.draw_key`): the draw takes the lowest first
               ) -> tuple:
     "(`order` with an evenly spaced `share` of its places taken by the lowest-key frames not placed yet, drawn or not)"
-    drawn = np.argsort(np.asarray(key), kind='stable')
-    if share <= 0 or not len(order): return order, np.zeros(len(order), bool)
-    if share >= 1: return drawn, np.ones(len(order), bool)
-    k = np.arange(len(order))
-    at = np.argsort(np.concatenate([k / (1 - share), (k + .5) / share]), kind='stable')
-    both, src = np.concatenate([order, drawn])[at], np.repeat([False, True], len(order))[at]
-    first = ~pd.Series(both).duplicated().to_numpy()
-    return both[first], src[first]
+    if not len(order): return order, np.zeros(0, bool)
+    return interleave(order, np.argsort(np.asarray(key), kind='stable'), share)
+
+# %% ../nbs/49a_label_queue.ipynb #03528d58
+def typicality(x: np.ndarray, # (n, k) points
+               nn: int = 20, # nearest other points averaged
+              ) -> np.ndarray:
+    "1 / the mean distance of each point to its `nn` nearest other points (a lone point: 0)"
+    from sklearn.neighbors import NearestNeighbors
+    if len(x) < 2: return np.zeros(len(x))
+    k = min(nn, len(x) - 1)
+    d = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)[0]
+    return 1 / (d[:, 1:].mean(1) + 1e-9)
+
+# %% ../nbs/49a_label_queue.ipynb #60545585
+def cluster_rounds(x: np.ndarray, # (n, k) projections of the frames to order
+                   k: int, # clusters
+                   done: np.ndarray = None, # (m, k) projections of frames already labelled (None: none)
+                   nn: int = 20, # neighbours of the typicality
+                   seed: int = 0, # the k-means seed
+                  ) -> np.ndarray:
+    """Order (indices) of `x`: k-means into `k` clusters, round r takes each cluster's r-th most typical frame, larger
+    clusters first; a cluster's rounds start after the `done` frames it holds"""
+    from sklearn.cluster import KMeans
+    if not len(x): return np.zeros(0, int)
+    X = np.concatenate([x, np.zeros((0, x.shape[1])) if done is None else done]).astype(np.float64)
+    k = int(max(1, min(k, len(np.unique(X, axis=0)))))
+    cl = KMeans(k, n_init=3, random_state=seed).fit_predict(X)
+    typ = np.zeros(len(X))
+    for j in range(k): typ[cl == j] = typicality(X[cl == j], nn)
+    size, held = np.bincount(cl, minlength=k), np.bincount(cl[len(x):], minlength=k)
+    cl, typ = cl[:len(x)], typ[:len(x)]
+    turn = pd.Series(-typ).groupby(cl).rank(method='first').to_numpy() - 1 + held[cl]
+    return np.lexsort((-typ, -size[cl], turn))
+
+# %% ../nbs/49a_label_queue.ipynb #e61e8b98
+def band_quotas(band: np.ndarray, # each frame's lighting band
+                k: int, # clusters in all
+                weight: float = 0.0, # the extra share of a dark band (a dim one: half), as `label_dark_weight`
+               ) -> dict:
+    "Clusters per band: `k` shared by the bands' frame counts x (1 + `weight` x `LIGHT_WEIGHT`), 1 to its frames each"
+    n = pd.Series(np.asarray(band)).value_counts()
+    s = n * (1 + weight * n.index.map(lambda b: LIGHT_WEIGHT.get(b, 0.0)).to_numpy(float))
+    return dict(zip(n.index, np.clip(np.round(s / s.sum() * k), 1, n).astype(int).tolist()))
+
+# %% ../nbs/49a_label_queue.ipynb #41c782c9
+def typical_order(proj: np.ndarray, # (n, k) projections of the candidates
+                  band: np.ndarray, # each candidate's lighting band
+                  k: int, # clusters in all (about the day's labels)
+                  weight: float = 0.0, # the dark band's extra share (`band_quotas`)
+                  done: tuple = None, # (projections, bands) of frames already labelled (None: none)
+                  seed: int = 0, # the k-means seed
+                 ) -> np.ndarray:
+    "Order (indices): each band's `cluster_rounds` with its `band_quotas`, each band taking places at its quota's pace"
+    band = np.asarray(band)
+    dp, db = done if done is not None else (np.zeros((0, proj.shape[1])), np.array([]))
+    idx, at = [], []
+    for b, q in band_quotas(band, k, weight).items():
+        m, held = np.flatnonzero(band == b), np.asarray(db) == b
+        idx.append(m[cluster_rounds(proj[m], q, dp[held], seed=seed)])
+        at.append((np.arange(len(m)) + held.sum() + .5) / q)   # a band's labelled frames count as places taken
+    return np.concatenate(idx)[np.argsort(np.concatenate(at), kind='stable')]
+
+# %% ../nbs/49a_label_queue.ipynb #f2b9a191
+def typical_mix(c: pd.DataFrame, # candidates, with projections and brightness
+                order: np.ndarray, # the ranking's order (indices of `c`)
+                cfg: Settings, # settings: label_typical_k, label_typical_share, label_dark_weight
+                done: pd.DataFrame = None, # frames already labelled (their clusters wait), with projections
+                seed: int = 0, # the k-means seed
+               ) -> tuple:
+    "(the typical queue: `typical_order`, `1 - label_typical_share` of its places from `order`; each place's pick)"
+    from parkml.monitor import proj_of
+    x = np.nan_to_num(proj_of(c), nan=0.0)
+    if not x.shape[1]: return order, np.full(len(order), 'ranked', dtype=object)   # no projections: the ranking
+    d = None if done is None or not len(done) else (np.nan_to_num(proj_of(done), nan=0.0), frame_band(done.brightness))
+    if d is not None and d[0].shape[1] != x.shape[1]: d = None
+    typ = typical_order(x, frame_band(c.brightness), int(cfg.label_typical_k), float(cfg.label_dark_weight), d, seed)
+    order, ranked = interleave(typ, order, 1 - float(cfg.label_typical_share))
+    return order, np.where(ranked, 'ranked', 'typical').astype(object)
 
 # %% ../nbs/49a_label_queue.ipynb #cd57fae8
+QUEUES = ('ranked', 'typical', 'random')   # the choices of setting label_queue
+
 def rank_frames(
     c: pd.DataFrame, # candidates (`candidates`)
     ref: np.ndarray = None, # reference projections (None: no novelty)
-    how: str = None, # ranked or random (default: setting label_queue)
-    seed: int = 0, # the draw's seed (`labels.draw_key`)
+    how: str = None, # ranked, typical or random (default: setting label_queue)
+    seed: int = 0, # the draw's seed (`labels.draw_key`) and the typical queue's k-means seed
     cfg: Settings = None, # settings: label_queue, label_novelty_weight, label_coverage, label_dark_weight...
+    done: pd.DataFrame = None, # frames of the window already labelled (the typical queue's clusters they hold wait)
 ) -> pd.DataFrame:
-    "The candidates best first, with `uncertainty`, `novelty`, `value`, `cell` and `pick` (ranked or random)"
+    "The candidates best first, with `uncertainty`, `novelty`, `value`, `cell` and `pick` (ranked, typical or random)"
     from parkml.monitor import proj_of
     cfg = cfg or get_settings()
     how = how or cfg.label_queue
-    if how not in ('ranked', 'random'): raise ValueError(f"label_queue must be ranked or random, got {how!r}")
+    if how not in QUEUES: raise ValueError(f"label_queue must be ranked, typical or random, got {how!r}")
     if not len(c): return c.assign(uncertainty=[], novelty=[], value=[], cell=[], pick=[])
     u, nov = uncertainty(c), np.zeros(len(c)) if ref is None else novelty(proj_of(c), ref)
     w = float(cfg.label_novelty_weight)
@@ -120,9 +212,13 @@ def rank_frames(
     c = c.assign(uncertainty=u, novelty=nov, value=value, cell=coverage_cell(c, cfg))
     order = spread(c.value.to_numpy(), c.cell, float(cfg.label_coverage))
     if cfg.label_balance: order = balance(order, c.p_dog.to_numpy() >= .5)
+    kind = np.full(len(c), 'ranked', dtype=object)
+    if how == 'typical':
+        order, pick = typical_mix(c.reset_index(drop=True), order, cfg, done, seed)
+        kind[order] = pick
     share = 1.0 if how == 'random' else float(cfg.label_random_share)
     order, drawn = mix_random(order, share, draw_key(c.frame_sha, seed))
-    return c.iloc[order].assign(pick=np.where(drawn, 'random', 'ranked')).reset_index(drop=True)
+    return c.iloc[order].assign(pick=np.where(drawn, 'random', kind[order])).reset_index(drop=True)
 
 # %% ../nbs/49a_label_queue.ipynb #f3567f1f
 def pending(a: pd.DataFrame, # people's answers (`labels.answers`)
@@ -147,14 +243,15 @@ def next_frames(
     cfg: Settings = None, # settings: label_window_days, label_double_share, label_queue...
     window: tuple = None, # (start, end) capture epoch times (default: `label_window_days` before `now`, no end)
 ) -> pd.DataFrame:
-    "The next frames for `person`, best first: `id`, `frame_sha`, `why` (dispute, second opinion, ranked or random)"
+    "The next frames for `person`, best first: `id`, `frame_sha`, `why` (dispute, second opinion, ranked, typical...)"
     cfg, now = cfg or get_settings(), time.time() if now is None else now
     start, end = window or (now - float(cfg.label_window_days) * 86400, None)
     a = answers(store, start, end)
     first = pending(a, person, float(cfg.label_double_share))
     c = candidates(store, start, end)
-    fresh = rank_frames(c[~c.frame_sha.isin(a.frame_sha)], ref, cfg=cfg)
-    fresh = fresh.assign(why=fresh.pick)   # ranked, or random for a drawn place
+    done = c.frame_sha.isin(a.frame_sha)
+    fresh = rank_frames(c[~done], ref, cfg=cfg, done=c[done])
+    fresh = fresh.assign(why=fresh.pick)   # ranked, typical, or random for a drawn place
     out = pd.concat([c.set_index('id').loc[first.id].reset_index().assign(why=first.why.to_numpy()), fresh])
     out = out[~out.id.isin(list(skip))].drop_duplicates('frame_sha')
     return out.head(n).reset_index(drop=True)
