@@ -3,10 +3,12 @@ labelling queue (`parkml.label_queue.rank_frames`, setting label_queue=ranked) o
 the training images plus those labels, and judged on dark evenings (cat/dog recall gap and accuracy), over seeds.
 
     .venv/bin/python bench/active_labels.py [--days 3] [--frames 400] [--budgets 50 100] [--seeds 5]
-                                            [--variants ranked balance dark balance+dark] [--balance true|false]
+                                            [--variants ranked balance dark balance+dark typical] [--balance true|false]
+                                            [--out results.csv]
 
-Each variant is the ranked queue with some settings changed (`VARIANTS`); `random` at each budget and at twice the
-largest is always run. The head is refitted as the retraining does it: the production labels weighted by
+Each variant is the queue with some settings changed (`VARIANTS`); `random` at each budget and at twice the largest is
+always run. The typical variants (label_queue=typical) get as many clusters a day as labels (label_typical_k = the
+budget). The head is refitted as the retraining does it: the production labels weighted by
 `parkml.train.fit_weights` (setting retrain_balance, or --balance).
 
 The backbone is the real one (EfficientNet-Lite0 embeddings, cached by content under the `cache` setting); dark
@@ -27,14 +29,20 @@ from parkml.train import fit_weights
 from parkml.week_scenario import DUSK_FROM
 
 OPEN, CLOSE = 8.0, 20.0   # the park's hours, as in the week
-# the ranked queue's variants: settings changed from the current ones
-PLAIN = dict(label_balance='false', label_dark_weight='0', label_random_share='0')   # uncertainty, novelty, coverage
-VARIANTS = {'ranked': {}, 'plain': PLAIN, 'balance': {**PLAIN, 'label_balance': 'true'},
+# the queue's variants: settings changed from the current ones
+PLAIN = dict(label_queue='ranked', label_balance='false', label_dark_weight='0',
+             label_random_share='0')   # uncertainty, novelty, coverage
+TYPICAL = {**PLAIN, 'label_queue': 'typical', 'label_typical_share': '1'}   # one typical frame of each cluster
+VARIANTS = {'ranked': dict(label_queue='ranked'), 'plain': PLAIN, 'balance': {**PLAIN, 'label_balance': 'true'},
             'dark': {**PLAIN, 'label_dark_weight': '1'}, 'balance+dark': {**PLAIN, 'label_balance': 'true',
                                                                           'label_dark_weight': '1'},
             'mix30': {**PLAIN, 'label_random_share': '0.3'}, 'mix50': {**PLAIN, 'label_random_share': '0.5'},
             'mix70': {**PLAIN, 'label_random_share': '0.7'},
-            'mix50+dark': {**PLAIN, 'label_random_share': '0.5', 'label_dark_weight': '1'}}
+            'mix50+dark': {**PLAIN, 'label_random_share': '0.5', 'label_dark_weight': '1'},
+            'typical': TYPICAL, 'typical+dark1': {**TYPICAL, 'label_dark_weight': '1'},
+            'typical+dark3': {**TYPICAL, 'label_dark_weight': '3'},
+            'typical+half': {**TYPICAL, 'label_typical_share': '0.5'},
+            'typical+mix70': {**TYPICAL, 'label_random_share': '0.7'}}
 
 def darkened(rows: pd.DataFrame, folder: Path) -> pd.DataFrame:
     "Embeddings and brightness of `rows` (path, sha, label, severity) under the night condition, cached by content"
@@ -91,7 +99,7 @@ def choose(day: pd.DataFrame, budget: int, how: str, ref, seed: int, cfg) -> pd.
 
 def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str, seed: int, cfg, ev) -> dict:
     "Label `budget` frames a day by `how` (random or a variant), retrain the head on the training set plus them, judge"
-    variant, how = how, 'random' if how == 'random' else 'ranked'
+    variant, how = how, 'random' if how == 'random' else cfg.label_queue
     mu, basis = mu_basis
     E = np.stack(frames.emb)
     frames = frames.assign(p_dog=predict_from_embeddings(E, *base))
@@ -134,7 +142,8 @@ def main():
     ap.add_argument('--balance', choices=['true', 'false'], default=None,
                     help="retrain_balance: the retraining's class weights per lighting band (default: the setting)")
     ap.add_argument('--variants', nargs='+', default=['ranked'], choices=list(VARIANTS),
-                    help="the ranked queue's variants (ranked: the settings as they are)")
+                    help="the queue's variants (ranked: the settings as they are)")
+    ap.add_argument('--out', default=None, help="CSV of every seed's rows (default: none)")
     a = ap.parse_args()
     over = dict(label_novelty_weight=a.novelty, label_coverage=a.coverage, retrain_balance=a.balance)
     over = {k: str(v) for k, v in over.items() if v is not None}
@@ -154,14 +163,16 @@ def main():
           f"{cfg.label_novelty_weight}, coverage {cfg.label_coverage}, retrain_balance {cfg.retrain_balance}; "
           f"prepared in {time.time() - t0:.0f} s")
     rows = [dict(how='none (base model)', budget=0, seed=0, labels=0, dark_share=np.nan, **judge(*base, ev))]
-    cfgs = {'random': cfg, **{v: get_settings(**{**over, **VARIANTS[v]}) for v in a.variants}}
+    cfgs = {(v, b): get_settings(**{**over, **VARIANTS[v], 'label_typical_k': str(b)}) for v in a.variants
+            for b in a.budgets}
     plan = [(b, how) for b in a.budgets for how in (*a.variants, 'random')] + [(2 * max(a.budgets), 'random')]
     for s in range(a.seeds):
         frames = week_frames(pool, a.days, a.frames, folder/'frames', seed=s)   # each seed a week of its own
         for b, how in plan:
-            rows.append(run(frames, train, base, ref, mu_basis, b, how, s, cfgs[how], ev))
+            rows.append(run(frames, train, base, ref, mu_basis, b, how, s, cfgs.get((how, b), cfg), ev))
         print(f"seed {s} done, {time.time() - t0:.0f} s", flush=True)
     r = pd.DataFrame(rows)
+    if a.out: r.to_csv(a.out, index=False)
     summary = r.groupby(['budget', 'how'], sort=False).agg(
         labels=('labels', 'mean'), dark_share=('dark_share', 'mean'), cat_share=('cat_share', 'mean'),
         accuracy=('accuracy', 'mean'),
