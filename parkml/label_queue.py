@@ -1,4 +1,4 @@
-"""Which frame a person labels next: disputes first, then second opinions, then the unlabelled frames that teach the next retraining most (uncertain, novel, from cameras, hours and lighting not yet covered), one per frame content.
+"""Which frame a person labels next: disputes first, then second opinions, then the unlabelled frames that teach the next retraining most (uncertain, novel, from cameras, hours and lighting not yet covered; or, with `label_queue = typical`, the most typical frame of each cluster), one per frame content.
 
 Docs: https://parkml.github.io/parkml/label_queue.html.md"""
 
