@@ -24,7 +24,8 @@ from parkml.data import read_imageset, assign_splits
 from parkml.network import compute_embeddings
 from parkml.model import fit_head, predict_from_embeddings, fit_projection
 from parkml.cctv import apply_condition
-from parkml.label_queue import rank_frames
+from parkml.label_queue import rank_frames, band_quotas, frame_band
+from parkml.labels import draw_key
 from parkml.train import fit_weights
 from parkml.week_scenario import DUSK_FROM
 
@@ -40,9 +41,16 @@ VARIANTS = {'ranked': dict(label_queue='ranked'), 'plain': PLAIN, 'balance': {**
             'mix70': {**PLAIN, 'label_random_share': '0.7'},
             'mix50+dark': {**PLAIN, 'label_random_share': '0.5', 'label_dark_weight': '1'},
             'typical': TYPICAL, 'typical+dark1': {**TYPICAL, 'label_dark_weight': '1'},
+            'typical+dark2': {**TYPICAL, 'label_dark_weight': '2'},
             'typical+dark3': {**TYPICAL, 'label_dark_weight': '3'},
+            'typical+dark6': {**TYPICAL, 'label_dark_weight': '6'},
             'typical+half': {**TYPICAL, 'label_typical_share': '0.5'},
-            'typical+mix70': {**TYPICAL, 'label_random_share': '0.7'}}
+            'typical+dark3+half': {**TYPICAL, 'label_dark_weight': '3', 'label_typical_share': '0.5'},
+            'typical+dark3+mix30': {**TYPICAL, 'label_dark_weight': '3', 'label_random_share': '0.3'},
+            'typical+mix70': {**TYPICAL, 'label_random_share': '0.7'},
+            # controls: random frames with the typical queue's band quotas (label_queue=strata is the bench's own)
+            'strata': {**PLAIN, 'label_queue': 'strata'}, 'strata+dark3': {**PLAIN, 'label_queue': 'strata',
+                                                                           'label_dark_weight': '3'}}
 
 def darkened(rows: pd.DataFrame, folder: Path) -> pd.DataFrame:
     "Embeddings and brightness of `rows` (path, sha, label, severity) under the night condition, cached by content"
@@ -90,11 +98,18 @@ def judge(w, b, ev: pd.DataFrame) -> dict:
     rc, rd = (~p[~y]).mean(), p[y].mean()
     return dict(accuracy=float((p == y).mean()), recall_cat=float(rc), recall_dog=float(rd), gap=100 * float(rd - rc))
 
+def strata(c: pd.DataFrame, budget: int, weight: float, seed: int) -> pd.DataFrame:
+    "`budget` frames drawn at random within each lighting band, as many as the typical queue's `band_quotas` give it"
+    band, key = frame_band(c.brightness), draw_key(c.frame_sha, seed)
+    return pd.concat([c[band == b].iloc[np.argsort(key[band == b], kind='stable')[:q]]
+                      for b, q in band_quotas(band, budget, weight).items()])
+
 def choose(day: pd.DataFrame, budget: int, how: str, ref, seed: int, cfg) -> pd.DataFrame:
     "The `budget` frames of one day the queue (or chance) gives the staff"
     c = day.drop_duplicates('frame_sha').assign(id=lambda d: d.index.astype(str), disagree=False,
                                                 ts=lambda d: pd.Timestamp('2026-11-20', tz=cfg.monitor_tz).timestamp()
                                                 + 3600 * d.hour)
+    if how == 'strata': return strata(c, budget, float(cfg.label_dark_weight), seed)
     return rank_frames(c, ref, how, seed, cfg).head(budget)
 
 def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str, seed: int, cfg, ev) -> dict:
