@@ -47,7 +47,7 @@ def clustered_store(tmp_path):
     from parkml.predlog import open_store, encode_proj
     x, _ = clustered(dim=16)
     t0 = time.time() - 3600
-    recs = [dict(ts=t0 + 10 * i, camera='cam-01', model_version='1', label='dog', p_dog=.6 + .003 * i,
+    recs = [dict(ts=t0 + 10 * i, camera='cam-01', model_version='1', label='dog', p_dog=.9 - .003 * i,
                  brightness=.5, proj=encode_proj(v.astype(np.float32)), frame=f"frame {i}".encode())
             for i, v in enumerate(x)]
     with open_store(f"sqlite:///{tmp_path}/log.db", tmp_path/'frames') as s:
@@ -65,7 +65,7 @@ def test_next_frames_hands_out_typical_frames_and_skips_a_covered_cluster(cluste
     add_label(s, ids[0], 'dog', Actor('sam', 'staff', proof='password'))
     assert next_frames(s, 'sam', 3, cfg=cfg).id.tolist() == [ids[40], ids[70], ids[90]]
     ranked = next_frames(s, 'sam', 4, cfg=get_settings(label_queue='ranked', label_random_share=0, label_double_share=0))
-    assert ranked.id.tolist()[0] == ids[1] and set(ranked.why) == {'ranked'}   # the ranking alone: most uncertain first
+    assert ranked.id.tolist()[0] == ids[99] and set(ranked.why) == {'ranked'}   # the ranking alone: most uncertain first
 
 def test_half_typical_half_ranked_and_a_clear_error_for_an_unknown_queue(clustered_store):
     from parkml.config import get_settings
