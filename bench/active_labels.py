@@ -49,8 +49,8 @@ VARIANTS = {'ranked': dict(label_queue='ranked'), 'plain': PLAIN, 'balance': {**
             'typical+dark3+mix30': {**TYPICAL, 'label_dark_weight': '3', 'label_random_share': '0.3'},
             'typical+mix70': {**TYPICAL, 'label_random_share': '0.7'},
             # controls: random frames with the typical queue's band quotas (label_queue=strata is the bench's own)
-            'strata': {**PLAIN, 'label_queue': 'strata'}, 'strata+dark3': {**PLAIN, 'label_queue': 'strata',
-                                                                           'label_dark_weight': '3'}}
+            'strata': {**PLAIN, 'label_queue': 'strata'},
+            **{f"strata+dark{w}": {**PLAIN, 'label_queue': 'strata', 'label_dark_weight': str(w)} for w in (1, 3, 6, 9)}}
 
 def darkened(rows: pd.DataFrame, folder: Path) -> pd.DataFrame:
     "Embeddings and brightness of `rows` (path, sha, label, severity) under the night condition, cached by content"
