@@ -7,9 +7,10 @@ the training images plus those labels, and judged on dark evenings (cat/dog reca
                                             [--out results.csv]
 
 Each variant is the queue with some settings changed (`VARIANTS`); `random` at each budget and at twice the largest is
-always run. The typical variants (label_queue=typical) get as many clusters a day as labels (label_typical_k = the
-budget). The head is refitted as the retraining does it: the production labels weighted by
-`parkml.train.fit_weights` (setting retrain_balance, or --balance).
+always run. The queue gets the day's budget as label_day_budget (the typical variants' clusters a day, the banded
+variants' quotas); `strata` variants are the bench's own banded draw, with the quotas cut at the budget. The head
+is refitted as the retraining does it: the production labels weighted by `parkml.train.fit_weights` (setting
+retrain_balance, or --balance).
 
 The backbone is the real one (EfficientNet-Lite0 embeddings, cached by content under the `cache` setting); dark
 frames are real petpark test photos under the week's `night` condition, written once under runs/bench/active_labels.
@@ -50,7 +51,14 @@ VARIANTS = {'ranked': dict(label_queue='ranked'), 'plain': PLAIN, 'balance': {**
             'typical+mix70': {**TYPICAL, 'label_random_share': '0.7'},
             # controls: random frames with the typical queue's band quotas (label_queue=strata is the bench's own)
             'strata': {**PLAIN, 'label_queue': 'strata'},
-            **{f"strata+dark{w}": {**PLAIN, 'label_queue': 'strata', 'label_dark_weight': str(w)} for w in (1, 3, 6, 9)}}
+            **{f"strata+dark{w}": {**PLAIN, 'label_queue': 'strata', 'label_dark_weight': str(w)}
+               for w in (1, 3, 6, 9)},
+            **{f"strata+dark{w}+half": {**PLAIN, 'label_queue': 'strata', 'label_dark_weight': str(w),
+                                        'label_typical_share': '0.5'} for w in (3, 6)},
+            **{f"banded+dark{w}": {**PLAIN, 'label_queue': 'banded', 'label_dark_weight': str(w)}
+               for w in (0, 3, 6)},
+            'banded+dark3+mix30': {**PLAIN, 'label_queue': 'banded', 'label_dark_weight': '3',
+                                   'label_random_share': '0.3'}}
 
 def darkened(rows: pd.DataFrame, folder: Path) -> pd.DataFrame:
     "Embeddings and brightness of `rows` (path, sha, label, severity) under the night condition, cached by content"
@@ -109,7 +117,11 @@ def choose(day: pd.DataFrame, budget: int, how: str, ref, seed: int, cfg) -> pd.
     c = day.drop_duplicates('frame_sha').assign(id=lambda d: d.index.astype(str), disagree=False,
                                                 ts=lambda d: pd.Timestamp('2026-11-20', tz=cfg.monitor_tz).timestamp()
                                                 + 3600 * d.hour)
-    if how == 'strata': return strata(c, budget, float(cfg.label_dark_weight), seed)
+    if how == 'strata' and float(cfg.label_typical_share) >= 1:
+        return strata(c, budget, float(cfg.label_dark_weight), seed)
+    if how == 'strata':   # a share of the places from the strata, the rest from the ranking alone
+        s = strata(c, round(budget * float(cfg.label_typical_share)), float(cfg.label_dark_weight), seed)
+        return pd.concat([s, rank_frames(c.drop(s.index), ref, 'ranked', seed, cfg).head(budget - len(s))])
     return rank_frames(c, ref, how, seed, cfg).head(budget)
 
 def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str, seed: int, cfg, ev) -> dict:
@@ -178,7 +190,7 @@ def main():
           f"{cfg.label_novelty_weight}, coverage {cfg.label_coverage}, retrain_balance {cfg.retrain_balance}; "
           f"prepared in {time.time() - t0:.0f} s")
     rows = [dict(how='none (base model)', budget=0, seed=0, labels=0, dark_share=np.nan, **judge(*base, ev))]
-    cfgs = {(v, b): get_settings(**{**over, **VARIANTS[v], 'label_typical_k': str(b)}) for v in a.variants
+    cfgs = {(v, b): get_settings(**{**over, **VARIANTS[v], 'label_day_budget': str(b)}) for v in a.variants
             for b in a.budgets}
     plan = [(b, how) for b in a.budgets for how in (*a.variants, 'random')] + [(2 * max(a.budgets), 'random')]
     for s in range(a.seeds):

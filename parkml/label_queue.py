@@ -15,7 +15,8 @@ from .labels import answers, consensus, wants_second, draw_key
 # %% auto #0
 __all__ = ['LIGHT_WEIGHT', 'QUEUES', 'candidates', 'uncertainty', 'novelty', 'frame_band', 'coverage_cell', 'spread',
            'light_weight', 'balance', 'interleave', 'mix_random', 'typicality', 'cluster_rounds', 'band_quotas',
-           'typical_order', 'typical_mix', 'rank_frames', 'pending', 'next_frames', 'queue_reference']
+           'pace_bands', 'typical_order', 'band_draw', 'typical_mix', 'rank_frames', 'pending', 'next_frames',
+           'queue_reference']
 
 # %% ../nbs/49a_label_queue.ipynb #9e56b579
 def candidates(store, # an open prediction store
@@ -153,6 +154,22 @@ def band_quotas(band: np.ndarray, # each frame's lighting band
     s = n * (1 + weight * n.index.map(lambda b: LIGHT_WEIGHT.get(b, 0.0)).to_numpy(float))
     return dict(zip(n.index, np.clip(np.round(s / s.sum() * k), 1, n).astype(int).tolist()))
 
+# %% ../nbs/49a_label_queue.ipynb #98b990a0
+def pace_bands(band: np.ndarray, # each frame's lighting band
+               k: int, # places in all (`band_quotas`)
+               weight: float, # the dark band's extra share (`band_quotas`)
+               within, # (indices of a band's frames, band, quota) -> those indices in the band's own order
+               done_band=(), # the bands of frames already labelled (they count as places their band took)
+              ) -> np.ndarray:
+    "Order (indices): each band's frames in the order `within` gives, each band taking places at its quota's pace"
+    band, db = np.asarray(band), np.asarray(done_band)
+    idx, at = [], []
+    for b, q in band_quotas(band, k, weight).items():
+        m = np.flatnonzero(band == b)
+        idx.append(within(m, b, q))
+        at.append((np.arange(len(m)) + (db == b).sum() + .5) / q)
+    return np.concatenate(idx)[np.argsort(np.concatenate(at), kind='stable')]
+
 # %% ../nbs/49a_label_queue.ipynb #41c782c9
 def typical_order(proj: np.ndarray, # (n, k) projections of the candidates
                   band: np.ndarray, # each candidate's lighting band
@@ -161,20 +178,26 @@ def typical_order(proj: np.ndarray, # (n, k) projections of the candidates
                   done: tuple = None, # (projections, bands) of frames already labelled (None: none)
                   seed: int = 0, # the k-means seed
                  ) -> np.ndarray:
-    "Order (indices): each band's `cluster_rounds` with its `band_quotas`, each band taking places at its quota's pace"
-    band = np.asarray(band)
+    "Order (indices): each band's `cluster_rounds` with its `band_quotas` clusters, paced by `pace_bands`"
     dp, db = done if done is not None else (np.zeros((0, proj.shape[1])), np.array([]))
-    idx, at = [], []
-    for b, q in band_quotas(band, k, weight).items():
-        m, held = np.flatnonzero(band == b), np.asarray(db) == b
-        idx.append(m[cluster_rounds(proj[m], q, dp[held], seed=seed)])
-        at.append((np.arange(len(m)) + held.sum() + .5) / q)   # a band's labelled frames count as places taken
-    return np.concatenate(idx)[np.argsort(np.concatenate(at), kind='stable')]
+    db = np.asarray(db)
+    return pace_bands(band, k, weight, lambda m, b, q: m[cluster_rounds(proj[m], q, dp[db == b], seed=seed)], db)
+
+# %% ../nbs/49a_label_queue.ipynb #ad1a86fe
+def band_draw(band: np.ndarray, # each candidate's lighting band
+              key: np.ndarray, # each candidate's draw key (`labels.draw_key`)
+              k: int, # places the quotas are made for (about the day's labels)
+              weight: float = 0.0, # the dark band's extra share (`band_quotas`)
+              done_band=(), # the bands of frames already labelled
+             ) -> np.ndarray:
+    "Order (indices): a random draw within each lighting band (lowest key first), the bands at their quotas' pace"
+    key = np.asarray(key)
+    return pace_bands(band, k, weight, lambda m, b, q: m[np.argsort(key[m], kind='stable')], done_band)
 
 # %% ../nbs/49a_label_queue.ipynb #f2b9a191
 def typical_mix(c: pd.DataFrame, # candidates, with projections and brightness
                 order: np.ndarray, # the ranking's order (indices of `c`)
-                cfg: Settings, # settings: label_typical_k, label_typical_share, label_dark_weight
+                cfg: Settings, # settings: label_day_budget, label_typical_share, label_dark_weight
                 done: pd.DataFrame = None, # frames already labelled (their clusters wait), with projections
                 seed: int = 0, # the k-means seed
                ) -> tuple:
@@ -184,26 +207,26 @@ def typical_mix(c: pd.DataFrame, # candidates, with projections and brightness
     if not x.shape[1]: return order, np.full(len(order), 'ranked', dtype=object)   # no projections: the ranking
     d = None if done is None or not len(done) else (np.nan_to_num(proj_of(done), nan=0.0), frame_band(done.brightness))
     if d is not None and d[0].shape[1] != x.shape[1]: d = None
-    typ = typical_order(x, frame_band(c.brightness), int(cfg.label_typical_k), float(cfg.label_dark_weight), d, seed)
+    typ = typical_order(x, frame_band(c.brightness), int(cfg.label_day_budget), float(cfg.label_dark_weight), d, seed)
     order, ranked = interleave(typ, order, 1 - float(cfg.label_typical_share))
     return order, np.where(ranked, 'ranked', 'typical').astype(object)
 
 # %% ../nbs/49a_label_queue.ipynb #cd57fae8
-QUEUES = ('ranked', 'typical', 'random')   # the choices of setting label_queue
+QUEUES = ('ranked', 'typical', 'banded', 'random')   # the choices of setting label_queue
 
 def rank_frames(
     c: pd.DataFrame, # candidates (`candidates`)
     ref: np.ndarray = None, # reference projections (None: no novelty)
-    how: str = None, # ranked, typical or random (default: setting label_queue)
+    how: str = None, # ranked, typical, banded or random (default: setting label_queue)
     seed: int = 0, # the draw's seed (`labels.draw_key`) and the typical queue's k-means seed
     cfg: Settings = None, # settings: label_queue, label_novelty_weight, label_coverage, label_dark_weight...
     done: pd.DataFrame = None, # frames of the window already labelled (the typical queue's clusters they hold wait)
 ) -> pd.DataFrame:
-    "The candidates best first, with `uncertainty`, `novelty`, `value`, `cell` and `pick` (ranked, typical or random)"
+    "The candidates best first, with `uncertainty`, `novelty`, `value`, `cell` and `pick` (how each was placed)"
     from parkml.monitor import proj_of
     cfg = cfg or get_settings()
     how = how or cfg.label_queue
-    if how not in QUEUES: raise ValueError(f"label_queue must be ranked, typical or random, got {how!r}")
+    if how not in QUEUES: raise ValueError(f"label_queue must be one of {', '.join(QUEUES)}, got {how!r}")
     if not len(c): return c.assign(uncertainty=[], novelty=[], value=[], cell=[], pick=[])
     u, nov = uncertainty(c), np.zeros(len(c)) if ref is None else novelty(proj_of(c), ref)
     w = float(cfg.label_novelty_weight)
@@ -216,6 +239,10 @@ def rank_frames(
     if how == 'typical':
         order, pick = typical_mix(c.reset_index(drop=True), order, cfg, done, seed)
         kind[order] = pick
+    if how == 'banded':
+        db = () if done is None else frame_band(done.brightness)
+        key, k = draw_key(c.frame_sha, seed), int(cfg.label_day_budget)
+        order, kind[:] = band_draw(frame_band(c.brightness), key, k, float(cfg.label_dark_weight), db), 'banded'
     share = 1.0 if how == 'random' else float(cfg.label_random_share)
     order, drawn = mix_random(order, share, draw_key(c.frame_sha, seed))
     return c.iloc[order].assign(pick=np.where(drawn, 'random', kind[order])).reset_index(drop=True)

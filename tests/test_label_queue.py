@@ -4,7 +4,7 @@ clusters; and through a real prediction store, `next_frames` hands out the typic
 import time
 import numpy as np
 import pytest
-from parkml.label_queue import cluster_rounds, typical_order, band_quotas, next_frames, rank_frames
+from parkml.label_queue import cluster_rounds, typical_order, band_quotas, band_draw, next_frames, rank_frames
 
 SIZES = (40, 30, 20, 10)
 
@@ -41,6 +41,16 @@ def test_dark_frames_get_their_share_of_clusters_and_more_with_the_dark_weight()
     o = typical_order(x, band, 10, done=(x[70:72], np.array(['dark', 'dark'])))   # 2 dark frames already labelled
     assert (band[o[:8]] == 'dark').sum() == 1
 
+def test_the_banded_draw_is_random_within_bands_at_the_quotas():
+    band = np.where(np.arange(100) >= 70, 'dark', 'normal')
+    key = np.random.default_rng(1).random(100)
+    for weight, dark in ((0, 3), (3, 6)):
+        first = band_draw(band, key, 10, weight)[:10]
+        assert (band[first] == 'dark').sum() == dark
+        for b in ('dark', 'normal'):   # within a band, the lowest keys
+            got = first[band[first] == b]
+            assert sorted(key[got]) == sorted(np.sort(key[band == b])[:len(got)])
+
 @pytest.fixture
 def clustered_store(tmp_path):
     "A real SQLite prediction store holding 100 answered frames whose projections form the four clusters"
@@ -58,7 +68,7 @@ def test_next_frames_hands_out_typical_frames_and_skips_a_covered_cluster(cluste
     from parkml.governance import Actor
     from parkml.labels import add_label
     s, ids, x = clustered_store
-    cfg = get_settings(label_queue='typical', label_typical_k=4, label_typical_share=1, label_random_share=0,
+    cfg = get_settings(label_queue='typical', label_day_budget=4, label_typical_share=1, label_random_share=0,
                        label_double_share=0, label_dark_weight=0)
     q = next_frames(s, 'sam', 4, cfg=cfg)
     assert q.id.tolist() == [ids[0], ids[40], ids[70], ids[90]] and set(q.why) == {'typical'}
@@ -72,8 +82,11 @@ def test_half_typical_half_ranked_and_a_clear_error_for_an_unknown_queue(cluster
     from parkml.label_queue import candidates
     s, ids, _ = clustered_store
     c = candidates(s)
-    half = rank_frames(c, cfg=get_settings(label_queue='typical', label_typical_k=4, label_typical_share=.5,
+    half = rank_frames(c, cfg=get_settings(label_queue='typical', label_day_budget=4, label_typical_share=.5,
                                            label_random_share=0, monitor_tz='UTC'))
     assert half.pick.tolist()[:4] == ['typical', 'ranked', 'typical', 'ranked'] and sorted(half.id) == sorted(ids)
-    with pytest.raises(ValueError, match='ranked, typical or random'):
+    banded = rank_frames(c, cfg=get_settings(label_queue='banded', label_day_budget=10, label_dark_weight=3,
+                                             label_random_share=0, monitor_tz='UTC'))
+    assert set(banded.pick) == {'banded'} and sorted(banded.id) == sorted(ids)
+    with pytest.raises(ValueError, match='ranked, typical, banded, random'):
         rank_frames(c, how='typicl', cfg=get_settings(monitor_tz='UTC'))
