@@ -23,7 +23,7 @@ from PIL import Image
 from parkml.config import get_settings, ensure_dir
 from parkml.data import read_imageset, assign_splits
 from parkml.network import compute_embeddings
-from parkml.model import fit_head, predict_from_embeddings, fit_projection
+from parkml.model import fit_head, predict_from_embeddings, fit_projection, PROJ_DIM
 from parkml.cctv import apply_condition
 from parkml.label_queue import rank_frames, band_quotas, frame_band
 from parkml.labels import draw_key
@@ -164,6 +164,8 @@ def main():
     ap.add_argument('--budgets', type=int, nargs='+', default=[50, 100], help='labels per day')
     ap.add_argument('--seeds', type=int, default=5)
     ap.add_argument('--train', type=int, default=1000, help='training images of the base head')
+    ap.add_argument('--proj-dim', type=int, default=PROJ_DIM,
+                    help="dimensions of the embedding projection the queue sees (the log keeps PROJ_DIM)")
     ap.add_argument('--novelty', type=float, default=None, help='label_novelty_weight (default: the setting)')
     ap.add_argument('--coverage', type=float, default=None, help='label_coverage (default: the setting)')
     ap.add_argument('--balance', choices=['true', 'false'], default=None,
@@ -180,7 +182,7 @@ def main():
     tr = ds.df[ds.df.subset == 'train'].sample(a.train, random_state=0)
     emb = compute_embeddings(ds.subset(ds.df.sha.isin(tr.sha)), flip=False)
     train = (np.stack(emb.loc[tr.sha, 'emb']), tr.label.eq('dog').to_numpy(), emb.loc[tr.sha, 'brightness'].to_numpy())
-    base, mu_basis = fit_head(*train[:2]), fit_projection(train[0])
+    base, mu_basis = fit_head(*train[:2]), fit_projection(train[0], a.proj_dim)
     ref = (train[0][:500] - mu_basis[0]) @ mu_basis[1]
     test = ds.df[ds.df.split == 'test'].sample(frac=1, random_state=1)
     pool, held = test.iloc[:len(test) // 2], test.iloc[len(test) // 2:]

@@ -220,7 +220,7 @@ def rank_frames(
     how: str = None, # ranked, typical, banded or random (default: setting label_queue)
     seed: int = 0, # the draw's seed (`labels.draw_key`) and the typical queue's k-means seed
     cfg: Settings = None, # settings: label_queue, label_novelty_weight, label_coverage, label_dark_weight...
-    done: pd.DataFrame = None, # frames of the window already labelled (the typical queue's clusters they hold wait)
+    done: pd.DataFrame = None, # frames of the window already labelled (places their cluster or band took)
 ) -> pd.DataFrame:
     "The candidates best first, with `uncertainty`, `novelty`, `value`, `cell` and `pick` (how each was placed)"
     from parkml.monitor import proj_of
