@@ -9,7 +9,7 @@ from parkml.label_queue import cluster_rounds, typical_order, band_quotas, band_
 SIZES = (40, 30, 20, 10)
 
 def clustered(dim: int = 16, seed: int = 0) -> tuple:
-    "Gaussian clusters of `SIZES` points far apart in `dim` dimensions, each holding its exact centre; (points, centres)"
+    "Gaussian clusters of `SIZES` points far apart in `dim` dimensions, each with its exact centre; (points, centres)"
     rng = np.random.default_rng(seed)
     centres = 20 * np.eye(len(SIZES), dim)
     x = np.concatenate([np.r_[c[None], c + rng.normal(0, 1, (n - 1, dim))] for c, n in zip(centres, SIZES)])
@@ -74,8 +74,9 @@ def test_next_frames_hands_out_typical_frames_and_skips_a_covered_cluster(cluste
     assert q.id.tolist() == [ids[0], ids[40], ids[70], ids[90]] and set(q.why) == {'typical'}
     add_label(s, ids[0], 'dog', Actor('sam', 'staff', proof='password'))
     assert next_frames(s, 'sam', 3, cfg=cfg).id.tolist() == [ids[40], ids[70], ids[90]]
-    ranked = next_frames(s, 'sam', 4, cfg=get_settings(label_queue='ranked', label_random_share=0, label_double_share=0))
-    assert ranked.id.tolist()[0] == ids[99] and set(ranked.why) == {'ranked'}   # the ranking alone: most uncertain first
+    alone = get_settings(label_queue='ranked', label_random_share=0, label_double_share=0)
+    ranked = next_frames(s, 'sam', 4, cfg=alone)
+    assert ranked.id.tolist()[0] == ids[99] and set(ranked.why) == {'ranked'}   # the most uncertain first
 
 def test_half_typical_half_ranked_and_a_clear_error_for_an_unknown_queue(clustered_store):
     from parkml.config import get_settings
