@@ -3,12 +3,12 @@ labelling queue (`parkml.label_queue.rank_frames`, setting label_queue=ranked) o
 the training images plus those labels, and judged on dark evenings (cat/dog recall gap and accuracy), over seeds.
 
     .venv/bin/python bench/active_labels.py [--days 3] [--frames 400] [--budgets 50 100] [--seeds 5]
-                                            [--variants ranked balance dark balance+dark typical] [--balance true|false]
+                                            [--variants ranked balance dark balance+dark banded+dark3] [--balance true|false]
                                             [--out results.csv]
 
 Each variant is the queue with some settings changed (`VARIANTS`); `random` at each budget and at twice the largest is
-always run. The queue gets the day's budget as label_day_budget (the typical variants' clusters a day, the banded
-variants' quotas); `strata` variants are the bench's own banded draw, with the quotas cut at the budget. The head
+always run. The queue gets the day's budget as label_day_budget (the banded variants' quotas); `strata` variants are
+the bench's own banded draw, with the quotas cut at the budget (`+half`: half the places from the ranking). The head
 is refitted as the retraining does it: the production labels weighted by `parkml.train.fit_weights` (setting
 retrain_balance, or --balance).
 
@@ -34,31 +34,23 @@ OPEN, CLOSE = 8.0, 20.0   # the park's hours, as in the week
 # the queue's variants: settings changed from the current ones
 PLAIN = dict(label_queue='ranked', label_balance='false', label_dark_weight='0',
              label_random_share='0')   # uncertainty, novelty, coverage
-TYPICAL = {**PLAIN, 'label_queue': 'typical', 'label_typical_share': '1'}   # one typical frame of each cluster
 VARIANTS = {'ranked': dict(label_queue='ranked'), 'plain': PLAIN, 'balance': {**PLAIN, 'label_balance': 'true'},
             'dark': {**PLAIN, 'label_dark_weight': '1'}, 'balance+dark': {**PLAIN, 'label_balance': 'true',
                                                                           'label_dark_weight': '1'},
             'mix30': {**PLAIN, 'label_random_share': '0.3'}, 'mix50': {**PLAIN, 'label_random_share': '0.5'},
             'mix70': {**PLAIN, 'label_random_share': '0.7'},
             'mix50+dark': {**PLAIN, 'label_random_share': '0.5', 'label_dark_weight': '1'},
-            'typical': TYPICAL, 'typical+dark1': {**TYPICAL, 'label_dark_weight': '1'},
-            'typical+dark2': {**TYPICAL, 'label_dark_weight': '2'},
-            'typical+dark3': {**TYPICAL, 'label_dark_weight': '3'},
-            'typical+dark6': {**TYPICAL, 'label_dark_weight': '6'},
-            'typical+half': {**TYPICAL, 'label_typical_share': '0.5'},
-            'typical+dark3+half': {**TYPICAL, 'label_dark_weight': '3', 'label_typical_share': '0.5'},
-            'typical+dark3+mix30': {**TYPICAL, 'label_dark_weight': '3', 'label_random_share': '0.3'},
-            'typical+mix70': {**TYPICAL, 'label_random_share': '0.7'},
-            # controls: random frames with the typical queue's band quotas (label_queue=strata is the bench's own)
+            # random frames with the banded queue's quotas, cut at the budget (label_queue=strata is the bench's own)
             'strata': {**PLAIN, 'label_queue': 'strata'},
             **{f"strata+dark{w}": {**PLAIN, 'label_queue': 'strata', 'label_dark_weight': str(w)}
                for w in (1, 3, 6, 9)},
-            **{f"strata+dark{w}+half": {**PLAIN, 'label_queue': 'strata', 'label_dark_weight': str(w),
-                                        'label_typical_share': '0.5'} for w in (3, 6)},
+            **{f"strata+dark{w}+half": {**PLAIN, 'label_queue': 'strata', 'label_dark_weight': str(w)}
+               for w in (3, 6)},
             **{f"banded+dark{w}": {**PLAIN, 'label_queue': 'banded', 'label_dark_weight': str(w)}
                for w in (0, 3, 6)},
             'banded+dark3+mix30': {**PLAIN, 'label_queue': 'banded', 'label_dark_weight': '3',
                                    'label_random_share': '0.3'}}
+STRATA_SHARE = {v: .5 for v in VARIANTS if v.startswith('strata') and v.endswith('+half')}   # the rest: the ranking's
 
 def darkened(rows: pd.DataFrame, folder: Path) -> pd.DataFrame:
     "Embeddings and brightness of `rows` (path, sha, label, severity) under the night condition, cached by content"
@@ -107,20 +99,20 @@ def judge(w, b, ev: pd.DataFrame) -> dict:
     return dict(accuracy=float((p == y).mean()), recall_cat=float(rc), recall_dog=float(rd), gap=100 * float(rd - rc))
 
 def strata(c: pd.DataFrame, budget: int, weight: float, seed: int) -> pd.DataFrame:
-    "`budget` frames drawn at random within each lighting band, as many as the typical queue's `band_quotas` give it"
+    "`budget` frames drawn at random within each lighting band, as many as `band_quotas` give it"
     band, key = frame_band(c.brightness), draw_key(c.frame_sha, seed)
     return pd.concat([c[band == b].iloc[np.argsort(key[band == b], kind='stable')[:q]]
                       for b, q in band_quotas(band, budget, weight).items()])
 
-def choose(day: pd.DataFrame, budget: int, how: str, ref, seed: int, cfg) -> pd.DataFrame:
-    "The `budget` frames of one day the queue (or chance) gives the staff"
+def choose(day: pd.DataFrame, budget: int, how: str, ref, seed: int, cfg, share: float = 1.0) -> pd.DataFrame:
+    "The `budget` frames of one day the queue (or chance) gives the staff (`strata`: `share` of them from the strata)"
     c = day.drop_duplicates('frame_sha').assign(id=lambda d: d.index.astype(str), disagree=False,
                                                 ts=lambda d: pd.Timestamp('2026-11-20', tz=cfg.monitor_tz).timestamp()
                                                 + 3600 * d.hour)
-    if how == 'strata' and float(cfg.label_typical_share) >= 1:
+    if how == 'strata' and share >= 1:
         return strata(c, budget, float(cfg.label_dark_weight), seed)
     if how == 'strata':   # a share of the places from the strata, the rest from the ranking alone
-        s = strata(c, round(budget * float(cfg.label_typical_share)), float(cfg.label_dark_weight), seed)
+        s = strata(c, round(budget * share), float(cfg.label_dark_weight), seed)
         return pd.concat([s, rank_frames(c.drop(s.index), ref, 'ranked', seed, cfg).head(budget - len(s))])
     return rank_frames(c, ref, how, seed, cfg).head(budget)
 
@@ -132,7 +124,9 @@ def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str,
     frames = frames.assign(p_dog=predict_from_embeddings(E, *base))
     proj = (E - mu) @ basis
     frames = pd.concat([frames, pd.DataFrame(proj, columns=[f"proj_{i}" for i in range(proj.shape[1])])], axis=1)
-    picked = pd.concat([choose(d, budget, how, ref, seed + i, cfg) for i, (_, d) in enumerate(frames.groupby('day'))])
+    share = STRATA_SHARE.get(variant, 1.0)
+    picked = pd.concat([choose(d, budget, how, ref, seed + i, cfg, share)
+                        for i, (_, d) in enumerate(frames.groupby('day'))])
     Et, yt, bt = train
     y = np.concatenate([yt, picked.label.eq('dog').to_numpy()])
     sw = fit_weights(y, np.r_[np.zeros(len(yt), bool), np.ones(len(picked), bool)],

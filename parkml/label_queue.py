@@ -1,4 +1,4 @@
-"""Which frame a person labels next: disputes first, then second opinions, then the unlabelled frames that teach the next retraining most (uncertain, novel, from cameras, hours and lighting not yet covered; or, with `label_queue = typical`, the most typical frame of each cluster), one per frame content.
+"""Which frame a person labels next: disputes first, then second opinions, then the unlabelled frames that teach the next retraining most (uncertain, novel, from cameras, hours and lighting not yet covered; or, with `label_queue = banded`, drawn at random within each lighting band), one per frame content.
 
 Docs: https://parkml.github.io/parkml/label_queue.html.md"""
 
@@ -14,9 +14,8 @@ from .labels import answers, consensus, wants_second, draw_key
 
 # %% auto #0
 __all__ = ['LIGHT_WEIGHT', 'QUEUES', 'candidates', 'uncertainty', 'novelty', 'frame_band', 'coverage_cell', 'spread',
-           'light_weight', 'balance', 'interleave', 'mix_random', 'typicality', 'cluster_rounds', 'band_quotas',
-           'pace_bands', 'typical_order', 'band_draw', 'typical_mix', 'rank_frames', 'pending', 'next_frames',
-           'queue_reference']
+           'light_weight', 'balance', 'interleave', 'mix_random', 'band_quotas', 'pace_bands', 'band_draw',
+           'rank_frames', 'pending', 'next_frames', 'queue_reference']
 
 # %% ../nbs/49a_label_queue.ipynb #9e56b579
 def candidates(store, # an open prediction store
@@ -112,44 +111,12 @@ def mix_random(order: np.ndarray, # frame indices, best first
     if not len(order): return order, np.zeros(0, bool)
     return interleave(order, np.argsort(np.asarray(key), kind='stable'), share)
 
-# %% ../nbs/49a_label_queue.ipynb #03528d58
-def typicality(x: np.ndarray, # (n, k) points
-               nn: int = 20, # nearest other points averaged
-              ) -> np.ndarray:
-    "1 / the mean distance of each point to its `nn` nearest other points (a lone point: 0)"
-    from sklearn.neighbors import NearestNeighbors
-    if len(x) < 2: return np.zeros(len(x))
-    k = min(nn, len(x) - 1)
-    d = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)[0]
-    return 1 / (d[:, 1:].mean(1) + 1e-9)
-
-# %% ../nbs/49a_label_queue.ipynb #60545585
-def cluster_rounds(x: np.ndarray, # (n, k) projections of the frames to order
-                   k: int, # clusters
-                   done: np.ndarray = None, # (m, k) projections of frames already labelled (None: none)
-                   nn: int = 20, # neighbours of the typicality
-                   seed: int = 0, # the k-means seed
-                  ) -> np.ndarray:
-    """Order (indices) of `x`: k-means into `k` clusters, round r takes each cluster's r-th most typical frame, larger
-    clusters first; a cluster's rounds start after the `done` frames it holds"""
-    from sklearn.cluster import KMeans
-    if not len(x): return np.zeros(0, int)
-    X = np.concatenate([x, np.zeros((0, x.shape[1])) if done is None else done]).astype(np.float64)
-    k = int(max(1, min(k, len(np.unique(X, axis=0)))))
-    cl = KMeans(k, n_init=3, random_state=seed).fit_predict(X)
-    typ = np.zeros(len(X))
-    for j in range(k): typ[cl == j] = typicality(X[cl == j], nn)
-    size, held = np.bincount(cl, minlength=k), np.bincount(cl[len(x):], minlength=k)
-    cl, typ = cl[:len(x)], typ[:len(x)]
-    turn = pd.Series(-typ).groupby(cl).rank(method='first').to_numpy() - 1 + held[cl]
-    return np.lexsort((-typ, -size[cl], turn))
-
 # %% ../nbs/49a_label_queue.ipynb #e61e8b98
 def band_quotas(band: np.ndarray, # each frame's lighting band
-                k: int, # clusters in all
+                k: int, # places in all (about the day's labels)
                 weight: float = 0.0, # the extra share of a dark band (a dim one: half), as `label_dark_weight`
                ) -> dict:
-    "Clusters per band: `k` shared by the bands' frame counts x (1 + `weight` x `LIGHT_WEIGHT`), 1 to its frames each"
+    "Places per band: `k` shared by the bands' frame counts x (1 + `weight` x `LIGHT_WEIGHT`), 1 to its frames each"
     n = pd.Series(np.asarray(band)).value_counts()
     s = n * (1 + weight * n.index.map(lambda b: LIGHT_WEIGHT.get(b, 0.0)).to_numpy(float))
     return dict(zip(n.index, np.clip(np.round(s / s.sum() * k), 1, n).astype(int).tolist()))
@@ -170,19 +137,6 @@ def pace_bands(band: np.ndarray, # each frame's lighting band
         at.append((np.arange(len(m)) + (db == b).sum() + .5) / q)
     return np.concatenate(idx)[np.argsort(np.concatenate(at), kind='stable')]
 
-# %% ../nbs/49a_label_queue.ipynb #41c782c9
-def typical_order(proj: np.ndarray, # (n, k) projections of the candidates
-                  band: np.ndarray, # each candidate's lighting band
-                  k: int, # clusters in all (about the day's labels)
-                  weight: float = 0.0, # the dark band's extra share (`band_quotas`)
-                  done: tuple = None, # (projections, bands) of frames already labelled (None: none)
-                  seed: int = 0, # the k-means seed
-                 ) -> np.ndarray:
-    "Order (indices): each band's `cluster_rounds` with its `band_quotas` clusters, paced by `pace_bands`"
-    dp, db = done if done is not None else (np.zeros((0, proj.shape[1])), np.array([]))
-    db = np.asarray(db)
-    return pace_bands(band, k, weight, lambda m, b, q: m[cluster_rounds(proj[m], q, dp[db == b], seed=seed)], db)
-
 # %% ../nbs/49a_label_queue.ipynb #ad1a86fe
 def band_draw(band: np.ndarray, # each candidate's lighting band
               key: np.ndarray, # each candidate's draw key (`labels.draw_key`)
@@ -194,33 +148,16 @@ def band_draw(band: np.ndarray, # each candidate's lighting band
     key = np.asarray(key)
     return pace_bands(band, k, weight, lambda m, b, q: m[np.argsort(key[m], kind='stable')], done_band)
 
-# %% ../nbs/49a_label_queue.ipynb #f2b9a191
-def typical_mix(c: pd.DataFrame, # candidates, with projections and brightness
-                order: np.ndarray, # the ranking's order (indices of `c`)
-                cfg: Settings, # settings: label_day_budget, label_typical_share, label_dark_weight
-                done: pd.DataFrame = None, # frames already labelled (their clusters wait), with projections
-                seed: int = 0, # the k-means seed
-               ) -> tuple:
-    "(the typical queue: `typical_order`, `1 - label_typical_share` of its places from `order`; each place's pick)"
-    from parkml.monitor import proj_of
-    x = np.nan_to_num(proj_of(c), nan=0.0)
-    if not x.shape[1]: return order, np.full(len(order), 'ranked', dtype=object)   # no projections: the ranking
-    d = None if done is None or not len(done) else (np.nan_to_num(proj_of(done), nan=0.0), frame_band(done.brightness))
-    if d is not None and d[0].shape[1] != x.shape[1]: d = None
-    typ = typical_order(x, frame_band(c.brightness), int(cfg.label_day_budget), float(cfg.label_dark_weight), d, seed)
-    order, ranked = interleave(typ, order, 1 - float(cfg.label_typical_share))
-    return order, np.where(ranked, 'ranked', 'typical').astype(object)
-
 # %% ../nbs/49a_label_queue.ipynb #cd57fae8
-QUEUES = ('ranked', 'typical', 'banded', 'random')   # the choices of setting label_queue
+QUEUES = ('ranked', 'banded', 'random')   # the choices of setting label_queue
 
 def rank_frames(
     c: pd.DataFrame, # candidates (`candidates`)
     ref: np.ndarray = None, # reference projections (None: no novelty)
-    how: str = None, # ranked, typical, banded or random (default: setting label_queue)
-    seed: int = 0, # the draw's seed (`labels.draw_key`) and the typical queue's k-means seed
+    how: str = None, # ranked, banded or random (default: setting label_queue)
+    seed: int = 0, # the draw's seed (`labels.draw_key`)
     cfg: Settings = None, # settings: label_queue, label_novelty_weight, label_coverage, label_dark_weight...
-    done: pd.DataFrame = None, # frames of the window already labelled (places their cluster or band took)
+    done: pd.DataFrame = None, # frames of the window already labelled (places their band took)
 ) -> pd.DataFrame:
     "The candidates best first, with `uncertainty`, `novelty`, `value`, `cell` and `pick` (how each was placed)"
     from parkml.monitor import proj_of
@@ -236,9 +173,6 @@ def rank_frames(
     order = spread(c.value.to_numpy(), c.cell, float(cfg.label_coverage))
     if cfg.label_balance: order = balance(order, c.p_dog.to_numpy() >= .5)
     kind = np.full(len(c), 'ranked', dtype=object)
-    if how == 'typical':
-        order, pick = typical_mix(c.reset_index(drop=True), order, cfg, done, seed)
-        kind[order] = pick
     if how == 'banded':
         db = () if done is None else frame_band(done.brightness)
         key, k = draw_key(c.frame_sha, seed), int(cfg.label_day_budget)
@@ -270,7 +204,7 @@ def next_frames(
     cfg: Settings = None, # settings: label_window_days, label_double_share, label_queue...
     window: tuple = None, # (start, end) capture epoch times (default: `label_window_days` before `now`, no end)
 ) -> pd.DataFrame:
-    "The next frames for `person`, best first: `id`, `frame_sha`, `why` (dispute, second opinion, ranked, typical...)"
+    "The next frames for `person`, best first: `id`, `frame_sha`, `why` (dispute, second opinion, ranked, banded...)"
     cfg, now = cfg or get_settings(), time.time() if now is None else now
     start, end = window or (now - float(cfg.label_window_days) * 86400, None)
     a = answers(store, start, end)
@@ -278,7 +212,7 @@ def next_frames(
     c = candidates(store, start, end)
     done = c.frame_sha.isin(a.frame_sha)
     fresh = rank_frames(c[~done], ref, cfg=cfg, done=c[done])
-    fresh = fresh.assign(why=fresh.pick)   # ranked, typical, or random for a drawn place
+    fresh = fresh.assign(why=fresh.pick)   # ranked, banded, or random for a drawn place
     out = pd.concat([c.set_index('id').loc[first.id].reset_index().assign(why=first.why.to_numpy()), fresh])
     out = out[~out.id.isin(list(skip))].drop_duplicates('frame_sha')
     return out.head(n).reset_index(drop=True)
