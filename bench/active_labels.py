@@ -3,11 +3,14 @@ labelling queue (`parkml.label_queue.rank_frames`, setting label_queue=ranked) o
 the training images plus those labels, and judged on dark evenings (cat/dog recall gap and accuracy), over seeds.
 
     .venv/bin/python bench/active_labels.py [--days 3] [--frames 400] [--budgets 50 100] [--seeds 5]
-                                            [--variants ranked balance dark balance+dark] [--balance true|false]
+                                            [--variants ranked balance dark balance+dark banded+dark3] [--balance true|false]
+                                            [--out results.csv]
 
-Each variant is the ranked queue with some settings changed (`VARIANTS`); `random` at each budget and at twice the
-largest is always run. The head is refitted as the retraining does it: the production labels weighted by
-`parkml.train.fit_weights` (setting retrain_balance, or --balance).
+Each variant is the queue with some settings changed (`VARIANTS`); `random` at each budget and at twice the largest is
+always run. The queue gets the day's budget as label_day_budget (the banded variants' quotas); `strata` variants are
+the bench's own banded draw, with the quotas cut at the budget (`+half`: half the places from the ranking). The head
+is refitted as the retraining does it: the production labels weighted by `parkml.train.fit_weights` (setting
+retrain_balance, or --balance).
 
 The backbone is the real one (EfficientNet-Lite0 embeddings, cached by content under the `cache` setting); dark
 frames are real petpark test photos under the week's `night` condition, written once under runs/bench/active_labels.
@@ -20,21 +23,34 @@ from PIL import Image
 from parkml.config import get_settings, ensure_dir
 from parkml.data import read_imageset, assign_splits
 from parkml.network import compute_embeddings
-from parkml.model import fit_head, predict_from_embeddings, fit_projection
+from parkml.model import fit_head, predict_from_embeddings, fit_projection, PROJ_DIM
 from parkml.cctv import apply_condition
-from parkml.label_queue import rank_frames
+from parkml.label_queue import rank_frames, band_quotas, frame_band
+from parkml.labels import draw_key
 from parkml.train import fit_weights
 from parkml.week_scenario import DUSK_FROM
 
 OPEN, CLOSE = 8.0, 20.0   # the park's hours, as in the week
-# the ranked queue's variants: settings changed from the current ones
-PLAIN = dict(label_balance='false', label_dark_weight='0', label_random_share='0')   # uncertainty, novelty, coverage
-VARIANTS = {'ranked': {}, 'plain': PLAIN, 'balance': {**PLAIN, 'label_balance': 'true'},
+# the queue's variants: settings changed from the current ones
+PLAIN = dict(label_queue='ranked', label_balance='false', label_dark_weight='0',
+             label_random_share='0')   # uncertainty, novelty, coverage
+VARIANTS = {'ranked': dict(label_queue='ranked'), 'plain': PLAIN, 'balance': {**PLAIN, 'label_balance': 'true'},
             'dark': {**PLAIN, 'label_dark_weight': '1'}, 'balance+dark': {**PLAIN, 'label_balance': 'true',
                                                                           'label_dark_weight': '1'},
             'mix30': {**PLAIN, 'label_random_share': '0.3'}, 'mix50': {**PLAIN, 'label_random_share': '0.5'},
             'mix70': {**PLAIN, 'label_random_share': '0.7'},
-            'mix50+dark': {**PLAIN, 'label_random_share': '0.5', 'label_dark_weight': '1'}}
+            'mix50+dark': {**PLAIN, 'label_random_share': '0.5', 'label_dark_weight': '1'},
+            # random frames with the banded queue's quotas, cut at the budget (label_queue=strata is the bench's own)
+            'strata': {**PLAIN, 'label_queue': 'strata'},
+            **{f"strata+dark{w}": {**PLAIN, 'label_queue': 'strata', 'label_dark_weight': str(w)}
+               for w in (1, 3, 6, 9)},
+            **{f"strata+dark{w}+half": {**PLAIN, 'label_queue': 'strata', 'label_dark_weight': str(w)}
+               for w in (3, 6)},
+            **{f"banded+dark{w}": {**PLAIN, 'label_queue': 'banded', 'label_dark_weight': str(w)}
+               for w in (0, 3, 6)},
+            'banded+dark3+mix30': {**PLAIN, 'label_queue': 'banded', 'label_dark_weight': '3',
+                                   'label_random_share': '0.3'}}
+STRATA_SHARE = {v: .5 for v in VARIANTS if v.startswith('strata') and v.endswith('+half')}   # the rest: the ranking's
 
 def darkened(rows: pd.DataFrame, folder: Path) -> pd.DataFrame:
     "Embeddings and brightness of `rows` (path, sha, label, severity) under the night condition, cached by content"
@@ -82,22 +98,35 @@ def judge(w, b, ev: pd.DataFrame) -> dict:
     rc, rd = (~p[~y]).mean(), p[y].mean()
     return dict(accuracy=float((p == y).mean()), recall_cat=float(rc), recall_dog=float(rd), gap=100 * float(rd - rc))
 
-def choose(day: pd.DataFrame, budget: int, how: str, ref, seed: int, cfg) -> pd.DataFrame:
-    "The `budget` frames of one day the queue (or chance) gives the staff"
+def strata(c: pd.DataFrame, budget: int, weight: float, seed: int) -> pd.DataFrame:
+    "`budget` frames drawn at random within each lighting band, as many as `band_quotas` give it"
+    band, key = frame_band(c.brightness), draw_key(c.frame_sha, seed)
+    return pd.concat([c[band == b].iloc[np.argsort(key[band == b], kind='stable')[:q]]
+                      for b, q in band_quotas(band, budget, weight).items()])
+
+def choose(day: pd.DataFrame, budget: int, how: str, ref, seed: int, cfg, share: float = 1.0) -> pd.DataFrame:
+    "The `budget` frames of one day the queue (or chance) gives the staff (`strata`: `share` of them from the strata)"
     c = day.drop_duplicates('frame_sha').assign(id=lambda d: d.index.astype(str), disagree=False,
                                                 ts=lambda d: pd.Timestamp('2026-11-20', tz=cfg.monitor_tz).timestamp()
                                                 + 3600 * d.hour)
+    if how == 'strata' and share >= 1:
+        return strata(c, budget, float(cfg.label_dark_weight), seed)
+    if how == 'strata':   # a share of the places from the strata, the rest from the ranking alone
+        s = strata(c, round(budget * share), float(cfg.label_dark_weight), seed)
+        return pd.concat([s, rank_frames(c.drop(s.index), ref, 'ranked', seed, cfg).head(budget - len(s))])
     return rank_frames(c, ref, how, seed, cfg).head(budget)
 
 def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str, seed: int, cfg, ev) -> dict:
     "Label `budget` frames a day by `how` (random or a variant), retrain the head on the training set plus them, judge"
-    variant, how = how, 'random' if how == 'random' else 'ranked'
+    variant, how = how, 'random' if how == 'random' else cfg.label_queue
     mu, basis = mu_basis
     E = np.stack(frames.emb)
     frames = frames.assign(p_dog=predict_from_embeddings(E, *base))
     proj = (E - mu) @ basis
     frames = pd.concat([frames, pd.DataFrame(proj, columns=[f"proj_{i}" for i in range(proj.shape[1])])], axis=1)
-    picked = pd.concat([choose(d, budget, how, ref, seed + i, cfg) for i, (_, d) in enumerate(frames.groupby('day'))])
+    share = STRATA_SHARE.get(variant, 1.0)
+    picked = pd.concat([choose(d, budget, how, ref, seed + i, cfg, share)
+                        for i, (_, d) in enumerate(frames.groupby('day'))])
     Et, yt, bt = train
     y = np.concatenate([yt, picked.label.eq('dog').to_numpy()])
     sw = fit_weights(y, np.r_[np.zeros(len(yt), bool), np.ones(len(picked), bool)],
@@ -129,12 +158,15 @@ def main():
     ap.add_argument('--budgets', type=int, nargs='+', default=[50, 100], help='labels per day')
     ap.add_argument('--seeds', type=int, default=5)
     ap.add_argument('--train', type=int, default=1000, help='training images of the base head')
+    ap.add_argument('--proj-dim', type=int, default=PROJ_DIM,
+                    help="dimensions of the embedding projection the queue sees (the log keeps PROJ_DIM)")
     ap.add_argument('--novelty', type=float, default=None, help='label_novelty_weight (default: the setting)')
     ap.add_argument('--coverage', type=float, default=None, help='label_coverage (default: the setting)')
     ap.add_argument('--balance', choices=['true', 'false'], default=None,
                     help="retrain_balance: the retraining's class weights per lighting band (default: the setting)")
     ap.add_argument('--variants', nargs='+', default=['ranked'], choices=list(VARIANTS),
-                    help="the ranked queue's variants (ranked: the settings as they are)")
+                    help="the queue's variants (ranked: the settings as they are)")
+    ap.add_argument('--out', default=None, help="CSV of every seed's rows (default: none)")
     a = ap.parse_args()
     over = dict(label_novelty_weight=a.novelty, label_coverage=a.coverage, retrain_balance=a.balance)
     over = {k: str(v) for k, v in over.items() if v is not None}
@@ -144,7 +176,7 @@ def main():
     tr = ds.df[ds.df.subset == 'train'].sample(a.train, random_state=0)
     emb = compute_embeddings(ds.subset(ds.df.sha.isin(tr.sha)), flip=False)
     train = (np.stack(emb.loc[tr.sha, 'emb']), tr.label.eq('dog').to_numpy(), emb.loc[tr.sha, 'brightness'].to_numpy())
-    base, mu_basis = fit_head(*train[:2]), fit_projection(train[0])
+    base, mu_basis = fit_head(*train[:2]), fit_projection(train[0], a.proj_dim)
     ref = (train[0][:500] - mu_basis[0]) @ mu_basis[1]
     test = ds.df[ds.df.split == 'test'].sample(frac=1, random_state=1)
     pool, held = test.iloc[:len(test) // 2], test.iloc[len(test) // 2:]
@@ -154,14 +186,16 @@ def main():
           f"{cfg.label_novelty_weight}, coverage {cfg.label_coverage}, retrain_balance {cfg.retrain_balance}; "
           f"prepared in {time.time() - t0:.0f} s")
     rows = [dict(how='none (base model)', budget=0, seed=0, labels=0, dark_share=np.nan, **judge(*base, ev))]
-    cfgs = {'random': cfg, **{v: get_settings(**{**over, **VARIANTS[v]}) for v in a.variants}}
+    cfgs = {(v, b): get_settings(**{**over, **VARIANTS[v], 'label_day_budget': str(b)}) for v in a.variants
+            for b in a.budgets}
     plan = [(b, how) for b in a.budgets for how in (*a.variants, 'random')] + [(2 * max(a.budgets), 'random')]
     for s in range(a.seeds):
         frames = week_frames(pool, a.days, a.frames, folder/'frames', seed=s)   # each seed a week of its own
         for b, how in plan:
-            rows.append(run(frames, train, base, ref, mu_basis, b, how, s, cfgs[how], ev))
+            rows.append(run(frames, train, base, ref, mu_basis, b, how, s, cfgs.get((how, b), cfg), ev))
         print(f"seed {s} done, {time.time() - t0:.0f} s", flush=True)
     r = pd.DataFrame(rows)
+    if a.out: r.to_csv(a.out, index=False)
     summary = r.groupby(['budget', 'how'], sort=False).agg(
         labels=('labels', 'mean'), dark_share=('dark_share', 'mean'), cat_share=('cat_share', 'mean'),
         accuracy=('accuracy', 'mean'),

@@ -1,4 +1,4 @@
-"""Which frame a person labels next: disputes first, then second opinions, then the unlabelled frames that teach the next retraining most (uncertain, novel, from cameras, hours and lighting not yet covered), one per frame content.
+"""Which frame a person labels next: disputes first, then second opinions, then the unlabelled frames that teach the next retraining most (uncertain, novel, from cameras, hours and lighting not yet covered; or, with `label_queue = banded`, drawn at random within each lighting band), one per frame content.
 
 Docs: https://parkml.github.io/parkml/label_queue.html.md"""
 
@@ -13,8 +13,9 @@ from .config import get_settings, Settings
 from .labels import answers, consensus, wants_second, draw_key
 
 # %% auto #0
-__all__ = ['LIGHT_WEIGHT', 'candidates', 'uncertainty', 'novelty', 'coverage_cell', 'spread', 'light_weight', 'balance',
-           'mix_random', 'rank_frames', 'pending', 'next_frames', 'queue_reference']
+__all__ = ['LIGHT_WEIGHT', 'QUEUES', 'candidates', 'uncertainty', 'novelty', 'frame_band', 'coverage_cell', 'spread',
+           'light_weight', 'balance', 'interleave', 'mix_random', 'band_quotas', 'pace_bands', 'band_draw',
+           'rank_frames', 'pending', 'next_frames', 'queue_reference']
 
 # %% ../nbs/49a_label_queue.ipynb #9e56b579
 def candidates(store, # an open prediction store
@@ -45,14 +46,19 @@ def novelty(proj: np.ndarray, # (n, k) projections of the candidates
     k = min(k, d.shape[1])
     return np.sort(d, axis=1)[:, :k].mean(1)
 
+# %% ../nbs/49a_label_queue.ipynb #7cc0dcdc
+def frame_band(brightness: pd.Series, # each frame's mean luma (0..1), missing for some
+              ) -> np.ndarray:
+    "Each frame's lighting band (`evaluate.lighting_band`); a frame without a brightness counts as normal light"
+    from parkml.evaluate import lighting_band
+    return lighting_band(brightness.fillna(.5).clip(0, 1).to_numpy())
+
 # %% ../nbs/49a_label_queue.ipynb #9436fc18
 def coverage_cell(c: pd.DataFrame, cfg: Settings = None) -> pd.Series:
     "Each frame's cell: camera, hour of capture in `monitor_tz` and lighting band"
-    from parkml.evaluate import lighting_band
     cfg = cfg or get_settings()
     hour = pd.to_datetime(c.ts, unit='s', utc=True).dt.tz_convert(cfg.monitor_tz).dt.hour
-    band = lighting_band(c.brightness.fillna(.5).clip(0, 1).to_numpy())
-    return c.camera.fillna('?').astype(str) + '|' + hour.astype(str) + '|' + band
+    return c.camera.fillna('?').astype(str) + '|' + hour.astype(str) + '|' + frame_band(c.brightness)
 
 # %% ../nbs/49a_label_queue.ipynb #628eba57
 def spread(value: np.ndarray, # each frame's value
@@ -71,9 +77,7 @@ def light_weight(brightness: pd.Series, # each frame's mean luma (0..1)
                  weight: float, # the extra weight of a dark frame (0: none)
                 ) -> np.ndarray:
     "1 + `weight` for a dark frame, 1 + `weight` / 2 for a dim one, 1 for the rest"
-    from parkml.evaluate import lighting_band
-    band = lighting_band(brightness.fillna(.5).clip(0, 1).to_numpy())
-    return 1 + weight * pd.Series(band).map(LIGHT_WEIGHT).to_numpy(float)
+    return 1 + weight * pd.Series(frame_band(brightness)).map(LIGHT_WEIGHT).to_numpy(float)
 
 # %% ../nbs/49a_label_queue.ipynb #369fdefa
 def balance(order: np.ndarray, # frame indices, best first
@@ -84,34 +88,82 @@ def balance(order: np.ndarray, # frame indices, best first
     turn = pd.Series(side).groupby(side).cumcount().to_numpy()
     return order[np.lexsort((np.arange(len(order)), turn))]
 
+# %% ../nbs/49a_label_queue.ipynb #94071fde
+def interleave(order: np.ndarray, # frame indices, best first
+               other: np.ndarray, # a second order of the same frames
+               share: float, # the share of places given to `other` (0: none, 1: all)
+              ) -> tuple:
+    "(`order` with an evenly spaced `share` of its places taken by `other`'s frames not placed yet, which are those)"
+    order, other = np.asarray(order), np.asarray(other)
+    if share <= 0 or not len(other): return order, np.zeros(len(order), bool)
+    if share >= 1: return other, np.ones(len(other), bool)
+    at = np.argsort(np.r_[np.arange(len(order)) / (1 - share), (np.arange(len(other)) + .5) / share], kind='stable')
+    both, src = np.r_[order, other][at], np.r_[np.zeros(len(order), bool), np.ones(len(other), bool)][at]
+    first = ~pd.Series(both).duplicated().to_numpy()
+    return both[first], src[first]
+
 # %% ../nbs/49a_label_queue.ipynb #46c3ff4a
 def mix_random(order: np.ndarray, # frame indices, best first
                share: float, # the share of places given to drawn frames (0: none, 1: all)
                key: np.ndarray, # each frame's draw key (by index, `labels.draw_key`): the draw takes the lowest first
               ) -> tuple:
     "(`order` with an evenly spaced `share` of its places taken by the lowest-key frames not placed yet, drawn or not)"
-    drawn = np.argsort(np.asarray(key), kind='stable')
-    if share <= 0 or not len(order): return order, np.zeros(len(order), bool)
-    if share >= 1: return drawn, np.ones(len(order), bool)
-    k = np.arange(len(order))
-    at = np.argsort(np.concatenate([k / (1 - share), (k + .5) / share]), kind='stable')
-    both, src = np.concatenate([order, drawn])[at], np.repeat([False, True], len(order))[at]
-    first = ~pd.Series(both).duplicated().to_numpy()
-    return both[first], src[first]
+    if not len(order): return order, np.zeros(0, bool)
+    return interleave(order, np.argsort(np.asarray(key), kind='stable'), share)
+
+# %% ../nbs/49a_label_queue.ipynb #e61e8b98
+def band_quotas(band: np.ndarray, # each frame's lighting band
+                k: int, # places in all (about the day's labels)
+                weight: float = 0.0, # the extra share of a dark band (a dim one: half), as `label_dark_weight`
+               ) -> dict:
+    "Places per band: `k` shared by the bands' frame counts x (1 + `weight` x `LIGHT_WEIGHT`), 1 to its frames each"
+    n = pd.Series(np.asarray(band)).value_counts()
+    s = n * (1 + weight * n.index.map(lambda b: LIGHT_WEIGHT.get(b, 0.0)).to_numpy(float))
+    return dict(zip(n.index, np.clip(np.round(s / s.sum() * k), 1, n).astype(int).tolist()))
+
+# %% ../nbs/49a_label_queue.ipynb #98b990a0
+def pace_bands(band: np.ndarray, # each frame's lighting band
+               k: int, # places in all (`band_quotas`)
+               weight: float, # the dark band's extra share (`band_quotas`)
+               within, # (indices of a band's frames, band, quota) -> those indices in the band's own order
+               done_band=(), # the bands of frames already labelled (they count as places their band took)
+              ) -> np.ndarray:
+    "Order (indices): each band's frames in the order `within` gives, each band taking places at its quota's pace"
+    band, db = np.asarray(band), np.asarray(done_band)
+    idx, at = [], []
+    for b, q in band_quotas(band, k, weight).items():
+        m = np.flatnonzero(band == b)
+        idx.append(within(m, b, q))
+        at.append((np.arange(len(m)) + (db == b).sum() + .5) / q)
+    return np.concatenate(idx)[np.argsort(np.concatenate(at), kind='stable')]
+
+# %% ../nbs/49a_label_queue.ipynb #ad1a86fe
+def band_draw(band: np.ndarray, # each candidate's lighting band
+              key: np.ndarray, # each candidate's draw key (`labels.draw_key`)
+              k: int, # places the quotas are made for (about the day's labels)
+              weight: float = 0.0, # the dark band's extra share (`band_quotas`)
+              done_band=(), # the bands of frames already labelled
+             ) -> np.ndarray:
+    "Order (indices): a random draw within each lighting band (lowest key first), the bands at their quotas' pace"
+    key = np.asarray(key)
+    return pace_bands(band, k, weight, lambda m, b, q: m[np.argsort(key[m], kind='stable')], done_band)
 
 # %% ../nbs/49a_label_queue.ipynb #cd57fae8
+QUEUES = ('ranked', 'banded', 'random')   # the choices of setting label_queue
+
 def rank_frames(
     c: pd.DataFrame, # candidates (`candidates`)
     ref: np.ndarray = None, # reference projections (None: no novelty)
-    how: str = None, # ranked or random (default: setting label_queue)
+    how: str = None, # ranked, banded or random (default: setting label_queue)
     seed: int = 0, # the draw's seed (`labels.draw_key`)
     cfg: Settings = None, # settings: label_queue, label_novelty_weight, label_coverage, label_dark_weight...
+    done: pd.DataFrame = None, # frames of the window already labelled (places their band took)
 ) -> pd.DataFrame:
-    "The candidates best first, with `uncertainty`, `novelty`, `value`, `cell` and `pick` (ranked or random)"
+    "The candidates best first, with `uncertainty`, `novelty`, `value`, `cell` and `pick` (how each was placed)"
     from parkml.monitor import proj_of
     cfg = cfg or get_settings()
     how = how or cfg.label_queue
-    if how not in ('ranked', 'random'): raise ValueError(f"label_queue must be ranked or random, got {how!r}")
+    if how not in QUEUES: raise ValueError(f"label_queue must be one of {', '.join(QUEUES)}, got {how!r}")
     if not len(c): return c.assign(uncertainty=[], novelty=[], value=[], cell=[], pick=[])
     u, nov = uncertainty(c), np.zeros(len(c)) if ref is None else novelty(proj_of(c), ref)
     w = float(cfg.label_novelty_weight)
@@ -120,9 +172,14 @@ def rank_frames(
     c = c.assign(uncertainty=u, novelty=nov, value=value, cell=coverage_cell(c, cfg))
     order = spread(c.value.to_numpy(), c.cell, float(cfg.label_coverage))
     if cfg.label_balance: order = balance(order, c.p_dog.to_numpy() >= .5)
+    kind = np.full(len(c), 'ranked', dtype=object)
+    if how == 'banded':
+        db = () if done is None else frame_band(done.brightness)
+        key, k = draw_key(c.frame_sha, seed), int(cfg.label_day_budget)
+        order, kind[:] = band_draw(frame_band(c.brightness), key, k, float(cfg.label_dark_weight), db), 'banded'
     share = 1.0 if how == 'random' else float(cfg.label_random_share)
     order, drawn = mix_random(order, share, draw_key(c.frame_sha, seed))
-    return c.iloc[order].assign(pick=np.where(drawn, 'random', 'ranked')).reset_index(drop=True)
+    return c.iloc[order].assign(pick=np.where(drawn, 'random', kind[order])).reset_index(drop=True)
 
 # %% ../nbs/49a_label_queue.ipynb #f3567f1f
 def pending(a: pd.DataFrame, # people's answers (`labels.answers`)
@@ -147,14 +204,15 @@ def next_frames(
     cfg: Settings = None, # settings: label_window_days, label_double_share, label_queue...
     window: tuple = None, # (start, end) capture epoch times (default: `label_window_days` before `now`, no end)
 ) -> pd.DataFrame:
-    "The next frames for `person`, best first: `id`, `frame_sha`, `why` (dispute, second opinion, ranked or random)"
+    "The next frames for `person`, best first: `id`, `frame_sha`, `why` (dispute, second opinion, ranked, banded...)"
     cfg, now = cfg or get_settings(), time.time() if now is None else now
     start, end = window or (now - float(cfg.label_window_days) * 86400, None)
     a = answers(store, start, end)
     first = pending(a, person, float(cfg.label_double_share))
     c = candidates(store, start, end)
-    fresh = rank_frames(c[~c.frame_sha.isin(a.frame_sha)], ref, cfg=cfg)
-    fresh = fresh.assign(why=fresh.pick)   # ranked, or random for a drawn place
+    done = c.frame_sha.isin(a.frame_sha)
+    fresh = rank_frames(c[~done], ref, cfg=cfg, done=c[done])
+    fresh = fresh.assign(why=fresh.pick)   # ranked, banded, or random for a drawn place
     out = pd.concat([c.set_index('id').loc[first.id].reset_index().assign(why=first.why.to_numpy()), fresh])
     out = out[~out.id.isin(list(skip))].drop_duplicates('frame_sha')
     return out.head(n).reset_index(drop=True)

@@ -1,0 +1,66 @@
+"""The banded labelling queue (`label_queue = banded`): a random draw within each lighting band, the dark band at its
+quota x (1 + label_dark_weight); frames already labelled count as places their band took; and through a real SQLite
+prediction store, `next_frames` hands out the banded frames."""
+import time
+import numpy as np
+import pytest
+from parkml.label_queue import band_quotas, band_draw, next_frames, rank_frames, candidates
+from parkml.labels import draw_key
+
+DARK_FROM = 70   # frames 70..99 of the store are dark
+
+def test_dark_frames_get_their_share_of_places_and_more_with_the_dark_weight():
+    band = np.where(np.arange(100) >= DARK_FROM, 'dark', 'normal')
+    assert band_quotas(band, 10) == {'normal': 7, 'dark': 3}
+    assert band_quotas(band, 10, weight=3) == {'normal': 4, 'dark': 6}   # x4 the dark share: 120 of 190
+    assert band_quotas(band, 1000) == {'normal': 70, 'dark': 30}   # no more places than frames
+
+def test_the_banded_draw_is_random_within_bands_at_the_quotas():
+    band = np.where(np.arange(100) >= DARK_FROM, 'dark', 'normal')
+    key = np.random.default_rng(1).random(100)
+    for weight, dark in ((0, 3), (3, 6)):
+        first = band_draw(band, key, 10, weight)[:10]
+        assert (band[first] == 'dark').sum() == dark
+        for b in ('dark', 'normal'):   # within a band, the lowest keys
+            got = first[band[first] == b]
+            assert sorted(key[got]) == sorted(np.sort(key[band == b])[:len(got)])
+    assert sorted(band_draw(band, key, 10, 3)) == list(range(100))   # every frame once
+    assert (band[band_draw(band, key, 10, 3, done_band=['dark', 'dark'])[:8]] == 'dark').sum() == 4   # 5 without
+
+@pytest.fixture
+def banded_store(tmp_path):
+    "A real SQLite prediction store holding 100 answered frames, the last 30 dark"
+    from parkml.predlog import open_store, encode_proj
+    t0 = time.time() - 3600
+    recs = [dict(ts=t0 + 10 * i, camera='cam-01', model_version='1', label='dog', p_dog=.9 - .003 * i,
+                 brightness=.1 if i >= DARK_FROM else .5, proj=encode_proj(np.zeros(16, np.float32)),
+                 frame=f"frame {i}".encode()) for i in range(100)]
+    with open_store(f"sqlite:///{tmp_path}/log.db", tmp_path/'frames') as s:
+        yield s, s.log_predictions(recs)
+
+def test_next_frames_hands_out_the_banded_draw_and_counts_labelled_dark_frames(banded_store):
+    from parkml.config import get_settings
+    from parkml.governance import Actor
+    from parkml.labels import add_label
+    s, ids = banded_store
+    cfg = get_settings(label_queue='banded', label_day_budget=10, label_dark_weight=3, label_random_share=0,
+                       label_double_share=0)
+    dark = set(ids[DARK_FROM:])
+    c = candidates(s)
+    lowest = c[c.id.isin(dark)].assign(k=lambda d: draw_key(d.frame_sha)).sort_values('k').id.tolist()
+    q = next_frames(s, 'sam', 10, cfg=cfg)
+    assert set(q.why) == {'banded'} and q.id.isin(dark).sum() == 6
+    assert q.id[q.id.isin(dark)].tolist() == lowest[:6]   # the dark band's lowest draw keys, in key order
+    for i in lowest[:2]: add_label(s, i, 'dog', Actor('sam', 'staff', proof='password'))
+    q = next_frames(s, 'sam', 8, cfg=cfg)
+    assert q.id.isin(dark).sum() == 4 and q.id[q.id.isin(dark)].tolist() == lowest[2:6]   # two dark places taken
+    alone = get_settings(label_queue='ranked', label_random_share=0, label_double_share=0)
+    ranked = next_frames(s, 'sam', 4, cfg=alone)
+    assert ranked.id.tolist()[0] == ids[99] and set(ranked.why) == {'ranked'}   # the most uncertain first
+
+def test_a_clear_error_for_an_unknown_queue_and_typical_is_gone(banded_store):
+    from parkml.config import get_settings
+    s, _ = banded_store
+    for how in ('typicl', 'typical'):
+        with pytest.raises(ValueError, match='ranked, banded, random'):
+            rank_frames(candidates(s), how=how, cfg=get_settings(monitor_tz='UTC'))
