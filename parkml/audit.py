@@ -274,10 +274,10 @@ def production_since(
     if len(mon.answered(lab)):
         out['perf'] = mon.labelled_performance(*mon.labels_of(mon.answered(lab)), alpha=cfg.perf_ci_alpha)
     if len(ok):
-        day = mon.day_of(ok.ts, cfg)
+        day = mon.day_of(ok.ts, cfg).to_numpy()   # by position: `ok` keeps the log's row labels
         by = ok.groupby(day).agg(answered=('id', 'size'), dog_share=('label', lambda s: float((s == 'dog').mean())))
         la = mon.answered(lab)
-        acc = ((la.true_label == la.label).groupby(mon.day_of(la.ts, cfg)).agg(['mean', 'size']) if len(la)
+        acc = ((la.true_label == la.label).groupby(mon.day_of(la.ts, cfg).to_numpy()).agg(['mean', 'size']) if len(la)
                else pd.DataFrame(columns=['mean', 'size']))
         by = by.join(acc.rename(columns={'mean': 'accuracy', 'size': 'labels'})).reset_index(names='day')
         by['accuracy'] = by.accuracy.astype(float)
