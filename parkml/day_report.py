@@ -103,6 +103,7 @@ def _table_html(df: pd.DataFrame, title: str) -> str:
     return f"<h2>{html.escape(title)}</h2>" + df.to_html(index=False, float_format=lambda x: f"{x:.4g}", border=0,
                                                          classes='t')
 
+# %% ../nbs/25c_day_report.ipynb #ad820f28
 def day_report_html(res: DayResults, alerts: list = ()) -> str:
     "A self-contained HTML report of the day: summary, alerts, every table, every figure"
     al = pd.DataFrame([dict(severity=a.severity, rule=a.rule, camera=a.camera, action=a.action, message=a.message,
