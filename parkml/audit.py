@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['INTENDED_USE', 'KNOWN_LIMITS', 'SECTIONS', 'staging_summary', 'model_card', 'lineage_blocks', 'staging_blocks',
-           'approval_blocks', 'alias_blocks', 'production_blocks', 'runs_blocks', 'audit_verification',
-           'verification_blocks', 'daily_traffic', 'alerts_on', 'production_since', 'staging_facts', 'audit_runs',
-           'collect_audit', 'audit_sections', 'audit_run', 'write_report_files', 'audit_report']
+__all__ = ['INTENDED_USE', 'KNOWN_LIMITS', 'SECTIONS', 'staging_summary', 'card_metric_blocks', 'robustness_blocks', 'model_card',
+           'lineage_blocks', 'staging_blocks', 'approval_blocks', 'alias_blocks', 'production_blocks', 'runs_blocks',
+           'audit_verification', 'verification_blocks', 'daily_traffic', 'alerts_on', 'production_since',
+           'staging_facts', 'audit_runs', 'collect_audit', 'audit_sections', 'audit_run', 'write_report_files',
+           'audit_report']
 
 # %% ../nbs/41_audit.ipynb #9a64c5a8
 from .config import get_settings, ensure_dir, Settings
@@ -108,6 +109,41 @@ def _perf_table(perf: dict) -> pd.DataFrame:
                       'f1_macro') if k in perf]
     return pd.DataFrame(rows)
 
+# %% ../nbs/41_audit.ipynb #cd2c99c0
+def card_metric_blocks(
+    run, # the training run (MLflow)
+    scores: pd.DataFrame | None, # its per-image scores (`evaluation/scores.parquet`), if logged
+) -> list:
+    "The card's metrics as the training run logged them, then recomputed on the test images with intervals; fairness"
+    m = run.data.metrics
+    blocks = [KV({'test accuracy (logged)': m.get('test_accuracy'), 'bootstrap 95% CI (logged)':
+                  f"{m.get('test_accuracy_ci_lo', float('nan')):.4f} - "
+                  f"{m.get('test_accuracy_ci_hi', float('nan')):.4f}"
+                  if 'test_accuracy_ci_lo' in m else None, 'validation accuracy': m.get('val_accuracy'),
+                  'test ECE': m.get('test_ece'), 'test log loss': m.get('test_log_loss')})]
+    test = scores[scores.split == 'test'] if scores is not None else None
+    if test is not None and len(test):
+        lab = _as_labelled(test)
+        blocks += [P(f"Metrics on the {len(test)} test images, with 95% intervals (Wilson; F1: bootstrap):"),
+                   T(_perf_table(mon.labelled_performance(*mon.labels_of(lab))))]
+        fair = mon.fairness_by_group(lab)
+        blocks += [P('Fairness by group (true class and lighting band): ' + fair['sentence']), T(fair['table']),
+                   F('fairness_test.png', _png(fair['figure']), 'recall by group on the test split')]
+    else:
+        blocks.append(P('Per-image evaluation scores were not logged: metrics with intervals and fairness cannot be '
+                        'shown.'))
+    return blocks
+
+# %% ../nbs/41_audit.ipynb #f31f65f4
+def robustness_blocks(st: dict, # the staging facts (`staging_facts`)
+                     ) -> list:
+    "Robustness under camera conditions as the staging run measured it, or why it was not"
+    rob = (st.get('summary') or {}).get('robustness')
+    unmeasured = 'the staging summary has no robustness table' if st.get('run_id') else 'not staged'
+    rob_table = pd.DataFrame(rob) if isinstance(rob, list) else pd.DataFrame(rob or {})
+    return [P('Robustness under camera conditions (from the staging run):'),
+            T(rob_table, 'not measured: ' + unmeasured)]
+
 # %% ../nbs/41_audit.ipynb #db4023f2
 def model_card(d: dict) -> list:
     "Blocks of the model card"
@@ -123,28 +159,7 @@ def model_card(d: dict) -> list:
     if dv.get('splits'): blocks.append(T(pd.DataFrame(dv['splits']).reset_index(names='subset'), 'no split table'))
     blocks.append(P("Evaluation data: the petpark `test` split (never trained on) for the metrics below; its `stage` "
                     "subset is kept for the staging run."))
-    m = run.data.metrics
-    blocks.append(KV({'test accuracy (logged)': m.get('test_accuracy'), 'bootstrap 95% CI (logged)':
-                      f"{m.get('test_accuracy_ci_lo', float('nan')):.4f} - "
-                      f"{m.get('test_accuracy_ci_hi', float('nan')):.4f}"
-                      if 'test_accuracy_ci_lo' in m else None, 'validation accuracy': m.get('val_accuracy'),
-                      'test ECE': m.get('test_ece'), 'test log loss': m.get('test_log_loss')}))
-    test = s[s.split == 'test'] if s is not None else None
-    if test is not None and len(test):
-        lab = _as_labelled(test)
-        blocks += [P(f"Metrics on the {len(test)} test images, with 95% intervals (Wilson; F1: bootstrap):"),
-                   T(_perf_table(mon.labelled_performance(*mon.labels_of(lab))))]
-        fair = mon.fairness_by_group(lab)
-        blocks += [P('Fairness by group (true class and lighting band): ' + fair['sentence']), T(fair['table']),
-                   F('fairness_test.png', _png(fair['figure']), 'recall by group on the test split')]
-    else:
-        blocks.append(P('Per-image evaluation scores were not logged: metrics with intervals and fairness cannot be '
-                        'shown.'))
-    rob = (st.get('summary') or {}).get('robustness')
-    blocks.append(P('Robustness under camera conditions (from the staging run):'))
-    unmeasured = 'the staging summary has no robustness table' if st.get('run_id') else 'not staged'
-    rob_table = pd.DataFrame(rob) if isinstance(rob, list) else pd.DataFrame(rob or {})
-    blocks.append(T(rob_table, 'not measured: ' + unmeasured))
+    blocks += card_metric_blocks(run, s) + robustness_blocks(st)
     blocks += [F(f"training-{k}", v, f"training run: {k}") for k, v in d['train_pngs'].items()]
     blocks += [P('Known limits:')] + [P('- ' + x) for x in KNOWN_LIMITS]
     return blocks
