@@ -280,9 +280,7 @@ def daily_traffic(
     acc = ((lab.true_label == lab.label).groupby(mon.day_of(lab.ts, cfg).to_numpy()).agg(['mean', 'size']) if len(lab)
            else pd.DataFrame(columns=['mean', 'size']))
     by = by.join(acc.rename(columns={'mean': 'accuracy', 'size': 'labels'})).reset_index(names='day')
-    by['accuracy'] = by.accuracy.astype(float)
-    by['labels'] = by.labels.fillna(0).astype(int)
-    return by
+    return by.assign(accuracy=by.accuracy.astype(float), labels=by.labels.fillna(0).astype(int))
 
 # %% ../nbs/41_audit.ipynb #9eac12dd
 def alerts_on(
@@ -307,8 +305,7 @@ def production_since(
 ) -> dict:
     "Traffic, labelled accuracy, alerts and actions of `version` from `since` (epoch s) on"
     out = dict(since=None if since is None else pd.Timestamp(since, unit='s', tz='UTC').isoformat(timespec='seconds'),
-               n=0, rejected=0,
-               n_labels=0, cameras=[], perf=None, by_day=None, figure=None, alerts=None, actions=None)
+               n=0, rejected=0, n_labels=0, cameras=[], perf=None, by_day=None, figure=None, alerts=None, actions=None)
     if since is None: return out
     with open_store(cfg.predlog_uri, cfg.frames_dir) as st:
         w = st.predictions(start=since)
@@ -336,8 +333,7 @@ def staging_facts(
               reasons=failure_reasons(tags))
     if not st['run_id']: return st
     try:
-        srun = client.get_run(st['run_id'])
-        st['metrics'] = dict(srun.data.metrics)
+        st['metrics'] = dict(client.get_run(st['run_id']).data.metrics)
         st['summary_path'], st['summary'] = staging_summary(client, st['run_id'], tmp)
         st['pngs'] = _pngs(client, st['run_id'], tmp)
     except Exception as e: st['missing'] = f"staging run {st['run_id']} cannot be read: {e}"
@@ -386,8 +382,7 @@ def collect_audit(
                 data_version_file=_json(client, mv.run_id, 'data/data_version.json', tmp/'train'),
                 packages=_json(client, mv.run_id, 'environment/packages.json', tmp/'train'),
                 scores=_scores_frame(client, mv.run_id, tmp/'train'), train_pngs=_pngs(client, mv.run_id, tmp/'train'),
-                production=production_since(v, since, cfg),
-                verification=audit_verification(cfg),
+                production=production_since(v, since, cfg), verification=audit_verification(cfg),
                 runs=audit_runs(mv, lin, st['run_id'], cfg), created=time.time())
 
 # %% ../nbs/41_audit.ipynb #ea8bee1d
@@ -439,8 +434,7 @@ def audit_report(
     from parkml.daily import run_link
     cfg = cfg or get_settings()
     client = mlflow_client(cfg)
-    with tempfile.TemporaryDirectory() as tmp:
-        d = collect_audit(version, cfg, client, Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp: d = collect_audit(version, cfg, client, Path(tmp))
     v, lin = str(d['lineage']['version']), d['lineage']
     run_id = audit_run(client, lin, cfg) if log else None
     if log: d['runs'].append(('this audit', run_id, run_link(run_id, cfg)))
