@@ -15,8 +15,8 @@ from .evaluate import ReportFigure
 from .monitor import answered, proj_of
 
 # %% auto #0
-__all__ = ['DRIFT_TESTS', 'mmd_test', 'ks_bonferroni', 'holm', 'DriftTest', 'DriftReport', 'drift_inputs', 'embedding_drift',
-           'p_dog_drift', 'dog_share_drift', 'confidence_drift', 'features_drift', 'drift_tests', 'drift_figure']
+__all__ = ['mmd_test', 'ks_bonferroni', 'holm', 'DriftTest', 'DriftReport', 'drift_inputs', 'embedding_drift', 'p_dog_drift',
+           'dog_share_drift', 'confidence_drift', 'features_drift', 'drift_tests', 'drift_figure']
 
 # %% ../nbs/20a_drift.ipynb #ce299436
 def _sqdist(Z: np.ndarray) -> np.ndarray:
@@ -146,26 +146,20 @@ def embedding_drift(
 
 # %% ../nbs/20a_drift.ipynb #11925289
 def p_dog_drift(
-    R: pd.DataFrame, # the reference rows (`drift_inputs`)
-    W: pd.DataFrame, # the window's rows (`drift_inputs`)
-    cfg: Settings, # the settings
-    seed: int, # random seed
+    pr: np.ndarray, # P(dog) of the reference rows
+    pw: np.ndarray, # P(dog) of the window's rows
 ) -> tuple[str, dict, dict]:
     "Kolmogorov-Smirnov on the model's own output P(dog) (black-box shift detection)"
-    pr, pw = R.p_dog.to_numpy(float), W.p_dog.to_numpy(float)
     r = stats.ks_2samp(pr, pw)
     return ('KS on P(dog) (BBSD)', dict(statistic=r.statistic, p_value=r.pvalue),
             dict(ref_mean=float(pr.mean()), window_mean=float(pw.mean())))
 
 # %% ../nbs/20a_drift.ipynb #b58e6e96
 def dog_share_drift(
-    R: pd.DataFrame, # the reference rows (`drift_inputs`)
-    W: pd.DataFrame, # the window's rows (`drift_inputs`)
-    cfg: Settings, # the settings
-    seed: int, # random seed
+    pr: np.ndarray, # P(dog) of the reference rows
+    pw: np.ndarray, # P(dog) of the window's rows
 ) -> tuple[str, dict, dict]:
     "Fisher's exact test on the share of frames called dog (P(dog) >= 0.5); the statistic is the change in share"
-    pr, pw = R.p_dog.to_numpy(float), W.p_dog.to_numpy(float)
     kr, kw = int((pr >= 0.5).sum()), int((pw >= 0.5).sum())
     nr, nw = len(pr), len(pw)
     r = stats.fisher_exact([[kr, nr - kr], [kw, nw - kw]])
@@ -174,13 +168,10 @@ def dog_share_drift(
 
 # %% ../nbs/20a_drift.ipynb #90b030a0
 def confidence_drift(
-    R: pd.DataFrame, # the reference rows (`drift_inputs`)
-    W: pd.DataFrame, # the window's rows (`drift_inputs`)
-    cfg: Settings, # the settings
-    seed: int, # random seed
+    pr: np.ndarray, # P(dog) of the reference rows
+    pw: np.ndarray, # P(dog) of the window's rows
 ) -> tuple[str, dict, dict]:
     "Mann-Whitney on the confidence max(P, 1-P), a model grown unsure (or over-sure); statistic: the change in mean"
-    pr, pw = R.p_dog.to_numpy(float), W.p_dog.to_numpy(float)
     cr, cw = np.maximum(pr, 1 - pr), np.maximum(pw, 1 - pw)
     r = stats.mannwhitneyu(cr, cw)
     return ('Mann-Whitney on confidence max(P, 1-P)', dict(statistic=cw.mean() - cr.mean(), p_value=r.pvalue),
@@ -190,17 +181,11 @@ def confidence_drift(
 def features_drift(
     R: pd.DataFrame, # the reference rows (`drift_inputs`)
     W: pd.DataFrame, # the window's rows (`drift_inputs`)
-    cfg: Settings, # the settings
-    seed: int, # random seed
+    feats: list, # the integrity features compared (setting drift_features)
 ) -> tuple[str, dict, dict]:
-    "KS per integrity feature (setting drift_features), Bonferroni-combined; names the worst feature"
-    feats = [f.strip() for f in cfg.drift_features.split(',') if f.strip()]
+    "KS per integrity feature, Bonferroni-combined; names the worst feature"
     r = ks_bonferroni(R[feats].to_numpy(float), W[feats].to_numpy(float), feats)
     return 'KS per integrity feature, Bonferroni', r, dict(worst=r['worst'], per_feature=r['per_column'])
-
-# %% ../nbs/20a_drift.ipynb #0ac71d2b
-DRIFT_TESTS = dict(embedding=embedding_drift, p_dog=p_dog_drift, dog_share=dog_share_drift, confidence=confidence_drift,
-                   features=features_drift)   # the tests by name, in the order a report lists them
 
 # %% ../nbs/20a_drift.ipynb #a1c132f8
 def drift_tests(
@@ -219,10 +204,14 @@ def drift_tests(
     nr, nw = len(R), len(W)
     if nw < cfg.drift_min_window or nr < cfg.drift_min_window:
         return DriftReport([], cfg.drift_alpha, False, seed, time.perf_counter() - t0, nr, nw)
+    pr, pw = R.p_dog.to_numpy(float), W.p_dog.to_numpy(float)
+    feats = [f.strip() for f in cfg.drift_features.split(',') if f.strip()]
+    run = dict(embedding=lambda: embedding_drift(R, W, cfg, seed), p_dog=lambda: p_dog_drift(pr, pw),
+               dog_share=lambda: dog_share_drift(pr, pw), confidence=lambda: confidence_drift(pr, pw),
+               features=lambda: features_drift(R, W, feats))   # in the order a report lists them
     out = []
-    for name, test in DRIFT_TESTS.items():
-        if name not in tests: continue
-        method, r, details = test(R, W, cfg, seed)
+    for name in [n for n in run if n in tests]:
+        method, r, details = run[name]()
         out.append(DriftTest(name, method, float(r['statistic']), float(r['p_value']), nr, nw, details))
     for t, pa in zip(out, holm([t.p_value for t in out])):
         t.p_adjusted, t.drift = float(pa), bool(pa <= cfg.drift_alpha)
