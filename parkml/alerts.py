@@ -287,6 +287,7 @@ def actions(self: SQLAlertStore, alert_id=None):
 _ATTEMPT = ('UPDATE alert_outbox SET attempts = attempts + 1, last_attempt = ?, last_error = ?, '
             'delivered = coalesce(?, delivered) WHERE alert_id = ? AND channel = ?')
 
+# %% ../nbs/21_alerts.ipynb #fc98dc0e
 @patch
 def enqueue(self: SQLAlertStore, alert_id, channels):
     with self.db.write() as con:

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['INTENDED_USE', 'KNOWN_LIMITS', 'SECTIONS', 'staging_summary', 'model_card', 'lineage_blocks', 'staging_blocks',
-           'approval_blocks', 'alias_blocks', 'production_blocks', 'runs_blocks', 'audit_verification',
-           'verification_blocks', 'production_since', 'collect_audit', 'audit_sections', 'audit_report']
+__all__ = ['INTENDED_USE', 'KNOWN_LIMITS', 'SECTIONS', 'staging_summary', 'card_metric_blocks', 'robustness_blocks', 'model_card',
+           'lineage_blocks', 'staging_blocks', 'approval_blocks', 'alias_blocks', 'production_blocks', 'runs_blocks',
+           'audit_verification', 'verification_blocks', 'daily_traffic', 'alerts_on', 'production_since',
+           'staging_facts', 'audit_runs', 'collect_audit', 'audit_sections', 'audit_run', 'write_report_files',
+           'audit_report']
 
 # %% ../nbs/41_audit.ipynb #9a64c5a8
 from .config import get_settings, ensure_dir, Settings
@@ -107,6 +109,41 @@ def _perf_table(perf: dict) -> pd.DataFrame:
                       'f1_macro') if k in perf]
     return pd.DataFrame(rows)
 
+# %% ../nbs/41_audit.ipynb #cd2c99c0
+def card_metric_blocks(
+    run, # the training run (MLflow)
+    scores: pd.DataFrame | None, # its per-image scores (`evaluation/scores.parquet`), if logged
+) -> list:
+    "The card's metrics as the training run logged them, then recomputed on the test images with intervals; fairness"
+    m = run.data.metrics
+    blocks = [KV({'test accuracy (logged)': m.get('test_accuracy'), 'bootstrap 95% CI (logged)':
+                  f"{m.get('test_accuracy_ci_lo', float('nan')):.4f} - "
+                  f"{m.get('test_accuracy_ci_hi', float('nan')):.4f}"
+                  if 'test_accuracy_ci_lo' in m else None, 'validation accuracy': m.get('val_accuracy'),
+                  'test ECE': m.get('test_ece'), 'test log loss': m.get('test_log_loss')})]
+    test = scores[scores.split == 'test'] if scores is not None else None
+    if test is not None and len(test):
+        lab = _as_labelled(test)
+        blocks += [P(f"Metrics on the {len(test)} test images, with 95% intervals (Wilson; F1: bootstrap):"),
+                   T(_perf_table(mon.labelled_performance(*mon.labels_of(lab))))]
+        fair = mon.fairness_by_group(lab)
+        blocks += [P('Fairness by group (true class and lighting band): ' + fair['sentence']), T(fair['table']),
+                   F('fairness_test.png', _png(fair['figure']), 'recall by group on the test split')]
+    else:
+        blocks.append(P('Per-image evaluation scores were not logged: metrics with intervals and fairness cannot be '
+                        'shown.'))
+    return blocks
+
+# %% ../nbs/41_audit.ipynb #f31f65f4
+def robustness_blocks(st: dict, # the staging facts (`staging_facts`)
+                     ) -> list:
+    "Robustness under camera conditions as the staging run measured it, or why it was not"
+    rob = (st.get('summary') or {}).get('robustness')
+    unmeasured = 'the staging summary has no robustness table' if st.get('run_id') else 'not staged'
+    rob_table = pd.DataFrame(rob) if isinstance(rob, list) else pd.DataFrame(rob or {})
+    return [P('Robustness under camera conditions (from the staging run):'),
+            T(rob_table, 'not measured: ' + unmeasured)]
+
 # %% ../nbs/41_audit.ipynb #db4023f2
 def model_card(d: dict) -> list:
     "Blocks of the model card"
@@ -122,28 +159,7 @@ def model_card(d: dict) -> list:
     if dv.get('splits'): blocks.append(T(pd.DataFrame(dv['splits']).reset_index(names='subset'), 'no split table'))
     blocks.append(P("Evaluation data: the petpark `test` split (never trained on) for the metrics below; its `stage` "
                     "subset is kept for the staging run."))
-    m = run.data.metrics
-    blocks.append(KV({'test accuracy (logged)': m.get('test_accuracy'), 'bootstrap 95% CI (logged)':
-                      f"{m.get('test_accuracy_ci_lo', float('nan')):.4f} - "
-                      f"{m.get('test_accuracy_ci_hi', float('nan')):.4f}"
-                      if 'test_accuracy_ci_lo' in m else None, 'validation accuracy': m.get('val_accuracy'),
-                      'test ECE': m.get('test_ece'), 'test log loss': m.get('test_log_loss')}))
-    test = s[s.split == 'test'] if s is not None else None
-    if test is not None and len(test):
-        lab = _as_labelled(test)
-        blocks += [P(f"Metrics on the {len(test)} test images, with 95% intervals (Wilson; F1: bootstrap):"),
-                   T(_perf_table(mon.labelled_performance(*mon.labels_of(lab))))]
-        fair = mon.fairness_by_group(lab)
-        blocks += [P('Fairness by group (true class and lighting band): ' + fair['sentence']), T(fair['table']),
-                   F('fairness_test.png', _png(fair['figure']), 'recall by group on the test split')]
-    else:
-        blocks.append(P('Per-image evaluation scores were not logged: metrics with intervals and fairness cannot be '
-                        'shown.'))
-    rob = (st.get('summary') or {}).get('robustness')
-    blocks.append(P('Robustness under camera conditions (from the staging run):'))
-    unmeasured = 'the staging summary has no robustness table' if st.get('run_id') else 'not staged'
-    rob_table = pd.DataFrame(rob) if isinstance(rob, list) else pd.DataFrame(rob or {})
-    blocks.append(T(rob_table, 'not measured: ' + unmeasured))
+    blocks += card_metric_blocks(run, s) + robustness_blocks(st)
     blocks += [F(f"training-{k}", v, f"training run: {k}") for k, v in d['train_pngs'].items()]
     blocks += [P('Known limits:')] + [P('- ' + x) for x in KNOWN_LIMITS]
     return blocks
@@ -252,6 +268,35 @@ def _traffic_figure(by_day: pd.DataFrame) -> bytes:
         ax2.set(ylim=(0, 1.02), ylabel='labelled accuracy')
     return _png(fig)
 
+# %% ../nbs/41_audit.ipynb #93b8a46e
+def daily_traffic(
+    ok: pd.DataFrame, # the version's answered predictions
+    lab: pd.DataFrame, # its answered predictions that were labelled
+    cfg: Settings, # the settings (the monitor's time zone)
+) -> pd.DataFrame:
+    "Per day: the answers, the share called dog, the labels and the labelled accuracy (NaN on a day without labels)"
+    day = mon.day_of(ok.ts, cfg).to_numpy()   # by position: `ok` keeps the log's row labels
+    by = ok.groupby(day).agg(answered=('id', 'size'), dog_share=('label', lambda s: float((s == 'dog').mean())))
+    acc = ((lab.true_label == lab.label).groupby(mon.day_of(lab.ts, cfg).to_numpy()).agg(['mean', 'size']) if len(lab)
+           else pd.DataFrame(columns=['mean', 'size']))
+    by = by.join(acc.rename(columns={'mean': 'accuracy', 'size': 'labels'})).reset_index(names='day')
+    return by.assign(accuracy=by.accuracy.astype(float), labels=by.labels.fillna(0).astype(int))
+
+# %% ../nbs/41_audit.ipynb #9eac12dd
+def alerts_on(
+    version: str, # the registered model version
+    cfg: Settings, # the settings
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    "The alerts raised on `version`, and the actions taken on them (None when the store holds no action at all)"
+    created = lambda t: pd.Timestamp(t, unit='s', tz='UTC').isoformat(timespec='seconds')
+    with open_alert_store(cfg.alerts_uri) as al:
+        alerts = [a for a in al.query() if a.model_version == str(version)]
+        acts = al.actions()
+    table = pd.DataFrame([dict(id=a.id, created=created(a.created), severity=a.severity, rule=a.rule, state=a.state,
+                               state_by=a.state_by, suggested=a.action, message=a.message) for a in alerts])
+    cols = ['alert_id', 'kind', 'actor', 'status', 'version', 'ref', 'note']
+    return table, acts[acts.alert_id.isin([a.id for a in alerts])][cols] if len(acts) else None
+
 # %% ../nbs/41_audit.ipynb #872ca024
 def production_since(
     version: str, # the registered model version
@@ -260,39 +305,56 @@ def production_since(
 ) -> dict:
     "Traffic, labelled accuracy, alerts and actions of `version` from `since` (epoch s) on"
     out = dict(since=None if since is None else pd.Timestamp(since, unit='s', tz='UTC').isoformat(timespec='seconds'),
-               n=0, rejected=0,
-               n_labels=0, cameras=[], perf=None, by_day=None, figure=None, alerts=None, actions=None)
+               n=0, rejected=0, n_labels=0, cameras=[], perf=None, by_day=None, figure=None, alerts=None, actions=None)
     if since is None: return out
     with open_store(cfg.predlog_uri, cfg.frames_dir) as st:
         w = st.predictions(start=since)
         lab = st.feedback(start=since)
     w = w[w.model_version.astype(str) == str(version)]
-    lab = lab[lab.model_version.astype(str) == str(version)]
+    lab = mon.answered(lab[lab.model_version.astype(str) == str(version)])
     ok = mon.answered(w)
-    out.update(n=len(ok), rejected=int((w.status == 'rejected').sum()), n_labels=len(mon.answered(lab)),
+    out.update(n=len(ok), rejected=int((w.status == 'rejected').sum()), n_labels=len(lab),
                cameras=sorted(w.camera.dropna().unique().tolist()))
-    if len(mon.answered(lab)):
-        out['perf'] = mon.labelled_performance(*mon.labels_of(mon.answered(lab)), alpha=cfg.perf_ci_alpha)
+    if len(lab): out['perf'] = mon.labelled_performance(*mon.labels_of(lab), alpha=cfg.perf_ci_alpha)
     if len(ok):
-        day = mon.day_of(ok.ts, cfg)
-        by = ok.groupby(day).agg(answered=('id', 'size'), dog_share=('label', lambda s: float((s == 'dog').mean())))
-        la = mon.answered(lab)
-        acc = ((la.true_label == la.label).groupby(mon.day_of(la.ts, cfg)).agg(['mean', 'size']) if len(la)
-               else pd.DataFrame(columns=['mean', 'size']))
-        by = by.join(acc.rename(columns={'mean': 'accuracy', 'size': 'labels'})).reset_index(names='day')
-        by['accuracy'] = by.accuracy.astype(float)
-        by['labels'] = by.labels.fillna(0).astype(int)
-        out['by_day'], out['figure'] = by, _traffic_figure(by)
-    with open_alert_store(cfg.alerts_uri) as al:
-        alerts = [a for a in al.query() if a.model_version == str(version)]
-        created = lambda t: pd.Timestamp(t, unit='s', tz='UTC').isoformat(timespec='seconds')
-        out['alerts'] = pd.DataFrame([dict(id=a.id, created=created(a.created),
-                                           severity=a.severity, rule=a.rule, state=a.state, state_by=a.state_by,
-                                           suggested=a.action, message=a.message) for a in alerts])
-        acts = al.actions()
-        out['actions'] = acts[acts.alert_id.isin([a.id for a in alerts])][
-            ['alert_id', 'kind', 'actor', 'status', 'version', 'ref', 'note']] if len(acts) else None
+        out['by_day'] = daily_traffic(ok, lab, cfg)
+        out['figure'] = _traffic_figure(out['by_day'])
+    out['alerts'], out['actions'] = alerts_on(version, cfg)
     return out
+
+# %% ../nbs/41_audit.ipynb #707ffd37
+def staging_facts(
+    client, # an MLflow client
+    tags: dict, # the version's tags
+    tmp: Path, # a scratch folder for downloads
+) -> dict:
+    "The staging verdict the version's tags hold and, if they name a staging run, its metrics, summary and plots"
+    st = dict(status=tags.get('validation_status', 'pending'), run_id=tags.get('staging_run_id'),
+              reasons=failure_reasons(tags))
+    if not st['run_id']: return st
+    try:
+        st['metrics'] = dict(client.get_run(st['run_id']).data.metrics)
+        st['summary_path'], st['summary'] = staging_summary(client, st['run_id'], tmp)
+        st['pngs'] = _pngs(client, st['run_id'], tmp)
+    except Exception as e: st['missing'] = f"staging run {st['run_id']} cannot be read: {e}"
+    return st
+
+# %% ../nbs/41_audit.ipynb #e4191c10
+def audit_runs(
+    mv, # the registered model version
+    lin: dict, # its lineage (`tracking.lineage`)
+    staging_run: str | None, # the staging run's id
+    cfg: Settings, # the settings
+) -> list[tuple]:
+    "(role, run id, link) of every MLflow run behind the version: training, its parent, staging, daily, earlier audits"
+    from parkml.daily import daily_runs, run_link
+    runs = [('training', mv.run_id)] + ([('parent of training', lin['parent_run'])] if lin['parent_run'] else [])
+    if staging_run: runs.append(('staging', staging_run))
+    try: dr = daily_runs(cfg=cfg)
+    except Exception: dr = pd.DataFrame(columns=['version', 'run_id', 'day'])
+    runs += [(f"daily {r.day}", r.run_id) for r in dr[dr.version.astype(str) == str(mv.version)].itertuples()]
+    if mv.tags.get('audit_run_id'): runs.append(('earlier audit', mv.tags['audit_run_id']))
+    return [(role, rid, run_link(rid, cfg)) for role, rid in runs]
 
 # %% ../nbs/41_audit.ipynb #312ad39d
 def collect_audit(
@@ -302,43 +364,26 @@ def collect_audit(
     tmp: Path = None, # a scratch folder for downloads
 ) -> dict:
     "Every fact the audit report of `version` (number or alias) shows, read from MLflow and the stores"
-    from parkml.daily import daily_runs, run_link
     cfg = cfg or get_settings()
     client = client or mlflow_client(cfg)
     tmp = Path(tmp or tempfile.mkdtemp())
     mv = resolve_version(version, client, cfg)
     v = str(mv.version)
     lin = lineage(v, client, cfg)
-    run = client.get_run(mv.run_id)
     tags = dict(mv.tags)
-    st = dict(status=tags.get('validation_status', 'pending'), run_id=tags.get('staging_run_id'),
-              reasons=failure_reasons(tags))
-    if st['run_id']:
-        try:
-            srun = client.get_run(st['run_id'])
-            st['metrics'] = dict(srun.data.metrics)
-            st['summary_path'], st['summary'] = staging_summary(client, st['run_id'], tmp/'staging')
-            st['pngs'] = _pngs(client, st['run_id'], tmp/'staging')
-        except Exception as e: st['missing'] = f"staging run {st['run_id']} cannot be read: {e}"
+    st = staging_facts(client, tags, tmp/'staging')
     with open_governance(cfg.governance_uri) as gov:
         recs = gov.audit_records(cfg.model_name, v)
         moves = recs[recs.alias.notna()].reset_index(drop=True)
     rel = moves[(moves.alias == 'champion') & (moves.to_version == v)]
     since = rel.ts.min().timestamp() if len(rel) else None
-    runs = [('training', mv.run_id)] + ([('parent of training', lin['parent_run'])] if lin['parent_run'] else [])
-    if st['run_id']: runs.append(('staging', st['run_id']))
-    try: dr = daily_runs(cfg=cfg)
-    except Exception: dr = pd.DataFrame(columns=['version', 'run_id', 'day'])
-    runs += [(f"daily {r.day}", r.run_id) for r in dr[dr.version.astype(str) == v].itertuples()]
-    if tags.get('audit_run_id'): runs.append(('earlier audit', tags['audit_run_id']))
-    return dict(lineage=lin, run=run, description=mv.description, version_tags=tags, staging=st, audit=recs,
-                alias_history=moves,
+    return dict(lineage=lin, run=client.get_run(mv.run_id), description=mv.description, version_tags=tags, staging=st,
+                audit=recs, alias_history=moves,
                 data_version_file=_json(client, mv.run_id, 'data/data_version.json', tmp/'train'),
                 packages=_json(client, mv.run_id, 'environment/packages.json', tmp/'train'),
                 scores=_scores_frame(client, mv.run_id, tmp/'train'), train_pngs=_pngs(client, mv.run_id, tmp/'train'),
-                production=production_since(v, since, cfg),
-                verification=audit_verification(cfg),
-                runs=[(role, rid, run_link(rid, cfg)) for role, rid in runs], created=time.time())
+                production=production_since(v, since, cfg), verification=audit_verification(cfg),
+                runs=audit_runs(mv, lin, st['run_id'], cfg), created=time.time())
 
 # %% ../nbs/41_audit.ipynb #ea8bee1d
 SECTIONS = {'Audit log verification': verification_blocks, 'Model card': model_card, 'Lineage': lineage_blocks,
@@ -349,6 +394,35 @@ def audit_sections(d: dict) -> list:
     "The report's sections, in the order a compliance reader follows them"
     return [(name, fn(d)) for name, fn in SECTIONS.items()]
 
+# %% ../nbs/41_audit.ipynb #36f93938
+def audit_run(
+    client, # an MLflow client
+    lin: dict, # the version's lineage (`tracking.lineage`)
+    cfg: Settings, # the settings
+) -> str:
+    "A new MLflow run for an audit report of the version (tag parkml.kind=audit), child of its training run; its id"
+    exp = client.get_experiment_by_name(cfg.experiment).experiment_id
+    v = str(lin['version'])
+    tags = {**lineage_tags(lin['data_version'], lin['run_id']), 'parkml.kind': 'audit', 'parkml.model_version': v,
+            'parkml.model_name': lin['model']}
+    return client.create_run(exp, run_name=f"audit-v{v}", tags=tags).info.run_id
+
+# %% ../nbs/41_audit.ipynb #a2e22472
+def write_report_files(
+    title: str, # the report's title
+    secs: list, # its sections of blocks (`audit_sections`)
+    out: Path, # the folder written
+    stem: str, # the files' name without suffix
+) -> tuple[Path, Path]:
+    "Write `stem`.html, and `stem`.md with its plots in `plots/`, to `out`; their paths"
+    md, files = render_markdown(title, secs)
+    for rel, data in files.items():
+        ensure_dir((out/rel).parent)
+        (out/rel).write_bytes(data)
+    (out/f"{stem}.md").write_text(md, encoding='utf-8')
+    (out/f"{stem}.html").write_text(render_html(title, secs), encoding='utf-8')
+    return out/f"{stem}.html", out/f"{stem}.md"
+
 # %% ../nbs/41_audit.ipynb #f127967c
 def audit_report(
     version, # the registered model version
@@ -357,33 +431,18 @@ def audit_report(
     cfg: Settings = None, # the settings (default: the current ones)
 ) -> dict:
     "Write the audit report of `version` as HTML and Markdown, log it to MLflow; return paths and run id"
-    import mlflow
+    from parkml.daily import run_link
     cfg = cfg or get_settings()
     client = mlflow_client(cfg)
-    with tempfile.TemporaryDirectory() as tmp:
-        d = collect_audit(version, cfg, client, Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp: d = collect_audit(version, cfg, client, Path(tmp))
     v, lin = str(d['lineage']['version']), d['lineage']
-    title = f"Audit report: {lin['model']} version {v}"
-    run_id = None
-    if log:
-        exp = client.get_experiment_by_name(cfg.experiment).experiment_id
-        run_id = client.create_run(exp, run_name=f"audit-v{v}", tags={**lineage_tags(lin['data_version'],
-                                                                                     lin['run_id']),
-                                   'parkml.kind': 'audit', 'parkml.model_version': v,
-                                                                      'parkml.model_name': lin['model']}).info.run_id
-        from parkml.daily import run_link
-        d['runs'].append(('this audit', run_id, run_link(run_id, cfg)))
+    run_id = audit_run(client, lin, cfg) if log else None
+    if log: d['runs'].append(('this audit', run_id, run_link(run_id, cfg)))
     secs = audit_sections(d)
     out = ensure_dir(Path(out_dir) if out_dir else cfg.runs/'audit'/f"v{v}")
-    md, files = render_markdown(title, secs)
-    for rel, data in files.items():
-        ensure_dir((out/rel).parent)
-        (out/rel).write_bytes(data)
-    (out/f"audit-v{v}.md").write_text(md, encoding='utf-8')
-    (out/f"audit-v{v}.html").write_text(render_html(title, secs), encoding='utf-8')
+    html, md = write_report_files(f"Audit report: {lin['model']} version {v}", secs, out, f"audit-v{v}")
     if log:
         client.log_artifacts(run_id, str(out), 'audit')
         client.set_terminated(run_id)
         client.set_model_version_tag(lin['model'], v, 'audit_run_id', run_id)
-    return dict(version=v, html=out/f"audit-v{v}.html", markdown=out/f"audit-v{v}.md", run_id=run_id,
-                sections=[s for s, _ in secs], data=d)
+    return dict(version=v, html=html, markdown=md, run_id=run_id, sections=[s for s, _ in secs], data=d)

@@ -21,7 +21,7 @@ from .monitor_figures import integrity_figure, performance_figure
 if TYPE_CHECKING: from parkml.daily import DayResults
 
 # %% auto #0
-__all__ = ['estimate_history', 'labels_figure', 'labels_tables', 'day_figures', 'day_report_html']
+__all__ = ['estimate_history', 'labels_figure', 'labels_tables', 'day_figures', 'day_tables_html', 'day_report_html']
 
 # %% ../nbs/25c_day_report.ipynb #43545ecf
 def estimate_history(res: DayResults) -> pd.DataFrame:
@@ -103,31 +103,39 @@ def _table_html(df: pd.DataFrame, title: str) -> str:
     return f"<h2>{html.escape(title)}</h2>" + df.to_html(index=False, float_format=lambda x: f"{x:.4g}", border=0,
                                                          classes='t')
 
-def day_report_html(res: DayResults, alerts: list = ()) -> str:
-    "A self-contained HTML report of the day: summary, alerts, every table, every figure"
+# %% ../nbs/25c_day_report.ipynb #07a1845d
+def day_tables_html(
+    res: DayResults, # the day's results
+    alerts: list = (), # the day's alerts
+) -> list[str]:
+    "The report's tables in HTML, alerts first (said when there is none); an empty table is '' (left out)"
     al = pd.DataFrame([dict(severity=a.severity, rule=a.rule, camera=a.camera, action=a.action, message=a.message,
                             id=a.id)
                        for a in alerts])
     checks = res.checks_table().assign(evidence=lambda d: d.evidence.map(lambda e: json.dumps(plain(e))[:300]))
+    return [_table_html(al, f'Alerts ({len(al)})') or '<h2>Alerts</h2><p>none</p>',
+            _table_html(checks, 'Integrity and host checks'),
+            _table_html(res.drift.table().drop(columns=['details'], errors='ignore') if res.drift.tests else None,
+                        'Drift tests'),
+            _table_html(res.performance, 'Performance from labels'),
+            _table_html(pd.DataFrame([res.estimate]) if res.estimate else None,
+                        'Estimated performance without labels (CBPE)'),
+            _table_html(res.estimate_error, 'Estimate against labels'),
+            _table_html(box_table(res), 'Boxes and the chain'),
+            _table_html(res.camera_rows if res.boxes else None, 'Cameras'),
+            _table_html(pd.DataFrame([res.telemetry]), 'Host and service'),
+            _table_html(res.fairness['table'] if res.fairness else None,
+                        'Fairness') + (f"<p>{html.escape(res.fairness['sentence'])}</p>" if res.fairness else ''),
+            *(_table_html(t, title) for title, t in labels_tables(res))]
+
+# %% ../nbs/25c_day_report.ipynb #ad820f28
+def day_report_html(res: DayResults, alerts: list = ()) -> str:
+    "A self-contained HTML report of the day: summary, alerts, every table, every figure"
     parts = [f"<h1>parkml daily analysis: {res.day}</h1>",
              f"<p>Model {html.escape(res.model_name)} version {res.model_version} (run {res.model_run_id}); "
              f"window {iso_utc(res.start)} to {iso_utc(res.end)}; MLflow run <a "
              f"href='{res.run_link}'>{res.run_id}</a></p>",
-             f"<pre>{html.escape(res.summary())}</pre>",
-             _table_html(al, f'Alerts ({len(al)})') or '<h2>Alerts</h2><p>none</p>',
-             _table_html(checks, 'Integrity and host checks'),
-             _table_html(res.drift.table().drop(columns=['details'], errors='ignore') if res.drift.tests else None,
-                         'Drift tests'),
-             _table_html(res.performance, 'Performance from labels'),
-             _table_html(pd.DataFrame([res.estimate]) if res.estimate else None,
-                         'Estimated performance without labels (CBPE)'),
-             _table_html(res.estimate_error, 'Estimate against labels'),
-             _table_html(box_table(res), 'Boxes and the chain'),
-             _table_html(res.camera_rows if res.boxes else None, 'Cameras'),
-             _table_html(pd.DataFrame([res.telemetry]), 'Host and service'),
-             _table_html(res.fairness['table'] if res.fairness else None,
-                         'Fairness') + (f"<p>{html.escape(res.fairness['sentence'])}</p>" if res.fairness else ''),
-             *(_table_html(t, title) for title, t in labels_tables(res))]
+             f"<pre>{html.escape(res.summary())}</pre>", *day_tables_html(res, alerts)]
     parts += [f"<h2>{k[:-4]}</h2><img src='data:image/png;base64,{base64.b64encode(v).decode()}'/>" for k,
               v in res.pngs().items()]
     style = ("<style>body{font-family:sans-serif;max-width:1200px} .t{border-collapse:collapse;font-size:12px} .t "

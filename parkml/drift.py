@@ -15,7 +15,8 @@ from .evaluate import ReportFigure
 from .monitor import answered, proj_of
 
 # %% auto #0
-__all__ = ['mmd_test', 'ks_bonferroni', 'holm', 'DriftTest', 'DriftReport', 'drift_inputs', 'drift_tests', 'drift_figure']
+__all__ = ['mmd_test', 'ks_bonferroni', 'holm', 'DriftTest', 'DriftReport', 'drift_inputs', 'embedding_drift', 'p_dog_drift',
+           'dog_share_drift', 'confidence_drift', 'features_drift', 'drift_tests', 'drift_figure']
 
 # %% ../nbs/20a_drift.ipynb #ce299436
 def _sqdist(Z: np.ndarray) -> np.ndarray:
@@ -128,6 +129,64 @@ def drift_inputs(
         w = pd.concat([w[w.frame_sha.isna()], w[w.frame_sha.notna()].drop_duplicates('frame_sha')])
     return _sample(w, n, seed)
 
+# %% ../nbs/20a_drift.ipynb #2cad9a45
+def embedding_drift(
+    R: pd.DataFrame, # the reference rows (`drift_inputs`)
+    W: pd.DataFrame, # the window's rows (`drift_inputs`)
+    cfg: Settings, # the settings
+    seed: int, # random seed
+) -> tuple[str, dict, dict]:
+    "The embeddings' projections: MMD permutation test (setting drift_proj_test=mmd), else KS per component"
+    Xr, Xw = proj_of(R), proj_of(W)
+    if cfg.drift_proj_test == 'mmd':
+        r = mmd_test(Xr, Xw, cfg.drift_permutations, seed)
+        return 'MMD permutation (RBF, median heuristic)', r, dict(bandwidth=r['bandwidth'], n_perm=r['n_perm'])
+    r = ks_bonferroni(Xr, Xw, [f'proj_{j}' for j in range(Xr.shape[1])])
+    return 'KS per component, Bonferroni', r, dict(worst=r['worst'])
+
+# %% ../nbs/20a_drift.ipynb #11925289
+def p_dog_drift(
+    pr: np.ndarray, # P(dog) of the reference rows
+    pw: np.ndarray, # P(dog) of the window's rows
+) -> tuple[str, dict, dict]:
+    "Kolmogorov-Smirnov on the model's own output P(dog) (black-box shift detection)"
+    r = stats.ks_2samp(pr, pw)
+    return ('KS on P(dog) (BBSD)', dict(statistic=r.statistic, p_value=r.pvalue),
+            dict(ref_mean=float(pr.mean()), window_mean=float(pw.mean())))
+
+# %% ../nbs/20a_drift.ipynb #b58e6e96
+def dog_share_drift(
+    pr: np.ndarray, # P(dog) of the reference rows
+    pw: np.ndarray, # P(dog) of the window's rows
+) -> tuple[str, dict, dict]:
+    "Fisher's exact test on the share of frames called dog (P(dog) >= 0.5); the statistic is the change in share"
+    kr, kw = int((pr >= 0.5).sum()), int((pw >= 0.5).sum())
+    nr, nw = len(pr), len(pw)
+    r = stats.fisher_exact([[kr, nr - kr], [kw, nw - kw]])
+    return ("Fisher's exact test on the share called dog", dict(statistic=kw / nw - kr / nr, p_value=r.pvalue),
+            dict(ref_share=kr / nr, window_share=kw / nw))
+
+# %% ../nbs/20a_drift.ipynb #90b030a0
+def confidence_drift(
+    pr: np.ndarray, # P(dog) of the reference rows
+    pw: np.ndarray, # P(dog) of the window's rows
+) -> tuple[str, dict, dict]:
+    "Mann-Whitney on the confidence max(P, 1-P), a model grown unsure (or over-sure); statistic: the change in mean"
+    cr, cw = np.maximum(pr, 1 - pr), np.maximum(pw, 1 - pw)
+    r = stats.mannwhitneyu(cr, cw)
+    return ('Mann-Whitney on confidence max(P, 1-P)', dict(statistic=cw.mean() - cr.mean(), p_value=r.pvalue),
+            dict(ref_mean=float(cr.mean()), window_mean=float(cw.mean())))
+
+# %% ../nbs/20a_drift.ipynb #b9f6151e
+def features_drift(
+    R: pd.DataFrame, # the reference rows (`drift_inputs`)
+    W: pd.DataFrame, # the window's rows (`drift_inputs`)
+    feats: list, # the integrity features compared (setting drift_features)
+) -> tuple[str, dict, dict]:
+    "KS per integrity feature, Bonferroni-combined; names the worst feature"
+    r = ks_bonferroni(R[feats].to_numpy(float), W[feats].to_numpy(float), feats)
+    return 'KS per integrity feature, Bonferroni', r, dict(worst=r['worst'], per_feature=r['per_column'])
+
 # %% ../nbs/20a_drift.ipynb #a1c132f8
 def drift_tests(
     reference: pd.DataFrame, # the model version's reference rows (`monitor.load_reference`)
@@ -146,37 +205,14 @@ def drift_tests(
     if nw < cfg.drift_min_window or nr < cfg.drift_min_window:
         return DriftReport([], cfg.drift_alpha, False, seed, time.perf_counter() - t0, nr, nw)
     pr, pw = R.p_dog.to_numpy(float), W.p_dog.to_numpy(float)
+    feats = [f.strip() for f in cfg.drift_features.split(',') if f.strip()]
+    run = dict(embedding=lambda: embedding_drift(R, W, cfg, seed), p_dog=lambda: p_dog_drift(pr, pw),
+               dog_share=lambda: dog_share_drift(pr, pw), confidence=lambda: confidence_drift(pr, pw),
+               features=lambda: features_drift(R, W, feats))   # in the order a report lists them
     out = []
-    def add(name, method, r, **details):
+    for name in [n for n in run if n in tests]:
+        method, r, details = run[name]()
         out.append(DriftTest(name, method, float(r['statistic']), float(r['p_value']), nr, nw, details))
-    if 'embedding' in tests:
-        Xr, Xw = proj_of(R), proj_of(W)
-        if cfg.drift_proj_test == 'mmd':
-            r = mmd_test(Xr, Xw, cfg.drift_permutations, seed)
-            add('embedding', 'MMD permutation (RBF, median heuristic)', r, bandwidth=r['bandwidth'], n_perm=r['n_perm'])
-        else:
-            r = ks_bonferroni(Xr, Xw, [f'proj_{j}' for j in range(Xr.shape[1])])
-            add('embedding', 'KS per component, Bonferroni', r, worst=r['worst'])
-    if 'p_dog' in tests:
-        r = stats.ks_2samp(pr, pw)
-        add('p_dog', 'KS on P(dog) (BBSD)', dict(statistic=r.statistic, p_value=r.pvalue),
-                                        ref_mean=float(pr.mean()), window_mean=float(pw.mean()))
-    if 'dog_share' in tests:
-        kr, kw = int((pr >= 0.5).sum()), int((pw >= 0.5).sum())
-        r = stats.fisher_exact([[kr, nr - kr], [kw, nw - kw]])
-        add('dog_share', "Fisher's exact test on the share called dog",
-            dict(statistic=kw / nw - kr / nr, p_value=r.pvalue),
-            ref_share=kr / nr, window_share=kw / nw)
-    if 'confidence' in tests:
-        cr, cw = np.maximum(pr, 1 - pr), np.maximum(pw, 1 - pw)
-        r = stats.mannwhitneyu(cr, cw)
-        add('confidence', 'Mann-Whitney on confidence max(P, 1-P)', dict(statistic=cw.mean() - cr.mean(),
-                                                                         p_value=r.pvalue),
-            ref_mean=float(cr.mean()), window_mean=float(cw.mean()))
-    if 'features' in tests:
-        feats = [f.strip() for f in cfg.drift_features.split(',') if f.strip()]
-        r = ks_bonferroni(R[feats].to_numpy(float), W[feats].to_numpy(float), feats)
-        add('features', 'KS per integrity feature, Bonferroni', r, worst=r['worst'], per_feature=r['per_column'])
     for t, pa in zip(out, holm([t.p_value for t in out])):
         t.p_adjusted, t.drift = float(pa), bool(pa <= cfg.drift_alpha)
     return DriftReport(out, cfg.drift_alpha, any(t.drift for t in out), seed, time.perf_counter() - t0, nr, nw)

@@ -13,7 +13,7 @@ from .evaluate import ReportFigure, shap_explain, shap_figure
 from .monitor import answered, reference_range
 
 # %% auto #0
-__all__ = ['explain_frames', 'integrity_figure', 'performance_figure']
+__all__ = ['explain_frames', 'feature_medians', 'shade_checks', 'integrity_figure', 'performance_figure']
 
 # %% ../nbs/20d_monitor_figures.ipynb #6a89a423
 def explain_frames(
@@ -46,6 +46,38 @@ def explain_frames(
                        seed=seed)
     return dict(ids=ids, images=X, attributions=att, figure=shap_figure(X, att, titles), reason=None)
 
+# %% ../nbs/20d_monitor_figures.ipynb #fa05edfe
+def feature_medians(
+    ax, # the axes drawn on
+    window: pd.DataFrame, # rows of the prediction log
+    bins: pd.Series, # each row's time bin
+    reference: pd.DataFrame = None, # the version's reference rows: the range of brightness and contrast, shaded
+) -> None:
+    "Median brightness, contrast and sharpness of the answered frames per time bin, over the reference's range"
+    ok = answered(window)
+    bo = bins[ok.index]
+    for f, c in zip(('brightness', 'contrast', 'sharpness'), ('tab:orange', 'tab:blue', 'tab:green')):
+        m = ok[f].groupby(bo).median()
+        ax.plot(m.index, m.values, c=c, label=f'{f} (median)')
+        if reference is not None and f != 'sharpness':
+            lo, hi = reference_range(reference, f)
+            ax.axhspan(lo, hi, color=c, alpha=0.06)
+    ax.set(ylabel='feature')
+    ax.legend(fontsize=7)
+
+# %% ../nbs/20d_monitor_figures.ipynb #150cef92
+def shade_checks(
+    axes, # the axes shaded
+    checks = None, # the integrity checks: frozen runs shaded purple, gaps red
+) -> list[str]:
+    "Shade every check's frozen runs and gaps on each of `axes`; the names of the checks that failed"
+    for c in checks or []:
+        for r in c.evidence.get('runs', []) + c.evidence.get('gaps', []):
+            for a in axes:
+                a.axvspan(pd.Timestamp(r['start']), pd.Timestamp(r['end']),
+                          color='tab:purple' if 'runs' in c.evidence else 'tab:red', alpha=0.15)
+    return [c.name for c in checks or [] if not c.passed]
+
 # %% ../nbs/20d_monitor_figures.ipynb #98cfe937
 def integrity_figure(
     window: pd.DataFrame, # rows of the prediction log
@@ -53,7 +85,7 @@ def integrity_figure(
     reference: pd.DataFrame = None, # the model version's reference rows (`monitor.load_reference`)
     bin_minutes: float = 30, # minutes per time bin
 ) -> ReportFigure:
-    "Timelines: frames per camera, rejected inputs, and median brightness/contrast/sharpness per bin, with frozen runs and gaps"
+    "Timelines: frames per camera, refused inputs, median brightness/contrast/sharpness; frozen runs and gaps shaded"
     fig = ReportFigure(figsize=(12, 7), layout='constrained')
     ax = fig.subplots(3, 1, sharex=True)
     if not len(window):
@@ -68,22 +100,8 @@ def integrity_figure(
     rej = window.status.eq('rejected').groupby(b).sum()
     ax[1].bar(rej.index, rej.values, width=bin_minutes / 1440, color='tab:red')
     ax[1].set(ylabel='rejected inputs')
-    ok = answered(window)
-    bo = b[ok.index]
-    for f, c in zip(('brightness', 'contrast', 'sharpness'), ('tab:orange', 'tab:blue', 'tab:green')):
-        m = ok[f].groupby(bo).median()
-        ax[2].plot(m.index, m.values, c=c, label=f'{f} (median)')
-        if reference is not None and f != 'sharpness':
-            lo, hi = reference_range(reference, f)
-            ax[2].axhspan(lo, hi, color=c, alpha=0.06)
-    ax[2].set(ylabel='feature')
-    ax[2].legend(fontsize=7)
-    for c in checks or []:
-        for r in c.evidence.get('runs', []) + c.evidence.get('gaps', []):
-            for a in ax:
-                a.axvspan(pd.Timestamp(r['start']), pd.Timestamp(r['end']),
-                          color='tab:purple' if 'runs' in c.evidence else 'tab:red', alpha=0.15)
-    failed = [c.name for c in checks or [] if not c.passed]
+    feature_medians(ax[2], window, b, reference)
+    failed = shade_checks(ax, checks)
     ax[0].set_title(f"integrity: {'failed ' + ', '.join(failed) if failed else 'all checks passed'} (shaded: frozen "
                     f"runs, gaps)", fontsize=9)
     return fig

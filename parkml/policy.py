@@ -40,6 +40,7 @@ class Actor:
 # who moves `challenger` when the staging run is started without a named person
 STAGING_ACTOR = Actor('parkml-stage', 'owner', proof='pipeline')
 
+# %% ../nbs/22a_policy.ipynb #32df9740
 def roles_allowed(action: str) -> list[str]:
     "Roles whose permissions include what `action` needs"
     if action not in NEEDS: raise ValueError(f"unknown governing action {action!r}; known: {', '.join(NEEDS)}")

@@ -18,7 +18,7 @@ from .central import CentralError
 
 # %% auto #0
 __all__ = ['SETTLE_S', 'TraceError', 'version_facts', 'stores_signature', 'registry_stamp', 'snapshot_path',
-           'cached_version_facts', 'trace', 'format_trace']
+           'cached_version_facts', 'model_trace', 'trace', 'prediction_lines', 'model_lines', 'format_trace']
 
 # %% ../nbs/40_trace.ipynb #27ae9a08
 class TraceError(LookupError):
@@ -178,6 +178,24 @@ def _model_part(facts: dict, version, ts: float, recs: list[dict], moves: list[d
     m['aliases_at_time'] = sorted(a for a, v in at.items() if v == str(version))
     return m
 
+# %% ../nbs/40_trace.ipynb #8291cf91
+def model_trace(
+    p: dict, # a logged prediction (`PredictionStore.get_prediction`)
+    cfg: Settings, # the settings
+    client=None, # an MLflow client (default: one for the settings)
+    fresh: bool = False, # ask MLflow, not the snapshot
+) -> tuple[dict | None, str | None]:
+    """The model part of the trace of `p` (None for an input refused before any model saw it; `missing` for a version
+    not in the registry) and where the version's facts came from"""
+    if p['model_version'] is None: return None, None
+    name, version = p['model_name'] or cfg.model_name, str(p['model_version'])
+    with open_governance(cfg.governance_uri) as gov: recs, moves = gov.records(name, version), gov.records(name)
+    try: facts, src = cached_version_facts(name, version, max((r['id'] for r in moves), default=0), cfg, client, fresh)
+    except RegistryError as e: return dict(missing=str(e)), None
+    except CentralError as e: raise TraceError(f"{e} (settings tracking_uri, registry_uri)") from None
+    # aliases when the service answered (camera clocks may be off)
+    return _model_part(facts, version, p['received'] or p['ts'], recs, moves), src
+
 # %% ../nbs/40_trace.ipynb #82c1575a
 def trace(
     prediction_id: str, # the id an answer carried
@@ -194,54 +212,53 @@ def trace(
     p = store.get_prediction(str(prediction_id).strip())
     if p is None: raise TraceError(f"no prediction {prediction_id!r} in the prediction log {store!r}")
     out = _prediction_part(p)
-    out['model_facts_from'] = None
-    if p['model_version'] is None:
-        out['model'] = None
-        return out  # an input refused before any model saw it
-    name, version = p['model_name'] or cfg.model_name, str(p['model_version'])
-    with open_governance(cfg.governance_uri) as gov: recs, moves = gov.records(name, version), gov.records(name)
-    try:
-        facts, out['model_facts_from'] = cached_version_facts(name, version, max((r['id'] for r in moves), default=0),
-                                                              cfg, client, fresh)
-    except RegistryError as e:
-        out['model'] = dict(missing=str(e))
-        return out
-    except CentralError as e: raise TraceError(f"{e} (settings tracking_uri, registry_uri)") from None
-    # aliases when the service answered (camera clocks may be off)
-    out['model'] = _model_part(facts, version, p['received'] or p['ts'], recs, moves)
+    m, src = model_trace(p, cfg, client, fresh)
+    out.update(model_facts_from=src, model=m)
     return out
+
+# %% ../nbs/40_trace.ipynb #5047d247
+def prediction_lines(t: dict, # a trace (`trace`)
+                    ) -> list[str]:
+    "The trace's lines about the answer itself: id, time, camera, output, frame and feedback"
+    o, f, fb = t['output'], t['frame'], t['feedback']
+    return [f"prediction {t['prediction_id']}  ({t['status']}{': ' + t['error'] if t['error'] else ''})",
+            f"time       {t['time']}  (received {t['received']})",
+            f"camera     {t['camera']}",
+            f"output     {o['label']}  p_dog={o['p_dog'] if o['p_dog'] is None else round(o['p_dog'], 4)}  latency "
+            f"{o['latency_ms']} ms",
+            f"frame      {f['path'] if f['retained'] else ('not retained' if f['sha'] else 'none')}  sha256 "
+            f"{f['sha'] or '-'}",
+            f"feedback   {fb['label'] + ' (' + str(fb['source']) + ', ' + fb['time'] + ')' if fb else 'no label'}"
+            + ('' if t['correct'] is None else ('  -> correct' if t['correct'] else '  -> WRONG'))]
+
+# %% ../nbs/40_trace.ipynb #58c2c87c
+def model_lines(m: dict, # the model part of a trace (`model_trace`)
+               ) -> list[str]:
+    "The trace's lines about the model version: run, code, data, parent, staging, approval, aliases and parameters"
+    st, ap = m['staging'], m['approval']
+    lines = [f"run        {m['run_id']}  ({m['run_name']})",
+             f"code       {m['code_commit']}" + ('  (dirty tree)' if m['code_dirty'] == 'true' else ''),
+             f"data       {m['data_version']}", f"parent run {m['parent_run'] or '-'}",
+             f"staging    {st['status']}  run {st['run_id'] or '-'}" + (
+                 f"  reasons: {st['reasons']}" if st['reasons'] else ''),
+             f"approval   {ap['status'] or 'none'}" + (
+                 f" by {ap['by']} ({ap['role']}) at {ap['time']}" if ap['by'] else '')
+             + (f"  note: {ap['note']}" if ap['note'] else '') + (
+                 f"  [audit record {ap['audit_id']}]" if ap['audit_id'] else ''),
+             f"alias then {', '.join(m['aliases_at_time']) or 'none'}   "
+             f"(now: {', '.join(m['aliases_now']) or 'none'})",
+             'params']
+    return lines + [f"  {k} = {v}" for k, v in sorted(m['params'].items())]
 
 # %% ../nbs/40_trace.ipynb #67a212e9
 def format_trace(t: dict) -> str:
     "Human-readable trace"
-    o, f, fb = t['output'], t['frame'], t['feedback']
-    lines = [f"prediction {t['prediction_id']}  ({t['status']}{': ' + t['error'] if t['error'] else ''})",
-             f"time       {t['time']}  (received {t['received']})",
-             f"camera     {t['camera']}",
-             f"output     {o['label']}  p_dog={o['p_dog'] if o['p_dog'] is None else round(o['p_dog'], 4)}  latency "
-             f"{o['latency_ms']} ms",
-             f"frame      {f['path'] if f['retained'] else ('not retained' if f['sha'] else 'none')}  sha256 "
-             f"{f['sha'] or '-'}",
-             f"feedback   {fb['label'] + ' (' + str(fb['source']) + ', ' + fb['time'] + ')' if fb else 'no label'}"
-             + ('' if t['correct'] is None else ('  -> correct' if t['correct'] else '  -> WRONG'))]
+    lines = prediction_lines(t)
     m = t.get('model')
     if m is None: return '\n'.join(lines + ['model      none (input refused before inference)'])
     lines.append(f"model      {t['model_name']} version {t['model_version']}  (served as {t['served_alias'] or '-'})")
     if 'missing' in m: return '\n'.join(lines + [f"           not in the registry: {m['missing']}"])
-    st, ap = m['staging'], m['approval']
-    lines += [f"run        {m['run_id']}  ({m['run_name']})",
-              f"code       {m['code_commit']}" + ('  (dirty tree)' if m['code_dirty'] == 'true' else ''),
-              f"data       {m['data_version']}", f"parent run {m['parent_run'] or '-'}",
-              f"staging    {st['status']}  run {st['run_id'] or '-'}" + (
-                  f"  reasons: {st['reasons']}" if st['reasons'] else ''),
-              f"approval   {ap['status'] or 'none'}" + (
-                  f" by {ap['by']} ({ap['role']}) at {ap['time']}" if ap['by'] else '')
-              + (f"  note: {ap['note']}" if ap['note'] else '') + (
-                  f"  [audit record {ap['audit_id']}]" if ap['audit_id'] else ''),
-              f"alias then {', '.join(m['aliases_at_time']) or 'none'}   "
-              f"(now: {', '.join(m['aliases_now']) or 'none'})",
-              'params']
-    lines += [f"  {k} = {v}" for k, v in sorted(m['params'].items())]
+    lines += model_lines(m)
     src = t.get('model_facts_from')
     snap = 'from the snapshot: the MLflow stores and the audit record are unchanged since it was read)'
     if src: lines.append('(version facts ' + (snap if src == 'snapshot' else 'read from MLflow)'))

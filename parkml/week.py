@@ -18,6 +18,7 @@ from .config import get_settings, ensure_dir, write_atomic, Settings
 from .data import read_imageset, assign_splits, CLASSES
 from .monitor import day_window
 from .simulate import traffic_times, frame_bytes, seed_of
+from .wait import wait_for
 from .evaluate import lighting_band
 from .week_scenario import (DUSK_FROM, DayPlan, scenario, camera_pools, day_frames, FrameCache, Camera,
                                   staff_feedback)
@@ -260,8 +261,8 @@ def release_while_sending(
             approve_and_release(v, stg, w.qa, w.owner, f'day {plan.n}')
             w.say(plan.n, f"version {v} approved by {w.qa} and released by {w.owner} while the camera kept sending")
     first = w.cam.send(frames.iloc[:cut], desc=desc, progress=w.progress, during=during)
-    t0 = time.monotonic()
-    while served_version(w.svc.url) != str(v) and time.monotonic() - t0 < wait_s: time.sleep(0.5)
+    try: wait_for(lambda: served_version(w.svc.url) == str(v), wait_s, f"the service serving version {v}", every=0.5)
+    except TimeoutError as e: w.say(plan.n, f"{e}; the rest of the day goes to the version it serves")
     return pd.concat([first, w.cam.send(frames.iloc[cut:], desc=desc, progress=w.progress)], ignore_index=True)
 
 # %% ../nbs/60_week.ipynb #eb5214fc

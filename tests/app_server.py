@@ -1,10 +1,11 @@
 """The governance app as the browser tests meet it: a real `parkml app` (Streamlit) on a free loopback port, and a
 headless Chromium page signed in to it. Shared by the browser tests of the overview, the Label and the Fleet pages."""
-import os, subprocess, sys, time
+import os, subprocess, sys
 from contextlib import contextmanager
 from pathlib import Path
 import httpx, pytest
 from receivers import free_port
+from parkml.wait import wait_for
 
 CHROMIUM = '/usr/bin/chromium'
 PARKML = str(Path(sys.executable).parent/'parkml')
@@ -19,15 +20,14 @@ def running_app(log_path: Path, timeout: float = 120):
         proc = subprocess.Popen([PARKML, 'app', '--server.port', str(port), '--server.address', '127.0.0.1',
                                  '--server.headless', 'true', '--browser.gatherUsageStats', 'false'],
                                 stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-        base, t0 = f"http://127.0.0.1:{port}", time.monotonic()
+        base = f"http://127.0.0.1:{port}"
+        def healthy():
+            try:
+                if httpx.get(f"{base}/_stcore/health", timeout=1).text == 'ok': return True
+            except httpx.HTTPError: pass
+            assert proc.poll() is None, Path(log_path).read_text()[-3000:]
         try:
-            while True:
-                try:
-                    if httpx.get(f"{base}/_stcore/health", timeout=1).text == 'ok': break
-                except httpx.HTTPError: pass
-                assert proc.poll() is None, Path(log_path).read_text()[-3000:]
-                assert time.monotonic() - t0 < timeout, f"streamlit did not start in {timeout:.0f} s"
-                time.sleep(0.5)
+            wait_for(healthy, timeout, f"streamlit (parkml app) at {base} answering /_stcore/health", every=0.5)
             yield base
         finally:
             proc.terminate()

@@ -139,9 +139,10 @@ def test_roll_back_for_an_alert_moves_champion_and_records_the_action(park):
 def test_retrain_now_starts_a_real_retraining_job_for_the_alert(park):
     """The owner's button starts `parkml retrain` as a process of its own; the job records the request (audit store) and
     its running action on the alert before it trains. The test stops the job once both are there."""
-    import os, re, time
+    import os, re
     import psutil
     from parkml.alerts import open_alert_store
+    from parkml.wait import wait_for
     from parkml.governance import audit_records
     aid = park['alerts'][0].id
     at = page(signed_in('olu', park['users']['olu'][1]), 'alerts')
@@ -158,14 +159,16 @@ def test_retrain_now_starts_a_real_retraining_job_for_the_alert(park):
         env = psutil.Process(pid).environ()   # the job proves who asked with a token of its own, not on its cmd line
         assert env['PARKML_USER'] == 'olu' and env['PARKML_TOKEN'].startswith('pkt_') and 'PARKML_PASSWORD' not in env
         assert not any(env['PARKML_TOKEN'] in c for c in cmd)
-        deadline, running, req = time.time() + 120, [], []
-        while time.time() < deadline and not (len(running) and len(req)):
+        def started():
+            "The retraining's action marked running and its request in the audit store, once both are there"
             with open_alert_store() as s: acts = s.actions(aid)
             running = acts[(acts.kind == 'retrain') & (acts.actor == 'olu (owner)') & (acts.status == 'running')]
             rec = audit_records(action='retrain_requested')
             req = rec[(rec.actor == 'olu') & (rec.note == 'labels say the model slipped')]
-            time.sleep(0.5)
-        assert len(running) == 1 and len(req) == 1, (acts, rec)
+            return (running, req) if len(running) and len(req) else None
+        running, req = wait_for(started, 120, 'the retraining marked running with its request in the audit store',
+                                every=0.5)
+        assert len(running) == 1 and len(req) == 1, (running, req)
         assert re.search(r'log (\S+)$', msg) and os.path.isfile(re.search(r'log (\S+)$', msg).group(1))
     finally:   # stop the job and all it started (its notebook kernel runs in a session of its own, so not by group)
         try: job = psutil.Process(pid); procs = job.children(recursive=True) + [job]

@@ -6,6 +6,7 @@ import pytest
 from conftest import run_cli
 from central_fixture import central, plane_up, plane_down, service_auth
 from receivers import receiver  # noqa: F401 (fixture)
+from parkml.wait import wait_for
 
 KEYS = ('tracking_uri', 'postgres_uri', 's3_endpoint', 'bucket', 's3_access_key_id', 's3_secret_access_key',
         'settings_file', 'servers')
@@ -231,12 +232,12 @@ def serve(chain, port) -> 'subprocess.Popen':
     from conftest import PARKML, ROOT
     p = subprocess.Popen([PARKML, 'serve', '--port', str(port)], env={**os.environ, **chain['env']}, cwd=ROOT,
                          stdout=subprocess.DEVNULL, stderr=open(chain['base']/'serve.log', 'wb'))
-    for _ in range(600):
-        try:
-            if httpx.get(f'http://127.0.0.1:{port}/health', timeout=2).status_code == 200: return p
-        except httpx.HTTPError: time.sleep(0.5)
-    p.kill()
-    raise AssertionError((chain['base']/'serve.log').read_text()[-3000:])
+    try: wait_for(lambda: httpx.get(f'http://127.0.0.1:{port}/health', timeout=2).status_code == 200, 300,
+                  f'parkml serve on port {port} answering /health', every=0.5, catch=httpx.HTTPError)
+    except TimeoutError as e:
+        p.kill()
+        raise AssertionError(f"{e}\n{(chain['base']/'serve.log').read_text()[-3000:]}") from None
+    return p
 
 def test_the_chain_on_the_central_plane(central, chain, manifest, data_root, receiver):
     import httpx, sys

@@ -1,10 +1,11 @@
 """The deployment artefacts in deploy/, checked by the real tools (deploy/check), and Debian's real Prometheus server
 scraping a real `parkml serve` with the scrape job and rules of deploy/prometheus."""
-import json, os, re, shutil, subprocess, sys, time
+import json, os, re, shutil, subprocess, sys
 from pathlib import Path
 import httpx, pytest, yaml
 from conftest import ROOT, run_cli
 from test_service import Server, free_port, service_registry, photos   # noqa: F401 (photos: a fixture)
+from parkml.wait import wait_for
 
 DEPLOY = ROOT/'deploy'
 API_KEY, STAFF_KEY = 'deploy-test-api-key-0123', 'deploy-test-staff-key-9876'
@@ -238,16 +239,15 @@ def test_prometheus_scrapes_parkml_serve_with_the_deploy_config(keyed_server, ph
         n = 5
         with httpx.Client(base_url=keyed_server.url, timeout=30, headers={'X-API-Key': API_KEY}) as c:
             labels = [c.post('/predict', content=photos[i][0]).json()['label'] for i in range(n)]
-        t0, got = time.time(), {}
-        while time.time() - t0 < 60:
-            try:
-                got = {r['metric']['job']: float(r['value'][1]) for r in query(url, 'up')}
-                pred = query(url, 'sum(parkml_predictions_total{job="parkml-edge"})')
-                if got.get('parkml-edge') == 1 and 'parkml-edge-nokey' in got and pred and float(pred[0]['value'][1]) >= n:
-                    break
-            except httpx.TransportError: pass
+        def scraped():
+            "Prometheus's `up` by job, once both jobs are scraped and the keyed one has counted the predictions"
             assert prom.poll() is None, (tmp_path/'prometheus.log').read_text()[-3000:]
-            time.sleep(0.5)
+            got = {r['metric']['job']: float(r['value'][1]) for r in query(url, 'up')}
+            pred = query(url, 'sum(parkml_predictions_total{job="parkml-edge"})')
+            counted = bool(pred) and float(pred[0]['value'][1]) >= n
+            return got if got.get('parkml-edge') == 1 and 'parkml-edge-nokey' in got and counted else None
+        got = wait_for(scraped, 60, f"prometheus at {url} scraping both edge jobs and {n} predictions", every=0.5,
+                       catch=httpx.TransportError)
         assert got == {'parkml-edge': 1.0, 'parkml-edge-nokey': 0.0}, got     # the bearer token is what lets it in
         by_label = {r['metric']['label']: float(r['value'][1])
                     for r in query(url, 'parkml_predictions_total{job="parkml-edge", park="test"}')}

@@ -9,6 +9,7 @@ from urllib.parse import urlparse, unquote
 import httpx, pytest
 from conftest import PARKML, run_cli
 from test_service import Server, free_port, register_variant, metric, photos   # noqa: F401 (photos: a fixture)
+from parkml.wait import wait_for
 
 PEOPLE = {'olu': ('owner', 'olu-secret-1'), 'ana': ('qa', 'ana-secret-1')}
 
@@ -81,11 +82,13 @@ def refused_starts(park, *homes_env) -> list[str]:
     return outs
 
 def wait_health(c: httpx.Client, ok, what: str, timeout: float = 30) -> dict:
-    t = time.time()
-    while not ok(h := c.get('/health').json()):
-        assert time.time() - t < timeout, f"{what}: {json.dumps(h)[:2000]}"
-        time.sleep(0.2)
-    return h
+    "The first /health answer that `ok` accepts; after `timeout`, an error naming `what` and the last answer"
+    last = {}
+    def accepted():
+        last['health'] = h = c.get('/health').json()
+        return h if ok(h) else None
+    try: return wait_for(accepted, timeout, what)
+    except TimeoutError as e: raise AssertionError(f"{e}: {json.dumps(last.get('health'))[:2000]}") from None
 
 def artifact_onnx(mv) -> Path:
     "The ONNX file of version `mv` in the artifact store itself (not a downloaded copy)"

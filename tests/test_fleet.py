@@ -9,6 +9,7 @@ from conftest import run_cli
 from receivers import free_port, Receiver
 from test_service import Server
 from app_server import running_app, signed_in_page, needs_chromium
+from parkml.wait import wait_for
 
 PARKML = str(Path(sys.executable).parent/'parkml')
 
@@ -20,13 +21,11 @@ def mlflow_server(runs: Path, log: Path) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, '-m', 'mlflow', 'server', '--backend-store-uri',
                              f"sqlite:///{runs}/mlflow.db", '--host', '127.0.0.1', '--port', str(port),
                              '--workers', '1'], start_new_session=True, stdout=open(log, 'w'), stderr=subprocess.STDOUT)
-    t = time.time()
-    while True:
-        try:
-            if httpx.get(f'{url}/health', timeout=1).status_code == 200: return proc, url
-        except httpx.TransportError: pass
-        assert time.time() - t < 90 and proc.poll() is None, log.read_text()[-2000:]
-        time.sleep(0.3)
+    def answers():
+        assert proc.poll() is None, log.read_text()[-2000:]
+        return httpx.get(f'{url}/health', timeout=1).status_code == 200
+    wait_for(answers, 90, f'mlflow server at {url} answering /health', every=0.3, catch=httpx.TransportError)
+    return proc, url
 
 
 def test_park_alias_served_verified_canary_refused_and_registry_outage_survived(trained, tmp_path):
@@ -61,10 +60,8 @@ def test_park_alias_served_verified_canary_refused_and_registry_outage_survived(
             assert c.post('/predict', content=photo.read_bytes()).status_code == 200
             os.killpg(mlf.pid, signal.SIGKILL)           # the central registry goes away
             mlf.wait(30)
-            t = time.time()
-            while c.get('/health').json()['registry']['ok']:
-                assert time.time() - t < 30, 'registry outage not noticed'
-                time.sleep(0.2)
+            wait_for(lambda: not c.get('/health').json()['registry']['ok'], 30,
+                     'the box noticing the registry outage in its /health')
             h = c.get('/health').json()
             assert h['status'] == 'degraded' and h['model']['version'] == v, h
             assert f"registry at {url} (setting tracking_uri)" in h['registry']['error'], h['registry']
@@ -300,12 +297,16 @@ def test_a_real_shipper_killed_makes_its_box_silent(tmp_path, monkeypatch):
     shipper = subprocess.Popen([PARKML, 'ship', '--quiet'], env={**os.environ, **box}, stdout=log,
                                stderr=subprocess.STDOUT)
     try:
-        t = time.time()
-        while True:
+        def while_shipping(done):
+            "`done` as a condition to wait for; the shipper's log as the error if the shipper dies first"
+            def cond():
+                if done(): return True
+                assert shipper.poll() is None, (tmp_path/'ship.log').read_text()[-2000:]
+            return cond
+        def backlog_empty():
             with open_store() as st: seen = st.box_status()
-            if len(seen) and seen.backlog_rows.iloc[0] == 0: break
-            assert shipper.poll() is None and time.time() - t < 60, (tmp_path/'ship.log').read_text()[-2000:]
-            time.sleep(0.3)
+            return len(seen) and seen.backlog_rows.iloc[0] == 0
+        wait_for(while_shipping(backlog_empty), 60, "the box's backlog shipped to the centre", every=0.3)
         t = fleet_view()
         assert t.box_id.tolist() == ['park-z'] and t.state.tolist() == ['ok'] and t.code_version.iloc[0], t
         os.kill(shipper.pid, signal.SIGKILL)                   # the box goes dark mid-work
@@ -316,10 +317,8 @@ def test_a_real_shipper_killed_makes_its_box_silent(tmp_path, monkeypatch):
         assert re.search(r'park-z\s+SILENT', run_cli('fleet', check=True).stdout)
         shipper = subprocess.Popen([PARKML, 'ship', '--quiet'], env={**os.environ, **box}, stdout=log,
                                    stderr=subprocess.STDOUT)            # the box is back
-        t = time.time()
-        while fleet_view().state.tolist() != ['ok']:
-            assert shipper.poll() is None and time.time() - t < 60, (tmp_path/'ship.log').read_text()[-2000:]
-            time.sleep(0.3)
+        wait_for(while_shipping(lambda: fleet_view().state.tolist() == ['ok']), 60,
+                 'the fleet showing box park-z ok again', every=0.3)
         hook = Receiver()                                      # the silence's end is sent as the alert was
         try: out = run_cli('fleet', 'check', env=dict(PARKML_ALERT_WEBHOOK_URL=hook.url), check=True).stdout
         finally: hook.stop()
