@@ -47,7 +47,7 @@ VARIANTS = {'ranked': dict(label_queue='ranked'), 'plain': PLAIN, 'balance': {**
             **{f"strata+dark{w}+half": {**PLAIN, 'label_queue': 'strata', 'label_dark_weight': str(w)}
                for w in (3, 6)},
             **{f"banded+dark{w}": {**PLAIN, 'label_queue': 'banded', 'label_dark_weight': str(w)}
-               for w in (0, 3, 6)},
+               for w in (0, 1, 2, 3, 6, 9)},
             'banded+dark3+mix30': {**PLAIN, 'label_queue': 'banded', 'label_dark_weight': '3',
                                    'label_random_share': '0.3'}}
 STRATA_SHARE = {v: .5 for v in VARIANTS if v.startswith('strata') and v.endswith('+half')}   # the rest: the ranking's
