@@ -2,7 +2,7 @@
 labelling queue (`parkml.label_queue.rank_frames`, setting label_queue=ranked) or at random; the head is retrained on
 the training images plus those labels, and judged on dark evenings (cat/dog recall gap and accuracy), over seeds.
 
-    .venv/bin/python bench/active_labels.py [--days 3] [--frames 400] [--budgets 50 100] [--seeds 5]
+    .venv/bin/python bench/active_labels.py [--days 3] [--frames 400] [--budgets 50 100] [--seeds 5] [--first-seed 0]
                                             [--variants ranked balance dark balance+dark banded+dark3] [--balance true|false]
                                             [--out results.csv]
 
@@ -47,7 +47,7 @@ VARIANTS = {'ranked': dict(label_queue='ranked'), 'plain': PLAIN, 'balance': {**
             **{f"strata+dark{w}+half": {**PLAIN, 'label_queue': 'strata', 'label_dark_weight': str(w)}
                for w in (3, 6)},
             **{f"banded+dark{w}": {**PLAIN, 'label_queue': 'banded', 'label_dark_weight': str(w)}
-               for w in (0, 3, 6)},
+               for w in (0, 1, 2, 3, 6, 9)},
             'banded+dark3+mix30': {**PLAIN, 'label_queue': 'banded', 'label_dark_weight': '3',
                                    'label_random_share': '0.3'}}
 STRATA_SHARE = {v: .5 for v in VARIANTS if v.startswith('strata') and v.endswith('+half')}   # the rest: the ranking's
@@ -157,6 +157,7 @@ def main():
     ap.add_argument('--frames', type=int, default=400, help='frames per day')
     ap.add_argument('--budgets', type=int, nargs='+', default=[50, 100], help='labels per day')
     ap.add_argument('--seeds', type=int, default=5)
+    ap.add_argument('--first-seed', type=int, default=0, help='the first seed (fresh weeks to confirm a chosen setting)')
     ap.add_argument('--train', type=int, default=1000, help='training images of the base head')
     ap.add_argument('--proj-dim', type=int, default=PROJ_DIM,
                     help="dimensions of the embedding projection the queue sees (the log keeps PROJ_DIM)")
@@ -189,7 +190,7 @@ def main():
     cfgs = {(v, b): get_settings(**{**over, **VARIANTS[v], 'label_day_budget': str(b)}) for v in a.variants
             for b in a.budgets}
     plan = [(b, how) for b in a.budgets for how in (*a.variants, 'random')] + [(2 * max(a.budgets), 'random')]
-    for s in range(a.seeds):
+    for s in range(a.first_seed, a.first_seed + a.seeds):
         frames = week_frames(pool, a.days, a.frames, folder/'frames', seed=s)   # each seed a week of its own
         for b, how in plan:
             rows.append(run(frames, train, base, ref, mu_basis, b, how, s, cfgs.get((how, b), cfg), ev))
