@@ -64,3 +64,21 @@ def test_a_clear_error_for_an_unknown_queue_and_typical_is_gone(banded_store):
     for how in ('typicl', 'typical'):
         with pytest.raises(ValueError, match='ranked, banded, random'):
             rank_frames(candidates(s), how=how, cfg=get_settings(monitor_tz='UTC'))
+
+def test_the_daily_judges_a_banded_queue_on_a_fair_sample(banded_store):
+    "The banded queue labels dark frames at four times their share, yet `drawn_labels` keeps a uniform sample of the day"
+    from parkml.config import get_settings
+    from parkml.governance import Actor
+    from parkml.labels import add_label, drawn_labels
+    s, ids = banded_store
+    cfg = get_settings(label_queue='banded', label_day_budget=20, label_dark_weight=3, label_random_share=0,
+                       label_double_share=0, monitor_tz='UTC')
+    for i in next_frames(s, 'sam', 20, cfg=cfg).id: add_label(s, i, 'dog', Actor('sam', 'staff', proof='password'))
+    dark, lab = set(ids[DARK_FROM:]), s.feedback()
+    assert len(lab) == 20 and lab.id.isin(dark).mean() > .5   # the labels lean dark (30% of the frames)
+    fair = drawn_labels(s, lab, 0, time.time() + 60, cfg)
+    keys = draw_key(candidates(s).frame_sha)
+    cut = np.sort(keys[~candidates(s).id.isin(lab.id).to_numpy()])[0]   # the first unlabelled frame in key order
+    one_day = len({time.strftime('%Y%m%d', time.gmtime(t)) for t in candidates(s).ts}) == 1   # else: judged per day
+    if one_day: assert sorted(fair.id) == sorted(candidates(s).id[keys < cut])   # every frame below it: uniform
+    assert len(fair) >= 5 and abs(fair.id.isin(dark).mean() - .3) < .25
