@@ -123,17 +123,17 @@ def band_quotas(band: np.ndarray, # each frame's lighting band
 
 # %% ../nbs/49a_label_queue.ipynb #98b990a0
 def pace_bands(band: np.ndarray, # each frame's lighting band
+               order: np.ndarray, # every frame's index, in the order each band takes its own frames
                k: int, # places in all (`band_quotas`)
                weight: float, # the dark band's extra share (`band_quotas`)
-               within, # (indices of a band's frames, band, quota) -> those indices in the band's own order
                done_band=(), # the bands of frames already labelled (they count as places their band took)
               ) -> np.ndarray:
-    "Order (indices): each band's frames in the order `within` gives, each band taking places at its quota's pace"
-    band, db = np.asarray(band), np.asarray(done_band)
+    "Order (indices): each band's frames in `order`, each band taking places at its quota's pace"
+    band, order, db = np.asarray(band), np.asarray(order), np.asarray(done_band)
     idx, at = [], []
     for b, q in band_quotas(band, k, weight).items():
-        m = np.flatnonzero(band == b)
-        idx.append(within(m, b, q))
+        m = order[band[order] == b]
+        idx.append(m)
         at.append((np.arange(len(m)) + (db == b).sum() + .5) / q)
     return np.concatenate(idx)[np.argsort(np.concatenate(at), kind='stable')]
 
@@ -145,8 +145,7 @@ def band_draw(band: np.ndarray, # each candidate's lighting band
               done_band=(), # the bands of frames already labelled
              ) -> np.ndarray:
     "Order (indices): a random draw within each lighting band (lowest key first), the bands at their quotas' pace"
-    key = np.asarray(key)
-    return pace_bands(band, k, weight, lambda m, b, q: m[np.argsort(key[m], kind='stable')], done_band)
+    return pace_bands(band, np.argsort(np.asarray(key), kind='stable'), k, weight, done_band)
 
 # %% ../nbs/49a_label_queue.ipynb #cd57fae8
 QUEUES = ('ranked', 'banded', 'random')   # the choices of setting label_queue
