@@ -25,7 +25,7 @@ from parkml.data import read_imageset, assign_splits
 from parkml.network import compute_embeddings
 from parkml.model import fit_head, predict_from_embeddings, fit_projection, PROJ_DIM
 from parkml.cctv import apply_condition
-from parkml.label_queue import rank_frames, band_quotas, frame_band
+from parkml.label_queue import rank_frames, band_quotas, frame_band, dark_weight, mix_random
 from parkml.labels import draw_key
 from parkml.train import fit_weights
 from parkml.week_scenario import DUSK_FROM
@@ -110,11 +110,15 @@ def choose(day: pd.DataFrame, budget: int, how: str, ref, seed: int, cfg, share:
                                                 ts=lambda d: pd.Timestamp('2026-11-20', tz=cfg.monitor_tz).timestamp()
                                                 + 3600 * d.hour)
     if how == 'strata' and share >= 1:
-        return strata(c, budget, float(cfg.label_dark_weight), seed)
+        return strata(c, budget, dark_weight(cfg), seed)
     if how == 'strata':   # a share of the places from the strata, the rest from the ranking alone
-        s = strata(c, round(budget * share), float(cfg.label_dark_weight), seed)
+        s = strata(c, round(budget * share), dark_weight(cfg), seed)
         return pd.concat([s, rank_frames(c.drop(s.index), ref, 'ranked', seed, cfg).head(budget - len(s))])
-    return rank_frames(c, ref, how, seed, cfg).head(budget)
+    r = rank_frames(c, ref, how, seed, cfg)
+    if how == 'banded' and float(cfg.label_random_share):   # the banded draw with a share of places drawn at random
+        order, _ = mix_random(np.arange(len(r)), float(cfg.label_random_share), draw_key(r.frame_sha, seed))
+        r = r.iloc[order]
+    return r.head(budget)
 
 def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str, seed: int, cfg, ev) -> dict:
     "Label `budget` frames a day by `how` (random or a variant), retrain the head on the training set plus them, judge"

@@ -13,9 +13,9 @@ from .config import get_settings, Settings
 from .labels import answers, consensus, wants_second, draw_key
 
 # %% auto #0
-__all__ = ['LIGHT_WEIGHT', 'QUEUES', 'candidates', 'uncertainty', 'novelty', 'frame_band', 'coverage_cell', 'spread',
-           'light_weight', 'balance', 'interleave', 'mix_random', 'band_quotas', 'pace_bands', 'band_draw',
-           'rank_frames', 'pending', 'next_frames', 'queue_reference']
+__all__ = ['LIGHT_WEIGHT', 'AUTO_DARK', 'QUEUES', 'candidates', 'uncertainty', 'novelty', 'frame_band', 'coverage_cell', 'spread',
+           'light_weight', 'dark_weight', 'balance', 'interleave', 'mix_random', 'band_quotas', 'pace_bands',
+           'band_draw', 'rank_frames', 'pending', 'next_frames', 'queue_reference']
 
 # %% ../nbs/49a_label_queue.ipynb #9e56b579
 def candidates(store, # an open prediction store
@@ -78,6 +78,20 @@ def light_weight(brightness: pd.Series, # each frame's mean luma (0..1)
                 ) -> np.ndarray:
     "1 + `weight` for a dark frame, 1 + `weight` / 2 for a dim one, 1 for the rest"
     return 1 + weight * pd.Series(frame_band(brightness)).map(LIGHT_WEIGHT).to_numpy(float)
+
+# %% ../nbs/49a_label_queue.ipynb #7010661b
+AUTO_DARK = ((50, 100), (3.0, 9.0))   # labels a day -> the dark weight measured to tie random at twice the labels
+
+def dark_weight(cfg: Settings = None, # settings: label_dark_weight (a number or auto), label_day_budget, label_queue
+                how: str = None, # the queue it weighs (default: setting label_queue)
+               ) -> float:
+    "Setting `label_dark_weight` as a number; `auto`: for `banded`, from `label_day_budget` along `AUTO_DARK`, else 0"
+    cfg = cfg or get_settings()
+    w = str(cfg.label_dark_weight).strip().lower()
+    if w == 'auto' and (how or cfg.label_queue) != 'banded': return 0.0   # measured for the banded queue only
+    if w == 'auto': return float(np.interp(float(cfg.label_day_budget), *AUTO_DARK))
+    try: return float(w)
+    except ValueError: raise ValueError(f"label_dark_weight must be a number or auto, got {w!r}") from None
 
 # %% ../nbs/49a_label_queue.ipynb #369fdefa
 def balance(order: np.ndarray, # frame indices, best first
@@ -165,9 +179,9 @@ def rank_frames(
     if how not in QUEUES: raise ValueError(f"label_queue must be one of {', '.join(QUEUES)}, got {how!r}")
     if not len(c): return c.assign(uncertainty=[], novelty=[], value=[], cell=[], pick=[])
     u, nov = uncertainty(c), np.zeros(len(c)) if ref is None else novelty(proj_of(c), ref)
-    w = float(cfg.label_novelty_weight)
+    w, dw = float(cfg.label_novelty_weight), dark_weight(cfg, how)
     rank = lambda x: pd.Series(x).rank(pct=True).to_numpy()
-    value = ((1 - w) * rank(u) + w * rank(nov)) * light_weight(c.brightness, float(cfg.label_dark_weight))
+    value = ((1 - w) * rank(u) + w * rank(nov)) * light_weight(c.brightness, dw)
     c = c.assign(uncertainty=u, novelty=nov, value=value, cell=coverage_cell(c, cfg))
     order = spread(c.value.to_numpy(), c.cell, float(cfg.label_coverage))
     if cfg.label_balance: order = balance(order, c.p_dog.to_numpy() >= .5)
@@ -175,8 +189,8 @@ def rank_frames(
     if how == 'banded':
         db = () if done is None else frame_band(done.brightness)
         key, k = draw_key(c.frame_sha, seed), int(cfg.label_day_budget)
-        order, kind[:] = band_draw(frame_band(c.brightness), key, k, float(cfg.label_dark_weight), db), 'banded'
-    share = 1.0 if how == 'random' else float(cfg.label_random_share)
+        order, kind[:] = band_draw(frame_band(c.brightness), key, k, dw, db), 'banded'
+    share = {'random': 1.0, 'ranked': float(cfg.label_random_share)}.get(how, 0.0)   # banded: a draw already
     order, drawn = mix_random(order, share, draw_key(c.frame_sha, seed))
     return c.iloc[order].assign(pick=np.where(drawn, 'random', kind[order])).reset_index(drop=True)
 

@@ -236,7 +236,7 @@ def test_labels_history_and_queue_on_both_engines(store_uri, tmp_path, manifest,
         assert s.feedback().set_index('id').true_label.to_dict() == {ids[0]: 'cat', ids[1]: 'cat'}
         assert training_labels(s).id.tolist() == [ids[0]]
         assert agreement_by_person(answers(s)).set_index('person').double.to_dict() == {'sam': 1, 'tia': 1}
-        nxt = next_frames(s, 'olu', 10, cfg=get_settings(label_random_share=0))   # the ranking alone
+        nxt = next_frames(s, 'olu', 10, cfg=get_settings(label_random_share=0, label_queue='ranked'))   # ranking alone
         assert nxt.why.iloc[0] == 'dispute' and nxt.id.iloc[0] == ids[1] and set(nxt.id[1:]) == set(ids[2:])
         p = nxt.set_index('id').p_dog
         queue = list(nxt.id[1:])
@@ -249,7 +249,8 @@ def test_drawn_places_say_random_and_make_a_fair_sample(tmp_path, manifest, data
     from parkml.labels import add_label, draw_key, drawn_labels
     from parkml.label_queue import next_frames
     from parkml.config import get_settings
-    cfg, t0 = get_settings(label_random_share=0.5, label_double_share=0, monitor_tz='UTC'), time.time() - 3600
+    cfg = get_settings(label_queue='ranked', label_random_share=0.5, label_double_share=0, monitor_tz='UTC')
+    t0 = time.time() - 3600
     with open_store(f"sqlite:///{tmp_path}/log.db", tmp_path/'frames') as s:
         ids = log_frames(s, petpark_frames(manifest, data_root, 20), t0)
         q = next_frames(s, 'sam', 10, cfg=cfg)
