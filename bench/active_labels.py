@@ -34,7 +34,8 @@ OPEN, CLOSE = 8.0, 20.0   # the park's hours, as in the week
 # the queue's variants: settings changed from the current ones
 PLAIN = dict(label_queue='ranked', label_balance='false', label_dark_weight='0',
              label_random_share='0')   # uncertainty, novelty, coverage
-VARIANTS = {'ranked': dict(label_queue='ranked'), 'plain': PLAIN, 'balance': {**PLAIN, 'label_balance': 'true'},
+VARIANTS = {'banded': dict(label_queue='banded'), 'ranked': dict(label_queue='ranked'), 'plain': PLAIN,
+            'balance': {**PLAIN, 'label_balance': 'true'},
             'dark': {**PLAIN, 'label_dark_weight': '1'}, 'balance+dark': {**PLAIN, 'label_balance': 'true',
                                                                           'label_dark_weight': '1'},
             'mix30': {**PLAIN, 'label_random_share': '0.3'}, 'mix50': {**PLAIN, 'label_random_share': '0.5'},
@@ -169,8 +170,8 @@ def main():
     ap.add_argument('--coverage', type=float, default=None, help='label_coverage (default: the setting)')
     ap.add_argument('--balance', choices=['true', 'false'], default=None,
                     help="retrain_balance: the retraining's class weights per lighting band (default: the setting)")
-    ap.add_argument('--variants', nargs='+', default=['ranked'], choices=list(VARIANTS),
-                    help="the queue's variants (ranked: the settings as they are)")
+    ap.add_argument('--variants', nargs='+', default=['banded'], choices=list(VARIANTS),
+                    help="the queue's variants (banded, ranked: the settings as they are with that queue)")
     ap.add_argument('--out', default=None, help="CSV of every seed's rows (default: none)")
     a = ap.parse_args()
     over = dict(label_novelty_weight=a.novelty, label_coverage=a.coverage, retrain_balance=a.balance)
