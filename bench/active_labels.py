@@ -49,9 +49,9 @@ VARIANTS = {'banded': dict(label_queue='banded'), 'ranked': dict(label_queue='ra
                for w in (3, 6)},
             **{f"banded+dark{w}": {**PLAIN, 'label_queue': 'banded', 'label_dark_weight': str(w)}
                for w in (0, 1, 2, 3, 6, 9)},
-            'banded+dark3+mix30': {**PLAIN, 'label_queue': 'banded', 'label_dark_weight': '3',
-                                   'label_random_share': '0.3'}}
+            'banded+dark3+mix30': {**PLAIN, 'label_queue': 'banded', 'label_dark_weight': '3'}}
 STRATA_SHARE = {v: .5 for v in VARIANTS if v.startswith('strata') and v.endswith('+half')}   # the rest: the ranking's
+BANDED_MIX = {'banded+dark3+mix30': .3}   # the banded draw with this share of its places drawn at random (the rest: 0)
 
 def darkened(rows: pd.DataFrame, folder: Path) -> pd.DataFrame:
     "Embeddings and brightness of `rows` (path, sha, label, severity) under the night condition, cached by content"
@@ -105,7 +105,8 @@ def strata(c: pd.DataFrame, budget: int, weight: float, seed: int) -> pd.DataFra
     return pd.concat([c[band == b].iloc[np.argsort(key[band == b], kind='stable')[:q]]
                       for b, q in band_quotas(band, budget, weight).items()])
 
-def choose(day: pd.DataFrame, budget: int, how: str, ref, seed: int, cfg, share: float = 1.0) -> pd.DataFrame:
+def choose(day: pd.DataFrame, budget: int, how: str, ref, seed: int, cfg, share: float = 1.0,
+           mix: float = 0.0) -> pd.DataFrame:
     "The `budget` frames of one day the queue (or chance) gives the staff (`strata`: `share` of them from the strata)"
     c = day.drop_duplicates('frame_sha').assign(id=lambda d: d.index.astype(str), disagree=False,
                                                 ts=lambda d: pd.Timestamp('2026-11-20', tz=cfg.monitor_tz).timestamp()
@@ -116,8 +117,8 @@ def choose(day: pd.DataFrame, budget: int, how: str, ref, seed: int, cfg, share:
         s = strata(c, round(budget * share), dark_weight(cfg), seed)
         return pd.concat([s, rank_frames(c.drop(s.index), ref, 'ranked', seed, cfg).head(budget - len(s))])
     r = rank_frames(c, ref, how, seed, cfg)
-    if how == 'banded' and float(cfg.label_random_share):   # the banded draw with a share of places drawn at random
-        order, _ = mix_random(np.arange(len(r)), float(cfg.label_random_share), draw_key(r.frame_sha, seed))
+    if how == 'banded' and mix:   # the banded draw with a share of places drawn at random
+        order, _ = mix_random(np.arange(len(r)), mix, draw_key(r.frame_sha, seed))
         r = r.iloc[order]
     return r.head(budget)
 
@@ -129,8 +130,8 @@ def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str,
     frames = frames.assign(p_dog=predict_from_embeddings(E, *base))
     proj = (E - mu) @ basis
     frames = pd.concat([frames, pd.DataFrame(proj, columns=[f"proj_{i}" for i in range(proj.shape[1])])], axis=1)
-    share = STRATA_SHARE.get(variant, 1.0)
-    picked = pd.concat([choose(d, budget, how, ref, seed + i, cfg, share)
+    share, mix = STRATA_SHARE.get(variant, 1.0), BANDED_MIX.get(variant, 0.0)
+    picked = pd.concat([choose(d, budget, how, ref, seed + i, cfg, share, mix)
                         for i, (_, d) in enumerate(frames.groupby('day'))])
     Et, yt, bt = train
     y = np.concatenate([yt, picked.label.eq('dog').to_numpy()])
