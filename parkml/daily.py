@@ -22,6 +22,7 @@ from .day_groups import box_ids, box_cameras, expected_cameras, camera_table
 from .daily_fleet import label_counts, day_counts, fleet_parts, box_metrics, write_group_tables
 from .daily_rules import day_alerts, run_link
 from .labels import drawn_labels
+from .label_queue import band_labels
 from .day_report import day_figures, day_report_html
 
 # %% auto #0
@@ -222,9 +223,11 @@ def load_day(
     ref = mon.load_reference(mv, cfg=cfg)
     mine = window[window.model_version.astype(str) == str(mv.version)] if len(window) else window
     hist_start = s - (cfg.perf_history_days - 1) * 86400
-    labelled_all = box_cameras(store.feedback(hist_start, e), fleet)
+    labelled_all = store.feedback(hist_start, e)
     labelled_all = labelled_all[labelled_all.model_version.astype(str) == str(mv.version)]
     if cfg.label_metrics_drawn: labelled_all = drawn_labels(store, labelled_all, hist_start, e, cfg)
+    if cfg.label_metrics_bands: labelled_all = band_labels(store, labelled_all, hist_start, e, cfg)
+    labelled_all = box_cameras(labelled_all, fleet)
     labelled = labelled_all[labelled_all.ts >= s]
     telemetry = store.telemetry(s, e)
     cams = expected_cameras(cfg.expected_cameras, window.camera.dropna(), fleet)

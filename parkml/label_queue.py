@@ -15,7 +15,7 @@ from .labels import answers, consensus, wants_second, draw_key
 # %% auto #0
 __all__ = ['LIGHT_WEIGHT', 'AUTO_DARK', 'QUEUES', 'candidates', 'uncertainty', 'novelty', 'frame_band', 'coverage_cell', 'spread',
            'light_weight', 'dark_weight', 'balance', 'interleave', 'mix_random', 'band_quotas', 'pace_bands',
-           'band_draw', 'rank_frames', 'pending', 'next_frames', 'queue_reference']
+           'band_draw', 'rank_frames', 'pending', 'next_frames', 'queue_reference', 'band_sample', 'band_labels']
 
 # %% ../nbs/49a_label_queue.ipynb #9e56b579
 def candidates(store, # an open prediction store
@@ -80,16 +80,15 @@ def light_weight(brightness: pd.Series, # each frame's mean luma (0..1)
     return 1 + weight * pd.Series(frame_band(brightness)).map(LIGHT_WEIGHT).to_numpy(float)
 
 # %% ../nbs/49a_label_queue.ipynb #7010661b
-AUTO_DARK = ((50, 100), (3.0, 9.0))   # labels a day -> the dark weight measured to tie random at twice the labels
+AUTO_DARK = 9.0   # the banded queue's dark weight measured to tie random at twice the labels, at 50 and 100 a day
 
-def dark_weight(cfg: Settings = None, # settings: label_dark_weight (a number or auto), label_day_budget, label_queue
+def dark_weight(cfg: Settings = None, # settings: label_dark_weight (a number or auto), label_queue
                 how: str = None, # the queue it weighs (default: setting label_queue)
                ) -> float:
-    "Setting `label_dark_weight` as a number; `auto`: for `banded`, from `label_day_budget` along `AUTO_DARK`, else 0"
+    "Setting `label_dark_weight` as a number; `auto`: `AUTO_DARK` for the banded queue, 0 for the others"
     cfg = cfg or get_settings()
     w = str(cfg.label_dark_weight).strip().lower()
-    if w == 'auto' and (how or cfg.label_queue) != 'banded': return 0.0   # measured for the banded queue only
-    if w == 'auto': return float(np.interp(float(cfg.label_day_budget), *AUTO_DARK))
+    if w == 'auto': return AUTO_DARK if (how or cfg.label_queue) == 'banded' else 0.0
     try: return float(w)
     except ValueError: raise ValueError(f"label_dark_weight must be a number or auto, got {w!r}") from None
 
@@ -239,3 +238,42 @@ def queue_reference(cfg: Settings = None) -> np.ndarray | None:
     except Exception as e:
         logging.getLogger(__name__).info("labelling queue without novelty: %s", e)
         return None
+
+# %% ../nbs/49a_label_queue.ipynb #8f512d19
+def band_sample(bands: np.ndarray, # each label's lighting band
+                share: dict, # each band's share of the day's frames
+                keys: np.ndarray, # each label's draw key: a band with too many keeps its lowest
+                alpha: float = 0.001, # cut only when a chi-square test of the mix against `share` is below this
+               ) -> np.ndarray:
+    "Which labels to keep (a boolean mask) so that each band holds its share of the day's frames among them"
+    from scipy.stats import chisquare
+    have = pd.Series(np.asarray(bands, dtype=object)).value_counts().reindex(list(share), fill_value=0)
+    expect = np.array(list(share.values())) * have.sum()
+    if have.sum() == 0 or (expect > 0).sum() < 2 or chisquare(have[expect > 0], expect[expect > 0]).pvalue >= alpha:
+        return np.ones(len(keys), bool)
+    n = min(have[b] / s for b, s in share.items() if s > 0 and have[b])
+    quota = pd.Series({b: round(n * s) for b, s in share.items()})
+    rank = pd.Series(np.asarray(keys)).groupby(np.asarray(bands, dtype=object)).rank(method='first')
+    return (rank <= pd.Series(np.asarray(bands, dtype=object)).map(quota).fillna(0)).to_numpy()
+
+# %% ../nbs/49a_label_queue.ipynb #64c0da9f
+def band_labels(store, # an open prediction store
+                labelled: pd.DataFrame, # labelled predictions (`store.feedback()`'s rows: brightness, camera as logged)
+                start: float, # the window's start (epoch seconds)
+                end: float, # and its end
+                cfg: Settings = None, # settings (monitor_tz: the days)
+               ) -> pd.DataFrame:
+    "`labelled`, per day and camera, cut to each lighting band's share of its answered frames (`band_sample`)"
+    from parkml.monitor import day_of
+    from parkml.day_groups import box_cameras
+    w = store.predictions(start, end, status='ok')
+    if not len(labelled) or not len(w): return labelled
+    group = lambda d: (day_of(d.ts, cfg) + '|' + box_cameras(d, True).camera.fillna('').astype(str).values).values
+    wg, lg = group(w), group(labelled)   # per camera: a box or camera labelled more than another is no band's bias
+    wb, lb = frame_band(w.brightness), frame_band(labelled.brightness)
+    keys = draw_key(labelled.frame_sha.fillna(labelled.id).astype(str))
+    keep = np.ones(len(labelled), bool)
+    for g in set(lg):
+        share = pd.Series(wb[wg == g]).value_counts(normalize=True).to_dict()
+        if share: keep[lg == g] = band_sample(lb[lg == g], share, keys[lg == g])
+    return labelled[keep]

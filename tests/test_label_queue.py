@@ -82,3 +82,28 @@ def test_the_daily_judges_a_banded_queue_on_a_fair_sample(banded_store):
     one_day = len({time.strftime('%Y%m%d', time.gmtime(t)) for t in candidates(s).ts}) == 1   # else: judged per day
     if one_day: assert sorted(fair.id) == sorted(candidates(s).id[keys < cut])   # every frame below it: uniform
     assert len(fair) >= 5 and abs(fair.id.isin(dark).mean() - .3) < .25
+
+def test_the_daily_cuts_the_banded_queues_labels_to_the_days_mix_and_leaves_random_labels_whole(banded_store):
+    "`band_labels` (setting label_metrics_bands) gives the dark band its 30% among the banded queue's labels"
+    from parkml.config import get_settings
+    from parkml.governance import Actor
+    from parkml.labels import add_label
+    from parkml.label_queue import band_labels
+    s, ids = banded_store
+    cfg = get_settings(label_queue='banded', label_day_budget=40, label_dark_weight=3, label_double_share=0,
+                       monitor_tz='UTC')
+    assert cfg.label_metrics_bands is True   # on by default
+    for i in next_frames(s, 'sam', 40, cfg=cfg).id: add_label(s, i, 'dog', Actor('sam', 'staff', proof='password'))
+    dark, lab = set(ids[DARK_FROM:]), s.feedback()
+    assert len(lab) == 40 and lab.id.isin(dark).sum() == 25   # 62% dark, on a day of 30% dark frames
+    fair = band_labels(s, lab, 0, time.time() + 60, cfg)
+    assert set(lab.id[~lab.id.isin(dark)]) <= set(fair.id)   # every normal-light label kept
+    assert fair.id.isin(dark).sum() == 6 and len(fair) == 21   # 15 in normal light hold 70%: 6 dark ones are 30%
+
+def test_labels_given_at_random_stay_whole(banded_store):
+    from parkml.config import get_settings
+    from parkml.label_queue import band_labels
+    s, ids = banded_store
+    for i in np.random.default_rng(3).choice(ids, 40, replace=False): s.add_feedback(i, 'dog')
+    lab = s.feedback()
+    assert len(band_labels(s, lab, 0, time.time() + 60, get_settings(monitor_tz='UTC'))) == len(lab) == 40
