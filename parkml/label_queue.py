@@ -142,9 +142,10 @@ def pace_bands(band: np.ndarray, # each frame's lighting band
                done_band=(), # the bands of frames already labelled (they count as places their band took)
               ) -> np.ndarray:
     "Order (indices): each band's frames in `order`, each band taking places at its quota's pace"
-    band, order, db = np.asarray(band), np.asarray(order), np.asarray(done_band)
+    band, order, db = np.asarray(band, dtype=object), np.asarray(order), np.asarray(done_band, dtype=object)
     idx, at = [], []
-    for b, q in band_quotas(band, k, weight).items():
+    for b, q in band_quotas(np.concatenate([band, db]), k, weight).items():   # the day's quotas: done frames count
+        if not (band == b).any(): continue
         m = order[band[order] == b]
         idx.append(m)
         at.append((np.arange(len(m)) + (db == b).sum() + .5) / q)

@@ -107,3 +107,18 @@ def test_labels_given_at_random_stay_whole(banded_store):
     for i in np.random.default_rng(3).choice(ids, 40, replace=False): s.add_feedback(i, 'dog')
     lab = s.feedback()
     assert len(band_labels(s, lab, 0, time.time() + 60, get_settings(monitor_tz='UTC'))) == len(lab) == 40
+
+def test_labelling_in_small_batches_gives_the_dark_band_the_same_places_as_one_call(banded_store):
+    "The quotas count the frames already labelled, so a person taking 5 frames at a time gets the day's dark share"
+    from parkml.config import get_settings
+    from parkml.governance import Actor
+    from parkml.labels import add_label
+    s, ids = banded_store
+    cfg = get_settings(label_queue='banded', label_day_budget=40, label_dark_weight=3, label_double_share=0,
+                       monitor_tz='UTC')
+    first = next_frames(s, 'sam', 40, cfg=cfg).id   # one call: 25 dark of 40 (the quotas)
+    for _ in range(8):
+        for i in next_frames(s, 'sam', 5, cfg=cfg).id: add_label(s, i, 'dog', Actor('sam', 'staff', proof='password'))
+    lab = s.feedback()
+    assert len(lab) == 40 and first.isin(ids[DARK_FROM:]).sum() == 25
+    assert lab.id.isin(ids[DARK_FROM:]).sum() == 25, lab.id.isin(ids[DARK_FROM:]).sum()
