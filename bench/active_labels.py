@@ -14,6 +14,11 @@ retrain_balance, or --balance).
 
 The backbone is the real one (EfficientNet-Lite0 embeddings, cached by content under the `cache` setting); dark
 frames are real petpark test photos under the week's `night` condition, written once under runs/bench/active_labels.
+
+Each retrained head is also judged as staging's sensor-noise gate judges a version: staging's photos (the `stage`
+subset, `stage_robust_sample` of them picked with seed 0), clean and under `noise` at `stage_gate_severity`, each noisy
+frame made as staging makes it (`condition_frames`: same transform seed, JPEG at quality 95) and cached by content;
+`noise_drop` is clean minus noisy accuracy (points), against the gate `stage_max_drop_noise`.
 """
 import argparse, time
 from pathlib import Path
@@ -25,6 +30,7 @@ from parkml.data import read_imageset, assign_splits
 from parkml.network import compute_embeddings
 from parkml.model import fit_head, predict_from_embeddings, fit_projection, PROJ_DIM
 from parkml.cctv import apply_condition
+from parkml.staging_inputs import staging_images, pick_rows, condition_frames
 from parkml.label_queue import rank_frames, band_quotas, frame_band, dark_weight, mix_random
 from parkml.labels import draw_key
 from parkml.train import fit_weights
@@ -63,7 +69,22 @@ def darkened(rows: pd.DataFrame, folder: Path) -> pd.DataFrame:
             img = apply_condition(Image.open(r.path).convert('RGB'), 'night', r.severity, seed=int(r.sha[:8], 16))
             img.save(p, quality=90)
         paths.append(p.name)
-    pd.DataFrame(dict(path=paths, label=rows.label.to_numpy())).to_csv(folder/'manifest.csv', index=False)
+    return embedded(paths, rows.label.to_numpy(), folder)
+
+def noisy(rows: pd.DataFrame, severity: int, folder: Path, seed: int = 0) -> pd.DataFrame:
+    "Embeddings of staging photos `rows` (path, sha, label) under sensor noise, each frame as staging makes it"
+    ensure_dir(folder)
+    paths = [f"{sha[:16]}-noise{severity:g}-s{seed}.jpg" for sha in rows.sha]   # the frame is fixed by these
+    todo = [i for i, p in enumerate(paths) if not (folder/p).is_file()]
+    if todo:
+        made = condition_frames([Path(rows.path.iloc[i]).read_bytes() for i in todo], list(rows.sha.iloc[todo]),
+                                'noise', severity, seed)
+        for i, data in zip(todo, made): (folder/paths[i]).write_bytes(data)
+    return embedded(paths, rows.label.to_numpy(), folder)
+
+def embedded(paths: list, labels, folder: Path) -> pd.DataFrame:
+    "Embeddings and brightness of the images `paths` in `folder`, in that order (written as its manifest)"
+    pd.DataFrame(dict(path=paths, label=labels)).to_csv(folder/'manifest.csv', index=False)
     ds = read_imageset(folder)
     emb = compute_embeddings(ds, flip=False, progress=True)
     by_name = ds.df.assign(name=ds.df.path.map(lambda p: Path(p).name)).set_index('name').sha
@@ -99,6 +120,12 @@ def judge(w, b, ev: pd.DataFrame) -> dict:
     rc, rd = (~p[~y]).mean(), p[y].mean()
     return dict(accuracy=float((p == y).mean()), recall_cat=float(rc), recall_dog=float(rd), gap=100 * float(rd - rc))
 
+def judge_noise(w, b, clean: pd.DataFrame, noise: pd.DataFrame) -> dict:
+    "Staging's noise measure: clean accuracy minus accuracy under noise (points), and the cat recall under noise"
+    c, n = judge(w, b, clean), judge(w, b, noise)
+    return dict(clean_accuracy=c['accuracy'], noise_accuracy=n['accuracy'], noise_recall_cat=n['recall_cat'],
+                noise_drop=100 * (c['accuracy'] - n['accuracy']))
+
 def strata(c: pd.DataFrame, budget: int, weight: float, seed: int) -> pd.DataFrame:
     "`budget` frames drawn at random within each lighting band, as many as `band_quotas` give it"
     band, key = frame_band(c.brightness), draw_key(c.frame_sha, seed)
@@ -122,8 +149,8 @@ def choose(day: pd.DataFrame, budget: int, how: str, ref, seed: int, cfg, share:
         r = r.iloc[order]
     return r.head(budget)
 
-def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str, seed: int, cfg, ev) -> dict:
-    "Label `budget` frames a day by `how` (random or a variant), retrain the head on the training set plus them, judge"
+def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str, seed: int, cfg, ev, st) -> dict:
+    "Label `budget` frames a day by `how` (random or a variant), retrain the head, judge it at dusk and on `st`'s noise"
     variant, how = how, 'random' if how == 'random' else cfg.label_queue
     mu, basis = mu_basis
     E = np.stack(frames.emb)
@@ -140,10 +167,11 @@ def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str,
     w, b = fit_head(np.concatenate([Et, np.stack(picked.emb)]), y, seed=seed, sample_weight=sw)
     return dict(how=variant, budget=budget, seed=seed, labels=len(picked),
                 dark_share=float((picked.severity > 0).mean()), cat_share=float(picked.label.eq('cat').mean()),
-                **judge(w, b, ev))
+                **judge(w, b, ev), **judge_noise(w, b, *st))
 
-def paired(r: pd.DataFrame) -> pd.DataFrame:
-    "Each queue variant at a budget against random at twice that budget, seed by seed: mean differences, 95% half-width"
+def paired(r: pd.DataFrame, gate: float) -> pd.DataFrame:
+    """Each queue variant at a budget against random at twice that budget, seed by seed: mean differences, 95%
+    half-width, and how many weeks pass the noise gate `gate` (points) with the variant and with random"""
     rows = []
     rnd = r[r.how == 'random'].set_index(['budget', 'seed'])
     for (b, how), g in r[~r.how.isin(['random', 'none (base model)'])].groupby(['budget', 'how'], sort=False):
@@ -151,10 +179,14 @@ def paired(r: pd.DataFrame) -> pd.DataFrame:
         base = rnd.loc[[(2 * b, s) for s in g.seed]]
         d_gap = g.gap.abs().to_numpy() - base.gap.abs().to_numpy()
         d_acc = g.accuracy.to_numpy() - base.accuracy.to_numpy()
+        d_noise = g.noise_drop.to_numpy() - base.noise_drop.to_numpy()
         half = lambda d: 1.96 * d.std(ddof=1) / np.sqrt(len(d))
         rows.append(dict(budget=b, how=how, against=f"random at {2 * b}", abs_gap_diff=d_gap.mean(),
                          abs_gap_ci=half(d_gap), gap_wins=int((d_gap <= 0).sum()), accuracy_diff=d_acc.mean(),
-                         accuracy_ci=half(d_acc), seeds=len(g)))
+                         accuracy_ci=half(d_acc), noise_drop_diff=d_noise.mean(), noise_drop_ci=half(d_noise),
+                         noise_passes=int((g.noise_drop <= gate).sum()),
+                         random_passes=int((base.noise_drop <= gate).sum()),
+                         seeds=len(g)))
     return pd.DataFrame(rows).set_index(['budget', 'how'])
 
 def main():
@@ -189,17 +221,26 @@ def main():
     pool, held = test.iloc[:len(test) // 2], test.iloc[len(test) // 2:]
     ev = with_embeddings(held.head(400).assign(severity=np.tile([2.0, 3.0], 200)[:min(400, len(held))]), held,
                          folder/'eval')
-    print(f"{a.days} dusk days of {a.frames} frames a seed; {len(ev)} dark-evening frames to judge on; novelty weight "
-          f"{cfg.label_novelty_weight}, coverage {cfg.label_coverage}, retrain_balance {cfg.retrain_balance}; "
+    stage = staging_images(0, 0)
+    stage = stage.iloc[pick_rows(stage, cfg.stage_robust_sample, 0)]   # staging's noise photos (its default seed 0)
+    clean = compute_embeddings(read_imageset().subset(read_imageset().df.sha.isin(stage.sha)), flip=False)
+    st = (stage.assign(emb=list(clean.loc[stage.sha, 'emb'])),
+          stage.assign(emb=list(noisy(stage, cfg.stage_gate_severity, folder/'noise').emb)))
+    gate = cfg.stage_max_drop_noise
+    print(f"{a.days} dusk days of {a.frames} frames a seed; {len(ev)} dark-evening frames to judge on; "
+          f"{len(stage)} staging photos under noise severity {cfg.stage_gate_severity} "
+          f"(gate: drop <= {gate:g} points); "
+          f"novelty weight {cfg.label_novelty_weight}, coverage {cfg.label_coverage}, retrain_balance {cfg.retrain_balance}; "
           f"prepared in {time.time() - t0:.0f} s")
-    rows = [dict(how='none (base model)', budget=0, seed=0, labels=0, dark_share=np.nan, **judge(*base, ev))]
+    rows = [dict(how='none (base model)', budget=0, seed=0, labels=0, dark_share=np.nan, **judge(*base, ev),
+                 **judge_noise(*base, *st))]
     cfgs = {(v, b): get_settings(**{**over, **VARIANTS[v], 'label_day_budget': str(b)}) for v in a.variants
             for b in a.budgets}
     plan = [(b, how) for b in a.budgets for how in (*a.variants, 'random')] + [(2 * max(a.budgets), 'random')]
     for s in range(a.first_seed, a.first_seed + a.seeds):
         frames = week_frames(pool, a.days, a.frames, folder/'frames', seed=s)   # each seed a week of its own
         for b, how in plan:
-            rows.append(run(frames, train, base, ref, mu_basis, b, how, s, cfgs.get((how, b), cfg), ev))
+            rows.append(run(frames, train, base, ref, mu_basis, b, how, s, cfgs.get((how, b), cfg), ev, st))
         print(f"seed {s} done, {time.time() - t0:.0f} s", flush=True)
     r = pd.DataFrame(rows)
     if a.out: r.to_csv(a.out, index=False)
@@ -207,9 +248,13 @@ def main():
         labels=('labels', 'mean'), dark_share=('dark_share', 'mean'), cat_share=('cat_share', 'mean'),
         accuracy=('accuracy', 'mean'),
         accuracy_sd=('accuracy', 'std'), recall_cat=('recall_cat', 'mean'), recall_dog=('recall_dog', 'mean'),
-        gap=('gap', 'mean'), abs_gap=('gap', lambda g: g.abs().mean()), gap_sd=('gap', 'std'))
-    print(summary.round(3).to_string())
-    print(paired(r).round(3).to_string())
+        gap=('gap', 'mean'), abs_gap=('gap', lambda g: g.abs().mean()), gap_sd=('gap', 'std'),
+        noise_drop=('noise_drop', 'mean'), noise_drop_sd=('noise_drop', 'std'),
+        noise_recall_cat=('noise_recall_cat', 'mean'),
+        noise_passes=('noise_drop', lambda d: int((d <= gate).sum())))
+    with pd.option_context('display.width', 250, 'display.max_columns', 40):
+        print(summary.round(3).to_string())
+        print(paired(r, gate).round(3).to_string())
     print(f"{a.seeds} seeds, {time.time() - t0:.0f} s")
 
 if __name__ == '__main__': main()
