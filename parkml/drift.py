@@ -15,8 +15,8 @@ from .evaluate import ReportFigure
 from .monitor import answered, proj_of
 
 # %% auto #0
-__all__ = ['mmd_test', 'ks_bonferroni', 'holm', 'DriftTest', 'DriftReport', 'drift_inputs', 'embedding_drift', 'p_dog_drift',
-           'dog_share_drift', 'confidence_drift', 'features_drift', 'drift_tests', 'drift_figure']
+__all__ = ['P_DECIMALS', 'mmd_test', 'ks_bonferroni', 'holm', 'DriftTest', 'DriftReport', 'drift_inputs', 'embedding_drift',
+           'p_dog_drift', 'dog_share_drift', 'confidence_drift', 'features_drift', 'drift_tests', 'drift_figure']
 
 # %% ../nbs/20a_drift.ipynb #ce299436
 def _sqdist(Z: np.ndarray) -> np.ndarray:
@@ -188,6 +188,8 @@ def features_drift(
     return 'KS per integrity feature, Bonferroni', r, dict(worst=r['worst'], per_feature=r['per_column'])
 
 # %% ../nbs/20a_drift.ipynb #a1c132f8
+P_DECIMALS = 4   # P(dog) is compared to this many decimals
+
 def drift_tests(
     reference: pd.DataFrame, # the model version's reference rows (`monitor.load_reference`)
     window: pd.DataFrame, # rows of the prediction log
@@ -204,7 +206,7 @@ def drift_tests(
     nr, nw = len(R), len(W)
     if nw < cfg.drift_min_window or nr < cfg.drift_min_window:
         return DriftReport([], cfg.drift_alpha, False, seed, time.perf_counter() - t0, nr, nw)
-    pr, pw = R.p_dog.to_numpy(float), W.p_dog.to_numpy(float)
+    pr, pw = (np.round(x.p_dog.to_numpy(float), P_DECIMALS) for x in (R, W))   # finer is engine noise
     feats = [f.strip() for f in cfg.drift_features.split(',') if f.strip()]
     run = dict(embedding=lambda: embedding_drift(R, W, cfg, seed), p_dog=lambda: p_dog_drift(pr, pw),
                dog_share=lambda: dog_share_drift(pr, pw), confidence=lambda: confidence_drift(pr, pw),
