@@ -14,10 +14,9 @@ from .config import get_settings, ensure_dir, file_sha256, write_atomic, Setting
 
 # %% auto #0
 __all__ = ['WEIGHTS_SHA256', 'EMB_DIM', 'PROJ_DIM', 'BACKBONE_ID', 'ENGINES', 'ModelError', 'ServingModel', 'OnnxModel',
-           'openvino_cache_dir', 'engine_record_path', 'fixed_batch', 'openvino_compiled', 'forget_compiled',
-           'OpenVinoModel', 'engine_model', 'engine_speed', 'engine_box', 'choose_engine', 'engine_records',
-           'recorded_engine', 'decide_engine', 'serving_engine', 'open_model', 'fit_head', 'predict_from_embeddings',
-           'fit_projection']
+           'openvino_cache_dir', 'engine_record_path', 'openvino_compiled', 'forget_compiled', 'OpenVinoModel',
+           'engine_model', 'engine_speed', 'engine_box', 'choose_engine', 'engine_records', 'recorded_engine',
+           'decide_engine', 'serving_engine', 'open_model', 'fit_head', 'predict_from_embeddings', 'fit_projection']
 
 # %% ../nbs/03_model.ipynb #e5fb8b9b
 WEIGHTS_SHA256 = '579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db'
@@ -30,17 +29,17 @@ class ModelError(RuntimeError):
 # %% ../nbs/03_model.ipynb #5055a78d
 class ServingModel:
     "What every engine offers: `run(images)` gives the requested outputs as a dict; `path`, `outputs`, `size`, `engine`"
-    engine, streams, fixed = None, 1, None   # streams: calls that may run at once; fixed: images a call, if fixed
+    engine, streams = None, 1   # streams: calls of this model that may run at once, from as many threads
     def feed(self, x: np.ndarray, names: list) -> list: raise NotImplementedError
 
     def run(
         self,
         images: np.ndarray, # uint8 images (N, H, W, 3)
         outputs=None, # output names (default: all)
-        batch: int = 64, # images per call, to bound memory (a model compiled for a fixed number: that)
+        batch: int = 64, # images per call, to bound memory
     ) -> dict:
         "Requested outputs for uint8 images (N, H, W, 3), computed `batch` images at a time to bound memory"
-        names, batch = list(outputs or self.outputs), self.fixed or batch
+        names = list(outputs or self.outputs)
         feed = lambda x: self.feed(np.ascontiguousarray(x, dtype=np.uint8), names)
         if len(images) <= batch: return dict(zip(names, feed(images)))
         parts = [feed(images[i:i+batch]) for i in range(0, len(images), batch)]
@@ -81,19 +80,8 @@ def engine_record_path(sha: str, cfg: Settings = None) -> Path:
     "Where the engine decision for the ONNX graph with sha256 `sha` is recorded: beside its compiled blobs"
     return openvino_cache_dir(sha, cfg)/'engine.json'
 
-# %% ../nbs/03_model.ipynb #6d92f28b
-def fixed_batch(path, # the ONNX graph
-                batch: int = None, # images a call (None: the graph as it is)
-               ):
-    "What OpenVINO compiles: the graph's path, or the graph read with its batch dimension fixed to `batch`"
-    if batch is None: return str(path)
-    import openvino as ov
-    m = ov.Core().read_model(str(path))
-    m.reshape({0: ov.PartialShape([ov.Dimension(batch), *list(m.inputs[0].get_partial_shape())[1:]])})
-    return m
-
 # %% ../nbs/03_model.ipynb #fef69537
-_COMPILED, _COMPILE_LOCK = {}, threading.Lock()   # (sha256, threads, precision, streams, batch) -> CompiledModel
+_COMPILED, _COMPILE_LOCK = {}, threading.Lock()   # (sha256, threads, precision, streams) -> CompiledModel, per process
 
 def openvino_compiled(
     path, # the ONNX graph
@@ -101,7 +89,6 @@ def openvino_compiled(
     precision: str = None, # auto, f32 or bf16 (default: setting openvino_precision)
     cfg: Settings = None, # the settings (default: the current ones)
     streams: int = 1, # inferences that may run side by side (one per thread calling it), each on `threads` threads
-    batch: int = None, # compile for this many images a call only (None: any number)
 ):
     "The CPU compilation of the ONNX graph at `path`: made once per process, its blob cached by the graph's sha256"
     try: import openvino as ov
@@ -111,14 +98,14 @@ def openvino_compiled(
     prec = precision or cfg.openvino_precision
     if prec not in ('auto', 'f32', 'bf16'):
         raise ModelError(f"openvino_precision must be auto, f32 or bf16, not {prec!r}")
-    key = (file_sha256(path), t, prec, max(1, int(streams)), batch)
+    key = (file_sha256(path), t, prec, max(1, int(streams)))
     with _COMPILE_LOCK:
         if key not in _COMPILED:
             props = {'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': key[3], 'ENABLE_CPU_PINNING': False,
                      'CACHE_DIR': str(ensure_dir(openvino_cache_dir(key[0], cfg)))}
             if t: props['INFERENCE_NUM_THREADS'] = t * key[3]   # OpenVINO shares its threads out among the streams
             if prec != 'auto': props['INFERENCE_PRECISION_HINT'] = prec
-            _COMPILED[key] = ov.Core().compile_model(fixed_batch(path, batch), 'CPU', props)
+            _COMPILED[key] = ov.Core().compile_model(str(path), 'CPU', props)
         return _COMPILED[key]
 
 # %% ../nbs/03_model.ipynb #f90b1637
@@ -140,12 +127,11 @@ class OpenVinoModel(ServingModel):
         precision: str = None, # auto, f32 or bf16 (default: setting openvino_precision)
         cfg: Settings = None, # the settings (default: the current ones)
         streams: int = 1, # calls that may run side by side (the inference workers sharing it), `threads` threads each
-        batch: int = None, # compiled for this many images a call only (None: any number)
     ):
         self.path = Path(path)
         if not self.path.is_file(): raise ModelError(f"ONNX model not found at {self.path}")
-        self.compiled = openvino_compiled(self.path, threads, precision, cfg, streams, batch)
-        self.streams, self.fixed = int(self.compiled.get_property('NUM_STREAMS')), batch
+        self.compiled = openvino_compiled(self.path, threads, precision, cfg, streams)
+        self.streams = int(self.compiled.get_property('NUM_STREAMS'))
         self.outputs = [o.get_any_name() for o in self.compiled.outputs]
         self.size = self.compiled.input(0).get_partial_shape()[1].get_length()
         self.local = threading.local()
@@ -165,13 +151,12 @@ def engine_model(
     threads: int = None, # threads per inference (default: setting onnx_threads)
     cfg: Settings = None, # the settings (default: the current ones)
     streams: int = 1, # OpenVINO: calls of this graph that may run side by side (ONNX Runtime's sessions always may)
-    batch: int = None, # OpenVINO: compiled for this many images a call only (None: any number)
 ) -> ServingModel:
     "A model over the ONNX graph at `path` run by `engine` (onnxruntime or openvino)"
     if engine not in ENGINES:
         raise ModelError(f"unknown engine {engine!r}: the engine setting must be one of {', '.join(ENGINES)} or auto")
     if engine == 'onnxruntime': return OnnxModel(path, threads)
-    return OpenVinoModel(path, threads, cfg=cfg, streams=streams, batch=batch)
+    return OpenVinoModel(path, threads, cfg=cfg, streams=streams)
 
 # %% ../nbs/03_model.ipynb #cbe11f91
 def engine_speed(
@@ -280,10 +265,9 @@ def open_model(
     engine: str = None, # onnxruntime or openvino (default: setting engine, auto resolved)
     cfg: Settings = None, # the settings (default: the current ones)
     streams: int = 1, # OpenVINO: calls that may run side by side (see `engine_model`)
-    batch: int = None, # OpenVINO: compiled for this many images a call only (None: any number)
 ) -> ServingModel:
     "The ONNX graph at `path` ready to run by `engine` (default: the `engine` setting, `auto` resolved)"
-    return engine_model(path, engine or serving_engine(path, cfg), threads, cfg, streams, batch)
+    return engine_model(path, engine or serving_engine(path, cfg), threads, cfg, streams)
 
 # %% ../nbs/03_model.ipynb #69209ddd
 def fit_head(

@@ -47,19 +47,18 @@ def _pointer(cfg: Settings,
              alias: str) -> Path: return cfg.runs/'cache'/'models'/f"serving-{cfg.model_name}-{alias}.json"
 
 # %% ../nbs/12_served.ipynb #a9212653
-def _warm_session(path, threads: int, engine: str = None, streams: int = 1, batch: int = None) -> ServingModel:
-    om = open_model(path, threads, engine, streams=streams, batch=batch)   # default engine: the setting
+def _warm_session(path, threads: int, engine: str = None, streams: int = 1) -> ServingModel:
+    om = open_model(path, threads, engine, streams=streams)   # default: the configured engine (settings: engine)
     om.run(np.zeros((1, om.size, om.size, 3), np.uint8), ['p_dog', 'proj'])  # warm up before serving
     return om
 
 # %% ../nbs/12_served.ipynb #3c88b7f5
 def _open_sessions(path, cfg: Settings, engine: str = None) -> tuple[list[ServingModel], ServingModel | None]:
     """One warmed-up session of `engine` per inference worker, and the session with `solo_threads` (None when that is
-    0). OpenVINO's workers share one compilation with a stream each: with one stream their calls would take turns;
-    the lone-frame session is compiled for one image a call"""
+    0). OpenVINO's workers share one compilation with a stream each: with one stream their calls would take turns"""
     n = max(1, cfg.infer_workers)
     per_worker = [_warm_session(path, cfg.infer_threads, engine, streams=n) for _ in range(n)]
-    return per_worker, (_warm_session(path, cfg.solo_threads, engine, batch=1) if cfg.solo_threads else None)
+    return per_worker, (_warm_session(path, cfg.solo_threads, engine) if cfg.solo_threads else None)
 
 # %% ../nbs/12_served.ipynb #4bbfc10a
 def engine_plan(
