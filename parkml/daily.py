@@ -225,8 +225,9 @@ def load_day(
     hist_start = s - (cfg.perf_history_days - 1) * 86400
     labelled_all = store.feedback(hist_start, e)
     labelled_all = labelled_all[labelled_all.model_version.astype(str) == str(mv.version)]
-    if cfg.label_metrics_drawn: labelled_all = drawn_labels(store, labelled_all, hist_start, e, cfg)
-    if cfg.label_metrics_bands: labelled_all = band_labels(store, labelled_all, hist_start, e, cfg)
+    if cfg.label_metrics_drawn or cfg.label_metrics_bands: answered = store.predictions(hist_start, e, status='ok')
+    if cfg.label_metrics_drawn: labelled_all = drawn_labels(store, labelled_all, hist_start, e, cfg, answered)
+    if cfg.label_metrics_bands: labelled_all = band_labels(store, labelled_all, hist_start, e, cfg, answered)
     labelled_all = box_cameras(labelled_all, fleet)
     labelled = labelled_all[labelled_all.ts >= s]
     telemetry = store.telemetry(s, e)

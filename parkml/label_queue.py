@@ -263,11 +263,12 @@ def band_labels(store, # an open prediction store
                 start: float, # the window's start (epoch seconds)
                 end: float, # and its end
                 cfg: Settings = None, # settings (monitor_tz: the days)
+                rows: pd.DataFrame = None, # the window's `status='ok'` predictions, if already read
                ) -> pd.DataFrame:
     "`labelled`, per day and camera, cut to each lighting band's share of its answered frames (`band_sample`)"
     from parkml.monitor import day_of
     from parkml.day_groups import box_cameras
-    w = store.predictions(start, end, status='ok')
+    w = store.predictions(start, end, status='ok') if rows is None else rows
     if not len(labelled) or not len(w): return labelled
     group = lambda d: (day_of(d.ts, cfg) + '|' + box_cameras(d, True).camera.fillna('').astype(str).values).values
     wg, lg = group(w), group(labelled)   # per camera: a box or camera labelled more than another is no band's bias

@@ -114,10 +114,11 @@ def drawn_labels(store, # an open prediction store
                  start: float, # the window's start (epoch seconds)
                  end: float, # and its end
                  cfg: Settings = None, # settings (monitor_tz: the days)
+                 rows: pd.DataFrame = None, # the window's `status='ok'` predictions, if already read
                 ) -> pd.DataFrame:
     "The rows of `labelled` whose frame is among its day's `drawn_frames`"
     from parkml.monitor import day_of
-    w = store.predictions(start, end, status='ok')
+    w = store.predictions(start, end, status='ok') if rows is None else rows
     w = w[w.frame_sha.notna() & w.p_dog.notna()]
     done = set(answers(store, start, end).frame_sha.dropna())
     keep = set()
