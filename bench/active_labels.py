@@ -10,7 +10,8 @@ Each variant is the queue with some settings changed (`VARIANTS`); `random` at e
 always run. The queue gets the day's budget as label_day_budget (the banded variants' quotas); `strata` variants are
 the bench's own banded draw, with the quotas cut at the budget (`+half`: half the places from the ranking). The head
 is refitted as the retraining does it: the production labels weighted by `parkml.train.fit_weights` (setting
-retrain_balance, or --balance).
+retrain_balance, or --balance), the head blind to the sensor-noise directions of the training images
+(`parkml.train.noise_directions`, `blind_head`; setting retrain_noise_directions, or --noise-directions).
 
 The backbone is the real one (EfficientNet-Lite0 embeddings, cached by content under the `cache` setting); dark
 frames are real petpark test photos under the week's `night` condition, written once under runs/bench/active_labels.
@@ -33,7 +34,7 @@ from parkml.cctv import apply_condition
 from parkml.staging_inputs import staging_images, pick_rows, condition_frames
 from parkml.label_queue import rank_frames, band_quotas, frame_band, dark_weight, mix_random
 from parkml.labels import draw_key
-from parkml.train import fit_weights
+from parkml.train import fit_weights, noise_directions, blind_head
 from parkml.week_scenario import DUSK_FROM
 
 OPEN, CLOSE = 8.0, 20.0   # the park's hours, as in the week
@@ -160,11 +161,11 @@ def run(frames: pd.DataFrame, train, base, ref, mu_basis, budget: int, how: str,
     share, mix = STRATA_SHARE.get(variant, 1.0), BANDED_MIX.get(variant, 0.0)
     picked = pd.concat([choose(d, budget, how, ref, seed + i, cfg, share, mix)
                         for i, (_, d) in enumerate(frames.groupby('day'))])
-    Et, yt, bt = train
+    Et, yt, bt, V = train
     y = np.concatenate([yt, picked.label.eq('dog').to_numpy()])
     sw = fit_weights(y, np.r_[np.zeros(len(yt), bool), np.ones(len(picked), bool)],
                      np.concatenate([bt, picked.brightness.to_numpy(float)]), cfg)   # the retraining's weights
-    w, b = fit_head(np.concatenate([Et, np.stack(picked.emb)]), y, seed=seed, sample_weight=sw)
+    w, b = blind_head(np.concatenate([Et, np.stack(picked.emb)]), y, V, sample_weight=sw)   # the retraining's head
     return dict(how=variant, budget=budget, seed=seed, labels=len(picked),
                 dark_share=float((picked.severity > 0).mean()), cat_share=float(picked.label.eq('cat').mean()),
                 **judge(w, b, ev), **judge_noise(w, b, *st))
@@ -203,11 +204,15 @@ def main():
     ap.add_argument('--coverage', type=float, default=None, help='label_coverage (default: the setting)')
     ap.add_argument('--balance', choices=['true', 'false'], default=None,
                     help="retrain_balance: the retraining's class weights per lighting band (default: the setting)")
+    ap.add_argument('--noise-directions', type=int, default=None,
+                    help="retrain_noise_directions: sensor-noise directions the retrained head ignores (default: the "
+                         "setting; 0: none)")
     ap.add_argument('--variants', nargs='+', default=['banded'], choices=list(VARIANTS),
                     help="the queue's variants (banded, ranked: the settings as they are with that queue)")
     ap.add_argument('--out', default=None, help="CSV of every seed's rows (default: none)")
     a = ap.parse_args()
-    over = dict(label_novelty_weight=a.novelty, label_coverage=a.coverage, retrain_balance=a.balance)
+    over = dict(label_novelty_weight=a.novelty, label_coverage=a.coverage, retrain_balance=a.balance,
+                retrain_noise_directions=a.noise_directions)
     over = {k: str(v) for k, v in over.items() if v is not None}
     t0, cfg = time.time(), get_settings(**over)
     folder = ensure_dir(cfg.runs/'bench'/'active_labels')
@@ -216,6 +221,7 @@ def main():
     emb = compute_embeddings(ds.subset(ds.df.sha.isin(tr.sha)), flip=False)
     train = (np.stack(emb.loc[tr.sha, 'emb']), tr.label.eq('dog').to_numpy(), emb.loc[tr.sha, 'brightness'].to_numpy())
     base, mu_basis = fit_head(*train[:2]), fit_projection(train[0], a.proj_dim)
+    train += (noise_directions(ds.subset(ds.df.sha.isin(tr.sha)), emb, cfg.retrain_noise_directions),)
     ref = (train[0][:500] - mu_basis[0]) @ mu_basis[1]
     test = ds.df[ds.df.split == 'test'].sample(frac=1, random_state=1)
     pool, held = test.iloc[:len(test) // 2], test.iloc[len(test) // 2:]
@@ -230,7 +236,8 @@ def main():
     print(f"{a.days} dusk days of {a.frames} frames a seed; {len(ev)} dark-evening frames to judge on; "
           f"{len(stage)} staging photos under noise severity {cfg.stage_gate_severity} "
           f"(gate: drop <= {gate:g} points); "
-          f"novelty weight {cfg.label_novelty_weight}, coverage {cfg.label_coverage}, retrain_balance {cfg.retrain_balance}; "
+          f"novelty weight {cfg.label_novelty_weight}, coverage {cfg.label_coverage}, retrain_balance {cfg.retrain_balance}, "
+          f"retrain_noise_directions {cfg.retrain_noise_directions}; "
           f"prepared in {time.time() - t0:.0f} s")
     rows = [dict(how='none (base model)', budget=0, seed=0, labels=0, dark_share=np.nan, **judge(*base, ev),
                  **judge_noise(*base, *st))]

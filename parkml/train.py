@@ -6,7 +6,7 @@ Docs: https://parkml.github.io/parkml/train.html.md"""
 
 # %% ../nbs/06_train.ipynb #aa85148f
 from __future__ import annotations
-import json, tempfile, time, resource
+import hashlib, json, os, tempfile, time, resource
 from dataclasses import dataclass, field
 from fastcore.meta import delegates
 from pathlib import Path
@@ -16,15 +16,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['AGREEMENT_IMAGES', 'REFERENCE_COLS', 'training_set', 'DogProbability', 'balanced_weights', 'fit_weights', 'fit',
-           'evaluate_subsets', 'peak_rss_mb', 'TrainResult', 'split_metrics', 'train_params', 'checked_onnx',
-           'log_data', 'log_reference', 'log_models', 'register_version', 'train_and_register']
+__all__ = ['NOISE_PHOTOS', 'AGREEMENT_IMAGES', 'REFERENCE_COLS', 'training_set', 'DogProbability', 'balanced_weights',
+           'fit_weights', 'noisy_copy', 'noise_directions', 'blind_head', 'fit', 'evaluate_subsets', 'peak_rss_mb',
+           'TrainResult', 'split_metrics', 'train_params', 'checked_onnx', 'log_data', 'log_reference', 'log_models',
+           'register_version', 'train_and_register']
 
 # %% ../nbs/06_train.ipynb #c69fcd8a
 from .config import get_settings, ensure_dir
 from .data import ImageSet, data_version, read_imageset, assign_splits, split_summary, load_images, CLASSES
 from .model import (fit_head, fit_projection, predict_from_embeddings, OnnxModel, BACKBONE_ID, WEIGHTS_SHA256,
-                          PROJ_DIM)
+                          PROJ_DIM, EMB_DIM)
 from .network import build_parknet, export_onnx, check_agreement, cached_torch_embeddings, compute_embeddings
 from .tracking import mlflow_client, lineage_tags, package_versions
 from .evaluate import classification_metrics, confusion_figure, reliability_figure, bootstrap_ci
@@ -95,6 +96,64 @@ def fit_weights(
     w[production] = balanced_weights(np.asarray(y)[production], band)
     return w
 
+# %% ../nbs/06_train.ipynb #d60fc962
+NOISE_PHOTOS = 500   # training photos whose noisy copies estimate the sensor-noise directions
+
+def noisy_copy(
+    data: bytes, # an encoded photo
+    sha: str, # its sha256 (fixes the noise's severity and seed)
+) -> bytes:
+    "JPEG (quality 95) of the photo under the `noise` condition, at a severity in 1-3 and a seed fixed by `sha`"
+    import io, zlib
+    from parkml.cctv import apply_condition
+    from parkml.data import decode_image
+    severity = 1 + 2 * int(sha[:8], 16) / 0xffffffff
+    img = apply_condition(decode_image(data), 'noise', severity, zlib.crc32(f"noisy-copy:{sha}".encode()))
+    buf = io.BytesIO()
+    img.save(buf, 'JPEG', quality=95)
+    return buf.getvalue()
+
+# %% ../nbs/06_train.ipynb #09a93c60
+def noise_directions(
+    ds: ImageSet, # the image set: noisy copies are made of its training photos (not production frames)
+    emb: pd.DataFrame, # the set's embeddings (`network.compute_embeddings`)
+    k: int = 1, # how many directions
+    n: int = NOISE_PHOTOS, # at most this many photos, the first by content hash
+    progress: bool = False, # show a progress bar while the copies are embedded
+) -> np.ndarray:
+    """(EMB_DIM, k) orthonormal directions along which the camera's sensor noise moves the photos' embeddings most:
+    the top right singular vectors of the noisy copies' embeddings minus the photos' own"""
+    cfg = get_settings()
+    df = ds.df[ds.df.subset == 'train']
+    if 'source' in df: df = df[df.source.ne('production')]
+    df = df.drop_duplicates('sha').sort_values('sha').head(n)
+    if not len(df) or k < 1: return np.zeros((EMB_DIM, 0), np.float32)
+    folder, rows = ensure_dir(cfg.cache/'noisy_copies'), []
+    for r in df.itertuples():
+        path = folder/f"{r.sha[:32]}.jpg"
+        if not path.is_file():
+            part = path.with_suffix(f".{os.getpid()}.part")   # written whole, then renamed: a reader never sees half
+            part.write_bytes(noisy_copy(Path(r.path).read_bytes(), r.sha))
+            part.replace(path)
+        rows.append(dict(path=str(path), relpath=path.name, label=r.label, y=r.y,
+                         sha=hashlib.sha256(path.read_bytes()).hexdigest()))
+    copies = ImageSet(pd.DataFrame(rows), folder, [])
+    D = _stack(compute_embeddings(copies, False, progress), copies.df.sha) - _stack(emb, df.sha)
+    return np.linalg.svd(D, full_matrices=False)[2][:k].T.astype(np.float32)
+
+# %% ../nbs/06_train.ipynb #15754d3f
+def blind_head(
+    E: np.ndarray, # embeddings (N, EMB_DIM)
+    y: np.ndarray, # labels (0 cat, 1 dog)
+    V: np.ndarray = None, # directions the head must ignore (EMB_DIM, k), orthonormal (None or k = 0: none)
+    C: float = None, # inverse regularisation (default: setting head_c)
+    sample_weight: np.ndarray = None, # each row's weight in the fit (None: all 1)
+):
+    "`model.fit_head` on the embeddings with the directions `V` removed: the head (w, b) gives them no weight"
+    if V is None or not V.shape[1]: return fit_head(E, y, C, sample_weight=sample_weight)
+    w, b = fit_head(E - (E @ V) @ V.T, y, C, sample_weight=sample_weight)
+    return (w - V @ (V.T @ w)).astype(np.float32), b
+
 # %% ../nbs/06_train.ipynb #c4d7f553
 def fit(
     ds: ImageSet, # the image set
@@ -102,16 +161,19 @@ def fit(
     C: float = None, # inverse regularisation (default: setting head_c)
     flip: bool = None, # also fit on mirrored images (default: setting flip_augment)
 ):
-    "Head (w, b) and projection (mean, basis) from the training subset's embeddings, production labels weighted"
+    """Head (w, b) and projection (mean, basis) from the training subset's embeddings; with production labels, those
+    weighted (`fit_weights`) and the head blind to `retrain_noise_directions` sensor-noise directions"""
     cfg = get_settings()
     flip = cfg.flip_augment if flip is None else flip
     tr = ds.df[ds.df.subset == 'train']
     E, y = _stack(emb, tr.sha), tr.y.values
-    sw = fit_weights(y, tr.source.eq('production').to_numpy() if 'source' in tr else np.zeros(len(tr), bool),
-                     emb.loc[tr.sha, 'brightness'].to_numpy(), cfg)
+    prod = tr.source.eq('production').to_numpy() if 'source' in tr else np.zeros(len(tr), bool)
+    sw = fit_weights(y, prod, emb.loc[tr.sha, 'brightness'].to_numpy(), cfg)
+    k = int(cfg.retrain_noise_directions) if prod.any() else 0
+    V = noise_directions(ds, emb, k) if k > 0 else None
     if flip: E, y = np.concatenate([E, _stack(emb, tr.sha, 'emb_flip')]), np.concatenate([y, y])
     if flip and sw is not None: sw = np.concatenate([sw, sw])
-    w, b = fit_head(E, y, C, sample_weight=sw)
+    w, b = blind_head(E, y, V, C, sample_weight=sw)
     mu, basis = fit_projection(_stack(emb, tr.sha))
     return (w, b), (mu, basis)
 
@@ -182,6 +244,7 @@ def train_params(
                 split_seed=cfg.split_seed, val_fraction=cfg.val_fraction, staging_fraction=cfg.staging_fraction,
                 limit=limit or 0, cat_fraction=1.0 if cat_fraction is None else cat_fraction,
                 n_train=int((ds.df.subset == 'train').sum()), n_extra=len(extra) if extra is not None else 0,
+                noise_directions=cfg.retrain_noise_directions if extra is not None and len(extra) else 0,
                 data_root=str(ds.root))
 
 # %% ../nbs/06_train.ipynb #f584140c

@@ -206,10 +206,9 @@ class Camera:
 # %% ../nbs/60a_week_scenario.ipynb #3b40cf43
 STAFF = {'demo-staff-1': 0.0, 'demo-staff-2': 0.0, 'demo-staff-3': 0.05}   # the simulated staff: share of wrong answers
 STAFF_BATCH = 25   # frames each person takes from the queue at a time
-# the order the week's staff take fresh frames in (after disputes and second opinions): the queue's `random`, not the
-# park's `banded`: with banded the full week's retrained version failed staging's noise gate (23.5 points against 20,
-# 2026-12-01), as the ranked order's did in the quick week (2026-11-30)
-STAFF_QUEUE = 'random'
+# the order the week's staff take fresh frames in (after disputes and second opinions); None: the park's own (setting
+# label_queue, `banded` by default)
+STAFF_QUEUE = None
 
 def staff_answer(truth: str, # the photo's true label: cat, dog or neither
                  error: float, # the person's share of wrong answers
@@ -271,7 +270,8 @@ def staff_feedback(
     window, rng = (float(ok.ts.min()) - 1, float(ok.ts.max()) + 1) if len(ok) else (0, 0), np.random.default_rng(seed)
     staff_key = str(get_settings().staff_key or '') if staff_key is None else staff_key
     keys = {k: v for k, v in (('X-API-Key', api_key), ('X-Staff-Key', staff_key)) if v}
-    cfg = get_settings(label_queue=STAFF_QUEUE, label_day_budget=budget)   # a banded queue's quotas: this morning's
+    queue = STAFF_QUEUE or get_settings().label_queue
+    cfg = get_settings(label_queue=queue, label_day_budget=budget)   # a banded queue's quotas: this morning's
     ref = queue_reference(cfg) if budget else None
     with open_store(*log) as store, httpx.Client(base_url=url, timeout=30, headers=keys) as c, \
          tqdm(total=budget, desc='staff labels', disable=not progress, leave=False) as bar:
