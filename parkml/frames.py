@@ -6,17 +6,17 @@ Docs: https://parkml.github.io/parkml/frames.html.md"""
 
 # %% ../nbs/10a_frames.ipynb #2cad9d8a
 from __future__ import annotations
-import functools, hashlib, os, secrets, threading
+import functools, hashlib, os, threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from fastcore.basics import patch
-from .config import get_settings, ensure_dir, SettingsError
+from .config import get_settings, SettingsError
 from .stores import StoreUnavailable, split_s3, s3_client
 
 # %% auto #0
-__all__ = ['SYNC_MODES', 'frame_sha', 'frame_relpath', 'fsync_path', 'fsync_all', 'write_frame_file', 'keep_sample',
-           'LocalFrames', 'S3Frames', 'frame_files', 'split_frame', 'sync_mode']
+__all__ = ['SYNC_MODES', 'frame_sha', 'frame_relpath', 'fsync_path', 'fsync_all', 'store_bytes', 'write_frame_file',
+           'keep_sample', 'LocalFrames', 'S3Frames', 'frame_files', 'split_frame', 'sync_mode']
 
 # %% ../nbs/10a_frames.ipynb #38d5db9e
 def frame_sha(data: bytes) -> str:
@@ -49,6 +49,35 @@ def fsync_all(paths) -> None:
     list(_fsync_pool().map(fsync_path, todo))
 
 # %% ../nbs/10a_frames.ipynb #87206c30
+def store_bytes(folder: str, # the folder (created when missing)
+                name: str, # the file's name in it
+                data: bytes, # the bytes
+                sync: bool = False, # flush the file to the disk before it takes its name (its folder: the caller's)
+               ) -> int:
+    """Write `data` as `folder/name` unless that file is there, through a temporary file renamed into place (a
+    reader never sees part of it): 0 it was there, 1 written, 2 written in a folder made for it. Plain `os` calls, no
+    `Path` and no buffered file: a flushed frame takes about 200 us of CPU against 300-400 with them (in process)"""
+    path = f"{folder}/{name}"
+    if os.path.isfile(path): return 0
+    tmp, new_dir = f"{folder}/.{name}.{os.getpid()}.{threading.get_ident()}.tmp", False   # one per writing thread
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    try: fd = os.open(tmp, flags, 0o666)
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        new_dir, fd = True, os.open(tmp, flags, 0o666)
+    try:
+        view, done = memoryview(data), 0
+        while done < len(view): done += os.write(fd, view[done:])
+        if sync: os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    return 2 if new_dir else 1
+
+# %% ../nbs/10a_frames.ipynb #5139ca5b
 def write_frame_file(frames_dir, data: bytes, ext: str = 'jpg', sha: str = None,
                      sync: bool = False, # flush the file and its folder to the disk before returning (power-cut safe)
                     ) -> tuple[str, str]:
@@ -57,18 +86,9 @@ def write_frame_file(frames_dir, data: bytes, ext: str = 'jpg', sha: str = None,
         raise ValueError("a frame must be non-empty bytes")
     sha = sha or frame_sha(data)
     rel = frame_relpath(sha, ext)
-    p = Path(frames_dir)/rel
-    if not p.is_file():
-        new_dir = not p.parent.is_dir()
-        if new_dir: ensure_dir(p.parent)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        with open(tmp, 'wb') as f:
-            f.write(data)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, p)
-        if sync: fsync_all([p.parent, *([p.parent.parent] if new_dir else [])])
+    root = os.fspath(frames_dir)
+    state = store_bytes(f"{root}/{sha[:2]}", rel[3:], data, sync)
+    if sync and state: fsync_all([f"{root}/{sha[:2]}", *([root] if state == 2 else [])])
     return sha, rel
 
 # %% ../nbs/10a_frames.ipynb #ad259049
@@ -108,10 +128,12 @@ def flush(self: LocalFrames, rels: list[str]) -> None:
 def prewrite(self: LocalFrames, data: bytes, ext: str = 'jpg', sha: str = None) -> str:
     "Write a frame (flushed with `sync`) ahead of the commit that will name it: its `flush` then costs nothing"
     sha = sha or frame_sha(data)
-    p = self.root/frame_relpath(sha, ext)
-    there = p.is_file()   # written by an earlier frame with the same bytes, whose flush may still be running
-    rel = write_frame_file(self.root, data, ext, sha, sync=self.sync)[1]
-    if self.sync and there: fsync_all([p, p.parent])
+    rel = frame_relpath(sha, ext)
+    root = os.fspath(self.root)
+    folder = f"{root}/{sha[:2]}"
+    state = store_bytes(folder, rel[3:], data, self.sync)
+    # state 0: written by an earlier frame with the same bytes, whose flush may still be running: flush it again
+    if self.sync: fsync_all([f"{root}/{rel}", folder] if state == 0 else [folder, *([root] if state == 2 else [])])
     with self.lock: self.flushed.add(rel)
     return rel
 
